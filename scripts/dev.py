@@ -1,0 +1,75 @@
+#!/usr/bin/env python3
+"""One-command set-up for newcomers and CI.
+
+    python3 scripts/dev.py serve   # create .venv if needed, then `logserver serve --dev`
+    python3 scripts/dev.py test    # create .venv if needed, then run the whole test suite
+
+The virtual environment lives in `.venv` at the top of the checkout. It is
+(re)installed whenever pyproject.toml or constraints.txt change, so a fresh
+clone needs nothing but Python 3.11+ and access to PyPI. Extra arguments are
+passed on: `python3 scripts/dev.py test -k merkle`, `... serve --listen 127.0.0.1:9000`.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+VENV = ROOT / ".venv"
+STAMP = VENV / ".logserver-install-stamp"
+
+
+def _bin(name: str) -> Path:
+    return VENV / ("Scripts" if os.name == "nt" else "bin") / name
+
+
+def _install_digest() -> str:
+    h = hashlib.sha256()
+    for name in ("pyproject.toml", "constraints.txt"):
+        p = ROOT / name
+        if p.exists():
+            h.update(name.encode() + b"\0" + p.read_bytes())
+    return h.hexdigest()
+
+
+def ensure_venv() -> None:
+    if sys.version_info < (3, 11):
+        sys.exit(f"logserver needs Python 3.11 or newer; this is {sys.version.split()[0]}")
+    want = _install_digest()
+    if STAMP.exists() and STAMP.read_text() == want and _bin("python").exists():
+        return
+    if not _bin("python").exists():
+        print(f"creating virtual environment in {VENV} ...", flush=True)
+        venv.EnvBuilder(with_pip=True, clear=True).create(VENV)
+    print("installing logserver and its test dependencies (pinned by constraints.txt) ...", flush=True)
+    pip = [str(_bin("python")), "-m", "pip", "--disable-pip-version-check", "-q"]
+    cmd = pip + ["install", "-e", f"{ROOT}[test]"]
+    if (ROOT / "constraints.txt").exists():
+        cmd += ["-c", str(ROOT / "constraints.txt")]
+    subprocess.run(cmd, check=True, cwd=ROOT)
+    STAMP.write_text(want)
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] not in ("serve", "test"):
+        print(__doc__.strip())
+        return 2
+    ensure_venv()
+    what, rest = argv[0], argv[1:]
+    if what == "serve":
+        cmd = [str(_bin("logserver")), "serve", "--dev", *rest]
+    else:
+        cmd = [str(_bin("python")), "-m", "pytest", *rest]
+    os.chdir(ROOT)
+    try:
+        return subprocess.call(cmd)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
