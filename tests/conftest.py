@@ -1,0 +1,41 @@
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))  # tests/ helpers importable as plain modules
+
+import pg  # noqa: E402
+
+
+def pytest_addoption(parser):
+    parser.addoption("--run-slow", action="store_true", help="also run the long variants marked slow")
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--run-slow"):
+        return
+    skip = pytest.mark.skip(reason="long variant: run with --run-slow")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def pg_admin_url():
+    """A PostgreSQL server for the whole run (embedded unless DATABASE_URL is set)."""
+    url, data_dir = pg.server_admin_url()
+    yield url
+    pg.remove_data_dir(data_dir)
+
+
+@pytest.fixture(scope="module")
+async def database_url(pg_admin_url, request):
+    """A fresh, empty database for one test module."""
+    prefix = "t_" + re.sub(r"[^a-z0-9]+", "_", request.module.__name__.lower())[-40:]
+    url = await pg.create_database(pg_admin_url, prefix)
+    yield url
+    await pg.drop_database(pg_admin_url, url)

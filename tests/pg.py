@@ -1,0 +1,55 @@
+"""Real PostgreSQL for tests: the embedded server by default, `DATABASE_URL` when set.
+
+Each test module gets a fresh database on that server, dropped afterwards.
+"""
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import tempfile
+import urllib.parse
+from pathlib import Path
+
+import asyncpg
+
+
+def server_admin_url() -> tuple[str, Path | None]:
+    """(URL of a database we may CREATE DATABASE from, embedded data dir or None)."""
+    url = os.environ.get("DATABASE_URL")
+    if url:
+        return url, None
+    from logserver.storage.embedded import embedded_postgres_uri
+
+    data_dir = Path(tempfile.mkdtemp(prefix="logserver-test-pg-"))
+    data_dir.chmod(0o755)  # the embedded server runs as its own user when we are root
+    return embedded_postgres_uri(data_dir, database="postgres"), data_dir
+
+
+def with_database(url: str, database: str) -> str:
+    parts = urllib.parse.urlsplit(url)
+    return urllib.parse.urlunsplit(parts._replace(path="/" + database))
+
+
+async def create_database(admin_url: str, prefix: str) -> str:
+    name = f"{prefix}_{secrets.token_hex(4)}".lower()
+    conn = await asyncpg.connect(admin_url)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    return with_database(admin_url, name)
+
+
+async def drop_database(admin_url: str, url: str) -> None:
+    name = urllib.parse.urlsplit(url).path.lstrip("/")
+    conn = await asyncpg.connect(admin_url)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+def remove_data_dir(path: Path | None) -> None:
+    if path is not None:
+        shutil.rmtree(path, ignore_errors=True)

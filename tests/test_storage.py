@@ -1,0 +1,99 @@
+"""The schema's own invariants, checked against real PostgreSQL."""
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+
+import asyncpg
+import pytest
+
+from logserver.storage import IdentityMismatchError, NewLeaf, Store, create_pool, migrate
+
+EMPTY = hashlib.sha256(b"").digest()
+H = lambda s: hashlib.sha256(s).digest()  # noqa: E731
+NOW = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+
+
+@pytest.fixture(scope="module")
+async def pool(database_url):
+    pool = await create_pool(database_url)
+    async with pool.acquire() as conn:
+        applied = await migrate(conn)
+        assert applied == ["0001_log.sql"]
+        assert await migrate(conn) == []  # idempotent
+    yield pool
+    await pool.close()
+
+
+@pytest.fixture(scope="module")
+async def store(pool):
+    store = Store(pool)
+    assert await store.ensure_identity("example.com/log", b"k" * 32, "vkey") is True
+    assert await store.initialize_state("cp0\n", EMPTY, 1000) is True
+    assert await store.initialize_state("cp0\n", EMPTY, 1000) is False
+    return store
+
+
+async def test_identity_is_checked(store):
+    assert await store.ensure_identity("example.com/log", b"k" * 32, "vkey") is False
+    with pytest.raises(IdentityMismatchError, match="origin"):
+        await store.ensure_identity("example.com/other", b"k" * 32, "vkey")
+    with pytest.raises(IdentityMismatchError, match="log key"):
+        await store.ensure_identity("example.com/log", b"x" * 32, "vkey2")
+
+
+async def test_append_and_read_back(store):
+    leaves = [NewLeaf(i, H(b"%d" % i), b"leaf%d" % i, "fleet-a", i, H(b"p%d" % i)) for i in range(3)]
+    async with store.sequencing(1000) as tx:
+        assert tx.latest.tree_size == 0
+        cp = await tx.append(leaves, {(0, 0): b"".join(l.leaf_hash for l in leaves)},
+                             {"fleet-a": (2, 2)}, 3, H(b"root3"), "cp3\n", 2000, NOW)
+    assert cp.tree_size == 3
+    latest = await store.latest_checkpoint()
+    assert (latest.tree_size, latest.root, latest.note) == (3, H(b"root3"), "cp3\n")
+    assert [l.leaf for l in await store.read_leaves(0, 10)] == [b"leaf0", b"leaf1", b"leaf2"]
+    assert (await store.fleet_latest("fleet-a")).sequence == 2
+    assert (await store.read_tiles([(0, 0), (1, 0)])) == {(0, 0): b"".join(l.leaf_hash for l in leaves)}
+    found = await store.find_entries([("fleet-a", 1), ("fleet-a", 9)])
+    assert list(found) == [("fleet-a", 1)] and found[("fleet-a", 1)].idx == 1
+
+
+@pytest.mark.parametrize("sql", [
+    "UPDATE leaves SET leaf = 'x' WHERE idx = 0",
+    "DELETE FROM leaves WHERE idx = 0",
+    "UPDATE checkpoints SET note = 'x'",
+    "DELETE FROM checkpoints",
+    "UPDATE log_identity SET origin = 'x'",
+    "UPDATE tiles SET hashes = substring(hashes FROM 33)",
+    "UPDATE tiles SET hashes = overlay(hashes PLACING '\\x00'::bytea FROM 1 FOR 1)",
+    "DELETE FROM tiles",
+    "UPDATE log_state SET tree_size = 1",
+    "UPDATE fleets SET sequence = 1",
+    "INSERT INTO leaves VALUES (-1, '\\x00', 'x', 'f', 0, '\\x00', now())",
+    "INSERT INTO leaves VALUES (5, decode(repeat('ab', 32), 'hex'), 'x', 'bad fleet id', 0, decode(repeat('ab', 32), 'hex'), now())",
+])
+async def test_schema_refuses_history_rewrites(store, pool, sql):
+    before = await pool.fetchval("SELECT count(*) FROM leaves")
+    with pytest.raises(asyncpg.PostgresError):
+        await pool.execute(sql)
+    assert await pool.fetchval("SELECT count(*) FROM leaves") == before
+
+
+async def test_checkpoints_cannot_fork_or_go_back(store, pool):
+    latest = await store.latest_checkpoint()
+    with pytest.raises(asyncpg.PostgresError, match="fork"):
+        await pool.execute("INSERT INTO checkpoints (tree_size, root, signed_at_ms, note) VALUES ($1, $2, $3, 'x')",
+                           latest.tree_size, H(b"other"), latest.signed_at_ms + 1)
+    with pytest.raises(asyncpg.PostgresError, match="below"):
+        await pool.execute("INSERT INTO checkpoints (tree_size, root, signed_at_ms, note) VALUES (1, $1, $2, 'x')",
+                           H(b"r"), latest.signed_at_ms + 1)
+    with pytest.raises(asyncpg.PostgresError, match="before"):
+        await pool.execute("INSERT INTO checkpoints (tree_size, root, signed_at_ms, note) VALUES ($1, $2, 1, 'x')",
+                           latest.tree_size, latest.root)
+
+
+async def test_sequencer_lock_is_exclusive(store):
+    async with store.sequencing(1000):
+        with pytest.raises(asyncpg.LockNotAvailableError):
+            async with store.sequencing(100):
+                pass
