@@ -1,0 +1,75 @@
+"""A deliberately naive RFC 6962 reference, written as literally as §2.1-2.1.2 read.
+
+Only for tests: exponential-looking recursion over lists of leaf data, no caching.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from hashlib import sha256
+
+
+def _largest_power_of_two_below(n: int) -> int:
+    """k: the largest power of two smaller than n (n > 1)."""
+    k = 1
+    while k * 2 < n:
+        k *= 2
+    return k
+
+
+def mth(d: Sequence[bytes]) -> bytes:
+    """MTH(D[n]), RFC 6962 §2.1."""
+    n = len(d)
+    if n == 0:
+        return sha256(b"").digest()
+    if n == 1:
+        return sha256(b"\x00" + d[0]).digest()
+    k = _largest_power_of_two_below(n)
+    return sha256(b"\x01" + mth(d[0:k]) + mth(d[k:n])).digest()
+
+
+def path(m: int, d: Sequence[bytes]) -> list[bytes]:
+    """PATH(m, D[n]), RFC 6962 §2.1.1: the audit path of leaf m."""
+    n = len(d)
+    assert 0 <= m < n
+    if n == 1:
+        return []
+    k = _largest_power_of_two_below(n)
+    if m < k:
+        return path(m, d[0:k]) + [mth(d[k:n])]
+    return path(m - k, d[k:n]) + [mth(d[0:k])]
+
+
+def proof(m: int, d: Sequence[bytes]) -> list[bytes]:
+    """PROOF(m, D[n]), RFC 6962 §2.1.2, for 0 < m <= n.
+
+    The RFC defines PROOF only for 0 < m <= n; m == 0 (any tree extends the empty tree)
+    is given the empty proof here, as logserver serves it.
+    """
+    assert 0 <= m <= len(d)
+    if m == 0:
+        return []
+    return subproof(m, d, True)
+
+
+def subproof(m: int, d: Sequence[bytes], b: bool) -> list[bytes]:
+    """SUBPROOF(m, D[n], b), RFC 6962 §2.1.2."""
+    n = len(d)
+    if m == n:
+        return [] if b else [mth(d)]
+    k = _largest_power_of_two_below(n)
+    if m <= k:
+        return subproof(m, d[0:k], b) + [mth(d[k:n])]
+    return subproof(m - k, d[k:n], False) + [mth(d[0:k])]
+
+
+def complete_nodes(d: Sequence[bytes]) -> dict[tuple[int, int], bytes]:
+    """Every complete node (level, index) of the tree over `d`, hashed with mth()."""
+    nodes: dict[tuple[int, int], bytes] = {}
+    level = 0
+    while (1 << level) <= len(d):
+        width = 1 << level
+        for index in range(len(d) // width):
+            nodes[(level, index)] = mth(d[index * width : (index + 1) * width])
+        level += 1
+    return nodes
