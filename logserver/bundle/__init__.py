@@ -1,1 +1,82 @@
-"""See docs/architecture.md."""
+"""Pure bundle logic: DSSE envelope and PAE, payload schema, authority keys, the
+dual-signature policy and the canonical leaf encoding. See docs/architecture.md and
+docs/formats.md."""
+
+from .authority import (
+    ROLES,
+    AuthorityKey,
+    AuthorityPrivateKey,
+    AuthorityPublicKey,
+    AuthoritySet,
+    Role,
+    add_signature,
+    keyid_for,
+    load_authority_key_pem,
+    sign_envelope,
+)
+from .dsse import MAX_ENVELOPE_BYTES, MAX_SIGNATURES, Envelope, Signature, pae, parse_envelope
+from .errors import (
+    ALL_CODES,
+    AuthorityConfigError,
+    BundleError,
+    MalformedEnvelopeError,
+    MalformedPayloadError,
+    PolicyError,
+    SizeLimitError,
+    ValidityError,
+)
+from .leaf import LEAF_VERSION, MAX_LEAF_BYTES, decode_leaf, encode_leaf
+from .payload import (
+    ALGORITHMS,
+    PAYLOAD_TYPE,
+    FleetBundle,
+    FleetKey,
+    check_validity,
+    format_timestamp,
+    parse_payload,
+    parse_timestamp,
+    payload_digest,
+)
+from .policy import VerifiedBundle, verify_envelope
+
+__all__ = [
+    "ALGORITHMS",
+    "ALL_CODES",
+    "LEAF_VERSION",
+    "MAX_ENVELOPE_BYTES",
+    "MAX_LEAF_BYTES",
+    "MAX_SIGNATURES",
+    "PAYLOAD_TYPE",
+    "ROLES",
+    "AuthorityConfigError",
+    "AuthorityKey",
+    "AuthorityPrivateKey",
+    "AuthorityPublicKey",
+    "AuthoritySet",
+    "BundleError",
+    "Envelope",
+    "FleetBundle",
+    "FleetKey",
+    "MalformedEnvelopeError",
+    "MalformedPayloadError",
+    "PolicyError",
+    "Role",
+    "Signature",
+    "SizeLimitError",
+    "ValidityError",
+    "VerifiedBundle",
+    "add_signature",
+    "check_validity",
+    "decode_leaf",
+    "encode_leaf",
+    "format_timestamp",
+    "keyid_for",
+    "load_authority_key_pem",
+    "pae",
+    "parse_envelope",
+    "parse_payload",
+    "parse_timestamp",
+    "payload_digest",
+    "sign_envelope",
+    "verify_envelope",
+]

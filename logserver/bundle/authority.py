@@ -1,0 +1,196 @@
+"""Trust authority keys: loading, key ids, verification, and signing helpers.
+
+An authority key is Ed25519 (RFC 8032, raw 64-byte signatures) or ECDSA P-256 with
+SHA-256 (ASN.1 DER signatures, as `cryptography` produces). Its DSSE keyid is the
+lowercase hex SHA-256 of its DER SubjectPublicKeyInfo. See docs/formats.md,
+"Authority keys".
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Literal, TypeAlias
+
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from cryptography.hazmat.primitives.serialization import (
+    Encoding,
+    PublicFormat,
+    load_pem_public_key,
+)
+
+from .dsse import Envelope, Signature, pae
+from .errors import AuthorityConfigError, PolicyError
+
+Role: TypeAlias = Literal["signer", "countersigner"]
+ROLES: tuple[Role, ...] = ("signer", "countersigner")
+
+AuthorityPublicKey: TypeAlias = ed25519.Ed25519PublicKey | ec.EllipticCurvePublicKey
+AuthorityPrivateKey: TypeAlias = ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey
+
+# One shared, immutable signature-algorithm object: nothing is built per verification.
+_ECDSA_SHA256 = ec.ECDSA(hashes.SHA256())
+_AUTHORITY_NAME_RE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+
+
+def keyid_for(public_key: AuthorityPublicKey) -> str:
+    """The DSSE keyid of a public key: lowercase hex SHA-256 of its DER SPKI."""
+    der = public_key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+    return hashlib.sha256(der).hexdigest()
+
+
+def _check_key_type(key: object) -> None:
+    if isinstance(key, ed25519.Ed25519PublicKey):
+        return
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        if isinstance(key.curve, ec.SECP256R1):
+            return
+        raise AuthorityConfigError(
+            f"authority key: got EC curve {key.curve.name}, want secp256r1 (P-256) or Ed25519"
+        )
+    raise AuthorityConfigError(
+        f"authority key: got {type(key).__name__}, want Ed25519 or ECDSA P-256"
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class AuthorityKey:
+    """A pinned public key of one trust authority, in one role."""
+
+    keyid: str
+    authority: str
+    role: Role
+    public_key: AuthorityPublicKey
+
+    def __post_init__(self) -> None:
+        _check_key_type(self.public_key)
+        if self.role not in ROLES:
+            raise AuthorityConfigError(f"role: got {self.role!r}, want one of {ROLES}")
+        if _AUTHORITY_NAME_RE.fullmatch(self.authority) is None:
+            raise AuthorityConfigError(
+                f"authority name: got {self.authority!r}, "
+                "want 1..128 characters of [A-Za-z0-9._:-]"
+            )
+        want = keyid_for(self.public_key)
+        if self.keyid != want:
+            raise AuthorityConfigError(f"keyid: got {self.keyid!r}, want {want!r}")
+
+    @classmethod
+    def from_public_key(
+        cls, public_key: AuthorityPublicKey, authority: str, role: Role
+    ) -> AuthorityKey:
+        """Wrap a loaded public key, computing its keyid."""
+        return cls(keyid_for(public_key), authority, role, public_key)
+
+    def verify(self, message: bytes, signature: bytes) -> None:
+        """Verify `signature` over `message` (the PAE); raise PolicyError if invalid."""
+        try:
+            if isinstance(self.public_key, ed25519.Ed25519PublicKey):
+                self.public_key.verify(signature, message)
+            else:
+                self.public_key.verify(signature, message, _ECDSA_SHA256)
+        except InvalidSignature:
+            raise PolicyError(
+                f"signature by keyid {self.keyid} ({self.role} {self.authority!r}) "
+                "does not verify over the envelope's PAE",
+                code="invalid_signature",
+            ) from None
+
+
+def load_authority_key_pem(pem: bytes, authority: str, role: Role) -> AuthorityKey:
+    """Load a PEM SubjectPublicKeyInfo ("PUBLIC KEY") as an authority key."""
+    try:
+        public_key = load_pem_public_key(pem)
+    except (ValueError, UnsupportedAlgorithm) as exc:
+        raise AuthorityConfigError(
+            f"authority {authority!r}: not a PEM public key: {exc}"
+        ) from None
+    _check_key_type(public_key)
+    assert isinstance(public_key, (ed25519.Ed25519PublicKey, ec.EllipticCurvePublicKey))
+    return AuthorityKey.from_public_key(public_key, authority, role)
+
+
+class AuthoritySet(Mapping[str, AuthorityKey]):
+    """The pinned authority keys, keyid -> key.
+
+    Invariants (AuthorityConfigError otherwise): a key appears once; an authority
+    name has a single role, so no authority can satisfy both roles; there is at least
+    one signer and one countersigner.
+    """
+
+    __slots__ = ("_by_keyid",)
+
+    def __init__(self, keys: Iterable[AuthorityKey]) -> None:
+        by_keyid: dict[str, AuthorityKey] = {}
+        role_of: dict[str, Role] = {}
+        for key in keys:
+            if key.keyid in by_keyid:
+                other = by_keyid[key.keyid]
+                raise AuthorityConfigError(
+                    f"key {key.keyid} listed twice: as {other.role} {other.authority!r} "
+                    f"and as {key.role} {key.authority!r}, want each key once"
+                )
+            known_role = role_of.setdefault(key.authority, key.role)
+            if known_role != key.role:
+                raise AuthorityConfigError(
+                    f"authority {key.authority!r} has keys in roles {known_role} and "
+                    f"{key.role}, want one role per authority"
+                )
+            by_keyid[key.keyid] = key
+        for role in ROLES:
+            if role not in role_of.values():
+                raise AuthorityConfigError(f"authority set: no {role} key, want at least one")
+        self._by_keyid = by_keyid
+
+    def __getitem__(self, keyid: str) -> AuthorityKey:
+        return self._by_keyid[keyid]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._by_keyid)
+
+    def __len__(self) -> int:
+        return len(self._by_keyid)
+
+    def authorities(self, role: Role) -> frozenset[str]:
+        """Names of the authorities that hold `role`."""
+        return frozenset(k.authority for k in self._by_keyid.values() if k.role == role)
+
+    def __repr__(self) -> str:
+        entries = ", ".join(f"{k.role}:{k.authority}:{k.keyid[:12]}" for k in self.values())
+        return f"AuthoritySet({entries})"
+
+
+# ---- Private-key side, for signing tools and tests. ----
+
+
+def _sign(private_key: AuthorityPrivateKey, message: bytes) -> bytes:
+    if isinstance(private_key, ed25519.Ed25519PrivateKey):
+        return private_key.sign(message)
+    if isinstance(private_key, ec.EllipticCurvePrivateKey) and isinstance(
+        private_key.curve, ec.SECP256R1
+    ):
+        return private_key.sign(message, _ECDSA_SHA256)
+    raise TypeError(
+        f"authority private key: got {type(private_key).__name__}, want Ed25519 or ECDSA P-256"
+    )
+
+
+def sign_envelope(
+    payload_type: str, payload: bytes, private_keys: Iterable[AuthorityPrivateKey]
+) -> Envelope:
+    """A new envelope signed by each key in turn (keyid from the key's public SPKI)."""
+    message = pae(payload_type, payload)
+    signatures = tuple(
+        Signature(keyid_for(key.public_key()), _sign(key, message)) for key in private_keys
+    )
+    return Envelope(payload_type, payload, signatures)
+
+
+def add_signature(envelope: Envelope, private_key: AuthorityPrivateKey) -> Envelope:
+    """The envelope with one more signature (e.g. the countersignature) appended."""
+    signature = Signature(keyid_for(private_key.public_key()), _sign(private_key, envelope.pae()))
+    return Envelope(envelope.payload_type, envelope.payload, envelope.signatures + (signature,))

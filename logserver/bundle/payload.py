@@ -1,0 +1,224 @@
+"""The fleet bundle payload: schema, strict parser and validity check.
+
+The schema is documented in docs/formats.md ("Payload schema"). The payload bytes are
+what the authorities signed and what the log stores verbatim; parsing only decides
+whether they are acceptable, it never re-serialises them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, x25519
+from cryptography.hazmat.primitives.serialization import (
+    Encoding,
+    PublicFormat,
+    load_der_public_key,
+)
+
+from ._strict import Reject, exact_object, json_type, strict_b64, strict_json
+from .errors import MalformedPayloadError, ValidityError
+
+PAYLOAD_TYPE = "application/vnd.logserver.fleet-bundle+json"
+
+MAX_SEQUENCE = 2**63 - 1
+MAX_KEYS = 64
+MAX_ID_LEN = 128
+
+# Algorithm name -> predicate on the loaded public key. Keep this set small: every
+# entry is a promise to clients that they can use such a key.
+_ALGORITHM_CHECKS = {
+    "ed25519": lambda key: isinstance(key, ed25519.Ed25519PublicKey),
+    "x25519": lambda key: isinstance(key, x25519.X25519PublicKey),
+    "ecdsa-p256": lambda key: isinstance(key, ec.EllipticCurvePublicKey)
+    and isinstance(key.curve, ec.SECP256R1),
+    "ecdsa-p384": lambda key: isinstance(key, ec.EllipticCurvePublicKey)
+    and isinstance(key.curve, ec.SECP384R1),
+}
+ALGORITHMS: frozenset[str] = frozenset(_ALGORITHM_CHECKS)
+
+_PAYLOAD_FIELDS = frozenset({"fleet_id", "sequence", "not_before", "not_after", "keys"})
+_KEY_FIELDS = frozenset({"key_id", "algorithm", "public_key"})
+
+_ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+# RFC 3339 §5.6 date-time, restricted: upper-case "T", UTC offset written "Z" only,
+# at most 6 fractional digits (microseconds, what datetime holds). [0-9] not \d:
+# \d would also match non-ASCII digits.
+_TIMESTAMP_RE = re.compile(
+    r"([0-9]{4})-([0-9]{2})-([0-9]{2})T([0-9]{2}):([0-9]{2}):([0-9]{2})(?:\.([0-9]{1,6}))?Z"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class FleetKey:
+    """One HSM public key of the fleet; `public_key` is canonical DER SubjectPublicKeyInfo."""
+
+    key_id: str
+    algorithm: str
+    public_key: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class FleetBundle:
+    """A parsed payload. Timestamps are timezone-aware UTC datetimes."""
+
+    fleet_id: str
+    sequence: int
+    not_before: datetime
+    not_after: datetime
+    keys: tuple[FleetKey, ...]
+
+
+def payload_digest(payload: bytes) -> bytes:
+    """SHA-256 of the exact payload bytes: the identity of a bundle's signed content."""
+    return hashlib.sha256(payload).digest()
+
+
+def parse_payload(data: bytes) -> FleetBundle:
+    """Parse payload bytes under the strict schema; raise MalformedPayloadError."""
+    try:
+        obj = strict_json(data)
+    except Reject as exc:
+        raise MalformedPayloadError(f"payload: {exc}") from None
+    fields = exact_object("payload", obj, _PAYLOAD_FIELDS, MalformedPayloadError)
+    fleet_id = _identifier("fleet_id", fields["fleet_id"])
+    sequence = fields["sequence"]
+    # bool is a subclass of int in Python; JSON true is not a number.
+    if type(sequence) is not int:
+        raise MalformedPayloadError(f"sequence: got {json_type(sequence)}, want integer")
+    if not 0 <= sequence <= MAX_SEQUENCE:
+        raise MalformedPayloadError(f"sequence: got {sequence}, want 0..{MAX_SEQUENCE}")
+    not_before = parse_timestamp("not_before", fields["not_before"])
+    not_after = parse_timestamp("not_after", fields["not_after"])
+    raw_keys = fields["keys"]
+    if not isinstance(raw_keys, list):
+        raise MalformedPayloadError(f"keys: got {json_type(raw_keys)}, want array")
+    if not 1 <= len(raw_keys) <= MAX_KEYS:
+        raise MalformedPayloadError(f"keys: got {len(raw_keys)} keys, want 1..{MAX_KEYS}")
+    keys: list[FleetKey] = []
+    seen: set[str] = set()
+    for i, raw in enumerate(raw_keys):
+        key = _fleet_key(i, raw)
+        if key.key_id in seen:
+            raise MalformedPayloadError(
+                f"keys[{i}].key_id: {key.key_id!r} repeats an earlier key_id, want unique"
+            )
+        seen.add(key.key_id)
+        keys.append(key)
+    return FleetBundle(fleet_id, sequence, not_before, not_after, tuple(keys))
+
+
+def check_validity(bundle: FleetBundle, now: datetime) -> None:
+    """Raise ValidityError unless not_before < not_after and now < not_after.
+
+    A bundle whose window has not started yet (now < not_before) is accepted: it may
+    be logged ahead of its activation, which is when clients most need to see it.
+    """
+    if now.tzinfo is None:
+        raise TypeError("check_validity: now must be timezone-aware")
+    if not bundle.not_before < bundle.not_after:
+        raise ValidityError(
+            f"validity window: got not_before {format_timestamp(bundle.not_before)} and "
+            f"not_after {format_timestamp(bundle.not_after)}, want not_before < not_after",
+            code="invalid_validity_window",
+        )
+    if not now < bundle.not_after:
+        raise ValidityError(
+            f"bundle expired: got not_after {format_timestamp(bundle.not_after)}, "
+            f"want later than now ({format_timestamp(now)})",
+            code="expired",
+        )
+
+
+def parse_timestamp(name: str, value: object) -> datetime:
+    """Parse a strict RFC 3339 UTC timestamp (`YYYY-MM-DDTHH:MM:SS[.ffffff]Z`)."""
+    if not isinstance(value, str):
+        raise MalformedPayloadError(f"{name}: got {json_type(value)}, want string")
+    match = _TIMESTAMP_RE.fullmatch(value)
+    if match is None:
+        raise MalformedPayloadError(
+            f"{name}: got {value[:40]!r}, want YYYY-MM-DDTHH:MM:SS[.ffffff]Z (UTC)"
+        )
+    year, month, day, hour, minute, second, fraction = match.groups()
+    micro = int(fraction.ljust(6, "0")) if fraction else 0
+    try:
+        # datetime validates the calendar (month lengths, leap years) and the clock
+        # (hour <= 23, second <= 59: leap seconds are not representable, so rejected).
+        return datetime(
+            int(year), int(month), int(day), int(hour), int(minute), int(second), micro,
+            tzinfo=timezone.utc,
+        )
+    except ValueError as exc:
+        raise MalformedPayloadError(f"{name}: got {value!r}, not a real date/time: {exc}") from None
+
+
+def format_timestamp(value: datetime) -> str:
+    """Format an aware datetime in the payload's timestamp syntax (UTC, "Z")."""
+    utc = value.astimezone(timezone.utc)
+    text = utc.strftime("%Y-%m-%dT%H:%M:%S")
+    if utc.microsecond:
+        text += f".{utc.microsecond:06d}".rstrip("0")
+    return text + "Z"
+
+
+def _fleet_key(index: int, raw: object) -> FleetKey:
+    name = f"keys[{index}]"
+    fields = exact_object(name, raw, _KEY_FIELDS, MalformedPayloadError)
+    key_id = _identifier(f"{name}.key_id", fields["key_id"])
+    algorithm = fields["algorithm"]
+    if not isinstance(algorithm, str) or algorithm not in _ALGORITHM_CHECKS:
+        shown = repr(algorithm[:40]) if isinstance(algorithm, str) else json_type(algorithm)
+        raise MalformedPayloadError(
+            f"{name}.algorithm: got {shown}, want one of {sorted(ALGORITHMS)}"
+        )
+    encoded = fields["public_key"]
+    if not isinstance(encoded, str):
+        raise MalformedPayloadError(f"{name}.public_key: got {json_type(encoded)}, want string")
+    try:
+        der = strict_b64(encoded, allow_urlsafe=False)
+    except Reject as exc:
+        raise MalformedPayloadError(f"{name}.public_key: {exc}") from None
+    _check_spki(f"{name}.public_key", algorithm, der)
+    return FleetKey(key_id, algorithm, der)
+
+
+def _check_spki(name: str, algorithm: str, der: bytes) -> None:
+    try:
+        key = load_der_public_key(der)
+    except (ValueError, UnsupportedAlgorithm) as exc:
+        raise MalformedPayloadError(
+            f"{name}: not a DER SubjectPublicKeyInfo cryptography can load: {exc}"
+        ) from None
+    if not _ALGORITHM_CHECKS[algorithm](key):
+        raise MalformedPayloadError(
+            f"{name}: got a {_describe_key(key)} key, want a key of algorithm {algorithm!r}"
+        )
+    canonical = key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+    if canonical != der:
+        # Catches BER-not-DER, trailing bytes, compressed EC points and the like:
+        # one key, one encoding.
+        raise MalformedPayloadError(
+            f"{name}: got {len(der)} bytes that re-encode to {len(canonical)} different "
+            "bytes, want canonical DER (uncompressed points for EC)"
+        )
+
+
+def _describe_key(key: object) -> str:
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        return f"EC {key.curve.name}"
+    return type(key).__name__.removesuffix("PublicKey").removeprefix("_")
+
+
+def _identifier(name: str, value: object) -> str:
+    if not isinstance(value, str):
+        raise MalformedPayloadError(f"{name}: got {json_type(value)}, want string")
+    if _ID_RE.fullmatch(value) is None:
+        raise MalformedPayloadError(
+            f"{name}: got {value[:40]!r} ({len(value)} characters), "
+            f"want 1..{MAX_ID_LEN} characters of [A-Za-z0-9._:-]"
+        )
+    return value
