@@ -1,0 +1,4 @@
+"""HTTP API (aiohttp)."""
+from .app import create_app
+
+__all__ = ["create_app"]

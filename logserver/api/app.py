@@ -1,0 +1,210 @@
+"""The aiohttp application factory.
+
+Start-up (cleanup_ctx, in order): open the database (embedded or configured),
+apply migrations, check the log identity, create the first checkpoint on a new
+log, refuse a stale or corrupted database, then start the sequencer and the
+background tasks. Shutdown runs the same steps backwards.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+
+from aiohttp import web
+
+from ..bundle import AuthoritySet, load_authority_key_pem
+from ..checkpoint_file import SavedCheckpoint, save_checkpoint_file
+from ..config import Config, ConfigError
+from ..log_key import LogKey
+from ..merkle import EMPTY_ROOT
+from ..sequencer import Sequencer, SequencerStats
+from ..startup import check_not_stale, check_tiles
+from ..storage import CheckpointRow, Store, create_pool, migrate, resolve_database_url
+from ..tree_reader import TreeReader
+from . import entries, ops, submit, tiles
+from .errors import make_error_middleware
+from .keys import AUTHORITIES, CLOCK, CONFIG, LOG_KEY, METRICS, READER, SEQUENCER, STORE
+from .metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+LATEST_POLL_S = 0.5  # how often a process re-reads the latest checkpoint others may have signed
+
+
+def load_authorities(config: Config) -> AuthoritySet:
+    keys = []
+    for i, a in enumerate(config.authorities):
+        for path in a.keys:
+            try:
+                keys.append(load_authority_key_pem(path.read_bytes(), a.name, a.role))
+            except (ValueError, OSError) as e:
+                raise ConfigError(f"authorities[{i}].keys: {path}: {e}") from None
+    try:
+        return AuthoritySet(keys)
+    except ValueError as e:
+        raise ConfigError(f"authorities: {e}") from None
+
+
+def create_app(
+    config: Config,
+    *,
+    clock: Callable[[], float] = time.time,
+    log_key: LogKey | None = None,
+) -> web.Application:
+    """Build the application. Raises ConfigError for a bad key or authority file."""
+    log_key = log_key or LogKey.load(config.log_key, config.origin)
+    if log_key.origin != config.origin:
+        raise ConfigError(f"log_key: key is for origin {log_key.origin!r}, config says {config.origin!r}")
+    app = web.Application(
+        client_max_size=config.limits.max_body_bytes,
+        middlewares=[_metrics_middleware, make_error_middleware(config.limits.retry_after_s)],
+    )
+    app[CONFIG] = config
+    app[LOG_KEY] = log_key
+    app[AUTHORITIES] = load_authorities(config)
+    app[METRICS] = Metrics()
+    app[CLOCK] = clock
+    app.cleanup_ctx.append(_storage_ctx)
+    app.cleanup_ctx.append(_sequencer_ctx)
+
+    r = app.router
+    r.add_post("/v1/bundles", submit.post_bundle)
+    r.add_get("/v1/log", entries.get_log)
+    r.add_get("/v1/proof/inclusion", entries.get_inclusion_proof)
+    r.add_get("/v1/proof/consistency", entries.get_consistency_proof)
+    r.add_get("/v1/entries", entries.get_entries)
+    r.add_get("/v1/bundles/{leaf_hash}", entries.get_bundle)
+    r.add_get("/v1/fleets/{fleet_id}", entries.get_fleet)
+    r.add_get("/checkpoint", tiles.get_checkpoint)
+    r.add_get("/tile/{path:.+}", tiles.get_tile)
+    r.add_get("/metrics", ops.get_metrics)
+    r.add_get("/healthz", ops.get_healthz)
+    r.add_get("/readyz", ops.get_readyz)
+    r.add_get("/openapi.yaml", ops.get_openapi)
+    return app
+
+
+@web.middleware
+async def _metrics_middleware(request: web.Request, handler):
+    started = time.perf_counter()
+    status = 503
+    try:
+        resp = await handler(request)
+        status = resp.status
+        return resp
+    except web.HTTPException as e:
+        status = e.status
+        raise
+    finally:
+        route = request.match_info.route.resource
+        name = route.canonical if route is not None else "unmatched"
+        request.app[METRICS].http_seconds.labels(name, request.method, str(status)).observe(
+            time.perf_counter() - started
+        )
+
+
+async def _storage_ctx(app: web.Application):
+    config, key = app[CONFIG], app[LOG_KEY]
+    url, embedded = await asyncio.to_thread(resolve_database_url, config.database_url, config.data_dir)
+    log.info("database: %s", "embedded PostgreSQL in " + str(config.data_dir) if embedded else "configured server")
+    pool = await create_pool(url)
+    try:
+        async with pool.acquire() as conn:
+            for name in await migrate(conn):
+                log.info("applied migration %s", name)
+        store = Store(pool)
+        await store.ensure_identity(config.origin, key.public_key_bytes, key.vkey)
+        now_ms = int(app[CLOCK]() * 1000)
+        if await store.initialize_state(key.sign_checkpoint(0, EMPTY_ROOT, now_ms), EMPTY_ROOT, now_ms):
+            log.info("new log %s initialised at size 0", config.origin)
+        reader = TreeReader(store)
+        await check_not_stale(reader, config.checkpoint_file, key.verifiers())
+        latest = await check_tiles(reader)
+        _save_checkpoint(config, latest)
+        app[STORE] = store
+        app[READER] = reader
+        yield
+    finally:
+        await pool.close()
+
+
+def _save_checkpoint(config: Config, cp: CheckpointRow) -> None:
+    save_checkpoint_file(config.checkpoint_file, SavedCheckpoint(cp.tree_size, cp.signed_at_ms, cp.note))
+
+
+async def _sequencer_ctx(app: web.Application):
+    config, metrics, reader = app[CONFIG], app[METRICS], app[READER]
+    s = config.sequencer
+    saver = _CheckpointSaver(config)
+
+    def on_commit(cp: CheckpointRow, written: dict) -> None:
+        reader.remember_tiles(written)
+        reader.set_latest(cp)
+        saver.offer(cp)
+
+    def on_batch(n: int, seconds: float) -> None:
+        metrics.batch_size.observe(n)
+        metrics.integration_seconds.observe(seconds)
+
+    sequencer = Sequencer(
+        app[STORE], app[LOG_KEY].sign_checkpoint,
+        max_batch_size=s.max_batch_size, max_batch_delay_ms=s.max_batch_delay_ms, max_pending=s.max_pending,
+        checkpoint_interval_s=s.checkpoint_interval_s, lock_timeout_ms=s.lock_timeout_ms,
+        clock=app[CLOCK], on_commit=on_commit,
+        stats=SequencerStats(on_batch=on_batch, on_equivocation=lambda *a: metrics.equivocations.inc()),
+    )
+    app[SEQUENCER] = sequencer
+    tasks = [
+        asyncio.create_task(sequencer.run(), name="sequencer"),
+        asyncio.create_task(saver.run(), name="checkpoint-file"),
+        asyncio.create_task(_poll_latest(reader), name="latest-poll"),
+    ]
+    yield
+    for t in tasks:
+        t.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    await saver.flush()
+
+
+async def _poll_latest(reader: TreeReader) -> None:
+    """Pick up checkpoints signed by other processes sharing the database."""
+    while True:
+        await asyncio.sleep(LATEST_POLL_S)
+        try:
+            await reader.refresh_latest()
+        except Exception as e:  # an outage: keep serving what we have
+            log.debug("latest checkpoint poll failed: %r", e)
+
+
+class _CheckpointSaver:
+    """Writes the newest committed checkpoint to the data directory, off the event loop.
+
+    Only ever after the commit (a file ahead of the database would wrongly look
+    like a stale restore); coalesces bursts so at most one write is in flight.
+    """
+
+    def __init__(self, config: Config):
+        self.config = config
+        self._newest: CheckpointRow | None = None
+        self._event = asyncio.Event()
+
+    def offer(self, cp: CheckpointRow) -> None:
+        if self._newest is None or cp.id > self._newest.id:
+            self._newest = cp
+            self._event.set()
+
+    async def run(self) -> None:
+        while True:
+            await self._event.wait()
+            self._event.clear()
+            await self.flush()
+
+    async def flush(self) -> None:
+        cp = self._newest
+        if cp is not None:
+            try:
+                await asyncio.to_thread(_save_checkpoint, self.config, cp)
+            except OSError as e:
+                log.error("could not save the latest checkpoint to %s: %s", self.config.checkpoint_file, e)

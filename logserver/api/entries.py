@@ -1,0 +1,139 @@
+"""JSON read routes: log info, proofs, entries, bundles and fleets."""
+from __future__ import annotations
+
+from aiohttp import web
+
+from ..bundle import decode_leaf
+from ..merkle import InvalidParameterError
+from ..receipt import build_receipt
+from ..tree_reader import BeyondTreeError
+from .errors import bad_request, not_found
+from .keys import CONFIG, LOG_KEY, READER, STORE
+from .params import decimal, hex_hash, query
+from .responses import IMMUTABLE, NO_STORE, json_response
+
+
+async def get_log(request: web.Request) -> web.Response:
+    query(request, set())
+    app = request.app
+    key = app[LOG_KEY]
+    cp = await app[READER].refresh_latest()
+    return json_response({
+        "origin": key.origin,
+        "verifier_key": key.vkey,
+        "public_key": key.public_pem,
+        "tree_size": cp.tree_size,
+        "checkpoint": cp.note,
+    }, cache="public, max-age=1")
+
+
+async def get_inclusion_proof(request: web.Request) -> web.Response:
+    q = query(request, {"tree_size"}, {"index", "leaf_hash"})
+    size = decimal(q["tree_size"], "tree_size")
+    if ("index" in q) == ("leaf_hash" in q):
+        raise bad_request("give exactly one of index and leaf_hash")
+    reader = request.app[READER]
+    if "index" in q:
+        index = decimal(q["index"], "index")
+        lh = None
+    else:
+        lh = hex_hash(q["leaf_hash"], "leaf_hash")
+        index = await request.app[STORE].leaf_index(lh)
+        if index is None:
+            raise not_found(f"no entry has leaf hash {lh.hex()}")
+    if index >= size:
+        raise bad_request(f"index {index} is not below tree_size {size}")
+    try:
+        proof = await reader.inclusion_proof(index, size)
+        if lh is None:
+            lh = await reader.leaf_hash_at(index, size)
+    except (BeyondTreeError, InvalidParameterError) as e:
+        raise bad_request(str(e)) from None
+    return json_response(
+        {"index": index, "tree_size": size, "leaf_hash": lh.hex(), "proof": [h.hex() for h in proof]},
+        cache=IMMUTABLE,
+    )
+
+
+async def get_consistency_proof(request: web.Request) -> web.Response:
+    q = query(request, {"first", "second"})
+    first, second = decimal(q["first"], "first"), decimal(q["second"], "second")
+    if first > second:
+        raise bad_request(f"first ({first}) must not exceed second ({second})")
+    try:
+        proof = await request.app[READER].consistency_proof(first, second)
+    except (BeyondTreeError, InvalidParameterError) as e:
+        raise bad_request(str(e)) from None
+    return json_response({"first": first, "second": second, "proof": [h.hex() for h in proof]}, cache=IMMUTABLE)
+
+
+async def get_entries(request: web.Request) -> web.Response:
+    q = query(request, {"start", "end"})
+    start, end = decimal(q["start"], "start"), decimal(q["end"], "end")
+    if start >= end:
+        raise bad_request(f"start ({start}) must be below end ({end})")
+    reader = request.app[READER]
+    try:
+        await reader.covering(end)
+    except BeyondTreeError as e:
+        raise bad_request(str(e)) from None
+    page = request.app[CONFIG].limits.entries_page_size
+    end = min(end, start + page)
+    rows = await request.app[STORE].read_leaves(start, end)
+    if len(rows) != end - start:
+        raise RuntimeError(f"storage returned {len(rows)} leaves for [{start}, {end})")
+    return json_response({
+        "start": start,
+        "end": end,
+        "entries": [
+            {"index": r.idx, "leaf_hash": r.leaf_hash.hex(), "envelope": decode_leaf(r.leaf).to_dict()}
+            for r in rows
+        ],
+    }, cache=IMMUTABLE)
+
+
+async def entry_json(app: web.Application, index: int, leaf_hash: bytes) -> dict:
+    row = await app[STORE].leaf_by_hash(leaf_hash)
+    if row is None or row.idx != index:
+        raise RuntimeError(f"entry {index} with leaf hash {leaf_hash.hex()} vanished")
+    return _entry(row)
+
+
+def _entry(row) -> dict:
+    return {
+        "index": row.idx,
+        "leaf_hash": row.leaf_hash.hex(),
+        "fleet_id": row.fleet_id,
+        "sequence": row.sequence,
+        "integrated_at": row.integrated_at.isoformat().replace("+00:00", "Z"),
+        "envelope": decode_leaf(row.leaf).to_dict(),
+    }
+
+
+async def _entry_with_receipt(app: web.Application, row) -> dict:
+    reader = app[READER]
+    cp = await reader.covering(row.idx + 1)
+    proof = await reader.inclusion_proof(row.idx, cp.tree_size)
+    out = _entry(row)
+    out["receipt"] = build_receipt(row.idx, row.leaf_hash, cp.tree_size, cp.note, proof, duplicate=False)
+    return out
+
+
+async def get_bundle(request: web.Request) -> web.Response:
+    query(request, set())
+    lh = hex_hash(request.match_info["leaf_hash"], "leaf_hash")
+    row = await request.app[STORE].leaf_by_hash(lh)
+    if row is None:
+        raise not_found(f"no entry has leaf hash {lh.hex()}")
+    return json_response(await _entry_with_receipt(request.app, row), cache=NO_STORE)
+
+
+async def get_fleet(request: web.Request) -> web.Response:
+    query(request, set())
+    fleet_id = request.match_info["fleet_id"]
+    if not 1 <= len(fleet_id) <= 128 or not all(c.isascii() and (c.isalnum() or c in "._:-") for c in fleet_id):
+        raise bad_request(f"fleet_id: want 1-128 of [A-Za-z0-9._:-], got {fleet_id[:140]!r}")
+    row = await request.app[STORE].fleet_latest(fleet_id)
+    if row is None:
+        raise not_found(f"fleet {fleet_id!r} has no logged bundle")
+    return json_response(await _entry_with_receipt(request.app, row), cache=NO_STORE)

@@ -1,0 +1,77 @@
+"""One error shape for every route: {"error": {"code", "message"}}.
+
+Only 503 may be a 5xx: an unexpected exception is a bug and is logged with its
+stack trace, but the client still gets a 503 without internals, so no input can
+produce anything else in the 5xx range. Database outages are 503 with
+Retry-After by design.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+
+from aiohttp import web
+
+from ..storage import DATABASE_UNAVAILABLE
+
+log = logging.getLogger(__name__)
+
+
+class ApiError(Exception):
+    """An error response. `code` is a stable machine-readable string."""
+
+    def __init__(self, status: int, code: str, message: str, *, retry_after: int | None = None):
+        super().__init__(message)
+        self.status, self.code, self.message, self.retry_after = status, code, message, retry_after
+
+
+def bad_request(message: str, code: str = "bad_request") -> ApiError:
+    return ApiError(400, code, message)
+
+
+def not_found(message: str, code: str = "not_found") -> ApiError:
+    return ApiError(404, code, message)
+
+
+def error_response(status: int, code: str, message: str, *, retry_after: int | None = None) -> web.Response:
+    headers = {"Cache-Control": "no-store"}
+    if retry_after is not None:
+        headers["Retry-After"] = str(retry_after)
+    body = json.dumps({"error": {"code": code, "message": message}})
+    return web.Response(status=status, text=body, content_type="application/json", headers=headers)
+
+
+_HTTP_CODES = {
+    400: "bad_request", 404: "not_found", 405: "method_not_allowed", 408: "request_timeout",
+    411: "length_required", 413: "too_large", 414: "uri_too_long", 415: "unsupported_media_type",
+    429: "too_many_requests", 431: "headers_too_large",
+}
+
+
+def make_error_middleware(retry_after_s: int):
+    @web.middleware
+    async def error_middleware(request: web.Request, handler):
+        try:
+            return await handler(request)
+        except ApiError as e:
+            retry = e.retry_after if e.retry_after is not None else (retry_after_s if e.status == 503 else None)
+            return error_response(e.status, e.code, e.message, retry_after=retry)
+        except web.HTTPException as e:
+            if e.status < 400:
+                raise
+            status = e.status if e.status < 500 else 503
+            code = _HTTP_CODES.get(status, "unavailable" if status == 503 else "error")
+            message = e.reason if e.status != 413 else f"request body too large: {e.text}"
+            return error_response(status, code, message, retry_after=retry_after_s if status == 503 else None)
+        except DATABASE_UNAVAILABLE as e:
+            log.warning("database unavailable during %s %s: %r", request.method, request.path, e)
+            return error_response(503, "database_unavailable", "the log database is unavailable; retry later",
+                                  retry_after=retry_after_s)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("internal error in %s %s", request.method, request.path)
+            return error_response(503, "internal_error", "internal error; retry later", retry_after=retry_after_s)
+
+    return error_middleware

@@ -1,0 +1,21 @@
+"""Typed application keys shared by the route modules (aiohttp web.AppKey)."""
+from __future__ import annotations
+
+from aiohttp import web
+
+from ..bundle import AuthoritySet
+from ..config import Config
+from ..log_key import LogKey
+from ..sequencer import Sequencer
+from ..storage import Store
+from ..tree_reader import TreeReader
+from .metrics import Metrics
+
+CONFIG = web.AppKey("config", Config)
+LOG_KEY = web.AppKey("log_key", LogKey)
+AUTHORITIES = web.AppKey("authorities", AuthoritySet)
+METRICS = web.AppKey("metrics", Metrics)
+STORE = web.AppKey("store", Store)
+READER = web.AppKey("reader", TreeReader)
+SEQUENCER = web.AppKey("sequencer", Sequencer)
+CLOCK = web.AppKey("clock", object)  # () -> float POSIX seconds

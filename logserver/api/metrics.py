@@ -1,0 +1,37 @@
+"""Prometheus metrics. Each app owns a registry, so several apps can live in one process (tests)."""
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+_LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None):
+        r = self.registry = registry or CollectorRegistry()
+        self.submissions = Counter(
+            "logserver_submissions_total", "Bundle submissions by outcome.", ["outcome"], registry=r)
+        self.equivocations = Counter(
+            "logserver_equivocations_total", "Submissions refused because the fleet/sequence was logged "
+            "with a different payload.", registry=r)
+        self.tree_size = Gauge("logserver_tree_size", "Size of the latest signed checkpoint.", registry=r)
+        self.checkpoint_timestamp = Gauge(
+            "logserver_checkpoint_timestamp_seconds", "Signing time of the latest checkpoint.", registry=r)
+        self.checkpoint_age = Gauge(
+            "logserver_checkpoint_age_seconds", "Age of the latest checkpoint this process knows.", registry=r)
+        self.batch_size = Histogram(
+            "logserver_batch_size", "Entries appended per sequencer batch.", buckets=_BATCH_BUCKETS, registry=r)
+        self.integration_seconds = Histogram(
+            "logserver_integration_seconds", "Time to integrate and commit one batch.",
+            buckets=_LATENCY_BUCKETS, registry=r)
+        self.http_seconds = Histogram(
+            "logserver_http_request_seconds", "HTTP request latency per route.", ["route", "method", "status"],
+            buckets=_LATENCY_BUCKETS, registry=r)
+        self.verify_seconds = Histogram(
+            "logserver_signature_verification_seconds", "Time to verify one envelope's signatures and payload.",
+            buckets=_LATENCY_BUCKETS, registry=r)
+        self.pending = Gauge("logserver_pending_submissions", "Submissions waiting for the sequencer.", registry=r)
+        self.pool_size = Gauge("logserver_db_pool_connections", "Open database connections.", registry=r)
+        self.pool_idle = Gauge("logserver_db_pool_idle_connections", "Idle database connections.", registry=r)
+        self.pool_max = Gauge("logserver_db_pool_max_connections", "Pool size limit.", registry=r)

@@ -1,0 +1,63 @@
+"""Operations routes: /metrics, /healthz, /readyz, /openapi.yaml."""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from .keys import METRICS, READER, SEQUENCER, STORE
+from .responses import NO_STORE, json_response
+
+
+def openapi_path() -> Path:
+    """`$LOGSERVER_OPENAPI`, else openapi.yaml at the top of the source checkout."""
+    env = os.environ.get("LOGSERVER_OPENAPI")
+    return Path(env) if env else Path(__file__).resolve().parents[2] / "openapi.yaml"
+
+
+async def get_metrics(request: web.Request) -> web.Response:
+    app = request.app
+    m = app[METRICS]
+    cp = app[READER].latest
+    if cp is not None:
+        m.tree_size.set(cp.tree_size)
+        m.checkpoint_timestamp.set(cp.signed_at_ms / 1000)
+        m.checkpoint_age.set(max(0.0, time.time() - cp.signed_at_ms / 1000))
+    m.pending.set(app[SEQUENCER].pending)
+    pool = app[STORE].pool
+    m.pool_size.set(pool.get_size())
+    m.pool_idle.set(pool.get_idle_size())
+    m.pool_max.set(pool.get_max_size())
+    body = generate_latest(m.registry)
+    resp = web.Response(body=body, headers={"Cache-Control": NO_STORE})
+    resp.content_type = CONTENT_TYPE_LATEST.split(";")[0]
+    return resp
+
+
+async def get_healthz(request: web.Request) -> web.Response:
+    """Liveness: the process is serving requests."""
+    return json_response({"status": "ok"})
+
+
+async def get_readyz(request: web.Request) -> web.Response:
+    """Readiness: the database answers and the sequencer may sign."""
+    app = request.app
+    halted = app[SEQUENCER].halted
+    if halted:
+        return json_response({"status": "halted", "reason": halted}, status=503)
+    try:
+        await app[STORE].pool.fetchval("SELECT 1", timeout=2)
+    except Exception:
+        return json_response({"status": "database_unavailable"}, status=503)
+    return json_response({"status": "ok", "tree_size": app[READER].latest.tree_size if app[READER].latest else None})
+
+
+async def get_openapi(request: web.Request) -> web.Response:
+    path = openapi_path()
+    if not path.is_file():
+        return json_response({"error": {"code": "not_found", "message": "openapi.yaml is not installed"}}, status=404)
+    return web.Response(body=path.read_bytes(), content_type="application/yaml",
+                        headers={"Cache-Control": "public, max-age=300"})

@@ -1,0 +1,41 @@
+"""Strict parsing of query and path parameters: canonical decimals, exact hex hashes."""
+from __future__ import annotations
+
+import re
+
+from aiohttp import web
+
+from .errors import bad_request
+
+MAX_INT = 2**63 - 1
+_DECIMAL = re.compile(r"^(0|[1-9][0-9]{0,18})$")
+_HEX_HASH = re.compile(r"^[0-9a-f]{64}$")
+
+
+def decimal(value: str, name: str) -> int:
+    """A non-negative decimal without sign, spaces or leading zeros, at most 2^63-1."""
+    if not _DECIMAL.match(value) or int(value) > MAX_INT:
+        raise bad_request(f"{name}: want a decimal integer from 0 to {MAX_INT} without leading zeros, got {value[:40]!r}")
+    return int(value)
+
+
+def hex_hash(value: str, name: str) -> bytes:
+    """A SHA-256 hash as exactly 64 lowercase hex digits."""
+    if not _HEX_HASH.match(value):
+        raise bad_request(f"{name}: want 64 lowercase hex digits, got {value[:80]!r}")
+    return bytes.fromhex(value)
+
+
+def query(request: web.Request, required: set[str], optional: set[str] = frozenset()) -> dict[str, str]:
+    """The query parameters, refusing unknown, repeated and missing ones."""
+    q = request.rel_url.query
+    allowed = required | optional
+    for key in q.keys():
+        if key not in allowed:
+            raise bad_request(f"unknown query parameter {key[:40]!r}; allowed: {', '.join(sorted(allowed))}")
+        if len(q.getall(key)) > 1:
+            raise bad_request(f"query parameter {key!r} given more than once")
+    for key in required:
+        if key not in q:
+            raise bad_request(f"missing query parameter {key!r}")
+    return {k: q[k] for k in q.keys()}

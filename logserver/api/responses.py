@@ -1,0 +1,20 @@
+"""JSON and text responses with explicit caching."""
+from __future__ import annotations
+
+import json
+
+from aiohttp import web
+
+# Proofs and tiles addressed by tree size never change: clients and CDNs may keep them.
+IMMUTABLE = "public, max-age=31536000, immutable"
+SHORT = "public, max-age=1"
+NO_STORE = "no-store"
+
+
+def json_response(obj: object, *, status: int = 200, cache: str = NO_STORE) -> web.Response:
+    return web.Response(
+        status=status,
+        body=json.dumps(obj, separators=(",", ":")).encode(),
+        content_type="application/json",
+        headers={"Cache-Control": cache},
+    )

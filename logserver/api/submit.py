@@ -1,0 +1,73 @@
+"""POST /v1/bundles: admission of dual-signed bundles."""
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import time
+
+from aiohttp import web
+
+from ..bundle import BundleError, encode_leaf, parse_envelope, verify_envelope
+from ..merkle import leaf_hash
+from ..receipt import build_receipt
+from ..sequencer import Appended, Duplicate, SequencerError
+from .errors import ApiError
+from .keys import AUTHORITIES, CLOCK, CONFIG, METRICS, READER, SEQUENCER
+from .responses import json_response
+from .entries import entry_json
+
+
+async def post_bundle(request: web.Request) -> web.Response:
+    app = request.app
+    metrics = app[METRICS]
+    limits = app[CONFIG].limits
+    if request.content_type != "application/json":
+        metrics.submissions.labels("unsupported_media_type").inc()
+        raise ApiError(415, "unsupported_media_type",
+                       f"Content-Type: want application/json, got {request.content_type or 'none'}")
+    if request.content_length is not None and request.content_length > limits.max_body_bytes:
+        metrics.submissions.labels("too_large").inc()
+        raise ApiError(413, "too_large",
+                       f"body is {request.content_length} bytes; the limit is {limits.max_body_bytes}")
+    body = await request.read()  # client_max_size enforces the limit without Content-Length
+    started = time.perf_counter()
+    try:
+        envelope = parse_envelope(body)
+        verified = verify_envelope(envelope, app[AUTHORITIES], dt.datetime.fromtimestamp(app[CLOCK](), dt.timezone.utc))
+        leaf = encode_leaf(envelope)
+    except BundleError as e:
+        metrics.submissions.labels(e.code).inc()
+        raise ApiError(e.http_status, e.code, str(e)) from None
+    finally:
+        metrics.verify_seconds.observe(time.perf_counter() - started)
+    bundle = verified.bundle
+    lh = leaf_hash(leaf)
+    try:
+        future = app[SEQUENCER].submit(leaf, lh, bundle.fleet_id, bundle.sequence, verified.payload_digest)
+        result = await asyncio.wait_for(asyncio.shield(future), app[CONFIG].sequencer.commit_timeout_s)
+    except asyncio.TimeoutError:
+        metrics.submissions.labels("timeout").inc()
+        raise ApiError(503, "commit_timeout", "the entry was not committed in time; retry (retries are idempotent)") from None
+    except SequencerError as e:
+        metrics.submissions.labels(e.code).inc()
+        raise ApiError(e.status, e.code, str(e)) from None
+
+    if isinstance(result, Appended):
+        metrics.submissions.labels("appended").inc()
+        cp = result.checkpoint
+        receipt = build_receipt(result.index, lh, cp.tree_size, cp.note, result.inclusion_proof, duplicate=False)
+        return json_response(receipt, status=201)
+    assert isinstance(result, Duplicate), result
+    metrics.submissions.labels("duplicate").inc()
+    reader = app[READER]
+    cp = reader.latest
+    if cp is None or cp.tree_size <= result.index:
+        cp = await reader.covering(result.index + 1)
+    proof = await reader.inclusion_proof(result.index, cp.tree_size)
+    receipt = build_receipt(result.index, result.leaf_hash, cp.tree_size, cp.note, proof, duplicate=True)
+    if result.leaf_hash != lh:
+        # Same payload, other signatures (ECDSA signatures differ on every signing): the
+        # receipt is for the envelope the log holds, which is returned with it.
+        entry = await entry_json(app, result.index, result.leaf_hash)
+        receipt["envelope"] = entry["envelope"]
+    return json_response(receipt, status=200)

@@ -1,0 +1,237 @@
+"""The server configuration: a TOML file, with environment overrides.
+
+Every problem is reported as a ConfigError naming the key and what is wrong,
+so a bad config stops start-up with one clear line. Relative paths in the file
+are relative to the file's own directory.
+"""
+from __future__ import annotations
+
+import os
+import re
+import stat
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ENV_DATABASE_URL = "DATABASE_URL"
+ENV_LISTEN = "LOGSERVER_LISTEN"
+
+ROLES = ("signer", "countersigner")
+_ORIGIN = re.compile(r"^[\x21-\x7e]{1,255}$")  # printable ASCII, no spaces
+_AUTHORITY_NAME = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+
+
+class ConfigError(ValueError):
+    """The configuration is unusable; the message names the key and the problem."""
+
+
+@dataclass(frozen=True)
+class AuthorityConfig:
+    name: str
+    role: str
+    keys: tuple[Path, ...]
+
+
+@dataclass(frozen=True)
+class SequencerConfig:
+    max_batch_size: int = 1024
+    max_batch_delay_ms: float = 5.0
+    max_pending: int = 20_000
+    checkpoint_interval_s: float = 5.0
+    lock_timeout_ms: int = 5_000
+    commit_timeout_s: float = 30.0
+
+
+@dataclass(frozen=True)
+class LimitsConfig:
+    max_body_bytes: int = 64 * 1024
+    entries_page_size: int = 256
+    request_timeout_s: float = 15.0
+    retry_after_s: int = 1
+
+
+@dataclass(frozen=True)
+class Config:
+    origin: str
+    log_key: Path
+    data_dir: Path
+    listen: str = "127.0.0.1:8080"
+    database_url: str | None = None
+    authorities: tuple[AuthorityConfig, ...] = ()
+    sequencer: SequencerConfig = field(default_factory=SequencerConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+    witness_policy: Path | None = None
+
+    @property
+    def host_port(self) -> tuple[str, int]:
+        return parse_listen(self.listen, "listen")
+
+    @property
+    def checkpoint_file(self) -> Path:
+        """Where the latest signed checkpoint is kept outside the database."""
+        return self.data_dir / "latest-checkpoint"
+
+
+def parse_listen(value: str, key: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535 or str(int(port)) != port:
+        raise ConfigError(f"{key}: want HOST:PORT such as 127.0.0.1:8080, got {value!r}")
+    return host.strip("[]"), int(port)
+
+
+def load_config(path: Path, *, environ: dict[str, str] | None = None) -> Config:
+    """Read and validate a config file. Raises ConfigError."""
+    environ = os.environ if environ is None else environ
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"config file {path} is not valid TOML: {e}") from None
+    return config_from_dict(raw, base=path.parent, environ=environ)
+
+
+def config_from_dict(raw: dict[str, Any], *, base: Path, environ: dict[str, str]) -> Config:
+    r = _Reader(raw, "", base)
+    origin = r.string("origin", required=True)
+    if not _ORIGIN.match(origin) or origin == "cosignature/v1":
+        raise ConfigError(
+            f"origin: want 1-255 printable ASCII characters without spaces (e.g. example.com/log), got {origin!r}"
+        )
+    log_key = r.path("log_key", required=True)
+    data_dir = r.path("data_dir") or base / "data"
+    listen = environ.get(ENV_LISTEN) or r.string("listen") or "127.0.0.1:8080"
+    parse_listen(listen, ENV_LISTEN if environ.get(ENV_LISTEN) else "listen")
+    database_url = environ.get(ENV_DATABASE_URL) or r.string("database_url")
+    witness_policy = r.path("witness_policy")
+
+    authorities = []
+    for i, item in enumerate(r.list("authorities")):
+        if not isinstance(item, dict):
+            raise ConfigError(f"authorities[{i}]: want a table, got {type(item).__name__}")
+        a = _Reader(item, f"authorities[{i}].", base)
+        name = a.string("name", required=True)
+        if not _AUTHORITY_NAME.match(name):
+            raise ConfigError(f"authorities[{i}].name: want 1-64 of [A-Za-z0-9._:-], got {name!r}")
+        role = a.string("role", required=True)
+        if role not in ROLES:
+            raise ConfigError(f"authorities[{i}].role: want 'signer' or 'countersigner', got {role!r}")
+        keys = a.list("keys", required=True)
+        if not keys or not all(isinstance(k, str) and k for k in keys):
+            raise ConfigError(f"authorities[{i}].keys: want a non-empty list of PEM file paths")
+        paths = tuple(base / k for k in keys)
+        for k, p in zip(keys, paths):
+            if not p.is_file():
+                raise ConfigError(f"authorities[{i}].keys: file {k!r} ({p}) does not exist")
+        a.done()
+        authorities.append(AuthorityConfig(name, role, paths))
+    names = [a.name for a in authorities]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"authorities: names must be unique, got {names}")
+    for role in ROLES:
+        if not any(a.role == role for a in authorities):
+            raise ConfigError(f"authorities: want at least one authority with role {role!r}, got none")
+
+    seq = _Reader(r.table("sequencer"), "sequencer.", base)
+    d = SequencerConfig()
+    sequencer = SequencerConfig(
+        max_batch_size=seq.integer("max_batch_size", d.max_batch_size, 1, 100_000),
+        max_batch_delay_ms=seq.number("max_batch_delay_ms", d.max_batch_delay_ms, 0, 10_000),
+        max_pending=seq.integer("max_pending", d.max_pending, 1, 10_000_000),
+        checkpoint_interval_s=seq.number("checkpoint_interval_s", d.checkpoint_interval_s, 0.05, 86_400),
+        lock_timeout_ms=seq.integer("lock_timeout_ms", d.lock_timeout_ms, 10, 600_000),
+        commit_timeout_s=seq.number("commit_timeout_s", d.commit_timeout_s, 1, 3600),
+    )
+    seq.done()
+    lim = _Reader(r.table("limits"), "limits.", base)
+    dl = LimitsConfig()
+    limits = LimitsConfig(
+        max_body_bytes=lim.integer("max_body_bytes", dl.max_body_bytes, 1024, 64 * 1024),
+        entries_page_size=lim.integer("entries_page_size", dl.entries_page_size, 1, 1000),
+        request_timeout_s=lim.number("request_timeout_s", dl.request_timeout_s, 0.1, 600),
+        retry_after_s=lim.integer("retry_after_s", dl.retry_after_s, 1, 3600),
+    )
+    lim.done()
+    r.done()
+    return Config(
+        origin=origin, log_key=log_key, data_dir=data_dir, listen=listen, database_url=database_url,
+        authorities=tuple(authorities), sequencer=sequencer, limits=limits, witness_policy=witness_policy,
+    )
+
+
+def check_private_key_file(path: Path, key: str) -> bytes:
+    """Read a private key file, refusing one that others can read. Returns its bytes."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise ConfigError(f"{key}: file {path} does not exist") from None
+    if os.name == "posix" and st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise ConfigError(
+            f"{key}: private key file {path} is accessible by group or others "
+            f"(mode {stat.S_IMODE(st.st_mode):04o}); run `chmod 600 {path}`"
+        )
+    return path.read_bytes()
+
+
+class _Reader:
+    """Typed access to one TOML table that remembers which keys were used."""
+
+    def __init__(self, raw: dict[str, Any], prefix: str, base: Path):
+        self.raw, self.prefix, self.base, self.seen = raw, prefix, base, set()
+
+    def _get(self, key: str, required: bool) -> Any:
+        self.seen.add(key)
+        if key not in self.raw:
+            if required:
+                raise ConfigError(f"{self.prefix}{key}: required but missing")
+            return None
+        return self.raw[key]
+
+    def string(self, key: str, required: bool = False) -> str | None:
+        v = self._get(key, required)
+        if v is not None and (not isinstance(v, str) or not v):
+            raise ConfigError(f"{self.prefix}{key}: want a non-empty string, got {v!r}")
+        return v
+
+    def path(self, key: str, required: bool = False) -> Path | None:
+        v = self.string(key, required)
+        return None if v is None else self.base / v
+
+    def integer(self, key: str, default: int, lo: int, hi: int) -> int:
+        v = self._get(key, False)
+        if v is None:
+            return default
+        if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
+            raise ConfigError(f"{self.prefix}{key}: want an integer from {lo} to {hi}, got {v!r}")
+        return v
+
+    def number(self, key: str, default: float, lo: float, hi: float) -> float:
+        v = self._get(key, False)
+        if v is None:
+            return default
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or not lo <= v <= hi:
+            raise ConfigError(f"{self.prefix}{key}: want a number from {lo} to {hi}, got {v!r}")
+        return float(v)
+
+    def list(self, key: str, required: bool = False) -> list:
+        v = self._get(key, required)
+        if v is None:
+            return []
+        if not isinstance(v, list):
+            raise ConfigError(f"{self.prefix}{key}: want a list, got {type(v).__name__}")
+        return v
+
+    def table(self, key: str) -> dict:
+        v = self._get(key, False)
+        if v is None:
+            return {}
+        if not isinstance(v, dict):
+            raise ConfigError(f"{self.prefix}{key}: want a table, got {type(v).__name__}")
+        return v
+
+    def done(self) -> None:
+        unknown = sorted(set(self.raw) - self.seen)
+        if unknown:
+            raise ConfigError(f"{self.prefix}{unknown[0]}: unknown key")

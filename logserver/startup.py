@@ -1,0 +1,68 @@
+"""Checks a server makes before it serves or signs anything.
+
+* identity: the database belongs to this origin and log key (Store.ensure_identity);
+* stale restore: the database is not behind the newest checkpoint this server
+  has signed, as recorded in the data directory's checkpoint file, and extends
+  it consistently;
+* integrity: the stored tiles reproduce the latest checkpoint's root.
+Each failure raises StartupError with a message that says what to do.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from .checkpoint_file import read_checkpoint_file
+from .formats.checkpoint import open_checkpoint
+from .merkle import MerkleError, frontier_ids, verify_consistency
+from .merkle.tiles import root_from_tiles, tiles_for_nodes
+from .storage import CheckpointRow
+from .tree_reader import TreeReader
+
+log = logging.getLogger(__name__)
+
+
+class StartupError(RuntimeError):
+    """The server must not start; the message says why."""
+
+
+async def check_not_stale(reader: TreeReader, checkpoint_file: Path, verifiers) -> None:
+    latest = await reader.refresh_latest()
+    saved = read_checkpoint_file(checkpoint_file)
+    if saved is None:
+        return
+    try:
+        cp, _ = open_checkpoint(saved.note.encode(), verifiers)
+    except Exception as e:
+        raise StartupError(
+            f"the saved checkpoint in {checkpoint_file} is not signed by this log's key ({e}); "
+            "is this data directory from another log?"
+        ) from None
+    if cp.size > latest.tree_size:
+        raise StartupError(
+            f"the database is behind the newest checkpoint this server signed: database size "
+            f"{latest.tree_size}, signed size {cp.size} (recorded in {checkpoint_file}). "
+            "It looks restored from an old backup; signing from it would fork the log. Restore a newer "
+            "database; do not delete the checkpoint file to get past this."
+        )
+    try:
+        proof = await reader.consistency_proof(cp.size, latest.tree_size)
+        verify_consistency(cp.size, latest.tree_size, cp.root, latest.root, proof)
+    except MerkleError as e:
+        raise StartupError(
+            f"the database's tree (size {latest.tree_size}) is not consistent with the checkpoint this "
+            f"server signed at size {cp.size}: {e}. The database holds another history; refusing to start."
+        ) from None
+
+
+async def check_tiles(reader: TreeReader) -> CheckpointRow:
+    latest = await reader.refresh_latest()
+    # Only the right edge: O(log n) tiles, so start-up stays fast at any size.
+    tiles = await reader.tiles(tiles_for_nodes(frontier_ids(latest.tree_size), latest.tree_size))
+    root = root_from_tiles(latest.tree_size, tiles)
+    if root != latest.root:
+        raise StartupError(
+            f"stored tiles do not reproduce the latest checkpoint (size {latest.tree_size}): root got "
+            f"{root.hex()}, want {latest.root.hex()}. Run `logserver fsck` to locate the corruption."
+        )
+    return latest
