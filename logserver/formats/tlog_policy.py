@@ -1,0 +1,284 @@
+"""C2SP tlog-policy: which logs and witnesses to trust, and the cosigning quorum.
+
+    log <vkey> [<url>]
+    witness <name> <vkey> [<url>]
+    group <name> <all|any|k> <member>...
+    quorum <name|none>
+
+Lines end in a newline; items are separated by runs of spaces and tabs; blank lines and
+"#" comment lines are ignored. Groups and the quorum may only name witnesses and groups
+defined on earlier lines, and each name may be a group member at most once in the file.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Set
+from dataclasses import dataclass
+from types import MappingProxyType
+
+from ._codec import clip
+from .checkpoint import Checkpoint, parse_checkpoint
+from .cosignature import CosignatureVerifier
+from .errors import FormatError, PolicyError, QuorumError, UnknownOriginError, UnverifiedNoteError
+from .keys import SUPPORTED_SIG_TYPES, verifier_from_vkey
+from .note import NoteVerifier, OpenedNote, parse_note, verify_note
+from .vkey import SIG_TYPE_COSIGNATURE_V1, parse_vkey
+
+NONE = "none"
+"""The predefined quorum name requiring no cosignature; never a valid group member."""
+
+MAX_POLICY_SIZE = 1 << 20
+MAX_LOGS = MAX_WITNESSES = MAX_GROUPS = 256
+"""Implementation limits (tlog-policy "Implementation limits" recommends at least 32)."""
+
+# tlog-policy "Character set": tab, newline, 0x20-0x7E and 0x80-0xFF only.
+_FORBIDDEN_OCTET = re.compile(rb"[\x00-\x08\x0b-\x1f\x7f]")
+_WHITESPACE = re.compile(rb"[ \t]+")
+_THRESHOLD = re.compile(rb"[1-9][0-9]{0,8}")
+
+
+def _text(octets: bytes) -> str:
+    # Names and URLs are opaque octet strings; surrogateescape maps every byte string
+    # to a distinct str, so comparing the str compares the octets.
+    return octets.decode("utf-8", "surrogateescape")
+
+
+@dataclass(frozen=True)
+class PolicyLog:
+    """A trusted log: its key (named after its origin) and optional URL."""
+
+    origin: str
+    verifier: NoteVerifier
+    url: str | None
+
+
+@dataclass(frozen=True)
+class PolicyWitness:
+    """A trusted witness: its policy-local name, cosigner key and optional URL."""
+
+    name: str
+    verifier: CosignatureVerifier
+    url: str | None
+
+
+@dataclass(frozen=True)
+class PolicyGroup:
+    """A group witnessing a checkpoint iff at least `threshold` of its members do."""
+
+    name: str
+    threshold: int
+    members: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Policy:
+    """A parsed policy. `logs` maps an origin to its (one or more) log keys."""
+
+    logs: Mapping[str, tuple[PolicyLog, ...]]
+    witnesses: Mapping[str, PolicyWitness]
+    groups: Mapping[str, PolicyGroup]
+    quorum: str
+
+    def check_quorum(self, witnessed: Set[str]) -> None:
+        """Raise `QuorumError` unless the witnesses named in `witnessed` (policy names
+        whose cosignatures verified) satisfy the quorum."""
+        unknown = set(witnessed) - self.witnesses.keys()
+        if unknown:
+            raise ValueError(f"not witnesses of this policy: {sorted(unknown)}")
+        if self.quorum == NONE:
+            return
+        memo: dict[str, bool] = {}
+        if not self._satisfied(self.quorum, witnessed, memo):
+            raise QuorumError(f"quorum not met: {self._explain(self.quorum, witnessed, memo)}")
+
+    def _satisfied(self, name: str, witnessed: Set[str], memo: dict[str, bool]) -> bool:
+        if name not in memo:
+            group = self.groups.get(name)
+            if group is None:
+                memo[name] = name in witnessed
+            else:
+                count = sum(self._satisfied(m, witnessed, memo) for m in group.members)
+                memo[name] = count >= group.threshold
+        return memo[name]
+
+    def _explain(self, name: str, witnessed: Set[str], memo: dict[str, bool]) -> str:
+        group = self.groups.get(name)
+        if group is None:
+            return f"witness {name!r}: got no verified cosignature, want one"
+        missing = [m for m in group.members if not memo[m]]
+        count = len(group.members) - len(missing)
+        return (
+            f"group {name!r}: got {count} of {len(group.members)} members witnessed, "
+            f"want at least {group.threshold} (not witnessed: {', '.join(map(repr, missing))})"
+        )
+
+    def verify_checkpoint(self, note: bytes | str) -> tuple[Checkpoint, OpenedNote, frozenset[str]]:
+        """Verify a checkpoint note against the policy.
+
+        Requires a verified signature from a log listed for the checkpoint's origin and
+        cosignatures meeting the quorum; any invalid signature by a known key rejects the
+        note. Returns the checkpoint, the opened note and the names of the witnesses
+        whose cosignatures verified.
+        """
+        parsed = parse_note(note)
+        checkpoint = parse_checkpoint(parsed.text)
+        logs = self.logs.get(checkpoint.origin)
+        if not logs:
+            raise UnknownOriginError(f"checkpoint origin: got {checkpoint.origin!r}, want one of {sorted(self.logs)}")
+        log_verifiers = [log.verifier for log in logs]
+        opened = verify_note(parsed, log_verifiers + [w.verifier for w in self.witnesses.values()])
+        if not any(opened.signature_by(v) for v in log_verifiers):
+            raise UnverifiedNoteError(
+                f"checkpoint for {checkpoint.origin!r}: got no verified log signature, "
+                f"want one from {len(log_verifiers)} log keys"
+            )
+        witnessed = frozenset(
+            name for name, witness in self.witnesses.items() if opened.signature_by(witness.verifier)
+        )
+        self.check_quorum(witnessed)
+        return checkpoint, opened, witnessed
+
+
+class _PolicyBuilder:
+    def __init__(self) -> None:
+        self.logs: dict[str, list[PolicyLog]] = {}
+        self.witnesses: dict[str, PolicyWitness] = {}
+        self.groups: dict[str, PolicyGroup] = {}
+        self.quorum: str | None = None
+        self.members_used: set[str] = set()
+        self.log_keys: set[bytes] = set()
+        self.witness_keys: set[bytes] = set()
+        self.verifier_ids: set[tuple[str, bytes]] = set()
+        self.log_count = 0
+
+    def _vkey(self, octets: bytes, allowed: frozenset[int]) -> tuple[NoteVerifier, bytes]:
+        try:
+            vkey = octets.decode("utf-8")
+            public_key = parse_vkey(vkey).public_key
+            verifier = verifier_from_vkey(vkey, allowed)
+        except UnicodeDecodeError:
+            raise PolicyError(f"vkey: got {octets[:40]!r}, want UTF-8") from None
+        except FormatError as exc:
+            raise PolicyError(str(exc)) from None
+        key_id = (verifier.name, verifier.key_id)
+        if key_id in self.verifier_ids:
+            raise PolicyError(f"vkey {vkey}: another key has the same key name and key ID")
+        self.verifier_ids.add(key_id)
+        return verifier, public_key
+
+    def _new_name(self, octets: bytes) -> str:
+        name = _text(octets)
+        if name == NONE or name in self.witnesses or name in self.groups:
+            raise PolicyError(f"name {clip(name)}: already defined, want a new name")
+        return name
+
+    def _defined(self, octets: bytes, what: str) -> str:
+        name = _text(octets)
+        if name not in self.witnesses and name not in self.groups:
+            raise PolicyError(f"{what} {clip(name)}: want a witness or group defined on an earlier line")
+        return name
+
+    def log(self, args: list[bytes]) -> None:
+        if len(args) not in (1, 2):
+            raise PolicyError(f"log line: got {len(args)} items after 'log', want <vkey> [<url>]")
+        if self.log_count >= MAX_LOGS:
+            raise PolicyError(f"logs: want at most {MAX_LOGS}")
+        verifier, public_key = self._vkey(args[0], SUPPORTED_SIG_TYPES)
+        if public_key in self.log_keys:
+            raise PolicyError(f"log {verifier.name!r}: duplicate public key, want each log key once")
+        self.log_keys.add(public_key)
+        url = _text(args[1]) if len(args) == 2 else None
+        self.logs.setdefault(verifier.name, []).append(PolicyLog(verifier.name, verifier, url))
+        self.log_count += 1
+
+    def witness(self, args: list[bytes]) -> None:
+        if len(args) not in (2, 3):
+            raise PolicyError(f"witness line: got {len(args)} items after 'witness', want <name> <vkey> [<url>]")
+        if len(self.witnesses) >= MAX_WITNESSES:
+            raise PolicyError(f"witnesses: want at most {MAX_WITNESSES}")
+        name = self._new_name(args[0])
+        verifier, public_key = self._vkey(args[1], frozenset({SIG_TYPE_COSIGNATURE_V1}))
+        assert isinstance(verifier, CosignatureVerifier)
+        if public_key in self.witness_keys:
+            raise PolicyError(f"witness {name!r}: duplicate public key, want each witness key once")
+        self.witness_keys.add(public_key)
+        url = _text(args[2]) if len(args) == 3 else None
+        self.witnesses[name] = PolicyWitness(name, verifier, url)
+
+    def group(self, args: list[bytes]) -> None:
+        if len(args) < 3:
+            raise PolicyError(f"group line: got {len(args)} items after 'group', want <name> <k> <member>...")
+        if len(self.groups) >= MAX_GROUPS:
+            raise PolicyError(f"groups: want at most {MAX_GROUPS}")
+        name = self._new_name(args[0])
+        members = []
+        for octets in args[2:]:
+            member = self._defined(octets, f"group {name!r} member")
+            if member in self.members_used:
+                raise PolicyError(f"group {name!r} member {member!r}: already a group member, want each name once")
+            self.members_used.add(member)
+            members.append(member)
+        threshold = self._threshold(args[1], len(members), name)
+        self.groups[name] = PolicyGroup(name, threshold, tuple(members))
+
+    @staticmethod
+    def _threshold(octets: bytes, n: int, name: str) -> int:
+        if octets == b"all":
+            return n
+        if octets == b"any":
+            return 1
+        if _THRESHOLD.fullmatch(octets) is None:
+            raise PolicyError(f"group {name!r} threshold: got {octets[:40]!r}, want all, any or a decimal k")
+        k = int(octets)
+        if k > n:
+            raise PolicyError(f"group {name!r} threshold: got {k}, want 1 <= k <= {n} (the member count)")
+        return k
+
+    def quorum_line(self, args: list[bytes]) -> None:
+        if len(args) != 1:
+            raise PolicyError(f"quorum line: got {len(args)} items after 'quorum', want 1")
+        if self.quorum is not None:
+            raise PolicyError("quorum: got a second quorum line, want exactly one")
+        self.quorum = NONE if args[0] == NONE.encode() else self._defined(args[0], "quorum")
+
+    def build(self) -> Policy:
+        if self.quorum is None:
+            raise PolicyError("quorum: got no quorum line, want exactly one")
+        return Policy(
+            logs=MappingProxyType({origin: tuple(logs) for origin, logs in self.logs.items()}),
+            witnesses=MappingProxyType(dict(self.witnesses)),
+            groups=MappingProxyType(dict(self.groups)),
+            quorum=self.quorum,
+        )
+
+
+def parse_policy(data: bytes | str) -> Policy:
+    """Parse a tlog-policy file strictly."""
+    if isinstance(data, str):
+        try:
+            data = data.encode("utf-8")
+        except UnicodeEncodeError:
+            raise PolicyError("policy: got lone surrogates, want octets") from None
+    if len(data) > MAX_POLICY_SIZE:
+        raise PolicyError(f"policy size: got {len(data)} bytes, want at most {MAX_POLICY_SIZE}")
+    forbidden = _FORBIDDEN_OCTET.search(data)
+    if forbidden:
+        raise PolicyError(f"policy: got octet 0x{forbidden.group()[0]:02x} at {forbidden.start()}, want none below 0x20 but tab and newline, nor 0x7f")
+    if data and not data.endswith(b"\n"):
+        raise PolicyError("policy: want every line, the last one included, to end in a newline")
+    builder = _PolicyBuilder()
+    actions = {b"log": builder.log, b"witness": builder.witness, b"group": builder.group, b"quorum": builder.quorum_line}
+    for number, line in enumerate(data.split(b"\n")[:-1], start=1):
+        stripped = line.strip(b" \t")
+        if not stripped or stripped.startswith(b"#"):
+            continue
+        keyword, *args = _WHITESPACE.split(stripped)
+        action = actions.get(keyword)
+        if action is None:
+            raise PolicyError(f"line {number}: got keyword {keyword[:40]!r}, want log, witness, group or quorum")
+        try:
+            action(args)
+        except PolicyError as exc:
+            raise PolicyError(f"line {number}: {exc}") from None
+    return builder.build()
