@@ -45,8 +45,15 @@ def _strict_int(literal: str) -> int:
     return value
 
 
-def _no_float(literal: str) -> NoReturn:
-    raise Reject(f"non-integer number {literal!r}: no field of this format is fractional")
+class NonInteger:
+    """A JSON number with a fraction or exponent. No field of our formats accepts one;
+    decoding keeps the literal so the schema check can name the field in its error.
+    """
+
+    __slots__ = ("literal",)
+
+    def __init__(self, literal: str) -> None:
+        self.literal = literal
 
 
 def _no_constant(name: str) -> NoReturn:
@@ -54,7 +61,10 @@ def _no_constant(name: str) -> NoReturn:
 
 
 def strict_json(data: bytes) -> object:
-    """Decode UTF-8 JSON, refusing duplicate keys, non-integers, NaN/Infinity and "-0"."""
+    """Decode UTF-8 JSON, refusing duplicate keys, NaN/Infinity and "-0".
+
+    Numbers with a fraction or exponent decode to `NonInteger`, which no schema accepts.
+    """
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -64,7 +74,7 @@ def strict_json(data: bytes) -> object:
             text,
             object_pairs_hook=_no_duplicates,
             parse_int=_strict_int,
-            parse_float=_no_float,
+            parse_float=NonInteger,
             parse_constant=_no_constant,
         )
     except RecursionError:
@@ -109,8 +119,10 @@ def json_type(value: object) -> str:
         return "null"
     if isinstance(value, bool):
         return "boolean"
-    if isinstance(value, (int, float)):
-        return "number"
+    if isinstance(value, NonInteger):
+        return f"non-integer number {value.literal[:24]}"
+    if isinstance(value, int):
+        return "integer"
     if isinstance(value, str):
         return "string"
     if isinstance(value, list):
