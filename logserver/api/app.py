@@ -112,8 +112,7 @@ async def _storage_ctx(app: web.Application):
     pool = await create_pool(url)
     try:
         async with pool.acquire() as conn:
-            for name in await migrate(conn):
-                log.info("applied migration %s", name)
+            await migrate(conn)
         store = Store(pool)
         await store.ensure_identity(config.origin, key.public_key_bytes, key.vkey)
         now_ms = int(app[CLOCK]() * 1000)

@@ -29,7 +29,14 @@ async def post_bundle(request: web.Request) -> web.Response:
         metrics.submissions.labels("too_large").inc()
         raise ApiError(413, "too_large",
                        f"body is {request.content_length} bytes; the limit is {limits.max_body_bytes}")
-    body = await request.read()  # client_max_size enforces the limit without Content-Length
+    try:
+        # client_max_size enforces the size limit even without Content-Length; the
+        # timeout stops a slow or stalled body from holding a connection forever.
+        body = await asyncio.wait_for(request.read(), limits.request_timeout_s)
+    except asyncio.TimeoutError:
+        metrics.submissions.labels("request_timeout").inc()
+        raise ApiError(408, "request_timeout",
+                       f"the request body did not arrive within {limits.request_timeout_s:g}s") from None
     started = time.perf_counter()
     try:
         envelope = parse_envelope(body)

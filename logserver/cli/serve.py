@@ -1,0 +1,142 @@
+"""Run the log server.
+
+  logserver serve --config logserver.toml
+  logserver serve --dev [--data-dir data]
+
+--dev is the newcomer's first run: without --config it creates, in the data
+directory, a log key, two demo trust authorities (an Ed25519 signer and an
+ECDSA P-256 countersigner), a config file and a sample payload, then prints the
+exact commands to sign and submit a sample bundle. The database is the
+embedded PostgreSQL in the data directory unless DATABASE_URL is set.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import shlex
+import sys
+from pathlib import Path
+
+from aiohttp import web
+
+from ..config import ENV_LISTEN, Config, load_config
+from .errors import CliError
+from .keygen import make_authority_key, make_log_key
+
+HELP = "run the log server"
+log = logging.getLogger(__name__)
+
+DEV_ORIGIN = "localhost/logserver-dev"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", type=Path, help="config file (TOML); see README 'Configuration'")
+    p.add_argument("--dev", action="store_true", help="first run: create demo keys and config in the data dir")
+    p.add_argument("--data-dir", type=Path, default=Path("data"), help="data directory for --dev (default ./data)")
+    p.add_argument("--listen", help=f"HOST:PORT to listen on (overrides config and ${ENV_LISTEN})")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.config is None:
+        if not args.dev:
+            raise CliError("give --config FILE, or --dev for a first run with demo keys")
+        args.config = prepare_dev(args.data_dir.resolve())
+    environ = dict(os.environ)
+    if args.listen:
+        environ[ENV_LISTEN] = args.listen
+    config = load_config(args.config, environ=environ)
+    from ..api import create_app
+
+    app = create_app(config)
+    if args.dev:
+        print_dev_instructions(config, args.config)
+    host, port = config.host_port
+    web.run_app(
+        app, host=host, port=port, print=lambda msg: log.info("listening on http://%s:%d", host, port),
+        access_log=None, shutdown_timeout=10,
+        handler_args={"max_headers": 64, "max_line_size": 8190, "max_field_size": 8190,
+                      "keepalive_timeout": 75, "auto_decompress": False},
+    )
+    return 0
+
+
+def prepare_dev(data_dir: Path) -> Path:
+    """Create (once) the demo keys, config and sample payload; return the config path."""
+    config_path = data_dir / "logserver.toml"
+    if config_path.exists():
+        return config_path
+    data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir.chmod(0o755)  # the embedded PostgreSQL runs as its own user when we are root
+    make_log_key(data_dir / "log.key", DEV_ORIGIN, force=True)
+    make_authority_key(data_dir / "signer.key", "ed25519", force=True)
+    make_authority_key(data_dir / "countersigner.key", "ecdsa-p256", force=True)
+    config_path.write_text(f"""# logserver development config, made by `logserver serve --dev`.
+origin = "{DEV_ORIGIN}"
+log_key = "log.key"
+data_dir = "."
+listen = "127.0.0.1:8080"
+
+[sequencer]
+checkpoint_interval_s = 5
+
+[[authorities]]
+name = "demo-signer"
+role = "signer"
+keys = ["signer.pub.pem"]
+
+[[authorities]]
+name = "demo-countersigner"
+role = "countersigner"
+keys = ["countersigner.pub.pem"]
+""")
+    (data_dir / "sample-payload.json").write_text(json.dumps(sample_payload(), indent=2) + "\n")
+    print(f"created demo log key, authorities and config in {data_dir}", file=sys.stderr)
+    return config_path
+
+
+def sample_payload() -> dict:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, x25519
+    import base64
+    import datetime as dt
+
+    def spki(public) -> str:
+        der = public.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+        return base64.b64encode(der).decode()
+
+    now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+    return {
+        "fleet_id": "demo-fleet",
+        "sequence": 1,
+        "not_before": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "not_after": (now + dt.timedelta(days=365)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "keys": [
+            {"key_id": "hsm-1", "algorithm": "x25519", "public_key": spki(x25519.X25519PrivateKey.generate().public_key())},
+            {"key_id": "hsm-2", "algorithm": "ecdsa-p256",
+             "public_key": spki(ec.generate_private_key(ec.SECP256R1()).public_key())},
+        ],
+    }
+
+
+def print_dev_instructions(config: Config, config_path: Path) -> None:
+    d = config_path.parent
+    exe = shlex.quote(str(Path(sys.executable).parent / "logserver"))
+    q = lambda p: shlex.quote(str(p))  # noqa: E731
+    host, port = config.host_port
+    url = f"http://{host}:{port}"
+    print(f"""
+logserver (dev) for origin {config.origin}, data in {d}
+In another terminal, sign a sample bundle twice (signer, then countersigner) and submit it:
+
+  {exe} sign --key {q(d / 'signer.key')} --payload {q(d / 'sample-payload.json')} --out bundle.json
+  {exe} sign --key {q(d / 'countersigner.key')} --envelope bundle.json --out bundle.json
+  {exe} submit --log {url} --envelope bundle.json --receipt receipt.json
+
+Then fetch the checkpoint and a proof:
+
+  curl {url}/checkpoint
+  curl '{url}/v1/proof/inclusion?tree_size=1&index=0'
+""", file=sys.stderr, flush=True)

@@ -1,0 +1,68 @@
+"""Submit an envelope to a log and save the receipt.
+
+  logserver submit --log http://127.0.0.1:8080 --envelope bundle.json --receipt receipt.json
+
+Retries on 503 (honouring Retry-After) up to --retries times; submissions are
+idempotent, so a retry after a lost answer is safe.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from pathlib import Path
+
+import aiohttp
+
+from .errors import CliError
+
+HELP = "POST an envelope to a log and save the receipt"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--log", required=True, help="log base URL, e.g. http://127.0.0.1:8080")
+    p.add_argument("--envelope", required=True, type=Path, help="signed envelope JSON")
+    p.add_argument("--receipt", type=Path, help="where to save the receipt (default: print it)")
+    p.add_argument("--retries", type=int, default=5, help="retries on 503 (default 5)")
+    p.add_argument("--timeout", type=float, default=60.0, help="seconds per attempt (default 60)")
+
+
+async def submit(log_url: str, body: bytes, retries: int, timeout: float) -> tuple[int, dict]:
+    url = log_url.rstrip("/") + "/v1/bundles"
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as session:
+        for attempt in range(retries + 1):
+            async with session.post(url, data=body, headers={"Content-Type": "application/json"}) as resp:
+                try:
+                    payload = await resp.json(content_type=None)
+                except (ValueError, aiohttp.ContentTypeError):
+                    payload = {"error": {"code": "bad_response", "message": (await resp.text())[:200]}}
+                if resp.status != 503 or attempt == retries:
+                    return resp.status, payload
+                wait = float(resp.headers.get("Retry-After", "1"))
+                print(f"log busy (503), retrying in {wait:g}s ({attempt + 1}/{retries})", file=sys.stderr)
+                await asyncio.sleep(min(wait, 30))
+    raise AssertionError("unreachable")
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        body = args.envelope.read_bytes()
+    except OSError as e:
+        raise CliError(str(e)) from None
+    try:
+        status, payload = asyncio.run(submit(args.log, body, args.retries, args.timeout))
+    except aiohttp.ClientError as e:
+        raise CliError(f"cannot reach the log at {args.log}: {e}") from None
+    if status not in (200, 201):
+        err = payload.get("error", {})
+        raise CliError(f"the log refused the bundle: HTTP {status} {err.get('code')}: {err.get('message')}")
+    text = json.dumps(payload, indent=2) + "\n"
+    kind = "already logged (duplicate)" if payload.get("duplicate") else "logged"
+    print(f"{kind} at index {payload['index']}, tree size {payload['tree_size']}", file=sys.stderr)
+    if args.receipt:
+        args.receipt.write_text(text)
+        print(f"wrote receipt to {args.receipt}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    return 0
