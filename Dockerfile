@@ -1,0 +1,27 @@
+# logserver: a runnable image. Build: docker build -t logserver .
+# Run with a config mounted at /config/logserver.toml (keys beside it) and a data volume:
+#   docker run -v $PWD/conf:/config -v logdata:/data -p 8080:8080 \
+#     -e LOGSERVER_LISTEN=0.0.0.0:8080 logserver --config /config/logserver.toml
+# Without database_url / DATABASE_URL the embedded PostgreSQL keeps its files in data_dir.
+FROM python:3.12-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    LOGSERVER_MIGRATIONS_DIR=/app/migrations \
+    LOGSERVER_OPENAPI=/app/openapi.yaml
+
+WORKDIR /app
+COPY pyproject.toml README.md constraints.txt ./
+COPY logserver ./logserver
+COPY migrations ./migrations
+COPY openapi.yaml ./
+RUN pip install --no-compile -c constraints.txt . \
+    && useradd --system --create-home --uid 10001 logserver \
+    && mkdir -p /data && chown logserver /data
+
+USER logserver
+VOLUME ["/data"]
+EXPOSE 8080
+ENTRYPOINT ["logserver", "serve"]
+CMD ["--config", "/config/logserver.toml"]
