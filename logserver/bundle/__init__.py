@@ -25,7 +25,7 @@ from .errors import (
     SizeLimitError,
     ValidityError,
 )
-from .leaf import LEAF_VERSION, MAX_LEAF_BYTES, decode_leaf, encode_leaf
+from .leaf import LEAF_VERSION, MAX_LEAF_BYTES, decode_leaf, encode_leaf, envelope_leaf_hash
 from .payload import (
     ALGORITHMS,
     PAYLOAD_TYPE,
@@ -69,6 +69,7 @@ __all__ = [
     "check_validity",
     "decode_leaf",
     "encode_leaf",
+    "envelope_leaf_hash",
     "format_timestamp",
     "keyid_for",
     "load_authority_key_pem",

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import struct
 
+from ..merkle.hashing import leaf_hash
 from .dsse import Envelope, Signature
 from .errors import MalformedEnvelopeError, SizeLimitError
 
@@ -63,6 +64,11 @@ def encode_leaf(envelope: Envelope) -> bytes:
     leaf = b"".join(parts)
     assert len(leaf) == size
     return leaf
+
+
+def envelope_leaf_hash(envelope: Envelope) -> bytes:
+    """The RFC 6962 §2.1 leaf hash of the envelope's leaf: SHA-256(0x00 || encode_leaf)."""
+    return leaf_hash(encode_leaf(envelope))
 
 
 def decode_leaf(data: bytes) -> Envelope:
