@@ -264,7 +264,12 @@ def test_sign_open_round_trip_property(lines):
 
 def test_parse_spec_example_note():
     note = parse_note(SPEC_NOTE.encode())
-    assert note.text == "Ognuno sta solo sul cuor della terra\ntrafitto da un raggio di sole:\n\ned \u00e8 subito sera.\n"
+    assert note.text == (
+        "Ognuno sta solo sul cuor della terra\n"
+        "trafitto da un raggio di sole:\n"
+        "\n"
+        "ed \u00e8 subito sera.\n"
+    )
     (sig,) = note.signatures
     assert sig.name == "quasimodo.example/salvatore"
     assert sig.key_id == bytes.fromhex("367ba04b")
@@ -409,3 +414,11 @@ def test_colliding_verifiers_are_a_configuration_error():
     s = signer()
     with pytest.raises(ValueError, match="share"):
         open_note(GOOD, [s.verifier(), Ed25519NoteVerifier(s.name, key(1).public_key())])
+
+
+def test_verifiers_compare_by_name_and_key():
+    s = signer("a.example", 1)
+    assert Ed25519NoteVerifier.from_vkey(s.vkey) == s.verifier()
+    assert hash(Ed25519NoteVerifier.from_vkey(s.vkey)) == hash(s.verifier())
+    assert signer("b.example", 1).verifier() != s.verifier()
+    assert signer("a.example", 2).verifier() != s.verifier()

@@ -94,6 +94,14 @@ class CosignatureVerifier:
         except InvalidSignature:
             raise InvalidSignatureError(f"{who}: Ed25519 verification failed") from None
 
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, CosignatureVerifier):
+            return NotImplemented
+        return (self._name, self.public_key_bytes) == (other._name, other.public_key_bytes)
+
+    def __hash__(self) -> int:
+        return hash((SIG_TYPE_COSIGNATURE_V1, self._name, self.public_key_bytes))
+
     def __repr__(self) -> str:
         return f"CosignatureVerifier({self.vkey!r})"
 

@@ -113,6 +113,14 @@ class Ed25519NoteVerifier:
                 f"signature by {self._name}+{self._key_id.hex()}: Ed25519 verification failed"
             ) from None
 
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Ed25519NoteVerifier):
+            return NotImplemented
+        return (self._name, self.public_key_bytes) == (other._name, other.public_key_bytes)
+
+    def __hash__(self) -> int:
+        return hash((SIG_TYPE_ED25519, self._name, self.public_key_bytes))
+
     def __repr__(self) -> str:
         return f"Ed25519NoteVerifier({self.vkey!r})"
 

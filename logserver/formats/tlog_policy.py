@@ -35,7 +35,7 @@ MAX_LOGS = MAX_WITNESSES = MAX_GROUPS = 256
 # tlog-policy "Character set": tab, newline, 0x20-0x7E and 0x80-0xFF only.
 _FORBIDDEN_OCTET = re.compile(rb"[\x00-\x08\x0b-\x1f\x7f]")
 _WHITESPACE = re.compile(rb"[ \t]+")
-_THRESHOLD = re.compile(rb"[1-9][0-9]{0,8}")
+_THRESHOLD = re.compile(rb"0|[1-9][0-9]*")
 
 
 def _text(octets: bytes) -> str:
@@ -152,7 +152,9 @@ class _PolicyBuilder:
         self.verifier_ids: set[tuple[str, bytes]] = set()
         self.log_count = 0
 
-    def _vkey(self, octets: bytes, allowed: frozenset[int]) -> tuple[NoteVerifier, bytes]:
+    def _vkey(self, octets: bytes, allowed: frozenset[int], seen_keys: set[bytes], what: str) -> NoteVerifier:
+        """Parse a vkey, refusing a public key already in `seen_keys` (tlog-policy: two
+        vkeys wrapping the same public key are duplicates, whatever their names)."""
         try:
             vkey = octets.decode("utf-8")
             public_key = parse_vkey(vkey).public_key
@@ -161,11 +163,16 @@ class _PolicyBuilder:
             raise PolicyError(f"vkey: got {octets[:40]!r}, want UTF-8") from None
         except FormatError as exc:
             raise PolicyError(str(exc)) from None
+        if public_key in seen_keys:
+            raise PolicyError(f"{what}: duplicate public key, want each key listed once")
+        seen_keys.add(public_key)
+        # open_note refuses two verifiers sharing name and key ID; only a log and a
+        # witness listing one key under one name and type could get here.
         key_id = (verifier.name, verifier.key_id)
         if key_id in self.verifier_ids:
-            raise PolicyError(f"vkey {vkey}: another key has the same key name and key ID")
+            raise PolicyError(f"{what}: another key has the same key name and key ID {verifier.key_id.hex()}")
         self.verifier_ids.add(key_id)
-        return verifier, public_key
+        return verifier
 
     def _new_name(self, octets: bytes) -> str:
         name = _text(octets)
@@ -175,6 +182,8 @@ class _PolicyBuilder:
 
     def _defined(self, octets: bytes, what: str) -> str:
         name = _text(octets)
+        if name == NONE:
+            raise PolicyError(f"{what}: got 'none', which only the quorum line may name")
         if name not in self.witnesses and name not in self.groups:
             raise PolicyError(f"{what} {clip(name)}: want a witness or group defined on an earlier line")
         return name
@@ -184,10 +193,7 @@ class _PolicyBuilder:
             raise PolicyError(f"log line: got {len(args)} items after 'log', want <vkey> [<url>]")
         if self.log_count >= MAX_LOGS:
             raise PolicyError(f"logs: want at most {MAX_LOGS}")
-        verifier, public_key = self._vkey(args[0], SUPPORTED_SIG_TYPES)
-        if public_key in self.log_keys:
-            raise PolicyError(f"log {verifier.name!r}: duplicate public key, want each log key once")
-        self.log_keys.add(public_key)
+        verifier = self._vkey(args[0], SUPPORTED_SIG_TYPES, self.log_keys, "log")
         url = _text(args[1]) if len(args) == 2 else None
         self.logs.setdefault(verifier.name, []).append(PolicyLog(verifier.name, verifier, url))
         self.log_count += 1
@@ -198,11 +204,8 @@ class _PolicyBuilder:
         if len(self.witnesses) >= MAX_WITNESSES:
             raise PolicyError(f"witnesses: want at most {MAX_WITNESSES}")
         name = self._new_name(args[0])
-        verifier, public_key = self._vkey(args[1], frozenset({SIG_TYPE_COSIGNATURE_V1}))
+        verifier = self._vkey(args[1], frozenset({SIG_TYPE_COSIGNATURE_V1}), self.witness_keys, f"witness {name!r}")
         assert isinstance(verifier, CosignatureVerifier)
-        if public_key in self.witness_keys:
-            raise PolicyError(f"witness {name!r}: duplicate public key, want each witness key once")
-        self.witness_keys.add(public_key)
         url = _text(args[2]) if len(args) == 3 else None
         self.witnesses[name] = PolicyWitness(name, verifier, url)
 
@@ -230,9 +233,12 @@ class _PolicyBuilder:
             return 1
         if _THRESHOLD.fullmatch(octets) is None:
             raise PolicyError(f"group {name!r} threshold: got {octets[:40]!r}, want all, any or a decimal k")
-        k = int(octets)
-        if k > n:
-            raise PolicyError(f"group {name!r} threshold: got {k}, want 1 <= k <= {n} (the member count)")
+        # Bound the digits before int(): a 1 MiB policy could otherwise hold a huge literal.
+        k = int(octets) if len(octets) <= 9 else n + 1
+        if not 1 <= k <= n:
+            raise PolicyError(
+                f"group {name!r} threshold: got {clip(_text(octets))}, want 1 <= k <= {n} (the member count)"
+            )
         return k
 
     def quorum_line(self, args: list[bytes]) -> None:
@@ -264,11 +270,19 @@ def parse_policy(data: bytes | str) -> Policy:
         raise PolicyError(f"policy size: got {len(data)} bytes, want at most {MAX_POLICY_SIZE}")
     forbidden = _FORBIDDEN_OCTET.search(data)
     if forbidden:
-        raise PolicyError(f"policy: got octet 0x{forbidden.group()[0]:02x} at {forbidden.start()}, want none below 0x20 but tab and newline, nor 0x7f")
+        raise PolicyError(
+            f"policy: got octet 0x{forbidden.group()[0]:02x} at {forbidden.start()}, "
+            "want tab, newline, 0x20-0x7e or 0x80-0xff"
+        )
     if data and not data.endswith(b"\n"):
         raise PolicyError("policy: want every line, the last one included, to end in a newline")
     builder = _PolicyBuilder()
-    actions = {b"log": builder.log, b"witness": builder.witness, b"group": builder.group, b"quorum": builder.quorum_line}
+    actions = {
+        b"log": builder.log,
+        b"witness": builder.witness,
+        b"group": builder.group,
+        b"quorum": builder.quorum_line,
+    }
     for number, line in enumerate(data.split(b"\n")[:-1], start=1):
         stripped = line.strip(b" \t")
         if not stripped or stripped.startswith(b"#"):

@@ -1,9 +1,10 @@
 """Key names, key IDs and verifier keys (vkeys) of C2SP signed-note.
 
 A vkey is the text form `<name>+<key ID as 8 hex digits>+<base64(type || public key)>`
-that names a public key together with its signature type. It originates in the Go
-`sumdb/note` package, which C2SP signed-note documents; we emit lowercase hex and,
-being strict, accept only that.
+that names a public key together with its signature type (the "verifier keys" of
+signed-note that tlog-cosignature and tlog-policy refer to). We emit the key ID in
+lowercase hex and, being strict, accept only that; the key ID must match the one
+computed from the name, type and key.
 """
 
 from __future__ import annotations
