@@ -1,7 +1,13 @@
 """Running a real logserver app (real PostgreSQL, real port) inside a test."""
 from __future__ import annotations
 
+import asyncio
 import os
+import signal
+import socket
+import subprocess
+import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -75,3 +81,105 @@ async def start_server(config_path: Path, **app_kwargs) -> RunningServer:
     await server.start_server()
     session = ClientSession(base_url=str(server.make_url("")))
     return RunningServer(config, server, session)
+
+
+# --- subprocess servers ------------------------------------------------------------------
+# `python -m logserver.cli serve` in a child process: for tests that need several
+# processes on one database, a restart, or the exit status of a refused start-up.
+
+READY_TIMEOUT_S = 60.0
+
+
+def free_port() -> int:
+    """A TCP port that was free a moment ago (bind to port 0, read it, close)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def server_command(config_path: Path) -> list[str]:
+    return [sys.executable, "-m", "logserver.cli", "serve", "--config", str(config_path)]
+
+
+def server_env(database_url: str, port: int | None = None) -> dict[str, str]:
+    env = dict(os.environ)
+    env["DATABASE_URL"] = database_url
+    if port is not None:
+        env["LOGSERVER_LISTEN"] = f"127.0.0.1:{port}"
+    return env
+
+
+class ServerProcess:
+    """One `logserver serve` child process; its output goes to `log_path`."""
+
+    def __init__(self, config_path: Path, database_url: str, *, port: int | None = None,
+                 log_path: Path | None = None):
+        self.config_path = config_path
+        self.database_url = database_url
+        self.port = port or free_port()
+        self.log_path = log_path or config_path.parent / f"server-{self.port}.log"
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    async def start(self, timeout_s: float = READY_TIMEOUT_S) -> "ServerProcess":
+        """Start the process and wait until /readyz answers 200 (or fail with its output)."""
+        assert self.proc is None or self.proc.poll() is not None, "already running"
+        with open(self.log_path, "ab") as out:
+            self.proc = subprocess.Popen(
+                server_command(self.config_path), env=server_env(self.database_url, self.port),
+                stdout=out, stderr=subprocess.STDOUT, cwd=self.config_path.parent,
+            )
+        deadline = time.monotonic() + timeout_s
+        async with ClientSession() as session:
+            while True:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.output()}")
+                try:
+                    async with session.get(self.url + "/readyz") as resp:
+                        if resp.status == 200:
+                            return self
+                except OSError:
+                    pass
+                if time.monotonic() > deadline:
+                    await self.stop()
+                    raise RuntimeError(f"server not ready after {timeout_s}s:\n{self.output()}")
+                await asyncio.sleep(0.05)
+
+    async def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 20.0) -> int | None:
+        """Send `sig` and wait; kill if it does not exit in time. Returns the exit status."""
+        proc = self.proc
+        if proc is None or proc.poll() is not None:
+            return None if proc is None else proc.returncode
+        proc.send_signal(sig)
+        try:
+            return await asyncio.to_thread(proc.wait, timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            return await asyncio.to_thread(proc.wait)
+
+    def kill_now(self) -> None:
+        """Teardown of last resort: SIGKILL this process (only this one) and reap it."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+async def run_server_to_exit(config_path: Path, database_url: str, timeout_s: float = 60.0) -> tuple[int, str]:
+    """Run `logserver serve` expecting it to refuse to start: (exit status, output)."""
+    proc = await asyncio.create_subprocess_exec(
+        *server_command(config_path), env=server_env(database_url, free_port()),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, cwd=config_path.parent,
+    )
+    try:
+        out, _ = await asyncio.wait_for(proc.communicate(), timeout_s)
+    except asyncio.TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise AssertionError(f"server did not exit within {timeout_s}s (it should have refused to start)")
+    return proc.returncode, out.decode(errors="replace")

@@ -1,0 +1,344 @@
+"""The served tree, checked independently: proofs (RFC 6962) and tiles (C2SP tlog-tiles).
+
+The log is grown to a series of sizes that straddle tile boundaries, the checkpoint
+served at each size is recorded, and then every inclusion proof at every recorded
+size, every consistency proof between recorded sizes and every tile each size
+implies are fetched over HTTP and checked with tests/independent_merkle.py, which
+shares no code with logserver.merkle.
+"""
+from __future__ import annotations
+
+import asyncio
+import gzip
+import hashlib
+from dataclasses import dataclass
+
+import pytest
+from aiohttp import ClientSession
+
+from bundle_factory import BundleFactory
+from independent_merkle import (
+    TILE_WIDTH,
+    CheckError,
+    check_consistency,
+    check_inclusion,
+    decode_entry_bundle,
+    leaf_hash,
+    mth,
+    node_hash,
+    root_from_tiles,
+    split,
+    split_hashes,
+    subtree_root,
+    tile_url_path,
+    tiles_implied,
+)
+from logserver.formats.checkpoint import open_checkpoint
+from logserver.formats.note import Ed25519NoteVerifier
+from server_harness import start_server, write_config
+
+JSON = {"Content-Type": "application/json"}
+SIZES = (1, 2, 3, 7, 8, 9, 255, 256, 257, 300)
+EMPTY_ROOT = hashlib.sha256(b"").digest()
+
+
+@dataclass(frozen=True)
+class Recorded:
+    size: int
+    root: bytes
+    note: str
+
+
+@dataclass
+class Grown:
+    server: object
+    checkpoints: dict[int, Recorded]  # size -> the checkpoint served right after reaching it
+    leaf_hashes: list[bytes]  # from /v1/entries, in index order
+
+
+async def gather_limited(coros, limit: int = 32):
+    sem = asyncio.Semaphore(limit)
+
+    async def run(c):
+        async with sem:
+            return await c
+
+    return await asyncio.gather(*(run(c) for c in coros))
+
+
+async def get_json(session, path: str, **params) -> dict:
+    async with session.get(path, params=params or None) as resp:
+        assert resp.status == 200, (path, params, await resp.text())
+        return await resp.json()
+
+
+async def served_checkpoint(session, verifier) -> Recorded:
+    async with session.get("/checkpoint") as resp:
+        assert resp.status == 200
+        assert resp.headers["Content-Type"] == "text/plain; charset=utf-8"
+        note = await resp.text()
+    cp, _ = open_checkpoint(note.encode(), [verifier])
+    return Recorded(cp.size, cp.root, note)
+
+
+@pytest.fixture(scope="module")
+async def grown(database_url, tmp_path_factory) -> Grown:
+    server = await start_server(write_config(tmp_path_factory.mktemp("tree"), database_url))
+    s = server.session
+    verifier = Ed25519NoteVerifier.from_vkey((await get_json(s, "/v1/log"))["verifier_key"])
+    checkpoints = {0: await served_checkpoint(s, verifier)}
+    # One fleet per bundle: concurrent submissions of one fleet could arrive out of
+    # sequence order and be refused as rollbacks.
+    bodies = [BundleFactory(fleet_id=f"tree-{i}").envelope_json() for i in range(SIZES[-1])]
+
+    async def submit(body: bytes) -> dict:
+        async with s.post("/v1/bundles", data=body, headers=JSON) as resp:
+            assert resp.status == 201, await resp.text()
+            return await resp.json()
+
+    size = 0
+    for target in SIZES:
+        receipts = await gather_limited(submit(b) for b in bodies[size:target])
+        assert sorted(r["index"] for r in receipts) == list(range(size, target))
+        size = target
+        checkpoints[size] = await served_checkpoint(s, verifier)
+        assert checkpoints[size].size == size
+    entries: list[dict] = []
+    while len(entries) < size:
+        entries += (await get_json(s, "/v1/entries", start=len(entries), end=size))["entries"]
+    yield Grown(server, checkpoints, [bytes.fromhex(e["leaf_hash"]) for e in entries])
+    await server.close()
+
+
+# --- the independent checker itself --------------------------------------------------------
+
+
+def rfc_path(m: int, hashes: list[bytes]) -> list[bytes]:
+    """PATH(m, D[n]) exactly as RFC 6962 §2.1.1 defines it."""
+    if len(hashes) == 1:
+        return []
+    k = split(len(hashes))
+    if m < k:
+        return rfc_path(m, hashes[:k]) + [mth(hashes[k:])]
+    return rfc_path(m - k, hashes[k:]) + [mth(hashes[:k])]
+
+
+def rfc_subproof(m: int, hashes: list[bytes], b: bool) -> list[bytes]:
+    """SUBPROOF(m, D[n], b) exactly as RFC 6962 §2.1.2 defines it."""
+    n = len(hashes)
+    if m == n:
+        return [] if b else [mth(hashes)]
+    k = split(n)
+    if m <= k:
+        return rfc_subproof(m, hashes[:k], b) + [mth(hashes[k:])]
+    return rfc_subproof(m - k, hashes[k:], False) + [mth(hashes[:k])]
+
+
+def test_independent_checker_accepts_rfc_proofs_and_rejects_changed_ones():
+    hashes = [leaf_hash(b"%d" % i) for i in range(20)]
+    for n in range(1, 21):
+        root = mth(hashes[:n])
+        for m in range(n):
+            path = rfc_path(m, hashes[:n])
+            check_inclusion(m, n, hashes[m], path, root)
+            with pytest.raises(CheckError):
+                check_inclusion(m, n, hashes[(m + 1) % 20], path, root)
+            if path:
+                with pytest.raises(CheckError):
+                    check_inclusion(m, n, hashes[m], path[:-1], root)
+                with pytest.raises(CheckError):
+                    check_inclusion(m, n, hashes[m], [bytes(32)] + path[1:], root)
+            with pytest.raises(CheckError):
+                check_inclusion(m, n, hashes[m], path + [bytes(32)], root)
+        for m in range(1, n):
+            proof = rfc_subproof(m, hashes[:n], True)
+            check_consistency(m, n, mth(hashes[:m]), root, proof)
+            with pytest.raises(CheckError):
+                check_consistency(m, n, mth(hashes[:m]), node_hash(root, root), proof)
+            with pytest.raises(CheckError):
+                check_consistency(m, n, hashes[0] if m > 1 else bytes(32), root, proof)
+            with pytest.raises(CheckError):
+                check_consistency(m, n, mth(hashes[:m]), root, proof + [bytes(32)])
+            if proof:
+                with pytest.raises(CheckError):
+                    check_consistency(m, n, mth(hashes[:m]), root, proof[1:])
+
+
+def test_tile_helpers_follow_the_spec_examples():
+    assert tile_url_path(0, 1234067, 256) == "tile/0/x001/x234/067"
+    assert tile_url_path("entries", 0, 7) == "tile/entries/000.p/7"
+    # "a tree of size 70,000 will be represented by 273 full level 0 tiles, one partial
+    # level 0 tile of width 112, one full level 1 tile, one partial level 1 tile of
+    # width 17, and one partial level 2 tile of width 1."
+    tiles = tiles_implied(70_000)
+    assert [t for t in tiles if t[0] == 0] == [(0, i, 256) for i in range(273)] + [(0, 273, 112)]
+    assert [t for t in tiles if t[0] > 0] == [(1, 0, 256), (1, 1, 17), (2, 0, 1)]
+    assert tiles_implied(256) == [(0, 0, 256), (1, 0, 1)]
+
+
+# --- proofs ------------------------------------------------------------------------------
+
+
+def test_checkpoint_roots_are_the_merkle_tree_hashes_of_the_entries(grown):
+    assert grown.checkpoints[0].root == EMPTY_ROOT
+    for size, cp in grown.checkpoints.items():
+        assert cp.root == mth(grown.leaf_hashes[:size]), size
+
+
+async def test_every_inclusion_proof_at_every_recorded_size(grown):
+    s = grown.server.session
+
+    async def check(size: int, index: int) -> None:
+        got = await get_json(s, "/v1/proof/inclusion", tree_size=size, index=index)
+        assert (got["index"], got["tree_size"]) == (index, size)
+        lh = bytes.fromhex(got["leaf_hash"])
+        assert lh == grown.leaf_hashes[index]
+        check_inclusion(index, size, lh, [bytes.fromhex(h) for h in got["proof"]], grown.checkpoints[size].root)
+
+    jobs = [check(size, i) for size in grown.checkpoints for i in range(size)]
+    assert len(jobs) == sum(SIZES)
+    await gather_limited(jobs)
+
+
+async def test_inclusion_by_leaf_hash(grown):
+    s = grown.server.session
+
+    async def check(size: int, index: int) -> None:
+        lh = grown.leaf_hashes[index]
+        got = await get_json(s, "/v1/proof/inclusion", tree_size=size, leaf_hash=lh.hex())
+        assert (got["index"], got["tree_size"], got["leaf_hash"]) == (index, size, lh.hex())
+        check_inclusion(index, size, lh, [bytes.fromhex(h) for h in got["proof"]], grown.checkpoints[size].root)
+
+    final = SIZES[-1]
+    await gather_limited([check(final, i) for i in range(final)] + [check(257, 256), check(9, 0), check(1, 0)])
+    # A leaf that is in the log but not yet in the requested tree.
+    async with s.get("/v1/proof/inclusion", params={"tree_size": 8, "leaf_hash": grown.leaf_hashes[8].hex()}) as resp:
+        assert resp.status == 400
+
+
+async def test_consistency_proofs_between_all_recorded_sizes(grown):
+    s = grown.server.session
+    cps = grown.checkpoints
+
+    async def check(size1: int, size2: int) -> None:
+        got = await get_json(s, "/v1/proof/consistency", first=size1, second=size2)
+        assert (got["first"], got["second"]) == (size1, size2)
+        check_consistency(size1, size2, cps[size1].root, cps[size2].root, [bytes.fromhex(h) for h in got["proof"]])
+
+    pairs = [(a, b) for a in cps for b in cps if a <= b]
+    await gather_limited(check(a, b) for a, b in pairs)
+    # And the checker is not vacuous on these real proofs: another old root fails.
+    got = await get_json(s, "/v1/proof/consistency", first=7, second=300)
+    with pytest.raises(CheckError):
+        check_consistency(7, 300, cps[8].root, cps[300].root, [bytes.fromhex(h) for h in got["proof"]])
+
+
+# --- tiles -------------------------------------------------------------------------------
+
+
+async def fetch(session, path: str, accept_encoding: str = "identity"):
+    async with session.get("/" + path, headers={"Accept-Encoding": accept_encoding}) as resp:
+        return resp.status, dict(resp.headers), await resp.read()
+
+
+@pytest.fixture(scope="module")
+async def raw_session(grown):
+    """A client that leaves Content-Encoding alone, to see what the server sent."""
+    async with ClientSession(base_url=grown.server.url, auto_decompress=False) as session:
+        yield session
+
+
+async def fetch_tiles(session, size: int) -> dict[tuple[int, int], bytes]:
+    tiles = {}
+    for level, index, width in tiles_implied(size):
+        status, headers, body = await fetch(session, tile_url_path(level, index, width))
+        assert status == 200, (level, index, width, body[:200])
+        assert headers["Content-Type"] == "application/octet-stream"
+        assert len(body) == 32 * width, (level, index, width)
+        if width == TILE_WIDTH:
+            assert "immutable" in headers["Cache-Control"]
+        else:
+            assert "immutable" not in headers["Cache-Control"]
+        tiles[(level, index)] = body
+    return tiles
+
+
+async def test_tiles_reproduce_every_recorded_checkpoint(grown, raw_session):
+    """tlog-tiles: partial tiles are served for every size a checkpoint was produced at."""
+    for size, cp in grown.checkpoints.items():
+        tiles = await fetch_tiles(raw_session, size)
+        assert root_from_tiles(size, tiles) == cp.root, size
+        # Level 0 holds the leaf hashes; each higher-level hash is the root of a full
+        # tile of the level below.
+        level0 = [h for (level, i), data in sorted(tiles.items()) if level == 0 for h in split_hashes(data)]
+        assert level0 == grown.leaf_hashes[:size]
+        for (level, index), data in tiles.items():
+            for pos, h in enumerate(split_hashes(data)):
+                below = tiles[(level - 1, index * TILE_WIDTH + pos)] if level else None
+                if below is not None:
+                    assert h == subtree_root(split_hashes(below)), (level, index, pos)
+
+
+async def test_entry_bundles_hash_to_the_level0_tiles(grown, raw_session):
+    size = SIZES[-1]
+    tiles = await fetch_tiles(raw_session, size)
+    for level, index, width in tiles_implied(size):
+        if level != 0:
+            continue
+        path = tile_url_path("entries", index, width)
+        status, headers, plain = await fetch(raw_session, path)
+        assert status == 200
+        assert "Content-Encoding" not in headers
+        assert headers["Content-Type"] == "application/octet-stream"
+        assert ("immutable" in headers["Cache-Control"]) == (width == TILE_WIDTH)
+        entries = decode_entry_bundle(plain)
+        assert len(entries) == width
+        assert [leaf_hash(e) for e in entries] == split_hashes(tiles[(0, index)])
+
+        status, headers, compressed = await fetch(raw_session, path, "gzip, identity")
+        assert status == 200
+        assert headers["Content-Encoding"] == "gzip"
+        assert gzip.decompress(compressed) == plain
+
+
+@pytest.mark.parametrize("path", [
+    "tile/0/001",  # full level-0 tile 1 needs 512 leaves
+    "tile/0/001.p/45",  # needs 301
+    "tile/0/x001/000",  # index 1000
+    "tile/1/000",  # needs 65536
+    "tile/1/000.p/2",  # needs 512
+    "tile/2/000.p/1",
+    "tile/7/000.p/1",  # needs 2**56
+    "tile/entries/001",
+    "tile/entries/001.p/45",
+])
+async def test_tiles_beyond_the_tree_are_404(grown, path):
+    status, headers, body = await fetch(grown.server.session, path)
+    assert status == 404, body[:200]
+    assert headers["Content-Type"].startswith("application/json")
+
+
+@pytest.mark.parametrize("path", [
+    "tile/0/1",
+    "tile/0/0000",
+    "tile/00/000",
+    "tile/64/000",
+    "tile/-1/000",
+    "tile/x/000",
+    "tile/0/000.p/0",
+    "tile/0/000.p/256",
+    "tile/0/000.p/07",
+    "tile/0/000.p/",
+    "tile/0/000.p",
+    "tile/0/001/000",  # all but the last element must start with x
+    "tile/0/x000/001",  # not the canonical encoding of 1
+    "tile/0/x001",  # the last element has no x
+    "tile/63/000.p/1",  # a valid-looking path, but no uint64-sized tree has this tile
+    "tile/entries/00a",
+    "tile/entries",
+    "tile/0",
+])
+async def test_malformed_tile_paths_are_400(grown, path):
+    status, headers, body = await fetch(grown.server.session, path)
+    assert status == 400, body[:200]
+    assert headers["Content-Type"].startswith("application/json")
