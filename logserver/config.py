@@ -102,9 +102,12 @@ def config_from_dict(raw: dict[str, Any], *, base: Path, environ: dict[str, str]
         )
     log_key = r.path("log_key", required=True)
     data_dir = r.path("data_dir") or base / "data"
-    listen = environ.get(ENV_LISTEN) or r.string("listen") or "127.0.0.1:8080"
+    # Read the file's values even when the environment overrides them, so they are
+    # still validated and not reported as unknown keys.
+    file_listen, file_database_url = r.string("listen"), r.string("database_url")
+    listen = environ.get(ENV_LISTEN) or file_listen or "127.0.0.1:8080"
     parse_listen(listen, ENV_LISTEN if environ.get(ENV_LISTEN) else "listen")
-    database_url = environ.get(ENV_DATABASE_URL) or r.string("database_url")
+    database_url = environ.get(ENV_DATABASE_URL) or file_database_url
     witness_policy = r.path("witness_policy")
 
     authorities = []
