@@ -5,7 +5,7 @@ import argparse
 import logging
 import sys
 
-from . import keygen, migrate_cmd, serve, sign, submit
+from . import fsck_cmd, keygen, migrate_cmd, serve, sign, submit
 from .errors import CliError
 
 COMMANDS = {
@@ -14,6 +14,7 @@ COMMANDS = {
     "keygen": keygen,
     "sign": sign,
     "submit": submit,
+    "fsck": fsck_cmd,
 }
 
 
