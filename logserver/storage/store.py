@@ -208,12 +208,14 @@ class Store:
         async with self.pool.acquire() as conn:
             async with conn.transaction():
                 await conn.execute(f"SET LOCAL lock_timeout = {int(lock_timeout_ms)}")
-                row = await conn.fetchrow(
-                    "SELECT s.tree_size, s.root, c.* FROM log_state s "
-                    "JOIN checkpoints c ON c.id = s.checkpoint_id FOR UPDATE OF s"
-                )
-                if row is None:
+                # Lock first, then read the checkpoint in a second statement. A joined
+                # SELECT ... FOR UPDATE OF s that waited for another sequencer would
+                # recheck the join against the new log_state row but the old
+                # checkpoints row, and return no row at all.
+                checkpoint_id = await conn.fetchval("SELECT checkpoint_id FROM log_state FOR UPDATE")
+                if checkpoint_id is None:
                     raise StorageError("log_state is missing: the log was never initialised")
+                row = await conn.fetchrow("SELECT * FROM checkpoints WHERE id = $1", checkpoint_id)
                 yield SequencingTransaction(conn, _checkpoint(row))
 
 
