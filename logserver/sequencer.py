@@ -210,7 +210,11 @@ class Sequencer:
         async with self.store.sequencing(self.lock_timeout_ms) as tx:
             old = tx.latest
             now_ms = int(self.clock() * 1000)
-            if not batch and now_ms - old.signed_at_ms < self.checkpoint_interval * 1000:
+            interval_ms = self.checkpoint_interval * 1000
+            # Idle: re-sign only when the latest checkpoint is old (maybe signed by
+            # another process). A clock far behind the last signing time cannot tell
+            # age, so it signs too (the time then advances by 1 ms, see below).
+            if not batch and 0 <= now_ms - old.signed_at_ms < interval_ms:
                 return None
             frontier, right_edge = await self._presign_check(tx, old)
             results, accepted, fleets = await self._classify(tx, batch, old.tree_size)
