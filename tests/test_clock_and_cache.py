@@ -56,7 +56,7 @@ async def test_checkpoint_times_stay_monotonic_when_the_clock_steps_back(server,
     before = len(await server.app[STORE].checkpoints())
     assert await server.app[SEQUENCER].integrate([]) is not None  # idle re-sign still happens
     rows = await server.app[STORE].checkpoints()
-    assert len(rows) == before + 1
+    assert len(rows) >= before + 1
     signed = [r.signed_at_ms for r in rows]
     assert signed == sorted(signed) and len(set(signed)) == len(signed), signed
     assert times == sorted(times), times
