@@ -56,9 +56,10 @@ def run(args: argparse.Namespace) -> int:
     host, port = config.host_port
     web.run_app(
         app, host=host, port=port, print=lambda msg: log.info("listening on http://%s:%d", host, port),
-        access_log=None, shutdown_timeout=10,
-        handler_args={"max_headers": 64, "max_line_size": 8190, "max_field_size": 8190,
-                      "keepalive_timeout": 75, "auto_decompress": False},
+        access_log=None, shutdown_timeout=10, keepalive_timeout=75,
+        # Passed on to each connection's RequestHandler. (Not as handler_args=: run_app
+        # has no such parameter, and aiohttp then drops every custom handler setting.)
+        max_headers=64, max_line_size=8190, max_field_size=8190, auto_decompress=False,
     )
     return 0
 
