@@ -80,6 +80,53 @@ def test_environment_overrides_the_config_files_database_url_and_listen(tmp_path
     assert config.host_port == ("127.0.0.1", 0)
 
 
+async def test_restart_keeps_the_tree_and_continues_at_the_next_index(fresh_db, processes, tmp_path):
+    cfg = write_config(tmp_path, fresh_db)
+    server = ServerProcess(cfg, fresh_db)
+    processes.append(server)
+    factory = BundleFactory(fleet_id="restart-fleet")
+    bodies = [factory.envelope_json() for _ in range(8)]
+    async with ClientSession() as session:
+        await server.start()
+        for i in range(5):
+            status, receipt = await submit(session, server.url, bodies[i])
+            assert (status, receipt["index"]) == (201, i), receipt
+        before, _ = await log_info(session, server.url)
+        assert before.size == 5
+        assert await server.stop() == 0, server.output()  # graceful (SIGTERM)
+
+        for expected_index, stop in ((5, signal.SIGTERM), (6, signal.SIGKILL)):
+            await server.start()
+            cp, _ = await log_info(session, server.url)
+            assert cp.size == expected_index
+            if expected_index == 5:
+                assert cp.root == before.root
+            status, dup = await submit(session, server.url, bodies[0])
+            assert (status, dup["index"], dup["duplicate"]) == (200, 0, True)
+            status, receipt = await submit(session, server.url, bodies[expected_index])
+            assert (status, receipt["index"]) == (201, expected_index), receipt
+            after, _ = await log_info(session, server.url)
+            async with session.get(server.url + "/v1/proof/consistency",
+                                   params={"first": before.size, "second": after.size}) as resp:
+                proof = [bytes.fromhex(h) for h in (await resp.json())["proof"]]
+            check_consistency(before.size, after.size, before.root, after.root, proof)
+            check_inclusion(receipt["index"], receipt["tree_size"], bytes.fromhex(receipt["leaf_hash"]),
+                            [bytes.fromhex(h) for h in receipt["inclusion_proof"]], after.root)
+            before = after
+            status = await server.stop(stop)
+            assert status == (0 if stop == signal.SIGTERM else -signal.SIGKILL), server.output()
+
+        # After the crash (SIGKILL) too, the tree is intact and grows from its end.
+        await server.start()
+        cp, _ = await log_info(session, server.url)
+        assert (cp.size, cp.root) == (before.size, before.root) == (7, before.root)
+        status, receipt = await submit(session, server.url, bodies[7])
+        assert (status, receipt["index"]) == (201, 7), receipt
+        assert await server.stop() == 0  # a graceful stop flushes the checkpoint file
+    saved = json.loads((tmp_path / "data" / "latest-checkpoint").read_text())
+    assert saved["tree_size"] == 8
+
+
 async def test_serve_applies_its_http_settings(fresh_db, processes, tmp_path):
     """`serve` limits headers to 64 per request (its RequestHandler settings are in effect)."""
     server = ServerProcess(write_config(tmp_path, fresh_db), fresh_db)
@@ -93,3 +140,87 @@ async def test_serve_applies_its_http_settings(fresh_db, processes, tmp_path):
     assert await server.stop() == 0
     assert "Failed to create request handler" not in server.output()
 
+
+async def test_another_log_key_or_origin_is_refused(fresh_db, tmp_path):
+    owner_dir = tmp_path / "owner"
+    owner = await start_server(write_config(owner_dir, fresh_db))
+    async with owner.session.get("/v1/log") as resp:
+        owner_vkey = (await resp.json())["verifier_key"]
+    await owner.close()
+
+    status, out = await run_server_to_exit(write_config(tmp_path / "other-key", fresh_db), fresh_db)
+    assert status == 1, out
+    assert "log key" in out and owner_vkey in out and "refusing to start" in out, out
+
+    other_origin = write_config(tmp_path / "other-origin", fresh_db, origin="other.example/log",
+                                key_pem=(owner_dir / "log.key").read_bytes())
+    status, out = await run_server_to_exit(other_origin, fresh_db)
+    assert status == 1, out
+    assert "'test.logserver.example/log'" in out and "'other.example/log'" in out and "refusing to start" in out, out
+
+    # The refusals changed nothing: the owner still starts and serves its log.
+    owner = await start_server(write_config(owner_dir, fresh_db))
+    try:
+        async with owner.session.get("/v1/log") as resp:
+            assert (await resp.json())["verifier_key"] == owner_vkey
+    finally:
+        await owner.close()
+
+
+def database_name(url: str) -> str:
+    return urllib.parse.urlsplit(url).path.lstrip("/")
+
+
+async def grow(config_path, count: int, fleet: str, first_sequence: int) -> None:
+    """Start an in-process server, log `count` bundles of `fleet`, stop it."""
+    server = await start_server(config_path)
+    try:
+        factory = BundleFactory(fleet_id=fleet)
+        for i in range(count):
+            body = factory.envelope_json(sequence=first_sequence + i)
+            async with server.session.post("/v1/bundles", data=body, headers=JSON) as resp:
+                assert resp.status == 201, await resp.text()
+    finally:
+        await server.close()
+
+
+async def test_database_behind_the_saved_checkpoint_is_refused(fresh_db, pg_admin_url, tmp_path):
+    cfg = write_config(tmp_path / "log", fresh_db)
+    checkpoint_file = tmp_path / "log" / "data" / "latest-checkpoint"
+    await grow(cfg, 2, "stale-fleet", 0)
+    # A "backup" taken at size 2 (no server is connected to the database now).
+    backup = pg.with_database(pg_admin_url, database_name(fresh_db) + "_bak")
+    conn = await asyncpg.connect(pg_admin_url)
+    try:
+        await conn.execute(f'CREATE DATABASE "{database_name(backup)}" TEMPLATE "{database_name(fresh_db)}"')
+    finally:
+        await conn.close()
+    try:
+        await grow(cfg, 3, "stale-fleet", 2)
+        saved = checkpoint_file.read_bytes()
+        assert json.loads(saved)["tree_size"] == 5
+
+        status, out = await run_server_to_exit(cfg, backup)  # restored from the old backup
+        assert status == 1, out
+        assert "behind" in out and re.search(r"database size 2, signed size 5", out), out
+        assert checkpoint_file.read_bytes() == saved
+    finally:
+        await pg.drop_database(pg_admin_url, backup)
+
+
+async def test_database_with_another_history_is_refused(fresh_db, pg_admin_url, tmp_path):
+    cfg = write_config(tmp_path / "log", fresh_db)
+    checkpoint_file = tmp_path / "log" / "data" / "latest-checkpoint"
+    await grow(cfg, 3, "history-a", 0)
+    saved = checkpoint_file.read_bytes()
+    # Another database, same log key and origin, a different history that is longer.
+    other = await pg.create_database(pg_admin_url, "t_lifecycle_other")
+    try:
+        other_cfg = write_config(tmp_path / "other", other, key_pem=(tmp_path / "log" / "log.key").read_bytes())
+        await grow(other_cfg, 4, "history-b", 0)
+        status, out = await run_server_to_exit(cfg, other)
+        assert status == 1, out
+        assert "not consistent" in out and "size 3" in out, out
+        assert checkpoint_file.read_bytes() == saved
+    finally:
+        await pg.drop_database(pg_admin_url, other)
