@@ -119,7 +119,7 @@ async def test_restart_keeps_the_tree_and_continues_at_the_next_index(fresh_db, 
         # After the crash (SIGKILL) too, the tree is intact and grows from its end.
         await server.start()
         cp, _ = await log_info(session, server.url)
-        assert (cp.size, cp.root) == (before.size, before.root) == (7, before.root)
+        assert (cp.size, cp.root) == (7, before.root)
         status, receipt = await submit(session, server.url, bodies[7])
         assert (status, receipt["index"]) == (201, 7), receipt
         assert await server.stop() == 0  # a graceful stop flushes the checkpoint file

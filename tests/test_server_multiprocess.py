@@ -45,6 +45,7 @@ async def test_two_processes_one_linear_history(servers):
     urls = [p.url for p in servers]
     shared = [BundleFactory(fleet_id=f"shared-{i}").envelope_json() for i in range(SHARED_DUPLICATES)]
     receipts: list[tuple[bytes, int, dict]] = []  # (body, status, receipt)
+    appended_by: dict[str, int] = {url: 0 for url in urls}
     seen_notes: list[str] = []
 
     async def client(number: int) -> None:
@@ -53,14 +54,17 @@ async def test_two_processes_one_linear_history(servers):
         targets = itertools.cycle(urls[number % 2:] + urls[:number % 2])
         async with ClientSession() as session:
             for body in bodies:
-                async with session.post(next(targets) + "/v1/bundles", data=body, headers=JSON) as resp:
+                url = next(targets)
+                async with session.post(url + "/v1/bundles", data=body, headers=JSON) as resp:
                     assert resp.status in (200, 201), await resp.text()
                     receipts.append((body, resp.status, await resp.json()))
+                    appended_by[url] += resp.status == 201
                 async with session.get(next(targets) + "/checkpoint") as resp:
                     assert resp.status == 200
                     seen_notes.append(await resp.text())
 
     await asyncio.gather(*(client(n) for n in range(CLIENTS)))
+    assert all(appended_by.values()), appended_by  # both processes sequenced entries
 
     async with ClientSession() as session:
         infos = []
