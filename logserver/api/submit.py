@@ -13,6 +13,7 @@ from ..receipt import build_receipt
 from ..sequencer import Appended, Duplicate, SequencerError
 from .errors import ApiError
 from .keys import AUTHORITIES, CLOCK, CONFIG, METRICS, READER, SEQUENCER
+from .params import query
 from .responses import json_response
 from .entries import entry_json
 
@@ -21,6 +22,11 @@ async def post_bundle(request: web.Request) -> web.Response:
     app = request.app
     metrics = app[METRICS]
     limits = app[CONFIG].limits
+    try:
+        query(request, set())  # like every other API route: unknown query parameters are refused
+    except ApiError:
+        metrics.submissions.labels("bad_request").inc()
+        raise
     if request.content_type != "application/json":
         metrics.submissions.labels("unsupported_media_type").inc()
         raise ApiError(415, "unsupported_media_type",
