@@ -63,7 +63,10 @@ def make_error_middleware(retry_after_s: int):
             status = e.status if e.status < 500 else 503
             code = _HTTP_CODES.get(status, "unavailable" if status == 503 else "error")
             message = e.reason if e.status != 413 else f"request body too large: {e.text}"
-            return error_response(status, code, message, retry_after=retry_after_s if status == 503 else None)
+            resp = error_response(status, code, message, retry_after=retry_after_s if status == 503 else None)
+            if "Allow" in e.headers:  # RFC 9110 §15.5.6: a 405 MUST list the allowed methods
+                resp.headers["Allow"] = e.headers["Allow"]
+            return resp
         except DATABASE_UNAVAILABLE as e:
             log.warning("database unavailable during %s %s: %r", request.method, request.path, e)
             return error_response(503, "database_unavailable", "the log database is unavailable; retry later",
