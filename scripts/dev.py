@@ -63,10 +63,32 @@ def main(argv: list[str]) -> int:
     if what == "serve":
         cmd = [str(_bin("logserver")), "serve", "--dev", *rest]
     else:
-        cmd = [str(_bin("python")), "-m", "pytest", *rest]
+        return run_tests(rest)
     os.chdir(ROOT)
     try:
         return subprocess.call(cmd)
+    except KeyboardInterrupt:
+        return 130
+
+
+# The whole suite (no arguments) also enforces line coverage of the pure Merkle core.
+MERKLE_MIN_COVERAGE = 95
+
+
+def run_tests(args: list[str]) -> int:
+    os.chdir(ROOT)
+    python = str(_bin("python"))
+    whole_suite = not args
+    cmd = [python, "-m", "pytest", *args]
+    if whole_suite:
+        cmd += ["--cov=logserver", "--cov-report="]
+    try:
+        status = subprocess.call(cmd)
+        if status != 0 or not whole_suite:
+            return status
+        print(f"\nlogserver/merkle line coverage (must be >= {MERKLE_MIN_COVERAGE}%):", flush=True)
+        return subprocess.call([python, "-m", "coverage", "report", "--include=*/logserver/merkle/*",
+                                f"--fail-under={MERKLE_MIN_COVERAGE}", "--show-missing"])
     except KeyboardInterrupt:
         return 130
 
