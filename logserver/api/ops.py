@@ -8,7 +8,7 @@ from pathlib import Path
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from .keys import METRICS, READER, SEQUENCER, STORE
+from .keys import CONFIG, METRICS, READER, SEQUENCER, STORE
 from .responses import NO_STORE, json_response
 
 
@@ -32,9 +32,7 @@ async def get_metrics(request: web.Request) -> web.Response:
     m.pool_idle.set(pool.get_idle_size())
     m.pool_max.set(pool.get_max_size())
     body = generate_latest(m.registry)
-    resp = web.Response(body=body, headers={"Cache-Control": NO_STORE})
-    resp.content_type = CONTENT_TYPE_LATEST.split(";")[0]
-    return resp
+    return web.Response(body=body, headers={"Cache-Control": NO_STORE, "Content-Type": CONTENT_TYPE_LATEST})
 
 
 async def get_healthz(request: web.Request) -> web.Response:
@@ -46,12 +44,13 @@ async def get_readyz(request: web.Request) -> web.Response:
     """Readiness: the database answers and the sequencer may sign."""
     app = request.app
     halted = app[SEQUENCER].halted
+    retry = {"Retry-After": str(app[CONFIG].limits.retry_after_s)}
     if halted:
-        return json_response({"status": "halted", "reason": halted}, status=503)
+        return json_response({"status": "halted", "reason": halted}, status=503, headers=retry)
     try:
         await app[STORE].pool.fetchval("SELECT 1", timeout=2)
     except Exception:
-        return json_response({"status": "database_unavailable"}, status=503)
+        return json_response({"status": "database_unavailable"}, status=503, headers=retry)
     return json_response({"status": "ok", "tree_size": app[READER].latest.tree_size if app[READER].latest else None})
 
 

@@ -11,10 +11,11 @@ SHORT = "public, max-age=1"
 NO_STORE = "no-store"
 
 
-def json_response(obj: object, *, status: int = 200, cache: str = NO_STORE) -> web.Response:
+def json_response(obj: object, *, status: int = 200, cache: str = NO_STORE,
+                  headers: dict[str, str] | None = None) -> web.Response:
     return web.Response(
         status=status,
         body=json.dumps(obj, separators=(",", ":")).encode(),
         content_type="application/json",
-        headers={"Cache-Control": cache},
+        headers={"Cache-Control": cache, **(headers or {})},
     )
