@@ -73,3 +73,39 @@ def complete_nodes(d: Sequence[bytes]) -> dict[tuple[int, int], bytes]:
             nodes[(level, index)] = mth(d[index * width : (index + 1) * width])
         level += 1
     return nodes
+
+
+def path_sides(m: int, n: int) -> list[str]:
+    """Which side of the running hash each PATH(m, D[n]) element is hashed on, bottom-up
+    ("R": MTH(D[k:n]) to the right, "L": MTH(D[0:k]) to the left), per §2.1.1's recursion.
+
+    Two (index, size) pairs with equal sides are indistinguishable to any inclusion
+    verifier, since it only ever combines the same hashes in the same way.
+    """
+    if n == 1:
+        return []
+    k = _largest_power_of_two_below(n)
+    if m < k:
+        return path_sides(m, k) + ["R"]
+    return path_sides(m - k, n - k) + ["L"]
+
+
+def proof_shape(m: int, n: int) -> list[str]:
+    """The role of each PROOF(m, D[n]) element, per §2.1.2's recursion: "S" the seed
+    MTH(D[m]) of a sub-tree, "R" a subtree right of the old tree, "L" one inside it, and
+    a leading "root1" when the seed is the old root itself (b still true)."""
+    return _subproof_shape(m, n, True)
+
+
+def _subproof_shape(m: int, n: int, b: bool) -> list[str]:
+    if m == n:
+        return ["root1"] if b else ["S"]
+    k = _largest_power_of_two_below(n)
+    if m <= k:
+        return _subproof_shape(m, k, b) + ["R"]
+    return _subproof_shape(m - k, n - k, False) + ["L"]
+
+
+def leaf_data(i: int) -> bytes:
+    """Distinct leaf data for test trees (leaf 0 is the empty string, which RFC 6962 allows)."""
+    return b"" if i == 0 else b"leaf %d" % i
