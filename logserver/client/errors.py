@@ -1,0 +1,103 @@
+"""Typed verification failures of the client library.
+
+Every failed check raises a `VerificationFailure` subclass naming *what* failed, so
+callers (and `logserver verify`) can tell a bad signature from a bad proof from a
+rollback. `check` names the check that failed (the ids of docs/client.md).
+
+Failures of the transport (the log cannot be reached, answers garbage) are not
+verification failures: they raise `LogClientError` from `logserver.client.log_client`.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .evidence import SplitViewEvidence
+
+
+class VerificationFailure(Exception):
+    """Base class: something the client was asked to trust does not check out."""
+
+    default_check = "verification"
+
+    def __init__(self, message: str, *, check: str | None = None) -> None:
+        super().__init__(message)
+        self.check: str = check or self.default_check
+
+
+class MalformedError(VerificationFailure):
+    """A receipt, envelope, payload or proof that does not parse under its strict format."""
+
+    default_check = "format"
+
+
+class SignatureError(VerificationFailure):
+    """The envelope's authority signatures do not satisfy the dual-signature policy."""
+
+    default_check = "envelope_signatures"
+
+
+class ExpiredError(VerificationFailure):
+    """The bundle is outside its validity window at the verification time (expired,
+    not yet valid, or an inverted window)."""
+
+    default_check = "validity_window"
+
+
+class InclusionError(VerificationFailure):
+    """The leaf hash or inclusion proof does not tie the envelope to the checkpoint,
+    or the receipt's proof fields disagree with each other."""
+
+    default_check = "inclusion_proof"
+
+
+class CheckpointError(VerificationFailure):
+    """The checkpoint is malformed, from a log the policy does not list, or not
+    validly signed by that log."""
+
+    default_check = "checkpoint_signature"
+
+
+class QuorumError(VerificationFailure):
+    """The checkpoint's verified witness cosignatures do not satisfy the policy quorum."""
+
+    default_check = "witness_quorum"
+
+
+class RollbackError(VerificationFailure):
+    """The bundle is older than one already accepted for its fleet, differs from the
+    accepted bundle of the same sequence, or is no longer the fleet's latest."""
+
+    default_check = "fleet_rollback"
+
+
+class ConsistencyError(VerificationFailure):
+    """A checkpoint of another size than the stored one came without the consistency
+    proof needed to compare them (fetch one with --log, or supply it)."""
+
+    default_check = "checkpoint_consistency"
+
+
+class LogMisbehaviourError(VerificationFailure):
+    """An online answer of the log contradicts what was already verified (e.g. it names
+    as a fleet's latest bundle one older than a bundle it has logged)."""
+
+    default_check = "log_answer"
+
+
+class SplitViewError(VerificationFailure):
+    """Two checkpoints signed by the same log cannot both be views of one append-only
+    tree. `evidence` holds both signed checkpoints and the failed proof; anyone can
+    re-check it with `logserver.client.verify_evidence` without trusting the log."""
+
+    default_check = "checkpoint_consistency"
+
+    def __init__(self, message: str, evidence: SplitViewEvidence, *, check: str | None = None) -> None:
+        super().__init__(message, check=check)
+        self.evidence = evidence
+
+
+class StateError(ValueError):
+    """A client or monitor state file is unreadable or inconsistent (a local problem,
+    not a verification failure: fix or remove the file)."""

@@ -1,0 +1,315 @@
+"""`LogClient`: an async HTTP client for a logserver log (aiohttp).
+
+Two read paths:
+
+* the C2SP tlog-tiles path: `/checkpoint`, hash tiles `/tile/<L>/<N>[.p/<W>]` and entry
+  bundles `/tile/entries/<N>[.p/<W>]`. Proofs and roots can be computed from tiles
+  alone (`tile_inclusion_proof`, `tile_consistency_proof`, `tile_root`);
+* the JSON API: `/v1/log`, `/v1/proof/inclusion`, `/v1/proof/consistency`,
+  `/v1/entries`, `/v1/fleets/<id>`.
+
+`checked_inclusion_proof` / `checked_consistency_proof` fetch a proof both ways and
+raise `ProofMismatchError` if they differ: RFC 6962 proofs for given sizes are unique,
+so two different answers mean the log (or something in between) is wrong.
+
+Nothing here *verifies* signatures or proofs against checkpoints: that is the job of
+`verify_receipt`, the client state and the monitor. This module only guarantees
+well-formed answers (strict JSON, 32-byte hashes, tile lengths, size limits).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from collections.abc import Iterable
+from typing import Any, NoReturn
+
+import aiohttp
+
+from ..merkle import (
+    HASH_SIZE,
+    TILE_WIDTH,
+    EntriesTileID,
+    MerkleError,
+    TileID,
+    consistency_plan,
+    decode_entry_bundle,
+    frontier_ids,
+    hashes_from_tiles,
+    inclusion_plan,
+    rehash,
+    tile_path,
+    tiles_for_nodes,
+)
+from ..merkle.compact import CompactRange
+
+MAX_CHECKPOINT_BYTES = 1 << 20
+MAX_TILE_BYTES = TILE_WIDTH * HASH_SIZE
+MAX_BUNDLE_BYTES = TILE_WIDTH * (2 + 0xFFFF)
+MAX_JSON_BYTES = 64 << 20
+_HEX32 = re.compile(r"[0-9a-f]{64}")
+_MAX_UINT63 = (1 << 63) - 1
+
+
+class LogClientError(Exception):
+    """The log could not be reached or gave an unusable answer."""
+
+
+class HTTPStatusError(LogClientError):
+    """The log answered with an unexpected HTTP status."""
+
+    def __init__(self, url: str, status: int, body: str) -> None:
+        super().__init__(f"GET {url}: HTTP {status}: {body[:300]}")
+        self.url = url
+        self.status = status
+        self.body = body
+
+
+class MalformedResponseError(LogClientError):
+    """The log's answer is not in the expected format."""
+
+
+class ProofMismatchError(LogClientError):
+    """The proof computed from tiles differs from the one the JSON API served."""
+
+
+def _reject_constant(name: str) -> NoReturn:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _hex_hashes(value: Any, what: str) -> list[bytes]:
+    if not isinstance(value, list) or len(value) > 128:
+        raise MalformedResponseError(f"{what}: want a list of hex hashes")
+    out = []
+    for h in value:
+        if not isinstance(h, str) or _HEX32.fullmatch(h) is None:
+            raise MalformedResponseError(f"{what}: got {str(h)[:80]!r}, want 64 lowercase hex digits")
+        out.append(bytes.fromhex(h))
+    return out
+
+
+def _echo(obj: Any, name: str, want: int) -> None:
+    got = obj.get(name) if isinstance(obj, dict) else None
+    if type(got) is not int or got != want:
+        raise MalformedResponseError(f"response {name}: got {got!r}, want {want}")
+
+
+class LogClient:
+    """Async client of one log at `base_url` (e.g. "http://127.0.0.1:8080").
+
+    Use as `async with LogClient(url) as client: ...`, or pass an existing aiohttp
+    `session` (which the client then does not close). At most `concurrency` requests
+    run at once.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        session: aiohttp.ClientSession | None = None,
+        timeout_s: float = 30.0,
+        concurrency: int = 16,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._own_session = session is None
+        self._session = session
+        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self._limit = asyncio.Semaphore(concurrency)
+
+    async def __aenter__(self) -> LogClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._own_session and self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def _http(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(timeout=self._timeout)
+        return self._session
+
+    # --- raw access ---------------------------------------------------------------------
+
+    async def get(self, path: str, params: dict[str, Any] | None = None, *, max_bytes: int,
+                  not_found_ok: bool = False) -> bytes | None:
+        """GET `path` (relative to the base URL); the body, at most `max_bytes` after
+        decompression. A 404 returns None when `not_found_ok`, any other non-200 raises."""
+        url = f"{self.base_url}/{path.lstrip('/')}"
+        async with self._limit:
+            try:
+                async with self._http().get(url, params=params, timeout=self._timeout) as resp:
+                    if resp.status == 404 and not_found_ok:
+                        return None
+                    body = await self._read(resp, url, max_bytes)
+                    if resp.status != 200:
+                        raise HTTPStatusError(str(resp.url), resp.status, body.decode("utf-8", "replace"))
+                    return body
+            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+                raise LogClientError(f"GET {url}: {type(exc).__name__}: {exc}") from None
+
+    @staticmethod
+    async def _read(resp: aiohttp.ClientResponse, url: str, max_bytes: int) -> bytes:
+        chunks, total = [], 0
+        async for chunk in resp.content.iter_chunked(1 << 16):
+            total += len(chunk)
+            if total > max_bytes:
+                raise MalformedResponseError(f"GET {url}: body over {max_bytes} bytes")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    async def get_json(self, path: str, params: dict[str, Any] | None = None, *,
+                       max_bytes: int = MAX_JSON_BYTES, not_found_ok: bool = False) -> Any:
+        """GET a JSON document, decoded strictly (no NaN/Infinity)."""
+        body = await self.get(path, params, max_bytes=max_bytes, not_found_ok=not_found_ok)
+        if body is None:
+            return None
+        try:
+            return json.loads(body, parse_constant=_reject_constant)
+        except (ValueError, RecursionError) as exc:
+            raise MalformedResponseError(f"GET {path}: not JSON ({exc})") from None
+
+    # --- tlog-tiles read path -----------------------------------------------------------
+
+    async def checkpoint(self) -> str:
+        """The latest checkpoint note, as served (not verified)."""
+        body = await self.get("checkpoint", max_bytes=MAX_CHECKPOINT_BYTES)
+        assert body is not None
+        try:
+            return body.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise MalformedResponseError(f"checkpoint: invalid UTF-8 at byte {exc.start}") from None
+
+    async def tile(self, tile: TileID) -> bytes:
+        """A hash tile of exactly `tile.width` hashes. For a partial tile that is gone,
+        falls back to the full tile and returns its first `width` hashes (tlog-tiles
+        "Partial Tiles")."""
+        want = tile.width * HASH_SIZE
+        data = await self.get(tile_path(tile), max_bytes=MAX_TILE_BYTES, not_found_ok=not tile.is_full)
+        if data is None:
+            full = await self.get(tile_path(TileID(tile.level, tile.index)), max_bytes=MAX_TILE_BYTES)
+            assert full is not None
+            if len(full) != MAX_TILE_BYTES:
+                raise MalformedResponseError(f"{tile_path(TileID(tile.level, tile.index))}: got {len(full)} bytes, want {MAX_TILE_BYTES}")
+            return full[:want]
+        if len(data) != want:
+            raise MalformedResponseError(f"{tile_path(tile)}: got {len(data)} bytes, want {want}")
+        return data
+
+    async def tiles(self, tiles: Iterable[TileID]) -> dict[TileID, bytes]:
+        """Fetch several hash tiles concurrently."""
+        wanted = list(dict.fromkeys(tiles))
+        data = await asyncio.gather(*(self.tile(t) for t in wanted))
+        return dict(zip(wanted, data))
+
+    async def entry_bundle_bytes(self, bundle: EntriesTileID) -> bytes:
+        """An entry bundle's raw bytes (partial bundle, or the full one if it is gone)."""
+        data = await self.get(tile_path(bundle), max_bytes=MAX_BUNDLE_BYTES, not_found_ok=not bundle.is_full)
+        if data is None:
+            data = await self.get(tile_path(EntriesTileID(bundle.index)), max_bytes=MAX_BUNDLE_BYTES)
+            assert data is not None
+        return data
+
+    async def entry_bundle(self, bundle: EntriesTileID) -> list[bytes]:
+        """The `bundle.width` entries (leaves) of an entry bundle, decoded strictly."""
+        data = await self.entry_bundle_bytes(bundle)
+        try:
+            entries = decode_entry_bundle(data)
+        except MerkleError as exc:
+            raise MalformedResponseError(f"{tile_path(bundle)}: {exc}") from None
+        if len(entries) < bundle.width or (len(entries) != bundle.width and len(entries) != TILE_WIDTH):
+            raise MalformedResponseError(f"{tile_path(bundle)}: got {len(entries)} entries, want {bundle.width}")
+        return entries[: bundle.width]
+
+    async def _node_hashes(self, ids: list[tuple[int, int]], size: int) -> list[bytes]:
+        tiles = await self.tiles(tiles_for_nodes(ids, size))
+        try:
+            return hashes_from_tiles(ids, size, tiles)
+        except MerkleError as exc:
+            raise MalformedResponseError(f"tiles for size {size}: {exc}") from None
+
+    async def tile_inclusion_proof(self, index: int, size: int) -> list[bytes]:
+        """The inclusion proof of leaf `index` at `size`, computed from hash tiles."""
+        plan = inclusion_plan(index, size)
+        return rehash(plan, await self._node_hashes(list(plan.ids), size)) if plan.ids else []
+
+    async def tile_consistency_proof(self, first: int, second: int) -> list[bytes]:
+        """The consistency proof from `first` to `second`, computed from hash tiles."""
+        plan = consistency_plan(first, second)
+        return rehash(plan, await self._node_hashes(list(plan.ids), second)) if plan.ids else []
+
+    async def tile_root(self, size: int) -> bytes:
+        """The root hash of the tree of `size` leaves, computed from hash tiles."""
+        ids = frontier_ids(size)
+        return CompactRange(size, await self._node_hashes(ids, size) if ids else []).root()
+
+    # --- JSON API -----------------------------------------------------------------------
+
+    async def log_info(self) -> dict[str, Any]:
+        """GET /v1/log: origin, verifier_key, public_key, tree_size, checkpoint."""
+        info = await self.get_json("v1/log", max_bytes=MAX_CHECKPOINT_BYTES + 65536)
+        if not isinstance(info, dict) or not isinstance(info.get("checkpoint"), str):
+            raise MalformedResponseError("/v1/log: want an object with a checkpoint")
+        return info
+
+    async def inclusion_proof(self, index: int, size: int) -> list[bytes]:
+        """GET /v1/proof/inclusion?tree_size=&index=: the proof hashes."""
+        obj = await self.get_json("v1/proof/inclusion", {"tree_size": size, "index": index}, max_bytes=65536)
+        _echo(obj, "index", index)
+        _echo(obj, "tree_size", size)
+        return _hex_hashes(obj.get("proof"), "inclusion proof")
+
+    async def consistency_proof(self, first: int, second: int) -> list[bytes]:
+        """GET /v1/proof/consistency?first=&second=: the proof hashes."""
+        obj = await self.get_json("v1/proof/consistency", {"first": first, "second": second}, max_bytes=65536)
+        _echo(obj, "first", first)
+        _echo(obj, "second", second)
+        return _hex_hashes(obj.get("proof"), "consistency proof")
+
+    async def entries(self, start: int, end: int) -> list[dict[str, Any]]:
+        """GET /v1/entries, following pages, for indexes [start, end)."""
+        out: list[dict[str, Any]] = []
+        while start + len(out) < end:
+            page = await self.get_json("v1/entries", {"start": start + len(out), "end": end})
+            items = page.get("entries") if isinstance(page, dict) else None
+            if not isinstance(items, list) or not items:
+                raise MalformedResponseError("/v1/entries: want a non-empty entries list")
+            for item in items:
+                if not isinstance(item, dict) or item.get("index") != start + len(out):
+                    raise MalformedResponseError(f"/v1/entries: want entry {start + len(out)} next")
+                out.append(item)
+        return out[: end - start]
+
+    async def fleet(self, fleet_id: str) -> dict[str, Any] | None:
+        """GET /v1/fleets/<id>: the fleet's latest logged entry with its receipt, or
+        None if the log says it has none (404)."""
+        obj = await self.get_json(f"v1/fleets/{fleet_id}", max_bytes=4 << 20, not_found_ok=True)
+        if obj is not None and not isinstance(obj, dict):
+            raise MalformedResponseError(f"/v1/fleets/{fleet_id}: want an object")
+        return obj
+
+    # --- cross-checked proofs -----------------------------------------------------------
+
+    async def checked_inclusion_proof(self, index: int, size: int) -> list[bytes]:
+        """The inclusion proof from the JSON API, required to equal the tile-computed one."""
+        served, computed = await asyncio.gather(self.inclusion_proof(index, size), self.tile_inclusion_proof(index, size))
+        if served != computed:
+            raise ProofMismatchError(
+                f"inclusion proof of {index} at size {size}: the JSON API and the tiles give different proofs"
+            )
+        return served
+
+    async def checked_consistency_proof(self, first: int, second: int) -> list[bytes]:
+        """The consistency proof from the JSON API, required to equal the tile-computed one."""
+        served, computed = await asyncio.gather(
+            self.consistency_proof(first, second), self.tile_consistency_proof(first, second)
+        )
+        if served != computed:
+            raise ProofMismatchError(
+                f"consistency proof from {first} to {second}: the JSON API and the tiles give different proofs"
+            )
+        return served

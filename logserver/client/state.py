@@ -1,0 +1,232 @@
+"""`ClientState`: what a client remembers between verifications, in one JSON file.
+
+* per log (origin): the latest verified checkpoint note; every newer checkpoint must be
+  proved consistent with it (split-view detection);
+* per fleet: the highest bundle sequence accepted, with its payload digest (rollback
+  and same-sequence substitution detection).
+
+File format (docs/client.md, "Client state"):
+
+    {"version": 1,
+     "logs": {"<origin>": {"checkpoint": "<signed note>"}},
+     "fleets": {"<fleet id>": {"sequence": N, "payload_digest": "<hex>", "origin": "<origin>", "index": N}}}
+
+`save()` replaces the file atomically (temp file, fsync, rename). Verification updates
+the in-memory state only; the caller saves after a successful verification.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..formats import Checkpoint, FormatError, parse_checkpoint, parse_note
+from .checkpoints import VerifiedCheckpoint, verify_checkpoint
+from .consistency import ConsistencyProof, check_consistent
+from .errors import CheckpointError, QuorumError, RollbackError, StateError
+from .files import atomic_write, exclusive_lock
+from .policy import TrustPolicy
+
+STATE_VERSION = 1
+STATE_FILE = "client-state.json"
+LOCK_FILE = "client-state.lock"
+_FLEET_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+_HEX32 = re.compile(r"[0-9a-f]{64}")
+_MAX_UINT63 = (1 << 63) - 1
+
+
+@dataclass(frozen=True)
+class FleetRecord:
+    """The highest-sequence bundle accepted for a fleet."""
+
+    sequence: int
+    payload_digest: bytes
+    origin: str
+    index: int
+
+
+class ClientState:
+    """Latest verified checkpoint per log and highest accepted sequence per fleet."""
+
+    def __init__(self, path: Path | None = None) -> None:
+        self.path = path
+        self._checkpoints: dict[str, str] = {}
+        self._fleets: dict[str, FleetRecord] = {}
+
+    # --- persistence --------------------------------------------------------------------
+
+    @classmethod
+    def load(cls, path: Path | str) -> ClientState:
+        """Load the state file at `path`; a missing file is an empty state bound to `path`."""
+        path = Path(path)
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            return cls(path)
+        except OSError as exc:
+            raise StateError(f"state file {path}: {exc.strerror or exc}") from None
+        state = cls.loads(data)
+        state.path = path
+        return state
+
+    @classmethod
+    def loads(cls, data: bytes | str) -> ClientState:
+        """Parse the JSON form strictly; raises `StateError`."""
+        try:
+            obj = json.loads(data)
+        except (ValueError, RecursionError) as exc:
+            raise StateError(f"client state: not JSON ({exc})") from None
+        if not isinstance(obj, dict) or set(obj) != {"version", "logs", "fleets"} or obj["version"] != STATE_VERSION:
+            raise StateError(f"client state: want an object with version {STATE_VERSION}, logs and fleets")
+        state = cls()
+        if not isinstance(obj["logs"], dict) or not isinstance(obj["fleets"], dict):
+            raise StateError("client state: logs and fleets must be objects")
+        for origin, entry in obj["logs"].items():
+            if not isinstance(entry, dict) or set(entry) != {"checkpoint"} or not isinstance(entry["checkpoint"], str):
+                raise StateError(f"client state: logs[{origin!r}]: want {{'checkpoint': <signed note>}}")
+            checkpoint = _parse_note_checkpoint(entry["checkpoint"], f"logs[{origin!r}]")
+            if checkpoint.origin != origin:
+                raise StateError(f"client state: logs[{origin!r}] holds a checkpoint of {checkpoint.origin!r}")
+            state._checkpoints[origin] = entry["checkpoint"]
+        for fleet_id, entry in obj["fleets"].items():
+            state._fleets[fleet_id] = _parse_fleet(fleet_id, entry)
+        return state
+
+    def dumps(self) -> bytes:
+        obj = {
+            "version": STATE_VERSION,
+            "logs": {origin: {"checkpoint": note} for origin, note in sorted(self._checkpoints.items())},
+            "fleets": {
+                fleet_id: {
+                    "sequence": r.sequence,
+                    "payload_digest": r.payload_digest.hex(),
+                    "origin": r.origin,
+                    "index": r.index,
+                }
+                for fleet_id, r in sorted(self._fleets.items())
+            },
+        }
+        return (json.dumps(obj, indent=2) + "\n").encode()
+
+    def save(self, path: Path | str | None = None) -> None:
+        """Write the state atomically to `path` (default: the path it was loaded from)."""
+        target = Path(path) if path is not None else self.path
+        if target is None:
+            raise ValueError("ClientState.save: no path")
+        atomic_write(target, self.dumps())
+
+    # --- queries ------------------------------------------------------------------------
+
+    def checkpoint_note(self, origin: str) -> str | None:
+        """The latest verified checkpoint note stored for the log `origin`."""
+        return self._checkpoints.get(origin)
+
+    def stored_checkpoint(self, origin: str) -> Checkpoint | None:
+        note = self._checkpoints.get(origin)
+        return None if note is None else _parse_note_checkpoint(note, f"logs[{origin!r}]")
+
+    def fleet(self, fleet_id: str) -> FleetRecord | None:
+        return self._fleets.get(fleet_id)
+
+    @property
+    def fleets(self) -> Mapping[str, FleetRecord]:
+        return dict(self._fleets)
+
+    # --- checks and updates -------------------------------------------------------------
+
+    def check_fleet(self, fleet_id: str, sequence: int, payload_digest: bytes) -> str:
+        """Raise `RollbackError` if a bundle of `fleet_id` with a higher sequence, or a
+        different bundle with the same sequence, was already accepted."""
+        record = self._fleets.get(fleet_id)
+        if record is None:
+            return f"first bundle seen for fleet {fleet_id!r} (sequence {sequence})"
+        if sequence < record.sequence:
+            raise RollbackError(
+                f"fleet {fleet_id!r} sequence: got {sequence}, want at least {record.sequence} "
+                f"(already accepted, logged at index {record.index} of {record.origin!r})"
+            )
+        if sequence == record.sequence and payload_digest != record.payload_digest:
+            raise RollbackError(
+                f"fleet {fleet_id!r} sequence {sequence}: got payload digest {payload_digest.hex()}, want the "
+                f"accepted bundle's {record.payload_digest.hex()} (two different bundles with one sequence)"
+            )
+        if sequence == record.sequence:
+            return f"fleet {fleet_id!r} sequence {sequence} is the bundle already accepted"
+        return f"fleet {fleet_id!r} sequence {sequence} is newer than the accepted {record.sequence}"
+
+    def record_fleet(self, fleet_id: str, sequence: int, payload_digest: bytes, origin: str, index: int) -> None:
+        """Remember an accepted bundle (call `check_fleet` first)."""
+        record = self._fleets.get(fleet_id)
+        if record is None or sequence > record.sequence:
+            self._fleets[fleet_id] = FleetRecord(sequence, payload_digest, origin, index)
+
+    def advance(
+        self, new: VerifiedCheckpoint, policy: TrustPolicy, proofs: Mapping[tuple[int, int], ConsistencyProof]
+    ) -> str:
+        """Compare a verified checkpoint with the stored one for its log and keep the
+        larger. Raises `SplitViewError` (with evidence) or `ConsistencyError` (no proof
+        for the sizes at hand); the state changes only on success."""
+        note = self._checkpoints.get(new.origin)
+        if note is None:
+            self._checkpoints[new.origin] = new.note
+            return f"no stored checkpoint for {new.origin!r}: stored this one (size {new.size})"
+        stored = _reverify(note, policy)
+        pair = (min(stored.size, new.size), max(stored.size, new.size))
+        account = check_consistent(policy, stored, new, proofs.get(pair))
+        if new.size > stored.size:
+            self._checkpoints[new.origin] = new.note
+        return f"consistent with the stored checkpoint (size {stored.size}): {account}"
+
+    def set_checkpoint(self, checkpoint: VerifiedCheckpoint) -> None:
+        """Store a checkpoint unconditionally (tests and tools; normally use `advance`)."""
+        self._checkpoints[checkpoint.origin] = checkpoint.note
+
+
+@contextmanager
+def open_state(directory: Path | str) -> Iterator[ClientState]:
+    """Load `directory/client-state.json` under an exclusive lock held for the block
+    (the caller saves inside the block)."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    with exclusive_lock(directory / LOCK_FILE):
+        yield ClientState.load(directory / STATE_FILE)
+
+
+def _reverify(note: str, policy: TrustPolicy) -> VerifiedCheckpoint:
+    """Re-verify a stored checkpoint. The quorum is not required again: it was met when
+    the checkpoint was stored, and only the log's signature matters for evidence."""
+    try:
+        return verify_checkpoint(note, policy)
+    except QuorumError:
+        checkpoint = _parse_note_checkpoint(note, "stored checkpoint")
+        return VerifiedCheckpoint(checkpoint, note, frozenset(), None)
+    except CheckpointError as exc:
+        raise StateError(f"stored checkpoint no longer verifies under the policy: {exc}") from None
+
+
+def _parse_note_checkpoint(note: str, where: str) -> Checkpoint:
+    try:
+        return parse_checkpoint(parse_note(note).text)
+    except FormatError as exc:
+        raise StateError(f"client state: {where}: {exc}") from None
+
+
+def _parse_fleet(fleet_id: str, entry: Any) -> FleetRecord:
+    where = f"client state: fleets[{fleet_id!r}]"
+    if _FLEET_ID.fullmatch(fleet_id) is None:
+        raise StateError(f"{where}: bad fleet id")
+    if not isinstance(entry, dict) or set(entry) != {"sequence", "payload_digest", "origin", "index"}:
+        raise StateError(f"{where}: want sequence, payload_digest, origin and index")
+    for name in ("sequence", "index"):
+        if type(entry[name]) is not int or not 0 <= entry[name] <= _MAX_UINT63:
+            raise StateError(f"{where}.{name}: got {entry[name]!r}, want an integer in [0, 2^63-1]")
+    if not isinstance(entry["payload_digest"], str) or _HEX32.fullmatch(entry["payload_digest"]) is None:
+        raise StateError(f"{where}.payload_digest: want 64 lowercase hex digits")
+    if not isinstance(entry["origin"], str) or not entry["origin"]:
+        raise StateError(f"{where}.origin: want a non-empty string")
+    return FleetRecord(entry["sequence"], bytes.fromhex(entry["payload_digest"]), entry["origin"], entry["index"])

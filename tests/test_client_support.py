@@ -1,0 +1,74 @@
+"""Shared helpers for the client and monitor tests (no tests here).
+
+Named test_client_* so it sits with the files it serves; tests/ is on sys.path.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+from bundle_factory import Authorities, default_authorities
+from logserver.bundle import Envelope
+from logserver.client import TrustPolicy
+
+JSON = {"Content-Type": "application/json"}
+
+
+def write_trust_policy(directory: Path, log_vkey: str, *, authorities: Authorities | None = None,
+                       extra_policy: str = "", quorum: str = "none", name: str = "trust.toml") -> Path:
+    """Write PEMs, a tlog-policy and a trust TOML file naming them; return the TOML path."""
+    directory.mkdir(parents=True, exist_ok=True)
+    auth = authorities or default_authorities()
+    (directory / "signer.pub.pem").write_bytes(auth.signer.public_pem)
+    (directory / "countersigner.pub.pem").write_bytes(auth.countersigner.public_pem)
+    policy_name = name.replace(".toml", ".policy")
+    (directory / policy_name).write_text(f"log {log_vkey}\n{extra_policy}quorum {quorum}\n")
+    path = directory / name
+    path.write_text(f"""tlog_policy = "{policy_name}"
+
+[[authorities]]
+name = "{auth.signer.name}"
+role = "signer"
+keys = ["signer.pub.pem"]
+
+[[authorities]]
+name = "{auth.countersigner.name}"
+role = "countersigner"
+keys = ["countersigner.pub.pem"]
+""")
+    return path
+
+
+async def log_vkey(session) -> str:
+    async with session.get("/v1/log") as resp:
+        assert resp.status == 200
+        return (await resp.json())["verifier_key"]
+
+
+async def trust_policy_for(server, directory: Path, **kwargs) -> tuple[TrustPolicy, Path]:
+    path = write_trust_policy(directory, await log_vkey(server.session), **kwargs)
+    return TrustPolicy.load(path), path
+
+
+async def submit(session, envelope: Envelope | bytes) -> dict:
+    body = envelope if isinstance(envelope, bytes) else envelope.to_json()
+    async with session.post("/v1/bundles", data=body, headers=JSON) as resp:
+        payload = await resp.json()
+        assert resp.status in (200, 201), payload
+        return payload
+
+
+async def submit_many(session, envelopes: list[Envelope], concurrency: int = 64) -> list[dict]:
+    """Submit concurrently (bounded); receipts in input order."""
+    limit = asyncio.Semaphore(concurrency)
+
+    async def one(env: Envelope) -> dict:
+        async with limit:
+            return await submit(session, env)
+
+    return list(await asyncio.gather(*(one(e) for e in envelopes)))
+
+
+def dump(obj: object) -> bytes:
+    return json.dumps(obj).encode()
