@@ -125,7 +125,9 @@ def parse_tile_path(path: str) -> TileID | EntriesTileID:
     elif _LEVEL_RE.fullmatch(parts[1]) and int(parts[1]) <= MAX_TILE_LEVEL:
         level = int(parts[1])
     else:
-        raise TilePathError(f"tile path {path!r}: level: got {parts[1]!r}, want 0..{MAX_TILE_LEVEL} without leading zeros")
+        raise TilePathError(
+            f"tile path {path!r}: level: got {parts[1]!r}, want 0..{MAX_TILE_LEVEL} without leading zeros"
+        )
     groups = parts[2:]
     width = TILE_WIDTH
     if len(groups) >= 2 and groups[-2].endswith(".p"):
@@ -230,8 +232,10 @@ def hashes_from_tiles(ids: Iterable[NodeID], size: int, tiles: Mapping[TileID, b
         tile = tile_for_node(level, index, size)
         data = _tile_data(tiles, tile)
         below = level % TILE_HEIGHT
-        first = (index << below) - tile.index * TILE_WIDTH
-        row = [data[i : i + HASH_SIZE] for i in range(first * HASH_SIZE, (first + (1 << below)) * HASH_SIZE, HASH_SIZE)]
+        # The node's subtree spans 2**below consecutive hashes of the tile.
+        start = ((index << below) - tile.index * TILE_WIDTH) * HASH_SIZE
+        stop = start + (HASH_SIZE << below)
+        row = [data[i : i + HASH_SIZE] for i in range(start, stop, HASH_SIZE)]
         while len(row) > 1:
             row = [sha256(_NODE + row[i] + row[i + 1]).digest() for i in range(0, len(row), 2)]
         out.append(row[0])
@@ -276,7 +280,9 @@ def append_to_tiles(
         have = len(buf)
         want = (index % TILE_WIDTH) * HASH_SIZE
         if have != want:
-            raise RuntimeError(f"tile {key}: node ({level}, {index}) lands at byte {want}, but the tile has {have} bytes")
+            raise RuntimeError(
+                f"tile {key}: node ({level}, {index}) lands at byte {want}, but the tile has {have} bytes"
+            )
         if type(h) is not bytes or len(h) != HASH_SIZE:
             raise RuntimeError(f"tile {key}: node ({level}, {index}): got {h!r}, want {HASH_SIZE} bytes")
         buf += h
@@ -324,5 +330,6 @@ def decode_entry_bundle(data: bytes, width: int | None = None) -> list[bytes]:
         pos += n
     want = 1 if width is None else width
     if len(entries) < want:
-        raise TileDataError(f"entry bundle: got {len(entries)} entries, want {'at least ' if width is None else ''}{want}")
+        at_least = "at least " if width is None else ""
+        raise TileDataError(f"entry bundle: got {len(entries)} entries, want {at_least}{want}")
     return entries
