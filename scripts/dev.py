@@ -82,15 +82,23 @@ def run_tests(args: list[str]) -> int:
     cmd = [python, "-m", "pytest", *args]
     if whole_suite:
         cmd += ["--cov=logserver", "--cov-report="]
+    summary = ROOT / ".pytest-summary"
+    summary.unlink(missing_ok=True)
+    env = dict(os.environ, LOGSERVER_TEST_SUMMARY=str(summary))
     try:
-        status = subprocess.call(cmd)
-        if status != 0 or not whole_suite:
-            return status
-        print(f"\nlogserver/merkle line coverage (must be >= {MERKLE_MIN_COVERAGE}%):", flush=True)
-        return subprocess.call([python, "-m", "coverage", "report", "--include=*/logserver/merkle/*",
-                                f"--fail-under={MERKLE_MIN_COVERAGE}", "--show-missing"])
+        status = subprocess.call(cmd, env=env)
+        if status == 0 and whole_suite:
+            print(f"\nlogserver/merkle line coverage (must be >= {MERKLE_MIN_COVERAGE}%):", flush=True)
+            status = subprocess.call([python, "-m", "coverage", "report", "--include=*/logserver/merkle/*",
+                                      f"--fail-under={MERKLE_MIN_COVERAGE}", "--show-missing"])
     except KeyboardInterrupt:
         return 130
+    if summary.exists():
+        passed, failed, skipped = summary.read_text().split()
+        # Repeated last, so the run's final line states what ran.
+        print(f"\ntests: {passed} passed, {failed} failed, {skipped} skipped", flush=True)
+        summary.unlink()
+    return status
 
 
 if __name__ == "__main__":

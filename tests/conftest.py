@@ -39,3 +39,17 @@ async def database_url(pg_admin_url, request):
     url = await pg.create_database(pg_admin_url, prefix)
     yield url
     await pg.drop_database(pg_admin_url, url)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Leave the counts where scripts/dev.py can repeat them as the run's last line."""
+    import os
+
+    path = os.environ.get("LOGSERVER_TEST_SUMMARY")
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if not path or reporter is None:
+        return
+    stats = reporter.stats
+    count = lambda key: len([r for r in stats.get(key, []) if getattr(r, "when", "call") in ("call", "setup")])  # noqa: E731
+    failed = count("failed") + count("error")
+    Path(path).write_text(f"{count('passed')} {failed} {count('skipped')}\n")
