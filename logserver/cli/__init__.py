@@ -6,6 +6,7 @@ import logging
 import sys
 
 from . import fsck_cmd, keygen, migrate_cmd, serve, sign, submit
+from . import monitor, verify
 from .errors import CliError
 
 COMMANDS = {
@@ -15,6 +16,8 @@ COMMANDS = {
     "sign": sign,
     "submit": submit,
     "fsck": fsck_cmd,
+    "verify": verify,
+    "monitor": monitor,
 }
 
 

@@ -1,0 +1,44 @@
+"""Prometheus metrics of the monitor, on a registry of its own, and the HTTP endpoint."""
+
+from __future__ import annotations
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, generate_latest
+
+from .alerts import ALL_KINDS
+
+
+class MonitorMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.entries_verified = Counter(
+            "logserver_monitor_entries_verified", "Entries whose signatures and tree position were verified", registry=r)
+        self.alerts = Counter("logserver_monitor_alerts", "Alerts raised, by kind", ["kind"], registry=r)
+        for kind in ALL_KINDS:
+            self.alerts.labels(kind)  # export zeroes, so rate() works from the start
+        self.errors = Counter("logserver_monitor_errors", "Polls that failed to reach the log or read it", registry=r)
+        self.tree_size = Gauge("logserver_monitor_tree_size", "Size of the latest verified checkpoint", registry=r)
+        self.verified_size = Gauge("logserver_monitor_verified_size", "Entries verified so far", registry=r)
+        self.lag_entries = Gauge("logserver_monitor_lag_entries", "Entries in the log not yet verified", registry=r)
+        self.checkpoint_age = Gauge(
+            "logserver_monitor_checkpoint_age_seconds", "Age of the log's latest checkpoint (its signed time)", registry=r)
+        self.witnesses = Gauge(
+            "logserver_monitor_checkpoint_witnesses", "Verified witness cosignatures on the latest checkpoint", registry=r)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+async def serve_metrics(metrics: MonitorMetrics, host: str, port: int) -> web.AppRunner:
+    """Serve GET /metrics on host:port; returns the runner (call `cleanup()` to stop)."""
+
+    async def handler(request: web.Request) -> web.Response:
+        return web.Response(body=metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    app = web.Application()
+    app.router.add_get("/metrics", handler)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, host, port).start()
+    return runner

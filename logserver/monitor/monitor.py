@@ -1,0 +1,442 @@
+"""The log monitor: tails a log through the C2SP tlog-tiles API and checks everything.
+
+One poll (`poll_once`):
+
+1. fetch `/checkpoint`; verify it under the trust policy (log signature, witness
+   quorum), read the log's signed time (cosignature/v1 line) and check its age;
+2. prove it consistent with the stored checkpoint (same size: same root; otherwise an
+   RFC 6962 consistency proof computed from hash tiles, or fetched from the JSON API
+   when the tiles do not yield a verifying one). A failure is a `split_view` alert
+   with self-contained evidence (logserver.client.evidence);
+3. catch up from the last verified entry to the checkpoint, in chunks of entry bundles
+   fetched with their level-0 tiles: decode every entry, verify both authority
+   signatures, hash it, compare with the tile, track fleet sequences, and extend the
+   monitor's own compact range. A chunk is committed (state saved, alerts emitted) only
+   once the root recomputed from the entries matches the signed tree: equal to the
+   checkpoint root at its size, or proved a prefix of it by a consistency proof.
+
+Corrupted data never crashes the monitor: it raises an alert and stops advancing
+until the log serves data that matches its signed checkpoint.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from ..client.checkpoints import VerifiedCheckpoint, log_timestamp, verify_checkpoint
+from ..client.consistency import ConsistencyProof, check_consistent
+from ..client.errors import CheckpointError, ConsistencyError, QuorumError, SplitViewError
+from ..client.log_client import LogClient, LogClientError, MalformedResponseError
+from ..client.policy import TrustPolicy
+from ..formats import parse_checkpoint, parse_note
+from ..merkle import (
+    HASH_SIZE,
+    TILE_WIDTH,
+    CompactRange,
+    EntriesTileID,
+    MerkleError,
+    TileID,
+    decode_entry_bundle,
+    tile_path,
+    verify_consistency,
+)
+from . import alerts as kinds
+from .alerts import Alert
+from .entries import verify_entries
+from .fleets import FleetTracker
+from .metrics import MonitorMetrics
+from .state import MonitorState
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CHUNK_BUNDLES = 16
+MAX_MISMATCH_ALERTS = 16
+
+
+def _now_text(ts: float) -> str:
+    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _digest(note: str) -> str:
+    return hashlib.sha256(note.encode()).hexdigest()[:16]
+
+
+@dataclass
+class _Chunk:
+    """The outcome of reading one chunk: everything is provisional until verified."""
+
+    entries: CompactRange
+    tiles: CompactRange
+    tracker: FleetTracker
+    alerts: list[Alert]
+    mismatches: list[dict[str, Any]]
+    stop: Alert | None
+
+
+class Monitor:
+    """Monitors the log behind `client` with `policy`, keeping its state at `state_path`.
+
+    `emit` receives each alert (and nothing else) as a JSON-ready dict.
+    """
+
+    def __init__(
+        self,
+        client: LogClient,
+        policy: TrustPolicy,
+        state_path: Path,
+        *,
+        watch: Iterable[str] = (),
+        max_checkpoint_age: float | None = 3600.0,
+        emit: Callable[[dict[str, Any]], None] = lambda alert: None,
+        metrics: MonitorMetrics | None = None,
+        clock: Callable[[], float] = time.time,
+        chunk_bundles: int = DEFAULT_CHUNK_BUNDLES,
+    ) -> None:
+        self.client = client
+        self.policy = policy
+        self.state_path = Path(state_path)
+        self.state = MonitorState.load(self.state_path)
+        self.watch = frozenset(watch)
+        self.max_checkpoint_age = max_checkpoint_age
+        self.emit = emit
+        self.metrics = metrics or MonitorMetrics()
+        self.clock = clock
+        self.chunk_bundles = chunk_bundles
+        self.alert_counts: Counter[str] = Counter()
+        self.entries_verified = 0
+        self.latest: VerifiedCheckpoint | None = None
+        self._seen: set[str] = set()
+        if self.state.checkpoint is not None:
+            self.metrics.tree_size.set(self._stored().size)
+        self.metrics.verified_size.set(self.state.verified.size)
+
+    # --- alerts -------------------------------------------------------------------------
+
+    def _alert(self, alert: Alert) -> None:
+        if alert.key:
+            if alert.key in self._seen:
+                return
+            self._seen.add(alert.key)
+        self.alert_counts[alert.kind] += 1
+        self.metrics.alerts.labels(alert.kind).inc()
+        self.emit(alert.to_dict(self.state.origin or (self.latest.origin if self.latest else None),
+                                _now_text(self.clock())))
+
+    def _save(self) -> None:
+        self.state.save(self.state_path)
+
+    def _stored(self) -> VerifiedCheckpoint:
+        note = self.state.checkpoint
+        assert note is not None
+        cp = parse_checkpoint(parse_note(note).text)
+        return VerifiedCheckpoint(cp, note, frozenset(), log_timestamp(note, cp.origin, self.policy))
+
+    # --- one poll -----------------------------------------------------------------------
+
+    async def poll_once(self) -> bool:
+        """Fetch the latest checkpoint and verify the log up to it. Returns True when
+        every entry up to a verified checkpoint has been verified. Raises
+        `LogClientError` when the log cannot be read (not an alert: retry later)."""
+        note = await self.client.checkpoint()
+        latest = self._verify_checkpoint(note)
+        if latest is None:
+            return False
+        self.latest = latest
+        self._check_time(latest)
+        if not await self._adopt(latest):
+            return False
+        return await self._catch_up()
+
+    def _verify_checkpoint(self, note: str) -> VerifiedCheckpoint | None:
+        try:
+            latest = verify_checkpoint(note, self.policy)
+        except QuorumError as exc:
+            self._alert(Alert(kinds.QUORUM_FAILURE, f"checkpoint lacks the witness quorum: {exc}",
+                              {"quorum": self.policy.tlog.quorum}, {"checkpoint": note}, key=f"quorum:{_digest(note)}"))
+            return None
+        except CheckpointError as exc:
+            self._alert(Alert(kinds.CHECKPOINT_INVALID, f"served checkpoint does not verify: {exc}", {},
+                              {"checkpoint": note}, key=f"checkpoint:{_digest(note)}"))
+            return None
+        if self.state.origin is not None and latest.origin != self.state.origin:
+            self._alert(Alert(kinds.CHECKPOINT_INVALID,
+                              f"the log now serves checkpoints of {latest.origin!r}, this monitor follows {self.state.origin!r}",
+                              {"origin": latest.origin}, {"checkpoint": note}, key=f"origin:{_digest(note)}"))
+            return None
+        self.metrics.witnesses.set(len(latest.witnesses))
+        return latest
+
+    def _check_time(self, latest: VerifiedCheckpoint) -> None:
+        now = self.clock()
+        if latest.signed_at is not None:
+            self.metrics.checkpoint_age.set(max(0.0, now - latest.signed_at))
+        if self.max_checkpoint_age is not None:
+            if latest.signed_at is None:
+                self._alert(Alert(kinds.FROZEN_LOG, "the checkpoint carries no signed time from the log's key",
+                                  {"size": latest.size}, {"checkpoint": latest.note}, key=f"frozen:{_digest(latest.note)}"))
+            elif now - latest.signed_at > self.max_checkpoint_age:
+                age = int(now - latest.signed_at)
+                self._alert(Alert(
+                    kinds.FROZEN_LOG,
+                    f"the log's latest checkpoint (size {latest.size}) was signed {age} s ago, "
+                    f"want at most {self.max_checkpoint_age:g} s: the log may be frozen",
+                    {"size": latest.size, "signed_at": _now_text(latest.signed_at), "age_s": age},
+                    {"checkpoint": latest.note}, key=f"frozen:{latest.signed_at}"))
+        if self.state.checkpoint is None:
+            return
+        stored = self._stored()
+        if (stored.signed_at is not None and latest.signed_at is not None and latest.size >= stored.size
+                and latest.signed_at < stored.signed_at):
+            self._alert(Alert(
+                kinds.TIME_REGRESSION,
+                f"checkpoint of size {latest.size} signed at {_now_text(latest.signed_at)}, before the earlier "
+                f"checkpoint of size {stored.size} ({_now_text(stored.signed_at)})",
+                {"size": latest.size, "previous_size": stored.size},
+                {"checkpoints": [stored.note, latest.note]}, key=f"time:{_digest(latest.note)}"))
+
+    async def _adopt(self, latest: VerifiedCheckpoint) -> bool:
+        """Make `latest` the stored checkpoint if it is consistent with the stored one."""
+        if self.state.checkpoint is None:
+            self.state.origin = latest.origin
+            self.state.checkpoint = latest.note
+            self._save()
+            self.metrics.tree_size.set(latest.size)
+            return True
+        stored = self._stored()
+        proof = None
+        if stored.size != latest.size:
+            a, b = (stored, latest) if stored.size < latest.size else (latest, stored)
+            proof = await self._consistency_proof(a.size, b.size, a.root, b.root)
+        try:
+            check_consistent(self.policy, stored, latest, proof)
+        except SplitViewError as exc:
+            self._alert(Alert(kinds.SPLIT_VIEW, str(exc), {"sizes": sorted([stored.size, latest.size])},
+                              exc.evidence.to_dict(), key=f"split:{_digest(latest.note)}"))
+            return False
+        except ConsistencyError as exc:
+            self._alert(Alert(kinds.SPLIT_VIEW, str(exc), {"sizes": sorted([stored.size, latest.size])},
+                              {"checkpoints": [stored.note, latest.note]}, key=f"split:{_digest(latest.note)}"))
+            return False
+        newer_time = (latest.signed_at or 0) > (stored.signed_at or 0)
+        if latest.size > stored.size or (latest.size == stored.size and newer_time):
+            # A newer signature over the same tree is kept too: its time is what the
+            # frozen-log check compares against.
+            self.state.checkpoint = latest.note
+            self._save()
+        self.metrics.tree_size.set(max(latest.size, stored.size))
+        return True
+
+    async def _consistency_proof(self, first: int, second: int, root1: bytes, root2: bytes) -> ConsistencyProof:
+        """A consistency proof, from the tiles if they give one that verifies, else from
+        the JSON API; if none verifies, the one to keep as evidence."""
+        candidates: list[ConsistencyProof] = []
+        fetchers = (
+            (f"tiles of {self.client.base_url} at size {second}", self.client.tile_consistency_proof),
+            (f"GET {self.client.base_url}/v1/proof/consistency?first={first}&second={second}", self.client.consistency_proof),
+        )
+        errors = []
+        for source, fetch in fetchers:
+            try:
+                proof = ConsistencyProof(first, second, tuple(await fetch(first, second)), source)
+            except LogClientError as exc:
+                errors.append(exc)
+                continue
+            try:
+                verify_consistency(first, second, root1, root2, list(proof.hashes))
+            except MerkleError:
+                candidates.append(proof)
+                continue
+            return proof
+        if not candidates:
+            raise LogClientError(f"no consistency proof from {first} to {second}: {errors}")
+        return candidates[-1]
+
+    # --- catching up --------------------------------------------------------------------
+
+    async def _catch_up(self) -> bool:
+        target = self._stored()
+        while self.state.verified.size < target.size:
+            if not await self._chunk(target):
+                return False
+        self._set_progress(target.size)
+        return True
+
+    def _set_progress(self, log_size: int) -> None:
+        self.metrics.verified_size.set(self.state.verified.size)
+        self.metrics.lag_entries.set(max(0, log_size - self.state.verified.size))
+
+    async def _chunk(self, target: VerifiedCheckpoint) -> bool:
+        start, size = self.state.verified.size, target.size
+        first = start // TILE_WIDTH
+        last = min((size - 1) // TILE_WIDTH, first + self.chunk_bundles - 1)
+        bundles = [EntriesTileID(i, min(TILE_WIDTH, size - i * TILE_WIDTH)) for i in range(first, last + 1)]
+        tasks = [
+            (asyncio.ensure_future(self.client.entry_bundle_bytes(b)),
+             asyncio.ensure_future(self.client.tile(TileID(0, b.index, b.width))))
+            for b in bundles
+        ]
+        try:
+            chunk = await self._read_chunk(bundles, tasks, start)
+        finally:
+            for pair in tasks:
+                for task in pair:
+                    task.cancel()
+            await asyncio.gather(*(t for pair in tasks for t in pair), return_exceptions=True)
+        end = chunk.entries.size
+        if end > start:
+            proved = await self._proves_prefix(chunk.entries, target)
+            if proved:
+                self._commit(chunk, end - start)
+            else:
+                await self._diagnose(chunk, target, start)
+        if chunk.stop is not None:
+            self._alert(chunk.stop)
+        self._set_progress(size)
+        return chunk.stop is None and end > start and self.state.verified.size == end
+
+    async def _read_chunk(self, bundles: list[EntriesTileID], tasks: list, start: int) -> _Chunk:
+        state = self.state
+        chunk = _Chunk(state.verified.copy(), state.verified.copy(), FleetTracker(state.fleets, self.watch), [], [], None)
+        for bundle, (bundle_task, tile_task) in zip(bundles, tasks):
+            base = bundle.index * TILE_WIDTH
+            skip = max(start, base) - base
+            try:
+                raw = await bundle_task
+                leaves = decode_entry_bundle(raw)
+                if len(leaves) != bundle.width and len(leaves) != TILE_WIDTH:
+                    raise MerkleError(f"got {len(leaves)} entries, want {bundle.width}")
+            except (MerkleError, MalformedResponseError) as exc:
+                chunk.stop = Alert(kinds.MALFORMED_DATA, f"entry bundle {tile_path(bundle)} does not decode: {exc}",
+                                   {"resource": tile_path(bundle), "first_index": base + skip},
+                                   key=f"bundle:{tile_path(bundle)}:{_digest(str(exc))}")
+                break
+            leaves = leaves[skip:bundle.width]
+            tile_hashes = await self._tile_hashes(bundle, tile_task, chunk)
+            result = verify_entries(leaves, base + skip, self.policy.authorities)
+            chunk.alerts.extend(result.failures)
+            for entry in result.verified:
+                chunk.alerts.extend(chunk.tracker.observe(entry))
+            chunk.entries.extend(result.leaf_hashes)
+            if tile_hashes is None:
+                chunk.tiles.extend(result.leaf_hashes)
+            else:
+                served = tile_hashes[skip:bundle.width]
+                chunk.tiles.extend(served)
+                for offset, (mine, theirs) in enumerate(zip(result.leaf_hashes, served)):
+                    if mine != theirs:
+                        chunk.mismatches.append({
+                            "index": base + skip + offset,
+                            "entry_leaf_hash": mine.hex(),
+                            "tile_hash": theirs.hex(),
+                            "entry_bundle": tile_path(bundle),
+                            "tile": tile_path(TileID(0, bundle.index, bundle.width)),
+                        })
+            await asyncio.sleep(0)  # let the metrics endpoint answer between bundles
+        chunk.alerts.sort(key=lambda a: a.details.get("index", 0))
+        return chunk
+
+    async def _tile_hashes(self, bundle: EntriesTileID, tile_task: asyncio.Future, chunk: _Chunk) -> list[bytes] | None:
+        try:
+            data = await tile_task
+        except MalformedResponseError as exc:
+            tile = tile_path(TileID(0, bundle.index, bundle.width))
+            chunk.alerts.append(Alert(kinds.CORRUPT_TILE, f"level-0 tile {tile} is malformed: {exc}",
+                                      {"tile": tile, "index": bundle.index * TILE_WIDTH}, key=f"tile:{tile}:malformed"))
+            return None
+        except LogClientError as exc:
+            # Not served at all: the entries are still verified against the signed root,
+            # only the cross-check with the tile is skipped.
+            log.warning("level-0 tile for %s unavailable: %s", tile_path(bundle), exc)
+            return None
+        return [data[i:i + HASH_SIZE] for i in range(0, len(data), HASH_SIZE)]
+
+    async def _proves_prefix(self, entries: CompactRange, target: VerifiedCheckpoint) -> bool:
+        """True if the tree of `entries` is the signed tree of `target` or a prefix of it."""
+        if entries.size == target.size:
+            return entries.root() == target.root
+        try:
+            proof = await self._consistency_proof(entries.size, target.size, entries.root(), target.root)
+        except LogClientError as exc:
+            log.warning("no consistency proof to check entries [0, %d): %s", entries.size, exc)
+            return False
+        try:
+            verify_consistency(entries.size, target.size, entries.root(), target.root, list(proof.hashes))
+        except MerkleError:
+            return False
+        return True
+
+    def _commit(self, chunk: _Chunk, count: int) -> None:
+        self.state.verified = chunk.entries
+        self.state.fleets = chunk.tracker.heads
+        self._save()
+        self.entries_verified += count
+        self.metrics.entries_verified.inc(count)
+        for alert in chunk.alerts:
+            self._alert(alert)
+        for m in chunk.mismatches:
+            # The entries matched the signed tree, so the tile is what is wrong.
+            self._alert(Alert(kinds.CORRUPT_TILE,
+                              f"level-0 tile {m['tile']} has hash {m['tile_hash']} for entry {m['index']}, "
+                              f"but the verified entry hashes to {m['entry_leaf_hash']}", m,
+                              key=f"tile:{m['tile']}:{m['index']}"))
+
+    async def _diagnose(self, chunk: _Chunk, target: VerifiedCheckpoint, start: int) -> None:
+        end = chunk.entries.size
+        if chunk.mismatches and await self._proves_prefix(chunk.tiles, target):
+            for m in chunk.mismatches[:MAX_MISMATCH_ALERTS]:
+                self._alert(Alert(
+                    kinds.CORRUPT_ENTRY,
+                    f"entry {m['index']} served in {m['entry_bundle']} hashes to {m['entry_leaf_hash']}, but the "
+                    f"signed tree has {m['tile_hash']} there (level-0 tile {m['tile']})",
+                    {**m, "mismatches_in_chunk": len(chunk.mismatches)}, key=f"entry:{m['index']}:{m['entry_leaf_hash']}"))
+            return
+        self._alert(Alert(
+            kinds.ROOT_MISMATCH,
+            f"the entries [{start}, {end}) served by the log, on top of the {start} verified before, do not hash "
+            f"to the signed tree of size {target.size}",
+            {"verified_size": start, "chunk_end": end, "computed_root": chunk.entries.root().hex(),
+             "tile_mismatches": chunk.mismatches[:MAX_MISMATCH_ALERTS]},
+            {"checkpoint": target.note, "computed_root": chunk.entries.root().hex(), "computed_size": end},
+            key=f"root:{end}:{chunk.entries.root().hex()}"))
+
+    # --- reporting ----------------------------------------------------------------------
+
+    def summary(self) -> dict[str, Any]:
+        stored = self._stored() if self.state.checkpoint is not None else None
+        return {
+            "type": "summary",
+            "origin": self.state.origin,
+            "checkpoint_size": None if stored is None else stored.size,
+            "checkpoint_root": None if stored is None else stored.root.hex(),
+            "checkpoint_signed_at": None if stored is None or stored.signed_at is None else _now_text(stored.signed_at),
+            "witnesses": [] if self.latest is None else sorted(self.latest.witnesses),
+            "verified_size": self.state.verified.size,
+            "verified_root": self.state.verified.root().hex(),
+            "caught_up": stored is not None and self.state.verified.size == stored.size,
+            "entries_verified": self.entries_verified,
+            "fleets": len(self.state.fleets),
+            "alerts": dict(sorted(self.alert_counts.items())),
+        }
+
+    async def run(self, interval_s: float, *, stop: asyncio.Event | None = None) -> None:
+        """Poll forever (until `stop` is set); a failed poll is logged and retried."""
+        stop = stop or asyncio.Event()
+        while not stop.is_set():
+            try:
+                await self.poll_once()
+            except LogClientError as exc:
+                self.metrics.errors.inc()
+                log.warning("poll failed: %s", exc)
+            try:
+                await asyncio.wait_for(stop.wait(), interval_s)
+            except asyncio.TimeoutError:
+                pass

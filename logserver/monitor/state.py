@@ -1,0 +1,147 @@
+"""The monitor's state file: where it is in the log, in O(log n + fleets) space.
+
+    {"version": 1,
+     "origin": "<log origin>" | null,
+     "checkpoint": "<latest verified signed checkpoint note>" | null,
+     "verified": {"size": N, "frontier": ["<hex>", ...]},
+     "fleets": {"<fleet id>": {"sequence": N, "payload_digest": "<hex>", "index": N,
+                               "recent": [[sequence, "<hex digest>", index], ...]}}}
+
+`verified` is the compact range (RFC 6962 right frontier) of the entries the monitor
+has verified itself: with it the monitor resumes at entry N without replaying, and
+recomputes every later root from the entries. The checkpoint may be ahead of it
+(size >= N) while a catch-up is in progress. Written atomically (temp, fsync, rename).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..client.errors import StateError
+from ..client.files import atomic_write
+from ..formats import Checkpoint, FormatError, parse_checkpoint, parse_note
+from ..merkle import CompactRange, MerkleError
+from .fleets import FleetHead
+
+STATE_VERSION = 1
+STATE_FILE = "monitor-state.json"
+_HEX32 = re.compile(r"[0-9a-f]{64}")
+_MAX = (1 << 63) - 1
+
+
+@dataclass
+class MonitorState:
+    origin: str | None = None
+    checkpoint: str | None = None
+    verified: CompactRange = field(default_factory=CompactRange)
+    fleets: dict[str, FleetHead] = field(default_factory=dict)
+
+    def parsed_checkpoint(self) -> Checkpoint | None:
+        if self.checkpoint is None:
+            return None
+        return parse_checkpoint(parse_note(self.checkpoint).text)
+
+    def dumps(self) -> bytes:
+        obj = {
+            "version": STATE_VERSION,
+            "origin": self.origin,
+            "checkpoint": self.checkpoint,
+            "verified": {"size": self.verified.size, "frontier": [h.hex() for h in self.verified.hashes]},
+            "fleets": {
+                fid: {
+                    "sequence": h.sequence,
+                    "payload_digest": h.payload_digest.hex(),
+                    "index": h.index,
+                    "recent": [[s, d.hex(), i] for s, (d, i) in sorted(h.recent.items())],
+                }
+                for fid, h in sorted(self.fleets.items())
+            },
+        }
+        return (json.dumps(obj, indent=1) + "\n").encode()
+
+    def save(self, path: Path) -> None:
+        atomic_write(path, self.dumps())
+
+    @classmethod
+    def load(cls, path: Path) -> MonitorState:
+        """Load the state at `path`; a missing file is a fresh state."""
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            return cls()
+        except OSError as exc:
+            raise StateError(f"monitor state {path}: {exc.strerror or exc}") from None
+        try:
+            return cls.loads(data)
+        except StateError as exc:
+            raise StateError(f"monitor state {path}: {exc}") from None
+
+    @classmethod
+    def loads(cls, data: bytes) -> MonitorState:
+        try:
+            obj = json.loads(data)
+        except (ValueError, RecursionError) as exc:
+            raise StateError(f"not JSON ({exc})") from None
+        want = {"version", "origin", "checkpoint", "verified", "fleets"}
+        if not isinstance(obj, dict) or set(obj) != want or obj["version"] != STATE_VERSION:
+            raise StateError(f"want an object with version {STATE_VERSION} and fields {sorted(want)}")
+        state = cls(origin=obj["origin"], checkpoint=obj["checkpoint"])
+        if state.origin is not None and not isinstance(state.origin, str):
+            raise StateError("origin: want a string or null")
+        if state.checkpoint is not None:
+            if not isinstance(state.checkpoint, str):
+                raise StateError("checkpoint: want a signed note or null")
+            try:
+                cp = state.parsed_checkpoint()
+            except FormatError as exc:
+                raise StateError(f"checkpoint: {exc}") from None
+            assert cp is not None
+            if cp.origin != state.origin:
+                raise StateError(f"checkpoint: origin {cp.origin!r}, want {state.origin!r}")
+        state.verified = _compact_range(obj["verified"])
+        if state.checkpoint is not None and state.verified.size > cp.size:
+            raise StateError(f"verified size {state.verified.size} is beyond the checkpoint size {cp.size}")
+        if not isinstance(obj["fleets"], dict):
+            raise StateError("fleets: want an object")
+        state.fleets = {fid: _fleet(fid, v) for fid, v in obj["fleets"].items()}
+        return state
+
+
+def _uint(value: Any, what: str) -> int:
+    if type(value) is not int or not 0 <= value <= _MAX:
+        raise StateError(f"{what}: got {value!r}, want an integer in [0, 2^63-1]")
+    return value
+
+
+def _hex(value: Any, what: str) -> bytes:
+    if not isinstance(value, str) or _HEX32.fullmatch(value) is None:
+        raise StateError(f"{what}: want 64 lowercase hex digits")
+    return bytes.fromhex(value)
+
+
+def _compact_range(obj: Any) -> CompactRange:
+    if not isinstance(obj, dict) or set(obj) != {"size", "frontier"} or not isinstance(obj["frontier"], list):
+        raise StateError("verified: want {size, frontier}")
+    size = _uint(obj["size"], "verified.size")
+    try:
+        return CompactRange(size, [_hex(h, "verified.frontier") for h in obj["frontier"]])
+    except MerkleError as exc:
+        raise StateError(f"verified: {exc}") from None
+
+
+def _fleet(fleet_id: str, obj: Any) -> FleetHead:
+    where = f"fleets[{fleet_id!r}]"
+    if not isinstance(obj, dict) or set(obj) != {"sequence", "payload_digest", "index", "recent"}:
+        raise StateError(f"{where}: want sequence, payload_digest, index, recent")
+    recent: dict[int, tuple[bytes, int]] = {}
+    if not isinstance(obj["recent"], list):
+        raise StateError(f"{where}.recent: want a list")
+    for item in obj["recent"]:
+        if not isinstance(item, list) or len(item) != 3:
+            raise StateError(f"{where}.recent: want [sequence, digest, index] items")
+        recent[_uint(item[0], where)] = (_hex(item[1], where), _uint(item[2], where))
+    return FleetHead(_uint(obj["sequence"], where), _hex(obj["payload_digest"], where), _uint(obj["index"], where), recent)
