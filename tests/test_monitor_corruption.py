@@ -1,0 +1,190 @@
+"""Corrupted data served to the monitor (through a byte-flipping proxy) raises an
+alert, never a crash; a second log with the same key but another history is a split
+view whose evidence re-verifies."""
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+
+import pytest
+from aiohttp import ClientSession, web
+from aiohttp.test_utils import TestServer
+
+import pg
+from logserver.client import LogClient, verify_evidence
+from logserver.log_key import generate_log_key_pem
+from logserver.monitor import Monitor
+from server_harness import start_server, write_config
+from test_client_support import trust_policy_for
+from test_monitor_catchup import Collected, fill
+
+KEY_PEM = generate_log_key_pem()
+ENTRIES = 300  # one full entry bundle and a partial one
+
+Rule = tuple[Callable[[str], bool], Callable[[bytes], bytes]]
+
+
+class Proxy:
+    """Forwards GETs to the log, passing each body through the matching rules."""
+
+    def __init__(self, upstream: str) -> None:
+        self.upstream = upstream
+        self.rules: list[Rule] = []
+        self.server: TestServer | None = None
+        self.session: ClientSession | None = None
+
+    async def start(self) -> str:
+        app = web.Application()
+        app.router.add_get("/{tail:.*}", self.handle)
+        self.server = TestServer(app, host="127.0.0.1")
+        await self.server.start_server()
+        self.session = ClientSession()
+        return str(self.server.make_url("")).rstrip("/")
+
+    async def handle(self, request: web.Request) -> web.Response:
+        assert self.session is not None
+        async with self.session.get(self.upstream + request.path_qs) as resp:
+            body = await resp.read()
+            status, content_type = resp.status, resp.content_type
+        for match, mutate in self.rules:
+            if match(request.path):
+                body = mutate(body)
+        return web.Response(status=status, body=body, content_type=content_type)
+
+    async def close(self) -> None:
+        if self.session is not None:
+            await self.session.close()
+        if self.server is not None:
+            await self.server.close()
+
+
+def flip(position: int) -> Callable[[bytes], bytes]:
+    def mutate(body: bytes) -> bytes:
+        out = bytearray(body)
+        out[position] ^= 0x40
+        return bytes(out)
+
+    return mutate
+
+
+@pytest.fixture(scope="module")
+async def server(database_url, tmp_path_factory):
+    s = await start_server(write_config(tmp_path_factory.mktemp("corrupt"), database_url, key_pem=KEY_PEM))
+    await fill(s, ENTRIES, fleets=10, prefix="corrupt")
+    yield s
+    await s.close()
+
+
+@pytest.fixture
+async def proxy(server):
+    p = Proxy(server.url)
+    url = await p.start()
+    p.url = url
+    yield p
+    await p.close()
+
+
+@pytest.fixture(scope="module")
+async def policy(server, tmp_path_factory):
+    return (await trust_policy_for(server, tmp_path_factory.mktemp("policy")))[0]
+
+
+async def run_monitor(proxy, policy, state_path, alerts, **kwargs) -> tuple[bool, Monitor]:
+    async with LogClient(proxy.url) as client:
+        monitor = Monitor(client, policy, state_path, emit=alerts, **kwargs)
+        return await monitor.poll_once(), monitor
+
+
+async def test_corrupted_entry_is_an_alert_and_blocks_progress(proxy, policy, tmp_path):
+    # Entry 256 is the first of bundle 1; flip a byte inside its leaf (after the 2-byte length).
+    proxy.rules.append((lambda p: p.startswith("/tile/entries/001"), flip(2 + 120)))
+    alerts = Collected()
+    ok, monitor = await run_monitor(proxy, policy, tmp_path / "s.json", alerts)
+    assert not ok
+    assert alerts.kinds() == ["corrupt_entry"]
+    assert alerts[0]["details"]["index"] == 256
+    assert monitor.state.verified.size == 0  # both bundles are one chunk: nothing committed
+    # Served correctly again, the monitor catches up without further alerts.
+    proxy.rules.clear()
+    alerts.clear()
+    ok, monitor = await run_monitor(proxy, policy, tmp_path / "s.json", alerts)
+    assert ok and alerts == []
+    assert monitor.state.verified.root() == monitor.latest.root
+
+
+async def test_corrupted_tile_is_an_alert_and_the_entries_still_verify(proxy, policy, tmp_path):
+    proxy.rules.append((lambda p: p == "/tile/0/000", flip(32 * 7 + 3)))
+    alerts = Collected()
+    ok, monitor = await run_monitor(proxy, policy, tmp_path / "s.json", alerts)
+    assert ok
+    assert alerts.kinds() == ["corrupt_tile"]
+    assert alerts[0]["details"]["index"] == 7
+    assert monitor.state.verified.root() == monitor.latest.root
+
+
+@pytest.mark.parametrize("path, mutate, kind", [
+    ("/tile/entries/000", lambda b: b[:-1], "malformed_data"),
+    ("/tile/entries/000", lambda b: b"\xff\xff" + b, "malformed_data"),
+    ("/tile/0/000", lambda b: b[:-5], "corrupt_tile"),
+])
+async def test_malformed_resources_are_alerts(proxy, policy, tmp_path, path, mutate, kind):
+    proxy.rules.append((lambda p: p == path, mutate))
+    alerts = Collected()
+    ok, _ = await run_monitor(proxy, policy, tmp_path / "s.json", alerts)
+    assert kind in alerts.kinds()
+    assert ok == (kind == "corrupt_tile")
+
+
+async def test_entry_and_tile_corrupted_consistently_is_a_root_mismatch(proxy, policy, tmp_path):
+    # Flip a byte of entry 3 in the bundle and put the matching hash into the tile: the
+    # two agree, so only the root check against the signed checkpoint can catch it.
+    corrupted_hash = {}
+
+    def entries(body: bytes) -> bytes:
+        out, pos = bytearray(body), 0
+        for _ in range(3):
+            pos += 2 + int.from_bytes(out[pos:pos + 2], "big")
+        n = int.from_bytes(out[pos:pos + 2], "big")
+        out[pos + 2 + 100] ^= 0x40
+        corrupted_hash["h"] = hashlib.sha256(b"\x00" + bytes(out[pos + 2:pos + 2 + n])).digest()
+        return bytes(out)
+
+    def tile(body: bytes) -> bytes:
+        return body[:3 * 32] + corrupted_hash["h"] + body[4 * 32:] if "h" in corrupted_hash else body
+
+    proxy.rules += [(lambda p: p == "/tile/entries/000", entries), (lambda p: p == "/tile/0/000", tile)]
+    alerts = Collected()
+    async with LogClient(proxy.url, concurrency=1) as client:  # bundle before tile
+        monitor = Monitor(client, policy, tmp_path / "s.json", emit=alerts, chunk_bundles=1)
+        assert not await monitor.poll_once()
+    assert "root_mismatch" in alerts.kinds()
+    assert monitor.state.verified.size == 0
+    evidence = alerts[alerts.kinds().index("root_mismatch")]["evidence"]
+    assert evidence["checkpoint"] and evidence["computed_size"] == 256
+
+
+async def test_corrupted_checkpoint_is_an_alert(proxy, policy, tmp_path):
+    proxy.rules.append((lambda p: p == "/checkpoint", flip(-5)))  # inside the last signature line
+    alerts = Collected()
+    ok, _ = await run_monitor(proxy, policy, tmp_path / "s.json", alerts)
+    assert not ok
+    assert alerts.kinds() == ["checkpoint_invalid"]
+
+
+async def test_split_view_between_two_logs_with_one_key(server, proxy, policy, pg_admin_url, tmp_path):
+    alerts = Collected()
+    ok, _ = await run_monitor(proxy, policy, tmp_path / "s.json", alerts)
+    assert ok and alerts == []
+    url = await pg.create_database(pg_admin_url, "t_monitor_fork")
+    fork = await start_server(write_config(tmp_path / "fork", url, key_pem=KEY_PEM))
+    try:
+        await fill(fork, ENTRIES + 20, fleets=3, prefix="fork")
+        async with LogClient(fork.url) as client:
+            monitor = Monitor(client, policy, tmp_path / "s.json", emit=alerts)
+            assert not await monitor.poll_once()
+    finally:
+        await fork.close()
+        await pg.drop_database(pg_admin_url, url)
+    assert alerts.kinds() == ["split_view"]
+    verdict = verify_evidence(alerts[0]["evidence"], policy)
+    assert not verdict.conclusive and verdict.checkpoints[1].size > verdict.checkpoints[0].size
