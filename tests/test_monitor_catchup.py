@@ -140,3 +140,20 @@ async def test_metrics_track_progress(server, policy, tmp_path):
     assert f"logserver_monitor_tree_size {float(size)}" in text
     assert "logserver_monitor_lag_entries 0.0" in text
     assert 'logserver_monitor_alerts_total{kind="split_view"} 0.0' in text
+
+
+async def test_missing_witness_quorum_is_reported_once_and_entries_still_checked(server, tmp_path):
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from logserver.formats import CosignatureSigner
+
+    witness = CosignatureSigner("witness.example/w", Ed25519PrivateKey.generate())
+    strict, _ = await trust_policy_for(server, tmp_path, extra_policy=f"witness w {witness.vkey}\n", quorum="w")
+    alerts = Collected()
+    async with LogClient(server.url) as client:
+        monitor = Monitor(client, strict, tmp_path / "s.json", emit=alerts)
+        assert await monitor.poll_once()
+        assert await monitor.poll_once()
+        assert monitor.state.verified.root() == (await log_checkpoint(client)).root
+    quorum = [a for a in alerts if a["kind"] == "quorum_failure"]
+    assert len(quorum) == 1 and "witness 'w'" in quorum[0]["message"]

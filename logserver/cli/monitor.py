@@ -115,7 +115,7 @@ def explain(summary: dict[str, Any], url: str, monitor: Monitor) -> str:
             f"    signed by a log key of the policy; signed at {summary['checkpoint_signed_at'] or 'unknown (no time line)'}",
             f"    witness quorum {quorum!r}: " + ("nothing required" if quorum == "none" else
                                                  f"met by {summary['witnesses']}"),
-            "    consistent with the previously stored checkpoint (same root, or an RFC 6962 consistency proof)",
+            f"    {summary['checkpoint_check']}",
             f"  entries verified this run: {summary['entries_verified']} (decoded, both authority signatures "
             "checked, leaf hash compared with the level-0 tile, fleet sequences tracked)",
             f"  root recomputed from the entries themselves: {summary['verified_root']} over "

@@ -110,7 +110,7 @@ async def verify_receipt_online(
     log.run("consistency_with_latest", lambda: (
         None, check_consistent(policy, result.checkpoint, latest, proofs.get(pair))))
     if state is not None:
-        log.run("state_latest", lambda: (None, state.advance(latest, policy, proofs)))
+        log.run("latest_vs_stored", lambda: (None, state.advance(latest, policy, proofs)))
 
     entry = await client.fleet(result.fleet_id)
     await _check_fleet_latest(client, entry, result, policy, now, log)
