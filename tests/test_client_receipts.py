@@ -5,12 +5,12 @@ from __future__ import annotations
 import base64
 import copy
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 
 import pytest
 
 from bundle_factory import NOW, BundleFactory, make_authorities
-from logserver.bundle import Envelope, Signature, envelope_leaf_hash, parse_payload
+from logserver.bundle import Envelope, envelope_leaf_hash, parse_payload
 from logserver.client import (
     CheckLog,
     CheckpointError,
@@ -300,4 +300,3 @@ async def test_every_failure_is_a_verification_failure(logged, policy):
     with pytest.raises(VerificationFailure):
         verify_receipt(json.dumps(d), receipt, policy, now=NOW, checks=checks)
     assert checks.results[-1].ok is False and checks.results[-1].name == "envelope_signatures"
-    assert Signature  # imported names are used

@@ -13,7 +13,7 @@ from logserver.client import LogClient
 from logserver.formats import parse_checkpoint, parse_note
 from logserver.monitor import Monitor, MonitorState
 from server_harness import start_server, write_config
-from test_client_support import submit, submit_many, trust_policy_for
+from test_client_support import submit, trust_policy_for
 
 @pytest.fixture(scope="module")
 async def server(database_url, tmp_path_factory):
