@@ -26,7 +26,7 @@ from logserver.client import (
 )
 from logserver.log_key import generate_log_key_pem
 from server_harness import start_server, write_config
-from test_client_support import submit, trust_policy_for
+from test_client_support import Proxy, submit, trust_policy_for
 
 KEY_PEM = generate_log_key_pem()
 
@@ -243,3 +243,35 @@ async def test_state_file_round_trip_lock_and_corruption(log_a, policy, tmp_path
         (tmp_path / "bad.json").write_bytes(bad)
         with pytest.raises(StateError):
             ClientState.load(tmp_path / "bad.json")
+
+
+async def test_a_newer_bundle_not_yet_valid_does_not_supersede(log_a, policy):
+    factory = BundleFactory(fleet_id="future-fleet")
+    current = factory.envelope()
+    receipt = await submit(log_a.session, current)
+    await submit(log_a.session, factory.envelope(not_before="2099-01-01T00:00:00Z"))
+    checks = CheckLog()
+    async with LogClient(log_a.url) as client:
+        await verify_receipt_online(client, current, receipt, policy, now=NOW, checks=checks)
+    assert checks.results[-1].name == "fleet_latest" and "still current" in checks.results[-1].detail
+
+
+async def test_a_log_answering_with_another_fleet_is_misbehaving(log_a, policy):
+    from logserver.client import LogMisbehaviourError
+
+    env = BundleFactory(fleet_id="asked-fleet").envelope()
+    receipt = await submit(log_a.session, env)
+    await submit(log_a.session, BundleFactory(fleet_id="other-fleet").envelope())
+    async with LogClient(log_a.url) as direct:
+        other_entry = await direct.fleet("other-fleet")
+    proxy = Proxy(log_a.url)
+    url = await proxy.start()
+    # The fleet lookup is answered with another fleet's entry (valid in itself).
+    proxy.rules.append((lambda p: p == "/v1/fleets/asked-fleet", lambda b: json.dumps(other_entry).encode()))
+    try:
+        async with LogClient(url) as client:
+            with pytest.raises(LogMisbehaviourError) as info:
+                await verify_receipt_online(client, env, receipt, policy, now=NOW)
+    finally:
+        await proxy.close()
+    assert info.value.check == "fleet_latest" and "other-fleet" in str(info.value)

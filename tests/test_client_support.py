@@ -6,7 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from pathlib import Path
+
+from aiohttp import ClientSession, web
+from aiohttp.test_utils import TestServer
 
 from bundle_factory import Authorities, default_authorities
 from logserver.bundle import Envelope
@@ -72,3 +76,42 @@ async def submit_many(session, envelopes: list[Envelope], concurrency: int = 64)
 
 def dump(obj: object) -> bytes:
     return json.dumps(obj).encode()
+
+
+Rule = tuple[Callable[[str], bool], Callable[[bytes], bytes]]
+
+
+class Proxy:
+    """Forwards GETs to the log, passing each body through the matching rules."""
+
+    def __init__(self, upstream: str) -> None:
+        self.upstream = upstream
+        self.rules: list[Rule] = []
+        self.server: TestServer | None = None
+        self.session: ClientSession | None = None
+        self.url = ""
+
+    async def start(self) -> str:
+        app = web.Application()
+        app.router.add_get("/{tail:.*}", self.handle)
+        self.server = TestServer(app, host="127.0.0.1")
+        await self.server.start_server()
+        self.session = ClientSession()
+        self.url = str(self.server.make_url("")).rstrip("/")
+        return self.url
+
+    async def handle(self, request: web.Request) -> web.Response:
+        assert self.session is not None
+        async with self.session.get(self.upstream + request.path_qs) as resp:
+            body = await resp.read()
+            status, content_type = resp.status, resp.content_type
+        for match, mutate in self.rules:
+            if match(request.path):
+                body = mutate(body)
+        return web.Response(status=status, body=body, content_type=content_type)
+
+    async def close(self) -> None:
+        if self.session is not None:
+            await self.session.close()
+        if self.server is not None:
+            await self.server.close()

@@ -7,56 +7,17 @@ import hashlib
 from collections.abc import Callable
 
 import pytest
-from aiohttp import ClientSession, web
-from aiohttp.test_utils import TestServer
 
 import pg
 from logserver.client import LogClient, verify_evidence
 from logserver.log_key import generate_log_key_pem
 from logserver.monitor import Monitor
 from server_harness import start_server, write_config
-from test_client_support import trust_policy_for
+from test_client_support import Proxy, trust_policy_for
 from test_monitor_catchup import Collected, fill
 
 KEY_PEM = generate_log_key_pem()
 ENTRIES = 300  # one full entry bundle and a partial one
-
-Rule = tuple[Callable[[str], bool], Callable[[bytes], bytes]]
-
-
-class Proxy:
-    """Forwards GETs to the log, passing each body through the matching rules."""
-
-    def __init__(self, upstream: str) -> None:
-        self.upstream = upstream
-        self.rules: list[Rule] = []
-        self.server: TestServer | None = None
-        self.session: ClientSession | None = None
-
-    async def start(self) -> str:
-        app = web.Application()
-        app.router.add_get("/{tail:.*}", self.handle)
-        self.server = TestServer(app, host="127.0.0.1")
-        await self.server.start_server()
-        self.session = ClientSession()
-        return str(self.server.make_url("")).rstrip("/")
-
-    async def handle(self, request: web.Request) -> web.Response:
-        assert self.session is not None
-        async with self.session.get(self.upstream + request.path_qs) as resp:
-            body = await resp.read()
-            status, content_type = resp.status, resp.content_type
-        for match, mutate in self.rules:
-            if match(request.path):
-                body = mutate(body)
-        return web.Response(status=status, body=body, content_type=content_type)
-
-    async def close(self) -> None:
-        if self.session is not None:
-            await self.session.close()
-        if self.server is not None:
-            await self.server.close()
-
 
 def flip(position: int) -> Callable[[bytes], bytes]:
     def mutate(body: bytes) -> bytes:
@@ -78,8 +39,7 @@ async def server(database_url, tmp_path_factory):
 @pytest.fixture
 async def proxy(server):
     p = Proxy(server.url)
-    url = await p.start()
-    p.url = url
+    await p.start()
     yield p
     await p.close()
 

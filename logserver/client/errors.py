@@ -24,6 +24,7 @@ class VerificationFailure(Exception):
     def __init__(self, message: str, *, check: str | None = None) -> None:
         super().__init__(message)
         self.check: str = check or self.default_check
+        self.check_given = check is not None
 
 
 class MalformedError(VerificationFailure):

@@ -90,6 +90,8 @@ def parse_receipt(data: bytes | str | Mapping[str, Any]) -> Receipt:
     tlog-proof's index or hashes disagree with the JSON fields, and `CheckpointError`
     when its checkpoint (or the checkpoint's size) disagrees.
     """
+    if not isinstance(data, (bytes, str, Mapping)):
+        raise MalformedError(f"receipt: got {type(data).__name__}, want JSON bytes, text or an object", check="receipt_format")
     obj = data if isinstance(data, Mapping) else _load_json(data)
     if not isinstance(obj, Mapping):
         raise MalformedError(f"receipt: got JSON {type(obj).__name__}, want an object", check="receipt_format")

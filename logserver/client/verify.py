@@ -27,7 +27,6 @@ memory only when every check passed; the caller saves it.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -141,8 +140,11 @@ class CheckLog:
         try:
             value, detail = check()
         except VerificationFailure as exc:
-            exc.check = name
-            self.results.append(CheckResult(name, False, str(exc)))
+            # A failure raised for a named check (e.g. an inverted validity window
+            # found while checking signatures) keeps that name.
+            if not exc.check_given:
+                exc.check = name
+            self.results.append(CheckResult(exc.check, False, str(exc)))
             raise
         self.results.append(CheckResult(name, True, detail))
         return value
@@ -159,7 +161,7 @@ def load_envelope(envelope: Envelope | bytes | str) -> Envelope:
     try:
         return parse_envelope(data)
     except BundleError as exc:
-        raise MalformedError(f"envelope: {exc}", check="envelope_signatures") from None
+        raise MalformedError(f"envelope: {exc}") from None
 
 
 def _check_signatures(envelope: Envelope, policy: TrustPolicy) -> tuple[Any, str]:
@@ -313,6 +315,3 @@ def _verify(
         checkpoint=cp,
     )
 
-
-def checks_to_json(results: Iterable[CheckResult]) -> str:
-    return json.dumps([r.to_dict() for r in results], indent=2)
