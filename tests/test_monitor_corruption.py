@@ -148,3 +148,17 @@ async def test_split_view_between_two_logs_with_one_key(server, proxy, policy, p
     assert alerts.kinds() == ["split_view"]
     verdict = verify_evidence(alerts[0]["evidence"], policy)
     assert not verdict.conclusive and verdict.checkpoints[1].size > verdict.checkpoints[0].size
+
+
+async def test_corrupted_tile_on_the_proof_path_is_not_taken_for_a_split_view(server, proxy, policy, tmp_path):
+    alerts = Collected()
+    ok, first = await run_monitor(proxy, policy, tmp_path / "s.json", alerts)
+    assert ok
+    await fill(server, 10, fleets=1, prefix="proofpath")
+    # The consistency proof from the stored size is computed from tiles, among them the
+    # level-1 tile; corrupted, that proof fails, and the JSON API's proof is used instead.
+    proxy.rules.append((lambda p: p.startswith("/tile/1/"), flip(5)))
+    ok, monitor = await run_monitor(proxy, policy, tmp_path / "s.json", alerts)
+    assert ok and alerts == []
+    assert monitor.state.verified.size > first.state.verified.size
+    assert "/v1/proof/consistency" in monitor.checkpoint_account

@@ -369,14 +369,12 @@ class Monitor:
         return [data[i:i + HASH_SIZE] for i in range(0, len(data), HASH_SIZE)]
 
     async def _proves_prefix(self, entries: CompactRange, target: VerifiedCheckpoint) -> bool:
-        """True if the tree of `entries` is the signed tree of `target` or a prefix of it."""
+        """True if the tree of `entries` is the signed tree of `target` or a prefix of it.
+        Raises `LogClientError` if the log serves no consistency proof to decide."""
         if entries.size == target.size:
             return entries.root() == target.root
-        try:
-            proof = await self._consistency_proof(entries.size, target.size, entries.root(), target.root)
-        except LogClientError as exc:
-            log.warning("no consistency proof to check entries [0, %d): %s", entries.size, exc)
-            return False
+        # No proof to be had (LogClientError) is a failed poll, not a finding.
+        proof = await self._consistency_proof(entries.size, target.size, entries.root(), target.root)
         try:
             verify_consistency(entries.size, target.size, entries.root(), target.root, list(proof.hashes))
         except MerkleError:
