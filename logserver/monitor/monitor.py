@@ -312,7 +312,9 @@ class Monitor:
         self._set_progress(size)
         return chunk.stop is None and end > start and self.state.verified.size == end
 
-    async def _read_chunk(self, bundles: list[EntriesTileID], tasks: list, start: int) -> _Chunk:
+    async def _read_chunk(
+        self, bundles: list[EntriesTileID], tasks: list[tuple[asyncio.Future[bytes], asyncio.Future[bytes]]], start: int
+    ) -> _Chunk:
         state = self.state
         chunk = _Chunk(state.verified.copy(), state.verified.copy(), FleetTracker(state.fleets, self.watch), [], [], None)
         for bundle, (bundle_task, tile_task) in zip(bundles, tasks):
@@ -353,7 +355,9 @@ class Monitor:
         chunk.alerts.sort(key=lambda a: a.details.get("index", 0))
         return chunk
 
-    async def _tile_hashes(self, bundle: EntriesTileID, tile_task: asyncio.Future, chunk: _Chunk) -> list[bytes] | None:
+    async def _tile_hashes(
+        self, bundle: EntriesTileID, tile_task: asyncio.Future[bytes], chunk: _Chunk
+    ) -> list[bytes] | None:
         try:
             data = await tile_task
         except MalformedResponseError as exc:
