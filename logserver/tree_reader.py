@@ -115,8 +115,7 @@ class TreeReader:
 
     async def hash_tile(self, tile: TileID) -> bytes:
         """The bytes of a full or partial hash tile, as served at tile/<L>/<N>[.p/<W>]."""
-        cp = await self._covering_tile(tile.level * 8, tile.index, tile.width)
-        del cp
+        await self._covering_tile(tile.level * 8, tile.index, tile.width)
         data = (await self.tiles([tile]))[tile]
         return data[: 32 * tile.width]
 
