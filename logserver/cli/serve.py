@@ -5,8 +5,9 @@
 
 --dev is the newcomer's first run: without --config it creates, in the data
 directory, a log key, two demo trust authorities (an Ed25519 signer and an
-ECDSA P-256 countersigner), a config file and a sample payload, then prints the
-exact commands to sign and submit a sample bundle. The database is the
+ECDSA P-256 countersigner), a config file and a sample payload, and for clients
+a trust policy (`trust.toml` + `log.policy`), then prints the exact commands to
+sign, submit and verify a sample bundle. The database is the
 embedded PostgreSQL in the data directory unless DATABASE_URL is set.
 """
 from __future__ import annotations
@@ -52,6 +53,7 @@ def run(args: argparse.Namespace) -> int:
 
     app = create_app(config)
     if args.dev:
+        write_dev_trust_policy(config, args.config.parent)
         print_dev_instructions(config, args.config)
     host, port = config.host_port
     web.run_app(
@@ -98,6 +100,44 @@ keys = ["countersigner.pub.pem"]
     return config_path
 
 
+DEV_TRUST_POLICY = """# Client trust policy for the dev log, made by `logserver serve --dev` (docs/client.md).
+tlog_policy = "log.policy"
+
+[[authorities]]
+name = "demo-signer"
+role = "signer"
+keys = ["signer.pub.pem"]
+
+[[authorities]]
+name = "demo-countersigner"
+role = "countersigner"
+keys = ["countersigner.pub.pem"]
+"""
+
+
+def write_dev_trust_policy(config: Config, directory: Path) -> None:
+    """Write, once, what a client of the dev log pins: `trust.toml` and `log.policy`.
+
+    The tlog-policy names the log by its vkey (signed-note key name = origin) and
+    its URL, and asks for no witnesses (`quorum none`). Existing files are kept,
+    so a user's edits survive restarts.
+    """
+    from ..log_key import LogKey
+
+    policy = directory / "log.policy"
+    if not policy.exists():
+        vkey = LogKey.load(config.log_key, config.origin).vkey
+        host, port = config.host_port
+        policy.write_text(
+            "# C2SP tlog-policy for the dev log, made by `logserver serve --dev`.\n"
+            f"log {vkey} http://{host}:{port}\n"
+            "quorum none\n"
+        )
+    trust = directory / "trust.toml"
+    if not trust.exists():
+        trust.write_text(DEV_TRUST_POLICY)
+
+
 def sample_payload() -> dict:
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ec, x25519
@@ -136,8 +176,11 @@ In another terminal, sign a sample bundle twice (signer, then countersigner) and
   {exe} sign --key {q(d / 'countersigner.key')} --envelope bundle.json --out bundle.json
   {exe} submit --log {url} --envelope bundle.json --receipt receipt.json
 
-Then fetch the checkpoint and a proof:
+Then fetch the checkpoint and a proof, verify the receipt as a client would
+(the trust policy pins the two authorities and this log's key), and monitor the log:
 
   curl {url}/checkpoint
   curl '{url}/v1/proof/inclusion?tree_size=1&index=0'
+  {exe} verify --receipt receipt.json --envelope bundle.json --policy {q(d / 'trust.toml')}
+  {exe} monitor --log {url} --policy {q(d / 'trust.toml')} --state monitor-state --once
 """, file=sys.stderr, flush=True)
