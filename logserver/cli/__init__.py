@@ -6,7 +6,7 @@ import logging
 import sys
 
 from . import fsck_cmd, keygen, migrate_cmd, serve, sign, submit
-from . import monitor, verify
+from . import monitor, verify, witness
 from .errors import CliError
 
 COMMANDS = {
@@ -18,6 +18,7 @@ COMMANDS = {
     "fsck": fsck_cmd,
     "verify": verify,
     "monitor": monitor,
+    "witness": witness,
 }
 
 

@@ -58,8 +58,18 @@ def load_migrations(directory: Path | None = None) -> list[Migration]:
     return found
 
 
-async def migrate(conn: asyncpg.Connection, directory: Path | None = None) -> list[str]:
+async def migrate(
+    conn: asyncpg.Connection,
+    directory: Path | None = None,
+    *,
+    table: str = "schema_migrations",
+    lock: int = _MIGRATION_LOCK,
+) -> list[str]:
     """Apply every pending migration; return the names applied.
+
+    `table` records what was applied. The witness (`logserver witness`) keeps its
+    own migrations in `migrations/witness/` and its own table and lock, so a log
+    and a witness may even share one database without their versions colliding.
 
     Idempotent and safe to run from several processes at once: an advisory lock
     serialises them, each migration runs in its own transaction together with
@@ -67,16 +77,18 @@ async def migrate(conn: asyncpg.Connection, directory: Path | None = None) -> li
     has changed since is an error rather than silently skipped.
     """
     migrations = load_migrations(directory)
-    await conn.execute("SELECT pg_advisory_lock($1)", _MIGRATION_LOCK)
+    if re.fullmatch(r"[a-z_]{1,63}", table) is None:
+        raise ValueError(f"migrations table: got {table!r}, want a plain lowercase identifier")
+    await conn.execute("SELECT pg_advisory_lock($1)", lock)
     try:
         await conn.execute(
-            """CREATE TABLE IF NOT EXISTS schema_migrations (
+            f"""CREATE TABLE IF NOT EXISTS {table} (
                    version    text PRIMARY KEY,
                    name       text NOT NULL,
                    checksum   text NOT NULL,
                    applied_at timestamptz NOT NULL DEFAULT now())"""
         )
-        applied = {r["version"]: r for r in await conn.fetch("SELECT * FROM schema_migrations")}
+        applied = {r["version"]: r for r in await conn.fetch(f"SELECT * FROM {table}")}
         known = {m.version for m in migrations}
         unknown = sorted(set(applied) - known)
         if unknown:
@@ -98,10 +110,10 @@ async def migrate(conn: asyncpg.Connection, directory: Path | None = None) -> li
             async with conn.transaction():
                 await conn.execute(m.sql)
                 await conn.execute(
-                    "INSERT INTO schema_migrations (version, name, checksum) VALUES ($1, $2, $3)",
+                    f"INSERT INTO {table} (version, name, checksum) VALUES ($1, $2, $3)",
                     m.version, m.name, m.checksum,
                 )
             done.append(m.name)
         return done
     finally:
-        await conn.execute("SELECT pg_advisory_unlock($1)", _MIGRATION_LOCK)
+        await conn.execute("SELECT pg_advisory_unlock($1)", lock)

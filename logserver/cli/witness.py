@@ -1,0 +1,39 @@
+"""Run a C2SP tlog-witness server (docs/witness.md).
+
+  logserver witness --config witness.toml [--listen HOST:PORT]
+
+It cosigns checkpoints of the logs listed in the config, each only if it is
+consistent with the last one it cosigned for that log, and keeps its state in
+PostgreSQL (embedded in data_dir unless database_url or $WITNESS_DATABASE_URL).
+Make its key with `logserver keygen witness --name NAME --out witness.key`.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from aiohttp import web
+
+HELP = "run a tlog-witness server that cosigns log checkpoints"
+log = logging.getLogger(__name__)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", type=Path, required=True, help="witness config file (TOML); see docs/witness.md")
+    p.add_argument("--listen", help="HOST:PORT to listen on (overrides the config)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..witness import create_witness_app, load_witness_config
+
+    config = load_witness_config(args.config, listen=args.listen)
+    app = create_witness_app(config)
+    host, port = config.host_port
+    web.run_app(
+        app, host=host, port=port,
+        print=lambda msg: log.info("witness %s listening on http://%s:%d%s", config.name, host, port, config.prefix),
+        access_log=None, shutdown_timeout=10, keepalive_timeout=75,
+        max_headers=64, max_line_size=8190, max_field_size=8190, auto_decompress=False,
+    )
+    return 0

@@ -1,0 +1,111 @@
+"""Witness servers and a scripted log for witness tests (real PostgreSQL, real ports)."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from aiohttp import ClientSession
+from aiohttp.test_utils import TestServer
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+import merkle_reference as ref
+from logserver.formats import AddCheckpointRequest
+from logserver.log_key import LogKey, generate_log_key_pem
+from logserver.witness import create_witness_app, load_witness_config
+from logserver.witness.cosigner import Cosigner
+
+
+class ScriptedLog:
+    """A log under the test's control: leaves in memory, checkpoints signed with its key,
+    consistency proofs from the naive RFC 6962 reference. It can lie (another tree)."""
+
+    def __init__(self, origin: str, key: Ed25519PrivateKey | None = None):
+        self.key = LogKey(origin, key or Ed25519PrivateKey.generate())
+        self.leaves: list[bytes] = []
+
+    @property
+    def origin(self) -> str:
+        return self.key.origin
+
+    @property
+    def vkey(self) -> str:
+        return self.key.vkey
+
+    def append(self, n: int, tag: bytes = b"") -> int:
+        start = len(self.leaves)
+        self.leaves += [tag + b"leaf %d" % i for i in range(start, start + n)]
+        return len(self.leaves)
+
+    def root(self, size: int, leaves: list[bytes] | None = None) -> bytes:
+        return ref.mth((leaves or self.leaves)[:size])
+
+    def checkpoint(self, size: int, leaves: list[bytes] | None = None) -> str:
+        return self.key.sign_checkpoint(size, self.root(size, leaves), int(time.time() * 1000))
+
+    def proof(self, old: int, new: int, leaves: list[bytes] | None = None) -> tuple[bytes, ...]:
+        if old == 0 or old == new:
+            return ()
+        return tuple(ref.proof(old, (leaves or self.leaves)[:new]))
+
+    def request(self, old: int, new: int, leaves: list[bytes] | None = None) -> str:
+        return AddCheckpointRequest(old, self.proof(old, new, leaves), self.checkpoint(new, leaves)).format()
+
+
+def write_witness_config(directory: Path, name: str, database_url: str, log_vkeys: list[str], *,
+                         prefix: str = "") -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    key = directory / "witness.key"
+    if not key.exists():
+        key.write_bytes(generate_log_key_pem())
+        key.chmod(0o600)
+    logs = "".join(f'\n[[logs]]\nvkey = "{v}"\n' for v in log_vkeys)
+    path = directory / "witness.toml"
+    path.write_text(f'name = "{name}"\nkey = "witness.key"\ndatabase_url = "{database_url}"\n'
+                    f'listen = "127.0.0.1:0"\nprefix = "{prefix}"\n{logs}')
+    return path
+
+
+@dataclass
+class RunningWitness:
+    config_path: Path
+    server: TestServer
+    session: ClientSession
+    cosigner: Cosigner
+    prefix: str = ""
+    statuses: list[int] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return str(self.server.make_url("")).rstrip("/")
+
+    @property
+    def submission_url(self) -> str:
+        return self.url + self.prefix
+
+    @property
+    def vkey(self) -> str:
+        return self.cosigner.vkey
+
+    async def add_checkpoint(self, body: str | bytes) -> tuple[int, str, str]:
+        """POST add-checkpoint: (status, content type, body text)."""
+        async with self.session.post(self.submission_url + "/add-checkpoint", data=body) as resp:
+            return resp.status, resp.headers.get("Content-Type", ""), await resp.text()
+
+    async def get_json(self, path: str) -> dict:
+        async with self.session.get(self.url + path) as resp:
+            assert resp.status == 200, (resp.status, await resp.text())
+            return await resp.json()
+
+    async def close(self) -> None:
+        await self.session.close()
+        await self.server.close()
+
+
+async def start_witness(config_path: Path, *, port: int | None = None, clock=time.time) -> RunningWitness:
+    config = load_witness_config(config_path, environ={})
+    cosigner = Cosigner.load(config.key, config.name, clock)
+    app = create_witness_app(config, cosigner=cosigner)
+    server = TestServer(app, host="127.0.0.1", port=port)
+    await server.start_server()
+    return RunningWitness(config_path, server, ClientSession(), cosigner, config.prefix)
