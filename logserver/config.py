@@ -52,6 +52,15 @@ class LimitsConfig:
 
 
 @dataclass(frozen=True)
+class WitnessingConfig:
+    """How the log collects witness cosignatures (only with `witness_policy`)."""
+
+    request_timeout_s: float = 5.0   # one witness round: all requests, 409 follow-ups included
+    max_wait_s: float = 10.0         # a submitter waits this long for a cosigned checkpoint, then 503
+    fail_open: bool = False          # publish checkpoints without a quorum (explicit opt-in)
+
+
+@dataclass(frozen=True)
 class Config:
     origin: str
     log_key: Path
@@ -62,6 +71,7 @@ class Config:
     sequencer: SequencerConfig = field(default_factory=SequencerConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     witness_policy: Path | None = None
+    witnessing: WitnessingConfig = field(default_factory=WitnessingConfig)
 
     @property
     def host_port(self) -> tuple[str, int]:
@@ -157,10 +167,21 @@ def config_from_dict(raw: dict[str, Any], *, base: Path, environ: dict[str, str]
         retry_after_s=lim.integer("retry_after_s", dl.retry_after_s, 1, 3600),
     )
     lim.done()
+    wit = _Reader(r.table("witnessing"), "witnessing.", base)
+    dw = WitnessingConfig()
+    witnessing = WitnessingConfig(
+        request_timeout_s=wit.number("request_timeout_s", dw.request_timeout_s, 0.1, 600),
+        max_wait_s=wit.number("max_wait_s", dw.max_wait_s, 0.1, 3600),
+        fail_open=wit.boolean("fail_open", dw.fail_open),
+    )
+    wit.done()
+    if witness_policy is not None and not witness_policy.is_file():
+        raise ConfigError(f"witness_policy: file {witness_policy} does not exist")
     r.done()
     return Config(
         origin=origin, log_key=log_key, data_dir=data_dir, listen=listen, database_url=database_url,
         authorities=tuple(authorities), sequencer=sequencer, limits=limits, witness_policy=witness_policy,
+        witnessing=witnessing,
     )
 
 
@@ -217,6 +238,14 @@ class _Reader:
         if not isinstance(v, (int, float)) or isinstance(v, bool) or not lo <= v <= hi:
             raise ConfigError(f"{self.prefix}{key}: want a number from {lo} to {hi}, got {v!r}")
         return float(v)
+
+    def boolean(self, key: str, default: bool) -> bool:
+        v = self._get(key, False)
+        if v is None:
+            return default
+        if not isinstance(v, bool):
+            raise ConfigError(f"{self.prefix}{key}: want true or false, got {v!r}")
+        return v
 
     def list(self, key: str, required: bool = False) -> list:
         v = self._get(key, required)

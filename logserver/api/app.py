@@ -25,7 +25,8 @@ from ..storage import CheckpointRow, Store, create_pool, migrate, resolve_databa
 from ..tree_reader import TreeReader
 from . import entries, ops, submit, tiles
 from .errors import make_error_middleware
-from .keys import AUTHORITIES, CLOCK, CONFIG, LOG_KEY, METRICS, READER, SEQUENCER, STORE
+from .keys import AUTHORITIES, CLOCK, CONFIG, LOG_KEY, METRICS, READER, SEQUENCER, STORE, WITNESS_POLICY
+from .published import load_policy, start_publisher
 from .metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -66,6 +67,7 @@ def create_app(
     app[AUTHORITIES] = load_authorities(config)
     app[METRICS] = Metrics()
     app[CLOCK] = clock
+    app[WITNESS_POLICY] = load_policy(config, log_key)
     app.cleanup_ctx.append(_storage_ctx)
     app.cleanup_ctx.append(_sequencer_ctx)
 
@@ -137,11 +139,13 @@ async def _sequencer_ctx(app: web.Application):
     config, metrics, reader = app[CONFIG], app[METRICS], app[READER]
     s = config.sequencer
     saver = _CheckpointSaver(config)
+    publisher = await start_publisher(app)
 
     def on_commit(cp: CheckpointRow, written: dict) -> None:
         reader.remember_tiles(written)
         reader.set_latest(cp)
         saver.offer(cp)
+        publisher.offer(cp)
 
     def on_batch(n: int, seconds: float) -> None:
         metrics.batch_size.observe(n)
@@ -159,6 +163,7 @@ async def _sequencer_ctx(app: web.Application):
         asyncio.create_task(sequencer.run(), name="sequencer"),
         asyncio.create_task(saver.run(), name="checkpoint-file"),
         asyncio.create_task(_poll_latest(reader), name="latest-poll"),
+        asyncio.create_task(publisher.run(), name="publisher"),
     ]
     yield
     for t in tasks:

@@ -10,6 +10,7 @@ from ..tree_reader import BeyondTreeError
 from .errors import bad_request, not_found
 from .keys import CONFIG, LOG_KEY, READER, STORE
 from .params import decimal, hex_hash, query
+from .published import published_covering, published_latest
 from .responses import IMMUTABLE, NO_STORE, json_response
 
 
@@ -17,7 +18,7 @@ async def get_log(request: web.Request) -> web.Response:
     query(request, set())
     app = request.app
     key = app[LOG_KEY]
-    cp = await app[READER].refresh_latest()
+    cp = await published_latest(app)
     return json_response({
         "origin": key.origin,
         "verifier_key": key.vkey,
@@ -112,7 +113,7 @@ def _entry(row) -> dict:
 
 async def _entry_with_receipt(app: web.Application, row) -> dict:
     reader = app[READER]
-    cp = await reader.covering(row.idx + 1)
+    cp = await published_covering(app, row.idx + 1, wait=False)
     proof = await reader.inclusion_proof(row.idx, cp.tree_size)
     out = _entry(row)
     out["receipt"] = build_receipt(row.idx, row.leaf_hash, cp.tree_size, cp.note, proof, duplicate=False)

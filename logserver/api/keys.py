@@ -9,6 +9,7 @@ from ..log_key import LogKey
 from ..sequencer import Sequencer
 from ..storage import Store
 from ..tree_reader import TreeReader
+from ..witnessing import Publisher
 from .metrics import Metrics
 
 CONFIG = web.AppKey("config", Config)
@@ -19,3 +20,5 @@ STORE = web.AppKey("store", Store)
 READER = web.AppKey("reader", TreeReader)
 SEQUENCER = web.AppKey("sequencer", Sequencer)
 CLOCK = web.AppKey("clock", object)  # () -> float POSIX seconds
+PUBLISHER = web.AppKey("publisher", Publisher)  # the checkpoint served and stapled into receipts
+WITNESS_POLICY = web.AppKey("witness_policy", object)  # Policy | None

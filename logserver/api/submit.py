@@ -14,6 +14,7 @@ from ..sequencer import Appended, Duplicate, SequencerError
 from .errors import ApiError
 from .keys import AUTHORITIES, CLOCK, CONFIG, METRICS, READER, SEQUENCER
 from .params import query
+from .published import published_covering, receipt_checkpoint
 from .responses import json_response
 from .entries import entry_json
 
@@ -67,15 +68,13 @@ async def post_bundle(request: web.Request) -> web.Response:
 
     if isinstance(result, Appended):
         metrics.submissions.labels("appended").inc()
-        cp = result.checkpoint
-        receipt = build_receipt(result.index, lh, cp.tree_size, cp.note, result.inclusion_proof, duplicate=False)
+        cp, proof = await receipt_checkpoint(app, result.index, result.checkpoint, result.inclusion_proof)
+        receipt = build_receipt(result.index, lh, cp.tree_size, cp.note, proof, duplicate=False)
         return json_response(receipt, status=201)
     assert isinstance(result, Duplicate), result
     metrics.submissions.labels("duplicate").inc()
     reader = app[READER]
-    cp = reader.latest
-    if cp is None or cp.tree_size <= result.index:
-        cp = await reader.covering(result.index + 1)
+    cp = await published_covering(app, result.index + 1)
     proof = await reader.inclusion_proof(result.index, cp.tree_size)
     receipt = build_receipt(result.index, result.leaf_hash, cp.tree_size, cp.note, proof, duplicate=True)
     if result.leaf_hash != lh:

@@ -11,6 +11,7 @@ from ..tree_reader import BeyondTreeError
 from .errors import bad_request, not_found
 from .keys import READER
 from .params import query
+from .published import published_latest
 from .responses import IMMUTABLE
 
 # A partial tile's bytes never change either (tiles only grow), but a log may
@@ -20,7 +21,7 @@ PARTIAL = "public, max-age=60"
 
 async def get_checkpoint(request: web.Request) -> web.Response:
     query(request, set())
-    cp = await request.app[READER].refresh_latest()
+    cp = await published_latest(request.app)
     return web.Response(
         text=cp.note, content_type="text/plain", charset="utf-8",
         headers={"Cache-Control": "public, max-age=1"},

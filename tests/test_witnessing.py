@@ -1,0 +1,200 @@
+"""The log with three real witnesses and a quorum of two: cosignatures stapled to the
+published checkpoint and receipts, one witness down still publishes, two down publish
+nothing new and submissions get 503, a witness that lost its state is caught up
+through 409, and clients enforce the quorum on receipts."""
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+
+import pg
+from bundle_factory import BundleFactory
+from logserver.client import QuorumError, TrustPolicy, verify_receipt
+from logserver.formats import parse_note
+from logserver.log_key import LogKey, generate_log_key_pem
+from server_harness import ORIGIN, start_server, write_config
+from test_client_support import JSON, write_trust_policy
+from test_witness_interop import note_body_of, spec_verify_cosignatures
+from witness_harness import start_witness, write_witness_config
+
+NAMES = ("w1", "w2", "w3")
+
+
+class Cluster:
+    def __init__(self, base, log_vkey, witnesses, databases):
+        self.base, self.log_vkey, self.witnesses, self.databases = base, log_vkey, witnesses, databases
+        self.log = None
+        self.ports: dict[str, int] = {}
+        self.lines = "".join(f"witness {n} {w.vkey} {w.submission_url}\n" for n, w in witnesses.items())
+
+    def policy_lines(self) -> str:
+        return self.lines
+
+    async def stop_witness(self, name: str) -> None:
+        w = self.witnesses[name]
+        self.ports[name] = w.server.port
+        await w.close()
+
+    async def start_witness(self, name: str, config_path=None) -> None:
+        old = self.witnesses[name]
+        self.witnesses[name] = await start_witness(config_path or old.config_path, port=self.ports[name])
+
+
+@pytest.fixture(scope="module")
+async def cluster(pg_admin_url, database_url, tmp_path_factory):
+    base = tmp_path_factory.mktemp("witnessing")
+    pem = generate_log_key_pem()
+    log_vkey = LogKey(ORIGIN, serialization.load_pem_private_key(pem, None)).vkey
+    witnesses, databases = {}, []
+    for name in NAMES:
+        db = await pg.create_database(pg_admin_url, f"t_witnessing_{name}")
+        databases.append(db)
+        cfg = write_witness_config(base / name, f"witness.test/{name}", db, [log_vkey], prefix="/wit")
+        witnesses[name] = await start_witness(cfg)
+    c = Cluster(base, log_vkey, witnesses, databases)
+    (base / "log").mkdir()
+    (base / "log" / "witnesses.policy").write_text(c.policy_lines() + "group two 2 w1 w2 w3\nquorum two\n")
+    extra = ('witness_policy = "witnesses.policy"\n\n[witnessing]\nrequest_timeout_s = 2\nmax_wait_s = 1.5\n\n'
+             '[sequencer]\ncheckpoint_interval_s = 0.5\n')
+    c.log = await start_server(write_config(base / "log", database_url, extra=extra, key_pem=pem))
+    yield c
+    await c.log.close()
+    for w in c.witnesses.values():
+        if not w.session.closed:
+            await w.close()
+    for db in databases:
+        await pg.drop_database(pg_admin_url, db)
+
+
+def client_policy(c: Cluster, group: str, quorum: str, name: str) -> TrustPolicy:
+    return TrustPolicy.load(write_trust_policy(c.base / "client", c.log_vkey,
+                                               extra_policy=c.policy_lines() + group, quorum=quorum, name=name))
+
+
+async def post(c: Cluster, body: bytes):
+    async with c.log.session.post("/v1/bundles", data=body, headers=JSON) as resp:
+        return resp.status, dict(resp.headers), await resp.json()
+
+
+async def published(c: Cluster) -> str:
+    async with c.log.session.get("/checkpoint") as resp:
+        assert resp.status == 200, await resp.text()
+        return await resp.text()
+
+
+def witness_lines(c: Cluster, note: str) -> set[str]:
+    keys = {(w.cosigner.name, w.cosigner._signer.key_id): n for n, w in c.witnesses.items()}
+    return {keys[(s.name, s.key_id)] for s in parse_note(note).signatures if (s.name, s.key_id) in keys}
+
+
+def size_of(note: str) -> int:
+    return int(note.split("\n")[1])
+
+
+async def metric(c: Cluster, name: str) -> list[str]:
+    async with c.log.session.get("/metrics") as resp:
+        return [line for line in (await resp.text()).splitlines() if line.startswith(name)]
+
+
+FACTORY = BundleFactory(fleet_id="witnessed-fleet")
+
+
+async def test_receipts_carry_the_witnesses_cosignatures(cluster):
+    c = cluster
+    body = FACTORY.envelope_json()
+    status, _, receipt = await post(c, body)
+    assert status == 201, receipt
+    note = receipt["checkpoint"]
+    assert witness_lines(c, note) == {"w1", "w2", "w3"}
+    for name, w in c.witnesses.items():  # each stapled line verifies from the spec text
+        own = "".join(s.line() for s in parse_note(note).signatures if s.name == w.cosigner.name)
+        spec_verify_cosignatures(w.vkey, note_body_of(note), own)
+    two = client_policy(c, "group two 2 w1 w2 w3\n", "two", "two.toml")
+    verified = verify_receipt(body, receipt, two)
+    assert verified.checkpoint.witnesses == {"w1", "w2", "w3"}
+    assert witness_lines(c, await published(c)) == {"w1", "w2", "w3"}
+    assert await metric(c, "logserver_cosigning_quorum_met ") == ["logserver_cosigning_quorum_met 1.0"]
+    sizes = await metric(c, "logserver_cosigning_witness_tree_size")
+    assert len(sizes) == 3 and all(float(line.split()[-1]) >= receipt["tree_size"] for line in sizes)
+
+
+async def test_one_witness_down_still_publishes(cluster):
+    c = cluster
+    await c.stop_witness("w3")
+    body = FACTORY.envelope_json()
+    status, _, receipt = await post(c, body)
+    assert status == 201, receipt
+    assert witness_lines(c, receipt["checkpoint"]) == {"w1", "w2"}
+    verify_receipt(body, receipt, client_policy(c, "group two 2 w1 w2 w3\n", "two", "two.toml"))
+    with pytest.raises(QuorumError):
+        verify_receipt(body, receipt, client_policy(c, "group every all w1 w2 w3\n", "every", "all.toml"))
+    failures = await metric(c, 'logserver_cosigning_failures_total{reason="unreachable",witness="w3"}')
+    assert failures and float(failures[0].split()[-1]) >= 1
+
+
+async def test_two_witnesses_down_publishes_nothing_and_submissions_get_503(cluster):
+    c = cluster
+    await c.stop_witness("w2")
+    await asyncio.sleep(1.0)  # let rounds that started before the stop finish
+    before = await published(c)
+    body = FACTORY.envelope_json()
+    status, headers, error = await post(c, body)
+    assert status == 503, error
+    assert error["error"]["code"] == "witness_quorum_unavailable"
+    assert int(headers["Retry-After"]) >= 1
+    await asyncio.sleep(1.0)  # several re-signed checkpoints later (interval 0.5 s) ...
+    assert await published(c) == before  # ... still nothing new is published
+    assert await metric(c, "logserver_cosigning_quorum_met ") == ["logserver_cosigning_quorum_met 0.0"]
+    async with c.log.session.get("/v1/log") as resp:
+        assert (await resp.json())["checkpoint"] == before
+    # A witness comes back: the entry (committed all along) gets its cosigned receipt.
+    await c.start_witness("w2")
+    for _ in range(50):
+        status, _, receipt = await post(c, body)
+        if status == 200:
+            break
+        await asyncio.sleep(0.2)
+    assert status == 200 and receipt["duplicate"] is True, receipt
+    assert witness_lines(c, receipt["checkpoint"]) == {"w1", "w2"}
+    assert size_of(receipt["checkpoint"]) > size_of(before)
+    verify_receipt(body, receipt, client_policy(c, "group two 2 w1 w2 w3\n", "two", "two.toml"))
+
+
+async def test_a_witness_that_lost_its_state_is_caught_up_through_409(cluster, pg_admin_url):
+    """w3 comes back with an empty database: the log sends the old size it knows, gets
+    409 with size 0 (text/x.tlog.size) and resends from there."""
+    c = cluster
+    fresh = await pg.create_database(pg_admin_url, "t_witnessing_w3_fresh")
+    c.databases.append(fresh)
+    old_cfg = c.witnesses["w3"].config_path
+    text = old_cfg.read_text()
+    url = text.split('database_url = "')[1].split('"')[0]
+    old_cfg.write_text(text.replace(url, fresh))
+    await c.start_witness("w3")
+    body = FACTORY.envelope_json()
+    status, _, receipt = await post(c, body)
+    assert status == 201, receipt
+    for _ in range(50):  # the next round includes w3
+        note = await published(c)
+        if "w3" in witness_lines(c, note):
+            break
+        await asyncio.sleep(0.2)
+    assert witness_lines(c, note) == {"w1", "w2", "w3"}
+    status_w3 = await c.witnesses["w3"].get_json("/status")
+    assert status_w3["logs"][0]["tree_size"] >= size_of(note)
+    async with c.witnesses["w3"].session.get(c.witnesses["w3"].url + "/metrics") as resp:
+        text = await resp.text()
+    assert f'logserver_witness_add_checkpoint_total{{origin="{ORIGIN}",status="409"}}' in text
+
+
+async def test_restarted_log_keeps_serving_the_published_checkpoint(cluster):
+    c = cluster
+    note = await published(c)
+    cfg = c.log.config
+    await c.log.close()
+    c.log = await start_server(c.base / "log" / "logserver.toml")
+    served = await published(c)
+    assert size_of(served) >= size_of(note) and len(witness_lines(c, served)) >= 2
+    assert c.log.config.witnessing == cfg.witnessing
