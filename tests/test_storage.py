@@ -19,7 +19,7 @@ async def pool(database_url):
     pool = await create_pool(database_url)
     async with pool.acquire() as conn:
         applied = await migrate(conn)
-        assert applied == ["0001_log.sql"]
+        assert applied == ["0001_log.sql", "0002_cosignatures.sql"]
         assert await migrate(conn) == []  # idempotent
     yield pool
     await pool.close()
