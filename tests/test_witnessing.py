@@ -198,3 +198,24 @@ async def test_restarted_log_keeps_serving_the_published_checkpoint(cluster):
     served = await published(c)
     assert size_of(served) >= size_of(note) and len(witness_lines(c, served)) >= 2
     assert c.log.config.witnessing == cfg.witnessing
+
+
+async def test_fail_open_publishes_without_a_quorum(cluster):
+    """Only when explicitly configured: then receipts come without a quorum, and a
+    client requiring one rejects them."""
+    c = cluster
+    cfg_path = c.base / "log" / "logserver.toml"
+    cfg_path.write_text(cfg_path.read_text().replace("max_wait_s = 1.5\n", "max_wait_s = 1.5\nfail_open = true\n"))
+    await c.log.close()
+    c.log = await start_server(cfg_path)
+    assert c.log.config.witnessing.fail_open
+    await c.stop_witness("w1")
+    await c.stop_witness("w2")
+    body = FACTORY.envelope_json()
+    status, _, receipt = await post(c, body)
+    assert status == 201, receipt
+    assert witness_lines(c, receipt["checkpoint"]) <= {"w3"}
+    with pytest.raises(QuorumError):
+        verify_receipt(body, receipt, client_policy(c, "group two 2 w1 w2 w3\n", "two", "two.toml"))
+    await c.start_witness("w1")
+    await c.start_witness("w2")
