@@ -11,7 +11,10 @@ from cryptography.hazmat.primitives import serialization
 
 import pg
 from bundle_factory import BundleFactory
+from logserver.cli.monitor import explain
 from logserver.client import QuorumError, TrustPolicy, verify_receipt
+from logserver.client.log_client import LogClient
+from logserver.monitor.monitor import Monitor
 from logserver.formats import parse_note
 from logserver.log_key import LogKey, generate_log_key_pem
 from server_harness import ORIGIN, start_server, write_config
@@ -132,6 +135,24 @@ async def test_one_witness_down_still_publishes(cluster):
         verify_receipt(body, receipt, client_policy(c, "group every all w1 w2 w3\n", "every", "all.toml"))
     failures = await metric(c, 'logserver_cosigning_failures_total{reason="unreachable",witness="w3"}')
     assert failures and float(failures[0].split()[-1]) >= 1
+
+
+async def test_monitor_reports_cosignature_coverage(cluster, tmp_path):
+    c = cluster  # w3 is down since the previous test
+    policy = client_policy(c, "group two 2 w1 w2 w3\n", "two", "two.toml")
+    async with LogClient(c.log.url) as client:
+        monitor = Monitor(client, policy, tmp_path / "monitor.json")
+        assert await monitor.poll_once()
+        status, _, _ = await post(c, FACTORY.envelope_json())
+        assert status == 201
+        assert await monitor.poll_once()
+        coverage = monitor.summary()["cosignature_coverage"]
+        assert coverage["checkpoints"] == 2 and coverage["quorum_met"] == 2
+        assert {n: w["cosigned"] for n, w in coverage["witnesses"].items()} == {"w1": 2, "w2": 2, "w3": 0}
+        text = monitor.metrics.render().decode()
+        assert 'logserver_monitor_witness_coverage{witness="w1"} 1.0' in text
+        assert 'logserver_monitor_witness_coverage{witness="w3"} 0.0' in text
+        assert explain(monitor.summary(), c.log.url, monitor).count("w1 2/2, w2 2/2, w3 0/2") == 1
 
 
 async def test_two_witnesses_down_publishes_nothing_and_submissions_get_503(cluster):

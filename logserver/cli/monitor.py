@@ -103,6 +103,14 @@ async def _once(monitor: Monitor, url: str) -> int:
     return 0 if caught_up and error is None else 2
 
 
+def _coverage_lines(coverage: dict[str, Any]) -> list[str]:
+    if not coverage["witnesses"]:
+        return []
+    n = coverage["checkpoints"]
+    per = ", ".join(f"{name} {c['cosigned']}/{n}" for name, c in coverage["witnesses"].items())
+    return [f"  cosignature coverage this run: {n} checkpoint(s) seen, {coverage['quorum_met']} with the quorum; {per}"]
+
+
 def explain(summary: dict[str, Any], url: str, monitor: Monitor) -> str:
     """A human account of what this run checked."""
     lines = [f"Monitored {url} (origin {summary['origin']!r}):"]
@@ -116,6 +124,7 @@ def explain(summary: dict[str, Any], url: str, monitor: Monitor) -> str:
             f"    witness quorum {quorum!r}: " + ("nothing required" if quorum == "none" else
                                                  f"met by {summary['witnesses']}"),
             f"    {summary['checkpoint_check']}",
+            *_coverage_lines(summary["cosignature_coverage"]),
             f"  entries verified this run: {summary['entries_verified']} (decoded, both authority signatures "
             "checked, leaf hash compared with the level-0 tile, fleet sequences tracked)",
             f"  root recomputed from the entries themselves: {summary['verified_root']} over "

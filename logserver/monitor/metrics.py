@@ -25,6 +25,17 @@ class MonitorMetrics:
             "logserver_monitor_checkpoint_age_seconds", "Age of the log's latest checkpoint (its signed time)", registry=r)
         self.witnesses = Gauge(
             "logserver_monitor_checkpoint_witnesses", "Verified witness cosignatures on the latest checkpoint", registry=r)
+        self.checkpoints_seen = Counter(
+            "logserver_monitor_checkpoints_seen", "Distinct checkpoints served by the log and verified", registry=r)
+        self.checkpoints_quorum = Counter(
+            "logserver_monitor_checkpoints_quorum", "Of those, checkpoints whose cosignatures met the quorum",
+            registry=r)
+        self.checkpoints_cosigned = Counter(
+            "logserver_monitor_checkpoints_cosigned", "Of those, checkpoints each witness cosigned", ["witness"],
+            registry=r)
+        self.witness_coverage = Gauge(
+            "logserver_monitor_witness_coverage", "Fraction of the checkpoints seen that each witness cosigned",
+            ["witness"], registry=r)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

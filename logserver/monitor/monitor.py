@@ -51,6 +51,7 @@ from ..merkle import (
     verify_consistency,
 )
 from . import alerts as kinds
+from .coverage import Coverage
 from .alerts import Alert
 from .entries import verify_entries
 from .fleets import FleetTracker
@@ -113,6 +114,7 @@ class Monitor:
         self.clock = clock
         self.chunk_bundles = chunk_bundles
         self._without_quorum = TrustPolicy(policy.authorities, dataclasses.replace(policy.tlog, quorum="none"))
+        self.coverage = Coverage(policy.tlog.witnesses)
         self.alert_counts: Counter[str] = Counter()
         self.entries_verified = 0
         self.latest: VerifiedCheckpoint | None = None
@@ -160,9 +162,11 @@ class Monitor:
         return await self._catch_up()
 
     def _verify_checkpoint(self, note: str) -> VerifiedCheckpoint | None:
+        quorum_met = True
         try:
             latest = verify_checkpoint(note, self.policy)
         except QuorumError as exc:
+            quorum_met = False
             # Reported once per tree size (the log re-signs the same tree often). The
             # entries are still worth checking against the log's own signature.
             size = parse_checkpoint(parse_note(note).text).size
@@ -180,6 +184,12 @@ class Monitor:
                               {"origin": latest.origin}, {"checkpoint": note}, key=f"origin:{_digest(note)}"))
             return None
         self.metrics.witnesses.set(len(latest.witnesses))
+        if self.coverage.observe(latest, quorum_met):
+            self.metrics.checkpoints_seen.inc()
+            self.metrics.checkpoints_quorum.inc(quorum_met)
+            for name in self.coverage.witnesses:
+                self.metrics.checkpoints_cosigned.labels(name).inc(name in latest.witnesses)
+                self.metrics.witness_coverage.labels(name).set(self.coverage.fraction(name))
         return latest
 
     def _check_time(self, latest: VerifiedCheckpoint) -> None:
@@ -430,6 +440,7 @@ class Monitor:
             "checkpoint_root": None if stored is None else stored.root.hex(),
             "checkpoint_signed_at": None if stored is None or stored.signed_at is None else _now_text(stored.signed_at),
             "witnesses": [] if self.latest is None else sorted(self.latest.witnesses),
+            "cosignature_coverage": self.coverage.to_dict(),
             "checkpoint_check": self.checkpoint_account,
             "verified_size": self.state.verified.size,
             "verified_root": self.state.verified.root().hex(),
