@@ -80,7 +80,9 @@ def create_app(
     r.add_get("/v1/bundles/{leaf_hash}", entries.get_bundle)
     r.add_get("/v1/fleets/{fleet_id}", entries.get_fleet)
     r.add_get("/checkpoint", tiles.get_checkpoint)
-    r.add_get("/tile/{path:.+}", tiles.get_tile)
+    # [\s\S], not ".": a percent-encoded newline in a tile path must reach the tile
+    # parser (400 bad_tile_path), not fall through to the unrouted 404.
+    r.add_get(r"/tile/{path:[\s\S]+}", tiles.get_tile)
     r.add_get("/metrics", ops.get_metrics)
     r.add_get("/healthz", ops.get_healthz)
     r.add_get("/readyz", ops.get_readyz)
