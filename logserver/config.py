@@ -40,6 +40,7 @@ class SequencerConfig:
     max_pending: int = 20_000
     checkpoint_interval_s: float = 5.0
     lock_timeout_ms: int = 5_000
+    stall_timeout_ms: int = 5_000
     commit_timeout_s: float = 30.0
 
 
@@ -155,6 +156,7 @@ def config_from_dict(raw: dict[str, Any], *, base: Path, environ: dict[str, str]
         max_pending=seq.integer("max_pending", d.max_pending, 1, 10_000_000),
         checkpoint_interval_s=seq.number("checkpoint_interval_s", d.checkpoint_interval_s, 0.05, 86_400),
         lock_timeout_ms=seq.integer("lock_timeout_ms", d.lock_timeout_ms, 10, 600_000),
+        stall_timeout_ms=seq.integer("stall_timeout_ms", d.stall_timeout_ms, 100, 600_000),
         commit_timeout_s=seq.number("commit_timeout_s", d.commit_timeout_s, 1, 3600),
     )
     seq.done()

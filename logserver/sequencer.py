@@ -10,6 +10,8 @@ is durable and covered by a signed checkpoint.
 Fork-proofing, in depth:
 * the row lock makes the sequencer role exclusive across every process sharing
   the database; the log_state update is also a compare-and-swap on its size;
+  a holder that stalls (a frozen process, a lost host) loses the role after
+  `stall_timeout_ms`: PostgreSQL aborts its transaction (Store.sequencing);
 * before signing, the frontier is recomputed from the *stored* tiles and must
   reproduce the root of the last signed checkpoint (the pre-sign check), so a
   corrupted tile or a database that moved underneath stops signing instead of
@@ -114,6 +116,7 @@ class Sequencer:
         max_pending: int = 20_000,
         checkpoint_interval_s: float = 5.0,
         lock_timeout_ms: int = 5_000,
+        stall_timeout_ms: int = 5_000,
         clock: Callable[[], float] = time.time,
         on_commit: Callable[[CheckpointRow, dict[tuple[int, int], bytes]], None] = lambda cp, tiles: None,
         stats: SequencerStats | None = None,
@@ -132,6 +135,7 @@ class Sequencer:
         self.max_pending = max_pending
         self.checkpoint_interval = checkpoint_interval_s
         self.lock_timeout_ms = lock_timeout_ms
+        self.stall_timeout_ms = stall_timeout_ms
         self.clock = clock
         self.on_commit = on_commit
         self.stats = stats or SequencerStats()
@@ -207,7 +211,7 @@ class Sequencer:
             raise IntegrityError(self.halted)
         batch = [p for p in batch if not p.future.done()]  # the submitter gave up
         started = time.perf_counter()
-        async with self.store.sequencing(self.lock_timeout_ms) as tx:
+        async with self.store.sequencing(self.lock_timeout_ms, self.stall_timeout_ms) as tx:
             old = tx.latest
             now_ms = int(self.clock() * 1000)
             interval_ms = self.checkpoint_interval * 1000

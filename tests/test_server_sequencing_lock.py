@@ -10,6 +10,7 @@ import asyncio
 import datetime as dt
 import hashlib
 
+import asyncpg
 import pytest
 
 from logserver.storage import Store, create_pool, migrate
@@ -56,3 +57,39 @@ async def test_waiting_sequencer_sees_the_checkpoint_committed_before_it(pools):
         await wait_until_blocked(pools[0])
     seen = await waiter
     assert (seen.id, seen.signed_at_ms, seen.note) == (committed.id, 2000, "cp0 again\n")
+
+
+@pytest.mark.fault
+async def test_a_stalled_holder_loses_the_role_and_can_commit_nothing(pools):
+    """A holder that stops talking (a frozen process) is cut off by PostgreSQL after the stall timeout.
+
+    The first sequencer takes the lock and then stalls, as a SIGSTOPped process
+    would: it sends nothing more. The second, waiting with a lock timeout far
+    longer than the stall timeout, must get the role (PostgreSQL terminated the
+    staller's session) and commit. When the staller wakes up, its append fails
+    and nothing of it is stored.
+    """
+    first, second = Store(pools[0]), Store(pools[1])
+    stall_ms = 300
+
+    async def second_sequencer():
+        async with second.sequencing(60_000, stall_ms) as tx:
+            old = tx.latest
+            return await tx.append([], {}, {}, old.tree_size, old.root, "cp by the survivor\n",
+                                   old.signed_at_ms + 10, NOW)
+
+    with pytest.raises(Exception) as failed:
+        async with first.sequencing(60_000, stall_ms) as tx:
+            staller_latest = tx.latest
+            survivor = asyncio.create_task(second_sequencer())
+            # Stall: no statement, no COMMIT, until the survivor has committed (it can
+            # only do so once PostgreSQL ended this transaction). A generous deadline,
+            # not a measurement.
+            committed = await asyncio.wait_for(survivor, 60)
+            await tx.append([], {}, {}, staller_latest.tree_size, staller_latest.root, "cp by the staller\n",
+                            staller_latest.signed_at_ms + 20, NOW)
+    assert isinstance(failed.value, (asyncpg.PostgresError, asyncpg.InterfaceError)), repr(failed.value)
+    notes = [r.note for r in await second.checkpoints()]
+    assert "cp by the survivor\n" in notes and "cp by the staller\n" not in notes
+    latest = await second.latest_checkpoint()
+    assert (latest.id, latest.note) == (committed.id, "cp by the survivor\n")

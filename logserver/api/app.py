@@ -157,6 +157,7 @@ async def _sequencer_ctx(app: web.Application):
         app[STORE], app[LOG_KEY].sign_checkpoint,
         max_batch_size=s.max_batch_size, max_batch_delay_ms=s.max_batch_delay_ms, max_pending=s.max_pending,
         checkpoint_interval_s=s.checkpoint_interval_s, lock_timeout_ms=s.lock_timeout_ms,
+        stall_timeout_ms=s.stall_timeout_ms,
         clock=app[CLOCK], on_commit=on_commit,
         stats=SequencerStats(on_batch=on_batch, on_equivocation=lambda *a: metrics.equivocations.inc()),
     )

@@ -196,45 +196,73 @@ class Store:
     # --- sequencing -------------------------------------------------------------------
 
     @asynccontextmanager
-    async def sequencing(self, lock_timeout_ms: int) -> AsyncIterator["SequencingTransaction"]:
+    async def sequencing(self, lock_timeout_ms: int, stall_timeout_ms: int = 5_000) -> AsyncIterator["SequencingTransaction"]:
         """A transaction holding the log_state row lock: the sequencer role.
 
         Only one transaction at a time can hold it, across every process sharing
         the database; another waits up to `lock_timeout_ms` and then fails with
         asyncpg.LockNotAvailableError. Everything done through the yielded object
         commits atomically when the block exits normally, and is rolled back if
-        it raises. When the block returns, the commit is durable.
+        it raises. When the block returns, the commit is durable (synchronous_commit
+        is forced on for this transaction, whatever the server's default).
+
+        A holder that stalls cannot keep the role: PostgreSQL itself ends the
+        transaction, releasing the lock to the next waiter, when the holder leaves
+        it idle for `stall_timeout_ms` (idle_in_transaction_session_timeout: a
+        frozen or stopped process, a lost host; the session is terminated) or when
+        one of its statements runs that long (statement_timeout: e.g. a COPY whose
+        sender froze). The stalled process's next statement or COMMIT then fails,
+        so it can commit nothing; what it already signed stays in its memory, never
+        stored or served. Client-side asyncpg timeouts (slightly longer) bound the
+        wait for an unresponsive database the same way.
         """
+        lock_ms, stall_ms = int(lock_timeout_ms), int(stall_timeout_ms)
+        client_timeout = stall_ms / 1000 + 1.0
         async with self.pool.acquire() as conn:
             async with conn.transaction():
-                await conn.execute(f"SET LOCAL lock_timeout = {int(lock_timeout_ms)}")
+                # Before taking the lock, so that no moment of holding it is unbounded.
+                # The lock wait itself is bounded by lock_timeout; the statement bound
+                # is tightened to the stall timeout once the lock is held.
+                await conn.execute(
+                    f"SET LOCAL lock_timeout = {lock_ms}; "
+                    f"SET LOCAL statement_timeout = {lock_ms + stall_ms}; "
+                    f"SET LOCAL idle_in_transaction_session_timeout = {stall_ms}; "
+                    "SET LOCAL synchronous_commit = on",
+                    timeout=client_timeout,
+                )
                 # Lock first, then read the checkpoint in a second statement. A joined
                 # SELECT ... FOR UPDATE OF s that waited for another sequencer would
                 # recheck the join against the new log_state row but the old
                 # checkpoints row, and return no row at all.
-                checkpoint_id = await conn.fetchval("SELECT checkpoint_id FROM log_state FOR UPDATE")
+                checkpoint_id = await conn.fetchval(
+                    "SELECT checkpoint_id FROM log_state FOR UPDATE", timeout=lock_ms / 1000 + client_timeout
+                )
                 if checkpoint_id is None:
                     raise StorageError("log_state is missing: the log was never initialised")
-                row = await conn.fetchrow("SELECT * FROM checkpoints WHERE id = $1", checkpoint_id)
-                yield SequencingTransaction(conn, _checkpoint(row))
+                await conn.execute(f"SET LOCAL statement_timeout = {stall_ms}", timeout=client_timeout)
+                row = await conn.fetchrow("SELECT * FROM checkpoints WHERE id = $1", checkpoint_id,
+                                          timeout=client_timeout)
+                yield SequencingTransaction(conn, _checkpoint(row), client_timeout)
 
 
 class SequencingTransaction:
     """The writes one batch makes, all inside the locked transaction of Store.sequencing."""
 
-    def __init__(self, conn: asyncpg.Connection, latest: CheckpointRow):
+    def __init__(self, conn: asyncpg.Connection, latest: CheckpointRow, timeout_s: float = 6.0):
         self.conn = conn
         self.latest = latest  # the checkpoint log_state pointed at when the lock was taken
+        self.timeout_s = timeout_s  # client-side bound on each statement
 
     async def read_tiles(self, keys: Iterable[TileKey]) -> dict[TileKey, bytes]:
-        return await _read_tiles(self.conn, keys)
+        return await _read_tiles(self.conn, keys, self.timeout_s)
 
     async def find_entries(self, keys: Sequence[tuple[str, int]]) -> dict[tuple[str, int], ExistingEntry]:
-        return await _find_entries(self.conn, keys)
+        return await _find_entries(self.conn, keys, self.timeout_s)
 
     async def fleet_sequences(self, fleet_ids: Sequence[str]) -> dict[str, int]:
         rows = await self.conn.fetch(
-            "SELECT fleet_id, sequence FROM fleets WHERE fleet_id = ANY($1::text[])", list(fleet_ids)
+            "SELECT fleet_id, sequence FROM fleets WHERE fleet_id = ANY($1::text[])", list(fleet_ids),
+            timeout=self.timeout_s,
         )
         return {r["fleet_id"]: r["sequence"] for r in rows}
 
@@ -269,6 +297,7 @@ class SequencingTransaction:
                     (l.idx, l.leaf_hash, l.leaf, l.fleet_id, l.sequence, l.payload_digest, integrated_at)
                     for l in leaves
                 ],
+                timeout=self.timeout_s,
             )
         if tiles:
             keys = list(tiles)
@@ -277,6 +306,7 @@ class SequencingTransaction:
                 "SELECT * FROM unnest($1::smallint[], $2::bigint[], $3::bytea[]) "
                 "ON CONFLICT (level, idx) DO UPDATE SET hashes = EXCLUDED.hashes",
                 [k[0] for k in keys], [k[1] for k in keys], [tiles[k] for k in keys],
+                timeout=self.timeout_s,
             )
         if fleets:
             ids = list(fleets)
@@ -285,15 +315,16 @@ class SequencingTransaction:
                 "SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[]) "
                 "ON CONFLICT (fleet_id) DO UPDATE SET sequence = EXCLUDED.sequence, idx = EXCLUDED.idx",
                 ids, [fleets[f][0] for f in ids], [fleets[f][1] for f in ids],
+                timeout=self.timeout_s,
             )
         cp_id = await self.conn.fetchval(
             "INSERT INTO checkpoints (tree_size, root, signed_at_ms, note) VALUES ($1, $2, $3, $4) RETURNING id",
-            new_size, new_root, signed_at_ms, note,
+            new_size, new_root, signed_at_ms, note, timeout=self.timeout_s,
         )
         status = await self.conn.execute(
             "UPDATE log_state SET tree_size = $1, root = $2, checkpoint_id = $3 "
             "WHERE tree_size = $4 AND checkpoint_id = $5",
-            new_size, new_root, cp_id, old.tree_size, old.id,
+            new_size, new_root, cp_id, old.tree_size, old.id, timeout=self.timeout_s,
         )
         if status != "UPDATE 1":
             raise ConcurrentUpdateError(
@@ -302,26 +333,27 @@ class SequencingTransaction:
         return CheckpointRow(cp_id, new_size, new_root, signed_at_ms, note)
 
 
-async def _read_tiles(conn, keys: Iterable[TileKey]) -> dict[TileKey, bytes]:
+async def _read_tiles(conn, keys: Iterable[TileKey], timeout: float | None = None) -> dict[TileKey, bytes]:
     keys = list(dict.fromkeys(keys))
     if not keys:
         return {}
     rows = await conn.fetch(
         "SELECT t.level, t.idx, t.hashes FROM tiles t "
         "JOIN unnest($1::smallint[], $2::bigint[]) AS k(level, idx) ON t.level = k.level AND t.idx = k.idx",
-        [k[0] for k in keys], [k[1] for k in keys],
+        [k[0] for k in keys], [k[1] for k in keys], timeout=timeout,
     )
     return {(r["level"], r["idx"]): bytes(r["hashes"]) for r in rows}
 
 
-async def _find_entries(conn, keys: Sequence[tuple[str, int]]) -> dict[tuple[str, int], ExistingEntry]:
+async def _find_entries(conn, keys: Sequence[tuple[str, int]],
+                        timeout: float | None = None) -> dict[tuple[str, int], ExistingEntry]:
     if not keys:
         return {}
     rows = await conn.fetch(
         "SELECT l.fleet_id, l.sequence, l.idx, l.leaf_hash, l.payload_digest FROM leaves l "
         "JOIN unnest($1::text[], $2::bigint[]) AS k(fleet_id, sequence) "
         "ON l.fleet_id = k.fleet_id AND l.sequence = k.sequence",
-        [k[0] for k in keys], [k[1] for k in keys],
+        [k[0] for k in keys], [k[1] for k in keys], timeout=timeout,
     )
     return {
         (r["fleet_id"], r["sequence"]): ExistingEntry(r["idx"], bytes(r["leaf_hash"]), bytes(r["payload_digest"]))
