@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 
 from .merkle import CompactRange, frontier_ids, inclusion_proof
 from .merkle.tiles import TILE_HEIGHT, append_to_tiles, hashes_from_tiles, tiles_for_nodes
-from .storage import CheckpointRow, NewLeaf, Store
+from .storage import DATABASE_UNAVAILABLE, CheckpointRow, NewLeaf, Store
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +49,12 @@ class OverloadedError(SequencerError):
 
 class UnavailableError(SequencerError):
     code = "unavailable"
+
+
+class DatabaseUnavailableError(UnavailableError):
+    """The batch failed because the database could not be reached (or timed out)."""
+
+    code = "database_unavailable"
 
 
 class IntegrityError(SequencerError):
@@ -180,7 +186,8 @@ class Sequencer:
                 _fail(batch, e)
             except Exception as e:  # database outage, lock timeout, ...
                 log.warning("batch of %d failed: %r", len(batch), e)
-                _fail(batch, UnavailableError("the log database is unavailable; retry later"))
+                error_class = DatabaseUnavailableError if isinstance(e, DATABASE_UNAVAILABLE) else UnavailableError
+                _fail(batch, error_class("the log database is unavailable; retry later (retries are idempotent)"))
                 await asyncio.sleep(0.1)
 
     def _drain(self) -> list[Pending]:

@@ -8,12 +8,17 @@ it than the cached copy holds.
 """
 from __future__ import annotations
 
+import asyncio
 from collections import OrderedDict
 from collections.abc import Iterable
 
 from .merkle import consistency_plan, inclusion_plan, rehash
 from .merkle.tiles import TILE_WIDTH, EntriesTileID, TileID, encode_entry_bundle, hashes_from_tiles, tiles_for_nodes
-from .storage import CheckpointRow, Store
+from .storage import DATABASE_UNAVAILABLE, CheckpointRow, Store
+
+# How long a read waits for the database to name a newer checkpoint before it
+# serves the one this process already has.
+REFRESH_TIMEOUT_S = 2.0
 
 
 class BeyondTreeError(ValueError):
@@ -43,6 +48,20 @@ class TreeReader:
         self.set_latest(cp)
         assert self.latest is not None
         return self.latest
+
+    async def latest_or_cached(self) -> CheckpointRow:
+        """The latest checkpoint, refreshed from the database; while the database is
+        unavailable (or slower than REFRESH_TIMEOUT_S), the newest one already known.
+
+        Serving a slightly old checkpoint is correct (it was signed and committed);
+        failing every read during an outage would not be.
+        """
+        try:
+            return await asyncio.wait_for(self.refresh_latest(), REFRESH_TIMEOUT_S)
+        except DATABASE_UNAVAILABLE:
+            if self.latest is None:
+                raise
+            return self.latest
 
     async def covering(self, size: int) -> CheckpointRow:
         """The latest checkpoint, which must cover `size` (refreshing once if needed)."""

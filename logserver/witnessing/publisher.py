@@ -64,7 +64,7 @@ class DirectPublisher:
         pass
 
     async def latest(self) -> CheckpointRow:
-        return await self.reader.refresh_latest()
+        return await self.reader.latest_or_cached()  # a database outage still serves the cached one
 
     async def covering(self, size: int, *, wait_s: float | None = None) -> CheckpointRow:
         return await self.reader.covering(size)
