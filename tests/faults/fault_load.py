@@ -73,6 +73,7 @@ class Load:
     workload: Workload
     targets: list[str]
     request_timeout_s: float = 20.0
+    pause_s: float = 0.0  # each submitter's pause after an acknowledgement (paces a long-running load)
     acks: list[Ack] = field(default_factory=list)
     unexpected: list[tuple[Item, int, str]] = field(default_factory=list)  # anything but 2xx and 503
     retries: int = 0
@@ -126,6 +127,8 @@ class Load:
                         if resp.status in (200, 201):
                             self.acks.append(Ack(item, resp.status, await resp.json(), url))
                             self._progress.set()
+                            if self.pause_s:
+                                await asyncio.sleep(self.pause_s)
                             break
                         text = await resp.text()
                         if resp.status != 503 or "Retry-After" not in resp.headers:
@@ -149,7 +152,8 @@ class AuditReport:
     receipts_checked: int
 
 
-async def audit_log(database_url: str, api_url: str, acks: list[Ack], session: aiohttp.ClientSession) -> AuditReport:
+async def audit_log(database_url: str, api_url: str, acks: list[Ack], session: aiohttp.ClientSession,
+                    seen_notes: list[str] = ()) -> AuditReport:
     """Check the whole log after the faults; raise AssertionError (with got/want) on any violation.
 
     * leaves: dense indices, each leaf hash recomputed from the stored bytes, no
@@ -158,7 +162,7 @@ async def audit_log(database_url: str, api_url: str, acks: list[Ack], session: a
       hash, that leaf is the submitted envelope's, its inclusion proof verifies
       against its checkpoint, and a bundle never got two indices;
     * every checkpoint ever published (every row of the checkpoints table and
-      every checkpoint in a receipt): signed by the log, one root per size,
+      every checkpoint in a receipt, plus `seen_notes`): signed by the log, one root per size,
       sizes and times in signing order, and consistent with every later one.
     """
     conn = await asyncpg.connect(database_url)
@@ -222,6 +226,9 @@ async def audit_log(database_url: str, api_url: str, acks: list[Ack], session: a
         check_inclusion(index, cp_size, hashes[index], [bytes.fromhex(h) for h in r["inclusion_proof"]], cp_root)
     assert len(set(index_of_item.values())) == len(index_of_item), "two bundles acknowledged at one index"
 
+    for n, note in enumerate(seen_notes):
+        publish(note, f"seen checkpoint {n}")
+
     # Every checkpoint row: signed, in signing order, one root per size.
     last_size, last_time = -1, -1
     for row in rows:
@@ -232,6 +239,7 @@ async def audit_log(database_url: str, api_url: str, acks: list[Ack], session: a
         last_size, last_time = cp_size, row["signed_at_ms"]
     assert rows[-1]["id"] == state["checkpoint_id"] and last_size == size
     assert checkpoints[size] == root
+    assert max(checkpoints) == size, f"a checkpoint of size {max(checkpoints)} beyond the log's {size} was published"
 
     # Consistency, by proofs from the API checked with the independent verifier. Each
     # checkpoint is checked against the latest AND against the next larger one. Together
