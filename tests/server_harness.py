@@ -183,3 +183,11 @@ async def run_server_to_exit(config_path: Path, database_url: str, timeout_s: fl
         await proc.wait()
         raise AssertionError(f"server did not exit within {timeout_s}s (it should have refused to start)")
     return proc.returncode, out.decode(errors="replace")
+
+
+def rss_bytes(pid: int) -> int:
+    """A process's resident set size (VmRSS in /proc/<pid>/status), in bytes."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError(f"no VmRSS for process {pid}")

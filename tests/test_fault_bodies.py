@@ -10,13 +10,12 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-from pathlib import Path
 
 import pytest
 from aiohttp import ClientSession
 
 from bundle_factory import BundleFactory
-from server_harness import ServerProcess, write_config
+from server_harness import ServerProcess, rss_bytes, write_config
 
 pytestmark = pytest.mark.fault
 
@@ -158,13 +157,6 @@ async def test_trickled_body_times_out_with_408_and_appends_nothing(server):
 
 
 # --- 200 parallel oversized uploads ----------------------------------------------------------
-
-
-def rss_bytes(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise AssertionError(f"no VmRSS for {pid}")
 
 
 async def oversized_upload(server: ServerProcess, declare_length: bool, peak: list[int]) -> int | None:

@@ -44,6 +44,12 @@ async def post_bundle(request: web.Request) -> web.Response:
         metrics.submissions.labels("request_timeout").inc()
         raise ApiError(408, "request_timeout",
                        f"the request body did not arrive within {limits.request_timeout_s:g}s") from None
+    sequencer = app[SEQUENCER]
+    if sequencer.pending >= sequencer.max_pending:
+        # Shed before verifying: under overload, two signature checks per refused request
+        # would starve the event loop (and the sequencer and the readers with it).
+        metrics.submissions.labels("overloaded").inc()
+        raise ApiError(503, "overloaded", f"{sequencer.pending} submissions are already pending; retry later")
     started = time.perf_counter()
     try:
         envelope = parse_envelope(body)
@@ -57,7 +63,7 @@ async def post_bundle(request: web.Request) -> web.Response:
     bundle = verified.bundle
     lh = leaf_hash(leaf)
     try:
-        future = app[SEQUENCER].submit(leaf, lh, bundle.fleet_id, bundle.sequence, verified.payload_digest)
+        future = sequencer.submit(leaf, lh, bundle.fleet_id, bundle.sequence, verified.payload_digest)
         result = await asyncio.wait_for(asyncio.shield(future), app[CONFIG].sequencer.commit_timeout_s)
     except asyncio.TimeoutError:
         metrics.submissions.labels("timeout").inc()
