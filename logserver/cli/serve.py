@@ -70,6 +70,20 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+# The same two tables pin the demo authorities in the server config and in the
+# client trust policy (the formats are shared on purpose: docs/client.md).
+DEV_AUTHORITIES = """[[authorities]]
+name = "demo-signer"
+role = "signer"
+keys = ["signer.pub.pem"]
+
+[[authorities]]
+name = "demo-countersigner"
+role = "countersigner"
+keys = ["countersigner.pub.pem"]
+"""
+
+
 def prepare_dev(data_dir: Path) -> Path:
     """Create (once) the demo keys, config and sample payload; return the config path."""
     config_path = data_dir / "logserver.toml"
@@ -89,34 +103,16 @@ listen = "127.0.0.1:8080"
 [sequencer]
 checkpoint_interval_s = 5
 
-[[authorities]]
-name = "demo-signer"
-role = "signer"
-keys = ["signer.pub.pem"]
-
-[[authorities]]
-name = "demo-countersigner"
-role = "countersigner"
-keys = ["countersigner.pub.pem"]
-""")
+{DEV_AUTHORITIES}""")
     (data_dir / "sample-payload.json").write_text(json.dumps(sample_payload(), indent=2) + "\n")
     print(f"created demo log key, authorities and config in {data_dir}", file=sys.stderr)
     return config_path
 
 
-DEV_TRUST_POLICY = """# Client trust policy for the dev log, made by `logserver serve --dev` (docs/client.md).
+DEV_TRUST_POLICY = f"""# Client trust policy for the dev log, made by `logserver serve --dev` (docs/client.md).
 tlog_policy = "log.policy"
 
-[[authorities]]
-name = "demo-signer"
-role = "signer"
-keys = ["signer.pub.pem"]
-
-[[authorities]]
-name = "demo-countersigner"
-role = "countersigner"
-keys = ["countersigner.pub.pem"]
-"""
+{DEV_AUTHORITIES}"""
 
 
 def write_dev_trust_policy(config: Config, directory: Path) -> None:
