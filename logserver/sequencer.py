@@ -207,12 +207,14 @@ class Sequencer:
         n = min(len(self._queue), self.max_batch_size)
         return [self._queue.popleft() for _ in range(n)]
 
-    async def integrate(self, batch: list[Pending]) -> CheckpointRow | None:
+    async def integrate(self, batch: list[Pending], *, with_proofs: bool = True) -> CheckpointRow | None:
         """Append `batch` (possibly empty) in one transaction and sign a checkpoint.
 
         With an empty batch a checkpoint is signed only if the latest is older
         than the checkpoint interval. Returns the new checkpoint, or None if none
-        was signed. Resolves each pending future after the commit.
+        was signed. Resolves each pending future after the commit, with an
+        inclusion proof unless `with_proofs` is false (the benchmark's bulk loader,
+        which integrates millions of synthetic leaves and reads no receipts).
         """
         if self.halted:
             raise IntegrityError(self.halted)
@@ -261,7 +263,7 @@ class Sequencer:
             if isinstance(result, Exception):
                 p.future.set_exception(result)
             elif isinstance(result, int):  # appended at this index
-                proof = inclusion_proof(result, new_size, read)
+                proof = inclusion_proof(result, new_size, read) if with_proofs else []
                 p.future.set_result(Appended(result, p.leaf_hash, checkpoint, proof))
             else:
                 p.future.set_result(result)

@@ -3,11 +3,13 @@
 
     python3 scripts/dev.py serve   # create .venv if needed, then `logserver serve --dev`
     python3 scripts/dev.py test    # create .venv if needed, then run the whole test suite
+    python3 scripts/dev.py bench   # create .venv if needed, then run the benchmark suite (bench/)
 
 The virtual environment lives in `.venv` at the top of the checkout. It is
 (re)installed whenever pyproject.toml or constraints.txt change, so a fresh
 clone needs nothing but Python 3.11+ and access to PyPI. Extra arguments are
-passed on: `python3 scripts/dev.py test -k merkle`, `... serve --listen 127.0.0.1:9000`.
+passed on: `python3 scripts/dev.py test -k merkle`, `... serve --listen 127.0.0.1:9000`,
+`... bench --full --with-10m` (see bench/README.md).
 """
 from __future__ import annotations
 
@@ -45,9 +47,9 @@ def ensure_venv() -> None:
     if not _bin("python").exists():
         print(f"creating virtual environment in {VENV} ...", flush=True)
         venv.EnvBuilder(with_pip=True, clear=True).create(VENV)
-    print("installing logserver and its test dependencies (pinned by constraints.txt) ...", flush=True)
+    print("installing logserver and its test and bench dependencies (pinned by constraints.txt) ...", flush=True)
     pip = [str(_bin("python")), "-m", "pip", "--disable-pip-version-check", "-q"]
-    cmd = pip + ["install", "-e", f"{ROOT}[test]"]
+    cmd = pip + ["install", "-e", f"{ROOT}[test,bench]"]
     if (ROOT / "constraints.txt").exists():
         cmd += ["-c", str(ROOT / "constraints.txt")]
     subprocess.run(cmd, check=True, cwd=ROOT)
@@ -55,13 +57,15 @@ def ensure_venv() -> None:
 
 
 def main(argv: list[str]) -> int:
-    if not argv or argv[0] not in ("serve", "test"):
+    if not argv or argv[0] not in ("serve", "test", "bench"):
         print(__doc__.strip())
         return 2
     ensure_venv()
     what, rest = argv[0], argv[1:]
     if what == "serve":
         cmd = [str(_bin("logserver")), "serve", "--dev", *rest]
+    elif what == "bench":
+        cmd = [str(_bin("python")), "-m", "bench", *rest]
     else:
         return run_tests(rest)
     os.chdir(ROOT)

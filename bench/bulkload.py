@@ -1,0 +1,119 @@
+"""Fast bulk loading of synthetic leaves through the real sequencer code path.
+
+    python -m bench.bulkload --database-url URL --log-key KEY --size N [--batch 65536]
+
+Leaves are integrated by `Sequencer.integrate` itself, in large batches: the same
+transaction under the log_state row lock, the same pre-sign check, COPY of the
+leaves, tile upserts, fleet heads and a signed checkpoint per batch. Only the HTTP
+layer and the signature checks are bypassed, and per-entry receipts are skipped.
+
+The leaves are well-formed bundle leaves (the canonical encoding of a DSSE
+envelope with a schema-valid payload, fleet "bulk", sequences 1, 2, 3, ...), but
+their two signatures are placeholders that do not verify: a monitor would flag
+them. They are for read and scale benchmarks only.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import logging
+import time
+from pathlib import Path
+
+from logserver.bundle import PAYLOAD_TYPE, Envelope, Signature, encode_leaf
+from logserver.log_key import LogKey
+from logserver.merkle import EMPTY_ROOT
+from logserver.sequencer import Pending, Sequencer
+from logserver.storage import Store, create_pool, migrate
+
+SEQ_DIGITS = 13  # every sequence is written with this many digits, so all leaves have one length
+SEQ_BASE = 10 ** (SEQ_DIGITS - 1)
+_MARK = b"9" * SEQ_DIGITS
+
+
+def leaf_template() -> tuple[bytes, bytes, bytes, bytes]:
+    """(leaf prefix, leaf suffix, payload prefix, payload suffix) around the sequence digits."""
+    payload = (b'{"fleet_id":"bulk","sequence":' + _MARK + b',"not_before":"2025-01-01T00:00:00Z",'
+               b'"not_after":"2100-01-01T00:00:00Z","keys":[{"key_id":"hsm-1","algorithm":"x25519",'
+               b'"public_key":"MCowBQYDK2VuAyEAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="}]}')
+    sigs = (Signature("0" * 64, b"\x01" * 64), Signature("f" * 64, b"\x02" * 70))
+    leaf = encode_leaf(Envelope(PAYLOAD_TYPE, payload, sigs))
+    assert leaf.count(_MARK) == 1 and payload.count(_MARK) == 1
+    lp, ls = leaf.split(_MARK)
+    pp, ps = payload.split(_MARK)
+    return lp, ls, pp, ps
+
+
+async def open_store(database_url: str, log_key: LogKey) -> Store:
+    """Open (and on first use initialise) a log database the way `serve` does."""
+    pool = await create_pool(database_url, min_size=1, max_size=2, command_timeout=600)
+    async with pool.acquire() as conn:
+        await migrate(conn)
+    store = Store(pool)
+    await store.ensure_identity(log_key.origin, log_key.public_key_bytes, log_key.vkey)
+    now_ms = int(time.time() * 1000)
+    await store.initialize_state(log_key.sign_checkpoint(0, EMPTY_ROOT, now_ms), EMPTY_ROOT, now_ms)
+    return store
+
+
+async def load(database_url: str, log_key: LogKey, size: int, batch: int = 65536,
+               progress=lambda done, total, rate: None) -> dict:
+    """Grow the log to `size` leaves (no-op if already there). Returns timing figures."""
+    store = await open_store(database_url, log_key)
+    try:
+        latest = await store.latest_checkpoint()
+        assert latest is not None
+        start = latest.tree_size
+        if start > size:
+            raise SystemExit(f"the database already holds {start} leaves, more than {size}")
+        seq = Sequencer(store, log_key.sign_checkpoint, max_batch_size=batch, checkpoint_interval_s=3600,
+                        lock_timeout_ms=60_000)
+        lp, ls, pp, ps = leaf_template()
+        loop = asyncio.get_running_loop()
+        sha = hashlib.sha256
+        started = time.perf_counter()
+        done = start
+        while done < size:
+            n = min(batch, size - done)
+            pending = []
+            for i in range(done, done + n):
+                digits = b"%d" % (SEQ_BASE + i)
+                leaf = lp + digits + ls
+                pending.append(Pending(leaf, sha(b"\x00" + leaf).digest(), "bulk", SEQ_BASE + i,
+                                       sha(pp + digits + ps).digest(), loop.create_future()))
+            cp = await seq.integrate(pending, with_proofs=False)
+            assert cp is not None and cp.tree_size == done + n, (cp, done, n)
+            failed = [p.future.exception() for p in pending if p.future.exception() is not None]
+            if failed:
+                raise RuntimeError(f"bulk batch refused: {failed[0]!r}")
+            done += n
+            elapsed = time.perf_counter() - started
+            progress(done, size, (done - start) / elapsed if elapsed else 0.0)
+        elapsed = time.perf_counter() - started
+        return {"size": size, "loaded": size - start, "seconds": round(elapsed, 2),
+                "leaves_per_s": round((size - start) / elapsed, 1) if elapsed and size > start else None}
+    finally:
+        await store.pool.close()
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--database-url", required=True)
+    p.add_argument("--log-key", type=Path, required=True)
+    p.add_argument("--origin", required=True)
+    p.add_argument("--size", type=int, required=True)
+    p.add_argument("--batch", type=int, default=65536)
+    args = p.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    key = LogKey.load(args.log_key, args.origin)
+
+    def progress(done, total, rate):
+        print(f"  {done}/{total} leaves ({rate:,.0f}/s)", flush=True)
+
+    print(json.dumps(asyncio.run(load(args.database_url, key, args.size, args.batch, progress))))
+
+
+if __name__ == "__main__":
+    main()

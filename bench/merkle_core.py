@@ -1,0 +1,113 @@
+"""Section 5: logserver's Merkle core against pymerkle (benchmark-only dependency).
+
+Both build an in-memory RFC 6962 tree of the same leaves (the roots are checked
+equal), then generate and verify the same inclusion and consistency proofs.
+Ours: `CompactRange.extend` with a visitor that keeps every completed node (what
+the sequencer does for a batch), `inclusion_proof`/`consistency_proof` reading
+from that node map, `verify_inclusion`/`verify_consistency`. pymerkle:
+`InmemoryTree.append_entry`, `prove_inclusion`/`prove_consistency`,
+`verify_inclusion`/`verify_consistency`. Timed in this process, one after the
+other, with the same random indices.
+"""
+from __future__ import annotations
+
+import random
+import time
+import warnings
+
+from logserver.merkle import CompactRange, consistency_proof, inclusion_proof, leaf_hash
+from logserver.merkle.verify import verify_consistency, verify_inclusion
+
+
+def _timed(fn) -> tuple[float, object]:
+    t0 = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - t0, out
+
+
+def run_merkle(mode, log) -> dict:
+    try:
+        import pymerkle
+    except ImportError:
+        return {"skipped": "pymerkle is not installed (pip install -e '.[bench]')"}
+    warnings.simplefilter("ignore", DeprecationWarning)
+    n, ops = mode.merkle_leaves, mode.merkle_ops
+    log(f"merkle core vs pymerkle {pymerkle.__version__}: {n:,} leaves, {ops:,} proofs of each kind")
+    entries = [b"entry %d" % i for i in range(n)]
+    rng = random.Random(5)
+    incl = [(rng.randrange(n), n) for _ in range(ops)]
+    cons = [(rng.randrange(1, n), n) for _ in range(ops)]
+
+    # --- ours
+    def ours_append():
+        nodes: dict = {}
+        cr = CompactRange()
+        visit = lambda level, index, h: nodes.__setitem__((level, index), h)  # noqa: E731
+        for e in entries:
+            cr.append(leaf_hash(e), visit)
+        return cr, nodes
+
+    t_ours_append, (cr, nodes) = _timed(ours_append)
+    root = cr.root()
+    read = lambda ids: [nodes[i] for i in ids]  # noqa: E731
+    t_ours_incl, ours_ip = _timed(lambda: [inclusion_proof(i, s, read) for i, s in incl])
+    t_ours_cons, ours_cp = _timed(lambda: [consistency_proof(a, b, read) for a, b in cons])
+
+    def ours_verify():
+        for (i, s), p in zip(incl, ours_ip):
+            verify_inclusion(i, s, nodes[(0, i)], p, root)
+        for (a, b), p in zip(cons, ours_cp):
+            verify_consistency(a, b, _root_at(nodes, a), root, p)
+
+    roots_cache: dict = {}
+
+    def _root_at(nodes, size):
+        r = roots_cache.get(size)
+        if r is None:
+            from logserver.merkle import frontier_ids
+
+            r = roots_cache[size] = CompactRange(size, [nodes[i] for i in frontier_ids(size)]).root()
+        return r
+
+    for a, _ in cons:  # precompute the old roots outside the timed part, for both libraries
+        _root_at(nodes, a)
+    t_ours_verify, _ = _timed(ours_verify)
+
+    # --- pymerkle (1-based leaf indices)
+    def theirs_append():
+        tree = pymerkle.InmemoryTree(algorithm="sha256")
+        for e in entries:
+            tree.append_entry(e)
+        return tree
+
+    t_pm_append, tree = _timed(theirs_append)
+    if tree.get_state() != root:
+        raise RuntimeError("pymerkle and logserver disagree on the root")
+    t_pm_incl, pm_ip = _timed(lambda: [tree.prove_inclusion(i + 1, s) for i, s in incl])
+    t_pm_cons, pm_cp = _timed(lambda: [tree.prove_consistency(a, b) for a, b in cons])
+    pm_old = {a: tree.get_state(a) for a, _ in cons}
+    pm_leaf = {i: tree.get_leaf(i + 1) for i, _ in incl}
+
+    def theirs_verify():
+        for (i, s), p in zip(incl, pm_ip):
+            pymerkle.verify_inclusion(pm_leaf[i], root, p)
+        for (a, b), p in zip(cons, pm_cp):
+            pymerkle.verify_consistency(pm_old[a], root, p)
+
+    t_pm_verify, _ = _timed(theirs_verify)
+
+    def row(name, count, ours, theirs):
+        return {"operation": name, "count": count,
+                "logserver_per_s": round(count / ours, 1), "pymerkle_per_s": round(count / theirs, 1),
+                "speedup": round(theirs / ours, 2)}
+
+    return {
+        "pymerkle_version": pymerkle.__version__,
+        "leaves": n,
+        "rows": [
+            row("append", n, t_ours_append, t_pm_append),
+            row("inclusion proof", ops, t_ours_incl, t_pm_incl),
+            row("consistency proof", ops, t_ours_cons, t_pm_cons),
+            row("verify (inclusion + consistency)", 2 * ops, t_ours_verify, t_pm_verify),
+        ],
+    }

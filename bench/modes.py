@@ -1,0 +1,32 @@
+"""Run sizes. `tiny` is the CI smoke run; `quick` the default; `full` what the README reports."""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+
+@dataclass(frozen=True)
+class Mode:
+    name: str
+    duration_s: float            # each load-generator run
+    warmup_s: float              # reads: untimed run before each measured one (fills caches)
+    connections: tuple[int, ...] # submission concurrency levels
+    read_connections: int
+    bundles: int                 # unique signed bundles per algorithm (>= best rate x duration)
+    read_sizes: tuple[int, ...]  # tree sizes for the read benchmarks (bulk loaded)
+    read_requests: int           # distinct GET lines per request file
+    merkle_leaves: int           # tree size for the Merkle core comparison
+    merkle_ops: int              # proofs / verifications timed per kind
+    latency_run: bool            # measure p99 at half the best throughput
+    workers: tuple[int, ...]     # serve --workers N levels
+
+
+MODES = {
+    "tiny": Mode("tiny", 1, 0, (4,), 4, 400, (600,), 2_000, 2_000, 200, True, (1, 2)),
+    "quick": Mode("quick", 5, 1, (32,), 32, 30_000, (10_000, 100_000), 100_000, 20_000, 2_000, True, (1, 2)),
+    "full": Mode("full", 15, 3, (1, 8, 32, 128), 32, 80_000, (10_000, 1_000_000), 400_000, 100_000, 10_000,
+                 True, (1, 2)),
+}
+
+
+def with_10m(mode: Mode) -> Mode:
+    return replace(mode, name=mode.name + "+10m", read_sizes=(*mode.read_sizes, 10_000_000))

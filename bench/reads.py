@@ -1,0 +1,94 @@
+"""Sections 3 and 4: proofs and tiles at growing tree sizes, RSS and start-up time.
+
+For each size the log is bulk loaded once (bench/bulkload.py, cached in the bench's
+PostgreSQL as database `bench_reads_<size>`), then a fresh `logserver serve` is
+started on it: its start-up time (spawn to the first 200 from /readyz) and RSS are
+recorded, then each read kind is driven with uniformly random requests over the
+whole tree, after an untimed warm-up of the same kind. A hello-world GET on the
+minimal aiohttp app is measured beside it as the ceiling.
+"""
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import subprocess
+import sys
+
+from logserver.merkle.tiles import EntriesTileID, TileID, tile_path
+
+from .bundles import write_requests
+from .env import ORIGIN, BenchEnv, ceiling_process, serve_process
+
+KINDS = ("inclusion", "consistency", "tile", "entries")
+
+
+def _lines(kind: str, size: int, count: int, rng: random.Random):
+    full_tiles = size // 256
+    for _ in range(count):
+        if kind == "inclusion":
+            yield "GET", f"/v1/proof/inclusion?tree_size={size}&index={rng.randrange(size)}"
+        elif kind == "consistency":
+            yield "GET", f"/v1/proof/consistency?first={rng.randrange(1, size)}&second={size}"
+        elif kind == "tile":
+            yield "GET", "/" + tile_path(TileID(0, rng.randrange(full_tiles)))
+        elif kind == "entries":
+            yield "GET", "/" + tile_path(EntriesTileID(rng.randrange(full_tiles)))
+        elif kind == "hello":
+            yield "GET", "/hello"
+        else:
+            raise ValueError(kind)
+
+
+def ensure_loaded(env: BenchEnv, size: int, log) -> tuple[str, dict | None]:
+    """The URL of a database holding exactly `size` bulk-loaded leaves (loaded once, reused)."""
+    name = f"bench_reads_{size}"
+    url = env.database(name, fresh=False)
+    log(f"reads: bulk loading {size:,} leaves into {name} (reused when already there)")
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.bulkload", "--database-url", url, "--log-key", str(env.log_key()),
+         "--origin", ORIGIN, "--size", str(size)],
+        capture_output=True, text=True,
+    )
+    if out.returncode != 0:
+        raise RuntimeError(f"bulk load failed:\n{out.stdout[-2000:]}\n{out.stderr[-3000:]}")
+    stats = json.loads(out.stdout.strip().splitlines()[-1])
+    return url, (stats if stats.get("loaded") else None)
+
+
+def run_reads(env: BenchEnv, mode, loadgen, log) -> list[dict]:
+    rows = []
+    rng = random.Random(6)
+    c = mode.read_connections
+    for size in mode.read_sizes:
+        url, load_stats = ensure_loaded(env, size, log)
+        run_dir = env.runs / f"reads_{size}"
+        shutil.rmtree(run_dir, ignore_errors=True)
+        cfg = env.write_config(run_dir, url, "ed25519")
+        files = {}
+        for kind in (*KINDS, "hello"):
+            files[kind] = write_requests(run_dir / f"{kind}.tsv", _lines(kind, size, mode.read_requests, rng))
+            files[kind + "-warm"] = write_requests(run_dir / f"{kind}-warm.tsv",
+                                                   _lines(kind, size, mode.read_requests // 4, rng))
+        row = {"size": size, "bulk_load": load_stats, "kinds": {}}
+        log(f"reads {size:,}: hello-world ceiling")
+        with ceiling_process(env, "ed25519", run_dir / "ceiling.log").start() as ceiling:
+            if mode.warmup_s:
+                loadgen.run(ceiling.url, files["hello-warm"], connections=c, duration_s=mode.warmup_s)
+            row["kinds"]["hello"] = loadgen.run(ceiling.url, files["hello"], connections=c,
+                                                duration_s=mode.duration_s, server=ceiling)
+        log(f"reads {size:,}: starting logserver")
+        with serve_process(cfg, url, run_dir / "server.log").start() as server:
+            row["startup_s"] = round(server.startup_s, 3)
+            row["rss_after_start"] = server.rss_mb()
+            for kind in KINDS:
+                log(f"reads {size:,}: {kind}")
+                if mode.warmup_s:
+                    loadgen.run(server.url, files[kind + "-warm"], connections=c, duration_s=mode.warmup_s)
+                row["kinds"][kind] = loadgen.run(server.url, files[kind], connections=c,
+                                                 duration_s=mode.duration_s, server=server)
+            row["rss_after_reads"] = server.rss_mb()
+        hello = row["kinds"]["hello"]["ok_rps"]
+        row["vs_hello"] = {k: round(row["kinds"][k]["ok_rps"] / hello, 3) if hello else None for k in KINDS}
+        rows.append(row)
+    return rows

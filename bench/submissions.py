@@ -1,0 +1,81 @@
+"""Sections 1 and 2: POST /v1/bundles against the verify-only ceiling, and worker scaling."""
+from __future__ import annotations
+
+import time
+
+from .bundles import bundle_file
+from .env import BenchEnv, ceiling_process, serve_process
+
+# Sequencer settings for the benchmark server: the defaults of README "Configuration".
+SERVER_EXTRA = ""
+
+
+def _serve(env: BenchEnv, tag: str, algorithm: str, workers: int | None = None):
+    name = f"bench_{tag}"
+    url = env.database(name, fresh=True)
+    run_dir = env.runs / tag
+    if run_dir.exists():
+        import shutil
+
+        shutil.rmtree(run_dir)
+    cfg = env.write_config(run_dir, url, algorithm, extra=SERVER_EXTRA)
+    return serve_process(cfg, url, run_dir / "server.log", workers=workers), name
+
+
+def run_submissions(env: BenchEnv, mode, loadgen, algorithms, log) -> list[dict]:
+    rows = []
+    for algorithm in algorithms:
+        requests = bundle_file(env, algorithm, mode.bundles)
+        for c in mode.connections:
+            log(f"submissions {algorithm}: ceiling, {c} connections")
+            with ceiling_process(env, algorithm, env.runs / f"ceiling-{algorithm}.log").start() as ceiling:
+                ceil = loadgen.run(ceiling.url + "", requests, connections=c, duration_s=mode.duration_s,
+                                   server=ceiling)
+            log(f"submissions {algorithm}: server, {c} connections")
+            proc, db = _serve(env, f"submit_{algorithm.replace('-', '_')}_{c}", algorithm)
+            with proc.start() as server:
+                res = loadgen.run(server.url, requests, connections=c, duration_s=mode.duration_s, server=server)
+            env.drop_database(db)
+            rows.append({
+                "algorithm": algorithm, "connections": c, "server": res, "ceiling": ceil,
+                "ratio": round(res["ok_rps"] / ceil["ok_rps"], 3) if ceil["ok_rps"] else None,
+            })
+            time.sleep(0.5)
+    return rows
+
+
+def run_latency_at_half(env: BenchEnv, mode, loadgen, algorithm: str, best_rps: float, log) -> dict:
+    """p99 at about half the best throughput: each of C connections paces its requests."""
+    connections = 32 if mode.name != "tiny" else 4
+    target = max(1.0, best_rps / 2)
+    delay_ms = max(1, int(1000 * connections / target))
+    requests = bundle_file(env, algorithm, mode.bundles)
+    log(f"submissions {algorithm}: latency at ~{target:.0f}/s ({connections} connections, {delay_ms} ms apart)")
+    proc, db = _serve(env, f"latency_{algorithm.replace('-', '_')}", algorithm)
+    with proc.start() as server:
+        res = loadgen.run(server.url, requests, connections=connections, duration_s=mode.duration_s,
+                          delay_ms=delay_ms, server=server)
+    env.drop_database(db)
+    return {"algorithm": algorithm, "target_rps": round(target, 1), "result": res}
+
+
+def run_workers(env: BenchEnv, mode, loadgen, algorithm: str, log) -> list[dict]:
+    """`serve --workers N` for each N, with the N-process ceiling beside it."""
+    rows = []
+    requests = bundle_file(env, algorithm, mode.bundles)
+    c = max(mode.connections)
+    for n in mode.workers:
+        log(f"workers: {n} worker(s), {algorithm}, {c} connections")
+        ceiling = ceiling_process(env, algorithm, env.runs / f"ceiling-w{n}.log", workers=n)
+        with ceiling.start():
+            ceil = loadgen.run(ceiling.url, requests, connections=c, duration_s=mode.duration_s, server=ceiling)
+        proc, db = _serve(env, f"workers_{n}", algorithm, workers=n)
+        try:
+            with proc.start() as server:
+                res = loadgen.run(server.url, requests, connections=c, duration_s=mode.duration_s, server=server)
+                rows.append({"workers": n, "algorithm": algorithm, "connections": c, "server": res,
+                             "ceiling": ceil, "startup_s": round(server.startup_s, 3)})
+        except RuntimeError as e:
+            rows.append({"workers": n, "algorithm": algorithm, "error": str(e)[-500:]})
+        env.drop_database(db)
+    return rows

@@ -1,0 +1,136 @@
+"""The benchmark suite keeps working: its tiniest run end to end, and the result files'
+structure. Nothing here times anything or asserts on speed (benchmarks measure; tests don't)."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+LOAD_FIELDS = {"tool", "connections", "duration_s", "requests", "ok", "statuses", "rps", "ok_rps",
+               "latency_ms", "socket_errors", "ran_out_of_requests", "loadgen_cpu_cores"}
+
+
+def _check_load(result: dict, *, server: bool = True) -> None:
+    assert LOAD_FIELDS <= result.keys(), result
+    assert result["requests"] > 0, result
+    assert result["ok"] == sum(v for k, v in result["statuses"].items() if k.startswith("2"))
+    assert set(result["latency_ms"]) == {"mean", "p50", "p90", "p99", "max"}
+    assert 0 <= result["latency_ms"]["p50"] <= result["latency_ms"]["p99"] <= result["latency_ms"]["max"]
+    if server:
+        assert result["server_cpu_cores"] >= 0
+
+
+async def _drop_bench_databases(admin_url: str) -> None:
+    conn = await asyncpg.connect(admin_url)
+    try:
+        for name in await conn.fetch("SELECT datname FROM pg_database WHERE datname LIKE 'bench\\_%'"):
+            await conn.execute(f'DROP DATABASE "{name["datname"]}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(scope="module")
+async def tiny_run(pg_admin_url, tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench-results")
+    data = tmp_path_factory.mktemp("bench-data")
+    env = dict(os.environ, BENCH_DATABASE_URL=pg_admin_url)
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", "--tiny", "--loadgen", "python", "--data-dir", str(data), "--out", str(out)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=900,
+    )
+    await _drop_bench_databases(pg_admin_url)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return out, json.loads((out / "results.json").read_text()), proc.stdout
+
+
+def test_tiny_run_writes_json_markdown_and_plots(tiny_run):
+    out, results, _ = tiny_run
+    meta = results["meta"]
+    assert meta["mode"] == "tiny" and meta["loadgen"] == "python"
+    machine = meta["machine"]
+    for key in ("cpu_model", "cpus_usable", "load_average", "python", "postgresql", "memory_mb"):
+        assert machine[key], key
+    assert len(machine["load_average"]) == 3 and len(meta["load_before"]) == 3
+    md = (out / "results.md").read_text()
+    for heading in ("## Targets (issue 6)", "## 1. Submissions", "## 2. serve --workers N", "## 3. Reads",
+                    "## 5. Merkle core vs pymerkle"):
+        assert heading in md, heading
+    assert results["plots"], "matplotlib is in the bench extra: plots are expected"
+    for name in results["plots"]:
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+        assert f"]({name})" in md
+
+
+def test_tiny_run_submissions_compare_server_and_ceiling(tiny_run):
+    _, results, _ = tiny_run
+    subs = results["submissions"]
+    assert {r["algorithm"] for r in subs} == {"ed25519", "ecdsa-p256"}
+    for r in subs:
+        _check_load(r["server"])
+        _check_load(r["ceiling"])
+        # Real submissions were appended (201), and the ceiling verified real signatures (201).
+        assert r["server"]["statuses"].get("201", 0) > 0, r["server"]
+        assert r["ceiling"]["statuses"].get("201", 0) > 0, r["ceiling"]
+        assert r["ratio"] == pytest.approx(r["server"]["ok_rps"] / r["ceiling"]["ok_rps"], rel=1e-2)
+    assert {lat["algorithm"] for lat in results["latency"]} == {"ed25519", "ecdsa-p256"}
+    for lat in results["latency"]:
+        _check_load(lat["result"])
+        assert lat["result"]["delay_ms"] > 0
+
+
+def test_tiny_run_workers_reads_and_merkle(tiny_run):
+    _, results, _ = tiny_run
+    assert [w["workers"] for w in results["workers"]] == [1, 2]
+    serve_help = subprocess.run([sys.executable, "-m", "logserver.cli", "serve", "--help"],
+                                capture_output=True, text=True).stdout
+    for w in results["workers"]:
+        if "--workers" not in serve_help:  # until `serve --workers` exists (issue 6, part 3)
+            assert "unrecognized arguments: --workers" in w["error"]
+            continue
+        assert "error" not in w, w.get("error")
+        _check_load(w["server"])
+        assert w["server"]["statuses"].get("201", 0) > 0
+    (row,) = results["reads"]
+    assert row["size"] == 600
+    assert set(row["kinds"]) == {"hello", "inclusion", "consistency", "tile", "entries"}
+    for kind, r in row["kinds"].items():
+        _check_load(r)
+        assert r["statuses"] == {"200": r["requests"]}, (kind, r["statuses"])
+    assert row["startup_s"] > 0 and row["rss_after_reads"]["peak_rss_mb"] > 0
+    ops = {r["operation"] for r in results["merkle"]["rows"]}
+    assert ops == {"append", "inclusion proof", "consistency proof", "verify (inclusion + consistency)"}
+    statuses = {t["status"] for t in results["targets"]}
+    assert statuses <= {"met", "missed", "not measured"}
+    assert any(t["target"].startswith("Merkle core append") for t in results["targets"])
+
+
+@pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed (the suite installs it when run)")
+def test_wrk_replay_script_reports_statuses(tmp_path):
+    """The wrk path the real runs use: the Lua replay script and its JSON report."""
+    sys.path.insert(0, str(ROOT))
+    from bench.env import Process, free_port
+    from bench.loadgen import LoadGenerator
+
+    (tmp_path / "reqs.tsv").write_text("".join("GET\t/hello\n" for _ in range(50)) + "GET\t/missing\n" * 10)
+    port = free_port()
+    app = Process([sys.executable, "-c", (
+        "from aiohttp import web\n"
+        "app = web.Application()\n"
+        "app.router.add_get('/hello', lambda r: web.Response(text='hi'))\n"
+        f"web.run_app(app, host='127.0.0.1', port={port}, print=None)\n")], port, tmp_path / "app.log")
+    with app.start(ready_path="/hello"):
+        result = LoadGenerator("wrk").run(app.url, tmp_path / "reqs.tsv", connections=2, duration_s=1, server=app)
+    _check_load(result)
+    # 60 lines, each sent once, then the thread stops; wrk drops the answers still in
+    # flight on the other connections then (at most one per connection).
+    assert set(result["statuses"]) == {"200", "404"}
+    assert 48 <= result["statuses"]["200"] <= 50 and 8 <= result["statuses"]["404"] <= 10
+    assert result["requests"] >= 60 - 2
+    assert result["ran_out_of_requests"]
