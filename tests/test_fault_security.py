@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import os
+import time
 
 import pytest
 from aiohttp import ClientSession
@@ -183,3 +185,26 @@ async def test_a_log_key_others_can_read_is_refused(mode, database_url, tmp_path
     assert "accessible by group or others" in out and f"{mode:04o}" in out and "chmod 600" in out, out
     for line in pem_body_lines((tmp_path / "log.key").read_bytes()):
         assert line not in out
+
+
+# --- timeouts on the request head ---------------------------------------------------------------
+
+KEEPALIVE_S = 75  # cli/serve.py keepalive_timeout
+
+
+@pytest.mark.skipif(os.environ.get("LOGSERVER_LONG_FAULTS") != "1", reason="long variant: LOGSERVER_LONG_FAULTS=1")
+async def test_a_request_head_trickled_forever_is_cut_at_the_keepalive_timeout(server):
+    """aiohttp has no separate header timeout; its keep-alive timer bounds the request head."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    started = time.monotonic()
+    try:
+        writer.write(b"GET /v1/log HTTP/1.1\r\nX-Slow: ")
+        while not reader.at_eof() and time.monotonic() - started < KEEPALIVE_S + 30:
+            writer.write(b"a")
+            await writer.drain()
+            await asyncio.sleep(1)
+    except ConnectionError:
+        pass
+    finally:
+        writer.close()
+    assert time.monotonic() - started < KEEPALIVE_S + 30
