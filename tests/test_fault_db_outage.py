@@ -8,6 +8,7 @@ outage:
   `Retry-After` header and the JSON error body (never a traceback);
 * reads the server can answer from memory keep working: /checkpoint and /v1/log (the
   newest checkpoint it knows), proofs and hash tiles on its cached right edge;
+* reads that need the database answer 503 database_unavailable (JSON, Retry-After);
 * /readyz says 503 database_unavailable, /healthz stays 200.
 
 When PostgreSQL is back the server recovers by itself, without a restart: /readyz is
@@ -149,6 +150,11 @@ async def test_database_outage_then_recovery(server, private_pg):
                     elif path != "/healthz":
                         assert got == answers_before[path], path  # the same proof and tile, from memory
                     reads += 1
+                for path in ("/v1/entries?start=0&end=1", "/v1/fleets/outage"):  # these need the database
+                    async with s.get(url + path) as r:
+                        body = await r.read()
+                        assert_json_503(r.status, dict(r.headers), body, path)
+                        assert json.loads(body)["error"]["code"] == "database_unavailable", (path, body)
                 async with s.get(url + "/readyz") as r:
                     assert (r.status, r.headers.get("Retry-After")) == (503, str(RETRY_AFTER_S))
                     assert await r.json() == {"status": "database_unavailable"}
