@@ -12,10 +12,10 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from .config import ConfigError, check_private_key_file
 from .formats.checkpoint import Checkpoint
 from .formats.cosignature import CosignatureSigner
 from .formats.note import Ed25519NoteSigner, NoteVerifier, sign_note
+from .key_files import load_ed25519_private_key
 
 
 class LogKey:
@@ -32,15 +32,7 @@ class LogKey:
     @classmethod
     def load(cls, path: Path, origin: str, *, key: str = "log_key") -> "LogKey":
         """Load a PKCS#8 PEM Ed25519 private key, refusing files others can read."""
-        data = check_private_key_file(path, key)
-        try:
-            private_key = serialization.load_pem_private_key(data, password=None)
-        except (ValueError, TypeError) as e:
-            # The message from cryptography never contains key material.
-            raise ConfigError(f"{key}: {path} is not an unencrypted PKCS#8 PEM private key ({e})") from None
-        if not isinstance(private_key, Ed25519PrivateKey):
-            raise ConfigError(f"{key}: {path} holds a {type(private_key).__name__}, want an Ed25519 key")
-        return cls(origin, private_key)
+        return cls(origin, load_ed25519_private_key(path, key))
 
     @property
     def vkey(self) -> str:

@@ -14,11 +14,11 @@ import argparse
 import json
 from pathlib import Path
 
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
 from ..bundle import PAYLOAD_TYPE, BundleError, add_signature, keyid_for, parse_envelope, parse_payload, sign_envelope
-from ..config import ConfigError, check_private_key_file
+from ..config import ConfigError
+from ..key_files import load_private_key
 from .errors import CliError
 
 HELP = "create or countersign a DSSE bundle envelope"
@@ -34,13 +34,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def load_authority_private_key(path: Path):
     try:
-        data = check_private_key_file(path, "--key")
+        key = load_private_key(path, "--key")
     except ConfigError as e:
         raise CliError(str(e)) from None
-    try:
-        key = serialization.load_pem_private_key(data, password=None)
-    except (ValueError, TypeError) as e:
-        raise CliError(f"--key: {path} is not an unencrypted PKCS#8 PEM private key ({e})") from None
     if isinstance(key, ed25519.Ed25519PrivateKey) or (
         isinstance(key, ec.EllipticCurvePrivateKey) and isinstance(key.curve, ec.SECP256R1)
     ):

@@ -6,11 +6,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from ..config import ConfigError, check_private_key_file
 from ..formats import Checkpoint, CosignatureSigner, NoteSignature
+from ..key_files import load_ed25519_private_key
 
 
 class Cosigner:
@@ -21,14 +20,7 @@ class Cosigner:
     @classmethod
     def load(cls, path: Path, name: str, clock: Callable[[], float] = time.time) -> "Cosigner":
         """Load a PKCS#8 PEM Ed25519 key, refusing a file others can read."""
-        data = check_private_key_file(path, "key")
-        try:
-            key = serialization.load_pem_private_key(data, password=None)
-        except (ValueError, TypeError) as e:
-            raise ConfigError(f"key: {path} is not an unencrypted PKCS#8 PEM private key ({e})") from None
-        if not isinstance(key, Ed25519PrivateKey):
-            raise ConfigError(f"key: {path} holds a {type(key).__name__}, want an Ed25519 key")
-        return cls(name, key, clock)
+        return cls(name, load_ed25519_private_key(path, "key"), clock)
 
     @property
     def name(self) -> str:

@@ -1,0 +1,31 @@
+"""Loading private keys from PKCS#8 PEM files: the log key, the witness key and
+authority keys. Files that group or others can read are refused
+(`config.check_private_key_file`); every problem is a ConfigError naming the key.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
+
+from .config import ConfigError, check_private_key_file
+
+
+def load_private_key(path: Path, key: str) -> PrivateKeyTypes:
+    """The unencrypted PKCS#8 PEM private key in `path` (`key` names it in errors)."""
+    data = check_private_key_file(path, key)
+    try:
+        return serialization.load_pem_private_key(data, password=None)
+    except (ValueError, TypeError) as e:
+        # The message from cryptography never contains key material.
+        raise ConfigError(f"{key}: {path} is not an unencrypted PKCS#8 PEM private key ({e})") from None
+
+
+def load_ed25519_private_key(path: Path, key: str) -> Ed25519PrivateKey:
+    """Like `load_private_key`, refusing any key type but Ed25519."""
+    private_key = load_private_key(path, key)
+    if not isinstance(private_key, Ed25519PrivateKey):
+        raise ConfigError(f"{key}: {path} holds a {type(private_key).__name__}, want an Ed25519 key")
+    return private_key
