@@ -17,12 +17,13 @@ import time
 from collections.abc import Callable
 
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from ._codec import MAX_UINT63
+from ._ed25519_key import Ed25519KeySigner, Ed25519KeyVerifier
 from .checkpoint import parse_checkpoint
-from .errors import CheckpointError, CosignatureError, InvalidSignatureError, VkeyError
-from .vkey import SIG_TYPE_COSIGNATURE_V1, check_key_name, compute_key_id, format_vkey, parse_vkey
+from .errors import CheckpointError, CosignatureError, InvalidSignatureError
+from .vkey import SIG_TYPE_COSIGNATURE_V1
 
 COSIGNATURE_V1_HEADER = b"cosignature/v1\n"
 TIMESTAMP_SIZE = 8
@@ -47,39 +48,12 @@ def timestamp_of(signature: bytes) -> int:
     return timestamp
 
 
-class CosignatureVerifier:
-    """Verifies `cosignature/v1` signatures of one cosigner key (a `NoteVerifier`)."""
+class CosignatureVerifier(Ed25519KeyVerifier):
+    """Verifies `cosignature/v1` signatures of one cosigner key (a `NoteVerifier`);
+    `from_vkey` takes a type 0x04 vkey (tlog-cosignature "Format")."""
 
     sig_type = SIG_TYPE_COSIGNATURE_V1
-
-    def __init__(self, name: str, public_key: Ed25519PublicKey) -> None:
-        check_key_name(name)
-        self._name = name
-        self.public_key = public_key
-        self.public_key_bytes = public_key.public_bytes_raw()
-        self._key_id = compute_key_id(name, SIG_TYPE_COSIGNATURE_V1, self.public_key_bytes)
-
-    @classmethod
-    def from_vkey(cls, vkey: str) -> CosignatureVerifier:
-        """Build a verifier from a type 0x04 vkey (tlog-cosignature "Format")."""
-        parsed = parse_vkey(vkey)
-        if parsed.sig_type != SIG_TYPE_COSIGNATURE_V1:
-            raise VkeyError(f"vkey signature type: got 0x{parsed.sig_type:02x}, want 0x04 (cosignature/v1)")
-        if len(parsed.public_key) != 32:
-            raise VkeyError(f"vkey Ed25519 public key: got {len(parsed.public_key)} bytes, want 32")
-        return cls(parsed.name, Ed25519PublicKey.from_public_bytes(parsed.public_key))
-
-    @property
-    def name(self) -> str:
-        return self._name
-
-    @property
-    def key_id(self) -> bytes:
-        return self._key_id
-
-    @property
-    def vkey(self) -> str:
-        return format_vkey(self._name, SIG_TYPE_COSIGNATURE_V1, self.public_key_bytes)
+    type_label = "cosignature/v1"
 
     def verify(self, message: bytes, signature: bytes) -> None:
         """Raise `InvalidSignatureError` unless `signature` is this cosigner's
@@ -94,19 +68,8 @@ class CosignatureVerifier:
         except InvalidSignature:
             raise InvalidSignatureError(f"{who}: Ed25519 verification failed") from None
 
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, CosignatureVerifier):
-            return NotImplemented
-        return (self._name, self.public_key_bytes) == (other._name, other.public_key_bytes)
 
-    def __hash__(self) -> int:
-        return hash((SIG_TYPE_COSIGNATURE_V1, self._name, self.public_key_bytes))
-
-    def __repr__(self) -> str:
-        return f"CosignatureVerifier({self.vkey!r})"
-
-
-class CosignatureSigner:
+class CosignatureSigner(Ed25519KeySigner):
     """Produces `cosignature/v1` signatures of checkpoint bodies (a `NoteSigner`).
 
     `sign` stamps the current time from `clock` (seconds since the Epoch, truncated);
@@ -114,6 +77,7 @@ class CosignatureSigner:
     """
 
     sig_type = SIG_TYPE_COSIGNATURE_V1
+    verifier_class = CosignatureVerifier
 
     def __init__(
         self,
@@ -121,21 +85,8 @@ class CosignatureSigner:
         private_key: Ed25519PrivateKey,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self._private_key = private_key
+        super().__init__(name, private_key)
         self._clock = clock
-        self._verifier = CosignatureVerifier(name, private_key.public_key())
-
-    @property
-    def name(self) -> str:
-        return self._verifier.name
-
-    @property
-    def key_id(self) -> bytes:
-        return self._verifier.key_id
-
-    @property
-    def vkey(self) -> str:
-        return self._verifier.vkey
 
     def verifier(self) -> CosignatureVerifier:
         return self._verifier
@@ -157,6 +108,3 @@ class CosignatureSigner:
             raise CheckpointError("cosigned message: got invalid UTF-8, want a checkpoint body") from None
         signed = cosigned_message(message, timestamp)
         return timestamp.to_bytes(TIMESTAMP_SIZE, "big") + self._private_key.sign(signed)
-
-    def __repr__(self) -> str:
-        return f"CosignatureSigner({self.vkey!r})"

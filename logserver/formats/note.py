@@ -14,11 +14,11 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from ._codec import clip, decode_base64, encode_base64
-from .errors import InvalidSignatureError, NoteError, UnverifiedNoteError, VkeyError
-from .vkey import KEY_ID_SIZE, SIG_TYPE_ED25519, check_key_name, compute_key_id, format_vkey, parse_vkey
+from ._ed25519_key import Ed25519KeySigner, Ed25519KeyVerifier
+from .errors import InvalidSignatureError, NoteError, UnverifiedNoteError
+from .vkey import KEY_ID_SIZE, SIG_TYPE_ED25519, check_key_name
 
 MAX_NOTE_SIZE = 1 << 20
 """Largest note we parse or produce, in bytes.
@@ -66,39 +66,11 @@ class NoteVerifier(Protocol):
         ...
 
 
-class Ed25519NoteVerifier:
+class Ed25519NoteVerifier(Ed25519KeyVerifier):
     """signed-note "Ed25519 signatures" (type 0x01): an Ed25519 signature over the note text."""
 
     sig_type = SIG_TYPE_ED25519
-
-    def __init__(self, name: str, public_key: Ed25519PublicKey) -> None:
-        check_key_name(name)
-        self._name = name
-        self.public_key = public_key
-        self.public_key_bytes = public_key.public_bytes_raw()
-        self._key_id = compute_key_id(name, SIG_TYPE_ED25519, self.public_key_bytes)
-
-    @classmethod
-    def from_vkey(cls, vkey: str) -> Ed25519NoteVerifier:
-        """Build a verifier from a type 0x01 vkey."""
-        parsed = parse_vkey(vkey)
-        if parsed.sig_type != SIG_TYPE_ED25519:
-            raise VkeyError(f"vkey signature type: got 0x{parsed.sig_type:02x}, want 0x01 (Ed25519)")
-        if len(parsed.public_key) != 32:
-            raise VkeyError(f"vkey Ed25519 public key: got {len(parsed.public_key)} bytes, want 32")
-        return cls(parsed.name, Ed25519PublicKey.from_public_bytes(parsed.public_key))
-
-    @property
-    def name(self) -> str:
-        return self._name
-
-    @property
-    def key_id(self) -> bytes:
-        return self._key_id
-
-    @property
-    def vkey(self) -> str:
-        return format_vkey(self._name, SIG_TYPE_ED25519, self.public_key_bytes)
+    type_label = "Ed25519"
 
     def verify(self, message: bytes, signature: bytes) -> None:
         """Raise `InvalidSignatureError` unless `signature` is this key's signature of `message`."""
@@ -113,47 +85,18 @@ class Ed25519NoteVerifier:
                 f"signature by {self._name}+{self._key_id.hex()}: Ed25519 verification failed"
             ) from None
 
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, Ed25519NoteVerifier):
-            return NotImplemented
-        return (self._name, self.public_key_bytes) == (other._name, other.public_key_bytes)
 
-    def __hash__(self) -> int:
-        return hash((SIG_TYPE_ED25519, self._name, self.public_key_bytes))
-
-    def __repr__(self) -> str:
-        return f"Ed25519NoteVerifier({self.vkey!r})"
-
-
-class Ed25519NoteSigner:
+class Ed25519NoteSigner(Ed25519KeySigner):
     """The private counterpart of `Ed25519NoteVerifier`."""
 
     sig_type = SIG_TYPE_ED25519
-
-    def __init__(self, name: str, private_key: Ed25519PrivateKey) -> None:
-        self._private_key = private_key
-        self._verifier = Ed25519NoteVerifier(name, private_key.public_key())
-
-    @property
-    def name(self) -> str:
-        return self._verifier.name
-
-    @property
-    def key_id(self) -> bytes:
-        return self._verifier.key_id
-
-    @property
-    def vkey(self) -> str:
-        return self._verifier.vkey
+    verifier_class = Ed25519NoteVerifier
 
     def verifier(self) -> Ed25519NoteVerifier:
         return self._verifier
 
     def sign(self, message: bytes) -> bytes:
         return self._private_key.sign(message)
-
-    def __repr__(self) -> str:
-        return f"Ed25519NoteSigner({self.vkey!r})"
 
 
 @dataclass(frozen=True)
