@@ -23,6 +23,7 @@ class LogKey:
         self.origin = origin
         self._private_key = private_key
         self._note_signer = Ed25519NoteSigner(origin, private_key)
+        self._stamper = CosignatureSigner(origin, private_key)
         public = private_key.public_key()
         self.public_key_bytes = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
         self.public_pem = public.public_bytes(
@@ -42,16 +43,15 @@ class LogKey:
     @property
     def timestamp_vkey(self) -> str:
         """The cosignature/v1 verifier key (type 0x04) for the checkpoints' signed time."""
-        return CosignatureSigner(self.origin, self._private_key).vkey
+        return self._stamper.vkey
 
     def verifiers(self) -> list[NoteVerifier]:
-        return [self._note_signer.verifier(), CosignatureSigner(self.origin, self._private_key).verifier()]
+        return [self._note_signer.verifier(), self._stamper.verifier()]
 
     def sign_checkpoint(self, size: int, root: bytes, signed_at_ms: int) -> str:
         """The signed note of the checkpoint (origin, size, root) signed at `signed_at_ms`."""
         body = Checkpoint(self.origin, size, root).body()
-        stamper = CosignatureSigner(self.origin, self._private_key, clock=lambda: signed_at_ms / 1000)
-        return sign_note(body, [self._note_signer, stamper])
+        return sign_note(body, [self._note_signer, self._stamper.at(signed_at_ms // 1000)])
 
     def __repr__(self) -> str:  # never show key material
         return f"LogKey({self.vkey!r})"

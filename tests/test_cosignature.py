@@ -225,3 +225,25 @@ def test_plain_and_timestamped_signatures_do_not_substitute():
     # The 0x04 signature's Ed25519 part is over a different message than the body.
     with pytest.raises(InvalidSignatureError):
         ed_verifier.verify(body, stamped.sign(body)[8:])
+
+
+def test_fixed_time_cosigner_signs_like_sign_at():
+    signer = CosignatureSigner(WITNESS, private(), clock=lambda: 5)
+    fixed = signer.at(1679315147)
+    assert (fixed.name, fixed.key_id) == (signer.name, signer.key_id)
+    note = sign_note(SPEC_BODY, [fixed])
+    assert parse_note(note).signatures[0].signature == signer.sign_at(SPEC_BODY.encode(), 1679315147)
+    assert signer.sign(SPEC_BODY.encode())[:8] == (5).to_bytes(8, "big")  # the clock is untouched
+
+
+def test_log_key_stamps_the_signing_second_after_its_plain_signature():
+    from logserver.log_key import LogKey
+
+    key = LogKey("example.com/log", private())
+    note = key.sign_checkpoint(10, bytes(32), 1_700_000_123_999)
+    plain, stamp = parse_note(note).signatures
+    ed_verifier, cosig_verifier = key.verifiers()
+    assert (plain.key_id, stamp.key_id) == (ed_verifier.key_id, cosig_verifier.key_id)
+    assert key.timestamp_vkey == cosig_verifier.vkey
+    _, opened = open_checkpoint(note, key.verifiers())
+    assert timestamp_of(opened.signature_by(cosig_verifier).signature) == 1_700_000_123

@@ -73,7 +73,8 @@ class CosignatureSigner(Ed25519KeySigner):
     """Produces `cosignature/v1` signatures of checkpoint bodies (a `NoteSigner`).
 
     `sign` stamps the current time from `clock` (seconds since the Epoch, truncated);
-    `sign_at` takes the timestamp explicitly.
+    `sign_at` takes the timestamp explicitly, and `at` makes a `NoteSigner` that
+    stamps a fixed one (for `sign_note`).
     """
 
     sig_type = SIG_TYPE_COSIGNATURE_V1
@@ -108,3 +109,26 @@ class CosignatureSigner(Ed25519KeySigner):
             raise CheckpointError("cosigned message: got invalid UTF-8, want a checkpoint body") from None
         signed = cosigned_message(message, timestamp)
         return timestamp.to_bytes(TIMESTAMP_SIZE, "big") + self._private_key.sign(signed)
+
+    def at(self, timestamp: int) -> FixedTimeCosigner:
+        """This key as a `NoteSigner` whose signatures all carry `timestamp`."""
+        return FixedTimeCosigner(self, timestamp)
+
+
+class FixedTimeCosigner:
+    """A `NoteSigner` cosigning with one key at one fixed timestamp (`CosignatureSigner.at`)."""
+
+    def __init__(self, signer: CosignatureSigner, timestamp: int) -> None:
+        self._signer = signer
+        self.timestamp = timestamp
+
+    @property
+    def name(self) -> str:
+        return self._signer.name
+
+    @property
+    def key_id(self) -> bytes:
+        return self._signer.key_id
+
+    def sign(self, message: bytes) -> bytes:
+        return self._signer.sign_at(message, self.timestamp)
