@@ -95,13 +95,17 @@ def load_config(path: Path, *, environ: dict[str, str] | None = None) -> Config:
     """Read and validate a config file. Raises ConfigError."""
     environ = os.environ if environ is None else environ
     path = Path(path)
+    return config_from_dict(read_toml(path), base=path.parent, environ=environ)
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """The top-level table of the TOML file `path`. Raises ConfigError."""
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        return tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"config file {path} does not exist") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise ConfigError(f"config file {path} is not valid TOML: {e}") from None
-    return config_from_dict(raw, base=path.parent, environ=environ)
 
 
 def config_from_dict(raw: dict[str, Any], *, base: Path, environ: dict[str, str]) -> Config:

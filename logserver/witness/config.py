@@ -16,12 +16,11 @@ from __future__ import annotations
 
 import os
 import re
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..config import ConfigError, _Reader, parse_listen
+from ..config import ConfigError, _Reader, parse_listen, read_toml
 from ..formats import FormatError, NoteVerifier, verifier_from_vkey
 from ..formats.vkey import SIG_TYPE_ED25519, check_key_name
 
@@ -53,13 +52,7 @@ def load_witness_config(path: Path, *, listen: str | None = None,
                         environ: dict[str, str] | None = None) -> WitnessConfig:
     environ = os.environ if environ is None else environ
     path = Path(path)
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"config file {path} does not exist") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-        raise ConfigError(f"config file {path} is not valid TOML: {e}") from None
-    return witness_config_from_dict(raw, base=path.parent, listen=listen, environ=environ)
+    return witness_config_from_dict(read_toml(path), base=path.parent, listen=listen, environ=environ)
 
 
 def witness_config_from_dict(raw: dict[str, Any], *, base: Path, listen: str | None = None,

@@ -1,0 +1,23 @@
+"""The log and the witness read their TOML files through one reader (config.read_toml)."""
+import pytest
+
+from logserver.config import ConfigError, load_config
+from logserver.witness.config import load_witness_config
+
+
+@pytest.mark.parametrize("load", [load_config, load_witness_config])
+def test_missing_and_invalid_files_are_one_line_config_errors(tmp_path, load):
+    with pytest.raises(ConfigError, match=r"^config file .*missing\.toml does not exist$"):
+        load(tmp_path / "missing.toml")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("origin = \n")
+    with pytest.raises(ConfigError, match=r"^config file .*bad\.toml is not valid TOML: "):
+        load(bad)
+    latin1 = tmp_path / "latin1.toml"
+    latin1.write_bytes(b"name = \"caf\xe9\"\n")
+    with pytest.raises(ConfigError, match=r"^config file .*latin1\.toml is not valid TOML: "):
+        load(latin1)
+    unknown = tmp_path / "unknown.toml"
+    unknown.write_text("surprise = 1\n")
+    with pytest.raises(ConfigError, match=r"required but missing"):
+        load(unknown)
