@@ -3,15 +3,17 @@ atomic old-size check (the spec's rollback race), evidence and persistence."""
 from __future__ import annotations
 
 import asyncio
+from contextlib import asynccontextmanager
 
 import asyncpg
 import pytest
 
 import pg
 from witness_harness import ScriptedLog, start_witness, write_witness_config
-from logserver.formats import AddCheckpointRequest, parse_signature_lines
+from logserver.formats import AddCheckpointRequest, parse_signature_lines, timestamp_of
 from logserver.formats.checkpoint import parse_checkpoint
 from logserver.formats.note import parse_note
+from logserver.witness.app import WITNESS_STORE
 
 ORIGIN = "test.example/witnessed-log"
 
@@ -228,4 +230,42 @@ async def test_shares_a_database_with_a_log(pg_admin_url, tmp_path):
         finally:
             await conn.close()
     finally:
+        await pg.drop_database(pg_admin_url, url)
+
+
+async def test_a_smaller_tree_is_never_stamped_after_a_larger_one(pg_admin_url, tmp_path):
+    """tlog-cosignature: a cosignature states that "as of the specified time" its tree
+    is the largest the witness has observed. Request A commits size 4; before A goes
+    on, request B commits size 10 and is cosigned while the clock moves on. A's
+    cosignature must not carry a later time than B's."""
+    url = await pg.create_database(pg_admin_url, "t_witness_time")
+    log = ScriptedLog("test.example/timed-log")
+    log.append(10)
+    clock_now = [1_700_000_000.0]
+    w = await start_witness(write_witness_config(tmp_path, "witness.test/timed", url, [log.vkey]),
+                            clock=lambda: clock_now[0])
+    try:
+        store = w.server.app[WITNESS_STORE]
+        real_locked = store.locked
+        pending, b_results = [log.request(4, 10)], []
+
+        @asynccontextmanager
+        async def locked(origin):
+            async with real_locked(origin) as tx:
+                yield tx
+            if pending:  # A's state is committed: run B to the end before A continues
+                clock_now[0] += 10
+                b_results.append(await w.add_checkpoint(pending.pop()))
+                clock_now[0] += 10
+
+        store.locked = locked
+        status_a, _, lines_a = await w.add_checkpoint(log.request(0, 4))
+        [(status_b, _, lines_b)] = b_results
+        assert (status_a, status_b) == (200, 200), (lines_a, lines_b)
+        time_a = timestamp_of(parse_signature_lines(lines_a)[0].signature)
+        time_b = timestamp_of(parse_signature_lines(lines_b)[0].signature)
+        assert time_a <= time_b == 1_700_000_010
+        assert await stored_size(w, "test.example/timed-log") == 10
+    finally:
+        await w.close()
         await pg.drop_database(pg_admin_url, url)

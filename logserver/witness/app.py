@@ -108,8 +108,8 @@ async def add_checkpoint(request: web.Request) -> web.Response:
     """tlog-witness add-checkpoint. Checks in the spec's order: a well-formed body
     (400), a known origin (404), a verified log signature (403), then, under the
     log's row lock, the old size (409), the consistency proof (422) and the root at
-    an unchanged size (409); the new state is committed before the cosignature
-    is returned."""
+    an unchanged size (409); the cosignature is made under that lock and returned
+    once the new state is committed."""
     app = request.app
     config, metrics = app[WITNESS_CONFIG], app[WITNESS_METRICS]
     query(request, set())
@@ -141,6 +141,11 @@ async def add_checkpoint(request: web.Request) -> web.Response:
         decision = decide(stored.tree_size, stored.root, req.old_size, checkpoint, req.consistency_proof)
         if isinstance(decision, Cosign):
             await tx.advance(checkpoint.size, checkpoint.root, req.checkpoint)
+            # Stamped under the row lock: a cosignature says that "as of the specified
+            # time" this is the largest tree the witness has observed (tlog-cosignature,
+            # "Ed25519 signed message"), so it must not carry a time later than a
+            # cosignature of a larger tree committed after this one.
+            line = app[COSIGNER].cosign(checkpoint)
         elif isinstance(decision, BadProof):
             await tx.record_evidence("inconsistent_proof", req.old_size, checkpoint.size, request_text,
                                      decision.detail)
@@ -163,7 +168,6 @@ async def add_checkpoint(request: web.Request) -> web.Response:
         raise ApiError(422, "inconsistent_proof", decision.detail)
     metrics.requests.labels(origin, "200").inc()
     metrics.cosigned_size.labels(origin).set(checkpoint.size)
-    line = app[COSIGNER].cosign(checkpoint)
     return web.Response(text=line, content_type="text/plain", charset="utf-8", headers={"Cache-Control": NO_STORE})
 
 
