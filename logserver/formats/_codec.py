@@ -70,3 +70,29 @@ def decode_hash(text: str, what: str, error: type[FormatError]) -> bytes:
 def encode_base64(raw: bytes) -> str:
     """Standard padded base64 (RFC 4648 §4) as str."""
     return base64.b64encode(raw).decode("ascii")
+
+
+def decode_bounded_text(data: str | bytes, what: str, error: type[FormatError], max_size: int) -> str:
+    """UTF-8 text of at most `max_size` bytes (or, for str, characters)."""
+    if isinstance(data, bytes):
+        if len(data) > max_size:
+            raise error(f"{what} size: got {len(data)} bytes, want at most {max_size}")
+        try:
+            data = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise error(f"{what}: invalid UTF-8 at byte {exc.start}") from None
+    if len(data) > max_size:
+        raise error(f"{what} size: got {len(data)} characters, want at most {max_size}")
+    return data
+
+
+def split_header_and_checkpoint(text: str, what: str, error: type[FormatError]) -> tuple[list[str], str]:
+    """The header lines before the first empty line, and the checkpoint note after it.
+
+    The header block (tlog-proof, tlog-witness request) has no empty line, so the first
+    one ends it; the checkpoint note that follows contains empty lines of its own.
+    """
+    split = text.find("\n\n")
+    if split < 0:
+        raise error(f"{what}: want an empty line before the checkpoint")
+    return text[:split].split("\n"), text[split + 2 :]

@@ -12,7 +12,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ._codec import MAX_UINT63, clip, decode_base64, decode_hash, encode_base64, parse_decimal
+from ._codec import (
+    MAX_UINT63,
+    clip,
+    decode_base64,
+    decode_bounded_text,
+    decode_hash,
+    encode_base64,
+    parse_decimal,
+    split_header_and_checkpoint,
+)
 from .checkpoint import Checkpoint, parse_checkpoint
 from .errors import FormatError, TlogProofError
 from .note import MAX_NOTE_SIZE, parse_note
@@ -76,22 +85,8 @@ class TlogProof:
 
 def parse_tlog_proof(data: str | bytes) -> TlogProof:
     """Parse a tlog-proof@v1 file strictly; the checkpoint is parsed but not verified."""
-    if isinstance(data, bytes):
-        if len(data) > MAX_TLOG_PROOF_SIZE:
-            raise TlogProofError(f"proof size: got {len(data)} bytes, want at most {MAX_TLOG_PROOF_SIZE}")
-        try:
-            data = data.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise TlogProofError(f"proof: invalid UTF-8 at byte {exc.start}") from None
-    if len(data) > MAX_TLOG_PROOF_SIZE:
-        raise TlogProofError(f"proof size: got {len(data)} characters, want at most {MAX_TLOG_PROOF_SIZE}")
-    # The header block has no empty line, so the first one ends it; the checkpoint
-    # note that follows contains empty lines of its own.
-    split = data.find("\n\n")
-    if split < 0:
-        raise TlogProofError("proof: want an empty line before the checkpoint")
-    lines = data[:split].split("\n")
-    checkpoint = data[split + 2 :]
+    data = decode_bounded_text(data, "proof", TlogProofError, MAX_TLOG_PROOF_SIZE)
+    lines, checkpoint = split_header_and_checkpoint(data, "proof", TlogProofError)
     if lines[0] != HEADER:
         raise TlogProofError(f"proof first line: got {clip(lines[0])}, want {HEADER!r}")
     position = 1

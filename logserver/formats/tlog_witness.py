@@ -12,7 +12,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ._codec import MAX_UINT63, clip, decode_hash, encode_base64, parse_decimal
+from ._codec import (
+    MAX_UINT63,
+    clip,
+    decode_bounded_text,
+    decode_hash,
+    encode_base64,
+    parse_decimal,
+    split_header_and_checkpoint,
+)
 from .checkpoint import Checkpoint, parse_checkpoint
 from .errors import FormatError, WitnessRequestError
 from .note import MAX_NOTE_SIZE, parse_note
@@ -75,19 +83,8 @@ class AddCheckpointRequest:
 
 def parse_add_checkpoint_request(body: bytes | str) -> AddCheckpointRequest:
     """Parse an add-checkpoint request body strictly; the checkpoint is parsed, not verified."""
-    if isinstance(body, bytes):
-        if len(body) > MAX_ADD_CHECKPOINT_SIZE:
-            raise WitnessRequestError(f"request size: got {len(body)} bytes, want at most {MAX_ADD_CHECKPOINT_SIZE}")
-        try:
-            body = body.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise WitnessRequestError(f"request: invalid UTF-8 at byte {exc.start}") from None
-    if len(body) > MAX_ADD_CHECKPOINT_SIZE:
-        raise WitnessRequestError(f"request size: got {len(body)} characters, want at most {MAX_ADD_CHECKPOINT_SIZE}")
-    split = body.find("\n\n")
-    if split < 0:
-        raise WitnessRequestError("request: want an empty line before the checkpoint")
-    lines = body[:split].split("\n")
+    body = decode_bounded_text(body, "request", WitnessRequestError, MAX_ADD_CHECKPOINT_SIZE)
+    lines, checkpoint = split_header_and_checkpoint(body, "request", WitnessRequestError)
     if not lines[0].startswith(_OLD_PREFIX):
         raise WitnessRequestError(f"request first line: got {clip(lines[0])}, want 'old <decimal>'")
     old_size = parse_decimal(lines[0][len(_OLD_PREFIX) :], "old size", WitnessRequestError)
@@ -96,7 +93,7 @@ def parse_add_checkpoint_request(body: bytes | str) -> AddCheckpointRequest:
             f"consistency proof: got {len(lines) - 1} lines, want at most {MAX_CONSISTENCY_PROOF_HASHES}"
         )
     proof = tuple(decode_hash(line, "consistency proof hash", WitnessRequestError) for line in lines[1:])
-    request = AddCheckpointRequest(old_size=old_size, consistency_proof=proof, checkpoint=body[split + 2 :])
+    request = AddCheckpointRequest(old_size=old_size, consistency_proof=proof, checkpoint=checkpoint)
     if request.format() != body:
         raise AssertionError("add-checkpoint request does not round-trip")
     return request
