@@ -145,27 +145,34 @@ class Process:
     env: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen | None = None
     startup_s: float | None = None
+    streak: int = 1  # consecutive 200s from the readiness path that mean "up"
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, ready_path: str = "/readyz", timeout_s: float = 120.0) -> "Process":
+    def start(self, ready_path: str = "/readyz", timeout_s: float = 120.0, streak: int = 1) -> "Process":
+        """Spawn, then wait for `streak` consecutive 200s from `ready_path` (each on a new
+        connection: with several workers on one port, each lands on any of them)."""
         env = dict(os.environ, **self.env)
+        streak = max(streak, self.streak)
         started = time.perf_counter()
         with open(self.log_path, "ab") as out:
             self.proc = subprocess.Popen(self.argv, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
         deadline = time.monotonic() + timeout_s
+        ok = 0
         while True:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"{self.argv} exited with {self.proc.returncode}:\n"
                                    + self.log_path.read_text(errors="replace")[-4000:])
             try:
                 with urllib.request.urlopen(self.url + ready_path, timeout=2) as resp:
-                    if resp.status == 200:
+                    ok = ok + 1 if resp.status == 200 else 0
+                    if ok >= streak:
                         break
+                    continue
             except (OSError, urllib.error.URLError):
-                pass
+                ok = 0
             if time.monotonic() > deadline:
                 self.stop()
                 raise RuntimeError(f"{self.argv} not ready after {timeout_s}s")
@@ -222,7 +229,8 @@ def serve_process(config: Path, database_url: str, log_path: Path, *, workers: i
     argv = [sys.executable, "-m", "logserver.cli", "serve", "--config", str(config)]
     if workers is not None:
         argv += ["--workers", str(workers)]
-    return Process(argv, port, log_path, {"DATABASE_URL": database_url, "LOGSERVER_LISTEN": f"127.0.0.1:{port}"})
+    return Process(argv, port, log_path, {"DATABASE_URL": database_url, "LOGSERVER_LISTEN": f"127.0.0.1:{port}"},
+                   streak=1 if not workers or workers == 1 else 20 * workers)
 
 
 def ceiling_process(env: BenchEnv, algorithm: str, log_path: Path, *, workers: int = 1) -> Process:

@@ -19,13 +19,14 @@ from ..checkpoint_file import SavedCheckpoint, save_checkpoint_file
 from ..config import Config, ConfigError
 from ..log_key import LogKey
 from ..merkle import EMPTY_ROOT
-from ..sequencer import Sequencer, SequencerStats
+from ..forwarding import RemoteSequencer, WorkerRole, serve_forwarding
+from ..sequencer import Appended, Sequencer, SequencerStats
 from ..startup import check_not_stale, check_tiles
 from ..storage import CheckpointRow, Store, create_pool, migrate, resolve_database_url
 from ..tree_reader import TreeReader
 from . import entries, ops, submit, tiles
 from .errors import make_error_middleware
-from .keys import AUTHORITIES, CLOCK, CONFIG, LOG_KEY, METRICS, READER, SEQUENCER, STORE, WITNESS_POLICY
+from .keys import AUTHORITIES, CLOCK, CONFIG, LOG_KEY, METRICS, READER, SEQUENCER, STORE, WITNESS_POLICY, WORKER
 from .published import load_policy, start_publisher
 from .metrics import Metrics
 
@@ -53,8 +54,13 @@ def create_app(
     *,
     clock: Callable[[], float] = time.time,
     log_key: LogKey | None = None,
+    worker: WorkerRole | None = None,
 ) -> web.Application:
-    """Build the application. Raises ConfigError for a bad key or authority file."""
+    """Build the application. Raises ConfigError for a bad key or authority file.
+
+    `worker` is this process's place under `serve --workers N`: worker 0 runs the
+    sequencer and accepts the others' verified entries (logserver/forwarding.py).
+    """
     log_key = log_key or LogKey.load(config.log_key, config.origin)
     if log_key.origin != config.origin:
         raise ConfigError(f"log_key: key is for origin {log_key.origin!r}, config says {config.origin!r}")
@@ -68,6 +74,9 @@ def create_app(
     app[METRICS] = Metrics()
     app[CLOCK] = clock
     app[WITNESS_POLICY] = load_policy(config, log_key)
+    app[WORKER] = worker
+    if worker is not None:
+        app[METRICS].worker.labels(str(worker.index), worker.role).set(1)
     app.cleanup_ctx.append(_storage_ctx)
     app.cleanup_ctx.append(_sequencer_ctx)
 
@@ -140,6 +149,11 @@ def _save_checkpoint(config: Config, cp: CheckpointRow) -> None:
 async def _sequencer_ctx(app: web.Application):
     config, metrics, reader = app[CONFIG], app[METRICS], app[READER]
     s = config.sequencer
+    worker = app[WORKER]
+    if worker is not None and not worker.is_sequencer:
+        async for _ in _forwarder_ctx(app, worker):
+            yield
+        return
     saver = _CheckpointSaver(config)
     publisher = await start_publisher(app)
 
@@ -168,11 +182,37 @@ async def _sequencer_ctx(app: web.Application):
         asyncio.create_task(_poll_latest(reader), name="latest-poll"),
         asyncio.create_task(publisher.run(), name="publisher"),
     ]
+    forwarding = await serve_forwarding(sequencer, worker.socket, worker.token) if worker is not None else None
     yield
+    if forwarding is not None:
+        forwarding.close()
     for t in tasks:
         t.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
     await saver.flush()
+
+
+async def _forwarder_ctx(app: web.Application, worker: WorkerRole):
+    """A worker other than 0: verified entries go to worker 0's sequencer over its socket."""
+    reader = app[READER]
+    publisher = await start_publisher(app)  # serves (and polls) what the sequencer worker publishes
+
+    def on_result(result) -> None:
+        if isinstance(result, Appended):
+            reader.set_latest(result.checkpoint)
+
+    remote = RemoteSequencer(worker.socket, worker.token, max_pending=app[CONFIG].sequencer.max_pending,
+                             on_result=on_result)
+    app[SEQUENCER] = remote  # type: ignore[assignment]  # the same interface for the routes
+    tasks = [
+        asyncio.create_task(remote.run(), name="forwarding"),
+        asyncio.create_task(_poll_latest(reader), name="latest-poll"),
+        asyncio.create_task(publisher.run(), name="publisher"),
+    ]
+    yield
+    for t in tasks:
+        t.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 async def _poll_latest(reader: TreeReader) -> None:

@@ -35,3 +35,6 @@ class Metrics:
         self.pool_size = Gauge("logserver_db_pool_connections", "Open database connections.", registry=r)
         self.pool_idle = Gauge("logserver_db_pool_idle_connections", "Idle database connections.", registry=r)
         self.pool_max = Gauge("logserver_db_pool_max_connections", "Pool size limit.", registry=r)
+        self.worker = Gauge("logserver_worker_info", "This process's place under `serve --workers` "
+                            "(index, role: sequencer or forwarder); absent for a single process.",
+                            ["index", "role"], registry=r)

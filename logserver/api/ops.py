@@ -47,6 +47,8 @@ async def get_readyz(request: web.Request) -> web.Response:
     retry = {"Retry-After": str(app[CONFIG].limits.retry_after_s)}
     if halted:
         return json_response({"status": "halted", "reason": halted}, status=503, headers=retry)
+    if not getattr(app[SEQUENCER], "connected", True):  # a `serve --workers` forwarder
+        return json_response({"status": "sequencer_unavailable"}, status=503, headers=retry)
     try:
         await app[STORE].pool.fetchval("SELECT 1", timeout=2)
     except Exception:

@@ -38,6 +38,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dev", action="store_true", help="first run: create demo keys and config in the data dir")
     p.add_argument("--data-dir", type=Path, default=Path("data"), help="data directory for --dev (default ./data)")
     p.add_argument("--listen", help=f"HOST:PORT to listen on (overrides config and ${ENV_LISTEN})")
+    p.add_argument("--workers", type=_positive, default=1,
+                   help="server processes sharing the port (SO_REUSEPORT); one runs the sequencer (default 1)")
+    p.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)  # set by the supervisor
+
+
+def _positive(text: str) -> int:
+    n = int(text)
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"want a number >= 1, got {text}")
+    return n
 
 
 def run(args: argparse.Namespace) -> int:
@@ -49,9 +59,22 @@ def run(args: argparse.Namespace) -> int:
     if args.listen:
         environ[ENV_LISTEN] = args.listen
     config = load_config(args.config, environ=environ)
-    from ..api import create_app
+    if args.workers > 1 and args.worker_index is None:
+        from ..supervisor import Supervisor
 
-    app = create_app(config)
+        if args.dev:
+            write_dev_trust_policy(config, args.config.parent)
+            print_dev_instructions(config, args.config)
+        return Supervisor(args.config, config, args.workers).run()
+    from ..api import create_app
+    from ..forwarding import WorkerRole
+
+    worker = None
+    if args.worker_index is not None:
+        worker = WorkerRole.from_environ(args.worker_index, args.workers, os.environ)
+    app = create_app(config, worker=worker)
+    if worker is not None:
+        app.on_startup.append(worker.notify_started)  # runs after the start-up checks
     if args.dev:
         write_dev_trust_policy(config, args.config.parent)
         print_dev_instructions(config, args.config)
@@ -59,6 +82,7 @@ def run(args: argparse.Namespace) -> int:
     web.run_app(
         app, host=host, port=port, print=lambda msg: log.info("listening on http://%s:%d", host, port),
         access_log=None, shutdown_timeout=10, keepalive_timeout=75,
+        reuse_port=worker is not None,
         # Passed on to each connection's RequestHandler. (Not as handler_args=: run_app
         # has no such parameter, and aiohttp then drops every custom handler setting.)
         max_headers=64, max_line_size=8190, max_field_size=8190, auto_decompress=False,
