@@ -34,7 +34,7 @@ import aiohttp
 import pytest
 
 from controlled_pg import controlled_database
-from fault_load import Load, Workload, audit_log, run_fsck
+from fault_load import Ack, Load, Workload, audit_log, run_fsck
 from server_harness import ServerProcess, write_config
 
 pytestmark = pytest.mark.fault
@@ -96,6 +96,13 @@ async def test_kill_9_and_postgres_restart_under_load_lose_nothing_and_never_for
         print(f"crash under load {context}: {kills} kills, {pg_restarts} PostgreSQL restarts, {total} bundles, "
               f"{load.retries} retries, {duplicates} acknowledged as duplicates after a lost answer, "
               f"{report.checkpoint_rows} checkpoint rows, {report.checkpoints_checked} distinct checkpoints checked")
+        # The audit is not vacuous: a receipt that names another bundle's index fails it.
+        first = load.acks[0]
+        other = next(a for a in load.acks if a.receipt["index"] != first.receipt["index"])
+        forged = Ack(first.item, first.status, dict(first.receipt, index=other.receipt["index"]), first.url)
+        async with aiohttp.ClientSession() as session:
+            with pytest.raises(AssertionError, match=f"index {other.receipt['index']}"):
+                await audit_log(controlled_db.url, server.url, [forged], session)
         assert await server.stop() == 0, server.output()
     finally:
         load.stop()
