@@ -271,3 +271,20 @@ async def test_database_with_another_history_is_refused(fresh_db, pg_admin_url, 
         assert checkpoint_file.read_bytes() == saved
     finally:
         await pg.drop_database(pg_admin_url, other)
+
+
+async def test_corrupted_right_edge_tile_is_refused_at_start_up(fresh_db, tmp_path):
+    """A bit flipped on disk while the server was down: start-up refuses and points at fsck."""
+    cfg = write_config(tmp_path / "log", fresh_db)
+    await grow(cfg, 3, "startup-corruption", 0)
+    conn = await asyncpg.connect(fresh_db)
+    try:
+        await conn.execute("SET session_replication_role = replica")  # triggers off, as a disk error would be
+        status = await conn.execute(
+            "UPDATE tiles SET hashes = set_byte(hashes, 40, get_byte(hashes, 40) # 1) WHERE level = 0 AND idx = 0")
+        assert status == "UPDATE 1", status
+    finally:
+        await conn.close()
+    status, out = await run_server_to_exit(cfg, fresh_db)
+    assert status == 1, out
+    assert "stored tiles do not reproduce the latest checkpoint (size 3)" in out and "logserver fsck" in out, out
