@@ -111,8 +111,8 @@ async def eventually(what: str, condition) -> None:
 
 async def test_the_role_holder_killed_or_frozen_mid_load_the_others_take_over_without_a_fork(cluster, database_url):
     cfg, procs = cluster
-    workload = Workload(fleets=30, per_fleet=200, prefix="failover")
-    load = Load(workload, [p.url for p in procs], request_timeout_s=5.0, pause_s=0.1)
+    workload = Workload(fleets=30, per_fleet=300, prefix="failover")  # more than the test needs: it stops the load
+    load = Load(workload, [p.url for p in procs], request_timeout_s=5.0, pause_s=0.15)
     admin = await asyncpg.connect(database_url)
     seen_notes: list[str] = []
 
