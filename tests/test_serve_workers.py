@@ -22,7 +22,7 @@ import psutil
 import pytest
 
 from bundle_factory import BundleFactory
-from logserver.merkle import CompactRange, leaf_hash
+from logserver.merkle import CompactRange
 from logserver.merkle.verify import verify_consistency, verify_inclusion
 from server_harness import free_port, server_env, write_config
 

@@ -342,3 +342,30 @@ async def test_malformed_tile_paths_are_400(grown, path):
     status, headers, body = await fetch(grown.server.session, path)
     assert status == 400, body[:200]
     assert headers["Content-Type"].startswith("application/json")
+
+
+async def test_proofs_from_a_reader_whose_caches_hold_almost_nothing(grown):
+    """Byte-bounded caches evict (here: after every request) and refetch correctly."""
+    from logserver.api.keys import STORE
+    from logserver.merkle.tiles import EntriesTileID, TileID, decode_entry_bundle
+    from logserver.tree_reader import TreeReader
+
+    reader = TreeReader(grown.server.app[STORE], max_tile_cache_bytes=1, max_bundle_cache_bytes=1)
+    cps = grown.checkpoints
+    for size in cps:
+        for index in range(0, size, 7):
+            proof = await reader.inclusion_proof(index, size)
+            check_inclusion(index, size, grown.leaf_hashes[index], proof, cps[size].root)
+            assert await reader.leaf_hash_at(index, size) == grown.leaf_hashes[index]
+            assert len(reader._tiles) == 1  # evicted down to the last tile touched
+        for first in cps:
+            if first <= size:
+                check_consistency(first, size, cps[first].root, cps[size].root,
+                                  await reader.consistency_proof(first, size))
+    assert len(reader._tiles) == 1
+    tile = await reader.hash_tile(TileID(0, 0))
+    assert tile == b"".join(grown.leaf_hashes[:256])
+    for _ in range(2):
+        bundle = await reader.entry_bundle(EntriesTileID(0))
+        assert [leaf_hash(e) for e in decode_entry_bundle(bundle, 256)] == grown.leaf_hashes[:256]
+        assert len(reader._bundles) == 1

@@ -22,6 +22,7 @@ from logserver.merkle import (
     decode_entry_bundle,
     encode_entry_bundle,
     entries_tiles_for_size,
+    expand_tile,
     frontier_ids,
     hashes_from_tiles,
     inclusion_proof,
@@ -293,6 +294,27 @@ def test_store_holds_exactly_the_tiles_of_the_final_tree(log: Log) -> None:
     for (level, index), data in log.store.items():
         for i in range(len(data) // 32):
             assert data[32 * i : 32 * i + 32] == log.nodes[(8 * level, 256 * index + i)]
+
+
+def test_expand_tile_holds_every_complete_node_of_the_tile(log: Log) -> None:
+    for (level, index), data in log.store.items():
+        for width in {len(data) // 32, 1, 2, 3, 128, 255} & set(range(1, len(data) // 32 + 1)):
+            levels = expand_tile(data[: 32 * width])
+            assert [len(row) // 32 for row in levels] == [width >> k for k in range(len(levels))]
+            assert width >> len(levels) == 0
+            for k, row in enumerate(levels):
+                for p in range(len(row) // 32):
+                    node = (8 * level + k, ((256 * index) >> k) + p)
+                    assert row[32 * p : 32 * p + 32] == log.nodes[node], (level, index, width, node)
+
+
+def test_expand_tile_rejects_bad_data() -> None:
+    assert expand_tile(b"") == [b""]
+    for bad in (b"x" * 31, b"x" * 33, b"x" * (32 * 257)):
+        with pytest.raises(TileDataError):
+            expand_tile(bad)
+    with pytest.raises(TileDataError):
+        expand_tile(bytearray(32))  # type: ignore[arg-type]
 
 
 def test_partial_snapshots_are_prefixes(log: Log) -> None:

@@ -242,6 +242,29 @@ def hashes_from_tiles(ids: Iterable[NodeID], size: int, tiles: Mapping[TileID, b
     return out
 
 
+def expand_tile(data: bytes) -> list[bytes]:
+    """Every complete node inside one tile's data: element k holds, concatenated, the
+    hashes of the nodes k tree levels above the tile's level, left to right.
+
+    For a tile of n hashes, level k has n >> k nodes (element 0 is `data` itself); the
+    node at position p of level k covers the tile's hashes [p << k, (p + 1) << k). A
+    full tile expands to 511 hashes, 8 levels above its own (tlog-tiles: "The Merkle
+    Tree levels between those expressed by the tile hashes are reconstructed by hashing
+    the leaves"). Because tiles only grow by appending, the nodes of a prefix of the
+    data are a prefix of each level: an expansion stays correct for any narrower width.
+    """
+    if type(data) is not bytes or len(data) % HASH_SIZE or len(data) > _TILE_BYTES:
+        raise TileDataError(f"tile data: got {len(data) if isinstance(data, bytes) else type(data).__name__} "
+                            f"bytes, want a multiple of {HASH_SIZE} up to {_TILE_BYTES}")
+    levels = [data]
+    row = data
+    pair = 2 * HASH_SIZE
+    while len(row) >= pair:
+        row = b"".join(sha256(_NODE + row[i : i + pair]).digest() for i in range(0, len(row) - len(row) % pair, pair))
+        levels.append(row)
+    return levels
+
+
 def root_from_tiles(size: int, tiles: Mapping[TileID, bytes]) -> bytes:
     """Return the root hash of the tree of `size` leaves from its tiles."""
     ids = frontier_ids(size)
