@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from dataclasses import dataclass
 
 from ._strict import Reject, exact_object, json_type, strict_b64, strict_json
@@ -155,12 +156,15 @@ def parse_envelope(data: bytes) -> Envelope:
     return Envelope(payload_type, payload, tuple(signatures))
 
 
+# Printable ASCII without space: media types, URIs and key ids all fit, and the
+# value is safe to echo in error messages and logs. UTF-8 bytes == characters.
+_TOKEN_RE = re.compile(r"[!-~]+")
+
+
 def _check_token(name: str, value: str, max_len: int) -> None:
-    # Printable ASCII without space: media types, URIs and key ids all fit, and the
-    # value is safe to echo in error messages and logs. UTF-8 bytes == characters.
     if not 1 <= len(value) <= max_len:
         raise MalformedEnvelopeError(f"{name}: got {len(value)} characters, want 1..{max_len}")
-    if not all("!" <= ch <= "~" for ch in value):
+    if _TOKEN_RE.fullmatch(value) is None:
         raise MalformedEnvelopeError(
             f"{name}: got {value[:64]!r}, want printable ASCII (U+0021..U+007E) only"
         )

@@ -7,6 +7,7 @@ whether they are acceptable, it never re-serialises them.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from dataclasses import dataclass
@@ -187,24 +188,30 @@ def _fleet_key(index: int, raw: object) -> FleetKey:
 
 
 def _check_spki(name: str, algorithm: str, der: bytes) -> None:
+    problem = _spki_problem(algorithm, der)
+    if problem is not None:
+        raise MalformedPayloadError(f"{name}: {problem}")
+
+
+# A fleet's keys recur in every bundle it logs, and loading an EC key validates its
+# point (tens of microseconds), so verdicts are remembered: a pure function of the
+# bytes, in a bounded LRU.
+@functools.lru_cache(maxsize=4096)
+def _spki_problem(algorithm: str, der: bytes) -> str | None:
+    """Why `der` is not a canonical DER SPKI of `algorithm`, or None."""
     try:
         key = load_der_public_key(der)
     except (ValueError, UnsupportedAlgorithm) as exc:
-        raise MalformedPayloadError(
-            f"{name}: not a DER SubjectPublicKeyInfo cryptography can load: {exc}"
-        ) from None
+        return f"not a DER SubjectPublicKeyInfo cryptography can load: {exc}"
     if not _ALGORITHM_CHECKS[algorithm](key):
-        raise MalformedPayloadError(
-            f"{name}: got a {_describe_key(key)} key, want a key of algorithm {algorithm!r}"
-        )
+        return f"got a {_describe_key(key)} key, want a key of algorithm {algorithm!r}"
     canonical = key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
     if canonical != der:
         # Catches BER-not-DER, trailing bytes, compressed EC points and the like:
         # one key, one encoding.
-        raise MalformedPayloadError(
-            f"{name}: got {len(der)} bytes that re-encode to {len(canonical)} different "
-            "bytes, want canonical DER (uncompressed points for EC)"
-        )
+        return (f"got {len(der)} bytes that re-encode to {len(canonical)} different "
+                "bytes, want canonical DER (uncompressed points for EC)")
+    return None
 
 
 def _describe_key(key: object) -> str:

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from ._codec import (
@@ -35,6 +36,13 @@ MAX_TLOG_PROOF_SIZE = 2 * MAX_NOTE_SIZE
 
 _EXTRA_PREFIX = "extra "
 _INDEX_PREFIX = "index "
+
+
+# A log builds every receipt of a batch around one checkpoint note: parse each note
+# once (a pure function of the text; failures are not cached and raise every time).
+@functools.lru_cache(maxsize=64)
+def _parse_checkpoint_note(note: str) -> Checkpoint:
+    return parse_checkpoint(parse_note(note).text)
 
 
 @dataclass(frozen=True)
@@ -69,7 +77,7 @@ class TlogProof:
     def parsed_checkpoint(self) -> Checkpoint:
         """The checkpoint carried by the proof (its signatures are NOT verified here)."""
         try:
-            return parse_checkpoint(parse_note(self.checkpoint).text)
+            return _parse_checkpoint_note(self.checkpoint)
         except FormatError as exc:
             raise TlogProofError(f"checkpoint: {exc}") from None
 
