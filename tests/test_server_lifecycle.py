@@ -185,6 +185,7 @@ async def grow(config_path, count: int, fleet: str, first_sequence: int) -> None
         await server.close()
 
 
+@pytest.mark.fault
 async def test_database_behind_the_saved_checkpoint_is_refused(fresh_db, pg_admin_url, tmp_path):
     cfg = write_config(tmp_path / "log", fresh_db)
     checkpoint_file = tmp_path / "log" / "data" / "latest-checkpoint"
@@ -209,6 +210,7 @@ async def test_database_behind_the_saved_checkpoint_is_refused(fresh_db, pg_admi
         await pg.drop_database(pg_admin_url, backup)
 
 
+@pytest.mark.fault
 async def test_database_restored_from_an_older_pg_dump_is_refused(fresh_db, pg_admin_url, tmp_path):
     """A real backup and restore: pg_dump at size 2, the log grows to 5, pg_restore into a new database."""
     conn = await asyncpg.connect(fresh_db)
@@ -273,6 +275,7 @@ async def test_database_with_another_history_is_refused(fresh_db, pg_admin_url, 
         await pg.drop_database(pg_admin_url, other)
 
 
+@pytest.mark.fault
 async def test_corrupted_right_edge_tile_is_refused_at_start_up(fresh_db, tmp_path):
     """A bit flipped on disk while the server was down: start-up refuses and points at fsck."""
     cfg = write_config(tmp_path / "log", fresh_db)
