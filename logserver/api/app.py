@@ -113,9 +113,7 @@ async def _metrics_middleware(request: web.Request, handler):
     finally:
         route = request.match_info.route.resource
         name = route.canonical if route is not None else "unmatched"
-        request.app[METRICS].http_seconds.labels(name, request.method, str(status)).observe(
-            time.perf_counter() - started
-        )
+        request.app[METRICS].observe_http(name, request.method, status, time.perf_counter() - started)
 
 
 async def _storage_ctx(app: web.Application):

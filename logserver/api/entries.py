@@ -45,9 +45,8 @@ async def get_inclusion_proof(request: web.Request) -> web.Response:
     if index >= size:
         raise bad_request(f"index {index} is not below tree_size {size}")
     try:
-        proof = await reader.inclusion_proof(index, size)
-        if lh is None:
-            lh = await reader.leaf_hash_at(index, size)
+        proof, at_index = await reader.inclusion_proof_and_leaf(index, size)
+        lh = lh or at_index
     except (BeyondTreeError, InvalidParameterError) as e:
         raise bad_request(str(e)) from None
     return json_response(

@@ -25,6 +25,7 @@ class Metrics:
         self.integration_seconds = Histogram(
             "logserver_integration_seconds", "Time to integrate and commit one batch.",
             buckets=_LATENCY_BUCKETS, registry=r)
+        self._http_children: dict[tuple[str, str, int], object] = {}
         self.http_seconds = Histogram(
             "logserver_http_request_seconds", "HTTP request latency per route.", ["route", "method", "status"],
             buckets=_LATENCY_BUCKETS, registry=r)
@@ -38,3 +39,12 @@ class Metrics:
         self.worker = Gauge("logserver_worker_info", "This process's place under `serve --workers` "
                             "(index, role: sequencer or forwarder); absent for a single process.",
                             ["index", "role"], registry=r)
+
+    def observe_http(self, route: str, method: str, status: int, seconds: float) -> None:
+        """http_seconds.labels(route, method, status).observe(seconds), with the labelled
+        child looked up once per combination (labels() costs more than observe())."""
+        key = (route, method, status)
+        child = self._http_children.get(key)
+        if child is None:
+            child = self._http_children[key] = self.http_seconds.labels(route, method, str(status))
+        child.observe(seconds)
