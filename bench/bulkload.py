@@ -68,8 +68,10 @@ async def load(database_url: str, log_key: LogKey, size: int, batch: int = 65536
         start = latest.tree_size
         if start > size:
             raise SystemExit(f"the database already holds {start} leaves, more than {size}")
+        # A batch of 64k leaves is one long transaction: the server's stall timeout (5 s,
+        # meant for a frozen sequencer) would abort it on a busy machine.
         seq = Sequencer(store, log_key.sign_checkpoint, max_batch_size=batch, checkpoint_interval_s=3600,
-                        lock_timeout_ms=60_000)
+                        lock_timeout_ms=60_000, stall_timeout_ms=600_000)
         lp, ls, pp, ps = leaf_template()
         loop = asyncio.get_running_loop()
         sha = hashlib.sha256
