@@ -135,6 +135,10 @@ keys = ["{counter_pem}"]
         return cfg
 
 
+class _PortTaken(Exception):
+    """The child could not bind its port: another process took it first."""
+
+
 @dataclass
 class Process:
     """A child server process: `logserver serve` or the ceiling app."""
@@ -153,23 +157,49 @@ class Process:
 
     def start(self, ready_path: str = "/readyz", timeout_s: float = 120.0, streak: int = 1) -> "Process":
         """Spawn, then wait for `streak` consecutive 200s from `ready_path` (each on a new
-        connection: with several workers on one port, each lands on any of them)."""
+        connection: with several workers on one port, each lands on any of them).
+
+        The port was free when it was picked, but another process may take it before
+        the child binds: then (the child exits with "address already in use", having
+        perhaps let a stranger answer the readiness check) it retries on a new port."""
+        for attempt in range(5):
+            try:
+                return self._start_once(ready_path, timeout_s, max(streak, self.streak))
+            except _PortTaken:
+                self._move_to(free_port())
+        raise RuntimeError(f"{self.argv}: could not find a free port")
+
+    def _move_to(self, port: int) -> None:
+        self.port = port
+        if "--port" in self.argv:
+            self.argv[self.argv.index("--port") + 1] = str(port)
+        if "LOGSERVER_LISTEN" in self.env:
+            self.env["LOGSERVER_LISTEN"] = f"127.0.0.1:{port}"
+
+    def _start_once(self, ready_path: str, timeout_s: float, streak: int) -> "Process":
         env = dict(os.environ, **self.env)
-        streak = max(streak, self.streak)
         started = time.perf_counter()
+        log_start = self.log_path.stat().st_size if self.log_path.exists() else 0
         with open(self.log_path, "ab") as out:
             self.proc = subprocess.Popen(self.argv, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
+
+        def exited() -> None:
+            if self.proc.poll() is None:
+                return
+            with open(self.log_path, "rb") as f:
+                f.seek(log_start)
+                output = f.read().decode(errors="replace")
+            if "address already in use" in output:
+                raise _PortTaken()
+            raise RuntimeError(f"{self.argv} exited with {self.proc.returncode}:\n{output[-4000:]}")
+
         deadline = time.monotonic() + timeout_s
         ok = 0
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.argv} exited with {self.proc.returncode}:\n"
-                                   + self.log_path.read_text(errors="replace")[-4000:])
+        while ok < streak:
+            exited()
             try:
                 with urllib.request.urlopen(self.url + ready_path, timeout=2) as resp:
                     ok = ok + 1 if resp.status == 200 else 0
-                    if ok >= streak:
-                        break
                     continue
             except (OSError, urllib.error.URLError):
                 ok = 0
@@ -178,6 +208,8 @@ class Process:
                 raise RuntimeError(f"{self.argv} not ready after {timeout_s}s")
             time.sleep(0.02)
         self.startup_s = time.perf_counter() - started
+        time.sleep(0.3)
+        exited()  # the answers came from our child, not from a stranger on the port
         return self
 
     def processes(self) -> list[psutil.Process]:

@@ -45,18 +45,21 @@ class LoadGenerator:
         self.threads = threads
 
     def run(self, url: str, requests_file: Path, *, connections: int, duration_s: float,
-            delay_ms: float = 0.0, server=None) -> dict:
-        """Drive `url` with the requests of `requests_file`; return the measurements."""
+            delay_ms: float = 0.0, server=None, wrap: bool = False) -> dict:
+        """Drive `url` with the requests of `requests_file`; return the measurements.
+
+        Each line is sent once, unless `wrap` (for reads): then the file is replayed
+        from the start when it runs out, until the duration is over."""
         threads = max(1, min(self.threads, connections))
         if self.tool == "wrk":
             argv = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{max(1, round(duration_s))}s",
                     "--timeout", "30s", "-s", str(LUA), url]
             env = dict(os.environ, BENCH_REQUESTS=str(requests_file), BENCH_THREADS=str(threads),
-                       BENCH_DELAY_MS=str(int(delay_ms)))
+                       BENCH_DELAY_MS=str(int(delay_ms)), BENCH_WRAP="1" if wrap else "0")
         else:
             argv = [sys.executable, "-m", "bench.pyload", "--url", url, "--requests", str(requests_file),
                     "--connections", str(connections), "--duration", str(duration_s),
-                    "--delay-ms", str(delay_ms)]
+                    "--delay-ms", str(delay_ms)] + (["--wrap"] if wrap else [])
             env = dict(os.environ)
         server_cpu0 = server.cpu_seconds() if server is not None else None
         before = resource.getrusage(resource.RUSAGE_CHILDREN)

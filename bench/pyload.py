@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import time
 import urllib.parse
@@ -31,10 +32,10 @@ def load_requests(path: str, host: str) -> list[bytes]:
     return out
 
 
-async def connection(host, port, reqs, deadline, delay_s, latencies, statuses, state):
+async def connection(host, port, reqs, deadline, delay_s, latencies, statuses, state, wrap=False):
     reader, writer = await asyncio.open_connection(host, port)
     try:
-        for raw in reqs:
+        for raw in (itertools.cycle(reqs) if wrap and reqs else reqs):
             if time.perf_counter() >= deadline:
                 return
             if delay_s:
@@ -69,7 +70,7 @@ async def main_async(args) -> dict:
     deadline = started + args.duration
     await asyncio.gather(*(
         connection(u.hostname, u.port, reqs[i::args.connections], deadline, args.delay_ms / 1000,
-                   latencies, statuses, state)
+                   latencies, statuses, state, args.wrap)
         for i in range(args.connections)
     ))
     duration = time.perf_counter() - started
@@ -95,6 +96,7 @@ def main() -> None:
     p.add_argument("--connections", type=int, default=8)
     p.add_argument("--duration", type=float, default=5)
     p.add_argument("--delay-ms", type=float, default=0)
+    p.add_argument("--wrap", action="store_true", help="replay the file from the start when it runs out")
     args = p.parse_args()
     result = asyncio.run(main_async(args))
     print(MARKER)

@@ -74,9 +74,9 @@ def run_reads(env: BenchEnv, mode, loadgen, log) -> list[dict]:
         log(f"reads {size:,}: hello-world ceiling")
         with ceiling_process(env, "ed25519", run_dir / "ceiling.log").start() as ceiling:
             if mode.warmup_s:
-                loadgen.run(ceiling.url, files["hello-warm"], connections=c, duration_s=mode.warmup_s)
+                loadgen.run(ceiling.url, files["hello-warm"], connections=c, duration_s=mode.warmup_s, wrap=True)
             row["kinds"]["hello"] = loadgen.run(ceiling.url, files["hello"], connections=c,
-                                                duration_s=mode.duration_s, server=ceiling)
+                                                duration_s=mode.duration_s, server=ceiling, wrap=True)
         log(f"reads {size:,}: starting logserver")
         with serve_process(cfg, url, run_dir / "server.log").start() as server:
             row["startup_s"] = round(server.startup_s, 3)
@@ -84,9 +84,10 @@ def run_reads(env: BenchEnv, mode, loadgen, log) -> list[dict]:
             for kind in KINDS:
                 log(f"reads {size:,}: {kind}")
                 if mode.warmup_s:
-                    loadgen.run(server.url, files[kind + "-warm"], connections=c, duration_s=mode.warmup_s)
+                    loadgen.run(server.url, files[kind + "-warm"], connections=c, duration_s=mode.warmup_s,
+                                wrap=True)
                 row["kinds"][kind] = loadgen.run(server.url, files[kind], connections=c,
-                                                 duration_s=mode.duration_s, server=server)
+                                                 duration_s=mode.duration_s, server=server, wrap=True)
             row["rss_after_reads"] = server.rss_mb()
         hello = row["kinds"]["hello"]["ok_rps"]
         row["vs_hello"] = {k: round(row["kinds"][k]["ok_rps"] / hello, 3) if hello else None for k in KINDS}

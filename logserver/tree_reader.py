@@ -12,7 +12,7 @@ so a proof is a handful of slices instead of hundreds of hashes per request.
 Both caches are LRUs bounded in bytes. The upper tile levels (a few hundred
 tiles at 10M leaves) are touched by every proof and stay cached; at steady
 state a proof touches the database only when its level-0 tile fell out of the
-cache (uniformly random proofs over more than ~1.5M leaves with the defaults).
+cache (uniformly random proofs over more than ~1.2M leaves with the defaults).
 """
 from __future__ import annotations
 
@@ -53,8 +53,8 @@ class _Tile:
 
 
 class TreeReader:
-    def __init__(self, store: Store, *, max_tile_cache_bytes: int = 96 << 20,
-                 max_bundle_cache_bytes: int = 32 << 20):
+    def __init__(self, store: Store, *, max_tile_cache_bytes: int = 80 << 20,
+                 max_bundle_cache_bytes: int = 16 << 20):
         self.store = store
         self.latest: CheckpointRow | None = None
         self._tiles: OrderedDict[tuple[int, int], _Tile] = OrderedDict()

@@ -1,11 +1,13 @@
 -- wrk script: replay a file of requests, one per line: METHOD <TAB> PATH [<TAB> BODY].
 -- Thread t of T sends lines t, t+T, t+2T, ... (no two threads send the same line) and
--- stops when its share runs out, so unique POST bodies are never sent twice.
+-- stops when its share runs out, so unique POST bodies are never sent twice; with
+-- BENCH_WRAP=1 (reads, where repeating a request is harmless) it starts over instead.
 -- Environment: BENCH_REQUESTS (the file), BENCH_THREADS, BENCH_DELAY_MS (optional:
 -- each connection waits this long before each request, for a lower, steady rate).
 -- done() prints one JSON object (latencies in microseconds) after the marker line.
 
 local delay_ms = tonumber(os.getenv("BENCH_DELAY_MS") or "0")
+local wrap = os.getenv("BENCH_WRAP") == "1"
 if delay_ms > 0 then
   function delay() return delay_ms end
 end
@@ -44,9 +46,11 @@ end
 function request()
   pos = pos + 1
   if pos > #reqs then
-    exhausted = 1
-    wrk.thread:stop()
     pos = 1
+    if not wrap then
+      exhausted = 1
+      wrk.thread:stop()
+    end
   end
   return reqs[pos]
 end
