@@ -69,12 +69,22 @@ class Workers:
     def output(self) -> str:
         return self.log_path.read_text(errors="replace")
 
-    def worker_pid(self, index: int) -> int:
-        for child in psutil.Process(self.proc.pid).children():
-            cmd = child.cmdline()
-            if "--worker-index" in cmd and cmd[cmd.index("--worker-index") + 1] == str(index):
-                return child.pid
-        raise AssertionError(f"no worker {index} among the supervisor's children")
+    def worker_pid(self, index: int, timeout_s: float = 10) -> int:
+        """The pid of the live worker `index` (a killed one may linger as a zombie
+        until the supervisor reaps it)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            for child in psutil.Process(self.proc.pid).children():
+                try:
+                    if child.status() == psutil.STATUS_ZOMBIE:
+                        continue
+                    cmd = child.cmdline()
+                except psutil.Error:
+                    continue
+                if "--worker-index" in cmd and cmd[cmd.index("--worker-index") + 1] == str(index):
+                    return child.pid
+            time.sleep(0.05)
+        raise AssertionError(f"no live worker {index} among the supervisor's children")
 
     async def stop(self) -> int:
         if self.proc.poll() is None:
