@@ -73,6 +73,7 @@ class Config:
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     witness_policy: Path | None = None
     witnessing: WitnessingConfig = field(default_factory=WitnessingConfig)
+    verify_processes: int = 1  # signature checks in helper processes (0: inline); see signature_verifier.py
 
     @property
     def host_port(self) -> tuple[str, int]:
@@ -124,6 +125,7 @@ def config_from_dict(raw: dict[str, Any], *, base: Path, environ: dict[str, str]
     parse_listen(listen, ENV_LISTEN if environ.get(ENV_LISTEN) else "listen")
     database_url = environ.get(ENV_DATABASE_URL) or file_database_url
     witness_policy = r.path("witness_policy")
+    verify_processes = r.integer("verify_processes", Config.verify_processes, 0, 64)
 
     authorities = []
     for i, item in enumerate(r.list("authorities")):
@@ -187,7 +189,7 @@ def config_from_dict(raw: dict[str, Any], *, base: Path, environ: dict[str, str]
     return Config(
         origin=origin, log_key=log_key, data_dir=data_dir, listen=listen, database_url=database_url,
         authorities=tuple(authorities), sequencer=sequencer, limits=limits, witness_policy=witness_policy,
-        witnessing=witnessing,
+        witnessing=witnessing, verify_processes=verify_processes,
     )
 
 

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 
 from .merkle import CompactRange, frontier_ids, inclusion_proof
 from .merkle.tiles import TILE_HEIGHT, append_to_tiles, hashes_from_tiles, tiles_for_nodes
-from .storage import DATABASE_UNAVAILABLE, CheckpointRow, NewLeaf, Store
+from .storage import DATABASE_UNAVAILABLE, CheckpointRow, NewLeaf, Prefetch, Prefetched, Store
 
 log = logging.getLogger(__name__)
 
@@ -148,6 +148,9 @@ class Sequencer:
         self._queue: deque[Pending] = deque()
         self._wakeup = asyncio.Event()
         self.halted: str | None = None  # set when the pre-sign check fails; signing stops
+        # The tree size after this process's last commit: the first read of the next
+        # batch prefetches the frontier tiles for it (None: unknown, read them after).
+        self._known_size: int | None = None
 
     @property
     def pending(self) -> int:
@@ -220,8 +223,16 @@ class Sequencer:
             raise IntegrityError(self.halted)
         batch = [p for p in batch if not p.future.done()]  # the submitter gave up
         started = time.perf_counter()
-        async with self.store.sequencing(self.lock_timeout_ms, self.stall_timeout_ms) as tx:
+        known = self._known_size
+        prefetch = Prefetch(
+            -1 if known is None else known,
+            tiles=[] if known is None else [(t.level, t.index) for t in tiles_for_nodes(frontier_ids(known), known)],
+            entries=[(p.fleet_id, p.sequence) for p in batch],
+            fleet_ids=[p.fleet_id for p in batch],
+        )
+        async with self.store.sequencing(self.lock_timeout_ms, self.stall_timeout_ms, prefetch) as tx:
             old = tx.latest
+            self._known_size = old.tree_size
             now_ms = int(self.clock() * 1000)
             interval_ms = self.checkpoint_interval * 1000
             # Idle: re-sign only when the latest checkpoint is old (maybe signed by
@@ -229,8 +240,9 @@ class Sequencer:
             # age, so it signs too (the time then advances by 1 ms, see below).
             if not batch and 0 <= now_ms - old.signed_at_ms < interval_ms:
                 return None
-            frontier, right_edge = await self._presign_check(tx, old)
-            results, accepted, fleets = await self._classify(tx, batch, old.tree_size)
+            prefetched = tx.prefetched
+            frontier, right_edge = await self._presign_check(tx, old, prefetched.tiles)
+            results, accepted, fleets = await self._classify(tx, batch, old.tree_size, prefetched)
 
             nodes: dict[tuple[int, int], bytes] = dict(zip(frontier_ids(old.tree_size), frontier.hashes))
             tile_nodes: list[tuple[int, int, bytes]] = []
@@ -254,31 +266,38 @@ class Sequencer:
                 leaves, tiles, fleets, new_size, new_root, note, signed_at_ms,
                 dt.datetime.fromtimestamp(signed_at_ms / 1000, dt.timezone.utc),
             )
-        # Committed and durable from here on.
-        self.on_commit(checkpoint, tiles)
-        read = lambda ids: [nodes[i] for i in ids]  # noqa: E731
-        for p, result in results:
-            if p.future.done():
-                continue
-            if isinstance(result, Exception):
-                p.future.set_exception(result)
-            elif isinstance(result, int):  # appended at this index
-                proof = inclusion_proof(result, new_size, read) if with_proofs else []
-                p.future.set_result(Appended(result, p.leaf_hash, checkpoint, proof))
-            else:
-                p.future.set_result(result)
+            self._known_size = None  # unknown if the COMMIT fails ambiguously
+            await tx.commit()
+            # Committed and durable from here on. The submitters are answered before
+            # the connection goes back to the pool (one more round trip).
+            self._known_size = new_size
+            self.on_commit(checkpoint, tiles)
+            read = lambda ids: [nodes[i] for i in ids]  # noqa: E731
+            for p, result in results:
+                if p.future.done():
+                    continue
+                if isinstance(result, Exception):
+                    p.future.set_exception(result)
+                elif isinstance(result, int):  # appended at this index
+                    proof = inclusion_proof(result, new_size, read) if with_proofs else []
+                    p.future.set_result(Appended(result, p.leaf_hash, checkpoint, proof))
+                else:
+                    p.future.set_result(result)
         self.stats.on_batch(len(accepted), time.perf_counter() - started)
         return checkpoint
 
-    async def _presign_check(self, tx, old: CheckpointRow) -> tuple[CompactRange, dict[tuple[int, int], bytes]]:
+    async def _presign_check(self, tx, old: CheckpointRow, prefetched: dict[tuple[int, int], bytes] | None = None,
+                             ) -> tuple[CompactRange, dict[tuple[int, int], bytes]]:
         """Rebuild the frontier from stored tiles; it must reproduce the signed root.
 
         Returns the frontier and the right-edge tiles (trimmed to their width at
-        the old size), which the batch then grows.
+        the old size), which the batch then grows. `prefetched` are those tiles
+        as read under the lock in the transaction's first read, when the log was
+        at the size the sequencer expected.
         """
         ids = frontier_ids(old.tree_size)
         keys = [(t.level, t.index) for t in tiles_for_nodes(ids, old.tree_size)]
-        stored = await tx.read_tiles(keys)
+        stored = prefetched if prefetched is not None else await tx.read_tiles(keys)
         tiles = {}
         for t in tiles_for_nodes(ids, old.tree_size):
             data = stored.get((t.level, t.index))
@@ -298,15 +317,18 @@ class Sequencer:
         right_edge = {(t.level, t.index): data[: 32 * t.width] for t, data in tiles.items()}
         return frontier, right_edge
 
-    async def _classify(self, tx, batch: list[Pending], first_index: int):
+    async def _classify(self, tx, batch: list[Pending], first_index: int, prefetched: Prefetched | None = None):
         """Decide, in arrival order, which entries are new, duplicates, rollbacks or equivocations."""
         results: list[tuple[Pending, object]] = []
         accepted: list[Pending] = []
         fleets: dict[str, tuple[int, int]] = {}
         if not batch:
             return results, accepted, fleets
-        existing = await tx.find_entries(list({(p.fleet_id, p.sequence) for p in batch}))
-        heads = await tx.fleet_sequences(list({p.fleet_id for p in batch}))
+        if prefetched is not None:  # read under the lock, for exactly this batch
+            existing, heads = prefetched.entries, prefetched.fleet_sequences
+        else:
+            existing = await tx.find_entries(list({(p.fleet_id, p.sequence) for p in batch}))
+            heads = await tx.fleet_sequences(list({p.fleet_id for p in batch}))
         in_batch: dict[tuple[str, int], tuple[int, Pending]] = {}
         for p in batch:
             key = (p.fleet_id, p.sequence)

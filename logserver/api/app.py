@@ -21,12 +21,13 @@ from ..log_key import LogKey
 from ..merkle import EMPTY_ROOT
 from ..forwarding import RemoteSequencer, WorkerRole, serve_forwarding
 from ..sequencer import Appended, Sequencer, SequencerStats
+from ..signature_verifier import SignatureVerifier
 from ..startup import check_not_stale, check_tiles
 from ..storage import CheckpointRow, Store, create_pool, migrate, resolve_database_url
 from ..tree_reader import TreeReader
 from . import entries, ops, submit, tiles
 from .errors import make_error_middleware
-from .keys import AUTHORITIES, CLOCK, CONFIG, LOG_KEY, METRICS, READER, SEQUENCER, STORE, WITNESS_POLICY, WORKER
+from .keys import AUTHORITIES, CLOCK, CONFIG, LOG_KEY, METRICS, READER, SEQUENCER, STORE, VERIFIER, WITNESS_POLICY, WORKER
 from .published import load_policy, start_publisher
 from .metrics import Metrics
 
@@ -77,6 +78,7 @@ def create_app(
     app[WORKER] = worker
     if worker is not None:
         app[METRICS].worker.labels(str(worker.index), worker.role).set(1)
+    app.cleanup_ctx.append(_verifier_ctx)
     app.cleanup_ctx.append(_storage_ctx)
     app.cleanup_ctx.append(_sequencer_ctx)
 
@@ -114,6 +116,15 @@ async def _metrics_middleware(request: web.Request, handler):
         route = request.match_info.route.resource
         name = route.canonical if route is not None else "unmatched"
         request.app[METRICS].observe_http(name, request.method, status, time.perf_counter() - started)
+
+
+async def _verifier_ctx(app: web.Application):
+    app[VERIFIER] = verifier = SignatureVerifier(app[AUTHORITIES], app[CONFIG].verify_processes)
+    await verifier.start()
+    try:
+        yield
+    finally:
+        await verifier.close()
 
 
 async def _storage_ctx(app: web.Application):

@@ -37,7 +37,7 @@ from .payload import (
     parse_timestamp,
     payload_digest,
 )
-from .policy import VerifiedBundle, verify_envelope
+from .policy import SignatureChecks, VerifiedBundle, accept_verified, select_signatures, verify_envelope
 
 __all__ = [
     "ALGORITHMS",
@@ -62,9 +62,11 @@ __all__ = [
     "PolicyError",
     "Role",
     "Signature",
+    "SignatureChecks",
     "SizeLimitError",
     "ValidityError",
     "VerifiedBundle",
+    "accept_verified",
     "add_signature",
     "check_validity",
     "decode_leaf",
@@ -78,6 +80,7 @@ __all__ = [
     "parse_payload",
     "parse_timestamp",
     "payload_digest",
+    "select_signatures",
     "sign_envelope",
     "verify_envelope",
 ]

@@ -8,6 +8,8 @@ from .store import (
     IdentityMismatchError,
     LeafRow,
     NewLeaf,
+    Prefetch,
+    Prefetched,
     SequencingTransaction,
     StorageError,
     Store,
@@ -16,5 +18,5 @@ from .store import (
 __all__ = [
     "DATABASE_UNAVAILABLE", "create_pool", "resolve_database_url", "MigrationError", "migrate",
     "CheckpointRow", "ConcurrentUpdateError", "ExistingEntry", "IdentityMismatchError", "LeafRow",
-    "NewLeaf", "SequencingTransaction", "StorageError", "Store",
+    "NewLeaf", "Prefetch", "Prefetched", "SequencingTransaction", "StorageError", "Store",
 ]

@@ -8,6 +8,7 @@ acknowledged* and let the client retry, which the duplicate check makes safe.
 """
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from collections.abc import Iterable, Sequence
 from contextlib import asynccontextmanager
@@ -89,6 +90,7 @@ class Store:
 
     def __init__(self, pool: asyncpg.Pool):
         self.pool = pool
+        self._releasing: set[asyncio.Future] = set()  # connections on their way back to the pool
 
     # --- identity and initial state -------------------------------------------------
 
@@ -196,62 +198,161 @@ class Store:
     # --- sequencing -------------------------------------------------------------------
 
     @asynccontextmanager
-    async def sequencing(self, lock_timeout_ms: int, stall_timeout_ms: int = 5_000) -> AsyncIterator["SequencingTransaction"]:
+    async def sequencing(
+        self, lock_timeout_ms: int, stall_timeout_ms: int = 5_000, prefetch: "Prefetch | None" = None,
+    ) -> AsyncIterator["SequencingTransaction"]:
         """A transaction holding the log_state row lock: the sequencer role.
 
         Only one transaction at a time can hold it, across every process sharing
         the database; another waits up to `lock_timeout_ms` and then fails with
         asyncpg.LockNotAvailableError. Everything done through the yielded object
-        commits atomically when the block exits normally, and is rolled back if
-        it raises. When the block returns, the commit is durable (synchronous_commit
-        is forced on for this transaction, whatever the server's default).
+        commits atomically at `tx.commit()` (or when the block exits normally
+        without it), and is rolled back if the block raises. When commit() returns,
+        the commit is durable (synchronous_commit is forced on for this
+        transaction, whatever the server's default). If the COMMIT itself fails
+        ambiguously (the connection dropped), the batch may or may not be stored:
+        see the module docstring.
 
         A holder that stalls cannot keep the role: PostgreSQL itself ends the
         transaction, releasing the lock to the next waiter, when the holder leaves
         it idle for `stall_timeout_ms` (idle_in_transaction_session_timeout: a
         frozen or stopped process, a lost host; the session is terminated) or when
-        one of its statements runs that long (statement_timeout: e.g. a COPY whose
-        sender froze). The stalled process's next statement or COMMIT then fails,
-        so it can commit nothing; what it already signed stays in its memory, never
-        stored or served. Client-side asyncpg timeouts (slightly longer) bound the
-        wait for an unresponsive database the same way.
+        one of its statements runs that long (statement_timeout). The stalled
+        process's next statement or COMMIT then fails, so it can commit nothing;
+        what it already signed stays in its memory, never stored or served.
+        Client-side asyncpg timeouts (slightly longer) bound the wait for an
+        unresponsive database the same way.
+
+        Round trips are what a busy event loop makes expensive (each reply waits
+        behind the requests being served), so a batch takes four: taking the role,
+        one read (the checkpoint and, with `prefetch`, everything the batch needs
+        to know), one write, COMMIT.
         """
         lock_ms, stall_ms = int(lock_timeout_ms), int(stall_timeout_ms)
         client_timeout = stall_ms / 1000 + 1.0
-        async with self.pool.acquire() as conn:
-            async with conn.transaction():
-                # Before taking the lock, so that no moment of holding it is unbounded.
-                # The lock wait itself is bounded by lock_timeout; the statement bound
-                # is tightened to the stall timeout once the lock is held.
-                await conn.execute(
-                    f"SET LOCAL lock_timeout = {lock_ms}; "
-                    f"SET LOCAL statement_timeout = {lock_ms + stall_ms}; "
-                    f"SET LOCAL idle_in_transaction_session_timeout = {stall_ms}; "
-                    "SET LOCAL synchronous_commit = on",
-                    timeout=client_timeout,
-                )
-                # Lock first, then read the checkpoint in a second statement. A joined
-                # SELECT ... FOR UPDATE OF s that waited for another sequencer would
-                # recheck the join against the new log_state row but the old
-                # checkpoints row, and return no row at all.
-                checkpoint_id = await conn.fetchval(
-                    "SELECT checkpoint_id FROM log_state FOR UPDATE", timeout=lock_ms / 1000 + client_timeout
-                )
-                if checkpoint_id is None:
-                    raise StorageError("log_state is missing: the log was never initialised")
-                await conn.execute(f"SET LOCAL statement_timeout = {stall_ms}", timeout=client_timeout)
-                row = await conn.fetchrow("SELECT * FROM checkpoints WHERE id = $1", checkpoint_id,
-                                          timeout=client_timeout)
-                yield SequencingTransaction(conn, _checkpoint(row), client_timeout)
+        conn = await self.pool.acquire()
+        committed = False
+        try:
+            # One simple-query message: each statement runs in turn, the lock is
+            # taken only once the bounds are set, and the statement bound is then
+            # tightened to the stall timeout. The checkpoint is read in a later
+            # statement: in READ COMMITTED a statement that waited for the row
+            # lock still reads other tables with the snapshot it started with.
+            await conn.execute(
+                "BEGIN ISOLATION LEVEL READ COMMITTED; "
+                f"SET LOCAL lock_timeout = {lock_ms}; "
+                f"SET LOCAL statement_timeout = {lock_ms + stall_ms}; "
+                f"SET LOCAL idle_in_transaction_session_timeout = {stall_ms}; "
+                "SET LOCAL synchronous_commit = on; "
+                "SELECT 1 FROM log_state FOR UPDATE; "
+                f"SET LOCAL statement_timeout = {stall_ms}",
+                timeout=lock_ms / 1000 + client_timeout,
+            )
+            tx = await SequencingTransaction.start(conn, prefetch, client_timeout)
+            yield tx
+            if not tx.committed:
+                await tx.commit()
+            committed = True
+        finally:
+            if not committed and not conn.is_closed():
+                try:
+                    await conn.execute("ROLLBACK", timeout=client_timeout)
+                except Exception:  # the pool closes a connection it cannot reset
+                    pass
+            # Returning the connection costs a round trip (the pool resets it); the
+            # next batch need not wait for it, it takes another connection.
+            release = asyncio.ensure_future(self.pool.release(conn))
+            self._releasing.add(release)
+            release.add_done_callback(self._releasing.discard)
+
+
+@dataclass(frozen=True)
+class Prefetch:
+    """What a batch will read, fetched in the same round trip as the latest checkpoint.
+
+    `tiles` are wanted only if the log is still at `tree_size` (the sequencer's
+    last known size); otherwise the caller reads the right ones itself.
+    """
+
+    tree_size: int
+    tiles: Sequence[TileKey] = ()
+    entries: Sequence[tuple[str, int]] = ()
+    fleet_ids: Sequence[str] = ()
+
+
+@dataclass(frozen=True)
+class Prefetched:
+    tiles: dict[TileKey, bytes] | None  # None: the log was not at Prefetch.tree_size
+    entries: dict[tuple[str, int], ExistingEntry]
+    fleet_sequences: dict[str, int]
+
+
+_SNAPSHOT = (
+    "SELECT c.*, "
+    "ARRAY(SELECT ROW(t.level, t.idx, t.hashes) FROM tiles t "
+    "      JOIN unnest($2::smallint[], $3::bigint[]) AS k(level, idx) ON t.level = k.level AND t.idx = k.idx "
+    "      WHERE c.tree_size = $1) AS tiles, "
+    "ARRAY(SELECT ROW(l.fleet_id, l.sequence, l.idx, l.leaf_hash, l.payload_digest) FROM leaves l "
+    "      JOIN unnest($4::text[], $5::bigint[]) AS k(fleet_id, sequence) "
+    "      ON l.fleet_id = k.fleet_id AND l.sequence = k.sequence) AS entries, "
+    "ARRAY(SELECT ROW(f.fleet_id, f.sequence) FROM fleets f WHERE f.fleet_id = ANY($6::text[])) AS fleets "
+    "FROM log_state s JOIN checkpoints c ON c.id = s.checkpoint_id"
+)
+
+_APPEND = (
+    "WITH new_leaves AS ("
+    "  INSERT INTO leaves (idx, leaf_hash, leaf, fleet_id, sequence, payload_digest, integrated_at) "
+    "  SELECT i, h, l, f, s, d, $7 FROM unnest($1::bigint[], $2::bytea[], $3::bytea[], $4::text[], "
+    "                                         $5::bigint[], $6::bytea[]) AS u(i, h, l, f, s, d)), "
+    "new_tiles AS ("
+    "  INSERT INTO tiles (level, idx, hashes) "
+    "  SELECT * FROM unnest($8::smallint[], $9::bigint[], $10::bytea[]) "
+    "  ON CONFLICT (level, idx) DO UPDATE SET hashes = EXCLUDED.hashes), "
+    "new_heads AS ("
+    "  INSERT INTO fleets (fleet_id, sequence, idx) "
+    "  SELECT * FROM unnest($11::text[], $12::bigint[], $13::bigint[]) "
+    "  ON CONFLICT (fleet_id) DO UPDATE SET sequence = EXCLUDED.sequence, idx = EXCLUDED.idx), "
+    "new_checkpoint AS ("
+    "  INSERT INTO checkpoints (tree_size, root, signed_at_ms, note) VALUES ($14, $15, $16, $17) RETURNING id) "
+    "UPDATE log_state SET tree_size = $14, root = $15, checkpoint_id = (SELECT id FROM new_checkpoint) "
+    "WHERE tree_size = $18 AND checkpoint_id = $19 "
+    "RETURNING checkpoint_id"
+)
 
 
 class SequencingTransaction:
     """The writes one batch makes, all inside the locked transaction of Store.sequencing."""
 
-    def __init__(self, conn: asyncpg.Connection, latest: CheckpointRow, timeout_s: float = 6.0):
+    def __init__(self, conn: asyncpg.Connection, latest: CheckpointRow, timeout_s: float = 6.0,
+                 prefetched: Prefetched | None = None):
         self.conn = conn
         self.latest = latest  # the checkpoint log_state pointed at when the lock was taken
         self.timeout_s = timeout_s  # client-side bound on each statement
+        self.prefetched = prefetched
+        self.committed = False
+
+    @classmethod
+    async def start(cls, conn: asyncpg.Connection, prefetch: Prefetch | None,
+                    timeout_s: float) -> "SequencingTransaction":
+        p = prefetch or Prefetch(-1)
+        tile_keys = list(dict.fromkeys(p.tiles))
+        entry_keys = list(dict.fromkeys(p.entries))
+        row = await conn.fetchrow(
+            _SNAPSHOT, p.tree_size, [k[0] for k in tile_keys], [k[1] for k in tile_keys],
+            [k[0] for k in entry_keys], [k[1] for k in entry_keys], list(dict.fromkeys(p.fleet_ids)),
+            timeout=timeout_s,
+        )
+        if row is None:
+            raise StorageError("log_state is missing: the log was never initialised")
+        latest = _checkpoint(row)
+        prefetched = None
+        if prefetch is not None:
+            prefetched = Prefetched(
+                tiles={(lv, ix): bytes(h) for lv, ix, h in row["tiles"]} if latest.tree_size == p.tree_size else None,
+                entries={(f, s): ExistingEntry(i, bytes(h), bytes(d)) for f, s, i, h, d in row["entries"]},
+                fleet_sequences={f: s for f, s in row["fleets"]},
+            )
+        return cls(conn, latest, timeout_s, prefetched)
 
     async def read_tiles(self, keys: Iterable[TileKey]) -> dict[TileKey, bytes]:
         return await _read_tiles(self.conn, keys, self.timeout_s)
@@ -279,58 +380,40 @@ class SequencingTransaction:
     ) -> CheckpointRow:
         """Add a batch: its leaves, grown tiles, fleet heads and the checkpoint that covers it.
 
-        The log_state update is a compare-and-swap on the size and checkpoint seen
-        when the lock was taken; if it does not match (it cannot while the lock is
-        held, so this is a loud invariant check) ConcurrentUpdateError is raised and
-        the whole transaction rolls back. `fleets` maps fleet_id to (sequence, idx).
+        One statement (data-modifying CTEs). The log_state update is a
+        compare-and-swap on the size and checkpoint seen when the lock was taken;
+        if it does not match (it cannot while the lock is held, so this is a loud
+        invariant check) ConcurrentUpdateError is raised and the whole transaction
+        rolls back. `fleets` maps fleet_id to (sequence, idx). Nothing is durable
+        before commit().
         """
         old = self.latest
-        if leaves:
-            if leaves[0].idx != old.tree_size or leaves[-1].idx != new_size - 1:
-                raise AssertionError(
-                    f"batch covers {leaves[0].idx}..{leaves[-1].idx}, want {old.tree_size}..{new_size - 1}"
-                )
-            await self.conn.copy_records_to_table(
-                "leaves",
-                columns=["idx", "leaf_hash", "leaf", "fleet_id", "sequence", "payload_digest", "integrated_at"],
-                records=[
-                    (l.idx, l.leaf_hash, l.leaf, l.fleet_id, l.sequence, l.payload_digest, integrated_at)
-                    for l in leaves
-                ],
-                timeout=self.timeout_s,
+        if leaves and (leaves[0].idx != old.tree_size or leaves[-1].idx != new_size - 1):
+            raise AssertionError(
+                f"batch covers {leaves[0].idx}..{leaves[-1].idx}, want {old.tree_size}..{new_size - 1}"
             )
-        if tiles:
-            keys = list(tiles)
-            await self.conn.execute(
-                "INSERT INTO tiles (level, idx, hashes) "
-                "SELECT * FROM unnest($1::smallint[], $2::bigint[], $3::bytea[]) "
-                "ON CONFLICT (level, idx) DO UPDATE SET hashes = EXCLUDED.hashes",
-                [k[0] for k in keys], [k[1] for k in keys], [tiles[k] for k in keys],
-                timeout=self.timeout_s,
-            )
-        if fleets:
-            ids = list(fleets)
-            await self.conn.execute(
-                "INSERT INTO fleets (fleet_id, sequence, idx) "
-                "SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[]) "
-                "ON CONFLICT (fleet_id) DO UPDATE SET sequence = EXCLUDED.sequence, idx = EXCLUDED.idx",
-                ids, [fleets[f][0] for f in ids], [fleets[f][1] for f in ids],
-                timeout=self.timeout_s,
-            )
+        tile_keys = list(tiles)
+        fleet_ids = list(fleets)
         cp_id = await self.conn.fetchval(
-            "INSERT INTO checkpoints (tree_size, root, signed_at_ms, note) VALUES ($1, $2, $3, $4) RETURNING id",
-            new_size, new_root, signed_at_ms, note, timeout=self.timeout_s,
+            _APPEND,
+            [l.idx for l in leaves], [l.leaf_hash for l in leaves], [l.leaf for l in leaves],
+            [l.fleet_id for l in leaves], [l.sequence for l in leaves], [l.payload_digest for l in leaves],
+            integrated_at,
+            [k[0] for k in tile_keys], [k[1] for k in tile_keys], [tiles[k] for k in tile_keys],
+            fleet_ids, [fleets[f][0] for f in fleet_ids], [fleets[f][1] for f in fleet_ids],
+            new_size, new_root, signed_at_ms, note, old.tree_size, old.id,
+            timeout=self.timeout_s,
         )
-        status = await self.conn.execute(
-            "UPDATE log_state SET tree_size = $1, root = $2, checkpoint_id = $3 "
-            "WHERE tree_size = $4 AND checkpoint_id = $5",
-            new_size, new_root, cp_id, old.tree_size, old.id, timeout=self.timeout_s,
-        )
-        if status != "UPDATE 1":
+        if cp_id is None:
             raise ConcurrentUpdateError(
                 f"log_state moved under the sequencer lock (expected size {old.tree_size}, checkpoint {old.id})"
             )
         return CheckpointRow(cp_id, new_size, new_root, signed_at_ms, note)
+
+    async def commit(self) -> None:
+        """COMMIT. Durable when it returns; an error here may be ambiguous (module docstring)."""
+        await self.conn.execute("COMMIT", timeout=self.timeout_s)
+        self.committed = True
 
 
 async def _read_tiles(conn, keys: Iterable[TileKey], timeout: float | None = None) -> dict[TileKey, bytes]:
