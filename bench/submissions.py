@@ -45,18 +45,34 @@ def run_submissions(env: BenchEnv, mode, loadgen, algorithms, log) -> list[dict]
 
 
 def run_latency_at_half(env: BenchEnv, mode, loadgen, algorithm: str, best_rps: float, log) -> dict:
-    """p99 at about half the best throughput: each of C connections paces its requests."""
+    """p99 at about half the best throughput: each of C connections paces its requests.
+
+    wrk's delay comes after each answer, so a connection's cycle is the delay plus
+    the latency: the first run usually falls short of the asked rate. The delay is
+    then shortened by the measured mean latency and the run repeated on a fresh
+    server (at most twice more); the run closest to the asked rate is reported."""
     connections = 32 if mode.name != "tiny" else 4
     target = max(1.0, best_rps / 2)
-    delay_ms = max(1, int(1000 * connections / target))
+    period_ms = 1000 * connections / target
+    delay_ms = max(1, int(period_ms))
     requests = bundle_file(env, algorithm, mode.bundles)
-    log(f"submissions {algorithm}: latency at ~{target:.0f}/s ({connections} connections, {delay_ms} ms apart)")
-    proc, db = _serve(env, f"latency_{algorithm.replace('-', '_')}", algorithm)
-    with proc.start() as server:
-        res = loadgen.run(server.url, requests, connections=connections, duration_s=mode.duration_s,
-                          delay_ms=delay_ms, server=server)
-    env.drop_database(db)
-    return {"algorithm": algorithm, "target_rps": round(target, 1), "result": res}
+    runs = []
+    for attempt in range(3):
+        log(f"submissions {algorithm}: latency at ~{target:.0f}/s ({connections} connections, {delay_ms} ms apart)")
+        proc, db = _serve(env, f"latency_{algorithm.replace('-', '_')}", algorithm)
+        with proc.start() as server:
+            res = loadgen.run(server.url, requests, connections=connections, duration_s=mode.duration_s,
+                              delay_ms=delay_ms, server=server)
+        env.drop_database(db)
+        runs.append(res)
+        if res["ok_rps"] >= 0.9 * target or mode.name == "tiny":
+            break
+        next_delay = max(1, int(period_ms - res["latency_ms"]["mean"]))
+        if next_delay >= delay_ms:
+            break
+        delay_ms = next_delay
+    best = min(runs, key=lambda r: abs(r["ok_rps"] - target))
+    return {"algorithm": algorithm, "target_rps": round(target, 1), "result": best, "attempts": len(runs)}
 
 
 def run_workers(env: BenchEnv, mode, loadgen, algorithm: str, log) -> list[dict]:

@@ -73,7 +73,7 @@ class Config:
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     witness_policy: Path | None = None
     witnessing: WitnessingConfig = field(default_factory=WitnessingConfig)
-    verify_processes: int = 1  # signature checks in helper processes (0: inline); see signature_verifier.py
+    verify_processes: int = 1  # submissions parsed and verified in helper processes (0: inline); see admission.py
 
     @property
     def host_port(self) -> tuple[str, int]:

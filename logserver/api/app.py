@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 from aiohttp import web
 
+from ..admission import AdmissionPool
 from ..bundle import AuthoritySet, load_authority_key_pem
 from ..checkpoint_file import SavedCheckpoint, save_checkpoint_file
 from ..config import Config, ConfigError
@@ -21,13 +22,12 @@ from ..log_key import LogKey
 from ..merkle import EMPTY_ROOT
 from ..forwarding import RemoteSequencer, WorkerRole, serve_forwarding
 from ..sequencer import Appended, Sequencer, SequencerStats
-from ..signature_verifier import SignatureVerifier
 from ..startup import check_not_stale, check_tiles
 from ..storage import CheckpointRow, Store, create_pool, migrate, resolve_database_url
 from ..tree_reader import TreeReader
 from . import entries, ops, submit, tiles
 from .errors import make_error_middleware
-from .keys import AUTHORITIES, CLOCK, CONFIG, LOG_KEY, METRICS, READER, SEQUENCER, STORE, VERIFIER, WITNESS_POLICY, WORKER
+from .keys import ADMISSION, AUTHORITIES, CLOCK, CONFIG, LOG_KEY, METRICS, READER, SEQUENCER, STORE, WITNESS_POLICY, WORKER
 from .published import load_policy, start_publisher
 from .metrics import Metrics
 
@@ -78,7 +78,7 @@ def create_app(
     app[WORKER] = worker
     if worker is not None:
         app[METRICS].worker.labels(str(worker.index), worker.role).set(1)
-    app.cleanup_ctx.append(_verifier_ctx)
+    app.cleanup_ctx.append(_admission_ctx)
     app.cleanup_ctx.append(_storage_ctx)
     app.cleanup_ctx.append(_sequencer_ctx)
 
@@ -118,13 +118,13 @@ async def _metrics_middleware(request: web.Request, handler):
         request.app[METRICS].observe_http(name, request.method, status, time.perf_counter() - started)
 
 
-async def _verifier_ctx(app: web.Application):
-    app[VERIFIER] = verifier = SignatureVerifier(app[AUTHORITIES], app[CONFIG].verify_processes)
-    await verifier.start()
+async def _admission_ctx(app: web.Application):
+    app[ADMISSION] = pool = AdmissionPool(app[AUTHORITIES], app[CONFIG].verify_processes)
+    await pool.start()
     try:
         yield
     finally:
-        await verifier.close()
+        await pool.close()
 
 
 async def _storage_ctx(app: web.Application):

@@ -3,11 +3,11 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from ..admission import AdmissionPool
 from ..bundle import AuthoritySet
 from ..config import Config
 from ..log_key import LogKey
 from ..sequencer import Sequencer
-from ..signature_verifier import SignatureVerifier
 from ..storage import Store
 from ..tree_reader import TreeReader
 from ..witnessing import Publisher
@@ -24,4 +24,4 @@ CLOCK = web.AppKey("clock", object)  # () -> float POSIX seconds
 PUBLISHER = web.AppKey("publisher", Publisher)  # the checkpoint served and stapled into receipts
 WITNESS_POLICY = web.AppKey("witness_policy", object)  # Policy | None
 WORKER = web.AppKey("worker", object)  # forwarding.WorkerRole | None (serve --workers)
-VERIFIER = web.AppKey("verifier", SignatureVerifier)  # signature checks in helper processes
+ADMISSION = web.AppKey("admission", AdmissionPool)  # submissions checked in helper processes

@@ -2,18 +2,17 @@
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import time
 
 from aiohttp import web
 
-from ..bundle import BundleError, accept_verified, encode_leaf, parse_envelope, select_signatures
+from ..admission import AdmissionUnavailableError
+from ..bundle import BundleError
 from ..merkle import leaf_hash
 from ..receipt import build_receipt
 from ..sequencer import Appended, Duplicate, SequencerError
-from ..signature_verifier import VerifierUnavailableError
 from .errors import ApiError
-from .keys import AUTHORITIES, CLOCK, CONFIG, METRICS, READER, SEQUENCER, VERIFIER
+from .keys import ADMISSION, CLOCK, CONFIG, METRICS, READER, SEQUENCER
 from .params import query
 from .published import published_covering, receipt_checkpoint
 from .responses import json_response
@@ -47,31 +46,28 @@ async def post_bundle(request: web.Request) -> web.Response:
         metrics.submissions.labels("request_timeout").inc()
         raise ApiError(408, "request_timeout",
                        f"the request body did not arrive within {limits.request_timeout_s:g}s") from None
-    sequencer = app[SEQUENCER]
-    if sequencer.pending >= sequencer.max_pending:
-        # Shed before verifying: under overload, two signature checks per refused request
-        # would starve the event loop (and the sequencer and the readers with it).
+    sequencer, admission = app[SEQUENCER], app[ADMISSION]
+    pending = sequencer.pending + admission.pending
+    if pending >= sequencer.max_pending:
+        # Shed before checking: under overload, two signature checks per refused request
+        # would starve the server (and the sequencer and the readers with it).
         metrics.submissions.labels("overloaded").inc()
-        raise ApiError(503, "overloaded", f"{sequencer.pending} submissions are already pending; retry later")
+        raise ApiError(503, "overloaded", f"{pending} submissions are already pending; retry later")
     started = time.perf_counter()
     try:
-        envelope = parse_envelope(body)
-        checks = select_signatures(envelope, app[AUTHORITIES])
-        await app[VERIFIER].verify(checks)  # in a verifier process: a second core
-        verified = accept_verified(checks, dt.datetime.fromtimestamp(app[CLOCK](), dt.timezone.utc))
-        leaf = encode_leaf(envelope)
+        admitted = await admission.admit(body, app[CLOCK]())  # in an admission process: a second core
     except BundleError as e:
         metrics.submissions.labels(e.code).inc()
         raise ApiError(e.http_status, e.code, str(e)) from None
-    except VerifierUnavailableError as e:
+    except AdmissionUnavailableError as e:
         metrics.submissions.labels("unavailable").inc()
         raise ApiError(503, "unavailable", str(e)) from None
     finally:
         metrics.verify_seconds.observe(time.perf_counter() - started)
-    bundle = verified.bundle
+    leaf = admitted.leaf
     lh = leaf_hash(leaf)
     try:
-        future = sequencer.submit(leaf, lh, bundle.fleet_id, bundle.sequence, verified.payload_digest)
+        future = sequencer.submit(leaf, lh, admitted.fleet_id, admitted.sequence, admitted.payload_digest)
         async with asyncio.timeout(app[CONFIG].sequencer.commit_timeout_s):
             result = await asyncio.shield(future)  # a timeout must not withdraw the entry
     except asyncio.TimeoutError:

@@ -2,6 +2,7 @@
 dual-signature policy and the canonical leaf encoding. See docs/architecture.md and
 docs/formats.md."""
 
+from .admit import Admitted, admit
 from .authority import (
     ROLES,
     AuthorityKey,
@@ -37,10 +38,11 @@ from .payload import (
     parse_timestamp,
     payload_digest,
 )
-from .policy import SignatureChecks, VerifiedBundle, accept_verified, select_signatures, verify_envelope
+from .policy import VerifiedBundle, verify_envelope
 
 __all__ = [
     "ALGORITHMS",
+    "Admitted",
     "ALL_CODES",
     "LEAF_VERSION",
     "MAX_ENVELOPE_BYTES",
@@ -62,12 +64,11 @@ __all__ = [
     "PolicyError",
     "Role",
     "Signature",
-    "SignatureChecks",
     "SizeLimitError",
     "ValidityError",
     "VerifiedBundle",
-    "accept_verified",
     "add_signature",
+    "admit",
     "check_validity",
     "decode_leaf",
     "encode_leaf",
@@ -80,7 +81,6 @@ __all__ = [
     "parse_payload",
     "parse_timestamp",
     "payload_digest",
-    "select_signatures",
     "sign_envelope",
     "verify_envelope",
 ]

@@ -94,15 +94,11 @@ class AuthorityKey:
             else:
                 self.public_key.verify(signature, message, _ECDSA_SHA256)
         except InvalidSignature:
-            raise self.invalid_signature() from None
-
-    def invalid_signature(self) -> PolicyError:
-        """The error for a signature under this key that does not verify."""
-        return PolicyError(
-            f"signature by keyid {self.keyid} ({self.role} {self.authority!r}) "
-            "does not verify over the envelope's PAE",
-            code="invalid_signature",
-        )
+            raise PolicyError(
+                f"signature by keyid {self.keyid} ({self.role} {self.authority!r}) "
+                "does not verify over the envelope's PAE",
+                code="invalid_signature",
+            ) from None
 
 
 def load_authority_key_pem(pem: bytes, authority: str, role: Role) -> AuthorityKey:

@@ -46,29 +46,14 @@ class VerifiedBundle:
     countersigner_keyid: str
 
 
-@dataclass(frozen=True, slots=True)
-class SignatureChecks:
-    """Steps 1 and 2 passed: what step 3 must verify (the PAE and each pinned signature).
+def verify_envelope(
+    envelope: Envelope, authorities: AuthoritySet, now: datetime | None = None
+) -> VerifiedBundle:
+    """Apply the dual-signature policy; raise a BundleError subclass on refusal.
 
-    `run()` holds no Python state besides its arguments, so it can run on another
-    thread: `cryptography` releases the GIL while OpenSSL verifies (the server's
-    SignatureVerifier uses that to put the checks on a second core).
+    `now` (timezone-aware) is the time the expiry check uses; None means the
+    current UTC time.
     """
-
-    envelope: Envelope
-    message: bytes
-    pinned: tuple[tuple[bytes, AuthorityKey], ...]
-    signer_keyid: str
-    countersigner_keyid: str
-
-    def run(self) -> None:
-        """Step 3: every signature under a pinned keyid verifies; PolicyError otherwise."""
-        for sig, key in self.pinned:
-            key.verify(self.message, sig)
-
-
-def select_signatures(envelope: Envelope, authorities: AuthoritySet) -> SignatureChecks:
-    """Steps 1 and 2 (free): the payload type, and a pinned signer and countersigner."""
     if envelope.payload_type != PAYLOAD_TYPE:
         raise PolicyError(
             f"payloadType: got {envelope.payload_type!r}, want {PAYLOAD_TYPE!r}",
@@ -94,34 +79,20 @@ def select_signatures(envelope: Envelope, authorities: AuthoritySet) -> Signatur
             f"one of authorities {sorted(authorities.authorities('countersigner'))}",
             code="countersigner_signature_missing",
         )
-    return SignatureChecks(envelope, envelope.pae(), tuple(pinned), signer_keyids[0], countersigner_keyids[0])
 
+    message = envelope.pae()
+    for sig, key in pinned:
+        key.verify(message, sig)
 
-def accept_verified(checks: SignatureChecks, now: datetime | None = None) -> VerifiedBundle:
-    """Steps 4 and 5, for an envelope whose `checks.run()` returned: schema and validity."""
-    bundle = parse_payload(checks.envelope.payload)
+    bundle = parse_payload(envelope.payload)
     check_validity(bundle, datetime.now(timezone.utc) if now is None else now)
     return VerifiedBundle(
-        envelope=checks.envelope,
+        envelope=envelope,
         bundle=bundle,
-        payload_digest=payload_digest(checks.envelope.payload),
-        signer_keyid=checks.signer_keyid,
-        countersigner_keyid=checks.countersigner_keyid,
+        payload_digest=payload_digest(envelope.payload),
+        signer_keyid=signer_keyids[0],
+        countersigner_keyid=countersigner_keyids[0],
     )
-
-
-def verify_envelope(
-    envelope: Envelope, authorities: AuthoritySet, now: datetime | None = None
-) -> VerifiedBundle:
-    """Apply the dual-signature policy; raise a BundleError subclass on refusal.
-
-    `now` (timezone-aware) is the time the expiry check uses; None means the
-    current UTC time. The same as select_signatures, SignatureChecks.run and
-    accept_verified in turn.
-    """
-    checks = select_signatures(envelope, authorities)
-    checks.run()
-    return accept_verified(checks, now)
 
 
 def _keyids(envelope: Envelope) -> list[str]:
