@@ -137,12 +137,13 @@ def markdown(results: dict) -> str:
             for kind, r in row["kinds"].items():
                 vs = "1" if kind == "hello" else row["vs_hello"][kind]
                 lines.append(f"| {row['size']:,} | {kind} | {r['ok_rps']:.0f} | {vs} | {_ms(r)} |")
-        lines += ["", "| leaves | start-up s | RSS after start MB | RSS after reads MB | peak RSS MB | bulk load |",
-                  "|---|---|---|---|---|---|"]
+        lines += ["", "| leaves | start-up s | tile file warm-up s | RSS after start MB | RSS after reads MB "
+                  "| peak RSS MB | bulk load |", "|---|---|---|---|---|---|---|"]
         for row in reads:
             bl = row.get("bulk_load")
             load = f"{bl['leaves_per_s']:,.0f} leaves/s" if bl and bl.get("leaves_per_s") else "reused"
-            lines.append(f"| {row['size']:,} | {row['startup_s']} | {row['rss_after_start']['rss_mb']} | "
+            lines.append(f"| {row['size']:,} | {row['startup_s']} | {row.get('tile_file_warm_s', '-')} | "
+                         f"{row['rss_after_start']['rss_mb']} | "
                          f"{row['rss_after_reads']['rss_mb']} | {row['rss_after_reads']['peak_rss_mb']} | {load} |")
     merkle = results.get("merkle") or {}
     if merkle.get("rows"):

@@ -27,8 +27,12 @@ class StartupError(RuntimeError):
 
 
 async def check_not_stale(reader: TreeReader, checkpoint_file: Path, verifiers) -> None:
-    latest = await reader.refresh_latest()
+    # The file first, then the database: a file is written only after its checkpoint
+    # committed, so read in this order they are comparable even while other
+    # processes sharing this data directory keep committing (the other order can see
+    # a file newer than the database it just read).
     saved = read_checkpoint_file(checkpoint_file)
+    latest = await reader.refresh_latest()
     if saved is None:
         return
     try:

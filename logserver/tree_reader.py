@@ -10,9 +10,10 @@ Each cached tile is kept together with its expansion (merkle.tiles.expand_tile:
 the complete nodes of the 8 tree levels inside it), computed once on first use,
 so a proof is a handful of slices instead of hundreds of hashes per request.
 Both caches are LRUs bounded in bytes. The upper tile levels (a few hundred
-tiles at 10M leaves) are touched by every proof and stay cached; at steady
-state a proof touches the database only when its level-0 tile fell out of the
-cache (uniformly random proofs over more than ~1.2M leaves with the defaults).
+tiles at 10M leaves) are touched by every proof and stay cached. Level-0 tiles
+that fall out of memory are found, already expanded, in the tile file on local
+disk (logserver/tile_file.py), which `warm_tile_file` fills in the background;
+a proof touches the database only for a tile that is in neither.
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from .merkle.tiles import (
     TILE_HEIGHT, TILE_WIDTH, EntriesTileID, TileID, encode_entry_bundle, expand_tile,
 )
 from .storage import DATABASE_UNAVAILABLE, CheckpointRow, Store
+from .tile_file import TileFile
 
 # How long a read waits for the database to name a newer checkpoint before it
 # serves the one this process already has.
@@ -32,6 +34,7 @@ REFRESH_TIMEOUT_S = 2.0
 HASH = 32
 assert TILE_HEIGHT == 8 and TILE_WIDTH == 256  # _read_hashes relies on it
 _ENTRY_OVERHEAD = 400  # bytes of Python objects per cached tile, beyond its hashes
+_FULL = TILE_WIDTH * HASH
 
 
 class BeyondTreeError(ValueError):
@@ -54,8 +57,9 @@ class _Tile:
 
 class TreeReader:
     def __init__(self, store: Store, *, max_tile_cache_bytes: int = 80 << 20,
-                 max_bundle_cache_bytes: int = 16 << 20):
+                 max_bundle_cache_bytes: int = 16 << 20, tile_file: TileFile | None = None):
         self.store = store
+        self.tile_file = tile_file
         self.latest: CheckpointRow | None = None
         self._tiles: OrderedDict[tuple[int, int], _Tile] = OrderedDict()
         self._tile_bytes = 0
@@ -151,6 +155,8 @@ class TreeReader:
                 self._tile_bytes -= t.cost
                 t.levels = expand_tile(t.data)
                 self._tile_bytes += t.cost
+                if self.tile_file is not None and key[0] == 0 and len(t.data) == _FULL:
+                    self.tile_file.put(key[1], t.levels)
             out.append(t.levels[below][pos * HASH:(pos + 1) * HASH])
         self._evict_tiles()
         return out
@@ -189,8 +195,17 @@ class TreeReader:
             if t is not None and len(t.data) >= HASH * width:
                 self._tiles.move_to_end(key)
                 out[key] = t
-            else:
-                missing.append(key)
+                continue
+            if self.tile_file is not None and key[0] == 0:  # a full tile serves every width
+                levels = self.tile_file.get(key[1])
+                if levels is not None:
+                    t = out[key] = self._cache_tile(key, levels[0])
+                    if t.levels is None:
+                        self._tile_bytes -= t.cost
+                        t.levels = levels
+                        self._tile_bytes += t.cost
+                    continue
+            missing.append(key)
         if missing:
             stored = await self.store.read_tiles(missing)
             for key in missing:
@@ -251,6 +266,30 @@ class TreeReader:
                 f"{width} nodes of this tile"
             )
         return cp
+
+    async def warm_tile_file(self, batch: int = 64) -> int:
+        """Fill the tile file with every full level-0 tile it lacks, oldest first, a
+        batch at a time, yielding to requests between tiles. Returns how many it wrote.
+        Run in the background after start-up (by the process that sequences)."""
+        if self.tile_file is None:
+            return 0
+        cp = self.latest or await self.refresh_latest()
+        full = cp.tree_size // TILE_WIDTH
+        written = 0
+        for start in range(0, full, batch):
+            lacking = [i for i in range(start, min(start + batch, full)) if not self.tile_file.has(i)]
+            await asyncio.sleep(0)
+            if not lacking:
+                continue
+            stored = await self.store.read_tiles([(0, i) for i in lacking])
+            for i in lacking:
+                data = stored.get((0, i))
+                if data is None or len(data) != _FULL:
+                    raise RuntimeError(f"storage has no full tile 0/{i} below tree size {cp.tree_size}")
+                self.tile_file.put(i, expand_tile(data))
+                written += 1
+                await asyncio.sleep(0)
+        return written
 
     async def leaf_hash_at(self, index: int, size: int) -> bytes:
         """The leaf hash at `index`, read from the level-0 tiles of a tree of `size`."""

@@ -23,7 +23,8 @@ from ..merkle import EMPTY_ROOT
 from ..forwarding import RemoteSequencer, WorkerRole, serve_forwarding
 from ..sequencer import Appended, Sequencer, SequencerStats
 from ..startup import check_not_stale, check_tiles
-from ..storage import CheckpointRow, Store, create_pool, migrate, resolve_database_url
+from ..storage import DATABASE_UNAVAILABLE, CheckpointRow, Store, create_pool, migrate, resolve_database_url
+from ..tile_file import TileFile
 from ..tree_reader import TreeReader
 from . import entries, ops, submit, tiles
 from .errors import make_error_middleware
@@ -132,6 +133,7 @@ async def _storage_ctx(app: web.Application):
     url, embedded = await asyncio.to_thread(resolve_database_url, config.database_url, config.data_dir)
     log.info("database: %s", "embedded PostgreSQL in " + str(config.data_dir) if embedded else "configured server")
     pool = await create_pool(url)
+    reader = None
     try:
         async with pool.acquire() as conn:
             await migrate(conn)
@@ -144,11 +146,34 @@ async def _storage_ctx(app: web.Application):
         await check_not_stale(reader, config.checkpoint_file, key.verifiers())
         latest = await check_tiles(reader)
         _save_checkpoint(config, latest)
+        # Only after the start-up checks, which must read the database itself.
+        reader.tile_file = await _open_tile_file(config, store, key)
         app[STORE] = store
         app[READER] = reader
         yield
     finally:
+        if reader is not None and reader.tile_file is not None:
+            reader.tile_file.close()
         await pool.close()
+
+
+async def _warm_tile_file(reader: TreeReader, metrics: Metrics) -> None:
+    metrics.tile_file_warm.set(0)
+    try:
+        written = await reader.warm_tile_file()
+        if written:
+            log.info("tile cache file: %d expanded tiles written", written)
+        metrics.tile_file_warm.set(1)
+    except DATABASE_UNAVAILABLE as e:  # a cache: the proofs fill it lazily instead
+        log.warning("tile cache file not warmed: %r", e)
+
+
+async def _open_tile_file(config: Config, store: Store, key: LogKey) -> TileFile:
+    """The expanded-tile cache file in the data directory, bound to this log: its
+    origin, key and first checkpoint (which differs between logs started afresh)."""
+    first = await store.checkpoints(0, 1)
+    binding = b"\n".join([config.origin.encode(), key.public_key_bytes, first[0].note.encode()])
+    return await asyncio.to_thread(TileFile, config.data_dir / "cache" / "tiles-level0.bin", binding)
 
 
 def _save_checkpoint(config: Config, cp: CheckpointRow) -> None:
@@ -190,6 +215,7 @@ async def _sequencer_ctx(app: web.Application):
         asyncio.create_task(saver.run(), name="checkpoint-file"),
         asyncio.create_task(_poll_latest(reader), name="latest-poll"),
         asyncio.create_task(publisher.run(), name="publisher"),
+        asyncio.create_task(_warm_tile_file(reader, metrics), name="tile-file-warm"),
     ]
     forwarding = await serve_forwarding(sequencer, worker.socket, worker.token) if worker is not None else None
     yield

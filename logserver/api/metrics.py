@@ -32,6 +32,9 @@ class Metrics:
         self.verify_seconds = Histogram(
             "logserver_signature_verification_seconds", "Time to verify one envelope's signatures and payload.",
             buckets=_LATENCY_BUCKETS, registry=r)
+        self.tile_file_warm = Gauge(
+            "logserver_tile_file_warm", "1 once the background fill of the expanded-tile file "
+            "(data_dir/cache) finished after start-up; 0 while it runs.", registry=r)
         self.pending = Gauge("logserver_pending_submissions", "Submissions waiting for the sequencer.", registry=r)
         self.pool_size = Gauge("logserver_db_pool_connections", "Open database connections.", registry=r)
         self.pool_idle = Gauge("logserver_db_pool_idle_connections", "Idle database connections.", registry=r)
