@@ -208,3 +208,20 @@ async def test_a_request_head_trickled_forever_is_cut_at_the_keepalive_timeout(s
     finally:
         writer.close()
     assert time.monotonic() - started < KEEPALIVE_S + 30
+
+
+
+def test_made_up_methods_do_not_grow_the_metric_label_set():
+    """Any token is a valid HTTP method (aiohttp's C parser refuses most, its pure-Python
+    one does not); the latency histogram's label set must stay bounded either way."""
+    from prometheus_client import generate_latest
+
+    from logserver.api.metrics import Metrics
+
+    m = Metrics()
+    for i in range(20):
+        m.observe_http("/v1/log", f"MADEUP{i}", 405, 0.001)
+    m.observe_http("/v1/log", "GET", 200, 0.001)
+    text = generate_latest(m.registry).decode()
+    assert "MADEUP" not in text
+    assert text.count('method="other"') and text.count('method="GET"')

@@ -27,7 +27,7 @@ from ..storage import DATABASE_UNAVAILABLE, CheckpointRow, Store, create_pool, m
 from ..tile_file import TileFile
 from ..tree_reader import TreeReader
 from . import entries, ops, submit, tiles
-from .errors import make_error_middleware
+from .errors import exception_response
 from .keys import ADMISSION, AUTHORITIES, CLOCK, CONFIG, LOG_KEY, METRICS, READER, SEQUENCER, STORE, WITNESS_POLICY, WORKER
 from .published import load_policy, start_publisher
 from .metrics import Metrics
@@ -68,7 +68,7 @@ def create_app(
         raise ConfigError(f"log_key: key is for origin {log_key.origin!r}, config says {config.origin!r}")
     app = web.Application(
         client_max_size=config.limits.max_body_bytes,
-        middlewares=[_metrics_middleware, make_error_middleware(config.limits.retry_after_s)],
+        middlewares=[_api_middleware],
     )
     app[CONFIG] = config
     app[LOG_KEY] = log_key
@@ -103,14 +103,20 @@ def create_app(
 
 
 @web.middleware
-async def _metrics_middleware(request: web.Request, handler):
+async def _api_middleware(request: web.Request, handler):
+    """The one middleware: every error in the one JSON shape (errors.py), and the
+    request's latency by route, method and status. One layer, not two: it runs on
+    every request."""
     started = time.perf_counter()
     status = 503
     try:
-        resp = await handler(request)
+        try:
+            resp = await handler(request)
+        except Exception as e:  # not CancelledError (a BaseException): the client left
+            resp = exception_response(request, e, request.app[CONFIG].limits.retry_after_s)
         status = resp.status
         return resp
-    except web.HTTPException as e:
+    except web.HTTPException as e:  # below 400, re-raised by exception_response
         status = e.status
         raise
     finally:

@@ -7,7 +7,6 @@ Retry-After by design.
 """
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 
@@ -49,32 +48,37 @@ _HTTP_CODES = {
 }
 
 
+def exception_response(request: web.Request, e: Exception, retry_after_s: int) -> web.Response:
+    """The error response for an exception a handler raised (the API middleware's
+    `except`). Re-raises an HTTPException below 400 (a redirect is not an error)."""
+    if isinstance(e, ApiError):
+        retry = e.retry_after if e.retry_after is not None else (retry_after_s if e.status == 503 else None)
+        return error_response(e.status, e.code, e.message, retry_after=retry)
+    if isinstance(e, web.HTTPException):
+        if e.status < 400:
+            raise e
+        status = e.status if e.status < 500 else 503
+        code = _HTTP_CODES.get(status, "unavailable" if status == 503 else "error")
+        message = e.reason if e.status != 413 else f"request body too large: {e.text}"
+        resp = error_response(status, code, message, retry_after=retry_after_s if status == 503 else None)
+        if "Allow" in e.headers:  # RFC 9110 §15.5.6: a 405 MUST list the allowed methods
+            resp.headers["Allow"] = e.headers["Allow"]
+        return resp
+    if isinstance(e, DATABASE_UNAVAILABLE):
+        log.warning("database unavailable during %s %s: %r", request.method, request.path, e)
+        return error_response(503, "database_unavailable", "the log database is unavailable; retry later",
+                              retry_after=retry_after_s)
+    log.error("internal error in %s %s", request.method, request.path, exc_info=e)
+    return error_response(503, "internal_error", "internal error; retry later", retry_after=retry_after_s)
+
+
 def make_error_middleware(retry_after_s: int):
+    """An error-only middleware (the witness server's; the log's also records metrics)."""
     @web.middleware
     async def error_middleware(request: web.Request, handler):
         try:
             return await handler(request)
-        except ApiError as e:
-            retry = e.retry_after if e.retry_after is not None else (retry_after_s if e.status == 503 else None)
-            return error_response(e.status, e.code, e.message, retry_after=retry)
-        except web.HTTPException as e:
-            if e.status < 400:
-                raise
-            status = e.status if e.status < 500 else 503
-            code = _HTTP_CODES.get(status, "unavailable" if status == 503 else "error")
-            message = e.reason if e.status != 413 else f"request body too large: {e.text}"
-            resp = error_response(status, code, message, retry_after=retry_after_s if status == 503 else None)
-            if "Allow" in e.headers:  # RFC 9110 §15.5.6: a 405 MUST list the allowed methods
-                resp.headers["Allow"] = e.headers["Allow"]
-            return resp
-        except DATABASE_UNAVAILABLE as e:
-            log.warning("database unavailable during %s %s: %r", request.method, request.path, e)
-            return error_response(503, "database_unavailable", "the log database is unavailable; retry later",
-                                  retry_after=retry_after_s)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("internal error in %s %s", request.method, request.path)
-            return error_response(503, "internal_error", "internal error; retry later", retry_after=retry_after_s)
+        except Exception as e:  # not CancelledError (a BaseException): the client left
+            return exception_response(request, e, retry_after_s)
 
     return error_middleware

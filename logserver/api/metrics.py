@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "CONNECT"})
+
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
 
@@ -46,6 +48,8 @@ class Metrics:
     def observe_http(self, route: str, method: str, status: int, seconds: float) -> None:
         """http_seconds.labels(route, method, status).observe(seconds), with the labelled
         child looked up once per combination (labels() costs more than observe())."""
+        if method not in _METHODS:  # any token is a valid method: keep the label set bounded
+            method = "other"
         key = (route, method, status)
         child = self._http_children.get(key)
         if child is None:

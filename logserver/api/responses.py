@@ -19,3 +19,13 @@ def json_response(obj: object, *, status: int = 200, cache: str = NO_STORE,
         content_type="application/json",
         headers={"Cache-Control": cache, **(headers or {})},
     )
+
+
+def raw_json_response(body: bytes, *, cache: str = NO_STORE) -> web.Response:
+    """A 200 whose JSON the caller already encoded (hot routes build it with %-formatting)."""
+    return web.Response(body=body, content_type="application/json", headers={"Cache-Control": cache})
+
+
+def hex_list(hashes) -> bytes:
+    """A JSON array of lowercase hex strings (no escaping needed), e.g. a proof."""
+    return b"[" + b",".join(b'"' + h.hex().encode() + b'"' for h in hashes) + b"]"
