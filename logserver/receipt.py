@@ -8,7 +8,9 @@ Together with the envelope and the log's public key it verifies offline.
 """
 from __future__ import annotations
 
-from .formats.tlog_proof import TlogProof
+from json.encoder import encode_basestring_ascii  # what json.dumps uses for str (C)
+
+from .formats.tlog_proof import TlogProof, format_tlog_proof
 
 
 def build_receipt(
@@ -23,3 +25,16 @@ def build_receipt(
         "proof": TlogProof(index=index, inclusion_proof=tuple(proof), checkpoint=checkpoint_note).format(),
         "duplicate": duplicate,
     }
+
+
+def receipt_json(index: int, leaf_hash: bytes, tree_size: int, checkpoint_note: str, proof: list[bytes],
+                 *, duplicate: bool) -> bytes:
+    """json.dumps(build_receipt(...), separators=(",", ":")), byte for byte, without the
+    dict and the encoder: every submission's answer. The proof hashes are ours (32
+    bytes each) and the note is the log's own signed checkpoint."""
+    return b'{"index":%d,"leaf_hash":"%s","tree_size":%d,"checkpoint":%s,"inclusion_proof":[%s],' \
+           b'"proof":%s,"duplicate":%s}' % (
+               index, leaf_hash.hex().encode(), tree_size, encode_basestring_ascii(checkpoint_note).encode(),
+               b",".join(b'"' + h.hex().encode() + b'"' for h in proof),
+               encode_basestring_ascii(format_tlog_proof(index, proof, checkpoint_note)).encode(),
+               b"true" if duplicate else b"false")

@@ -158,3 +158,27 @@ def test_parse_rejects(text):
 def test_constructor_validates(fields):
     with pytest.raises(TlogProofError):
         TlogProof(**fields)
+
+
+def test_receipt_json_is_byte_identical_to_the_dict_encoding():
+    """The server's fast receipt encoder against json.dumps of build_receipt."""
+    import json
+    import os
+
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from logserver.log_key import LogKey
+    from logserver.receipt import build_receipt, receipt_json
+
+    key = LogKey("example.com/log", Ed25519PrivateKey.from_private_bytes(b"\3" * 32))
+    note = key.sign_checkpoint(30, bytes(range(32)), 1_700_000_000_000)
+    assert "\u2014" in note  # non-ASCII: escaped the way json.dumps escapes it
+    checked = 0
+    for n in (0, 1, 5, 24):
+        proof = [os.urandom(32) for _ in range(n)]
+        for duplicate in (True, False):
+            want = json.dumps(build_receipt(7, b"\1" * 32, 30, note, proof, duplicate=duplicate),
+                              separators=(",", ":")).encode()
+            assert receipt_json(7, b"\1" * 32, 30, note, proof, duplicate=duplicate) == want
+            checked += 1
+    assert checked == 8

@@ -21,9 +21,9 @@ def json_response(obj: object, *, status: int = 200, cache: str = NO_STORE,
     )
 
 
-def raw_json_response(body: bytes, *, cache: str = NO_STORE) -> web.Response:
-    """A 200 whose JSON the caller already encoded (hot routes build it with %-formatting)."""
-    return web.Response(body=body, content_type="application/json", headers={"Cache-Control": cache})
+def raw_json_response(body: bytes, *, status: int = 200, cache: str = NO_STORE) -> web.Response:
+    """A response whose JSON the caller already encoded (hot routes build it with %-formatting)."""
+    return web.Response(status=status, body=body, content_type="application/json", headers={"Cache-Control": cache})
 
 
 def hex_list(hashes) -> bytes:

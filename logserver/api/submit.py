@@ -9,13 +9,13 @@ from aiohttp import web
 from ..admission import AdmissionUnavailableError
 from ..bundle import BundleError
 from ..merkle import leaf_hash
-from ..receipt import build_receipt
+from ..receipt import build_receipt, receipt_json
 from ..sequencer import Appended, Duplicate, SequencerError
 from .errors import ApiError
 from .keys import ADMISSION, CLOCK, CONFIG, METRICS, READER, SEQUENCER
 from .params import query
 from .published import published_covering, receipt_checkpoint
-from .responses import json_response
+from .responses import json_response, raw_json_response
 from .entries import entry_json
 
 
@@ -80,8 +80,8 @@ async def post_bundle(request: web.Request) -> web.Response:
     if isinstance(result, Appended):
         metrics.submissions.labels("appended").inc()
         cp, proof = await receipt_checkpoint(app, result.index, result.checkpoint, result.inclusion_proof)
-        receipt = build_receipt(result.index, lh, cp.tree_size, cp.note, proof, duplicate=False)
-        return json_response(receipt, status=201)
+        return raw_json_response(receipt_json(result.index, lh, cp.tree_size, cp.note, proof, duplicate=False),
+                                 status=201)
     assert isinstance(result, Duplicate), result
     metrics.submissions.labels("duplicate").inc()
     reader = app[READER]

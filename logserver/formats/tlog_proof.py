@@ -83,12 +83,18 @@ class TlogProof:
 
     def format(self) -> str:
         """The proof file text."""
-        lines = [HEADER]
-        if self.extra is not None:
-            lines.append(_EXTRA_PREFIX + encode_base64(self.extra))
-        lines.append(f"{_INDEX_PREFIX}{self.index}")
-        lines.extend(encode_base64(node) for node in self.inclusion_proof)
-        return "\n".join(lines) + "\n\n" + self.checkpoint
+        return format_tlog_proof(self.index, self.inclusion_proof, self.checkpoint, self.extra)
+
+
+def format_tlog_proof(index: int, inclusion_proof, checkpoint: str, extra: bytes | None = None) -> str:
+    """The proof file text of already-valid parts (what TlogProof.format returns; the
+    log's receipts call it directly for proofs of its own checkpoints)."""
+    lines = [HEADER]
+    if extra is not None:
+        lines.append(_EXTRA_PREFIX + encode_base64(extra))
+    lines.append(f"{_INDEX_PREFIX}{index}")
+    lines.extend(encode_base64(node) for node in inclusion_proof)
+    return "\n".join(lines) + "\n\n" + checkpoint
 
 
 def parse_tlog_proof(data: str | bytes) -> TlogProof:
