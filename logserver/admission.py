@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 FRAME_ITEMS = 8  # measured: 4-16 do as well; 64 and more make every request wait for its whole frame
 RESPAWN_INTERVAL_S = 1.0
 
-_Waiting = tuple[bytes, asyncio.Future]
+_Waiting = tuple[bytes, int, asyncio.Future]  # body, time of the request (POSIX ms), answer
 
 
 class AdmissionUnavailableError(Exception):
@@ -66,7 +66,6 @@ class AdmissionPool:
         self._keys_frame = encode_keys(authorities)
         self._children: list[_Child] = []
         self._queue: list[_Waiting] = []
-        self._now_ms = 0
         self._scheduled = False
         self._respawning: asyncio.Task | None = None
         self._last_spawn = 0.0
@@ -101,8 +100,7 @@ class AdmissionPool:
             return admit(body, self._authorities, dt.datetime.fromtimestamp(now_s, dt.timezone.utc))
         loop = asyncio.get_running_loop()
         fut = loop.create_future()
-        self._queue.append((body, fut))
-        self._now_ms = max(self._now_ms, int(now_s * 1000))
+        self._queue.append((body, int(now_s * 1000), fut))
         if not self._scheduled:
             # At the end of this turn of the loop: the requests already ready in it
             # join the same frames.
@@ -123,7 +121,8 @@ class AdmissionPool:
             frame, self._queue = self._queue[:FRAME_ITEMS], self._queue[FRAME_ITEMS:]
             assert child.proc.stdin is not None
             child.in_flight.append(frame)
-            child.proc.stdin.write(encode_request(self._now_ms, [body for body, _ in frame]))
+            # One time per frame: the latest of its requests' (a few milliseconds apart).
+            child.proc.stdin.write(encode_request(max(t for _, t, _ in frame), [body for body, _, _ in frame]))
 
     async def _read_answers(self, child: _Child) -> None:
         assert child.proc.stdout is not None
@@ -134,7 +133,7 @@ class AdmissionPool:
                 frame = child.in_flight.popleft()
                 if len(results) != len(frame):
                     raise AssertionError(f"admission process answered {len(results)} items for {len(frame)}")
-                for (_, fut), result in zip(frame, results):
+                for (_, _, fut), result in zip(frame, results):
                     if fut.done():  # the request was cancelled (client gone)
                         continue
                     if isinstance(result, Admitted):
@@ -189,6 +188,6 @@ class AdmissionPool:
 
 
 def _fail(waiting: list[_Waiting], error: Exception) -> None:
-    for _, fut in waiting:
+    for _, _, fut in waiting:
         if not fut.done():
             fut.set_exception(error)

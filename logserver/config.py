@@ -73,6 +73,7 @@ class Config:
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     witness_policy: Path | None = None
     witnessing: WitnessingConfig = field(default_factory=WitnessingConfig)
+    tile_file: bool = True  # expanded level-0 tiles in data_dir/cache (64 bytes per leaf on disk); see tile_file.py
     verify_processes: int = 1  # submissions parsed and verified in helper processes (0: inline); see admission.py
 
     @property
@@ -126,6 +127,7 @@ def config_from_dict(raw: dict[str, Any], *, base: Path, environ: dict[str, str]
     database_url = environ.get(ENV_DATABASE_URL) or file_database_url
     witness_policy = r.path("witness_policy")
     verify_processes = r.integer("verify_processes", Config.verify_processes, 0, 64)
+    tile_file = r.boolean("tile_file", Config.tile_file)
 
     authorities = []
     for i, item in enumerate(r.list("authorities")):
@@ -189,7 +191,7 @@ def config_from_dict(raw: dict[str, Any], *, base: Path, environ: dict[str, str]
     return Config(
         origin=origin, log_key=log_key, data_dir=data_dir, listen=listen, database_url=database_url,
         authorities=tuple(authorities), sequencer=sequencer, limits=limits, witness_policy=witness_policy,
-        witnessing=witnessing, verify_processes=verify_processes,
+        witnessing=witnessing, verify_processes=verify_processes, tile_file=tile_file,
     )
 
 

@@ -21,3 +21,21 @@ def test_missing_and_invalid_files_are_one_line_config_errors(tmp_path, load):
     unknown.write_text("surprise = 1\n")
     with pytest.raises(ConfigError, match=r"required but missing"):
         load(unknown)
+
+
+def test_performance_keys_have_defaults_bounds_and_types(tmp_path):
+    from logserver.config import config_from_dict
+
+    (tmp_path / "s.pem").write_text("x")
+    base = {"origin": "example.com/log", "log_key": "k.pem",
+            "authorities": [{"name": "s", "role": "signer", "keys": ["s.pem"]},
+                            {"name": "c", "role": "countersigner", "keys": ["s.pem"]}]}
+    default = config_from_dict(dict(base), base=tmp_path, environ={})
+    assert (default.verify_processes, default.tile_file) == (1, True)
+    tuned = config_from_dict({**base, "verify_processes": 0, "tile_file": False}, base=tmp_path, environ={})
+    assert (tuned.verify_processes, tuned.tile_file) == (0, False)
+    for bad in ({"verify_processes": -1}, {"verify_processes": 65}, {"verify_processes": True},
+                {"tile_file": "no"}, {"tile_file": 1}):
+        key = next(iter(bad))
+        with pytest.raises(ConfigError, match=key):
+            config_from_dict({**base, **bad}, base=tmp_path, environ={})

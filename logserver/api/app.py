@@ -153,7 +153,8 @@ async def _storage_ctx(app: web.Application):
         latest = await check_tiles(reader)
         _save_checkpoint(config, latest)
         # Only after the start-up checks, which must read the database itself.
-        reader.tile_file = await _open_tile_file(config, store, key)
+        if config.tile_file:
+            reader.tile_file = await _open_tile_file(config, store, key)
         app[STORE] = store
         app[READER] = reader
         yield
