@@ -112,9 +112,10 @@ async def _api_middleware(request: web.Request, handler):
     try:
         try:
             resp = await handler(request)
+            status = resp.status
         except Exception as e:  # not CancelledError (a BaseException): the client left
             resp = exception_response(request, e, request.app[CONFIG].limits.retry_after_s)
-        status = resp.status
+            status = resp.status
         return resp
     except web.HTTPException as e:  # below 400, re-raised by exception_response
         status = e.status

@@ -85,8 +85,6 @@ class EntriesTileID:
 
 # --- paths (tlog-tiles "Merkle Tree" and "Log entries") ---------------------------------
 
-_GROUP_RE = re.compile(r"[0-9]{3}")
-_XGROUP_RE = re.compile(r"x[0-9]{3}")
 _LEVEL_RE = re.compile(r"0|[1-9][0-9]?")
 _WIDTH_RE = re.compile(r"[1-9][0-9]{0,2}")
 # 2**64 has 20 decimal digits: 7 groups of 3.
@@ -112,46 +110,60 @@ def tile_path(tile: TileID | EntriesTileID) -> str:
     return head + _encode_index(tile.index) + tail
 
 
+# One pass over the canonical form: level (or "entries"), up to 7 index elements of three
+# digits with all but the last prefixed by "x", and an optional ".p/<W>" (W = 1..255
+# without leading zeros; tlog-tiles "Partial Tiles"). Size bounds are checked after.
+_TILE_PATH_RE = re.compile(
+    r"tile/(entries|0|[1-9][0-9]?)/((?:x[0-9]{3}/){0,6})([0-9]{3})(?:\.p/([1-9][0-9]{0,2}))?"
+)
+
+
 def parse_tile_path(path: str) -> TileID | EntriesTileID:
     """Parse `tile/<L>/<N>[.p/<W>]` or `tile/entries/<N>[.p/<W>]` (no prefix, no leading
     slash), accepting only the canonical encoding that tile_path() produces."""
     if not isinstance(path, str):
         raise TilePathError(f"tile path: got {type(path).__name__}, want str")
-    parts = path.split("/")
-    if len(parts) < 3 or parts[0] != "tile":
-        raise TilePathError(f"tile path {path!r}: want tile/<L>/<N>[.p/<W>] or tile/entries/<N>[.p/<W>]")
-    if parts[1] == "entries":
-        level = None
-    elif _LEVEL_RE.fullmatch(parts[1]) and int(parts[1]) <= MAX_TILE_LEVEL:
-        level = int(parts[1])
-    else:
-        raise TilePathError(
-            f"tile path {path!r}: level: got {parts[1]!r}, want 0..{MAX_TILE_LEVEL} without leading zeros"
-        )
-    groups = parts[2:]
-    width = TILE_WIDTH
-    if len(groups) >= 2 and groups[-2].endswith(".p"):
-        # tlog-tiles: "<W> is ... between 1 and 255, with no additional leading zeroes".
-        w = groups[-1]
-        if not _WIDTH_RE.fullmatch(w) or int(w) >= TILE_WIDTH:
-            raise TilePathError(f"tile path {path!r}: width: got {w!r}, want 1..255 without leading zeros")
-        width = int(w)
-        groups = [*groups[:-2], groups[-2][:-2]]
-    if len(groups) > _MAX_GROUPS:
-        raise TilePathError(f"tile path {path!r}: index: got {len(groups)} path elements, want <= {_MAX_GROUPS}")
+    m = _TILE_PATH_RE.fullmatch(path)
+    if m is None:
+        raise TilePathError(_why_not_tile_path(path))
+    head, xgroups, last, w = m.groups()
     # tlog-tiles: "zero-padded 3-digit path elements. All but the last path element MUST
     # begin with an x." Canonical form has no all-zero leading element.
-    if not all(_XGROUP_RE.fullmatch(g) for g in groups[:-1]) or not _GROUP_RE.fullmatch(groups[-1]):
-        raise TilePathError(f"tile path {path!r}: index: want 3-digit elements, all but the last prefixed with x")
-    if len(groups) > 1 and groups[0] == "x000":
+    if xgroups.startswith("x000/"):
         raise TilePathError(f"tile path {path!r}: index: got a leading x000 element, want none")
-    index = int("".join(g[-3:] for g in groups))
+    level = None if head == "entries" else int(head)
+    if level is not None and level > MAX_TILE_LEVEL:
+        raise TilePathError(f"tile path {path!r}: level: got {head!r}, want 0..{MAX_TILE_LEVEL} without leading zeros")
+    width = TILE_WIDTH
+    if w is not None:
+        width = int(w)
+        if width >= TILE_WIDTH:
+            raise TilePathError(f"tile path {path!r}: width: got {w!r}, want 1..255 without leading zeros")
+    index = int(xgroups.replace("x", "").replace("/", "") + last)
     err = _coverage_error(0 if level is None else level, index, width)
     if err is not None:
         raise TilePathError(f"tile path {path!r}: {err}")
     if level is None:
         return EntriesTileID(index, width)
     return TileID(level, index, width)
+
+
+def _why_not_tile_path(path: str) -> str:
+    """The message for a path the canonical pattern refuses: which part is wrong."""
+    parts = path.split("/")
+    if len(parts) < 3 or parts[0] != "tile":
+        return f"tile path {path!r}: want tile/<L>/<N>[.p/<W>] or tile/entries/<N>[.p/<W>]"
+    if parts[1] != "entries" and not (_LEVEL_RE.fullmatch(parts[1]) and int(parts[1]) <= MAX_TILE_LEVEL):
+        return f"tile path {path!r}: level: got {parts[1]!r}, want 0..{MAX_TILE_LEVEL} without leading zeros"
+    groups = parts[2:]
+    if len(groups) >= 2 and groups[-2].endswith(".p"):
+        w = groups[-1]
+        if not _WIDTH_RE.fullmatch(w) or int(w) >= TILE_WIDTH:
+            return f"tile path {path!r}: width: got {w!r}, want 1..255 without leading zeros"
+        groups = [*groups[:-2], groups[-2][:-2]]
+    if len(groups) > _MAX_GROUPS:
+        return f"tile path {path!r}: index: got {len(groups)} path elements, want <= {_MAX_GROUPS}"
+    return f"tile path {path!r}: index: want 3-digit elements, all but the last prefixed with x"
 
 
 # --- which tiles a tree has ---------------------------------------------------------------
