@@ -28,7 +28,7 @@ from ..tile_file import TileFile
 from ..tree_reader import TreeReader
 from . import entries, ops, submit, tiles
 from .errors import exception_response
-from .keys import ADMISSION, AUTHORITIES, CLOCK, CONFIG, LOG_KEY, METRICS, READER, SEQUENCER, STORE, WITNESS_POLICY, WORKER
+from .keys import ADMISSION, AUTHORITIES, CLOCK, COMMIT_DEADLINES, CONFIG, LOG_KEY, METRICS, READER, SEQUENCER, STORE, WITNESS_POLICY, WORKER
 from .published import load_policy, start_publisher
 from .metrics import Metrics
 
@@ -77,6 +77,8 @@ def create_app(
     app[CLOCK] = clock
     app[WITNESS_POLICY] = load_policy(config, log_key)
     app[WORKER] = worker
+    app[COMMIT_DEADLINES] = submit.commit_deadlines(config.sequencer.commit_timeout_s)
+    app.on_cleanup.append(_close_deadlines)
     if worker is not None:
         app[METRICS].worker.labels(str(worker.index), worker.role).set(1)
     app.cleanup_ctx.append(_admission_ctx)
@@ -124,6 +126,10 @@ async def _api_middleware(request: web.Request, handler):
         route = request.match_info.route.resource
         name = route.canonical if route is not None else "unmatched"
         request.app[METRICS].observe_http(name, request.method, status, time.perf_counter() - started)
+
+
+async def _close_deadlines(app: web.Application) -> None:
+    app[COMMIT_DEADLINES].close()
 
 
 async def _admission_ctx(app: web.Application):

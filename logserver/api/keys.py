@@ -6,6 +6,7 @@ from aiohttp import web
 from ..admission import AdmissionPool
 from ..bundle import AuthoritySet
 from ..config import Config
+from ..deadlines import Deadlines
 from ..log_key import LogKey
 from ..sequencer import Sequencer
 from ..storage import Store
@@ -25,3 +26,4 @@ PUBLISHER = web.AppKey("publisher", Publisher)  # the checkpoint served and stap
 WITNESS_POLICY = web.AppKey("witness_policy", object)  # Policy | None
 WORKER = web.AppKey("worker", object)  # forwarding.WorkerRole | None (serve --workers)
 ADMISSION = web.AppKey("admission", AdmissionPool)  # submissions checked in helper processes
+COMMIT_DEADLINES = web.AppKey("commit_deadlines", Deadlines)  # commit_timeout_s for submissions

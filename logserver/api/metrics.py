@@ -28,6 +28,7 @@ class Metrics:
             "logserver_integration_seconds", "Time to integrate and commit one batch.",
             buckets=_LATENCY_BUCKETS, registry=r)
         self._http_children: dict[tuple[str, str, int], object] = {}
+        self._submission_children: dict[str, object] = {}
         self.http_seconds = Histogram(
             "logserver_http_request_seconds", "HTTP request latency per route.", ["route", "method", "status"],
             buckets=_LATENCY_BUCKETS, registry=r)
@@ -44,6 +45,14 @@ class Metrics:
         self.worker = Gauge("logserver_worker_info", "This process's place under `serve --workers` "
                             "(index, role: sequencer or forwarder); absent for a single process.",
                             ["index", "role"], registry=r)
+
+    def count_submission(self, outcome: str) -> None:
+        """submissions.labels(outcome).inc(), the child looked up once per outcome.
+        Outcomes are this code's own codes (a bounded set), never client text."""
+        child = self._submission_children.get(outcome)
+        if child is None:
+            child = self._submission_children[outcome] = self.submissions.labels(outcome)
+        child.inc()
 
     def observe_http(self, route: str, method: str, status: int, seconds: float) -> None:
         """http_seconds.labels(route, method, status).observe(seconds), with the labelled
