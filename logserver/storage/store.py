@@ -242,6 +242,7 @@ class Store:
         client_timeout = stall_ms / 1000 + 1.0
         conn = await self.pool.acquire()
         committed = False
+        tx: SequencingTransaction | None = None
         try:
             # One simple-query message: each statement runs in turn, the lock is
             # taken only once the bounds are set, and the statement bound is then
@@ -264,6 +265,10 @@ class Store:
                 await tx.commit()
             committed = True
         finally:
+            # A COMMIT that returned is final, even if the block raised afterwards
+            # (post-commit work): there is nothing to roll back.
+            if tx is not None and tx.committed:
+                committed = True
             if not committed and not conn.is_closed():
                 try:
                     await conn.execute("ROLLBACK", timeout=client_timeout)
