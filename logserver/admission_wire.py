@@ -5,6 +5,8 @@ untrusted input, and a frame that does not parse is a bug (a loud crash).
 
     keys frame:    u16 count, then per key: u16 length, authority name (UTF-8),
                    u8 role (0 signer, 1 countersigner), u16 length, DER SPKI
+    ready:         the byte 0x01, once, from the admission process after it
+                   decoded the keys frame (before any answer frame)
     request frame: u32 length of the rest, u64 now (POSIX ms), u32 items,
                    then per item: u32 length, the submitted body
     answer frame:  u32 length of the rest, u32 items, then per item one of
@@ -38,6 +40,7 @@ ROLE_NUMBERS = {"signer": 0, "countersigner": 1}
 ERROR_CLASSES = {c.__name__: c for c in (MalformedEnvelopeError, MalformedPayloadError, SizeLimitError,
                                           PolicyError, ValidityError)}
 ADMITTED, REFUSED, FAILED = 0, 1, 2
+READY = b"\x01"
 
 _U16 = struct.Struct(">H")
 _U32 = struct.Struct(">I")

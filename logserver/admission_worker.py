@@ -1,8 +1,9 @@
 """An admission process: `python -m logserver.admission_worker`.
 
 Started by the server (logserver/admission.py). It reads the pinned authority
-keys, then request frames from stdin, runs `bundle.admit` on every body and
-answers each frame on stdout (logserver/admission_wire.py), until stdin closes.
+keys, says it is ready (one byte), then reads request frames from stdin, runs
+`bundle.admit` on every body and answers each frame on stdout
+(logserver/admission_wire.py), until stdin closes.
 """
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import datetime as dt
 import signal
 import sys
 
-from .admission_wire import decode_keys, decode_request, encode_answer
+from .admission_wire import READY, decode_keys, decode_request, encode_answer
 from .bundle import admit
 
 
@@ -38,6 +39,8 @@ def main() -> int:
 
     try:
         authorities = decode_keys(read)
+        out.write(READY)  # the server gives this process work only after this
+        out.flush()
         while True:
             head = inp.read(4)
             if not head:

@@ -12,6 +12,13 @@ One streaming pass over the leaves, in index order, with O(log n) state:
 * log_state must point at the newest checkpoint and agree with it.
 Problems are reported with exact coordinates (leaf index; tile level, index and
 position), so a flipped bit is located, not just detected.
+
+With `tile_file` (the server's expanded-tile cache, logserver/tile_file.py),
+every slot it holds is also compared with the root recomputed from the leaves;
+a slot that differs (expanded from a tile that was corrupted then, or from
+before a restore) is dropped and counted. That is not a problem of the log
+(the server would not use such a slot either), and dropping cache slots is the
+only write fsck makes.
 """
 from __future__ import annotations
 
@@ -22,6 +29,7 @@ from .formats.checkpoint import open_checkpoint
 from .merkle import CompactRange, leaf_hash
 from .merkle.tiles import TILE_HEIGHT, TILE_WIDTH
 from .storage import Store
+from .tile_file import TileFile
 
 CHUNK = 16 * TILE_WIDTH  # leaves read per query
 
@@ -33,6 +41,8 @@ class FsckReport:
     tiles_checked: int = 0
     checkpoints_checked: int = 0
     problems: list[str] = field(default_factory=list)
+    cache_slots_checked: int = 0  # tile cache file slots compared with the leaves
+    cache_slots_dropped: list[int] = field(default_factory=list)  # level-0 tile indices whose slot differed
 
     @property
     def ok(self) -> bool:
@@ -45,8 +55,10 @@ async def fsck(
     *,
     progress: Callable[[int, int], None] = lambda done, total: None,
     max_problems: int = 100,
+    tile_file: TileFile | None = None,
 ) -> FsckReport:
-    """Check the whole log. Read-only; safe to run while the server is serving."""
+    """Check the whole log. Read-only (but for stale `tile_file` slots, which it
+    drops); safe to run while the server is serving."""
     report = FsckReport()
 
     def problem(msg: str) -> None:
@@ -114,6 +126,13 @@ async def fsck(
     def visit(level: int, index: int, h: bytes) -> None:
         if level % TILE_HEIGHT:
             return
+        if level == TILE_HEIGHT and tile_file is not None:  # h: the root of level-0 tile `index`
+            cached = tile_file.get(index)
+            if cached is not None:
+                report.cache_slots_checked += 1
+                if cached[-1] != h:
+                    tile_file.drop(index)
+                    report.cache_slots_dropped.append(index)
         key = (level // TILE_HEIGHT, index // TILE_WIDTH)
         buf = expected.setdefault(key, bytearray())
         buf += h

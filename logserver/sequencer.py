@@ -63,6 +63,13 @@ class IntegrityError(SequencerError):
     code = "integrity_check_failed"
 
 
+class ReceiptUnavailableError(UnavailableError):
+    """The entry was committed, but building its answer failed (a bug, logged).
+
+    Still 503 `unavailable`: a retry is answered as a duplicate, with the
+    receipt of the stored entry."""
+
+
 class RollbackError(SequencerError):
     status = 409
     code = "rollback"
@@ -268,23 +275,51 @@ class Sequencer:
             )
             self._known_size = None  # unknown if the COMMIT fails ambiguously
             await tx.commit()
-            # Committed and durable from here on. The submitters are answered before
-            # the connection goes back to the pool (one more round trip).
+            # Committed and durable from here on: nothing below may raise out of this
+            # block (the batch would be answered "not stored", and Store.sequencing
+            # does not roll back a committed transaction anyway). The submitters are
+            # answered before the connection goes back to the pool (one more round trip).
             self._known_size = new_size
-            self.on_commit(checkpoint, tiles)
-            read = lambda ids: [nodes[i] for i in ids]  # noqa: E731
-            for p, result in results:
-                if p.future.done():
-                    continue
+            try:
+                self.on_commit(checkpoint, tiles)
+            except Exception:
+                # The caches it feeds (the reader's tiles and latest checkpoint, the
+                # checkpoint file, the publisher) catch up from the database: the
+                # latest-checkpoint poll, the next commit. The next batch reads its
+                # frontier from the database rather than trusting this process's state.
+                self._known_size = None
+                log.critical("after committing checkpoint %d (size %d), the commit hook failed; "
+                             "the batch is stored and is answered as such", checkpoint.id, new_size, exc_info=True)
+            self._answer(results, checkpoint, nodes, with_proofs)
+        try:
+            self.stats.on_batch(len(accepted), time.perf_counter() - started)
+        except Exception:
+            log.error("batch statistics failed", exc_info=True)
+        return checkpoint
+
+    def _answer(self, results, checkpoint: CheckpointRow, nodes: dict[tuple[int, int], bytes],
+                with_proofs: bool) -> None:
+        """Resolve the futures of a committed batch; never raises."""
+        read = lambda ids: [nodes[i] for i in ids]  # noqa: E731
+        for p, result in results:
+            if p.future.done():
+                continue
+            try:
                 if isinstance(result, Exception):
                     p.future.set_exception(result)
                 elif isinstance(result, int):  # appended at this index
-                    proof = inclusion_proof(result, new_size, read) if with_proofs else []
+                    proof = inclusion_proof(result, checkpoint.tree_size, read) if with_proofs else []
                     p.future.set_result(Appended(result, p.leaf_hash, checkpoint, proof))
                 else:
                     p.future.set_result(result)
-        self.stats.on_batch(len(accepted), time.perf_counter() - started)
-        return checkpoint
+            except Exception:
+                log.critical("entry %s was committed (checkpoint %d, size %d) but its answer could not "
+                             "be built", result, checkpoint.id, checkpoint.tree_size, exc_info=True)
+                if not p.future.done():
+                    p.future.set_exception(ReceiptUnavailableError(
+                        f"the entry was stored (tree size {checkpoint.tree_size}), but its receipt could not "
+                        "be built; retry to get it (the retry is answered as a duplicate)"
+                    ))
 
     async def _presign_check(self, tx, old: CheckpointRow, prefetched: dict[tuple[int, int], bytes] | None = None,
                              ) -> tuple[CompactRange, dict[tuple[int, int], bytes]]:

@@ -11,14 +11,25 @@ Layout: slot N (at N * SLOT bytes) holds tile N's expansion (merkle.tiles.expand
 its 256 hashes, then the 128 nodes one level up, ..., then the tile's root: 511
 hashes) followed by the SHA-256 of those bytes. A slot whose checksum does not
 match (never written, a torn write, a flipped bit) is a miss, never an error.
-The file starts with a header binding it to one log: a different database
-under the same data directory (a new log, a test) starts a new file.
+The checksum only says the slot holds what was written; whether that was right
+is checked by the reader: a slot is used only if its root (the hash of the
+tile's 256 leaves) equals the hash the database's level-1 tile holds for it
+(TreeReader), so a slot expanded from a corrupted tile that was repaired since,
+or from a database that was restored, is a miss and is dropped. The file starts
+with a header binding it to one log: a different database under the same data
+directory (a new log, a test) starts a new file. Processes opening the file at
+once (`serve --workers N`) check and write the header under an exclusive flock,
+so none truncates slots another has already written.
 
-The file is a cache: deleting it at any time is safe; it is refilled from the
-database, lazily by proofs and in the background by `TreeReader.warm_tile_file`.
+The file is a cache: deleting it (or all of `data_dir/cache/`) at any time is
+safe, and is the thing to do after repairing or restoring the database; it is
+refilled from the database, lazily by proofs and in the background by
+`TreeReader.warm_tile_file`. `logserver fsck` checks every slot against the
+leaves and drops the ones that differ.
 """
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import logging
 import os
@@ -42,19 +53,58 @@ for _k in range(9):
 assert _off == EXPANDED
 
 
+FILE_NAME = Path("cache") / "tiles-level0.bin"  # under the data directory
+
+
+def log_binding(origin: str, public_key: bytes, first_checkpoint_note: str) -> bytes:
+    """What binds a tile file to one log: its origin, key and first checkpoint
+    (which differs between logs started afresh with the same key)."""
+    return b"\n".join([origin.encode(), public_key, first_checkpoint_note.encode()])
+
+
+def _header(binding: bytes) -> bytes:
+    return (_MAGIC + hashlib.sha256(binding).digest()).ljust(HEADER, b"\0")
+
+
 class TileFile:
     """One open cache file. Not thread-safe; used from the event loop only."""
 
-    def __init__(self, path: Path, binding: bytes):
+    def __init__(self, path: Path, binding: bytes, *, _fd: int | None = None):
         """Open (or start) the file at `path` for the log identified by `binding`
-        (any bytes that differ between logs, e.g. its origin, key and first checkpoint)."""
+        (any bytes that differ between logs: `log_binding`)."""
         self.path = path
+        if _fd is not None:
+            self._fd = _fd
+            return
         path.parent.mkdir(parents=True, exist_ok=True)
-        header = (_MAGIC + hashlib.sha256(binding).digest()).ljust(HEADER, b"\0")
+        header = _header(binding)
         self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-        if os.pread(self._fd, HEADER, 0) != header:
-            os.ftruncate(self._fd, 0)  # another log's (or a damaged) file: start over
-            os.pwrite(self._fd, header, 0)
+        try:
+            # Under an exclusive lock: a process that finds no header yet must not
+            # truncate what another one, which wrote the header a moment ago, put since.
+            fcntl.flock(self._fd, fcntl.LOCK_EX)
+            try:
+                if os.pread(self._fd, HEADER, 0) != header:
+                    os.ftruncate(self._fd, 0)  # another log's (or a damaged) file: start over
+                    os.pwrite(self._fd, header, 0)
+            finally:
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
+        except BaseException:
+            os.close(self._fd)
+            raise
+
+    @classmethod
+    def open_existing(cls, path: Path, binding: bytes) -> "TileFile | None":
+        """The file at `path` if it exists and belongs to this log; never creates
+        or truncates it (fsck)."""
+        try:
+            fd = os.open(path, os.O_RDWR)
+        except FileNotFoundError:
+            return None
+        if os.pread(fd, HEADER, 0) != _header(binding):
+            os.close(fd)
+            return None
+        return cls(path, binding, _fd=fd)
 
     def get(self, index: int) -> list[bytes] | None:
         """The expansion of full level-0 tile `index`, or None if not (validly) cached."""
@@ -75,6 +125,14 @@ class TileFile:
             os.pwrite(self._fd, body + hashlib.sha256(body).digest(), HEADER + index * SLOT)
         except OSError as e:  # a full disk costs speed, not correctness
             log.warning("tile cache file %s: cannot write tile %d: %r", self.path, index, e)
+
+    def drop(self, index: int) -> None:
+        """Forget tile `index` (its slot no longer checks out: a miss from now on)."""
+        try:
+            if len(os.pread(self._fd, HASH, HEADER + index * SLOT + EXPANDED)) == HASH:
+                os.pwrite(self._fd, bytes(HASH), HEADER + index * SLOT + EXPANDED)
+        except OSError as e:
+            log.warning("tile cache file %s: cannot drop tile %d: %r", self.path, index, e)
 
     def close(self) -> None:
         os.close(self._fd)

@@ -18,6 +18,7 @@ a proof touches the database only for a tile that is in neither.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import OrderedDict
 from collections.abc import Iterable
 
@@ -27,6 +28,8 @@ from .merkle.tiles import (
 )
 from .storage import DATABASE_UNAVAILABLE, CheckpointRow, Store
 from .tile_file import TileFile
+
+log = logging.getLogger(__name__)
 
 # How long a read waits for the database to name a newer checkpoint before it
 # serves the one this process already has.
@@ -187,9 +190,16 @@ class TreeReader:
             self._tile_bytes -= t.cost
 
     async def _tiles_with_width(self, needed: dict[tuple[int, int], int]) -> dict[tuple[int, int], _Tile]:
-        """The cached tiles `needed` maps to a minimum width, loading what is missing or short."""
+        """The cached tiles `needed` maps to a minimum width, loading what is missing or short.
+
+        A full level-0 tile found in the tile file is used only if its root equals
+        the hash the level-1 tile above it holds for it (usually cached in memory;
+        otherwise read with the missing tiles, in the same round trip): a slot
+        expanded from a tile that was corrupted then, and repaired or restored
+        since, is a miss. It is dropped and the tile read from the database."""
         out: dict[tuple[int, int], _Tile] = {}
         missing = []
+        from_file: dict[tuple[int, int], list[bytes]] = {}
         for key, width in needed.items():
             t = self._tiles.get(key)
             if t is not None and len(t.data) >= HASH * width:
@@ -199,23 +209,59 @@ class TreeReader:
             if self.tile_file is not None and key[0] == 0:  # a full tile serves every width
                 levels = self.tile_file.get(key[1])
                 if levels is not None:
-                    t = out[key] = self._cache_tile(key, levels[0])
-                    if t.levels is None:
-                        self._tile_bytes -= t.cost
-                        t.levels = levels
-                        self._tile_bytes += t.cost
+                    from_file[key] = levels
                     continue
             missing.append(key)
-        if missing:
-            stored = await self.store.read_tiles(missing)
-            for key in missing:
-                data = stored.get(key)
-                if data is None or len(data) < HASH * needed[key]:
-                    raise RuntimeError(
-                        f"storage has {0 if data is None else len(data) // HASH} hashes of tile "
-                        f"{key[0]}/{key[1]}, want {needed[key]}: the tiles are behind the checkpoint"
-                    )
-                out[key] = self._cache_tile(key, data)
+        parent_data: dict[tuple[int, int], bytes] = {}  # level-1 tiles above the file's tiles
+        unread = []
+        if from_file:
+            parents: dict[tuple[int, int], int] = {}  # level-1 tile -> hashes it must hold
+            for _, index in from_file:
+                pk, width = (1, index >> 8), (index & 255) + 1
+                if parents.get(pk, 0) < width:
+                    parents[pk] = width
+            for pk, width in parents.items():
+                t = self._tiles.get(pk)
+                if t is not None and len(t.data) >= HASH * width:
+                    parent_data[pk] = t.data
+                elif pk not in missing:
+                    unread.append(pk)
+        stored = await self.store.read_tiles(missing + unread) if missing or unread else {}
+        for pk in unread:
+            data = stored.get(pk)
+            if data is not None:
+                parent_data[pk] = self._cache_tile(pk, data).data
+        if from_file:
+            refused = []
+            for key, levels in from_file.items():
+                index = key[1]
+                parent = parent_data.get((1, index >> 8)) or stored.get((1, index >> 8))
+                pos = (index & 255) * HASH
+                if parent is None or parent[pos:pos + HASH] != levels[-1]:
+                    refused.append(key)
+                    continue
+                t = out[key] = self._cache_tile(key, levels[0])
+                if t.levels is None:
+                    self._tile_bytes -= t.cost
+                    t.levels = levels
+                    self._tile_bytes += t.cost
+            if refused:
+                log.warning("tile cache file: %d slot(s) (first: tile %d) disagree with the database's level-1 "
+                            "tiles (stale after a database repair or restore, or damaged); dropped them",
+                            len(refused), refused[0][1])
+                assert self.tile_file is not None
+                for key in refused:
+                    self.tile_file.drop(key[1])
+                stored.update(await self.store.read_tiles(refused))
+                missing += refused
+        for key in missing:
+            data = stored.get(key)
+            if data is None or len(data) < HASH * needed[key]:
+                raise RuntimeError(
+                    f"storage has {0 if data is None else len(data) // HASH} hashes of tile "
+                    f"{key[0]}/{key[1]}, want {needed[key]}: the tiles are behind the checkpoint"
+                )
+            out[key] = self._cache_tile(key, data)
         return out
 
     async def tiles(self, wanted: Iterable[TileID]) -> dict[TileID, bytes]:
@@ -270,14 +316,28 @@ class TreeReader:
     async def warm_tile_file(self, batch: int = 64) -> int:
         """Fill the tile file with every full level-0 tile it lacks, oldest first, a
         batch at a time, yielding to requests between tiles. Returns how many it wrote.
+        A slot whose root disagrees with the database's level-1 tile is rewritten.
         Run in the background after start-up (by the process that sequences)."""
         if self.tile_file is None:
             return 0
         cp = self.latest or await self.refresh_latest()
         full = cp.tree_size // TILE_WIDTH
         written = 0
+        roots: dict[int, bytes] = {}  # level-1 tiles' data, by index: the level-0 tiles' roots
+
+        async def root(i: int) -> bytes:
+            p = i >> 8
+            if p not in roots:
+                width = min(TILE_WIDTH, full - (p << 8))
+                roots[p] = (await self._tiles_with_width({(1, p): width}))[(1, p)].data
+            return roots[p][(i & 255) * HASH:((i & 255) + 1) * HASH]
+
         for start in range(0, full, batch):
-            lacking = [i for i in range(start, min(start + batch, full)) if not self.tile_file.has(i)]
+            lacking = []
+            for i in range(start, min(start + batch, full)):
+                levels = self.tile_file.get(i)
+                if levels is None or levels[-1] != await root(i):
+                    lacking.append(i)
             await asyncio.sleep(0)
             if not lacking:
                 continue
@@ -286,7 +346,11 @@ class TreeReader:
                 data = stored.get((0, i))
                 if data is None or len(data) != _FULL:
                     raise RuntimeError(f"storage has no full tile 0/{i} below tree size {cp.tree_size}")
-                self.tile_file.put(i, expand_tile(data))
+                levels = expand_tile(data)
+                if levels[-1] != await root(i):
+                    raise RuntimeError(f"stored tile 0/{i} does not hash to the level-1 tile's node for it: "
+                                       "the database is corrupted (run `logserver fsck`)")
+                self.tile_file.put(i, levels)
                 written += 1
                 await asyncio.sleep(0)
         return written

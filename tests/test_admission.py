@@ -7,15 +7,19 @@ import datetime as dt
 import json
 import os
 import signal
+import sys
 
 import pytest
 
-from logserver.admission import AdmissionPool, AdmissionUnavailableError
+from logserver.admission import RESPAWN_INTERVAL_S, AdmissionPool, AdmissionStartError, AdmissionUnavailableError
+from logserver.api.keys import ADMISSION
 from logserver.admission_wire import decode_answer, decode_request, encode_answer, encode_request
 from logserver.admission_worker import answer
 from logserver.bundle import Admitted, BundleError, admit
+from logserver.startup import StartupError
 
 from bundle_factory import BundleFactory, default_authorities
+from server_harness import start_server, write_config
 
 NOW_S = 1_800_000_000.0  # inside the factory's default validity window
 
@@ -119,3 +123,98 @@ def test_frames_round_trip_and_refuse_trailing_bytes():
         _same(g, w)
     with pytest.raises(ValueError, match="trailing"):
         decode_answer(encode_answer([])[4:] + b"\0")
+
+
+async def _admitted_eventually(pool: AdmissionPool, body: bytes, timeout_s: float = 30.0) -> list[str]:
+    """Submit until one is admitted (a replacement is a Python start-up); the outcomes seen."""
+    outcomes = []
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while True:
+        try:
+            assert isinstance(await asyncio.wait_for(pool.admit(body, NOW_S), timeout_s), Admitted)
+            outcomes.append("admitted")
+            return outcomes
+        except AdmissionUnavailableError:
+            outcomes.append("unavailable")
+        assert loop.time() < deadline, f"no admission process came back: {outcomes[-5:]}"
+        await asyncio.sleep(0.05)
+
+
+async def test_a_stopped_process_is_killed_after_the_frame_deadline_and_replaced():
+    pool = AdmissionPool(default_authorities().authority_set, processes=1, frame_deadline_s=1.0)
+    await pool.start()
+    try:
+        factory = BundleFactory(fleet_id="admission-stopped")
+        (child,) = pool._children
+        os.kill(child.proc.pid, signal.SIGSTOP)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        with pytest.raises(AdmissionUnavailableError, match="did not answer within 1s"):
+            await asyncio.wait_for(pool.admit(factory.envelope_json(), NOW_S), 20)
+        assert loop.time() - started < 10
+        assert await asyncio.wait_for(child.proc.wait(), 10) == -signal.SIGKILL
+        await _admitted_eventually(pool, factory.envelope_json())
+        assert pool._children[0].proc.pid != child.proc.pid and pool.ready
+    finally:
+        await pool.close()
+
+
+async def test_an_answer_with_the_wrong_item_count_fails_its_requests_not_hangs(tmp_path):
+    script = tmp_path / "wrong_count.py"
+    script.write_text(
+        "import sys\n"
+        "from logserver.admission_wire import READY, decode_keys, encode_answer\n"
+        "inp, out = sys.stdin.buffer, sys.stdout.buffer\n"
+        "decode_keys(inp.read)\n"
+        "out.write(READY); out.flush()\n"
+        "while head := inp.read(4):\n"
+        "    inp.read(int.from_bytes(head, 'big'))\n"
+        "    out.write(encode_answer([])); out.flush()\n"
+    )
+    pool = AdmissionPool(default_authorities().authority_set, processes=1, command=[sys.executable, str(script)])
+    await pool.start()
+    try:
+        body = BundleFactory(fleet_id="admission-count").envelope_json()
+        with pytest.raises(AdmissionUnavailableError):
+            await asyncio.wait_for(pool.admit(body, NOW_S), 10)
+    finally:
+        await pool.close()
+
+
+async def test_a_process_that_cannot_get_ready_fails_start_up(tmp_path):
+    authorities = default_authorities().authority_set
+    cases = [
+        ([sys.executable, "-c", "import sys; sys.exit(3)"], "exited with status 3 before it was ready"),
+        ([sys.executable, "-c", "import time; time.sleep(60)"], "not ready within 1s"),
+        ([str(tmp_path / "no-such-program")], "cannot start an admission process"),
+    ]
+    for command, message in cases:
+        pool = AdmissionPool(authorities, processes=1, command=command, start_timeout_s=1.0)
+        with pytest.raises(AdmissionStartError, match=message):
+            await pool.start()
+        assert all(c.proc.returncode is not None for c in pool._children)
+    assert issubclass(AdmissionStartError, StartupError)  # `serve` exits 1 with the message, no traceback
+
+
+async def test_failed_restarts_are_retried_and_readyz_says_so_meanwhile(database_url, tmp_path):
+    s = await start_server(write_config(tmp_path, database_url))
+    try:
+        pool = s.app[ADMISSION]
+        assert (await s.session.get("/readyz")).status == 200
+        good = pool.command
+        pool.command = [sys.executable, "-c", "import sys; sys.exit(3)"]  # every restart fails for now
+        (child,) = pool._children
+        os.kill(child.proc.pid, signal.SIGKILL)
+        await asyncio.wait_for(child.proc.wait(), 10)
+        r = await s.session.get("/readyz")
+        assert r.status == 503 and r.headers["Retry-After"]
+        body = await r.json()
+        assert body["status"] == "admission_unavailable" and "no admission process is running" in body["reason"]
+        await asyncio.sleep(RESPAWN_INTERVAL_S * 1.5)  # a restart was tried and failed
+        assert not pool.ready
+        pool.command = good  # the cause is fixed: the next retry succeeds, without a restart of the server
+        await _admitted_eventually(pool, BundleFactory(fleet_id="admission-retry").envelope_json(), 60)
+        assert (await s.session.get("/readyz")).status == 200
+    finally:
+        await s.close()

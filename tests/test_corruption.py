@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
 
 import asyncpg
 import pytest
@@ -78,6 +80,33 @@ async def test_flipped_tile_bit_is_located(server, database_url):
     finally:
         await _flip(database_url, flip)
     assert (await _fsck(server)).ok
+
+
+async def test_fsck_command_checks_the_tile_cache_file_and_drops_stale_slots(server):
+    from logserver.api.keys import READER
+    from logserver.merkle.tiles import expand_tile
+
+    await server.app[READER].warm_tile_file()  # (the start-up warming ran at size 0)
+    tile_file = server.app[READER].tile_file
+    good = tile_file.get(0)
+    assert good is not None
+    config_path = server.config.data_dir.parent / "logserver.toml"
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+
+    async def run_fsck() -> str:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "logserver.cli", "fsck", "--config", str(config_path), "--quiet",
+            env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+        out, _ = await asyncio.wait_for(proc.communicate(), 120)
+        assert proc.returncode == 0, out.decode()
+        return out.decode()
+
+    assert "1 slots checked, 0 stale ones dropped" in await run_fsck()
+    # A slot that checks out (its checksum) but was made from other data, as from a
+    # corrupted tile that was repaired since: fsck drops it.
+    tile_file.put(0, expand_tile(bytes(32 * 256)))
+    assert "1 slots checked, 1 stale ones dropped (first: tile 0)" in await run_fsck()
+    assert tile_file.get(0) is None
 
 
 async def test_presign_check_refuses_to_sign_over_corruption(server, database_url):

@@ -7,7 +7,7 @@ import hashlib
 import asyncpg
 import pytest
 
-from logserver.storage import IdentityMismatchError, NewLeaf, Store, create_pool, migrate
+from logserver.storage import CommitRolledBackError, IdentityMismatchError, NewLeaf, Store, create_pool, migrate
 
 EMPTY = hashlib.sha256(b"").digest()
 H = lambda s: hashlib.sha256(s).digest()  # noqa: E731
@@ -106,3 +106,27 @@ async def test_sequencer_lock_is_exclusive(store):
         with pytest.raises(asyncpg.LockNotAvailableError):
             async with store.sequencing(100):
                 pass
+
+
+async def test_commit_of_an_aborted_transaction_raises_and_stores_nothing(store, pool):
+    """PostgreSQL answers COMMIT of an aborted transaction with ROLLBACK, without an
+    error: commit() must raise, or a rolled-back batch would be acknowledged."""
+    before = await store.latest_checkpoint()
+    n = before.tree_size
+    leaf = NewLeaf(n, H(b"aborted"), b"aborted", "fleet-b", 1, H(b"p-aborted"))
+    for explicit in (True, False):
+        with pytest.raises(CommitRolledBackError, match="ROLLBACK"):
+            async with store.sequencing(1000) as tx:
+                await tx.append([leaf], {}, {"fleet-b": (1, n)}, n + 1, H(b"root-aborted"), "cp-aborted\n",
+                                before.signed_at_ms + 1, NOW)
+                try:  # a failed statement whose error is caught: the transaction is aborted
+                    await tx.conn.execute("SELECT 1 / 0")
+                except asyncpg.DivisionByZeroError:
+                    pass
+                if explicit:
+                    await tx.commit()
+        assert not tx.committed
+    assert await store.latest_checkpoint() == before
+    assert await pool.fetchval("SELECT count(*) FROM leaves") == n
+    async with store.sequencing(1000) as tx:  # the role and the connections are fine afterwards
+        assert tx.latest == before

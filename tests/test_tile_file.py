@@ -2,18 +2,25 @@
 from __future__ import annotations
 
 import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
+import asyncpg
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from bench.bulkload import load, open_store
+from logserver.api.app import _warm_tile_file
+from logserver.api.metrics import Metrics
+from logserver.fsck import fsck
 from logserver.log_key import LogKey
 from logserver.merkle import verify_inclusion
-from logserver.merkle.tiles import expand_tile
+from logserver.merkle.tiles import TileID, expand_tile
 from logserver.tile_file import HEADER, SLOT, TileFile
 from logserver.tree_reader import TreeReader
 
 TILES = 5
 SIZE = TILES * 256 + 37  # five full level-0 tiles and a partial one
+KEY = LogKey("example.com/tile-file", Ed25519PrivateKey.from_private_bytes(b"\7" * 32))
 
 
 def _tile(n: int) -> bytes:
@@ -44,9 +51,8 @@ def test_round_trip_and_every_kind_of_miss(tmp_path):
 
 
 async def test_proofs_from_the_tile_file_equal_the_database_ones(database_url, tmp_path):
-    key = LogKey("example.com/tile-file", Ed25519PrivateKey.from_private_bytes(b"\7" * 32))
-    await load(database_url, key, SIZE, batch=500)
-    store = await open_store(database_url, key)
+    await load(database_url, KEY, SIZE, batch=500)
+    store = await open_store(database_url, KEY)
     try:
         plain = TreeReader(store)
         warmed = TreeReader(store, max_tile_cache_bytes=1, tile_file=TileFile(tmp_path / "t.bin", b"x"))
@@ -82,4 +88,92 @@ async def test_proofs_from_the_tile_file_equal_the_database_ones(database_url, t
         first_leaf = await plain.leaf_hash_at(0, latest.tree_size)
         verify_inclusion(0, latest.tree_size, first_leaf, await cold.inclusion_proof(0, latest.tree_size), latest.root)
     finally:
+        await store.pool.close()
+
+
+def test_processes_opening_a_new_file_together_do_not_truncate_each_other(tmp_path):
+    """Workers of `serve --workers N` open the file at the same moment; one that
+    finds no header yet must not wipe slots another has already written."""
+    path = tmp_path / "race.bin"
+    levels = expand_tile(_tile(1))
+    n = 8
+    for _ in range(30):
+        path.unlink(missing_ok=True)
+        barrier = threading.Barrier(n)
+
+        def opener(i: int) -> TileFile:
+            barrier.wait()
+            f = TileFile(path, b"log A")
+            f.put(i, levels)
+            return f
+
+        with ThreadPoolExecutor(n) as pool:  # separate open files, as separate processes have
+            files = list(pool.map(opener, range(n)))
+        check = TileFile(path, b"log A")
+        assert [i for i in range(n) if check.get(i) != levels] == []
+        for f in (*files, check):
+            f.close()
+
+
+async def _flip_tile_bit(database_url: str, level: int, index: int, byte: int) -> None:
+    """Flip one bit of a stored tile, past the append-only triggers (as a disk error would)."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        await conn.execute("SET session_replication_role = replica")
+        status = await conn.execute(
+            "UPDATE tiles SET hashes = set_byte(hashes, $3, get_byte(hashes, $3) # 1) WHERE level = $1 AND idx = $2",
+            level, index, byte)
+        assert status == "UPDATE 1", status
+    finally:
+        await conn.close()
+
+
+async def test_a_slot_made_from_a_corrupted_tile_is_not_served_after_the_repair(database_url, tmp_path):
+    """The slot's checksum is right (it holds what was written), but what was written
+    came from a corrupted database tile: it must not outlive the repair."""
+    await load(database_url, KEY, SIZE, batch=500)  # (a no-op after the test above)
+    store = await open_store(database_url, KEY)
+    tile_file = TileFile(tmp_path / "t.bin", b"x")
+    leaf = 256 + 7  # in full level-0 tile 1
+    try:
+        latest = await TreeReader(store).refresh_latest()
+        want = await TreeReader(store).inclusion_proof(leaf, latest.tree_size)
+        await _flip_tile_bit(database_url, 0, 1, 5 * 32 + 3)
+        try:
+            # Warming meets the corrupted tile: it says so and stops (the server's task
+            # logs it; the gauge stays 0) instead of caching it.
+            metrics = Metrics()
+            await _warm_tile_file(TreeReader(store, tile_file=tile_file), metrics)
+            assert metrics.registry.get_sample_value("logserver_tile_file_warm") == 0
+            assert tile_file.get(0) is not None and tile_file.get(1) is None
+            # A proof expands the corrupted tile and caches it in the file.
+            await TreeReader(store, max_tile_cache_bytes=1, tile_file=tile_file).inclusion_proof(leaf, latest.tree_size)
+            stale = tile_file.get(1)
+            assert stale is not None
+            # fsck finds the corruption and drops the slot (checked against the leaves).
+            report = await fsck(store, KEY.verifiers(), tile_file=tile_file)
+            assert any(p.startswith("tile 0/1 hash 5") for p in report.problems), report.problems
+            assert report.cache_slots_dropped == [1] and report.cache_slots_checked == 2
+            assert tile_file.get(1) is None
+            tile_file.put(1, stale)  # made again before the repair, by a proof
+        finally:
+            await _flip_tile_bit(database_url, 0, 1, 5 * 32 + 3)  # the repair
+        # After the repair a fresh reader must not serve the stale slot: its root does
+        # not match the level-1 tile, so it is a miss, dropped and rewritten.
+        fresh = TreeReader(store, max_tile_cache_bytes=1, tile_file=tile_file)
+        got = await fresh.inclusion_proof(leaf, latest.tree_size)
+        assert got == want
+        verify_inclusion(leaf, latest.tree_size, await fresh.leaf_hash_at(leaf, latest.tree_size), got, latest.root)
+        assert tile_file.get(1) not in (None, stale)
+        tile_file.put(1, stale)
+        tile = TileID(0, 1, 256)
+        assert await TreeReader(store, tile_file=tile_file).hash_tile(tile) == await TreeReader(store).hash_tile(tile)
+        tile_file.put(1, stale)
+        metrics = Metrics()
+        await _warm_tile_file(TreeReader(store, tile_file=tile_file), metrics)  # rewrites it too
+        assert metrics.registry.get_sample_value("logserver_tile_file_warm") == 1
+        assert tile_file.get(1) not in (None, stale)
+        assert (await fsck(store, KEY.verifiers(), tile_file=tile_file)).cache_slots_dropped == []
+    finally:
+        tile_file.close()
         await store.pool.close()

@@ -24,7 +24,7 @@ from ..forwarding import RemoteSequencer, WorkerRole, serve_forwarding
 from ..sequencer import Appended, Sequencer, SequencerStats
 from ..startup import check_not_stale, check_tiles
 from ..storage import DATABASE_UNAVAILABLE, CheckpointRow, Store, create_pool, migrate, resolve_database_url
-from ..tile_file import TileFile
+from ..tile_file import FILE_NAME as TILE_FILE_NAME, TileFile, log_binding
 from ..tree_reader import TreeReader
 from . import entries, ops, submit, tiles
 from .errors import exception_response
@@ -172,22 +172,28 @@ async def _storage_ctx(app: web.Application):
 
 
 async def _warm_tile_file(reader: TreeReader, metrics: Metrics) -> None:
+    """The background fill of the tile file. A failure is logged, never fatal (a
+    cache: the proofs fill it lazily instead); the gauge then stays 0."""
     metrics.tile_file_warm.set(0)
     try:
         written = await reader.warm_tile_file()
-        if written:
-            log.info("tile cache file: %d expanded tiles written", written)
-        metrics.tile_file_warm.set(1)
-    except DATABASE_UNAVAILABLE as e:  # a cache: the proofs fill it lazily instead
-        log.warning("tile cache file not warmed: %r", e)
+    except DATABASE_UNAVAILABLE as e:
+        log.warning("tile cache file not warmed (the database is unavailable): %r", e)
+        return
+    except Exception:
+        log.error("tile cache file not warmed", exc_info=True)
+        return
+    if written:
+        log.info("tile cache file: %d expanded tiles written", written)
+    metrics.tile_file_warm.set(1)
 
 
 async def _open_tile_file(config: Config, store: Store, key: LogKey) -> TileFile:
     """The expanded-tile cache file in the data directory, bound to this log: its
     origin, key and first checkpoint (which differs between logs started afresh)."""
     first = await store.checkpoints(0, 1)
-    binding = b"\n".join([config.origin.encode(), key.public_key_bytes, first[0].note.encode()])
-    return await asyncio.to_thread(TileFile, config.data_dir / "cache" / "tiles-level0.bin", binding)
+    binding = log_binding(config.origin, key.public_key_bytes, first[0].note)
+    return await asyncio.to_thread(TileFile, config.data_dir / TILE_FILE_NAME, binding)
 
 
 def _save_checkpoint(config: Config, cp: CheckpointRow) -> None:

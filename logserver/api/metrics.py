@@ -33,11 +33,13 @@ class Metrics:
             "logserver_http_request_seconds", "HTTP request latency per route.", ["route", "method", "status"],
             buckets=_LATENCY_BUCKETS, registry=r)
         self.verify_seconds = Histogram(
-            "logserver_signature_verification_seconds", "Time to verify one envelope's signatures and payload.",
+            "logserver_signature_verification_seconds", "Time to check one submission (its envelope's "
+            "signatures and payload), as the request sees it: including the wait for a frame and an admission "
+            "process and the round trip to it (verify_processes > 0).",
             buckets=_LATENCY_BUCKETS, registry=r)
         self.tile_file_warm = Gauge(
             "logserver_tile_file_warm", "1 once the background fill of the expanded-tile file "
-            "(data_dir/cache) finished after start-up; 0 while it runs.", registry=r)
+            "(data_dir/cache) finished after start-up; 0 while it runs or if it failed (see the log).", registry=r)
         self.pending = Gauge("logserver_pending_submissions", "Submissions waiting for the sequencer.", registry=r)
         self.pool_size = Gauge("logserver_db_pool_connections", "Open database connections.", registry=r)
         self.pool_idle = Gauge("logserver_db_pool_idle_connections", "Idle database connections.", registry=r)

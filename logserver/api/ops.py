@@ -8,7 +8,7 @@ from pathlib import Path
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from .keys import CONFIG, METRICS, READER, SEQUENCER, STORE
+from .keys import ADMISSION, CONFIG, METRICS, READER, SEQUENCER, STORE
 from .responses import NO_STORE, json_response
 
 
@@ -41,12 +41,16 @@ async def get_healthz(request: web.Request) -> web.Response:
 
 
 async def get_readyz(request: web.Request) -> web.Response:
-    """Readiness: the database answers and the sequencer may sign."""
+    """Readiness: the database answers, the sequencer may sign and submissions can be checked."""
     app = request.app
     halted = app[SEQUENCER].halted
     retry = {"Retry-After": str(app[CONFIG].limits.retry_after_s)}
     if halted:
         return json_response({"status": "halted", "reason": halted}, status=503, headers=retry)
+    if not app[ADMISSION].ready:
+        reason = (f"no admission process is running (verify_processes = {app[ADMISSION].processes}); "
+                  "submissions get 503 until one has started (see the server log)")
+        return json_response({"status": "admission_unavailable", "reason": reason}, status=503, headers=retry)
     if not getattr(app[SEQUENCER], "connected", True):  # a `serve --workers` forwarder
         return json_response({"status": "sequencer_unavailable"}, status=503, headers=retry)
     try:

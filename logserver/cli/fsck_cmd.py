@@ -6,7 +6,11 @@ Recomputes every leaf hash from the stored bytes, every hash tile from the
 leaves, and every signed checkpoint's root; verifies every checkpoint's
 signature. Prints progress to stderr and each problem with its exact location
 (leaf index, or tile level/index/position). Exit status 0 when clean, 1 when a
-problem was found. Read-only: safe while the server runs.
+problem was found. Read-only: safe while the server runs. The one exception is
+the server's tile cache file (data_dir/cache/tiles-level0.bin): its slots are
+checked against the leaves too, and one that differs is dropped (a cache entry
+made from a tile that was corrupted then, or from before a restore; after a
+repair or restore of the database, deleting data_dir/cache/ is as good).
 """
 from __future__ import annotations
 
@@ -20,6 +24,7 @@ from ..config import load_config
 from ..fsck import fsck
 from ..log_key import LogKey
 from ..storage import Store, create_pool, resolve_database_url
+from ..tile_file import FILE_NAME, TileFile, log_binding
 
 HELP = "verify stored leaves, tiles and checkpoints; locate corruption"
 
@@ -45,14 +50,26 @@ def run(args: argparse.Namespace) -> int:
 
     async def go():
         pool = await create_pool(url, min_size=1, max_size=2)
+        tile_file = None
         try:
-            return await fsck(Store(pool), key.verifiers(), progress=progress)
+            store = Store(pool)
+            first = await store.checkpoints(0, 1)
+            if first:  # never created or truncated here: only the server's own file, if any
+                binding = log_binding(config.origin, key.public_key_bytes, first[0].note)
+                tile_file = TileFile.open_existing(config.data_dir / FILE_NAME, binding)
+            return await fsck(store, key.verifiers(), progress=progress, tile_file=tile_file)
         finally:
+            if tile_file is not None:
+                tile_file.close()
             await pool.close()
 
     report = asyncio.run(go())
     for p in report.problems:
         print(f"PROBLEM: {p}")
+    if report.cache_slots_checked:
+        print(f"fsck: tile cache file {config.data_dir / FILE_NAME}: {report.cache_slots_checked} slots checked, "
+              f"{len(report.cache_slots_dropped)} stale ones dropped"
+              + (f" (first: tile {report.cache_slots_dropped[0]})" if report.cache_slots_dropped else ""))
     print(f"fsck: tree size {report.tree_size}: {report.leaves_checked} leaves, {report.tiles_checked} tiles, "
           f"{report.checkpoints_checked} checkpoints checked; "
           + ("no problems" if report.ok else f"{len(report.problems)} problem(s)"))

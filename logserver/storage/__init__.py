@@ -3,6 +3,7 @@ from .database import DATABASE_UNAVAILABLE, create_pool, resolve_database_url
 from .migrate import MigrationError, migrate
 from .store import (
     CheckpointRow,
+    CommitRolledBackError,
     ConcurrentUpdateError,
     ExistingEntry,
     IdentityMismatchError,
@@ -17,6 +18,6 @@ from .store import (
 
 __all__ = [
     "DATABASE_UNAVAILABLE", "create_pool", "resolve_database_url", "MigrationError", "migrate",
-    "CheckpointRow", "ConcurrentUpdateError", "ExistingEntry", "IdentityMismatchError", "LeafRow",
+    "CheckpointRow", "CommitRolledBackError", "ConcurrentUpdateError", "ExistingEntry", "IdentityMismatchError", "LeafRow",
     "NewLeaf", "Prefetch", "Prefetched", "SequencingTransaction", "StorageError", "Store",
 ]

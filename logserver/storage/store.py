@@ -32,6 +32,16 @@ class ConcurrentUpdateError(StorageError):
     """The compare-and-swap on log_state failed: another sequencer moved the log."""
 
 
+class CommitRolledBackError(StorageError):
+    """COMMIT answered ROLLBACK: the transaction had been aborted, nothing was stored.
+
+    PostgreSQL does not raise for a COMMIT of an aborted transaction (a statement
+    in it failed and its error was caught); it rolls back and says so in the
+    command status. Nothing of the batch is durable; the sequencer answers its
+    submitters 503 (a retry is safe).
+    """
+
+
 @dataclass(frozen=True)
 class CheckpointRow:
     id: int
@@ -232,6 +242,7 @@ class Store:
         client_timeout = stall_ms / 1000 + 1.0
         conn = await self.pool.acquire()
         committed = False
+        tx: SequencingTransaction | None = None
         try:
             # One simple-query message: each statement runs in turn, the lock is
             # taken only once the bounds are set, and the statement bound is then
@@ -254,6 +265,10 @@ class Store:
                 await tx.commit()
             committed = True
         finally:
+            # A COMMIT that returned is final, even if the block raised afterwards
+            # (post-commit work): there is nothing to roll back.
+            if tx is not None and tx.committed:
+                committed = True
             if not committed and not conn.is_closed():
                 try:
                     await conn.execute("ROLLBACK", timeout=client_timeout)
@@ -261,7 +276,9 @@ class Store:
                     pass
             # Returning the connection costs a round trip (the pool resets it); the
             # next batch need not wait for it, it takes another connection.
-            release = asyncio.ensure_future(self.pool.release(conn))
+            # Bounded: a reset that does not finish in time terminates the connection
+            # (asyncpg), rather than leaving this task and the connection hanging.
+            release = asyncio.ensure_future(self.pool.release(conn, timeout=client_timeout))
             self._releasing.add(release)
             release.add_done_callback(self._releasing.discard)
 
@@ -411,8 +428,17 @@ class SequencingTransaction:
         return CheckpointRow(cp_id, new_size, new_root, signed_at_ms, note)
 
     async def commit(self) -> None:
-        """COMMIT. Durable when it returns; an error here may be ambiguous (module docstring)."""
-        await self.conn.execute("COMMIT", timeout=self.timeout_s)
+        """COMMIT. Durable when it returns; an error here may be ambiguous (module docstring).
+
+        Raises CommitRolledBackError when PostgreSQL rolled the transaction back
+        instead (it had been aborted by an earlier failed statement): then nothing
+        was stored, unambiguously.
+        """
+        status = await self.conn.execute("COMMIT", timeout=self.timeout_s)
+        if status != "COMMIT":
+            raise CommitRolledBackError(
+                f"COMMIT answered {status!r}: the transaction had been aborted and nothing was stored"
+            )
         self.committed = True
 
 
