@@ -39,8 +39,10 @@ async def cli(capsys, *argv: str) -> tuple[int, list[dict], str]:
     return code, [json.loads(line) for line in out.splitlines()], err
 
 
-async def test_once_catches_up_and_explains(server, policy_path, tmp_path, capsys):
-    args = ["monitor", "--log", server.url, "--policy", str(policy_path), "--state", str(tmp_path), "--once"]
+@pytest.mark.parametrize("processes", ["0", "2"])
+async def test_once_catches_up_and_explains(server, policy_path, tmp_path, capsys, processes):
+    args = ["monitor", "--log", server.url, "--policy", str(policy_path), "--state", str(tmp_path), "--once",
+            "--verify-processes", processes]
     code, lines, err = await cli(capsys, *args)
     assert code == 0, err
     assert len(lines) == 1 and lines[0]["type"] == "summary"
@@ -52,6 +54,12 @@ async def test_once_catches_up_and_explains(server, policy_path, tmp_path, capsy
     # A second run resumes: nothing new to verify.
     code, lines, _ = await cli(capsys, *args)
     assert code == 0 and lines[-1]["entries_verified"] == 0
+
+
+async def test_verify_processes_is_checked(policy_path, tmp_path, capsys):
+    code, _, err = await cli(capsys, "monitor", "--log", "http://127.0.0.1:9", "--policy", str(policy_path),
+                             "--state", str(tmp_path), "--once", "--verify-processes", "-1")
+    assert code != 0 and "--verify-processes: want 0 to 256, got -1" in err
 
 
 async def test_once_exits_nonzero_on_an_alert(server, policy_path, tmp_path, capsys):

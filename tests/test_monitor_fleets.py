@@ -1,6 +1,7 @@
 """Pure parts of the monitor: fleet sequence tracking, entry verification, state file."""
 from __future__ import annotations
 
+import asyncio
 import json
 
 import pytest
@@ -10,7 +11,7 @@ from logserver.bundle import encode_leaf
 from logserver.client import StateError
 from logserver.merkle import CompactRange, leaf_hash
 from logserver.monitor import MonitorState
-from logserver.monitor.entries import verify_entries
+from logserver.monitor.entries import EntryVerifier, verify_entries
 from logserver.monitor.fleets import RECENT, FleetTracker, LoggedBundle
 
 
@@ -83,6 +84,26 @@ def test_verify_entries_hashes_every_leaf_and_reports_failures():
         ("policy_failure", 13, "malformed_leaf")]
     other = verify_entries(leaves[:1], 0, make_authorities("ecdsa-p256", "ed25519").authority_set)
     assert other.verified == [] and other.failures[0].details["code"] == "signer_signature_missing"
+
+
+async def test_verifying_in_child_processes_gives_what_inline_gives():
+    factory = BundleFactory(fleet_id="vp")
+    bundles = [[encode_leaf(e) for e in factory.many(20)] for _ in range(3)]
+    bundles[1][5] = b"\x02garbage"
+    authorities = default_authorities().authority_set
+    inline = [verify_entries(leaves, 100 * i, authorities) for i, leaves in enumerate(bundles)]
+    assert sum(len(r.failures) for r in inline) == 1 and sum(len(r.verified) for r in inline) == 59
+    verifier = EntryVerifier(authorities, 2)
+    try:
+        parallel = await asyncio.gather(*(verifier.verify(leaves, 100 * i) for i, leaves in enumerate(bundles)))
+    finally:
+        verifier.close()
+    assert parallel == inline
+
+
+def test_verify_processes_must_not_be_negative():
+    with pytest.raises(ValueError, match="processes"):
+        EntryVerifier(default_authorities().authority_set, -1)
 
 
 def test_state_round_trip_and_refusals(tmp_path):

@@ -53,7 +53,7 @@ from ..merkle import (
 from . import alerts as kinds
 from .coverage import Coverage
 from .alerts import Alert
-from .entries import verify_entries
+from .entries import BundleResult, EntryVerifier
 from .fleets import FleetTracker
 from .metrics import MonitorMetrics
 from .state import MonitorState
@@ -102,6 +102,7 @@ class Monitor:
         metrics: MonitorMetrics | None = None,
         clock: Callable[[], float] = time.time,
         chunk_bundles: int = DEFAULT_CHUNK_BUNDLES,
+        verifier: EntryVerifier | None = None,
     ) -> None:
         self.client = client
         self.policy = policy
@@ -113,6 +114,9 @@ class Monitor:
         self.metrics = metrics or MonitorMetrics()
         self.clock = clock
         self.chunk_bundles = chunk_bundles
+        # Inline unless the caller brings child processes (`monitor --verify-processes`);
+        # the caller owns (and closes) a verifier it passes in.
+        self.verifier = verifier or EntryVerifier(policy.authorities, 0)
         self._without_quorum = TrustPolicy(policy.authorities, dataclasses.replace(policy.tlog, quorum="none"))
         self.coverage = Coverage(policy.tlog.witnesses)
         self.alert_counts: Counter[str] = Counter()
@@ -327,22 +331,41 @@ class Monitor:
     ) -> _Chunk:
         state = self.state
         chunk = _Chunk(state.verified.copy(), state.verified.copy(), FleetTracker(state.fleets, self.watch), [], [], None)
-        for bundle, (bundle_task, tile_task) in zip(bundles, tasks):
+        # Each bundle is decoded and verified as soon as it arrives (with verify
+        # processes, several at once); the results are then taken in log order.
+        checks = [asyncio.ensure_future(self._check_bundle(bundle, bundle_task, start))
+                  for bundle, (bundle_task, _) in zip(bundles, tasks)]
+        try:
+            await self._take_in_order(bundles, tasks, checks, start, chunk)
+        finally:
+            for check in checks:
+                check.cancel()
+            await asyncio.gather(*checks, return_exceptions=True)
+        chunk.alerts.sort(key=lambda a: a.details.get("index", 0))
+        return chunk
+
+    async def _check_bundle(self, bundle: EntriesTileID, bundle_task: asyncio.Future[bytes], start: int) -> BundleResult:
+        """The bundle's entries from `start` on, verified. Raises MerkleError or
+        MalformedResponseError when the bundle does not decode."""
+        base = bundle.index * TILE_WIDTH
+        skip = max(start, base) - base
+        leaves = decode_entry_bundle(await bundle_task)
+        if len(leaves) != bundle.width and len(leaves) != TILE_WIDTH:
+            raise MerkleError(f"got {len(leaves)} entries, want {bundle.width}")
+        return await self.verifier.verify(leaves[skip:bundle.width], base + skip)
+
+    async def _take_in_order(self, bundles, tasks, checks, start: int, chunk: _Chunk) -> None:
+        for bundle, (_, tile_task), check in zip(bundles, tasks, checks):
             base = bundle.index * TILE_WIDTH
             skip = max(start, base) - base
             try:
-                raw = await bundle_task
-                leaves = decode_entry_bundle(raw)
-                if len(leaves) != bundle.width and len(leaves) != TILE_WIDTH:
-                    raise MerkleError(f"got {len(leaves)} entries, want {bundle.width}")
+                result = await check
             except (MerkleError, MalformedResponseError) as exc:
                 chunk.stop = Alert(kinds.MALFORMED_DATA, f"entry bundle {tile_path(bundle)} does not decode: {exc}",
                                    {"resource": tile_path(bundle), "first_index": base + skip},
                                    key=f"bundle:{tile_path(bundle)}:{_digest(str(exc))}")
                 break
-            leaves = leaves[skip:bundle.width]
             tile_hashes = await self._tile_hashes(bundle, tile_task, chunk)
-            result = verify_entries(leaves, base + skip, self.policy.authorities)
             chunk.alerts.extend(result.failures)
             for entry in result.verified:
                 chunk.alerts.extend(chunk.tracker.observe(entry))
@@ -362,8 +385,6 @@ class Monitor:
                             "tile": tile_path(TileID(0, bundle.index, bundle.width)),
                         })
             await asyncio.sleep(0)  # let the metrics endpoint answer between bundles
-        chunk.alerts.sort(key=lambda a: a.details.get("index", 0))
-        return chunk
 
     async def _tile_hashes(
         self, bundle: EntriesTileID, tile_task: asyncio.Future[bytes], chunk: _Chunk
