@@ -38,7 +38,10 @@ class Deadlines:
         return len(self._fifo)
 
     def add(self, future: asyncio.Future) -> None:
-        loop = self._loop = future.get_loop()
+        loop = future.get_loop()
+        if loop is not self._loop:  # a new event loop: what the old one held is gone with it
+            self.close()
+            self._loop = loop
         fifo = self._fifo
         while fifo and fifo[0][1].done():
             fifo.popleft()

@@ -55,3 +55,20 @@ async def test_done_futures_are_dropped_as_new_ones_arrive():
 def test_the_timeout_must_be_positive():
     with pytest.raises(ValueError, match="timeout_s"):
         Deadlines(0, Late)
+
+
+def test_a_new_event_loop_gets_its_own_timer():
+    d = Deadlines(0.05, Late, granularity_s=0.01)
+
+    async def on_a_loop():
+        fut = asyncio.get_running_loop().create_future()
+        d.add(fut)
+        with pytest.raises(Late):
+            await fut
+
+    async def leave_one_pending():
+        d.add(asyncio.get_running_loop().create_future())  # its loop ends with the timer armed
+
+    asyncio.run(leave_one_pending())
+    asyncio.run(on_a_loop())  # would wait forever if the timer stayed on the closed loop
+    asyncio.run(on_a_loop())

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 
 import pytest
 
@@ -99,6 +101,24 @@ async def test_verifying_in_child_processes_gives_what_inline_gives():
     finally:
         verifier.close()
     assert parallel == inline
+
+
+async def test_a_killed_verification_process_is_replaced():
+    factory = BundleFactory(fleet_id="vk")
+    leaves = [encode_leaf(e) for e in factory.many(5)]
+    authorities = default_authorities().authority_set
+    want = verify_entries(leaves, 0, authorities)
+    verifier = EntryVerifier(authorities, 1)
+    try:
+        assert await verifier.verify(leaves, 0) == want
+        children = list(verifier._pool._processes.values())
+        assert children
+        for child in children:
+            os.kill(child.pid, signal.SIGKILL)
+            child.join()
+        assert await verifier.verify(leaves, 0) == want  # a new pool (or, failing that, inline)
+    finally:
+        verifier.close()
 
 
 def test_verify_processes_must_not_be_negative():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import re
 from collections.abc import Sequence
 
 import pytest
@@ -141,6 +142,21 @@ def test_path_round_trip() -> None:
 )
 def test_parse_rejects(bad: str) -> None:
     with pytest.raises(TilePathError):
+        parse_tile_path(bad)
+
+
+@pytest.mark.parametrize(
+    "bad, says",
+    [
+        ("tile/64/x000/001", "level: got '64'"),
+        ("tile/0/x000/001.p/256", "width: got '256'"),
+        ("tile/0/x000/001", "leading x000"),
+        ("tile/0/x001/x002/x003/x004/x005/x006/x007/008", "path elements, want <= 7"),
+        ("tile/1/01", "3-digit elements"),
+    ],
+)
+def test_parse_says_what_is_wrong(bad: str, says: str) -> None:
+    with pytest.raises(TilePathError, match=re.escape(says)):
         parse_tile_path(bad)
 
 

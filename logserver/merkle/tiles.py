@@ -127,10 +127,6 @@ def parse_tile_path(path: str) -> TileID | EntriesTileID:
     if m is None:
         raise TilePathError(_why_not_tile_path(path))
     head, xgroups, last, w = m.groups()
-    # tlog-tiles: "zero-padded 3-digit path elements. All but the last path element MUST
-    # begin with an x." Canonical form has no all-zero leading element.
-    if xgroups.startswith("x000/"):
-        raise TilePathError(f"tile path {path!r}: index: got a leading x000 element, want none")
     level = None if head == "entries" else int(head)
     if level is not None and level > MAX_TILE_LEVEL:
         raise TilePathError(f"tile path {path!r}: level: got {head!r}, want 0..{MAX_TILE_LEVEL} without leading zeros")
@@ -139,6 +135,10 @@ def parse_tile_path(path: str) -> TileID | EntriesTileID:
         width = int(w)
         if width >= TILE_WIDTH:
             raise TilePathError(f"tile path {path!r}: width: got {w!r}, want 1..255 without leading zeros")
+    # tlog-tiles: "zero-padded 3-digit path elements. All but the last path element MUST
+    # begin with an x." Canonical form has no all-zero leading element.
+    if xgroups.startswith("x000/"):
+        raise TilePathError(f"tile path {path!r}: index: got a leading x000 element, want none")
     index = int(xgroups.replace("x", "").replace("/", "") + last)
     err = _coverage_error(0 if level is None else level, index, width)
     if err is not None:

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import io
+import logging
 import multiprocessing
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import BrokenExecutor, ProcessPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from hashlib import sha256
@@ -22,6 +23,8 @@ from ..admission_wire import decode_keys, encode_keys
 from ..bundle import AuthoritySet, BundleError, decode_leaf, verify_envelope
 from .alerts import POLICY_FAILURE, Alert
 from .fleets import LoggedBundle
+
+log = logging.getLogger(__name__)
 
 # verify_envelope checks not_after against this time; the beginning of time disables
 # the expiry test but keeps the window check (not_before < not_after).
@@ -77,18 +80,31 @@ class EntryVerifier:
             raise ValueError(f"processes: got {processes}, want >= 0")
         self.authorities = authorities
         self.processes = processes
-        self._pool: ProcessPoolExecutor | None = None
-        if processes:
-            self._pool = ProcessPoolExecutor(
-                processes, mp_context=multiprocessing.get_context("spawn"),
-                initializer=_child_init, initargs=(encode_keys(authorities),),
-            )
+        self._pool: ProcessPoolExecutor | None = None  # started on first use
 
     async def verify(self, leaves: Sequence[bytes], first_index: int) -> BundleResult:
-        if self._pool is None:
-            return verify_entries(leaves, first_index, self.authorities)
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, _child_verify, list(leaves), first_index)
+        """verify_entries(leaves, first_index, authorities). A child that died (killed,
+        out of memory) breaks the pool: a new pool is started and the bundle tried
+        again once, then verified inline, so a monitor never stops over it."""
+        if self.processes:
+            loop = asyncio.get_running_loop()
+            for attempt in range(2):
+                pool = self._pool or self._start_pool()
+                try:
+                    return await loop.run_in_executor(pool, _child_verify, list(leaves), first_index)
+                except BrokenExecutor as e:
+                    log.warning("entry verification process died (%r); starting new ones", e)
+                    if self._pool is pool:
+                        pool.shutdown(wait=False, cancel_futures=True)
+                        self._pool = None
+        return verify_entries(leaves, first_index, self.authorities)
+
+    def _start_pool(self) -> ProcessPoolExecutor:
+        self._pool = ProcessPoolExecutor(
+            self.processes, mp_context=multiprocessing.get_context("spawn"),
+            initializer=_child_init, initargs=(encode_keys(self.authorities),),
+        )
+        return self._pool
 
     def close(self) -> None:
         if self._pool is not None:
