@@ -113,9 +113,6 @@ class TileFile:
             return None
         return [slot[a:b] for a, b in _LEVEL_SPANS]
 
-    def has(self, index: int) -> bool:
-        return self.get(index) is not None
-
     def put(self, index: int, levels: list[bytes]) -> None:
         """Store the expansion of full level-0 tile `index` (9 levels, 256 hashes first)."""
         body = b"".join(levels)

@@ -124,21 +124,14 @@ def parse_tile_path(path: str) -> TileID | EntriesTileID:
     if not isinstance(path, str):
         raise TilePathError(f"tile path: got {type(path).__name__}, want str")
     m = _TILE_PATH_RE.fullmatch(path)
-    if m is None:
-        raise TilePathError(_why_not_tile_path(path))
-    head, xgroups, last, w = m.groups()
-    level = None if head == "entries" else int(head)
-    if level is not None and level > MAX_TILE_LEVEL:
-        raise TilePathError(f"tile path {path!r}: level: got {head!r}, want 0..{MAX_TILE_LEVEL} without leading zeros")
-    width = TILE_WIDTH
-    if w is not None:
-        width = int(w)
-        if width >= TILE_WIDTH:
-            raise TilePathError(f"tile path {path!r}: width: got {w!r}, want 1..255 without leading zeros")
+    head, xgroups, last, w = m.groups() if m else ("", "", "", None)
+    level = None if head == "entries" else int(head or 0)
+    width = TILE_WIDTH if w is None else int(w)
     # tlog-tiles: "zero-padded 3-digit path elements. All but the last path element MUST
     # begin with an x." Canonical form has no all-zero leading element.
-    if xgroups.startswith("x000/"):
-        raise TilePathError(f"tile path {path!r}: index: got a leading x000 element, want none")
+    bad_width = w is not None and width >= TILE_WIDTH
+    if m is None or (level or 0) > MAX_TILE_LEVEL or bad_width or xgroups.startswith("x000/"):
+        raise TilePathError(_why_not_tile_path(path))
     index = int(xgroups.replace("x", "").replace("/", "") + last)
     err = _coverage_error(0 if level is None else level, index, width)
     if err is not None:
@@ -149,7 +142,8 @@ def parse_tile_path(path: str) -> TileID | EntriesTileID:
 
 
 def _why_not_tile_path(path: str) -> str:
-    """The message for a path the canonical pattern refuses: which part is wrong."""
+    """The message for a path that is not canonical: which part is wrong, checked in
+    order (shape, level, width, number of elements, their form, a leading x000)."""
     parts = path.split("/")
     if len(parts) < 3 or parts[0] != "tile":
         return f"tile path {path!r}: want tile/<L>/<N>[.p/<W>] or tile/entries/<N>[.p/<W>]"
@@ -163,6 +157,8 @@ def _why_not_tile_path(path: str) -> str:
         groups = [*groups[:-2], groups[-2][:-2]]
     if len(groups) > _MAX_GROUPS:
         return f"tile path {path!r}: index: got {len(groups)} path elements, want <= {_MAX_GROUPS}"
+    if len(groups) > 1 and groups[0] == "x000" and _TILE_PATH_RE.fullmatch(path):
+        return f"tile path {path!r}: index: got a leading x000 element, want none"
     return f"tile path {path!r}: index: want 3-digit elements, all but the last prefixed with x"
 
 

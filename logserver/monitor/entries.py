@@ -117,15 +117,7 @@ _child_authorities: AuthoritySet | None = None
 
 def _child_init(keys_frame: bytes) -> None:
     global _child_authorities
-    stream = io.BytesIO(keys_frame)
-
-    def read(n: int) -> bytes:
-        data = stream.read(n)
-        if len(data) != n:
-            raise ValueError("truncated keys frame")
-        return data
-
-    _child_authorities = decode_keys(read)
+    _child_authorities = decode_keys(io.BytesIO(keys_frame).read)  # made by encode_keys in the parent
 
 
 def _child_verify(leaves: list[bytes], first_index: int) -> BundleResult:
