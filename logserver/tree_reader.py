@@ -212,48 +212,21 @@ class TreeReader:
                     from_file[key] = levels
                     continue
             missing.append(key)
-        parent_data: dict[tuple[int, int], bytes] = {}  # level-1 tiles above the file's tiles
-        unread = []
-        if from_file:
-            parents: dict[tuple[int, int], int] = {}  # level-1 tile -> hashes it must hold
-            for _, index in from_file:
-                pk, width = (1, index >> 8), (index & 255) + 1
-                if parents.get(pk, 0) < width:
-                    parents[pk] = width
-            for pk, width in parents.items():
-                t = self._tiles.get(pk)
-                if t is not None and len(t.data) >= HASH * width:
-                    parent_data[pk] = t.data
-                elif pk not in missing:
-                    unread.append(pk)
+        unread = [pk for pk in self._parents_to_read(from_file) if pk not in missing]
         stored = await self.store.read_tiles(missing + unread) if missing or unread else {}
         for pk in unread:
-            data = stored.get(pk)
-            if data is not None:
-                parent_data[pk] = self._cache_tile(pk, data).data
-        if from_file:
-            refused = []
-            for key, levels in from_file.items():
-                index = key[1]
-                parent = parent_data.get((1, index >> 8)) or stored.get((1, index >> 8))
-                pos = (index & 255) * HASH
-                if parent is None or parent[pos:pos + HASH] != levels[-1]:
-                    refused.append(key)
-                    continue
-                t = out[key] = self._cache_tile(key, levels[0])
-                if t.levels is None:
-                    self._tile_bytes -= t.cost
-                    t.levels = levels
-                    self._tile_bytes += t.cost
-            if refused:
-                log.warning("tile cache file: %d slot(s) (first: tile %d) disagree with the database's level-1 "
-                            "tiles (stale after a database repair or restore, or damaged); dropped them",
-                            len(refused), refused[0][1])
-                assert self.tile_file is not None
-                for key in refused:
-                    self.tile_file.drop(key[1])
-                stored.update(await self.store.read_tiles(refused))
-                missing += refused
+            if pk in stored:
+                self._cache_tile(pk, stored[pk])
+        refused = [key for key, levels in from_file.items() if not self._use_file_tile(key, levels, stored, out)]
+        if refused:
+            log.warning("tile cache file: %d slot(s) (first: tile %d) disagree with the database's level-1 "
+                        "tiles (stale after a database repair or restore, or damaged); dropped them",
+                        len(refused), refused[0][1])
+            assert self.tile_file is not None
+            for key in refused:
+                self.tile_file.drop(key[1])
+            stored.update(await self.store.read_tiles(refused))
+            missing += refused
         for key in missing:
             data = stored.get(key)
             if data is None or len(data) < HASH * needed[key]:
@@ -263,6 +236,33 @@ class TreeReader:
                 )
             out[key] = self._cache_tile(key, data)
         return out
+
+    def _parents_to_read(self, from_file: dict[tuple[int, int], list[bytes]]) -> list[tuple[int, int]]:
+        """The level-1 tiles above `from_file`'s tiles that memory lacks (or holds too short)."""
+        parents: dict[tuple[int, int], int] = {}  # level-1 tile -> hashes it must hold
+        for _, index in from_file:
+            pk, width = (1, index >> 8), (index & 255) + 1
+            parents[pk] = max(parents.get(pk, 0), width)
+        return [pk for pk, width in parents.items()
+                if (t := self._tiles.get(pk)) is None or len(t.data) < HASH * width]
+
+    def _use_file_tile(self, key: tuple[int, int], levels: list[bytes], stored: dict[tuple[int, int], bytes],
+                       out: dict[tuple[int, int], _Tile]) -> bool:
+        """Cache and hand out level-0 tile `key` from its file slot `levels` if the slot's
+        root is the level-1 tile's node for it (read now, or in memory); else False."""
+        index = key[1]
+        pk, pos = (1, index >> 8), (index & 255) * HASH
+        parent = stored.get(pk)
+        if parent is None and (t := self._tiles.get(pk)) is not None:
+            parent = t.data
+        if parent is None or parent[pos:pos + HASH] != levels[-1]:
+            return False
+        t = out[key] = self._cache_tile(key, levels[0])
+        if t.levels is None:
+            self._tile_bytes -= t.cost
+            t.levels = levels
+            self._tile_bytes += t.cost
+        return True
 
     async def tiles(self, wanted: Iterable[TileID]) -> dict[TileID, bytes]:
         """Data of each tile, at least `width` hashes long. A missing tile is a loud error:
