@@ -49,6 +49,7 @@ FRAME_ITEMS = 8  # measured: 4-16 do as well; 64 and more make every request wai
 RESPAWN_INTERVAL_S = 1.0  # at most one start per second...
 MAX_RESPAWN_INTERVAL_S = 30.0  # ...backing off to this while starts keep failing
 FRAME_DEADLINE_S = 5.0  # a child working on one frame for longer is killed (module docstring)
+EXIT_GRACE_S = 2.0  # a child whose stdout closed is given this long to exit before it is killed
 START_TIMEOUT_S = 30.0  # a new child must say it is ready within this (a Python start-up, imports, keys)
 WORKER_COMMAND = (sys.executable, "-m", "logserver.admission_worker")
 
@@ -138,12 +139,13 @@ class AdmissionPool:
             if ready != READY:
                 raise AdmissionStartError(f"admission process {proc.pid} sent {ready!r} instead of its ready byte")
         except BaseException as e:
-            if proc.returncode is None:
-                proc.kill()
             if not isinstance(e, Exception):  # cancelled: the watcher reaps it
+                if proc.returncode is None:
+                    proc.kill()
                 raise
-            await proc.wait()
-            if isinstance(e, (asyncio.IncompleteReadError, ConnectionError)):
+            exited = isinstance(e, (asyncio.IncompleteReadError, ConnectionError))
+            await _reap(proc, exiting=exited)
+            if exited:
                 raise AdmissionStartError(
                     f"admission process {proc.pid} exited with status {proc.returncode} before it was ready "
                     "(its error output, if any, is above)"
@@ -194,6 +196,7 @@ class AdmissionPool:
     async def _read_answers(self, child: _Child) -> None:
         assert child.proc.stdout is not None
         frame: list[_Waiting] | None = None  # popped, not yet answered
+        exited = False  # its stdout closed: it is exiting (or has)
         try:
             while True:
                 head = await child.proc.stdout.readexactly(4)
@@ -213,6 +216,7 @@ class AdmissionPool:
                         fut.set_exception(result)
                 frame = None
         except (asyncio.IncompleteReadError, ConnectionError) as e:
+            exited = True
             if not self._closed and not child.hung:
                 log.error("admission process %d stopped (%r); starting another", child.proc.pid, e)
         except Exception as e:  # an answer that does not parse or fit: a bug; stop this child
@@ -230,9 +234,7 @@ class AdmissionPool:
             for waiting in child.in_flight:
                 _fail(waiting, error)
             child.in_flight.clear()
-            if child.proc.returncode is None:
-                child.proc.kill()
-            await child.proc.wait()
+            await _reap(child.proc, exiting=exited)
             if not self._closed:
                 self._respawn()
 
@@ -298,6 +300,24 @@ class AdmissionPool:
             if child.reader is not None:
                 await asyncio.gather(child.reader, return_exceptions=True)
         _fail(self._queue, AdmissionUnavailableError("the server is shutting down"))
+
+
+async def _reap(proc: asyncio.subprocess.Process, *, exiting: bool) -> None:
+    """Wait for `proc` to end, killing it first unless it is already on its way out.
+
+    A child that closed its stdout is given EXIT_GRACE_S to exit by itself: killing
+    one that has exited but is not reaped yet makes Popen.send_signal reap it, and
+    asyncio's child watcher then reports its exit status as 255 instead of the real
+    one (the status start-up errors report)."""
+    if exiting:
+        try:
+            await asyncio.wait_for(proc.wait(), EXIT_GRACE_S)
+            return
+        except asyncio.TimeoutError:
+            pass
+    if proc.returncode is None:
+        proc.kill()
+    await proc.wait()
 
 
 def _fail(waiting: list[_Waiting], error: Exception) -> None:
