@@ -22,7 +22,7 @@ import logging
 from collections import OrderedDict
 from collections.abc import Iterable
 
-from .merkle import consistency_plan, inclusion_plan, rehash
+from .merkle import InvalidParameterError, consistency_node, path_plan, path_split, rehash
 from .merkle.tiles import (
     TILE_HEIGHT, TILE_WIDTH, EntriesTileID, TileID, encode_entry_bundle, expand_tile,
 )
@@ -38,6 +38,7 @@ HASH = 32
 assert TILE_HEIGHT == 8 and TILE_WIDTH == 256  # _read_hashes relies on it
 _ENTRY_OVERHEAD = 400  # bytes of Python objects per cached tile, beyond its hashes
 _FULL = TILE_WIDTH * HASH
+_MAX_TAILS = 4096  # cached proof tails (TreeReader._audit_path): 2 * 64 per tree size at most
 
 
 class BeyondTreeError(ValueError):
@@ -67,6 +68,7 @@ class TreeReader:
         self._tiles: OrderedDict[tuple[int, int], _Tile] = OrderedDict()
         self._tile_bytes = 0
         self._bundles: OrderedDict[int, bytes] = OrderedDict()  # full entry bundles only
+        self._tails: dict[tuple[int, int, bool], list[bytes]] = {}
         self._bundle_bytes = 0
         self.max_tile_cache_bytes = max_tile_cache_bytes
         self.max_bundle_cache_bytes = max_bundle_cache_bytes
@@ -113,22 +115,75 @@ class TreeReader:
 
     async def inclusion_proof(self, index: int, size: int) -> list[bytes]:
         """RFC 6962 inclusion proof of leaf `index` in the tree of `size` (<= latest size)."""
-        await self.covering(size)
-        plan = inclusion_plan(index, size)
-        return rehash(plan, await self._read_hashes(plan.ids, size))
+        return (await self.inclusion_proof_and_leaf(index, size))[0]
 
     async def inclusion_proof_and_leaf(self, index: int, size: int) -> tuple[list[bytes], bytes]:
         """The inclusion proof of leaf `index` at `size` and the leaf hash, in one read."""
+        if not 0 <= index < size:
+            raise InvalidParameterError(f"index: got {index}, want 0 <= index < tree size {size}")
         await self.covering(size)
-        plan = inclusion_plan(index, size)
-        hashes = await self._read_hashes((*plan.ids, (0, index)), size)
-        return rehash(plan, hashes[:-1]), hashes[-1]
+        return await self._audit_path(0, index, size)
 
     async def consistency_proof(self, size1: int, size2: int) -> list[bytes]:
         """RFC 6962 consistency proof from `size1` to `size2` (<= latest size)."""
+        node = consistency_node(size1, size2)
         await self.covering(size2)
-        plan = consistency_plan(size1, size2)
-        return rehash(plan, await self._read_hashes(plan.ids, size2))
+        if node is None:
+            return []
+        path, own = await self._audit_path(*node, size2)
+        return path if node[1] == 0 else [own, *path]
+
+    async def _audit_path(self, level: int, index: int, size: int) -> tuple[list[bytes], bytes]:
+        """The audit path of the complete node (level, index) at `size`, and the node's hash.
+
+        The path is split where it stops depending on the node (merkle.path_split).
+        Below that, the siblings come from at most one expanded tile per tile level,
+        sliced directly. The rest, the same for every node under that fork, is computed
+        once per (size, fork) the slow way (the plan's nodes one by one, then rehash) and
+        kept in `_tails`.
+        """
+        low, folds = path_split(level, index, size)
+        tail = self._tails.get((size, low, folds))
+        if tail is None:
+            plan = path_plan(level, index, size)
+            hashes = await self._read_hashes((*plan.ids, (level, index)), size)
+            path = rehash(plan, hashes[:-1])
+            if len(self._tails) >= _MAX_TAILS:
+                self._tails.clear()  # a few tree sizes' worth; recomputed on demand
+            self._tails[(size, low, folds)] = path[low - level:]
+            return path, hashes[-1]
+        first = index << level
+        needed: dict[tuple[int, int], int] = {}
+        for t in range(level >> 3, ((max(low, level + 1) - 1) >> 3) + 1):
+            tile_index = first >> ((t + 1) << 3)
+            width = (size >> (t << 3)) - (tile_index << TILE_HEIGHT)
+            needed[(t, tile_index)] = width if width < TILE_WIDTH else TILE_WIDTH
+        tiles = await self._tiles_with_width(needed)
+        out: list[bytes] = []
+        own = b""
+        for key in needed:
+            levels = self._expanded(key, tiles[key])
+            bottom = key[0] << 3
+            if bottom <= level:
+                pos = index & ((1 << (TILE_HEIGHT - (level - bottom))) - 1)
+                own = levels[level - bottom][pos * HASH:(pos + 1) * HASH]
+            for lvl in range(max(level, bottom), min(low, bottom + TILE_HEIGHT)):
+                below = lvl - bottom
+                pos = ((first >> lvl) ^ 1) & ((1 << (TILE_HEIGHT - below)) - 1)
+                out.append(levels[below][pos * HASH:(pos + 1) * HASH])
+        self._evict_tiles()
+        out += tail
+        return out, own
+
+    def _expanded(self, key: tuple[int, int], t: _Tile) -> list[bytes]:
+        """The expansion of cached tile `key`, computed (and offered to the tile file) on first use."""
+        if t.levels is None:
+            self._tile_bytes -= t.cost
+            t.levels = expand_tile(t.data)
+            self._tile_bytes += t.cost
+            if self.tile_file is not None and key[0] == 0 and len(t.data) == _FULL:
+                self.tile_file.put(key[1], t.levels)
+        return t.levels
 
     async def _read_hashes(self, ids, size: int) -> list[bytes]:
         """Hashes of the complete nodes `ids` of the tree of `size`, from expanded tiles."""
@@ -151,16 +206,7 @@ class TreeReader:
                 needed[key] = width
             where.append((key, below, pos))
         tiles = await self._tiles_with_width(needed)
-        out = []
-        for key, below, pos in where:
-            t = tiles[key]
-            if t.levels is None:
-                self._tile_bytes -= t.cost
-                t.levels = expand_tile(t.data)
-                self._tile_bytes += t.cost
-                if self.tile_file is not None and key[0] == 0 and len(t.data) == _FULL:
-                    self.tile_file.put(key[1], t.levels)
-            out.append(t.levels[below][pos * HASH:(pos + 1) * HASH])
+        out = [self._expanded(key, tiles[key])[below][pos * HASH:(pos + 1) * HASH] for key, below, pos in where]
         self._evict_tiles()
         return out
 
@@ -212,6 +258,8 @@ class TreeReader:
                     from_file[key] = levels
                     continue
             missing.append(key)
+        if not missing and not from_file:
+            return out  # the usual case: all in memory
         unread = [pk for pk in self._parents_to_read(from_file) if pk not in missing]
         stored = await self.store.read_tiles(missing + unread) if missing or unread else {}
         for pk in unread:
@@ -278,8 +326,10 @@ class TreeReader:
     async def hash_tile(self, tile: TileID) -> bytes:
         """The bytes of a full or partial hash tile, as served at tile/<L>/<N>[.p/<W>]."""
         await self._covering_tile(tile.level * 8, tile.index, tile.width)
-        data = (await self.tiles([tile]))[tile]
-        return data[: 32 * tile.width]
+        key = (tile.level, tile.index)
+        data = (await self._tiles_with_width({key: tile.width}))[key].data
+        self._evict_tiles()
+        return data[: HASH * tile.width]
 
     async def entry_bundle(self, tile: EntriesTileID) -> bytes:
         """The bytes of a full or partial entry bundle, as served at tile/entries/<N>[.p/<W>]."""

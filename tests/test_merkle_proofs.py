@@ -18,6 +18,8 @@ from logserver.merkle import (
     inclusion_plan,
     inclusion_proof,
     leaf_hash,
+    path_plan,
+    path_split,
     rehash,
     root_from_inclusion_proof,
     verify_consistency,
@@ -84,6 +86,38 @@ def test_plan_examples() -> None:
     assert consistency_plan(0, 7) == NodePlan(())
     assert consistency_plan(7, 7) == NodePlan(())
     assert consistency_plan(0, 0) == NodePlan(())
+
+
+def test_path_split_separates_the_node_dependent_siblings_from_a_shared_tail() -> None:
+    """For every complete node of every size up to N: the path's first low - level ids are
+    the node's siblings, and all nodes with the same (size, low, folds) share the rest of
+    the plan (ids and fold run), so its rehashed tail can be cached per tree size."""
+    checked = 0
+    for size in range(1, N + 1):
+        tails: dict[tuple[int, bool], tuple] = {}
+        for level in range(size.bit_length()):
+            for index in range(size >> level):
+                plan = path_plan(level, index, size)
+                low, folds = path_split(level, index, size)
+                first = index << level
+                n = low - level
+                assert plan.ids[:n] == tuple((lvl, (first >> lvl) ^ 1) for lvl in range(level, low))
+                assert (plan.fold_end - plan.fold_begin > 0) == folds
+                tail = (plan.ids[n:], plan.fold_begin - n, plan.fold_end - n)
+                if folds:
+                    assert plan.fold_begin == n
+                assert tails.setdefault((low, folds), tail) == tail, (level, index, size)
+                checked += 1
+        assert len(tails) <= 2 * size.bit_length()
+    assert checked == sum(sum(size >> level for level in range(size.bit_length())) for size in range(1, N + 1))
+
+
+def test_path_split_refuses_incomplete_nodes() -> None:
+    for level, index, size in ((0, 5, 5), (1, 2, 5), (3, 0, 7), (-1, 0, 4), (0, -1, 4)):
+        with pytest.raises(InvalidParameterError):
+            path_split(level, index, size)
+        with pytest.raises(InvalidParameterError):
+            path_plan(level, index, size)
 
 
 def test_large_sizes() -> None:

@@ -9,6 +9,7 @@ shares no code with logserver.merkle.
 from __future__ import annotations
 
 import asyncio
+import functools
 import gzip
 import hashlib
 from dataclasses import dataclass
@@ -342,6 +343,61 @@ async def test_malformed_tile_paths_are_400(grown, path):
     status, headers, body = await fetch(grown.server.session, path)
     assert status == 400, body[:200]
     assert headers["Content-Type"].startswith("application/json")
+
+
+def memoized_rfc(leaves: list[bytes]):
+    """RFC 6962 PATH and SUBPROOF over leaves[a:b], as the RFC reads, with MTH memoized
+    by range so that every proof of a 300-leaf tree can be checked exactly."""
+    @functools.cache
+    def mth_of(a: int, b: int) -> bytes:
+        if b - a == 1:
+            return leaves[a]
+        k = split(b - a)
+        return node_hash(mth_of(a, a + k), mth_of(a + k, b))
+
+    def path(m: int, a: int, b: int) -> list[bytes]:
+        if b - a == 1:
+            return []
+        k = split(b - a)
+        if m < k:
+            return path(m, a, a + k) + [mth_of(a + k, b)]
+        return path(m - k, a + k, b) + [mth_of(a, a + k)]
+
+    def subproof(m: int, a: int, b: int, complete: bool) -> list[bytes]:
+        if m == b - a:
+            return [] if complete else [mth_of(a, b)]
+        k = split(b - a)
+        if m <= k:
+            return subproof(m, a, a + k, complete) + [mth_of(a + k, b)]
+        return subproof(m - k, a + k, b, False) + [mth_of(a, a + k)]
+
+    return path, subproof
+
+
+async def test_every_proof_of_every_size_equals_the_rfc_definition(grown, monkeypatch):
+    """Every inclusion proof (with its leaf) and every consistency proof of every tree size
+    up to 300, not only the recorded ones, byte for byte as RFC 6962 defines them. Each
+    size's first proofs compute the path tails that later ones reuse (TreeReader._audit_path),
+    and the tail cache is made tiny so that it is also cleared and refilled along the way."""
+    import logserver.tree_reader as tree_reader
+    from logserver.api.keys import STORE
+
+    monkeypatch.setattr(tree_reader, "_MAX_TAILS", 5)
+    reader = tree_reader.TreeReader(grown.server.app[STORE])
+    leaves = grown.leaf_hashes
+    path, subproof = memoized_rfc(leaves)
+    inclusion = consistency = 0
+    for size in range(1, len(leaves) + 1):
+        for index in range(size):
+            proof, leaf = await reader.inclusion_proof_and_leaf(index, size)
+            assert (proof, leaf) == (path(index, 0, size), leaves[index]), (index, size)
+            inclusion += 1
+        for size1 in range(size + 1):
+            want = [] if size1 in (0, size) else subproof(size1, 0, size, True)
+            assert await reader.consistency_proof(size1, size) == want, (size1, size)
+            consistency += 1
+    assert len(reader._tails) <= 5
+    assert (inclusion, consistency) == (300 * 301 // 2, 301 * 302 // 2 - 1)
 
 
 async def test_proofs_from_a_reader_whose_caches_hold_almost_nothing(grown):

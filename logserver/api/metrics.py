@@ -1,7 +1,11 @@
 """Prometheus metrics. Each app owns a registry, so several apps can live in one process (tests)."""
 from __future__ import annotations
 
+from bisect import bisect_left
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import HistogramMetricFamily
+from prometheus_client.utils import floatToGoString
 
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "CONNECT"})
 
@@ -27,11 +31,9 @@ class Metrics:
         self.integration_seconds = Histogram(
             "logserver_integration_seconds", "Time to integrate and commit one batch.",
             buckets=_LATENCY_BUCKETS, registry=r)
-        self._http_children: dict[tuple[str, str, int], object] = {}
         self._submission_children: dict[str, object] = {}
-        self.http_seconds = Histogram(
-            "logserver_http_request_seconds", "HTTP request latency per route.", ["route", "method", "status"],
-            buckets=_LATENCY_BUCKETS, registry=r)
+        self.http_seconds = RequestLatency(
+            "logserver_http_request_seconds", "HTTP request latency per route.", _LATENCY_BUCKETS, registry=r)
         self.verify_seconds = Histogram(
             "logserver_signature_verification_seconds", "Time to check one submission (its envelope's "
             "signatures and payload), as the request sees it: including the wait for a frame and an admission "
@@ -57,12 +59,46 @@ class Metrics:
         child.inc()
 
     def observe_http(self, route: str, method: str, status: int, seconds: float) -> None:
-        """http_seconds.labels(route, method, status).observe(seconds), with the labelled
-        child looked up once per combination (labels() costs more than observe())."""
+        """The request's latency in logserver_http_request_seconds{route, method, status}."""
         if method not in _METHODS:  # any token is a valid method: keep the label set bounded
             method = "other"
-        key = (route, method, status)
-        child = self._http_children.get(key)
-        if child is None:
-            child = self._http_children[key] = self.http_seconds.labels(route, method, str(status))
-        child.observe(seconds)
+        self.http_seconds.observe((route, method, status), seconds)
+
+
+class RequestLatency:
+    """A histogram labelled (route, method, status), kept in plain lists and exported when
+    scraped (a prometheus_client custom collector: same series and exposition as its
+    Histogram). It runs on every request: observe() is a dict lookup, a bisect and two
+    additions, about a fifth of Histogram.labels(...).observe(), which takes a lock and
+    walks the buckets. Not thread-safe: only the event loop observes and collects."""
+
+    LABELS = ("route", "method", "status")
+
+    def __init__(self, name: str, documentation: str, buckets: tuple[float, ...], registry: CollectorRegistry):
+        self.name, self.documentation = name, documentation
+        self._bounds = tuple(float(b) for b in buckets)
+        self._le = [floatToGoString(b) for b in self._bounds] + ["+Inf"]
+        # labels -> [count per bucket (not cumulative; the last is above every bound), sum]
+        self._series: dict[tuple[str, str, int], list] = {}
+        registry.register(self)
+
+    def observe(self, labels: tuple[str, str, int], seconds: float) -> None:
+        series = self._series.get(labels)
+        if series is None:
+            series = self._series[labels] = [[0] * (len(self._bounds) + 1), 0.0]
+        # The first bucket whose bound is >= seconds, as Histogram (le is inclusive).
+        series[0][bisect_left(self._bounds, seconds)] += 1
+        series[1] += seconds
+
+    def describe(self):
+        return [HistogramMetricFamily(self.name, self.documentation, labels=self.LABELS)]
+
+    def collect(self):
+        family = HistogramMetricFamily(self.name, self.documentation, labels=self.LABELS)
+        for (route, method, status), (counts, total) in list(self._series.items()):
+            cumulative, running = [], 0
+            for le, count in zip(self._le, counts):
+                running += count
+                cumulative.append((le, running))
+            family.add_metric([route, method, str(status)], cumulative, total)
+        yield family

@@ -10,6 +10,7 @@ from .errors import bad_request
 MAX_INT = 2**63 - 1
 _DECIMAL = re.compile(r"^(0|[1-9][0-9]{0,18})$")
 _HEX_HASH = re.compile(r"^[0-9a-f]{64}$")
+_PLAIN_QUERY = re.compile(r"[A-Za-z0-9_]+=[A-Za-z0-9_]*(?:&[A-Za-z0-9_]+=[A-Za-z0-9_]*)*")
 
 
 def decimal(value: str, name: str) -> int:
@@ -28,16 +29,24 @@ def hex_hash(value: str, name: str) -> bytes:
 
 def query(request: web.Request, required: set[str], optional: set[str] = frozenset()) -> dict[str, str]:
     """The query parameters, refusing unknown, repeated and missing ones."""
-    if not required and not request.rel_url.raw_query_string:
+    raw = request.rel_url.raw_query_string
+    if not raw and not required:
         return {}  # the common case on routes without parameters: no parsing at all
-    q = request.rel_url.query
+    if _PLAIN_QUERY.fullmatch(raw):
+        # Nothing to decode (no %, + or other escapes): split it here, ~5x cheaper than
+        # yarl's MultiDict, with the same result. Anything else goes through yarl.
+        pairs = [part.split("=", 1) for part in raw.split("&")]
+    else:
+        pairs = list(request.rel_url.query.items())
     allowed = required | optional
-    for key in q.keys():
+    out: dict[str, str] = {}
+    for key, value in pairs:
         if key not in allowed:
             raise bad_request(f"unknown query parameter {key[:40]!r}; allowed: {', '.join(sorted(allowed))}")
-        if len(q.getall(key)) > 1:
+        if key in out:
             raise bad_request(f"query parameter {key!r} given more than once")
+        out[key] = value
     for key in required:
-        if key not in q:
+        if key not in out:
             raise bad_request(f"missing query parameter {key!r}")
-    return {k: q[k] for k in q.keys()}
+    return out

@@ -7,10 +7,13 @@ from .hashing import EMPTY_ROOT, HASH_SIZE, leaf_hash, node_hash
 from .proof import (
     NodePlan,
     ReadHashes,
+    consistency_node,
     consistency_plan,
     consistency_proof,
     inclusion_plan,
     inclusion_proof,
+    path_plan,
+    path_split,
     rehash,
 )
 from .tiles import (
@@ -56,6 +59,7 @@ __all__ = [
     "TilePathError",
     "Visitor",
     "append_to_tiles",
+    "consistency_node",
     "consistency_plan",
     "consistency_proof",
     "decode_entry_bundle",
@@ -65,6 +69,8 @@ __all__ = [
     "frontier_ids",
     "hashes_from_tiles",
     "inclusion_plan",
+    "path_plan",
+    "path_split",
     "inclusion_proof",
     "leaf_hash",
     "node_hash",

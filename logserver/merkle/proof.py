@@ -82,6 +82,38 @@ def _node_path_plan(level: int, index: int, size: int) -> NodePlan:
     return NodePlan(tuple(ids), fold_begin, fold_end)
 
 
+def path_split(level: int, index: int, size: int) -> tuple[int, bool]:
+    """Where the audit path of the complete node (level, index) at `size` stops depending
+    on the node: returns (low, folds).
+
+    The path's first `low - level` hashes are the complete siblings (lvl, (index << level
+    >> lvl) ^ 1) for lvl in [level, low), bottom-up: the only ones that depend on the node.
+    The rest (the ephemeral right sibling at level `low` when `folds`, then the complete
+    left siblings above) is the same for every node with the same (size, low, folds). A
+    tree has at most 2 * bit_length(size) such tails, so a reader can compute each once per
+    tree size and join it to the siblings (tree_reader.TreeReader._audit_path).
+
+    Why: `fork` is the lowest level at which the node's ancestor covers leaf size-1, so
+    above it the ancestor's bits are those of size-1. The ephemeral sibling at fork-1
+    starts where size-1's ancestor at fork-1 starts and ends at size, and each left
+    sibling above is size-1's too. When the node itself ends at `size` nothing folds and
+    every level from `level` up is above the fork.
+    """
+    check_size("size", size)
+    if level < 0 or index < 0 or (index + 1) << level > size:
+        raise InvalidParameterError(f"node ({level}, {index}): want a complete node of a tree of size {size}")
+    fork = ((index << level) ^ (size - 1)).bit_length()
+    return (fork - 1, True) if fork > level else (level, False)
+
+
+def path_plan(level: int, index: int, size: int) -> NodePlan:
+    """Plan the audit path of the complete node (level, index) in a tree of `size`."""
+    check_size("size", size)
+    if level < 0 or index < 0 or (index + 1) << level > size:
+        raise InvalidParameterError(f"node ({level}, {index}): want a complete node of a tree of size {size}")
+    return _node_path_plan(level, index, size)
+
+
 def inclusion_plan(index: int, size: int) -> NodePlan:
     """Plan the inclusion proof (RFC 6962 §2.1.1 PATH(index, D[size])) of leaf `index`."""
     check_size("index", index)
@@ -91,23 +123,34 @@ def inclusion_plan(index: int, size: int) -> NodePlan:
     return _node_path_plan(0, index, size)
 
 
-def consistency_plan(size1: int, size2: int) -> NodePlan:
-    """Plan the consistency proof (RFC 6962 §2.1.2 PROOF(size1, D[size2])).
+def consistency_node(size1: int, size2: int) -> NodeID | None:
+    """The node whose audit path at size2 is the consistency proof from size1 (RFC 6962
+    §2.1.2), or None when the proof is empty (size1 == 0 or size1 == size2).
 
-    The proof is empty when size1 == 0 or size1 == size2.
+    SUBPROOF descends the ancestors of leaf size1-1 and stops at the first node that ends
+    exactly at size1: the largest complete node ending there, i.e. the last node of size1's
+    frontier. The proof is that node's hash, unless it is the whole old tree (index 0: b
+    is still true, size1 is a power of two), followed by the node's audit path.
     """
     check_size("size1", size1)
     check_size("size2", size2)
     if size1 > size2:
         raise InvalidParameterError(f"size1: got {size1}, want <= size2 {size2}")
     if size1 == 0 or size1 == size2:
-        return _EMPTY_PLAN
-    # SUBPROOF descends the ancestors of leaf size1-1 and stops at the first node that
-    # ends exactly at size1: the largest complete node ending there, i.e. the last node of
-    # size1's frontier. Its hash is included unless it is the whole old tree (b still true:
-    # size1 is a power of two). The rest of the proof is that node's audit path.
+        return None
     level = (size1 & -size1).bit_length() - 1
-    index = (size1 >> level) - 1
+    return level, (size1 >> level) - 1
+
+
+def consistency_plan(size1: int, size2: int) -> NodePlan:
+    """Plan the consistency proof (RFC 6962 §2.1.2 PROOF(size1, D[size2])).
+
+    The proof is empty when size1 == 0 or size1 == size2.
+    """
+    node = consistency_node(size1, size2)
+    if node is None:
+        return _EMPTY_PLAN
+    level, index = node
     path = _node_path_plan(level, index, size2)
     if index == 0:
         return path
