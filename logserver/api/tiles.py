@@ -43,10 +43,11 @@ async def get_tile(request: web.Request) -> web.Response:
             data = await reader.hash_tile(tile)
     except BeyondTreeError as e:
         raise not_found(str(e), code="tile_not_found") from None
-    headers = {"Cache-Control": IMMUTABLE if tile.width == TILE_WIDTH else PARTIAL}
+    headers = {"Content-Type": "application/octet-stream",
+               "Cache-Control": IMMUTABLE if tile.width == TILE_WIDTH else PARTIAL}
     if isinstance(tile, EntriesTileID):
         headers["Vary"] = "Accept-Encoding"
         if "gzip" in request.headers.get("Accept-Encoding", ""):
             data = gzip.compress(data, compresslevel=6, mtime=0)
             headers["Content-Encoding"] = "gzip"
-    return web.Response(body=data, content_type="application/octet-stream", headers=headers)
+    return web.Response(body=data, headers=headers)
