@@ -82,6 +82,12 @@ def _node_path_plan(level: int, index: int, size: int) -> NodePlan:
     return NodePlan(tuple(ids), fold_begin, fold_end)
 
 
+def _check_complete_node(level: int, index: int, size: int) -> None:
+    check_size("size", size)
+    if level < 0 or index < 0 or (index + 1) << level > size:
+        raise InvalidParameterError(f"node ({level}, {index}): want a complete node of a tree of size {size}")
+
+
 def path_split(level: int, index: int, size: int) -> tuple[int, bool]:
     """Where the audit path of the complete node (level, index) at `size` stops depending
     on the node: returns (low, folds).
@@ -99,18 +105,14 @@ def path_split(level: int, index: int, size: int) -> tuple[int, bool]:
     sibling above is size-1's too. When the node itself ends at `size` nothing folds and
     every level from `level` up is above the fork.
     """
-    check_size("size", size)
-    if level < 0 or index < 0 or (index + 1) << level > size:
-        raise InvalidParameterError(f"node ({level}, {index}): want a complete node of a tree of size {size}")
+    _check_complete_node(level, index, size)
     fork = ((index << level) ^ (size - 1)).bit_length()
     return (fork - 1, True) if fork > level else (level, False)
 
 
 def path_plan(level: int, index: int, size: int) -> NodePlan:
     """Plan the audit path of the complete node (level, index) in a tree of `size`."""
-    check_size("size", size)
-    if level < 0 or index < 0 or (index + 1) << level > size:
-        raise InvalidParameterError(f"node ({level}, {index}): want a complete node of a tree of size {size}")
+    _check_complete_node(level, index, size)
     return _node_path_plan(level, index, size)
 
 
