@@ -154,6 +154,7 @@ class TreeReader:
             return path, hashes[-1]
         first = index << level
         needed: dict[tuple[int, int], int] = {}
+        # The tiles from the node's own (which holds its hash) to the highest sibling's.
         for t in range(level >> 3, ((max(low, level + 1) - 1) >> 3) + 1):
             tile_index = first >> ((t + 1) << 3)
             width = (size >> (t << 3)) - (tile_index << TILE_HEIGHT)
@@ -178,12 +179,16 @@ class TreeReader:
     def _expanded(self, key: tuple[int, int], t: _Tile) -> list[bytes]:
         """The expansion of cached tile `key`, computed (and offered to the tile file) on first use."""
         if t.levels is None:
-            self._tile_bytes -= t.cost
-            t.levels = expand_tile(t.data)
-            self._tile_bytes += t.cost
+            self._set_levels(t, expand_tile(t.data))
             if self.tile_file is not None and key[0] == 0 and len(t.data) == _FULL:
                 self.tile_file.put(key[1], t.levels)
         return t.levels
+
+    def _set_levels(self, t: _Tile, levels: list[bytes]) -> None:
+        """Attach an expansion to cached tile `t`, keeping the cache's byte count right."""
+        self._tile_bytes -= t.cost
+        t.levels = levels
+        self._tile_bytes += t.cost
 
     async def _read_hashes(self, ids, size: int) -> list[bytes]:
         """Hashes of the complete nodes `ids` of the tree of `size`, from expanded tiles."""
@@ -307,9 +312,7 @@ class TreeReader:
             return False
         t = out[key] = self._cache_tile(key, levels[0])
         if t.levels is None:
-            self._tile_bytes -= t.cost
-            t.levels = levels
-            self._tile_bytes += t.cost
+            self._set_levels(t, levels)
         return True
 
     async def tiles(self, wanted: Iterable[TileID]) -> dict[TileID, bytes]:
