@@ -68,6 +68,22 @@ def bundle_file(env, algorithm: str, count: int) -> Path:
     return path
 
 
+def tail_of(path: Path, count: int) -> Path:
+    """The last `count` request lines of `path`, in a file of their own (made once).
+
+    For an untimed warm-up before a measured run that sends `path` from its start:
+    no bundle is sent twice as long as the two runs together send fewer lines than
+    `path` has (each bundle is its own fleet, so a repeat would be a duplicate)."""
+    out = path.with_name(f"{path.stem}-tail{count}{path.suffix}")
+    if not out.exists():
+        with open(path) as f:
+            lines = f.readlines()
+        tmp = out.with_suffix(".tmp")
+        tmp.write_text("".join(lines[-count:]))
+        tmp.rename(out)
+    return out
+
+
 def first_body(path: Path) -> bytes:
     """The JSON body of the first request in a bundle file (for the ceiling's smoke check)."""
     with open(path) as f:

@@ -8,7 +8,7 @@ from dataclasses import dataclass, replace
 class Mode:
     name: str
     duration_s: float            # each load-generator run
-    warmup_s: float              # reads: untimed run before each measured one (fills caches)
+    warmup_s: float              # untimed run before each measured read run (fills caches) and latency run
     connections: tuple[int, ...] # submission concurrency levels
     read_connections: int
     bundles: int                 # unique signed bundles per algorithm (>= best rate x duration)

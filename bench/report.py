@@ -118,6 +118,11 @@ def markdown(results: dict) -> str:
         lines += ["", f"Latency at about half the best throughput ({lat['algorithm']}): asked "
                   f"{lat['target_rps']:.0f}/s, got {r['ok_rps']:.0f}/s with {r['connections']} paced clients: "
                   f"p50 {r['latency_ms']['p50']:.1f} ms, p99 {r['latency_ms']['p99']:.1f} ms."]
+        if r.get("warmup"):
+            w = r["warmup"]
+            lines[-1] += (f" Measured after an untimed warm-up of {w['duration_s']:.0f} s at the same pace on the "
+                          f"same server, right after its start-up: there p50 {w['latency_ms']['p50']:.1f} ms, "
+                          f"p99 {w['latency_ms']['p99']:.1f} ms, max {w['latency_ms']['max']:.1f} ms.")
     workers = results.get("workers") or []
     if workers:
         lines += ["", "## 2. serve --workers N", "",

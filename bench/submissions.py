@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import time
 
-from .bundles import bundle_file
+from .bundles import bundle_file, tail_of
 from .env import BenchEnv, ceiling_process, serve_process
 
 # Sequencer settings for the benchmark server: the defaults of README "Configuration".
@@ -50,20 +50,33 @@ def run_latency_at_half(env: BenchEnv, mode, loadgen, algorithm: str, best_rps: 
     wrk's delay comes after each answer, so a connection's cycle is the delay plus
     the latency: the first run usually falls short of the asked rate. The delay is
     then shortened by the measured mean latency and the run repeated on a fresh
-    server (at most twice more); the run closest to the asked rate is reported."""
+    server (at most twice more); the run closest to the asked rate is reported.
+
+    Each measured run follows an untimed warm-up of `mode.warmup_s` at the same
+    pace on the same server (other bundles): the target is about a server under
+    steady load, and the first seconds after start-up (new database connections,
+    their first statements, cold caches) have a longer tail. The warm-up's own
+    latencies are kept in the result as `warmup` and reported beside it."""
     connections = 32 if mode.name != "tiny" else 4
     target = max(1.0, best_rps / 2)
     period_ms = 1000 * connections / target
     delay_ms = max(1, int(period_ms))
     requests = bundle_file(env, algorithm, mode.bundles)
+    warm_requests = tail_of(requests, mode.bundles // 4) if mode.warmup_s else None
     runs = []
     for attempt in range(3):
         log(f"submissions {algorithm}: latency at ~{target:.0f}/s ({connections} connections, {delay_ms} ms apart)")
         proc, db = _serve(env, f"latency_{algorithm.replace('-', '_')}", algorithm)
         with proc.start() as server:
+            warm = None
+            if warm_requests is not None:
+                warm = loadgen.run(server.url, warm_requests, connections=connections, duration_s=mode.warmup_s,
+                                   delay_ms=delay_ms, server=server)
             res = loadgen.run(server.url, requests, connections=connections, duration_s=mode.duration_s,
                               delay_ms=delay_ms, server=server)
         env.drop_database(db)
+        if warm is not None:
+            res["warmup"] = {k: warm[k] for k in ("duration_s", "ok_rps", "latency_ms", "statuses")}
         runs.append(res)
         if res["ok_rps"] >= 0.9 * target or mode.name == "tiny":
             break

@@ -14,7 +14,8 @@ GIL and the server got no faster. A child process has its own interpreter.
 
 Bodies are handed over in frames (logserver/admission_wire.py) of at most
 FRAME_ITEMS: requests read in the same turn of the event loop share a frame, and
-small frames keep the first of them from waiting for many others. If a child
+the child answers each body as soon as it is checked, so the first of a frame
+does not wait for the others (the sequencer can already take it). If a child
 dies, the bodies it had in flight fail with AdmissionUnavailableError (the API
 answers 503; a retry is safe) and a new child is started. With `processes = 0`
 admission runs inline.
@@ -45,7 +46,7 @@ from .startup import StartupError
 
 log = logging.getLogger(__name__)
 
-FRAME_ITEMS = 8  # measured: 4-16 do as well; 64 and more make every request wait for its whole frame
+FRAME_ITEMS = 8  # small frames spread a burst over the children (answers come per body, not per frame)
 RESPAWN_INTERVAL_S = 1.0  # at most one start per second...
 MAX_RESPAWN_INTERVAL_S = 30.0  # ...backing off to this while starts keep failing
 FRAME_DEADLINE_S = 5.0  # a child working on one frame for longer is killed (module docstring)
@@ -70,6 +71,7 @@ class _Child:
     def __init__(self, proc: asyncio.subprocess.Process):
         self.proc = proc
         self.in_flight: deque[list[_Waiting]] = deque()
+        self.answered = 0  # items of the oldest frame in flight answered so far
         self.alive = True
         self.reader: asyncio.Task | None = None
         self.head_since = 0.0  # monotonic time the oldest frame in flight became the one it works on
@@ -77,7 +79,7 @@ class _Child:
 
     @property
     def items(self) -> int:
-        return sum(map(len, self.in_flight))
+        return sum(map(len, self.in_flight)) - self.answered
 
 
 class AdmissionPool:
@@ -195,26 +197,31 @@ class AdmissionPool:
 
     async def _read_answers(self, child: _Child) -> None:
         assert child.proc.stdout is not None
-        frame: list[_Waiting] | None = None  # popped, not yet answered
         exited = False  # its stdout closed: it is exiting (or has)
         try:
             while True:
                 head = await child.proc.stdout.readexactly(4)
                 payload = await child.proc.stdout.readexactly(int.from_bytes(head, "big"))
-                frame = child.in_flight.popleft()
-                if child.in_flight:
-                    child.head_since = time.monotonic()
                 results = decode_answer(payload)
-                if len(results) != len(frame):
-                    raise ValueError(f"admission process answered {len(results)} items for {len(frame)}")
-                for (_, _, fut), result in zip(frame, results):
+                if not child.in_flight:
+                    raise ValueError(f"admission process answered {len(results)} items while given none")
+                frame, done = child.in_flight[0], child.answered
+                if not 0 < len(results) <= len(frame) - done:
+                    raise ValueError(f"admission process answered {len(results)} items, "
+                                     f"want 1 to {len(frame) - done} (the rest of a frame of {len(frame)})")
+                for (_, _, fut), result in zip(frame[done:], results):
                     if fut.done():  # the request was cancelled (client gone)
                         continue
                     if isinstance(result, Admitted):
                         fut.set_result(result)
                     else:
                         fut.set_exception(result)
-                frame = None
+                child.answered += len(results)
+                if child.answered == len(frame):
+                    child.in_flight.popleft()
+                    child.answered = 0
+                    if child.in_flight:
+                        child.head_since = time.monotonic()
         except (asyncio.IncompleteReadError, ConnectionError) as e:
             exited = True
             if not self._closed and not child.hung:
@@ -229,9 +236,7 @@ class AdmissionPool:
                     f"the admission process did not answer within {self.frame_deadline_s:g}s; retry")
             else:
                 error = AdmissionUnavailableError("the admission process stopped; retry")
-            if frame is not None:
-                _fail(frame, error)
-            for waiting in child.in_flight:
+            for waiting in child.in_flight:  # the answered ones are done: _fail skips them
                 _fail(waiting, error)
             child.in_flight.clear()
             await _reap(child.proc, exiting=exited)

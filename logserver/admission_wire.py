@@ -16,7 +16,9 @@ untrusted input, and a frame that does not parse is a bug (a loud crash).
                      code, u32 length, message (all UTF-8)
                    2 failed (any other exception, a bug): u32 length, its repr
 
-Frames are answered in order.
+Answers come in order: each answer frame covers the next items of the oldest
+request frame not fully answered yet (at least one, never more than it has left).
+The admission process sends one answer frame per body, as soon as it is checked.
 """
 from __future__ import annotations
 

@@ -2,29 +2,31 @@
 
 Started by the server (logserver/admission.py). It reads the pinned authority
 keys, says it is ready (one byte), then reads request frames from stdin, runs
-`bundle.admit` on every body and answers each frame on stdout
-(logserver/admission_wire.py), until stdin closes.
+`bundle.admit` on every body and answers each body on stdout as soon as it is
+checked (logserver/admission_wire.py), until stdin closes.
 """
 from __future__ import annotations
 
 import datetime as dt
 import signal
 import sys
+from collections.abc import Iterator
 
 from .admission_wire import READY, decode_keys, decode_request, encode_answer
 from .bundle import admit
 
 
-def answer(frame: bytes, authorities) -> bytes:
+def answers(frame: bytes, authorities) -> Iterator[bytes]:
+    """One answer frame per body of the request `frame`, in order, each as soon as
+    that body is checked (so the first of a frame need not wait for the last)."""
     now_ms, bodies = decode_request(frame)
     now = dt.datetime.fromtimestamp(now_ms / 1000, dt.timezone.utc)
-    results = []
     for body in bodies:
         try:
-            results.append(admit(body, authorities, now))
+            result = admit(body, authorities, now)
         except Exception as e:  # BundleError: a refusal; anything else: a bug, reported as such
-            results.append(e)
-    return encode_answer(results)
+            result = e
+        yield encode_answer([result])
 
 
 def main() -> int:
@@ -45,8 +47,9 @@ def main() -> int:
             head = inp.read(4)
             if not head:
                 return 0
-            out.write(answer(read(int.from_bytes(head, "big")), authorities))
-            out.flush()
+            for reply in answers(read(int.from_bytes(head, "big")), authorities):
+                out.write(reply)
+                out.flush()
     except (EOFError, BrokenPipeError):
         return 0
 

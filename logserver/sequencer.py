@@ -133,6 +133,7 @@ class Sequencer:
         clock: Callable[[], float] = time.time,
         on_commit: Callable[[CheckpointRow, dict[tuple[int, int], bytes]], None] = lambda cp, tiles: None,
         stats: SequencerStats | None = None,
+        arriving: Callable[[], int] = lambda: 0,
     ):
         """`sign_checkpoint(size, root, signed_at_ms) -> note text` signs with the log key.
 
@@ -140,6 +141,10 @@ class Sequencer:
         checkpoint and the tile data written (it must not block: it runs on the
         event loop). `clock` returns POSIX seconds;
         it is injectable so tests can step it backwards.
+
+        `arriving()` says how many submissions are on their way to `submit` (being
+        checked by admission). A batch waits up to `max_batch_delay_ms` to fill, but
+        only while some are: waiting when nothing is coming only adds latency.
         """
         self.store = store
         self.sign_checkpoint = sign_checkpoint
@@ -152,6 +157,7 @@ class Sequencer:
         self.clock = clock
         self.on_commit = on_commit
         self.stats = stats or SequencerStats()
+        self.arriving = arriving
         self._queue: deque[Pending] = deque()
         self._wakeup = asyncio.Event()
         self.halted: str | None = None  # set when the pre-sign check fails; signing stops
@@ -212,10 +218,23 @@ class Sequencer:
                 await asyncio.wait_for(self._wakeup.wait(), self.checkpoint_interval)
             except asyncio.TimeoutError:
                 return []  # idle: integrate() re-signs if the checkpoint got old
-        if self.max_batch_delay and len(self._queue) < self.max_batch_size:
-            await asyncio.sleep(self.max_batch_delay)
+        if self.max_batch_delay:
+            await self._fill(asyncio.get_running_loop().time() + self.max_batch_delay)
         n = min(len(self._queue), self.max_batch_size)
         return [self._queue.popleft() for _ in range(n)]
+
+    async def _fill(self, deadline: float) -> None:
+        """Wait until the batch is full, nothing more is arriving, or `deadline` (loop time)."""
+        loop = asyncio.get_running_loop()
+        while len(self._queue) < self.max_batch_size and self.arriving() > 0:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return
+            self._wakeup.clear()  # submit() sets it
+            try:
+                await asyncio.wait_for(self._wakeup.wait(), remaining)
+            except asyncio.TimeoutError:
+                return
 
     async def integrate(self, batch: list[Pending], *, with_proofs: bool = True) -> CheckpointRow | None:
         """Append `batch` (possibly empty) in one transaction and sign a checkpoint.

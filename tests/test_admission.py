@@ -14,7 +14,7 @@ import pytest
 from logserver.admission import RESPAWN_INTERVAL_S, AdmissionPool, AdmissionStartError, AdmissionUnavailableError
 from logserver.api.keys import ADMISSION
 from logserver.admission_wire import decode_answer, decode_request, encode_answer, encode_request
-from logserver.admission_worker import answer
+from logserver.admission_worker import answers
 from logserver.bundle import Admitted, BundleError, admit
 from logserver.startup import StartupError
 
@@ -117,10 +117,12 @@ def test_frames_round_trip_and_refuse_trailing_bytes():
     assert decode_request(frame[4:]) == (int(NOW_S * 1000), bodies)
     with pytest.raises(ValueError, match="trailing"):
         decode_request(frame[4:] + b"\0")
-    reply = answer(frame[4:], default_authorities().authority_set)
-    assert int.from_bytes(reply[:4], "big") == len(reply) - 4
-    for g, w in zip(decode_answer(reply[4:]), [_inline(b) for b in bodies]):
-        _same(g, w)
+    replies = list(answers(frame[4:], default_authorities().authority_set))
+    assert len(replies) == len(bodies)  # one answer frame per body, in order
+    for reply, want in zip(replies, [_inline(b) for b in bodies], strict=True):
+        assert int.from_bytes(reply[:4], "big") == len(reply) - 4
+        (got,) = decode_answer(reply[4:])
+        _same(got, want)
     with pytest.raises(ValueError, match="trailing"):
         decode_answer(encode_answer([])[4:] + b"\0")
 
@@ -177,6 +179,59 @@ async def test_an_answer_with_the_wrong_item_count_fails_its_requests_not_hangs(
     try:
         body = BundleFactory(fleet_id="admission-count").envelope_json()
         with pytest.raises(AdmissionUnavailableError):
+            await asyncio.wait_for(pool.admit(body, NOW_S), 10)
+    finally:
+        await pool.close()
+
+
+def _fake_worker(tmp_path, name: str, reply: str) -> list[str]:
+    """An admission process that decodes the keys, says it is ready, then for each
+    request frame runs `reply` (with `frame`, `authorities`, `out` in scope) and
+    finally waits for its stdin to close."""
+    script = tmp_path / f"{name}.py"
+    script.write_text(
+        "import sys\n"
+        "from logserver.admission_wire import READY, decode_answer, decode_keys, encode_answer\n"
+        "from logserver.admission_worker import answers\n"
+        "inp, out = sys.stdin.buffer, sys.stdout.buffer\n"
+        "authorities = decode_keys(inp.read)\n"
+        "out.write(READY); out.flush()\n"
+        "while head := inp.read(4):\n"
+        "    frame = inp.read(int.from_bytes(head, 'big'))\n"
+        f"    {reply}\n"
+        "    out.flush()\n"
+    )
+    return [sys.executable, str(script)]
+
+
+async def test_the_first_body_of_a_frame_is_answered_before_the_rest_are_checked(tmp_path):
+    # This process answers only the first body of each frame and then nothing more:
+    # the first request still gets its answer, the second keeps waiting.
+    command = _fake_worker(tmp_path, "first_only", "out.write(next(answers(frame, authorities))); out.flush(); inp.read()")
+    pool = AdmissionPool(default_authorities().authority_set, processes=1, command=command)
+    await pool.start()
+    try:
+        factory = BundleFactory(fleet_id="admission-streamed")
+        first = asyncio.ensure_future(pool.admit(factory.envelope_json(), NOW_S))
+        second = asyncio.ensure_future(pool.admit(factory.envelope_json(), NOW_S))  # same turn: same frame
+        admitted = await asyncio.wait_for(first, 10)
+        assert isinstance(admitted, Admitted) and admitted.fleet_id == "admission-streamed"
+        assert not second.done() and pool.pending == 1
+    finally:
+        await pool.close()
+    with pytest.raises(AdmissionUnavailableError):
+        await second
+
+
+async def test_an_answer_with_more_items_than_asked_fails_its_requests(tmp_path):
+    # One body asked, its answer sent twice in one answer frame.
+    command = _fake_worker(tmp_path, "too_many", "(got,) = decode_answer(next(answers(frame, authorities))[4:]); "
+                                                 "out.write(encode_answer([got, got]))")
+    pool = AdmissionPool(default_authorities().authority_set, processes=1, command=command)
+    await pool.start()
+    try:
+        body = BundleFactory(fleet_id="admission-too-many").envelope_json()
+        with pytest.raises(AdmissionUnavailableError, match="stopped"):
             await asyncio.wait_for(pool.admit(body, NOW_S), 10)
     finally:
         await pool.close()

@@ -228,6 +228,7 @@ async def _sequencer_ctx(app: web.Application):
         stall_timeout_ms=s.stall_timeout_ms,
         clock=app[CLOCK], on_commit=on_commit,
         stats=SequencerStats(on_batch=on_batch, on_equivocation=lambda *a: metrics.equivocations.inc()),
+        arriving=lambda: app[ADMISSION].pending,
     )
     app[SEQUENCER] = sequencer
     tasks = [
