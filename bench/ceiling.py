@@ -7,6 +7,9 @@
   keys (loaded once). No strict schema, no database: the least work any correct
   server must do per submission. Answers 201 with a tiny JSON body.
 * `GET /hello`: a hello-world GET, the ceiling for the read routes.
+* `GET /bytes/{n}`: n bytes (1 to 1 MiB, made once per n): a minimal handler
+  answering a body as large as a proof's or a tile's, to tell what the size of a
+  response costs aiohttp and the kernel apart from what the route does.
 * `GET /readyz`: 200 when up.
 Run with the same aiohttp settings as `logserver serve` (no access log).
 """
@@ -58,9 +61,21 @@ def make_app(public_pems: list[bytes]) -> web.Application:
     async def hello(request: web.Request) -> web.Response:
         return web.Response(text="hello")
 
+    bodies: dict[int, bytes] = {}
+
+    async def some_bytes(request: web.Request) -> web.Response:
+        n = int(request.match_info["n"])
+        if not 0 < n <= 1 << 20:
+            raise web.HTTPBadRequest(text=f"n: got {n}, want 1 to {1 << 20}")
+        body = bodies.get(n)
+        if body is None:
+            body = bodies[n] = b"x" * n
+        return web.Response(body=body, headers={"Content-Type": "application/octet-stream"})
+
     app = web.Application(client_max_size=64 * 1024)
     app.router.add_post("/v1/bundles", post_bundle)
     app.router.add_get("/hello", hello)
+    app.router.add_get("/bytes/{n:[1-9][0-9]{0,6}}", some_bytes)
     app.router.add_get("/readyz", hello)
     return app
 

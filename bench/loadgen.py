@@ -4,7 +4,10 @@ Both are closed-loop: N connections, each sends its next request as soon as the
 previous response arrived, over keep-alive, replaying a request file (see
 lua/replay.lua) in which no line is sent twice. Both run in their own process and
 report the same fields. The CPU time the generator itself used is measured
-(getrusage of the child), so a report can show it was not the bottleneck.
+(getrusage of the child), so a report can show it was not the bottleneck, and so
+is the whole machine's busy CPU (/proc/stat via psutil: all processes, the
+server's, PostgreSQL's and the generator's), so it can show when the machine
+itself had no core left.
 """
 from __future__ import annotations
 
@@ -14,7 +17,10 @@ import resource
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
+
+import psutil
 
 LUA = Path(__file__).parent / "lua" / "replay.lua"
 MARKER = "--- bench-json ---"
@@ -63,8 +69,10 @@ class LoadGenerator:
             env = dict(os.environ)
         server_cpu0 = server.cpu_seconds() if server is not None else None
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        machine_before, wall_before = _machine_busy_s(), time.monotonic()
         out = subprocess.run(argv, env=env, capture_output=True, text=True,
                              cwd=Path(__file__).resolve().parent.parent)
+        machine_busy, wall = _machine_busy_s() - machine_before, time.monotonic() - wall_before
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         if out.returncode != 0 or MARKER not in out.stdout:
             raise RuntimeError(f"{argv[0]} failed ({out.returncode}):\n{out.stdout[-2000:]}\n{out.stderr[-2000:]}")
@@ -89,7 +97,16 @@ class LoadGenerator:
             "socket_errors": raw["errors"],
             "ran_out_of_requests": bool(raw.get("threads_ran_out")),
             "loadgen_cpu_cores": round(gen_cpu / duration, 3) if duration else None,
+            # Averaged over the generator's whole run (its start-up and end included).
+            "machine_cpu_busy_cores": round(machine_busy / wall, 3) if wall else None,
         }
         if server is not None:
             result["server_cpu_cores"] = round((server.cpu_seconds() - server_cpu0) / duration, 3)
         return result
+
+
+def _machine_busy_s() -> float:
+    """CPU seconds all cores spent busy since boot (neither idle, waiting for I/O, nor stolen)."""
+    t = psutil.cpu_times()
+    return sum(t) - t.idle - getattr(t, "iowait", 0.0) - getattr(t, "steal", 0.0) - getattr(t, "guest", 0.0) \
+        - getattr(t, "guest_nice", 0.0)

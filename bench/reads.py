@@ -5,7 +5,9 @@ PostgreSQL as database `bench_reads_<size>`), then a fresh `logserver serve` is
 started on it: its start-up time (spawn to the first 200 from /readyz) and RSS are
 recorded, then each read kind is driven with uniformly random requests over the
 whole tree, after an untimed warm-up of the same kind. A hello-world GET on the
-minimal aiohttp app is measured beside it as the ceiling.
+minimal aiohttp app is measured beside it as the ceiling, and the same app
+answering a body as long as an inclusion proof's and a tile's (`/bytes/{n}`), to
+show what the size of the answer alone costs.
 """
 from __future__ import annotations
 
@@ -23,6 +25,8 @@ from .bundles import write_requests
 from .env import ORIGIN, BenchEnv, ceiling_process, serve_process
 
 KINDS = ("inclusion", "consistency", "tile", "entries")
+# Kinds also compared with the ceiling app answering a body of the same size (/bytes/{n}).
+SAME_SIZE_KINDS = ("inclusion", "tile")
 
 
 def _lines(kind: str, size: int, count: int, rng: random.Random):
@@ -56,6 +60,15 @@ def ensure_loaded(env: BenchEnv, size: int, log) -> tuple[str, dict | None]:
         raise RuntimeError(f"bulk load failed:\n{out.stdout[-2000:]}\n{out.stderr[-3000:]}")
     stats = json.loads(out.stdout.strip().splitlines()[-1])
     return url, (stats if stats.get("loaded") else None)
+
+
+def _body_length(base_url: str, requests_file) -> int:
+    """The length of the answer to the first request of `requests_file`."""
+    with open(requests_file) as f:
+        method, target = f.readline().rstrip("\n").split("\t")[:2]
+    assert method == "GET", method
+    with urllib.request.urlopen(base_url + target, timeout=30) as resp:
+        return len(resp.read())
 
 
 def wait_for_tile_file(server, log, timeout_s: float = 1800.0) -> float:
@@ -109,7 +122,19 @@ def run_reads(env: BenchEnv, mode, loadgen, log) -> list[dict]:
                 row["kinds"][kind] = loadgen.run(server.url, files[kind], connections=c,
                                                  duration_s=mode.duration_s, server=server, wrap=True)
             row["rss_after_reads"] = server.rss_mb()
+            row["body_bytes"] = {k: _body_length(server.url, files[k]) for k in SAME_SIZE_KINDS}
+        log(f"reads {size:,}: minimal handler answering bodies of the same sizes {row['body_bytes']}")
+        row["same_size"] = {}
+        with ceiling_process(env, "ed25519", run_dir / "ceiling-bytes.log").start() as ceiling:
+            for kind, n in row["body_bytes"].items():
+                same = write_requests(run_dir / f"bytes-{kind}.tsv", [("GET", f"/bytes/{n}")])
+                if mode.warmup_s:
+                    loadgen.run(ceiling.url, same, connections=c, duration_s=mode.warmup_s, wrap=True)
+                row["same_size"][kind] = loadgen.run(ceiling.url, same, connections=c,
+                                                     duration_s=mode.duration_s, server=ceiling, wrap=True)
         hello = row["kinds"]["hello"]["ok_rps"]
         row["vs_hello"] = {k: round(row["kinds"][k]["ok_rps"] / hello, 3) if hello else None for k in KINDS}
+        row["vs_same_size"] = {k: round(row["kinds"][k]["ok_rps"] / r["ok_rps"], 3) if r["ok_rps"] else None
+                               for k, r in row["same_size"].items()}
         rows.append(row)
     return rows

@@ -99,6 +99,15 @@ def test_tiny_run_workers_reads_and_merkle(tiny_run):
         _check_load(r)
         assert r["statuses"] == {"200": r["requests"]}, (kind, r["statuses"])
     assert row["startup_s"] > 0 and row["rss_after_reads"]["peak_rss_mb"] > 0
+    # The minimal handler answered bodies as long as the server's proof and tile answers.
+    assert row["body_bytes"]["tile"] == 32 * 256  # a full level-0 tile
+    assert row["body_bytes"]["inclusion"] > 100
+    assert set(row["same_size"]) == {"inclusion", "tile"}
+    for kind, r in row["same_size"].items():
+        _check_load(r)
+        assert r["statuses"] == {"200": r["requests"]}, (kind, r["statuses"])
+        assert row["vs_same_size"][kind] == pytest.approx(row["kinds"][kind]["ok_rps"] / r["ok_rps"], rel=1e-2)
+    assert all(w["server"]["machine_cpu_busy_cores"] > 0 for w in results["workers"])
     ops = {r["operation"] for r in results["merkle"]["rows"]}
     assert ops == {"append", "inclusion proof", "consistency proof", "verify (inclusion + consistency)"}
     statuses = {t["status"] for t in results["targets"]}
