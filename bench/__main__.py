@@ -20,7 +20,7 @@ from .loadgen import LoadGenerator, ensure_wrk
 from .merkle_core import run_merkle
 from .modes import MODES, with_10m
 from .reads import run_reads
-from .submissions import run_latency_at_half, run_submissions, run_workers
+from .submissions import run_latency_at_half, run_submissions, run_workers, run_workers_one_process_each
 
 SECTIONS = ("submissions", "workers", "reads", "merkle")
 # Above this 1-minute load average (per usable CPU) before the run, results are marked provisional.
@@ -81,6 +81,7 @@ def main(argv=None) -> int:
                 results["latency"].append(run_latency_at_half(env, mode, loadgen, algorithm, best, log))
     if "workers" in sections:
         results["workers"] = run_workers(env, mode, loadgen, algorithms[0], log)
+        results["workers_one_process_each"] = run_workers_one_process_each(env, mode, loadgen, algorithms[0], log)
     if "reads" in sections:
         results["reads"] = run_reads(env, mode, loadgen, log)
     if "merkle" in sections:

@@ -88,6 +88,12 @@ def miss_context(results: dict) -> list[str]:
                    f"of {cpus} cores (the server {one.get('server_cpu_cores')}, the load generator "
                    f"{one.get('loadgen_cpu_cores')}, other processes such as PostgreSQL the rest); a second worker has no core "
                    "of its own to run on.")
+        inline = {w["workers"]: w["server"] for w in results.get("workers_one_process_each") or [] if "server" in w}
+        if 1 in inline and 2 in inline and inline[1]["ok_rps"]:
+            out.append(f"two workers of one process each (verify_processes = 0): {inline[2]['ok_rps']:.0f}/s vs "
+                       f"{inline[1]['ok_rps']:.0f}/s, {inline[2]['ok_rps'] / inline[1]['ok_rps']:.2f}x (machine busy "
+                       f"{inline[1].get('machine_cpu_busy_cores')} and {inline[2].get('machine_cpu_busy_cores')} "
+                       f"of {cpus} cores).")
     for row in results.get("reads") or []:
         size = row["size"]
         inc = row["kinds"]["inclusion"]
@@ -177,6 +183,19 @@ def markdown(results: dict) -> str:
                              f"{w['server'].get('machine_cpu_busy_cores', '-')} |")
             else:
                 lines.append(f"| {w['workers']} | failed: {w['error'][:120]!r} | | | | |")
+        inline = results.get("workers_one_process_each") or []
+        if inline:
+            lines += ["", "Each worker one process (`verify_processes = 0`: it checks submissions on its own event "
+                      "loop, like each process of the ceiling), same load:", "",
+                      f"| workers | server req/s | p50 / p99 | server CPU | machine CPU (of {m['cpus_usable']}) |",
+                      "|---|---|---|---|---|"]
+            for w in inline:
+                if "server" in w:
+                    lines.append(f"| {w['workers']} | {w['server']['ok_rps']:.0f} | {_ms(w['server'])} | "
+                                 f"{w['server'].get('server_cpu_cores')} | "
+                                 f"{w['server'].get('machine_cpu_busy_cores', '-')} |")
+                else:
+                    lines.append(f"| {w['workers']} | failed: {w['error'][:120]!r} | | | |")
     reads = results.get("reads") or []
     if reads:
         lines += ["", "## 3. Reads (uniformly random over the whole tree) and 4. scale", "",

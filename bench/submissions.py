@@ -10,7 +10,7 @@ from .env import BenchEnv, ceiling_process, serve_process
 SERVER_EXTRA = ""
 
 
-def _serve(env: BenchEnv, tag: str, algorithm: str, workers: int | None = None):
+def _serve(env: BenchEnv, tag: str, algorithm: str, workers: int | None = None, extra: str = SERVER_EXTRA):
     name = f"bench_{tag}"
     url = env.database(name, fresh=True)
     run_dir = env.runs / tag
@@ -18,7 +18,7 @@ def _serve(env: BenchEnv, tag: str, algorithm: str, workers: int | None = None):
         import shutil
 
         shutil.rmtree(run_dir)
-    cfg = env.write_config(run_dir, url, algorithm, extra=SERVER_EXTRA)
+    cfg = env.write_config(run_dir, url, algorithm, extra=extra)
     return serve_process(cfg, url, run_dir / "server.log", workers=workers), name
 
 
@@ -106,5 +106,29 @@ def run_workers(env: BenchEnv, mode, loadgen, algorithm: str, log) -> list[dict]
                              "ceiling": ceil, "startup_s": round(server.startup_s, 3)})
         except RuntimeError as e:
             rows.append({"workers": n, "algorithm": algorithm, "error": str(e)[-500:]})
+        env.drop_database(db)
+    return rows
+
+
+def run_workers_one_process_each(env: BenchEnv, mode, loadgen, algorithm: str, log) -> list[dict]:
+    """`serve --workers N` with `verify_processes = 0`: each worker one process, checking
+    its submissions on its own event loop, like each process of the N-process ceiling.
+
+    Context for the workers target, which is measured with the defaults (each worker
+    also runs an admission process): this shows how the workers scale when a worker
+    is one process."""
+    rows = []
+    requests = bundle_file(env, algorithm, mode.bundles)
+    c = max(mode.connections)
+    for n in mode.workers:
+        log(f"workers: {n} worker(s) of one process each (verify_processes = 0), {algorithm}, {c} connections")
+        proc, db = _serve(env, f"workers_inline_{n}", algorithm, workers=n, extra="verify_processes = 0")
+        try:
+            with proc.start() as server:
+                res = loadgen.run(server.url, requests, connections=c, duration_s=mode.duration_s, server=server)
+                rows.append({"workers": n, "algorithm": algorithm, "connections": c, "server": res,
+                             "verify_processes": 0})
+        except RuntimeError as e:
+            rows.append({"workers": n, "algorithm": algorithm, "verify_processes": 0, "error": str(e)[-500:]})
         env.drop_database(db)
     return rows

@@ -108,6 +108,12 @@ def test_tiny_run_workers_reads_and_merkle(tiny_run):
         assert r["statuses"] == {"200": r["requests"]}, (kind, r["statuses"])
         assert row["vs_same_size"][kind] == pytest.approx(row["kinds"][kind]["ok_rps"] / r["ok_rps"], rel=1e-2)
     assert all(w["server"]["machine_cpu_busy_cores"] > 0 for w in results["workers"])
+    inline = results["workers_one_process_each"]
+    assert [w["workers"] for w in inline] == [1, 2]
+    for w in inline:
+        assert "error" not in w, w.get("error")
+        _check_load(w["server"])
+        assert w["server"]["statuses"].get("201", 0) > 0
     ops = {r["operation"] for r in results["merkle"]["rows"]}
     assert ops == {"append", "inclusion proof", "consistency proof", "verify (inclusion + consistency)"}
     statuses = {t["status"] for t in results["targets"]}
