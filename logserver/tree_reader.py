@@ -39,6 +39,13 @@ assert TILE_HEIGHT == 8 and TILE_WIDTH == 256  # _read_hashes relies on it
 _ENTRY_OVERHEAD = 400  # bytes of Python objects per cached tile, beyond its hashes
 _FULL = TILE_WIDTH * HASH
 _MAX_TAILS = 4096  # cached proof tails (TreeReader._audit_path): 2 * 64 per tree size at most
+# _SIBLINGS[p][k]: where, in level k of an expanded tile (merkle.tiles.expand_tile),
+# the sibling of the ancestor of the tile's node p lies: (k, start, end) in bytes.
+# An audit path's siblings inside one tile are a slice of this row (_audit_path).
+_SIBLINGS = tuple(
+    tuple((k, ((p >> k) ^ 1) * HASH, (((p >> k) ^ 1) + 1) * HASH) for k in range(TILE_HEIGHT))
+    for p in range(TILE_WIDTH)
+)
 
 
 class BeyondTreeError(ValueError):
@@ -153,26 +160,47 @@ class TreeReader:
             self._tails[(size, low, folds)] = path[low - level:]
             return path, hashes[-1]
         first = index << level
-        needed: dict[tuple[int, int], int] = {}
+        cache = self._tiles
         # The tiles from the node's own (which holds its hash) to the highest sibling's.
+        # The usual case, every one cached and expanded, takes no call and no dict.
+        # Each cached expansion is taken now: another request may replace the tile's
+        # copy while this one waits for the rest (any expansion of it stays correct).
+        picked: list[tuple[tuple[int, int], int, list[bytes] | None]] = []
+        needed: dict[tuple[int, int], int] | None = None
         for t in range(level >> 3, ((max(low, level + 1) - 1) >> 3) + 1):
-            tile_index = first >> ((t + 1) << 3)
-            width = (size >> (t << 3)) - (tile_index << TILE_HEIGHT)
-            needed[(t, tile_index)] = width if width < TILE_WIDTH else TILE_WIDTH
-        tiles = await self._tiles_with_width(needed)
+            bottom = t << 3
+            key = (t, first >> (bottom + TILE_HEIGHT))
+            width = (size >> bottom) - (key[1] << TILE_HEIGHT)
+            if width > TILE_WIDTH:
+                width = TILE_WIDTH
+            c = cache.get(key)
+            levels = None if c is None or len(c.data) < HASH * width else c.levels
+            if levels is not None:
+                cache.move_to_end(key)
+            elif needed is None:
+                needed = {key: width}
+            else:
+                needed[key] = width
+            picked.append((key, bottom, levels))
+        got = await self._tiles_with_width(needed) if needed is not None else None
         out: list[bytes] = []
         own = b""
-        for key in needed:
-            levels = self._expanded(key, tiles[key])
-            bottom = key[0] << 3
+        for key, bottom, levels in picked:
+            if levels is None:
+                assert got is not None
+                levels = self._expanded(key, got[key])
+            siblings = _SIBLINGS[(first >> bottom) & (TILE_WIDTH - 1)]
             if bottom <= level:
-                pos = index & ((1 << (TILE_HEIGHT - (level - bottom))) - 1)
-                own = levels[level - bottom][pos * HASH:(pos + 1) * HASH]
-            for lvl in range(max(level, bottom), min(low, bottom + TILE_HEIGHT)):
-                below = lvl - bottom
-                pos = ((first >> lvl) ^ 1) & ((1 << (TILE_HEIGHT - below)) - 1)
-                out.append(levels[below][pos * HASH:(pos + 1) * HASH])
-        self._evict_tiles()
+                k0 = level - bottom
+                pos = (first >> level) & ((1 << (TILE_HEIGHT - k0)) - 1)
+                own = levels[k0][pos * HASH:(pos + 1) * HASH]
+            else:
+                k0 = 0
+            k1 = low - bottom
+            for k, start, end in siblings[k0:k1 if k1 < TILE_HEIGHT else TILE_HEIGHT]:
+                out.append(levels[k][start:end])
+        if got is not None:
+            self._evict_tiles()
         out += tail
         return out, own
 
