@@ -13,7 +13,8 @@ Both caches are LRUs bounded in bytes. The upper tile levels (a few hundred
 tiles at 10M leaves) are touched by every proof and stay cached. Level-0 tiles
 that fall out of memory are found, already expanded, in the tile file on local
 disk (logserver/tile_file.py), which `warm_tile_file` fills in the background;
-a proof touches the database only for a tile that is in neither.
+a file hit is kept in memory only while the LRU has room (it never evicts). A
+proof touches the database only for a tile that is in neither.
 """
 from __future__ import annotations
 
@@ -38,6 +39,7 @@ HASH = 32
 assert TILE_HEIGHT == 8 and TILE_WIDTH == 256  # _read_hashes relies on it
 _ENTRY_OVERHEAD = 400  # bytes of Python objects per cached tile, beyond its hashes
 _FULL = TILE_WIDTH * HASH
+_FILE_TILE_COST = 2 * _FULL + _ENTRY_OVERHEAD  # a full level-0 tile with its expansion, in memory
 _MAX_TAILS = 4096  # cached proof tails (TreeReader._audit_path): 2 * 64 per tree size at most
 # _SIBLINGS[p][k]: where, in level k of an expanded tile (merkle.tiles.expand_tile),
 # the sibling of the ancestor of the tile's node p lies: (k, start, end) in bytes.
@@ -338,6 +340,12 @@ class TreeReader:
             parent = t.data
         if parent is None or parent[pos:pos + HASH] != levels[-1]:
             return False
+        if key not in self._tiles and self._tile_bytes + _FILE_TILE_COST > self.max_tile_cache_bytes:
+            # The file is this tile's cache: a file hit evicts nothing (database reads and the
+            # sequencer's new tiles do), so a tree too big for memory does not churn the LRU.
+            t = out[key] = _Tile(levels[0])
+            t.levels = levels
+            return True
         t = out[key] = self._cache_tile(key, levels[0])
         if t.levels is None:
             self._set_levels(t, levels)

@@ -16,7 +16,7 @@ from logserver.log_key import LogKey
 from logserver.merkle import verify_inclusion
 from logserver.merkle.tiles import TileID, expand_tile
 from logserver.tile_file import HEADER, SLOT, TileFile
-from logserver.tree_reader import TreeReader
+from logserver.tree_reader import _FILE_TILE_COST, TreeReader
 
 TILES = 5
 SIZE = TILES * 256 + 37  # five full level-0 tiles and a partial one
@@ -87,6 +87,32 @@ async def test_proofs_from_the_tile_file_equal_the_database_ones(database_url, t
         latest = await plain.refresh_latest()
         first_leaf = await plain.leaf_hash_at(0, latest.tree_size)
         verify_inclusion(0, latest.tree_size, first_leaf, await cold.inclusion_proof(0, latest.tree_size), latest.root)
+    finally:
+        await store.pool.close()
+
+
+async def test_a_file_hit_evicts_nothing_from_memory(database_url, tmp_path):
+    """Memory with room for two full level-0 tiles (and the level-1 tile): the first two
+    tiles proofs touch stay cached, the other three are served from the file on every
+    proof without displacing them, and the cache stays within its bound."""
+    await load(database_url, KEY, SIZE, batch=500)
+    store = await open_store(database_url, KEY)
+    size = TILES * 256  # full level-0 tiles only: a partial one would come from the database
+    try:
+        plain = TreeReader(store)
+        tile_file = TileFile(tmp_path / "t.bin", b"x")
+        assert await TreeReader(store, max_tile_cache_bytes=1, tile_file=tile_file).warm_tile_file() == TILES
+        bound = 2 * _FILE_TILE_COST + 4000
+        reader = TreeReader(store, max_tile_cache_bytes=bound, tile_file=tile_file)
+        await plain.covering(size)
+        compared = 0
+        for _ in range(2):
+            for index in range(size):
+                assert await reader.inclusion_proof(index, size) == await plain.inclusion_proof(index, size), index
+                compared += 1
+                assert reader._tile_bytes <= bound
+        assert compared == 2 * size
+        assert sorted(k for k in reader._tiles if k[0] == 0) == [(0, 0), (0, 1)]
     finally:
         await store.pool.close()
 
