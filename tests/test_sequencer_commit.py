@@ -2,34 +2,19 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 import logserver.sequencer as sequencer_module
-from bench.bulkload import open_store
 from logserver.log_key import LogKey
-from logserver.merkle import leaf_hash, verify_inclusion
+from logserver.merkle import verify_inclusion
 from logserver.sequencer import Appended, Duplicate, ReceiptUnavailableError, Sequencer
+from sequencer_support import running, store_fixture, submit
 
 KEY = LogKey("example.com/sequencer-commit", Ed25519PrivateKey.from_private_bytes(b"\5" * 32))
 
-
-@pytest.fixture(scope="module")
-async def store(database_url):
-    store = await open_store(database_url, KEY)
-    yield store
-    await store.pool.close()
-
-
-def _submit(seq: Sequencer, fleet: str, n: int) -> asyncio.Future:
-    leaf = b"leaf %s %d" % (fleet.encode(), n)
-    return seq.submit(leaf, leaf_hash(leaf), fleet, n, hashlib.sha256(leaf).digest())
-
-
-async def _running(seq: Sequencer):
-    return asyncio.create_task(seq.run())
+store = store_fixture(KEY)
 
 
 async def test_a_failing_commit_hook_still_answers_the_stored_batch(store):
@@ -40,21 +25,17 @@ async def test_a_failing_commit_hook_still_answers_the_stored_batch(store):
         raise RuntimeError("the commit hook broke")
 
     seq = Sequencer(store, KEY.sign_checkpoint, max_batch_delay_ms=0, on_commit=on_commit)
-    task = await _running(seq)
-    try:
-        first = await asyncio.wait_for(_submit(seq, "hook", 1), 30)
+    async with running(seq):
+        first = await asyncio.wait_for(submit(seq, "hook", 1), 30)
         assert isinstance(first, Appended), first
         latest = await store.latest_checkpoint()
         assert (latest.tree_size, latest.id) == (first.index + 1, first.checkpoint.id) == (hooked[0], latest.id)
         verify_inclusion(first.index, first.checkpoint.tree_size, first.leaf_hash, first.inclusion_proof,
                          first.checkpoint.root)
         # The next batch works (its frontier is read back from the database).
-        second = await asyncio.wait_for(_submit(seq, "hook", 2), 30)
+        second = await asyncio.wait_for(submit(seq, "hook", 2), 30)
         assert isinstance(second, Appended) and second.index == first.index + 1
         assert seq.halted is None
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
 
 
 async def test_a_failing_receipt_is_not_reported_as_not_stored(store, monkeypatch):
@@ -62,16 +43,12 @@ async def test_a_failing_receipt_is_not_reported_as_not_stored(store, monkeypatc
         raise RuntimeError("inclusion proof broke")
 
     seq = Sequencer(store, KEY.sign_checkpoint, max_batch_delay_ms=0)
-    task = await _running(seq)
-    try:
+    async with running(seq):
         before = (await store.latest_checkpoint()).tree_size
         monkeypatch.setattr(sequencer_module, "inclusion_proof", broken)
         with pytest.raises(ReceiptUnavailableError, match="was stored"):
-            await asyncio.wait_for(_submit(seq, "receipt", 1), 30)
+            await asyncio.wait_for(submit(seq, "receipt", 1), 30)
         assert (await store.latest_checkpoint()).tree_size == before + 1
         monkeypatch.undo()
-        again = await asyncio.wait_for(_submit(seq, "receipt", 1), 30)  # the retry the error asks for
+        again = await asyncio.wait_for(submit(seq, "receipt", 1), 30)  # the retry the error asks for
         assert again == Duplicate(before, again.leaf_hash)
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
