@@ -113,6 +113,22 @@ def miss_context(results: dict) -> list[str]:
     return out
 
 
+def _workers_table(rows: list[dict], cpus: int, *, ceiling: bool) -> list[str]:
+    """Markdown rows for section 2: one line per worker count (with the N-process ceiling's rate)."""
+    cols = ["workers", "server req/s", "p50 / p99"] + (["ceiling (N processes) req/s"] if ceiling else []) + [
+        "server CPU", f"machine CPU (of {cpus})"]
+    out = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for w in rows:
+        if "server" not in w:
+            out.append(f"| {w['workers']} | failed: {w['error'][:120]!r} |" + " |" * (len(cols) - 2))
+            continue
+        cells = [str(w["workers"]), f"{w['server']['ok_rps']:.0f}", _ms(w["server"])]
+        cells += [f"{w['ceiling']['ok_rps']:.0f}"] if ceiling else []
+        cells += [str(w["server"].get("server_cpu_cores")), str(w["server"].get("machine_cpu_busy_cores", "-"))]
+        out.append("| " + " | ".join(cells) + " |")
+    return out
+
+
 def _ms(r):
     return f"{r['latency_ms']['p50']:.1f} / {r['latency_ms']['p99']:.1f}"
 
@@ -172,30 +188,12 @@ def markdown(results: dict) -> str:
                           f"p99 {w['latency_ms']['p99']:.1f} ms, max {w['latency_ms']['max']:.1f} ms.")
     workers = results.get("workers") or []
     if workers:
-        lines += ["", "## 2. serve --workers N", "",
-                  f"| workers | server req/s | p50 / p99 | ceiling (N processes) req/s | server CPU | "
-                  f"machine CPU (of {m['cpus_usable']}) |",
-                  "|---|---|---|---|---|---|"]
-        for w in workers:
-            if "server" in w:
-                lines.append(f"| {w['workers']} | {w['server']['ok_rps']:.0f} | {_ms(w['server'])} | "
-                             f"{w['ceiling']['ok_rps']:.0f} | {w['server'].get('server_cpu_cores')} | "
-                             f"{w['server'].get('machine_cpu_busy_cores', '-')} |")
-            else:
-                lines.append(f"| {w['workers']} | failed: {w['error'][:120]!r} | | | | |")
+        lines += ["", "## 2. serve --workers N", ""] + _workers_table(workers, m["cpus_usable"], ceiling=True)
         inline = results.get("workers_one_process_each") or []
         if inline:
             lines += ["", "Each worker one process (`verify_processes = 0`: it checks submissions on its own event "
-                      "loop, like each process of the ceiling), same load:", "",
-                      f"| workers | server req/s | p50 / p99 | server CPU | machine CPU (of {m['cpus_usable']}) |",
-                      "|---|---|---|---|---|"]
-            for w in inline:
-                if "server" in w:
-                    lines.append(f"| {w['workers']} | {w['server']['ok_rps']:.0f} | {_ms(w['server'])} | "
-                                 f"{w['server'].get('server_cpu_cores')} | "
-                                 f"{w['server'].get('machine_cpu_busy_cores', '-')} |")
-                else:
-                    lines.append(f"| {w['workers']} | failed: {w['error'][:120]!r} | | | |")
+                      "loop, like each process of the ceiling), same load:", ""]
+            lines += _workers_table(inline, m["cpus_usable"], ceiling=False)
     reads = results.get("reads") or []
     if reads:
         lines += ["", "## 3. Reads (uniformly random over the whole tree) and 4. scale", "",
