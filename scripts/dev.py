@@ -69,10 +69,9 @@ def main(argv: list[str]) -> int:
     else:
         return run_tests(rest)
     os.chdir(ROOT)
-    try:
-        return subprocess.call(cmd)
-    except KeyboardInterrupt:
-        return 130
+    # Replace this process, so that a signal sent to it (kill, a supervisor's SIGTERM)
+    # reaches the server itself and stops it cleanly instead of orphaning it.
+    os.execv(cmd[0], cmd)
 
 
 # The whole suite (no arguments) also enforces line coverage of the pure Merkle core.
