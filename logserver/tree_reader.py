@@ -209,13 +209,18 @@ class TreeReader:
     def _expanded(self, key: tuple[int, int], t: _Tile) -> list[bytes]:
         """The expansion of cached tile `key`, computed (and offered to the tile file) on first use."""
         if t.levels is None:
-            self._set_levels(t, expand_tile(t.data))
+            self._set_levels(key, t, expand_tile(t.data))
             if self.tile_file is not None and key[0] == 0 and len(t.data) == _FULL:
                 self.tile_file.put(key[1], t.levels)
         return t.levels
 
-    def _set_levels(self, t: _Tile, levels: list[bytes]) -> None:
-        """Attach an expansion to cached tile `t`, keeping the cache's byte count right."""
+    def _set_levels(self, key: tuple[int, int], t: _Tile, levels: list[bytes]) -> None:
+        """Attach an expansion to tile `t`, keeping the cache's byte count right: `t` is
+        counted only while it is the cache's copy of `key` (a request holding it across an
+        await may find it evicted or replaced by then)."""
+        if self._tiles.get(key) is not t:
+            t.levels = levels
+            return
         self._tile_bytes -= t.cost
         t.levels = levels
         self._tile_bytes += t.cost
@@ -348,7 +353,7 @@ class TreeReader:
             return True
         t = out[key] = self._cache_tile(key, levels[0])
         if t.levels is None:
-            self._set_levels(t, levels)
+            self._set_levels(key, t, levels)
         return True
 
     async def tiles(self, wanted: Iterable[TileID]) -> dict[TileID, bytes]:
@@ -419,6 +424,7 @@ class TreeReader:
             if p not in roots:
                 width = min(TILE_WIDTH, full - (p << 8))
                 roots[p] = (await self._tiles_with_width({(1, p): width}))[(1, p)].data
+                self._evict_tiles()
             return roots[p][(i & 255) * HASH:((i & 255) + 1) * HASH]
 
         for start in range(0, full, batch):

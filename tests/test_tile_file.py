@@ -1,6 +1,7 @@
 """The expanded level-0 tile file (logserver/tile_file.py) and proofs served from it."""
 from __future__ import annotations
 
+import asyncio
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -16,7 +17,7 @@ from logserver.log_key import LogKey
 from logserver.merkle import verify_inclusion
 from logserver.merkle.tiles import TileID, expand_tile
 from logserver.tile_file import HEADER, SLOT, TileFile
-from logserver.tree_reader import _FILE_TILE_COST, TreeReader
+from logserver.tree_reader import _FILE_TILE_COST, _FULL, TreeReader
 
 TILES = 5
 SIZE = TILES * 256 + 37  # five full level-0 tiles and a partial one
@@ -104,6 +105,18 @@ async def test_a_file_hit_evicts_nothing_from_memory(database_url, tmp_path):
         assert await TreeReader(store, max_tile_cache_bytes=1, tile_file=tile_file).warm_tile_file() == TILES
         bound = 2 * _FILE_TILE_COST + 4000
         reader = TreeReader(store, max_tile_cache_bytes=bound, tile_file=tile_file)
+        level0_reads = []
+
+        class Counting:  # the same database, with the reader's level-0 tile reads recorded
+            async def read_tiles(self, keys):
+                keys = list(keys)
+                level0_reads.extend(k for k in keys if k[0] == 0)
+                return await store.read_tiles(keys)
+
+            def __getattr__(self, name):
+                return getattr(store, name)
+
+        reader.store = Counting()
         await plain.covering(size)
         compared = 0
         for _ in range(2):
@@ -113,6 +126,48 @@ async def test_a_file_hit_evicts_nothing_from_memory(database_url, tmp_path):
                 assert reader._tile_bytes <= bound
         assert compared == 2 * size
         assert sorted(k for k in reader._tiles if k[0] == 0) == [(0, 0), (0, 1)]
+        assert level0_reads == []  # every level-0 tile came from the file
+        assert reader._tile_bytes == sum(t.cost for t in reader._tiles.values())
+    finally:
+        await store.pool.close()
+
+
+async def test_a_tile_evicted_while_a_proof_waits_is_not_counted_when_expanded(database_url):
+    """A proof holds a cached, unexpanded tile while it waits for another from the
+    database; meanwhile newer tiles evict the one it holds. Expanding it afterwards must
+    not add its bytes to the cache's count (which would shrink the cache for good)."""
+    await load(database_url, KEY, SIZE, batch=500)
+    store = await open_store(database_url, KEY)
+    size = TILES * 256
+    try:
+        plain = TreeReader(store)
+        await plain.covering(size)
+        data = await store.read_tiles([(0, i) for i in range(TILES)])
+        reader = TreeReader(store, max_tile_cache_bytes=3 * (_FULL + 400))
+        await reader.inclusion_proof(1, size)  # computes the path's tail (above the fork), shared by leaf 0
+        reader._tiles.clear()
+        reader._tile_bytes = 0
+        gate = asyncio.Event()
+
+        class Gated:  # the database, answering tile reads only once the gate opens
+            async def read_tiles(self, keys):
+                await gate.wait()
+                return await store.read_tiles(keys)
+
+            def __getattr__(self, name):
+                return getattr(store, name)
+
+        reader.store = Gated()
+        reader.remember_tiles({(0, 0): data[(0, 0)]})  # cached, not expanded yet
+        proof = asyncio.create_task(reader.inclusion_proof(0, size))  # needs (0, 0) and (1, 0)
+        for _ in range(10):
+            await asyncio.sleep(0)
+        assert not proof.done()  # waiting for tile (1, 0)
+        reader.remember_tiles({(0, i): data[(0, i)] for i in range(1, TILES)})
+        assert (0, 0) not in reader._tiles  # evicted while the proof holds it
+        gate.set()
+        assert await asyncio.wait_for(proof, 30) == await plain.inclusion_proof(0, size)
+        assert reader._tile_bytes == sum(t.cost for t in reader._tiles.values())
     finally:
         await store.pool.close()
 
