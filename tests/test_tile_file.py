@@ -28,6 +28,21 @@ def _tile(n: int) -> bytes:
     return b"".join(bytes([n, i]) * 16 for i in range(256))
 
 
+class _Level0Reads:
+    """A store that is `store`, with the level-0 tiles read through it recorded in `reads`."""
+
+    def __init__(self, store):
+        self.store, self.reads = store, []
+
+    async def read_tiles(self, keys):
+        keys = list(keys)
+        self.reads.extend(k for k in keys if k[0] == 0)
+        return await self.store.read_tiles(keys)
+
+    def __getattr__(self, name):
+        return getattr(self.store, name)
+
+
 def test_round_trip_and_every_kind_of_miss(tmp_path):
     path = tmp_path / "tiles.bin"
     f = TileFile(path, b"log A")
@@ -62,18 +77,8 @@ async def test_proofs_from_the_tile_file_equal_the_database_ones(database_url, t
         # A cold reader (memory cache of one tile) with the warmed file must not need
         # the level-0 tiles from the database: take them away from it and compare.
         cold = TreeReader(store, max_tile_cache_bytes=1, tile_file=warmed.tile_file)
-        reads = []
-
-        class Counting:  # the same database, with the cold reader's tile reads recorded
-            async def read_tiles(self, keys):
-                keys = list(keys)
-                reads.extend(k for k in keys if k[0] == 0)
-                return await store.read_tiles(keys)
-
-            def __getattr__(self, name):
-                return getattr(store, name)
-
-        cold.store = Counting()
+        cold.store = recorder = _Level0Reads(store)
+        reads = recorder.reads
         compared = 0
         for size in (256, 300, 5 * 256, SIZE):
             await plain.covering(size)
@@ -105,18 +110,8 @@ async def test_a_file_hit_evicts_nothing_from_memory(database_url, tmp_path):
         assert await TreeReader(store, max_tile_cache_bytes=1, tile_file=tile_file).warm_tile_file() == TILES
         bound = 2 * _FILE_TILE_COST + 4000
         reader = TreeReader(store, max_tile_cache_bytes=bound, tile_file=tile_file)
-        level0_reads = []
-
-        class Counting:  # the same database, with the reader's level-0 tile reads recorded
-            async def read_tiles(self, keys):
-                keys = list(keys)
-                level0_reads.extend(k for k in keys if k[0] == 0)
-                return await store.read_tiles(keys)
-
-            def __getattr__(self, name):
-                return getattr(store, name)
-
-        reader.store = Counting()
+        reader.store = recorder = _Level0Reads(store)
+        level0_reads = recorder.reads
         await plain.covering(size)
         compared = 0
         for _ in range(2):
