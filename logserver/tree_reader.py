@@ -387,6 +387,9 @@ class TreeReader:
             raise RuntimeError(f"storage has {len(leaves)} leaves of bundle {tile.index}, want {tile.width}")
         data = encode_entry_bundle(leaves)
         if tile.width == TILE_WIDTH:
+            # Another request for the same bundle may have cached it during our read.
+            if (had := self._bundles.pop(tile.index, None)) is not None:
+                self._bundle_bytes -= len(had)
             self._bundles[tile.index] = data
             self._bundle_bytes += len(data)
             while self._bundle_bytes > self.max_bundle_cache_bytes and len(self._bundles) > 1:

@@ -1,4 +1,5 @@
-"""The expanded level-0 tile file (logserver/tile_file.py) and proofs served from it."""
+"""The expanded level-0 tile file (logserver/tile_file.py), proofs served from it, and the
+reader's cache accounting when requests overlap."""
 from __future__ import annotations
 
 import asyncio
@@ -15,7 +16,7 @@ from logserver.api.metrics import Metrics
 from logserver.fsck import fsck
 from logserver.log_key import LogKey
 from logserver.merkle import verify_inclusion
-from logserver.merkle.tiles import TileID, expand_tile
+from logserver.merkle.tiles import EntriesTileID, TileID, decode_entry_bundle, expand_tile
 from logserver.tile_file import HEADER, SLOT, TileFile
 from logserver.tree_reader import _FILE_TILE_COST, _FULL, TreeReader
 
@@ -163,6 +164,38 @@ async def test_a_tile_evicted_while_a_proof_waits_is_not_counted_when_expanded(d
         gate.set()
         assert await asyncio.wait_for(proof, 30) == await plain.inclusion_proof(0, size)
         assert reader._tile_bytes == sum(t.cost for t in reader._tiles.values())
+    finally:
+        await store.pool.close()
+
+
+async def test_concurrent_reads_of_one_entry_bundle_count_it_once(database_url):
+    """Requests for the same full bundle that all miss the cache each read it and cache
+    it; the bundle cache must count its bytes once, or it would shrink for good."""
+    await load(database_url, KEY, SIZE, batch=500)
+    store = await open_store(database_url, KEY)
+    try:
+        reader = TreeReader(store)
+        await reader.covering(SIZE)
+        gate = asyncio.Event()
+
+        class Gated:  # the database, answering leaf reads only once the gate opens
+            async def read_leaf_bytes(self, start, end):
+                await gate.wait()
+                return await store.read_leaf_bytes(start, end)
+
+            def __getattr__(self, name):
+                return getattr(store, name)
+
+        reader.store = Gated()
+        reads = [asyncio.create_task(reader.entry_bundle(EntriesTileID(1))) for _ in range(3)]
+        for _ in range(10):
+            await asyncio.sleep(0)
+        gate.set()
+        bundles = await asyncio.gather(*reads)
+        assert bundles[0] == bundles[1] == bundles[2]
+        assert len(decode_entry_bundle(bundles[0])) == 256
+        assert list(reader._bundles) == [1]
+        assert reader._bundle_bytes == len(bundles[0])
     finally:
         await store.pool.close()
 
