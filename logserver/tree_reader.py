@@ -346,8 +346,8 @@ class TreeReader:
         if parent is None or parent[pos:pos + HASH] != levels[-1]:
             return False
         if key not in self._tiles and self._tile_bytes + _FILE_TILE_COST > self.max_tile_cache_bytes:
-            # The file is this tile's cache: a file hit evicts nothing (database reads and the
-            # sequencer's new tiles do), so a tree too big for memory does not churn the LRU.
+            # The file is this tile's cache: a file hit never makes room by evicting, so a
+            # tree too big for memory does not churn the LRU (the handed-out copy is not kept).
             t = out[key] = _Tile(levels[0])
             t.levels = levels
             return True
