@@ -367,6 +367,18 @@ class TreeReader:
         self._evict_tiles()
         return {t: got[(t.level, t.index)].data for t in wanted}
 
+    def cached_hash_tile(self, level: int, index: int, width: int) -> bytes | None:
+        """hash_tile(TileID(level, index, width)) if the latest checkpoint known covers it
+        and memory holds it; else None (then call hash_tile). No await, no ID object: the
+        tile route asks this first, and at 10k-1M leaves it is nearly always the answer."""
+        cp = self.latest
+        t = self._tiles.get((level, index))
+        if cp is None or t is None or cp.tree_size < (index * TILE_WIDTH + width) << (level * 8) \
+                or len(t.data) < HASH * width:
+            return None
+        self._tiles.move_to_end((level, index))
+        return t.data if len(t.data) == HASH * width else t.data[: HASH * width]
+
     async def hash_tile(self, tile: TileID) -> bytes:
         """The bytes of a full or partial hash tile, as served at tile/<L>/<N>[.p/<W>]."""
         await self._covering_tile(tile.level * 8, tile.index, tile.width)

@@ -425,3 +425,42 @@ async def test_proofs_from_a_reader_whose_caches_hold_almost_nothing(grown):
         bundle = await reader.entry_bundle(EntriesTileID(0))
         assert [leaf_hash(e) for e in decode_entry_bundle(bundle, 256)] == grown.leaf_hashes[:256]
         assert len(reader._bundles) == 1
+
+
+async def test_the_cached_tile_fast_path_answers_as_hash_tile_or_not_at_all(grown):
+    """TreeReader.cached_hash_tile (the tile route's first try) gives hash_tile's bytes for
+    every tile it holds, and None for one it does not hold or the latest checkpoint
+    does not cover (the route then takes the slow path, which says why)."""
+    from logserver.api.keys import STORE
+    from logserver.merkle.tiles import TileID
+    from logserver.tree_reader import TreeReader
+
+    reader = TreeReader(grown.server.app[STORE])
+    assert reader.cached_hash_tile(0, 0, 1) is None  # nothing cached, no checkpoint known yet
+    answered = 0
+    for size in grown.checkpoints:
+        for level, index, width in tiles_implied(size):
+            want = await reader.hash_tile(TileID(level, index, width))
+            assert reader.cached_hash_tile(level, index, width) == want, (level, index, width)
+            answered += 1
+    latest = max(grown.checkpoints)
+    assert reader.latest.tree_size == latest
+    assert reader.cached_hash_tile(0, latest // 256, latest % 256 + 1) is None  # one hash beyond the tree
+    assert reader.cached_hash_tile(0, 7, 256) is None  # a tile the tree does not have
+    assert answered == sum(len(list(tiles_implied(s))) for s in grown.checkpoints)
+
+
+async def test_request_latency_is_labelled_by_route_and_unrouted_requests_as_unmatched(grown):
+    """The middleware's route label comes from the matched handler's resource."""
+    s = grown.server.session
+    for path in ("/tile/0/000.p/3", "/v1/proof/inclusion?tree_size=3&index=1", "/no/such/route"):
+        async with s.get(path) as resp:
+            await resp.read()
+    async with s.post("/checkpoint") as resp:  # 405: the route exists, not for POST
+        assert resp.status == 405
+    async with s.get("/metrics") as resp:
+        text = await resp.text()
+    for route, method, status in (("/tile/{path}", "GET", 200), ("/v1/proof/inclusion", "GET", 200),
+                                  ("unmatched", "GET", 404), ("unmatched", "POST", 405)):
+        line = f'logserver_http_request_seconds_count{{method="{method}",route="{route}",status="{status}"}}'
+        assert any(ln.startswith(line + " ") and float(ln.split()[-1]) >= 1 for ln in text.splitlines()), line

@@ -66,14 +66,16 @@ def create_app(
     log_key = log_key or LogKey.load(config.log_key, config.origin)
     if log_key.origin != config.origin:
         raise ConfigError(f"log_key: key is for origin {log_key.origin!r}, config says {config.origin!r}")
+    metrics = Metrics()
+    route_names: dict[Callable, str] = {}
     app = web.Application(
         client_max_size=config.limits.max_body_bytes,
-        middlewares=[_api_middleware],
+        middlewares=[_api_middleware(metrics, config.limits.retry_after_s, route_names)],
     )
     app[CONFIG] = config
     app[LOG_KEY] = log_key
     app[AUTHORITIES] = load_authorities(config)
-    app[METRICS] = Metrics()
+    app[METRICS] = metrics
     app[CLOCK] = clock
     app[WITNESS_POLICY] = load_policy(config, log_key)
     app[WORKER] = worker
@@ -101,31 +103,50 @@ def create_app(
     r.add_get("/healthz", ops.get_healthz)
     r.add_get("/readyz", ops.get_readyz)
     r.add_get("/openapi.yaml", ops.get_openapi)
+    route_names.update(_route_names(r))
     return app
 
 
-@web.middleware
-async def _api_middleware(request: web.Request, handler):
+def _api_middleware(metrics: Metrics, retry_after_s: int, route_names: dict[Callable, str]):
     """The one middleware: every error in the one JSON shape (errors.py), and the
-    request's latency by route, method and status. One layer, not two: it runs on
-    every request."""
-    started = time.perf_counter()
-    status = 503
-    try:
+    request's latency by route, method and status.
+
+    It runs on every request, so what it needs is bound here once: the metrics, and
+    the route of each handler (filled in by create_app once the routes are added).
+    `handler` is the route's own handler (this is the only middleware, so the
+    innermost), or aiohttp's stand-in that raises 404/405 ("unmatched")."""
+    observe = metrics.observe_http
+
+    @web.middleware
+    async def api_middleware(request: web.Request, handler):
+        started = time.perf_counter()
+        status = 503
         try:
-            resp = await handler(request)
-            status = resp.status
-        except Exception as e:  # not CancelledError (a BaseException): the client left
-            resp = exception_response(request, e, request.app[CONFIG].limits.retry_after_s)
-            status = resp.status
-        return resp
-    except web.HTTPException as e:  # below 400, re-raised by exception_response
-        status = e.status
-        raise
-    finally:
-        route = request.match_info.route.resource
-        name = route.canonical if route is not None else "unmatched"
-        request.app[METRICS].observe_http(name, request.method, status, time.perf_counter() - started)
+            try:
+                resp = await handler(request)
+                status = resp.status
+            except Exception as e:  # not CancelledError (a BaseException): the client left
+                resp = exception_response(request, e, retry_after_s)
+                status = resp.status
+            return resp
+        except web.HTTPException as e:  # below 400, re-raised by exception_response
+            status = e.status
+            raise
+        finally:
+            observe(route_names.get(handler, "unmatched"), request.method, status, time.perf_counter() - started)
+
+    return api_middleware
+
+
+def _route_names(router: web.UrlDispatcher) -> dict[Callable, str]:
+    """Each route handler's resource (its canonical path, the metrics' route label).
+    A handler serves one resource: the label must not depend on which one matched."""
+    names: dict[Callable, str] = {}
+    for resource in router.resources():
+        for route in resource:
+            if names.setdefault(route.handler, resource.canonical) != resource.canonical:
+                raise AssertionError(f"{route.handler!r} serves {names[route.handler]} and {resource.canonical}")
+    return names
 
 
 async def _close_deadlines(app: web.Application) -> None:

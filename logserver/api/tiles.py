@@ -6,7 +6,7 @@ import gzip
 from aiohttp import web
 
 from ..merkle import TilePathError
-from ..merkle.tiles import TILE_WIDTH, EntriesTileID, parse_tile_path
+from ..merkle.tiles import TILE_WIDTH, EntriesTileID, TileID, parse_tile_coordinates
 from ..tree_reader import BeyondTreeError
 from .errors import bad_request, not_found
 from .keys import READER
@@ -17,6 +17,8 @@ from .responses import IMMUTABLE
 # A partial tile's bytes never change either (tiles only grow), but a log may
 # stop serving it once the full tile exists, so it is cached for a short time only.
 PARTIAL = "public, max-age=60"
+_FULL_TILE = {"Content-Type": "application/octet-stream", "Cache-Control": IMMUTABLE}
+_PARTIAL_TILE = {"Content-Type": "application/octet-stream", "Cache-Control": PARTIAL}
 
 
 async def get_checkpoint(request: web.Request) -> web.Response:
@@ -30,24 +32,27 @@ async def get_checkpoint(request: web.Request) -> web.Response:
 
 async def get_tile(request: web.Request) -> web.Response:
     query(request, set())
-    path = "tile/" + request.match_info["path"]
     try:
-        tile = parse_tile_path(path)
+        level, index, width = parse_tile_coordinates("tile/" + request.match_info["path"])
     except TilePathError as e:
         raise bad_request(f"malformed tile path: {e}", code="bad_tile_path") from None
     reader = request.app[READER]
+    if level is not None:
+        data = reader.cached_hash_tile(level, index, width)
+        if data is None:
+            try:
+                data = await reader.hash_tile(TileID(level, index, width))
+            except BeyondTreeError as e:
+                raise not_found(str(e), code="tile_not_found") from None
+        return web.Response(body=data, headers=_FULL_TILE if width == TILE_WIDTH else _PARTIAL_TILE)
     try:
-        if isinstance(tile, EntriesTileID):
-            data = await reader.entry_bundle(tile)
-        else:
-            data = await reader.hash_tile(tile)
+        data = await reader.entry_bundle(EntriesTileID(index, width))
     except BeyondTreeError as e:
         raise not_found(str(e), code="tile_not_found") from None
     headers = {"Content-Type": "application/octet-stream",
-               "Cache-Control": IMMUTABLE if tile.width == TILE_WIDTH else PARTIAL}
-    if isinstance(tile, EntriesTileID):
-        headers["Vary"] = "Accept-Encoding"
-        if "gzip" in request.headers.get("Accept-Encoding", ""):
-            data = gzip.compress(data, compresslevel=6, mtime=0)
-            headers["Content-Encoding"] = "gzip"
+               "Cache-Control": IMMUTABLE if width == TILE_WIDTH else PARTIAL,
+               "Vary": "Accept-Encoding"}
+    if "gzip" in request.headers.get("Accept-Encoding", ""):
+        data = gzip.compress(data, compresslevel=6, mtime=0)
+        headers["Content-Encoding"] = "gzip"
     return web.Response(body=data, headers=headers)

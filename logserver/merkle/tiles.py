@@ -121,6 +121,15 @@ _TILE_PATH_RE = re.compile(
 def parse_tile_path(path: str) -> TileID | EntriesTileID:
     """Parse `tile/<L>/<N>[.p/<W>]` or `tile/entries/<N>[.p/<W>]` (no prefix, no leading
     slash), accepting only the canonical encoding that tile_path() produces."""
+    level, index, width = parse_tile_coordinates(path)
+    if level is None:
+        return EntriesTileID(index, width)
+    return TileID(level, index, width)
+
+
+def parse_tile_coordinates(path: str) -> tuple[int | None, int, int]:
+    """parse_tile_path() as (level, index, width), level None for an entry bundle:
+    the same checks, without building the ID (the server's tile route)."""
     if not isinstance(path, str):
         raise TilePathError(f"tile path: got {type(path).__name__}, want str")
     m = _TILE_PATH_RE.fullmatch(path)
@@ -132,13 +141,11 @@ def parse_tile_path(path: str) -> TileID | EntriesTileID:
     bad_width = w is not None and width >= TILE_WIDTH
     if m is None or (level or 0) > MAX_TILE_LEVEL or bad_width or xgroups.startswith("x000/"):
         raise TilePathError(_why_not_tile_path(path))
-    index = int(xgroups.replace("x", "").replace("/", "") + last)
+    index = int(xgroups.replace("x", "").replace("/", "") + last) if xgroups else int(last)
     err = _coverage_error(0 if level is None else level, index, width)
     if err is not None:
         raise TilePathError(f"tile path {path!r}: {err}")
-    if level is None:
-        return EntriesTileID(index, width)
-    return TileID(level, index, width)
+    return level, index, width
 
 
 def _why_not_tile_path(path: str) -> str:
