@@ -54,6 +54,11 @@ class BeyondTreeError(ValueError):
     """The request names a tree size, index or tile that the latest checkpoint does not cover."""
 
 
+def _leaves_needed(tree_level: int, index: int, width: int) -> int:
+    """The tree size from which tile `index` at `tree_level` has `width` nodes."""
+    return (index * TILE_WIDTH + width) << tree_level
+
+
 class _Tile:
     """The longest data seen of one hash tile, and its expansion once computed."""
 
@@ -373,11 +378,11 @@ class TreeReader:
         tile route asks this first, and at 10k-1M leaves it is nearly always the answer."""
         cp = self.latest
         t = self._tiles.get((level, index))
-        if cp is None or t is None or cp.tree_size < (index * TILE_WIDTH + width) << (level * 8) \
+        if cp is None or t is None or cp.tree_size < _leaves_needed(level * TILE_HEIGHT, index, width) \
                 or len(t.data) < HASH * width:
             return None
         self._tiles.move_to_end((level, index))
-        return t.data if len(t.data) == HASH * width else t.data[: HASH * width]
+        return t.data[: HASH * width]  # the whole of a full tile: no copy
 
     async def hash_tile(self, tile: TileID) -> bytes:
         """The bytes of a full or partial hash tile, as served at tile/<L>/<N>[.p/<W>]."""
@@ -410,8 +415,7 @@ class TreeReader:
 
     async def _covering_tile(self, tree_level: int, index: int, width: int) -> CheckpointRow:
         """Check that the latest checkpoint has at least `width` nodes in this tile."""
-        last_node = index * TILE_WIDTH + width  # nodes of tree_level needed
-        size_needed = last_node << tree_level
+        size_needed = _leaves_needed(tree_level, index, width)
         cp = self.latest
         if cp is None or cp.tree_size < size_needed:
             cp = await self.refresh_latest()

@@ -141,7 +141,7 @@ def parse_tile_coordinates(path: str) -> tuple[int | None, int, int]:
     bad_width = w is not None and width >= TILE_WIDTH
     if m is None or (level or 0) > MAX_TILE_LEVEL or bad_width or xgroups.startswith("x000/"):
         raise TilePathError(_why_not_tile_path(path))
-    index = int(xgroups.replace("x", "").replace("/", "") + last) if xgroups else int(last)
+    index = int(xgroups.replace("x", "").replace("/", "") + last)
     err = _coverage_error(0 if level is None else level, index, width)
     if err is not None:
         raise TilePathError(f"tile path {path!r}: {err}")
