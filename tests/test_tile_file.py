@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 
 import asyncpg
@@ -17,7 +18,7 @@ from logserver.fsck import fsck
 from logserver.log_key import LogKey
 from logserver.merkle import verify_inclusion
 from logserver.merkle.tiles import EntriesTileID, TileID, decode_entry_bundle, expand_tile
-from logserver.tile_file import HEADER, SLOT, TileFile
+from logserver.tile_file import EXPANDED, HEADER, SLOT, TileFile
 from logserver.tree_reader import _FILE_TILE_COST, _FULL, TreeReader
 
 TILES = 5
@@ -65,6 +66,26 @@ def test_round_trip_and_every_kind_of_miss(tmp_path):
     other = TileFile(path, b"log B")  # another log under the same data dir starts afresh
     assert other.get(3) is None
     other.close()
+
+
+def test_slot_layout_is_the_expansion_then_its_crc32(tmp_path):
+    """The on-disk format the module docstring gives: 511 hashes, the big-endian CRC-32
+    of them, 28 zero bytes; a header of another format version starts the file over."""
+    path = tmp_path / "tiles.bin"
+    f = TileFile(path, b"log A")
+    levels = expand_tile(_tile(1))
+    f.put(1, levels)
+    f.close()
+    raw = path.read_bytes()
+    slot = raw[HEADER + SLOT:HEADER + 2 * SLOT]
+    assert slot[:EXPANDED] == b"".join(levels)
+    assert slot[EXPANDED:] == zlib.crc32(b"".join(levels)).to_bytes(4, "big") + bytes(28)
+    # The same file with its header rewritten as version 1 (SHA-256 slots) is not read.
+    path.write_bytes(raw[:HEADER].replace(b"tiles v2\n", b"tiles v1\n") + raw[HEADER:])
+    again = TileFile(path, b"log A")
+    assert again.get(1) is None
+    assert path.stat().st_size == HEADER  # started over
+    again.close()
 
 
 async def test_proofs_from_the_tile_file_equal_the_database_ones(database_url, tmp_path):
