@@ -107,6 +107,13 @@ def test_tiny_run_workers_reads_and_merkle(tiny_run):
         _check_load(r)
         assert r["statuses"] == {"200": r["requests"]}, (kind, r["statuses"])
         assert row["vs_same_size"][kind] == pytest.approx(row["kinds"][kind]["ok_rps"] / r["ok_rps"], rel=1e-2)
+    # The hello-world was measured before and after the server's runs; the ratios use the mean.
+    _check_load(row["hello_after"])
+    assert row["hello_after"]["statuses"] == {"200": row["hello_after"]["requests"]}
+    mean = (row["kinds"]["hello"]["ok_rps"] + row["hello_after"]["ok_rps"]) / 2
+    assert row["hello_rps"] == pytest.approx(mean)
+    for kind in ("inclusion", "consistency", "tile", "entries"):
+        assert row["vs_hello"][kind] == pytest.approx(row["kinds"][kind]["ok_rps"] / mean, rel=1e-2)
     assert all(w["server"]["machine_cpu_busy_cores"] > 0 for w in results["workers"])
     inline = results["workers_one_process_each"]
     assert [w["workers"] for w in inline] == [1, 2]
