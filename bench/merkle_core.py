@@ -6,8 +6,11 @@ Ours: `CompactRange.extend` with a visitor that keeps every completed node (what
 the sequencer does for a batch), `inclusion_proof`/`consistency_proof` reading
 from that node map, `verify_inclusion`/`verify_consistency`. pymerkle:
 `InmemoryTree.append_entry`, `prove_inclusion`/`prove_consistency`,
-`verify_inclusion`/`verify_consistency`. Timed in this process, one after the
-other, with the same random indices.
+`verify_inclusion`/`verify_consistency`. Timed in this process with the same
+random indices, in ROUNDS rounds in which ours and pymerkle's alternate for each
+operation; each side's best round counts. (One round each, ours first, let a
+burst of background work, such as PostgreSQL's after a bulk load, land on one
+side only: append went from 4.5x to 2.6x that way with no change to the code.)
 """
 from __future__ import annotations
 
@@ -19,10 +22,25 @@ from logserver.merkle import CompactRange, consistency_proof, inclusion_proof, l
 from logserver.merkle.verify import verify_consistency, verify_inclusion
 
 
+ROUNDS = 3
+
+
 def _timed(fn) -> tuple[float, object]:
     t0 = time.perf_counter()
     out = fn()
     return time.perf_counter() - t0, out
+
+
+class _Best:
+    """The shortest time seen for each operation, over the rounds."""
+
+    def __init__(self):
+        self.times: dict[str, float] = {}
+
+    def __call__(self, key: str, fn):
+        t, out = _timed(fn)
+        self.times[key] = min(self.times.get(key, t), t)
+        return out
 
 
 def run_merkle(mode, log) -> dict:
@@ -47,18 +65,6 @@ def run_merkle(mode, log) -> dict:
             cr.append(leaf_hash(e), visit)
         return cr, nodes
 
-    t_ours_append, (cr, nodes) = _timed(ours_append)
-    root = cr.root()
-    read = lambda ids: [nodes[i] for i in ids]  # noqa: E731
-    t_ours_incl, ours_ip = _timed(lambda: [inclusion_proof(i, s, read) for i, s in incl])
-    t_ours_cons, ours_cp = _timed(lambda: [consistency_proof(a, b, read) for a, b in cons])
-
-    def ours_verify():
-        for (i, s), p in zip(incl, ours_ip):
-            verify_inclusion(i, s, nodes[(0, i)], p, root)
-        for (a, b), p in zip(cons, ours_cp):
-            verify_consistency(a, b, _root_at(nodes, a), root, p)
-
     roots_cache: dict = {}
 
     def _root_at(nodes, size):
@@ -69,10 +75,6 @@ def run_merkle(mode, log) -> dict:
             r = roots_cache[size] = CompactRange(size, [nodes[i] for i in frontier_ids(size)]).root()
         return r
 
-    for a, _ in cons:  # precompute the old roots outside the timed part, for both libraries
-        _root_at(nodes, a)
-    t_ours_verify, _ = _timed(ours_verify)
-
     # --- pymerkle (1-based leaf indices)
     def theirs_append():
         tree = pymerkle.InmemoryTree(algorithm="sha256")
@@ -80,21 +82,39 @@ def run_merkle(mode, log) -> dict:
             tree.append_entry(e)
         return tree
 
-    t_pm_append, tree = _timed(theirs_append)
-    if tree.get_state() != root:
-        raise RuntimeError("pymerkle and logserver disagree on the root")
-    t_pm_incl, pm_ip = _timed(lambda: [tree.prove_inclusion(i + 1, s) for i, s in incl])
-    t_pm_cons, pm_cp = _timed(lambda: [tree.prove_consistency(a, b) for a, b in cons])
-    pm_old = {a: tree.get_state(a) for a, _ in cons}
-    pm_leaf = {i: tree.get_leaf(i + 1) for i, _ in incl}
+    best = _Best()
+    for _ in range(ROUNDS):
+        cr, nodes = best("ours append", ours_append)
+        tree = best("pymerkle append", theirs_append)
+        root = cr.root()
+        if tree.get_state() != root:
+            raise RuntimeError("pymerkle and logserver disagree on the root")
+        read = lambda ids: [nodes[i] for i in ids]  # noqa: E731
+        ours_ip = best("ours inclusion", lambda: [inclusion_proof(i, s, read) for i, s in incl])
+        pm_ip = best("pymerkle inclusion", lambda: [tree.prove_inclusion(i + 1, s) for i, s in incl])
+        ours_cp = best("ours consistency", lambda: [consistency_proof(a, b, read) for a, b in cons])
+        pm_cp = best("pymerkle consistency", lambda: [tree.prove_consistency(a, b) for a, b in cons])
 
-    def theirs_verify():
-        for (i, s), p in zip(incl, pm_ip):
-            pymerkle.verify_inclusion(pm_leaf[i], root, p)
-        for (a, b), p in zip(cons, pm_cp):
-            pymerkle.verify_consistency(pm_old[a], root, p)
+        for a, _ in cons:  # the old roots, outside the timed part, for both libraries
+            _root_at(nodes, a)
+        pm_old = {a: tree.get_state(a) for a, _ in cons}
+        pm_leaf = {i: tree.get_leaf(i + 1) for i, _ in incl}
 
-    t_pm_verify, _ = _timed(theirs_verify)
+        def ours_verify():
+            for (i, s), p in zip(incl, ours_ip):
+                verify_inclusion(i, s, nodes[(0, i)], p, root)
+            for (a, b), p in zip(cons, ours_cp):
+                verify_consistency(a, b, _root_at(nodes, a), root, p)
+
+        def theirs_verify():
+            for (i, s), p in zip(incl, pm_ip):
+                pymerkle.verify_inclusion(pm_leaf[i], root, p)
+            for (a, b), p in zip(cons, pm_cp):
+                pymerkle.verify_consistency(pm_old[a], root, p)
+
+        best("ours verify", ours_verify)
+        best("pymerkle verify", theirs_verify)
+    t = best.times
 
     def row(name, count, ours, theirs):
         return {"operation": name, "count": count,
@@ -104,10 +124,11 @@ def run_merkle(mode, log) -> dict:
     return {
         "pymerkle_version": pymerkle.__version__,
         "leaves": n,
+        "rounds": ROUNDS,
         "rows": [
-            row("append", n, t_ours_append, t_pm_append),
-            row("inclusion proof", ops, t_ours_incl, t_pm_incl),
-            row("consistency proof", ops, t_ours_cons, t_pm_cons),
-            row("verify (inclusion + consistency)", 2 * ops, t_ours_verify, t_pm_verify),
+            row("append", n, t["ours append"], t["pymerkle append"]),
+            row("inclusion proof", ops, t["ours inclusion"], t["pymerkle inclusion"]),
+            row("consistency proof", ops, t["ours consistency"], t["pymerkle consistency"]),
+            row("verify (inclusion + consistency)", 2 * ops, t["ours verify"], t["pymerkle verify"]),
         ],
     }

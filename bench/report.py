@@ -233,7 +233,9 @@ def markdown(results: dict) -> str:
                          f"{row['rss_after_reads']['rss_mb']} | {row['rss_after_reads']['peak_rss_mb']} | {load} |")
     merkle = results.get("merkle") or {}
     if merkle.get("rows"):
-        lines += ["", f"## 5. Merkle core vs pymerkle {merkle['pymerkle_version']} ({merkle['leaves']:,} leaves)", "",
+        lines += ["", f"## 5. Merkle core vs pymerkle {merkle['pymerkle_version']} ({merkle['leaves']:,} leaves"
+                  + (f", best of {merkle['rounds']} rounds, ours and pymerkle's alternating" if merkle.get("rounds") else "")
+                  + ")", "",
                   "| operation | logserver ops/s | pymerkle ops/s | speed-up |", "|---|---|---|---|"]
         for r in merkle["rows"]:
             lines.append(f"| {r['operation']} | {r['logserver_per_s']:,.0f} | {r['pymerkle_per_s']:,.0f} | "

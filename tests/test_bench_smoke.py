@@ -123,6 +123,8 @@ def test_tiny_run_workers_reads_and_merkle(tiny_run):
         assert w["server"]["statuses"].get("201", 0) > 0
     ops = {r["operation"] for r in results["merkle"]["rows"]}
     assert ops == {"append", "inclusion proof", "consistency proof", "verify (inclusion + consistency)"}
+    assert results["merkle"]["rounds"] == 3
+    assert all(r["logserver_per_s"] > 0 and r["pymerkle_per_s"] > 0 for r in results["merkle"]["rows"])
     statuses = {t["status"] for t in results["targets"]}
     assert statuses <= {"met", "missed", "not measured"}
     assert any(t["target"].startswith("Merkle core append") for t in results["targets"])
