@@ -7,7 +7,9 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+import signal
 import tempfile
+import time
 import urllib.parse
 from pathlib import Path
 
@@ -51,5 +53,30 @@ async def drop_database(admin_url: str, url: str) -> None:
 
 
 def remove_data_dir(path: Path | None) -> None:
-    if path is not None:
-        shutil.rmtree(path, ignore_errors=True)
+    """Stop the embedded server of `path` (if any), then delete its files.
+
+    The wheel stops its server when the last process that joined it exits, counting
+    them in a pid list; a test's server process killed with SIGKILL never takes its pid
+    off that list, so the server would outlive the run, its data directory gone. So it
+    is stopped here, with PostgreSQL's fast shutdown (SIGINT to the postmaster)."""
+    if path is None:
+        return
+    try:
+        pid = int((path / "postgres" / "postmaster.pid").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        pid = None
+    try:  # a stale pid file may name another process by now
+        if pid is not None and b"postgres" not in Path(f"/proc/{pid}/cmdline").read_bytes():
+            pid = None
+    except OSError:
+        pid = None
+    if pid is not None:
+        try:
+            os.kill(pid, signal.SIGINT)
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                os.kill(pid, 0)  # ProcessLookupError once it has exited
+                time.sleep(0.05)
+        except ProcessLookupError:
+            pass
+    shutil.rmtree(path, ignore_errors=True)
