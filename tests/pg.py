@@ -52,6 +52,16 @@ async def drop_database(admin_url: str, url: str) -> None:
         await conn.close()
 
 
+def _postmaster_pid(path: Path) -> int | None:
+    """The pid of the embedded server running on `path`, from its postmaster.pid (None if
+    there is none, or if the pid now names some other process)."""
+    try:
+        pid = int((path / "postgres" / "postmaster.pid").read_text().split()[0])
+        return pid if b"postgres" in Path(f"/proc/{pid}/cmdline").read_bytes() else None
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def remove_data_dir(path: Path | None) -> None:
     """Stop the embedded server of `path` (if any), then delete its files.
 
@@ -61,15 +71,7 @@ def remove_data_dir(path: Path | None) -> None:
     is stopped here, with PostgreSQL's fast shutdown (SIGINT to the postmaster)."""
     if path is None:
         return
-    try:
-        pid = int((path / "postgres" / "postmaster.pid").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        pid = None
-    try:  # a stale pid file may name another process by now
-        if pid is not None and b"postgres" not in Path(f"/proc/{pid}/cmdline").read_bytes():
-            pid = None
-    except OSError:
-        pid = None
+    pid = _postmaster_pid(path)
     if pid is not None:
         try:
             os.kill(pid, signal.SIGINT)
