@@ -23,9 +23,9 @@ import time
 from pathlib import Path
 
 from logserver.bundle import PAYLOAD_TYPE, Envelope, Signature, encode_leaf
-from logserver.log_key import LogKey
+from logserver.keys.log_key import LogKey
 from logserver.merkle import EMPTY_ROOT
-from logserver.sequencer import Pending, Sequencer
+from logserver.write.sequencer import Pending, Sequencer
 from logserver.storage import Store, create_pool, migrate
 
 SEQ_DIGITS = 13  # every sequence is written with this many digits, so all leaves have one length

@@ -20,7 +20,7 @@ import asyncpg
 import psutil
 
 from logserver.cli.keygen import make_authority_key
-from logserver.log_key import generate_log_key_pem
+from logserver.keys.log_key import generate_log_key_pem
 
 ROOT = Path(__file__).resolve().parent.parent
 ORIGIN = "bench.logserver.example/log"

@@ -9,9 +9,9 @@ import hashlib
 import pytest
 
 from bench.bulkload import open_store
-from logserver.log_key import LogKey
+from logserver.keys.log_key import LogKey
 from logserver.merkle import leaf_hash
-from logserver.sequencer import Sequencer
+from logserver.write.sequencer import Sequencer
 
 
 def store_fixture(key: LogKey):

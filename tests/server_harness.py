@@ -15,9 +15,9 @@ from aiohttp import ClientSession
 from aiohttp.test_utils import TestServer
 
 from bundle_factory import Authorities, default_authorities
-from logserver.api import create_app
+from logserver.server import create_app
 from logserver.config import Config, load_config
-from logserver.log_key import LogKey, generate_log_key_pem
+from logserver.keys.log_key import LogKey, generate_log_key_pem
 
 ORIGIN = "test.logserver.example/log"
 

@@ -1,4 +1,4 @@
-"""Submissions checked in helper processes (logserver/admission.py and its wire format)."""
+"""Submissions checked in helper processes (logserver/write/admission.py and its wire format)."""
 from __future__ import annotations
 
 import asyncio
@@ -11,12 +11,12 @@ import sys
 
 import pytest
 
-from logserver.admission import RESPAWN_INTERVAL_S, AdmissionPool, AdmissionStartError, AdmissionUnavailableError
+from logserver.write.admission import RESPAWN_INTERVAL_S, AdmissionPool, AdmissionStartError, AdmissionUnavailableError
 from logserver.api.keys import ADMISSION
-from logserver.admission_wire import decode_answer, decode_request, encode_answer, encode_request
-from logserver.admission_worker import answers
+from logserver.write.admission_wire import decode_answer, decode_request, encode_answer, encode_request
+from logserver.write.admission_child import answers
 from logserver.bundle import Admitted, BundleError, admit
-from logserver.startup import StartupError
+from logserver.integrity.checks import StartupError
 
 from bundle_factory import BundleFactory, default_authorities
 from server_harness import start_server, write_config
@@ -166,7 +166,7 @@ async def test_an_answer_with_the_wrong_item_count_fails_its_requests_not_hangs(
     script = tmp_path / "wrong_count.py"
     script.write_text(
         "import sys\n"
-        "from logserver.admission_wire import READY, decode_keys, encode_answer\n"
+        "from logserver.write.admission_wire import READY, decode_keys, encode_answer\n"
         "inp, out = sys.stdin.buffer, sys.stdout.buffer\n"
         "decode_keys(inp.read)\n"
         "out.write(READY); out.flush()\n"
@@ -191,8 +191,8 @@ def _fake_worker(tmp_path, name: str, reply: str) -> list[str]:
     script = tmp_path / f"{name}.py"
     script.write_text(
         "import sys\n"
-        "from logserver.admission_wire import READY, decode_answer, decode_keys, encode_answer\n"
-        "from logserver.admission_worker import answers\n"
+        "from logserver.write.admission_wire import READY, decode_answer, decode_keys, encode_answer\n"
+        "from logserver.write.admission_child import answers\n"
         "inp, out = sys.stdin.buffer, sys.stdout.buffer\n"
         "authorities = decode_keys(inp.read)\n"
         "out.write(READY); out.flush()\n"

@@ -10,7 +10,7 @@ import pytest
 import pg
 from bundle_factory import BundleFactory
 from logserver.cli import main
-from logserver.log_key import generate_log_key_pem
+from logserver.keys.log_key import generate_log_key_pem
 from server_harness import start_server, write_config
 from test_client_support import submit, trust_policy_for
 

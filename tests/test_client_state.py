@@ -24,7 +24,7 @@ from logserver.client import (
     verify_receipt,
     verify_receipt_online,
 )
-from logserver.log_key import generate_log_key_pem
+from logserver.keys.log_key import generate_log_key_pem
 from server_harness import start_server, write_config
 from test_client_support import Proxy, submit, trust_policy_for
 

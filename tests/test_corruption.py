@@ -9,7 +9,7 @@ import asyncpg
 import pytest
 
 from bundle_factory import BundleFactory
-from logserver.fsck import fsck
+from logserver.integrity.fsck import fsck
 from server_harness import start_server, write_config
 
 N = 300  # one full level-0 tile and a partial one

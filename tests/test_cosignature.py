@@ -237,7 +237,7 @@ def test_fixed_time_cosigner_signs_like_sign_at():
 
 
 def test_log_key_stamps_the_signing_second_after_its_plain_signature():
-    from logserver.log_key import LogKey
+    from logserver.keys.log_key import LogKey
 
     key = LogKey("example.com/log", private())
     note = key.sign_checkpoint(10, bytes(32), 1_700_000_123_999)

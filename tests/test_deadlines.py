@@ -1,11 +1,11 @@
-"""logserver.deadlines: one timer for many futures with the same timeout."""
+"""logserver.write.deadlines: one timer for many futures with the same timeout."""
 from __future__ import annotations
 
 import asyncio
 
 import pytest
 
-from logserver.deadlines import Deadlines
+from logserver.write.deadlines import Deadlines
 
 
 class Late(Exception):

@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from bundle_factory import BundleFactory
-from logserver.log_key import generate_log_key_pem
+from logserver.keys.log_key import generate_log_key_pem
 from server_harness import ServerProcess, run_server_to_exit, write_config
 
 pytestmark = pytest.mark.fault

@@ -9,7 +9,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from logserver.cli.errors import CliError
 from logserver.cli.sign import load_authority_private_key
 from logserver.config import ConfigError
-from logserver.log_key import LogKey, generate_log_key_pem
+from logserver.keys.log_key import LogKey, generate_log_key_pem
 from logserver.witness.cosigner import Cosigner
 
 

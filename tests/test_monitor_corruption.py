@@ -10,7 +10,7 @@ import pytest
 
 import pg
 from logserver.client import LogClient, verify_evidence
-from logserver.log_key import generate_log_key_pem
+from logserver.keys.log_key import generate_log_key_pem
 from logserver.monitor import Monitor
 from server_harness import start_server, write_config
 from test_client_support import Proxy, trust_policy_for

@@ -25,11 +25,11 @@ from referencing import Registry
 from referencing.jsonschema import DRAFT202012
 
 from bundle_factory import BundleFactory, default_authorities, make_envelope, make_key
-from logserver.api import errors as api_errors
+from logserver.http import errors as api_errors
 from logserver.api.keys import SEQUENCER
 from logserver.bundle import ALL_CODES, decode_leaf, encode_leaf
 from logserver.merkle import leaf_hash
-from logserver.sequencer import SequencerError
+from logserver.write.sequencer import SequencerError
 from server_harness import start_server, write_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -240,9 +240,9 @@ def test_document_structure():
 
 
 def _codes_in_api_source() -> set[str]:
-    """String codes the API modules pass to ApiError/error_response, `code=` or {"code": ...}."""
+    """String codes the API, HTTP and server modules pass to ApiError/error_response, `code=` or {"code": ...}."""
     codes: set[str] = set()
-    for path in (ROOT / "logserver" / "api").glob("*.py"):
+    for path in [p for d in ("api", "http", "server") for p in (ROOT / "logserver" / d).glob("*.py")]:
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.Call):
                 name = getattr(node.func, "id", getattr(node.func, "attr", ""))

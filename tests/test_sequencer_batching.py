@@ -5,8 +5,8 @@ import asyncio
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from logserver.log_key import LogKey
-from logserver.sequencer import Appended, Sequencer
+from logserver.keys.log_key import LogKey
+from logserver.write.sequencer import Appended, Sequencer
 from sequencer_support import running, store_fixture, submit
 
 KEY = LogKey("example.com/sequencer-batching", Ed25519PrivateKey.from_private_bytes(b"\6" * 32))

@@ -6,10 +6,10 @@ import asyncio
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-import logserver.sequencer as sequencer_module
-from logserver.log_key import LogKey
+import logserver.write.sequencer as sequencer_module
+from logserver.keys.log_key import LogKey
 from logserver.merkle import verify_inclusion
-from logserver.sequencer import Appended, Duplicate, ReceiptUnavailableError, Sequencer
+from logserver.write.sequencer import Appended, Duplicate, ReceiptUnavailableError, Sequencer
 from sequencer_support import running, store_fixture, submit
 
 KEY = LogKey("example.com/sequencer-commit", Ed25519PrivateKey.from_private_bytes(b"\5" * 32))

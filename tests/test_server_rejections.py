@@ -214,7 +214,7 @@ async def test_rollback_below_the_fleet_head(server):
 
 
 async def test_equivocation_is_refused_counted_and_logged(server, caplog):
-    caplog.set_level(logging.WARNING, logger="logserver.sequencer")
+    caplog.set_level(logging.WARNING, logger="logserver.write.sequencer")
     logged, other = rollback_envelope(5), rollback_envelope(5, key_index=1)
     count = await metric(server, "logserver_equivocations_total")
     before = await log_state(server)
@@ -225,7 +225,7 @@ async def test_equivocation_is_refused_counted_and_logged(server, caplog):
 
     digests = hashlib.sha256(logged.payload).hexdigest(), hashlib.sha256(other.payload).hexdigest()
     warnings = [r for r in caplog.records
-                if r.levelno == logging.WARNING and r.name == "logserver.sequencer"
+                if r.levelno == logging.WARNING and r.name == "logserver.write.sequencer"
                 and all(d in r.getMessage() for d in digests)]
     assert len(warnings) == 1, [r.getMessage() for r in caplog.records]
     assert ROLLBACK_FLEET in warnings[0].getMessage()

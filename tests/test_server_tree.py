@@ -379,7 +379,7 @@ async def test_every_proof_of_every_size_equals_the_rfc_definition(grown, monkey
     up to 300, not only the recorded ones, byte for byte as RFC 6962 defines them. Each
     size's first proofs compute the path tails that later ones reuse (TreeReader._audit_path),
     and the tail cache is made tiny so that it is also cleared and refilled along the way."""
-    import logserver.tree_reader as tree_reader
+    import logserver.read.tree_reader as tree_reader
     from logserver.api.keys import STORE
 
     monkeypatch.setattr(tree_reader, "_MAX_TAILS", 5)
@@ -404,7 +404,7 @@ async def test_proofs_from_a_reader_whose_caches_hold_almost_nothing(grown):
     """Byte-bounded caches evict (here: after every request) and refetch correctly."""
     from logserver.api.keys import STORE
     from logserver.merkle.tiles import EntriesTileID, TileID, decode_entry_bundle
-    from logserver.tree_reader import TreeReader
+    from logserver.read.tree_reader import TreeReader
 
     reader = TreeReader(grown.server.app[STORE], max_tile_cache_bytes=1, max_bundle_cache_bytes=1)
     cps = grown.checkpoints
@@ -433,7 +433,7 @@ async def test_the_cached_tile_fast_path_answers_as_hash_tile_or_not_at_all(grow
     does not cover (the route then takes the slow path, which says why)."""
     from logserver.api.keys import STORE
     from logserver.merkle.tiles import TileID
-    from logserver.tree_reader import TreeReader
+    from logserver.read.tree_reader import TreeReader
 
     reader = TreeReader(grown.server.app[STORE])
     assert reader.cached_hash_tile(0, 0, 1) is None  # nothing cached, no checkpoint known yet

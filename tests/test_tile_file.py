@@ -1,4 +1,4 @@
-"""The expanded level-0 tile file (logserver/tile_file.py), proofs served from it, and the
+"""The expanded level-0 tile file (logserver/read/tile_file.py), proofs served from it, and the
 reader's cache accounting when requests overlap."""
 from __future__ import annotations
 
@@ -12,14 +12,14 @@ import asyncpg
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from bench.bulkload import load, open_store
-from logserver.api.app import _warm_tile_file
+from logserver.server.app import _warm_tile_file
 from logserver.api.metrics import Metrics
-from logserver.fsck import fsck
-from logserver.log_key import LogKey
+from logserver.integrity.fsck import fsck
+from logserver.keys.log_key import LogKey
 from logserver.merkle import verify_inclusion
 from logserver.merkle.tiles import EntriesTileID, TileID, decode_entry_bundle, expand_tile
-from logserver.tile_file import EXPANDED, HEADER, SLOT, TileFile
-from logserver.tree_reader import _FILE_TILE_COST, _FULL, TreeReader
+from logserver.read.tile_file import EXPANDED, HEADER, SLOT, TileFile
+from logserver.read.tree_reader import _FILE_TILE_COST, _FULL, TreeReader
 
 TILES = 5
 SIZE = TILES * 256 + 37  # five full level-0 tiles and a partial one

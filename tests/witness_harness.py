@@ -11,7 +11,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 import merkle_reference as ref
 from logserver.formats import AddCheckpointRequest
-from logserver.log_key import LogKey, generate_log_key_pem
+from logserver.keys.log_key import LogKey, generate_log_key_pem
 from logserver.witness import create_witness_app, load_witness_config
 from logserver.witness.cosigner import Cosigner
 

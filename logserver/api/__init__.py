@@ -1,4 +1,1 @@
-"""HTTP API (aiohttp)."""
-from .app import create_app
-
-__all__ = ["create_app"]
+"""HTTP API (aiohttp): the routes only. The app is assembled in logserver.server."""

@@ -5,13 +5,13 @@ from aiohttp import web
 
 from ..bundle import decode_leaf
 from ..merkle import InvalidParameterError
-from ..receipt import build_receipt
-from ..tree_reader import BeyondTreeError
-from .errors import bad_request, not_found
+from ..formats.receipt import build_receipt
+from ..read.tree_reader import BeyondTreeError
+from ..http.errors import bad_request, not_found
 from .keys import CONFIG, LOG_KEY, READER, STORE
-from .params import decimal, hex_hash, query
+from ..http.params import decimal, hex_hash, query
 from .published import published_covering, published_latest
-from .responses import IMMUTABLE, NO_STORE, hex_list, json_response, raw_json_response
+from ..http.responses import IMMUTABLE, NO_STORE, hex_list, json_response, raw_json_response
 
 
 async def get_log(request: web.Request) -> web.Response:

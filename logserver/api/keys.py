@@ -3,15 +3,15 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from ..admission import AdmissionPool
+from ..write.admission import AdmissionPool
 from ..bundle import AuthoritySet
 from ..config import Config
-from ..deadlines import Deadlines
-from ..log_key import LogKey
-from ..sequencer import Sequencer
+from ..write.deadlines import Deadlines
+from ..keys.log_key import LogKey
+from ..write.sequencer import Sequencer
 from ..storage import Store
-from ..tree_reader import TreeReader
-from ..witnessing import Publisher
+from ..read.tree_reader import TreeReader
+from ..cosigning import Publisher
 from .metrics import Metrics
 
 CONFIG = web.AppKey("config", Config)

@@ -9,7 +9,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from .keys import ADMISSION, CONFIG, METRICS, READER, SEQUENCER, STORE
-from .responses import NO_STORE, json_response
+from ..http.responses import NO_STORE, json_response
 
 
 def openapi_path() -> Path:

@@ -2,7 +2,7 @@
 
 Without `witness_policy` these return the latest signed checkpoint, exactly as
 before. With one, they return the latest checkpoint cosigned by a witness quorum
-(logserver/witnessing/publisher.py) and turn "not cosigned in time" into 503.
+(logserver/cosigning/publisher.py) and turn "not cosigned in time" into 503.
 """
 from __future__ import annotations
 
@@ -10,12 +10,12 @@ from aiohttp import web
 
 from ..config import Config
 from ..formats import Policy
-from ..log_key import LogKey
+from ..keys.log_key import LogKey
 from ..storage import CheckpointRow
 from ..storage.cosignatures import CosignatureStore
-from ..witnessing import DirectPublisher, NotPublishedError, Publisher, WitnessedPublisher, load_witness_policy
-from ..witnessing.metrics import CosigningMetrics
-from .errors import ApiError
+from ..cosigning import DirectPublisher, NotPublishedError, Publisher, WitnessedPublisher, load_witness_policy
+from ..cosigning.metrics import CosigningMetrics
+from ..http.errors import ApiError
 from .keys import CONFIG, METRICS, PUBLISHER, READER, STORE, WITNESS_POLICY
 
 

@@ -6,17 +6,17 @@ import time
 
 from aiohttp import web
 
-from ..admission import AdmissionUnavailableError
+from ..write.admission import AdmissionUnavailableError
 from ..bundle import BundleError
-from ..deadlines import Deadlines
+from ..write.deadlines import Deadlines
 from ..merkle import leaf_hash
-from ..receipt import build_receipt, receipt_json
-from ..sequencer import Appended, Duplicate, SequencerError
-from .errors import ApiError
+from ..formats.receipt import build_receipt, receipt_json
+from ..write.sequencer import Appended, Duplicate, SequencerError
+from ..http.errors import ApiError
 from .keys import ADMISSION, CLOCK, COMMIT_DEADLINES, CONFIG, METRICS, READER, SEQUENCER
-from .params import query
+from ..http.params import query
 from .published import published_covering, receipt_checkpoint
-from .responses import json_response, raw_json_response
+from ..http.responses import json_response, raw_json_response
 from .entries import entry_json
 
 
@@ -82,7 +82,7 @@ async def post_bundle(request: web.Request) -> web.Response:
     try:
         future = sequencer.submit(leaf, lh, admitted.fleet_id, admitted.sequence, admitted.payload_digest)
         # commit_timeout_s: the deadline fails the future (one timer for all requests,
-        # logserver/deadlines.py). The sequencer skips an entry whose future is done,
+        # logserver/write/deadlines.py). The sequencer skips an entry whose future is done,
         # unless its batch is already being written: a retry is then a duplicate.
         app[COMMIT_DEADLINES].add(future)
         result = await future

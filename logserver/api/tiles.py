@@ -7,12 +7,12 @@ from aiohttp import web
 
 from ..merkle import TilePathError
 from ..merkle.tiles import TILE_WIDTH, EntriesTileID, TileID, parse_tile_coordinates
-from ..tree_reader import BeyondTreeError
-from .errors import bad_request, not_found
+from ..read.tree_reader import BeyondTreeError
+from ..http.errors import bad_request, not_found
 from .keys import READER
-from .params import query
+from ..http.params import query
 from .published import published_latest
-from .responses import IMMUTABLE
+from ..http.responses import IMMUTABLE
 
 # A partial tile's bytes never change either (tiles only grow), but a log may
 # stop serving it once the full tile exists, so it is cached for a short time only.

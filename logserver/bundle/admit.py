@@ -2,7 +2,7 @@
 
 `admit` is pure CPU work on untrusted bytes (strict parsing, the dual-signature
 policy with its two signature checks, the payload schema and validity window, the
-leaf encoding), so the server runs it in helper processes (logserver/admission.py).
+leaf encoding), so the server runs it in helper processes (logserver/write/admission.py).
 """
 from __future__ import annotations
 

@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except Exception as e:
         from ..config import ConfigError
-        from ..startup import StartupError
+        from ..integrity.checks import StartupError
         from ..storage import IdentityMismatchError, MigrationError
 
         if isinstance(e, (CliError, ConfigError, StartupError, IdentityMismatchError, MigrationError)):

@@ -21,10 +21,10 @@ import time
 from pathlib import Path
 
 from ..config import load_config
-from ..fsck import fsck
-from ..log_key import LogKey
+from ..integrity.fsck import fsck
+from ..keys.log_key import LogKey
 from ..storage import Store, create_pool, resolve_database_url
-from ..tile_file import FILE_NAME, TileFile, log_binding
+from ..read.tile_file import FILE_NAME, TileFile, log_binding
 
 HELP = "verify stored leaves, tiles and checkpoints; locate corruption"
 

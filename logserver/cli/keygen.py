@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
 from ..bundle import keyid_for
-from ..log_key import LogKey, generate_log_key_pem
+from ..keys.log_key import LogKey, generate_log_key_pem
 from .errors import CliError
 
 HELP = "make a log key or an authority key"

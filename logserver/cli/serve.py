@@ -60,14 +60,14 @@ def run(args: argparse.Namespace) -> int:
         environ[ENV_LISTEN] = args.listen
     config = load_config(args.config, environ=environ)
     if args.workers > 1 and args.worker_index is None:
-        from ..supervisor import Supervisor
+        from ..workers.supervisor import Supervisor
 
         if args.dev:
             write_dev_trust_policy(config, args.config.parent)
             print_dev_instructions(config, args.config)
         return Supervisor(args.config, config, args.workers).run()
-    from ..api import create_app
-    from ..forwarding import WorkerRole
+    from ..server import create_app
+    from ..workers.forwarding import WorkerRole
 
     worker = None
     if args.worker_index is not None:
@@ -146,7 +146,7 @@ def write_dev_trust_policy(config: Config, directory: Path) -> None:
     its URL, and asks for no witnesses (`quorum none`). Existing files are kept,
     so a user's edits survive restarts.
     """
-    from ..log_key import LogKey
+    from ..keys.log_key import LogKey
 
     policy = directory / "log.policy"
     if not policy.exists():

@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
 from ..bundle import PAYLOAD_TYPE, BundleError, add_signature, keyid_for, parse_envelope, parse_payload, sign_envelope
 from ..config import ConfigError
-from ..key_files import load_private_key
+from ..keys.files import load_private_key
 from .errors import CliError
 
 HELP = "create or countersign a DSSE bundle envelope"

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from hashlib import sha256
 
-from ..admission_wire import decode_keys, encode_keys
+from ..write.admission_wire import decode_keys, encode_keys
 from ..bundle import AuthoritySet, BundleError, decode_leaf, verify_envelope
 from .alerts import POLICY_FAILURE, Alert
 from .fleets import LoggedBundle

@@ -18,9 +18,9 @@ from collections.abc import Callable
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, generate_latest
 
-from ..api.errors import ApiError, make_error_middleware
-from ..api.params import decimal, query
-from ..api.responses import NO_STORE, json_response
+from ..http.errors import ApiError, make_error_middleware
+from ..http.params import decimal, query
+from ..http.responses import NO_STORE, json_response
 from ..formats import (
     TLOG_SIZE_CONTENT_TYPE,
     FormatError,

@@ -9,7 +9,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from ..formats import Checkpoint, CosignatureSigner, NoteSignature
-from ..key_files import load_ed25519_private_key
+from ..keys.files import load_ed25519_private_key
 
 
 class Cosigner:

@@ -29,9 +29,9 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .merkle import CompactRange, frontier_ids, inclusion_proof
-from .merkle.tiles import TILE_HEIGHT, append_to_tiles, hashes_from_tiles, tiles_for_nodes
-from .storage import DATABASE_UNAVAILABLE, CheckpointRow, NewLeaf, Prefetch, Prefetched, Store
+from ..merkle import CompactRange, frontier_ids, inclusion_proof
+from ..merkle.tiles import TILE_HEIGHT, append_to_tiles, hashes_from_tiles, tiles_for_nodes
+from ..storage import DATABASE_UNAVAILABLE, CheckpointRow, NewLeaf, Prefetch, Prefetched, Store
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ so a proof is a handful of slices instead of hundreds of hashes per request.
 Both caches are LRUs bounded in bytes. The upper tile levels (a few hundred
 tiles at 10M leaves) are touched by every proof and stay cached. Level-0 tiles
 that fall out of memory are found, already expanded, in the tile file on local
-disk (logserver/tile_file.py), which `warm_tile_file` fills in the background;
+disk (logserver/read/tile_file.py), which `warm_tile_file` fills in the background;
 a file hit is kept in memory only while the LRU has room (it never evicts). A
 proof touches the database only for a tile that is in neither.
 """
@@ -23,11 +23,11 @@ import logging
 from collections import OrderedDict
 from collections.abc import Iterable
 
-from .merkle import InvalidParameterError, consistency_node, path_plan, path_split, rehash
-from .merkle.tiles import (
+from ..merkle import InvalidParameterError, consistency_node, path_plan, path_split, rehash
+from ..merkle.tiles import (
     TILE_HEIGHT, TILE_WIDTH, EntriesTileID, TileID, encode_entry_bundle, expand_tile,
 )
-from .storage import DATABASE_UNAVAILABLE, CheckpointRow, Store
+from ..storage import DATABASE_UNAVAILABLE, CheckpointRow, Store
 from .tile_file import TileFile
 
 log = logging.getLogger(__name__)

@@ -42,7 +42,7 @@ import os
 import zlib
 from pathlib import Path
 
-from .merkle.tiles import TILE_WIDTH
+from ..merkle.tiles import TILE_WIDTH
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 Checking a submission (strict parsing, two signature verifications, the payload
 schema, the leaf encoding: `bundle.admit`) is most of its CPU. The server runs
-it in `verify_processes` child processes (`python -m logserver.admission_worker`),
+it in `verify_processes` child processes (`python -m logserver.write.admission_child`),
 so a single server uses a second core for it while its event loop reads
 requests, answers them and drives the sequencer.
 
@@ -12,7 +12,7 @@ any two signatures, and with the event loop busy each wait is up to the switch
 interval. Measured here, such a thread spent most of its time waiting for the
 GIL and the server got no faster. A child process has its own interpreter.
 
-Bodies are handed over in frames (logserver/admission_wire.py) of at most
+Bodies are handed over in frames (logserver/write/admission_wire.py) of at most
 FRAME_ITEMS: requests read in the same turn of the event loop share a frame, and
 the child answers each body as soon as it is checked, so the first of a frame
 does not wait for the others (the sequencer can already take it). If a child
@@ -41,8 +41,8 @@ from collections import deque
 from collections.abc import Sequence
 
 from .admission_wire import READY, decode_answer, encode_keys, encode_request
-from .bundle import Admitted, AuthoritySet, admit
-from .startup import StartupError
+from ..bundle import Admitted, AuthoritySet, admit
+from ..integrity.checks import StartupError
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ MAX_RESPAWN_INTERVAL_S = 30.0  # ...backing off to this while starts keep failin
 FRAME_DEADLINE_S = 5.0  # a child working on one frame for longer is killed (module docstring)
 EXIT_GRACE_S = 2.0  # a child whose stdout closed is given this long to exit before it is killed
 START_TIMEOUT_S = 30.0  # a new child must say it is ready within this (a Python start-up, imports, keys)
-WORKER_COMMAND = (sys.executable, "-m", "logserver.admission_worker")
+WORKER_COMMAND = (sys.executable, "-m", "logserver.write.admission_child")
 
 _Waiting = tuple[bytes, int, asyncio.Future]  # body, time of the request (POSIX ms), answer
 

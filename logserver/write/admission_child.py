@@ -1,9 +1,9 @@
-"""An admission process: `python -m logserver.admission_worker`.
+"""An admission process: `python -m logserver.write.admission_child`.
 
-Started by the server (logserver/admission.py). It reads the pinned authority
+Started by the server (logserver/write/admission.py). It reads the pinned authority
 keys, says it is ready (one byte), then reads request frames from stdin, runs
 `bundle.admit` on every body and answers each body on stdout as soon as it is
-checked (logserver/admission_wire.py), until stdin closes.
+checked (logserver/write/admission_wire.py), until stdin closes.
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import sys
 from collections.abc import Iterator
 
 from .admission_wire import READY, decode_keys, decode_request, encode_answer
-from .bundle import admit
+from ..bundle import admit
 
 
 def answers(frame: bytes, authorities) -> Iterator[bytes]:

@@ -5,7 +5,7 @@ PostgreSQL, picks the port, makes a private socket directory and a per-run secre
 and spawns N workers (`serve --worker-index i`). Each worker binds the port with
 SO_REUSEPORT, so the kernel spreads connections over them, and serves every
 route; worker 0 also runs the sequencer, the others forward verified entries to
-it (logserver/forwarding.py). Nothing else is shared between workers but the
+it (logserver/workers/forwarding.py). Nothing else is shared between workers but the
 database.
 
 Failures (docs/architecture.md, "Workers"):
@@ -36,9 +36,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from .config import ENV_LISTEN, Config
+from ..config import ENV_LISTEN, Config
 from .forwarding import ENV_WORKER_READY_FD, ENV_WORKER_SOCKET, ENV_WORKER_TOKEN
-from .storage import resolve_database_url
+from ..storage import resolve_database_url
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
-from .config import ConfigError, check_private_key_file
+from ..config import ConfigError, check_private_key_file
 
 
 def load_private_key(path: Path, key: str) -> PrivateKeyTypes:

@@ -12,10 +12,10 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from .formats.checkpoint import Checkpoint
-from .formats.cosignature import CosignatureSigner
-from .formats.note import Ed25519NoteSigner, NoteVerifier, sign_note
-from .key_files import load_ed25519_private_key
+from ..formats.checkpoint import Checkpoint
+from ..formats.cosignature import CosignatureSigner
+from ..formats.note import Ed25519NoteSigner, NoteVerifier, sign_note
+from .files import load_ed25519_private_key
 
 
 class LogKey:

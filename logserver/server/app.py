@@ -14,23 +14,23 @@ from collections.abc import Callable
 
 from aiohttp import web
 
-from ..admission import AdmissionPool
+from ..write.admission import AdmissionPool
 from ..bundle import AuthoritySet, load_authority_key_pem
-from ..checkpoint_file import SavedCheckpoint, save_checkpoint_file
+from ..integrity.checkpoint_file import SavedCheckpoint, save_checkpoint_file
 from ..config import Config, ConfigError
-from ..log_key import LogKey
+from ..keys.log_key import LogKey
 from ..merkle import EMPTY_ROOT
-from ..forwarding import RemoteSequencer, WorkerRole, serve_forwarding
-from ..sequencer import Appended, Sequencer, SequencerStats
-from ..startup import check_not_stale, check_tiles
+from ..workers.forwarding import RemoteSequencer, WorkerRole, serve_forwarding
+from ..write.sequencer import Appended, Sequencer, SequencerStats
+from ..integrity.checks import check_not_stale, check_tiles
 from ..storage import DATABASE_UNAVAILABLE, CheckpointRow, Store, create_pool, migrate, resolve_database_url
-from ..tile_file import FILE_NAME as TILE_FILE_NAME, TileFile, log_binding
-from ..tree_reader import TreeReader
-from . import entries, ops, submit, tiles
-from .errors import exception_response
-from .keys import ADMISSION, AUTHORITIES, CLOCK, COMMIT_DEADLINES, CONFIG, LOG_KEY, METRICS, READER, SEQUENCER, STORE, WITNESS_POLICY, WORKER
-from .published import load_policy, start_publisher
-from .metrics import Metrics
+from ..read.tile_file import FILE_NAME as TILE_FILE_NAME, TileFile, log_binding
+from ..read.tree_reader import TreeReader
+from ..api import entries, ops, submit, tiles
+from ..http.errors import exception_response
+from ..api.keys import ADMISSION, AUTHORITIES, CLOCK, COMMIT_DEADLINES, CONFIG, LOG_KEY, METRICS, READER, SEQUENCER, STORE, WITNESS_POLICY, WORKER
+from ..api.published import load_policy, start_publisher
+from ..api.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ def create_app(
     """Build the application. Raises ConfigError for a bad key or authority file.
 
     `worker` is this process's place under `serve --workers N`: worker 0 runs the
-    sequencer and accepts the others' verified entries (logserver/forwarding.py).
+    sequencer and accepts the others' verified entries (logserver/workers/forwarding.py).
     """
     log_key = log_key or LogKey.load(config.log_key, config.origin)
     if log_key.origin != config.origin:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from json.encoder import encode_basestring_ascii  # what json.dumps uses for str (C)
 
-from .formats.tlog_proof import TlogProof, format_tlog_proof
+from .tlog_proof import TlogProof, format_tlog_proof
 
 
 def build_receipt(

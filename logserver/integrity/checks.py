@@ -13,11 +13,11 @@ import logging
 from pathlib import Path
 
 from .checkpoint_file import read_checkpoint_file
-from .formats.checkpoint import open_checkpoint
-from .merkle import MerkleError, frontier_ids, verify_consistency
-from .merkle.tiles import root_from_tiles, tiles_for_nodes
-from .storage import CheckpointRow
-from .tree_reader import TreeReader
+from ..formats.checkpoint import open_checkpoint
+from ..merkle import MerkleError, frontier_ids, verify_consistency
+from ..merkle.tiles import root_from_tiles, tiles_for_nodes
+from ..storage import CheckpointRow
+from ..read.tree_reader import TreeReader
 
 log = logging.getLogger(__name__)
 

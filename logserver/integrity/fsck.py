@@ -13,7 +13,7 @@ One streaming pass over the leaves, in index order, with O(log n) state:
 Problems are reported with exact coordinates (leaf index; tile level, index and
 position), so a flipped bit is located, not just detected.
 
-With `tile_file` (the server's expanded-tile cache, logserver/tile_file.py),
+With `tile_file` (the server's expanded-tile cache, logserver/read/tile_file.py),
 every slot it holds is also compared with the root recomputed from the leaves;
 a slot that differs (expanded from a tile that was corrupted then, or from
 before a restore) is dropped and counted. That is not a problem of the log
@@ -25,11 +25,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .formats.checkpoint import open_checkpoint
-from .merkle import CompactRange, leaf_hash
-from .merkle.tiles import TILE_HEIGHT, TILE_WIDTH
-from .storage import Store
-from .tile_file import TileFile
+from ..formats.checkpoint import open_checkpoint
+from ..merkle import CompactRange, leaf_hash
+from ..merkle.tiles import TILE_HEIGHT, TILE_WIDTH
+from ..storage import Store
+from ..read.tile_file import TileFile
 
 CHUNK = 16 * TILE_WIDTH  # leaves read per query
 

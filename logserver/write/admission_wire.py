@@ -1,4 +1,4 @@
-"""The frames between the server and its admission processes (logserver/admission.py).
+"""The frames between the server and its admission processes (logserver/write/admission.py).
 
 Private to this package; both ends run the same code, so nothing here is
 untrusted input, and a frame that does not parse is a bug (a loud crash).
@@ -26,7 +26,7 @@ import struct
 
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat, load_der_public_key
 
-from .bundle import (
+from ..bundle import (
     Admitted,
     AuthorityKey,
     AuthoritySet,

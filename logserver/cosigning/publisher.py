@@ -29,7 +29,7 @@ from ..config import WitnessingConfig
 from ..formats import Policy, QuorumError
 from ..storage import CheckpointRow
 from ..storage.cosignatures import CosignatureStore
-from ..tree_reader import BeyondTreeError, TreeReader
+from ..read.tree_reader import BeyondTreeError, TreeReader
 from .metrics import CosigningMetrics
 from .requester import CosigningFailed, request_cosignature
 

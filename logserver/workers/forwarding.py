@@ -36,8 +36,8 @@ import struct
 from collections.abc import Callable
 from pathlib import Path
 
-from .sequencer import Appended, Duplicate, OverloadedError, Sequencer, SequencerError, UnavailableError
-from .storage import CheckpointRow
+from ..write.sequencer import Appended, Duplicate, OverloadedError, Sequencer, SequencerError, UnavailableError
+from ..storage import CheckpointRow
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,1 @@
+"""The read path: proofs, tiles and entry bundles, with their caches."""

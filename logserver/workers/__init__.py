@@ -1,0 +1,1 @@
+"""`logserver serve --workers N`: the supervisor and forwarding to the one sequencer."""

@@ -1,0 +1,1 @@
+"""A submission's path, in order: admission, sequencing, the answer."""
