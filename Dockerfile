@@ -7,12 +7,12 @@ FROM python:3.12-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
-    PIP_NO_CACHE_DIR=1 \
-    LOGSERVER_MIGRATIONS_DIR=/app/migrations \
-    LOGSERVER_OPENAPI=/app/openapi.yaml
+    PIP_NO_CACHE_DIR=1
 
 WORKDIR /app
-COPY pyproject.toml README.md constraints.txt ./
+# The build's inputs. logserver/migrations and logserver/openapi.yaml are symlinks to the
+# top-level files, so those come too; the wheel pip builds holds them as package data.
+COPY pyproject.toml README.md LICENSE constraints.txt ./
 COPY logserver ./logserver
 COPY migrations ./migrations
 COPY openapi.yaml ./

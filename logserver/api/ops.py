@@ -1,9 +1,9 @@
 """Operations routes: /metrics, /healthz, /readyz, /openapi.yaml."""
 from __future__ import annotations
 
-import os
 import time
-from pathlib import Path
+from importlib.resources import files
+from importlib.resources.abc import Traversable
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -12,10 +12,10 @@ from .keys import ADMISSION, CONFIG, METRICS, READER, SEQUENCER, STORE
 from ..http.responses import NO_STORE, json_response
 
 
-def openapi_path() -> Path:
-    """`$LOGSERVER_OPENAPI`, else openapi.yaml at the top of the source checkout."""
-    env = os.environ.get("LOGSERVER_OPENAPI")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "openapi.yaml"
+def openapi_path() -> Traversable:
+    """The package's openapi.yaml: package data in a wheel; in a checkout (and an editable
+    install) `logserver/openapi.yaml` is a symlink to the top-level file (CONTRIBUTING.md)."""
+    return files("logserver") / "openapi.yaml"
 
 
 async def get_metrics(request: web.Request) -> web.Response:

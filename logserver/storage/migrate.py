@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import re
 from dataclasses import dataclass
-from pathlib import Path
+from importlib.resources import files
+from importlib.resources.abc import Traversable
 
 import asyncpg
 
@@ -32,21 +32,20 @@ class Migration:
         return hashlib.sha256(self.sql.encode()).hexdigest()
 
 
-def migrations_dir() -> Path:
-    """`$LOGSERVER_MIGRATIONS_DIR`, else `migrations/` beside the package (a source checkout)."""
-    env = os.environ.get("LOGSERVER_MIGRATIONS_DIR")
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parents[2] / "migrations"
+def migrations_dir() -> Traversable:
+    """The package's `migrations/`: package data in a wheel; in a checkout (and an
+    editable install) `logserver/migrations` is a symlink to the top-level `migrations/`
+    (see CONTRIBUTING.md, "Package data")."""
+    return files("logserver") / "migrations"
 
 
-def load_migrations(directory: Path | None = None) -> list[Migration]:
+def load_migrations(directory: Traversable | None = None) -> list[Migration]:
     directory = directory or migrations_dir()
     if not directory.is_dir():
-        raise MigrationError(f"migrations directory {directory} not found (set LOGSERVER_MIGRATIONS_DIR)")
+        raise MigrationError(f"migrations directory {directory} not found: is logserver installed completely?")
     found = []
-    for path in sorted(directory.iterdir()):
-        if path.suffix != ".sql":
+    for path in sorted(directory.iterdir(), key=lambda p: p.name):
+        if not path.name.endswith(".sql"):
             continue
         m = _NAME.match(path.name)
         if not m:
@@ -60,7 +59,7 @@ def load_migrations(directory: Path | None = None) -> list[Migration]:
 
 async def migrate(
     conn: asyncpg.Connection,
-    directory: Path | None = None,
+    directory: Traversable | None = None,
     *,
     table: str = "schema_migrations",
     lock: int = _MIGRATION_LOCK,

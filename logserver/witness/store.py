@@ -12,6 +12,7 @@ import hashlib
 from collections.abc import Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import AsyncIterator
 
@@ -36,8 +37,8 @@ def resolve_witness_database_url(configured: str | None, data_dir: Path) -> tupl
     return embedded_postgres_uri(data_dir, database=EMBEDDED_DATABASE), True
 
 
-def witness_migrations_dir() -> Path:
-    """`migrations/witness/` (under `$LOGSERVER_MIGRATIONS_DIR` when that is set)."""
+def witness_migrations_dir() -> Traversable:
+    """The package's `migrations/witness/`."""
     return migrations_dir() / "witness"
 
 
