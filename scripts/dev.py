@@ -97,7 +97,7 @@ def ensure_venv(command: str) -> None:
     if not _bin("python").exists():
         print(f"creating virtual environment in {VENV} ...", flush=True)
         venv.EnvBuilder(with_pip=True, clear=True).create(VENV)
-    what = f"and its {', '.join(extras)} dependencies" if extras else "(serving only)"
+    what = f"with the {', '.join(extras)} extras" if extras else "(what serving needs)"
     print(f"installing logserver {what}, pinned by constraints.txt ...", flush=True)
     pip = [str(_bin("python")), "-m", "pip", "--disable-pip-version-check", "-q"]
     target = f"{ROOT}[{','.join(extras)}]" if extras else str(ROOT)

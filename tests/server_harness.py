@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -109,6 +110,26 @@ def server_env(database_url: str, port: int | None = None) -> dict[str, str]:
     return env
 
 
+async def wait_ready(proc: subprocess.Popen, url: str, output: Callable[[], str],
+                     timeout_s: float = READY_TIMEOUT_S) -> None:
+    """Wait until the server `proc` answers 200 on `url`/readyz. RuntimeError, with
+    `output()` (its log), if it exits first or is not ready within `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    async with ClientSession() as session:
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"server exited with {proc.returncode}:\n{output()}")
+            try:
+                async with session.get(url + "/readyz") as resp:
+                    if resp.status == 200:
+                        return
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"server not ready after {timeout_s}s:\n{output()}")
+            await asyncio.sleep(0.05)
+
+
 class ServerProcess:
     """One `logserver serve` child process; its output goes to `log_path`."""
 
@@ -135,21 +156,12 @@ class ServerProcess:
                 server_command(self.config_path), env=server_env(self.database_url, self.port),
                 stdout=out, stderr=subprocess.STDOUT, cwd=self.config_path.parent,
             )
-        deadline = time.monotonic() + timeout_s
-        async with ClientSession() as session:
-            while True:
-                if self.proc.poll() is not None:
-                    raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.output()}")
-                try:
-                    async with session.get(self.url + "/readyz") as resp:
-                        if resp.status == 200:
-                            return self
-                except OSError:
-                    pass
-                if time.monotonic() > deadline:
-                    await self.stop()
-                    raise RuntimeError(f"server not ready after {timeout_s}s:\n{self.output()}")
-                await asyncio.sleep(0.05)
+        try:
+            await wait_ready(self.proc, self.url, self.output, timeout_s)
+        except RuntimeError:
+            await self.stop()
+            raise
+        return self
 
     async def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 20.0) -> int | None:
         """Send `sig` and wait; kill if it does not exit in time. Returns the exit status."""

@@ -12,13 +12,11 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import aiohttp
 import pytest
 
-from server_harness import free_port
+from server_harness import free_port, wait_ready
 
 CLI = [sys.executable, "-m", "logserver.cli"]
 
@@ -37,19 +35,8 @@ async def dev_server(database_url, tmp_path):
         cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    async with aiohttp.ClientSession() as session:
-        while True:
-            assert proc.poll() is None, (tmp_path / "serve.log").read_text()
-            try:
-                async with session.get(url + "/readyz") as resp:
-                    if resp.status == 200:
-                        break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, (tmp_path / "serve.log").read_text()
-            await asyncio.sleep(0.1)
     try:
+        await wait_ready(proc, url, (tmp_path / "serve.log").read_text)
         yield url
     finally:
         proc.terminate()

@@ -22,7 +22,6 @@ import subprocess
 import sys
 import sysconfig
 import tarfile
-import time
 import venv
 import zipfile
 from pathlib import Path
@@ -32,7 +31,7 @@ import asyncpg
 import pytest
 
 import logserver
-from server_harness import free_port
+from server_harness import free_port, wait_ready
 
 ROOT = Path(__file__).resolve().parent.parent
 VERSION = logserver.__version__
@@ -197,24 +196,18 @@ async def test_installed_wheel_serves_dev(installed, database_url):
         )
         try:
             url = f"http://127.0.0.1:{port}"
-            deadline = time.monotonic() + 60
-            async with aiohttp.ClientSession() as session:
-                while True:
-                    assert proc.poll() is None, log_path.read_text()
-                    try:
-                        async with session.get(url + "/readyz") as resp:
-                            if resp.status == 200:
-                                break
-                    except OSError:
-                        pass
-                    assert time.monotonic() < deadline, log_path.read_text()
-                    await asyncio.sleep(0.1)
-                async with session.get(url + "/openapi.yaml") as resp:
-                    assert resp.status == 200
-                    served = await resp.read()
+            await wait_ready(proc, url, log_path.read_text)
+            async with aiohttp.ClientSession() as session, session.get(url + "/openapi.yaml") as resp:
+                assert resp.status == 200
+                served = await resp.read()
         finally:
             proc.terminate()
-            proc.wait(30)
+            try:
+                await asyncio.to_thread(proc.wait, 30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+                raise
     assert served == EXPECTED["openapi.yaml"]
     conn = await asyncpg.connect(database_url)
     try:
