@@ -8,18 +8,18 @@ See docs/client.md.
 from .checkpoints import VerifiedCheckpoint, log_timestamp, verify_checkpoint
 from .consistency import ConsistencyProof, check_consistent
 from .errors import (
-    CheckpointError,
+    CheckpointVerificationError,
     ConsistencyError,
     ExpiredError,
+    FleetRollbackError,
     InclusionError,
     LogMisbehaviourError,
     MalformedError,
-    QuorumError,
-    RollbackError,
     SignatureError,
     SplitViewError,
     StateError,
     VerificationFailure,
+    WitnessQuorumError,
 )
 from .evidence import EVIDENCE_TYPE, EvidenceError, EvidenceVerdict, SplitViewEvidence, verify_evidence
 from .log_client import HTTPStatusError, LogClient, LogClientError, MalformedResponseError, ProofMismatchError
@@ -33,7 +33,7 @@ __all__ = [
     "EVIDENCE_TYPE",
     "CheckLog",
     "CheckResult",
-    "CheckpointError",
+    "CheckpointVerificationError",
     "ClientState",
     "ConsistencyError",
     "ConsistencyProof",
@@ -41,6 +41,7 @@ __all__ = [
     "EvidenceVerdict",
     "ExpiredError",
     "FleetRecord",
+    "FleetRollbackError",
     "HTTPStatusError",
     "InclusionError",
     "LogClient",
@@ -49,9 +50,7 @@ __all__ = [
     "MalformedError",
     "MalformedResponseError",
     "ProofMismatchError",
-    "QuorumError",
     "Receipt",
-    "RollbackError",
     "SignatureError",
     "SplitViewError",
     "SplitViewEvidence",
@@ -61,6 +60,7 @@ __all__ = [
     "VerificationFailure",
     "VerifiedCheckpoint",
     "VerifiedReceipt",
+    "WitnessQuorumError",
     "check_consistent",
     "fetch_consistency_proof",
     "load_envelope",

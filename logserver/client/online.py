@@ -7,7 +7,7 @@
   with a state, the stored checkpoint is proved consistent with both; the proofs are
   fetched from the log);
 * `fleet_latest`: `/v1/fleets/<id>` names this bundle as the fleet's latest. A newer,
-  already valid bundle means this one was superseded: `RollbackError`. The newer bundle
+  already valid bundle means this one was superseded: `FleetRollbackError`. The newer bundle
   the log shows is itself verified (signatures and inclusion) before it counts.
 """
 
@@ -23,7 +23,7 @@ from ..formats import parse_checkpoint, parse_note
 from ..merkle import MerkleError, verify_consistency
 from .checkpoints import VerifiedCheckpoint, verify_checkpoint
 from .consistency import ConsistencyProof, check_consistent
-from .errors import LogMisbehaviourError, RollbackError, VerificationFailure
+from .errors import LogMisbehaviourError, FleetRollbackError, VerificationFailure
 from .log_client import LogClient, LogClientError
 from .policy import TrustPolicy
 from .receipt import parse_receipt
@@ -166,7 +166,7 @@ async def _check_fleet_latest(
             f"a newer bundle of fleet {fleet!r} (sequence {theirs.sequence}, index {theirs.index}) is logged but "
             f"only valid from {format_timestamp(theirs.bundle.not_before)}: this one is still current"))
         return
-    fail(RollbackError(
+    fail(FleetRollbackError(
         f"fleet {fleet!r}: this bundle (sequence {ours.sequence}) is superseded by sequence {theirs.sequence} "
         f"logged at index {theirs.index}, valid since {format_timestamp(theirs.bundle.not_before)}"))
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any, NoReturn
 
 from ..formats import Checkpoint, FormatError, TlogProof, parse_checkpoint, parse_note, parse_tlog_proof
-from .errors import CheckpointError, InclusionError, MalformedError
+from .errors import CheckpointVerificationError, InclusionError, MalformedError
 
 MAX_RECEIPT_BYTES = 4 << 20
 _REQUIRED = frozenset({"index", "leaf_hash", "tree_size", "checkpoint", "inclusion_proof", "proof", "duplicate"})
@@ -87,7 +87,7 @@ def parse_receipt(data: bytes | str | Mapping[str, Any]) -> Receipt:
     """Parse a receipt (JSON bytes/text or an already decoded object) strictly.
 
     Raises `MalformedError` for a malformed receipt, `InclusionError` when the
-    tlog-proof's index or hashes disagree with the JSON fields, and `CheckpointError`
+    tlog-proof's index or hashes disagree with the JSON fields, and `CheckpointVerificationError`
     when its checkpoint (or the checkpoint's size) disagrees.
     """
     if not isinstance(data, (bytes, str, Mapping)):
@@ -120,7 +120,7 @@ def parse_receipt(data: bytes | str | Mapping[str, Any]) -> Receipt:
     try:
         checkpoint = parse_checkpoint(parse_note(note).text)
     except FormatError as exc:
-        raise CheckpointError(f"receipt checkpoint: {exc}", check="checkpoint_signature") from None
+        raise CheckpointVerificationError(f"receipt checkpoint: {exc}", check="checkpoint_signature") from None
     if index >= checkpoint.size:
         raise InclusionError(
             f"receipt index: got {index}, want less than the checkpoint's tree size {checkpoint.size}",
@@ -133,12 +133,12 @@ def parse_receipt(data: bytes | str | Mapping[str, Any]) -> Receipt:
 
     # The two halves of the receipt must say the same thing.
     if tlog_proof.checkpoint != note:
-        raise CheckpointError(
+        raise CheckpointVerificationError(
             "receipt: the tlog-proof's checkpoint differs from the receipt's checkpoint field, want identical notes",
             check="receipt_format",
         )
     if checkpoint.size != tree_size:
-        raise CheckpointError(
+        raise CheckpointVerificationError(
             f"receipt tree_size: got {tree_size}, want the checkpoint's size {checkpoint.size}", check="receipt_format"
         )
     if tlog_proof.index != index:

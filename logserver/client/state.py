@@ -28,7 +28,7 @@ from typing import Any
 from ..formats import Checkpoint, FormatError, parse_checkpoint, parse_note
 from .checkpoints import VerifiedCheckpoint, verify_checkpoint
 from .consistency import ConsistencyProof, check_consistent
-from .errors import CheckpointError, QuorumError, RollbackError, StateError
+from .errors import CheckpointVerificationError, WitnessQuorumError, FleetRollbackError, StateError
 from .files import atomic_write, exclusive_lock
 from .policy import TrustPolicy
 
@@ -140,18 +140,18 @@ class ClientState:
     # --- checks and updates -------------------------------------------------------------
 
     def check_fleet(self, fleet_id: str, sequence: int, payload_digest: bytes) -> str:
-        """Raise `RollbackError` if a bundle of `fleet_id` with a higher sequence, or a
+        """Raise `FleetRollbackError` if a bundle of `fleet_id` with a higher sequence, or a
         different bundle with the same sequence, was already accepted."""
         record = self._fleets.get(fleet_id)
         if record is None:
             return f"first bundle seen for fleet {fleet_id!r} (sequence {sequence})"
         if sequence < record.sequence:
-            raise RollbackError(
+            raise FleetRollbackError(
                 f"fleet {fleet_id!r} sequence: got {sequence}, want at least {record.sequence} "
                 f"(already accepted, logged at index {record.index} of {record.origin!r})"
             )
         if sequence == record.sequence and payload_digest != record.payload_digest:
-            raise RollbackError(
+            raise FleetRollbackError(
                 f"fleet {fleet_id!r} sequence {sequence}: got payload digest {payload_digest.hex()}, want the "
                 f"accepted bundle's {record.payload_digest.hex()} (two different bundles with one sequence)"
             )
@@ -202,10 +202,10 @@ def _reverify(note: str, policy: TrustPolicy) -> VerifiedCheckpoint:
     the checkpoint was stored, and only the log's signature matters for evidence."""
     try:
         return verify_checkpoint(note, policy)
-    except QuorumError:
+    except WitnessQuorumError:
         checkpoint = _parse_note_checkpoint(note, "stored checkpoint")
         return VerifiedCheckpoint(checkpoint, note, frozenset(), None)
-    except CheckpointError as exc:
+    except CheckpointVerificationError as exc:
         raise StateError(f"stored checkpoint no longer verifies under the policy: {exc}") from None
 
 

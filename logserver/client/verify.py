@@ -45,16 +45,16 @@ from ..bundle import (
     parse_envelope,
     verify_envelope,
 )
-from ..bundle.errors import PolicyError as BundlePolicyError
+from ..bundle.errors import SignaturePolicyError
 from ..merkle import MerkleError, verify_inclusion
 from .checkpoints import VerifiedCheckpoint, verify_checkpoint
 from .consistency import ConsistencyProof
 from .errors import (
-    CheckpointError,
+    CheckpointVerificationError,
     ExpiredError,
     InclusionError,
     MalformedError,
-    QuorumError,
+    WitnessQuorumError,
     SignatureError,
     VerificationFailure,
 )
@@ -167,7 +167,7 @@ def load_envelope(envelope: Envelope | bytes | str) -> Envelope:
 def _check_signatures(envelope: Envelope, policy: TrustPolicy) -> tuple[Any, str]:
     try:
         verified = verify_envelope(envelope, policy.authorities, _BEGINNING)
-    except BundlePolicyError as exc:
+    except SignaturePolicyError as exc:
         raise SignatureError(f"{exc} [{exc.code}]") from None
     except MalformedPayloadError as exc:
         raise MalformedError(f"payload: {exc}") from None
@@ -222,12 +222,12 @@ def _check_checkpoint(receipt: Receipt, policy: TrustPolicy, log: CheckLog) -> V
     """Checks `checkpoint_signature` and `witness_quorum` (one verification yields both)."""
     try:
         verified = verify_checkpoint(receipt.checkpoint_note, policy)
-    except QuorumError as exc:
+    except WitnessQuorumError as exc:
         log.add("checkpoint_signature", True, f"signed by log {receipt.checkpoint.origin!r}")
         log.add("witness_quorum", False, str(exc))
         exc.check = "witness_quorum"
         raise
-    except CheckpointError as exc:
+    except CheckpointVerificationError as exc:
         log.add("checkpoint_signature", False, str(exc))
         exc.check = "checkpoint_signature"
         raise

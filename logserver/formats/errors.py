@@ -21,7 +21,7 @@ class VkeyError(FormatError):
     """A malformed verifier key (vkey) or one of a signature type we cannot use here."""
 
 
-class CheckpointError(FormatError):
+class CheckpointFormatError(FormatError):
     """A malformed checkpoint body (C2SP tlog-checkpoint)."""
 
 
@@ -33,7 +33,7 @@ class TlogProofError(FormatError):
     """A malformed proof file (C2SP tlog-proof@v1)."""
 
 
-class PolicyError(FormatError):
+class PolicyFormatError(FormatError):
     """A malformed or inconsistent policy file (C2SP tlog-policy)."""
 
 
@@ -57,5 +57,5 @@ class UnknownOriginError(VerificationError):
     """A checkpoint from a log (origin) the policy does not list."""
 
 
-class QuorumError(VerificationError):
+class QuorumNotMetError(VerificationError):
     """The verified cosignatures do not satisfy the policy's quorum."""

@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 
-from ._codec import (
+from .strict import (
     MAX_UINT63,
     clip,
     decode_base64,

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ._codec import (
+from .strict import (
     MAX_UINT63,
     clip,
     decode_bounded_text,

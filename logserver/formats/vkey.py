@@ -13,7 +13,7 @@ import hashlib
 import re
 from dataclasses import dataclass
 
-from ._codec import clip, decode_base64, encode_base64
+from .strict import clip, decode_base64, encode_base64
 from .errors import NoteError, VkeyError
 
 SIG_TYPE_ED25519 = 0x01
