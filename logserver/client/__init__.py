@@ -25,9 +25,8 @@ from .evidence import EVIDENCE_TYPE, EvidenceError, EvidenceVerdict, SplitViewEv
 from .log_client import HTTPStatusError, LogClient, LogClientError, MalformedResponseError, ProofMismatchError
 from .online import fetch_consistency_proof, verify_receipt_online
 from .policy import TrustPolicy, TrustPolicyError
-from .receipt import Receipt, parse_receipt
 from .state import ClientState, FleetRecord, open_state
-from .verify import CheckLog, CheckResult, VerifiedReceipt, load_envelope, verify_receipt
+from .verify import CheckLog, CheckResult, Receipt, VerifiedReceipt, load_envelope, load_receipt, verify_receipt
 
 __all__ = [
     "EVIDENCE_TYPE",
@@ -64,9 +63,9 @@ __all__ = [
     "check_consistent",
     "fetch_consistency_proof",
     "load_envelope",
+    "load_receipt",
     "log_timestamp",
     "open_state",
-    "parse_receipt",
     "verify_checkpoint",
     "verify_evidence",
     "verify_receipt",

@@ -46,6 +46,7 @@ from ..bundle import (
     verify_envelope,
 )
 from ..bundle.errors import SignaturePolicyError
+from ..formats.receipt import Receipt, ReceiptError, parse_receipt
 from ..merkle import MerkleError, verify_inclusion
 from .checkpoints import VerifiedCheckpoint, verify_checkpoint
 from .consistency import ConsistencyProof
@@ -54,12 +55,11 @@ from .errors import (
     ExpiredError,
     InclusionError,
     MalformedError,
-    WitnessQuorumError,
     SignatureError,
     VerificationFailure,
+    WitnessQuorumError,
 )
 from .policy import TrustPolicy
-from .receipt import Receipt, parse_receipt
 from .state import ClientState
 
 # verify_envelope's own expiry check is disabled with the earliest time there is; the
@@ -162,6 +162,26 @@ def load_envelope(envelope: Envelope | bytes | str) -> Envelope:
         return parse_envelope(data)
     except BundleError as exc:
         raise MalformedError(f"envelope: {exc}") from None
+
+
+# What each part of a malformed receipt fails (docs/client.md, "Checks"): when the
+# receipt's two halves disagree, the check is `receipt_format` whatever the part.
+_RECEIPT_FAILURES: dict[str, tuple[type[VerificationFailure], str]] = {
+    "receipt": (MalformedError, "receipt_format"),
+    "checkpoint": (CheckpointVerificationError, "checkpoint_signature"),
+    "inclusion": (InclusionError, "inclusion_proof"),
+}
+
+
+def load_receipt(receipt: Mapping[str, Any] | bytes | str) -> Receipt:
+    """A `Receipt` from its JSON (bytes, text or decoded object), strictly parsed and
+    its two halves compared (`logserver.formats.parse_receipt`); raises
+    `MalformedError`, `CheckpointVerificationError` or `InclusionError`."""
+    try:
+        return parse_receipt(receipt)
+    except ReceiptError as exc:
+        failure, check = _RECEIPT_FAILURES[exc.part]
+        raise failure(str(exc), check="receipt_format" if exc.disagreement else check) from None
 
 
 def _check_signatures(envelope: Envelope, policy: TrustPolicy) -> tuple[Any, str]:
@@ -287,7 +307,7 @@ def _verify(
     elif now.tzinfo is None:
         raise TypeError("verify_receipt: now must be timezone-aware")
     parsed = log.run("receipt_format", lambda: (
-        parse_receipt(receipt), "receipt parses; its tlog-proof agrees with its index, proof hashes and checkpoint"))
+        load_receipt(receipt), "receipt parses; its tlog-proof agrees with its index, proof hashes and checkpoint"))
     env = log.run("envelope_format", lambda: (load_envelope(envelope), "envelope is a well-formed DSSE envelope"))
     verified = log.run("envelope_signatures", lambda: _check_signatures(env, policy))
     if check_window:
