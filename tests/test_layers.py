@@ -16,7 +16,9 @@ logserver/ is one row, bottom first:
 4. no private name (`_x`, or a name from a `_x` module) is imported from another
    package;
 5. tests never import bench/ (the bench's own smoke test excepted), and no two
-   exception classes in logserver/ share a name.
+   exception classes in logserver/ share a name;
+6. the tree that opens docs/architecture.md lists every module, and the packages in
+   the order of LAYERS.
 
 A module is classified by the package it is in, so a new module is covered as soon as
 it exists; a new package fails until it has a row. Every failure names file:line.
@@ -273,3 +275,30 @@ def test_the_checker_finds_what_it_is_meant_to_find(tmp_path, monkeypatch):
     assert "logserver/formats/m.py:2: pure layer calls print()" in io
     private = found["test_no_private_name_crosses_a_package"]
     assert re.search(r"logserver/witness/m.py:2: imports the private name _Reader", private)
+
+
+def architecture_tree() -> list[str]:
+    """The paths in the tree that opens docs/architecture.md (two spaces per level), in order."""
+    text = (ROOT / "docs" / "architecture.md").read_text(encoding="utf-8")
+    block = text.split("```", 2)[1]
+    listed: list[str] = []
+    stack: list[str] = []
+    for line in block.splitlines()[1:]:
+        if line.strip():
+            depth = (len(line) - len(line.lstrip(" "))) // 2
+            stack[depth:] = [line.split()[0]]
+            listed.append("".join(stack))
+    return listed
+
+
+def test_the_architecture_tree_lists_every_module_in_the_order_of_the_table():
+    tree = [p for p in architecture_tree() if p.startswith("logserver/")]
+    on_disk = {str(p.relative_to(ROOT)) for p in source_files(PACKAGE) if p.name != "__init__.py"}
+    on_disk |= {str(p.parent.relative_to(ROOT)) + "/" for p in source_files(PACKAGE) if p.name == "__init__.py"}
+    missing = sorted(on_disk - set(tree))
+    stale = sorted(set(tree) - on_disk - {"logserver/__init__.py"})
+    report("docs/architecture.md's tree does not match logserver/",
+           [f"missing: {p}" for p in missing] + [f"listed but not there: {p}" for p in stale])
+    children = [p for p in tree if p.count("/") == 1 and p != "logserver/" or p.endswith("/") and p.count("/") == 2]
+    top = [layer_of(module_name(ROOT / (p + "__init__.py" if p.endswith("/") else p))) for p in children]
+    assert top == [name for name, _, _ in LAYERS], "the tree lists the packages in another order than LAYERS"
