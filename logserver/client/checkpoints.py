@@ -4,9 +4,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..formats import Checkpoint, FormatError, VerificationError, parse_note, timestamp_of, verify_note
-from ..formats import QuorumNotMetError
+from ..formats import (
+    Checkpoint,
+    FormatError,
+    QuorumNotMetError,
+    VerificationError,
+    parse_note,
+    timestamp_of,
+    verify_note,
+)
 from ..formats.errors import UnverifiedNoteError
+from ..formats.strict import utf8_text
 from .errors import CheckpointVerificationError, WitnessQuorumError
 from .policy import TrustPolicy
 
@@ -45,11 +53,7 @@ def verify_checkpoint(note: str | bytes, policy: TrustPolicy) -> VerifiedCheckpo
 
     Raises `CheckpointVerificationError` or `WitnessQuorumError`.
     """
-    if isinstance(note, bytes):
-        try:
-            note = note.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise CheckpointVerificationError(f"checkpoint: invalid UTF-8 at byte {exc.start}") from None
+    note = utf8_text(note, "checkpoint", CheckpointVerificationError)
     try:
         checkpoint, _, witnesses = policy.tlog.verify_checkpoint(note)
     except QuorumNotMetError as exc:

@@ -50,6 +50,16 @@ def _clip_tail(text: str, limit: int = 24) -> str:
     return repr(text) if len(text) <= limit else "..." + repr(text[-limit:])
 
 
+def utf8_text(data: bytes | str, what: str, error: ErrorFactory) -> str:
+    """`data` decoded as UTF-8 (text is returned as it is)."""
+    if isinstance(data, str):
+        return data
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise error(f"{what}: invalid UTF-8 at byte {exc.start} ({exc.reason})") from None
+
+
 # --- JSON (RFC 8259) ----------------------------------------------------------------
 
 
@@ -100,14 +110,9 @@ def strict_json(data: bytes | str, what: str, error: ErrorFactory) -> object:
     parser. Numbers with a fraction or exponent decode to `NonInteger`, which no
     schema accepts.
     """
-    if isinstance(data, bytes):
-        try:
-            data = data.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise error(f"{what}: not UTF-8: {exc.reason} at byte {exc.start}") from None
     try:
         return json.loads(
-            data,
+            utf8_text(data, what, error),
             object_pairs_hook=_no_duplicates,
             parse_int=_strict_int,
             parse_float=NonInteger,
@@ -232,13 +237,9 @@ def decode_hash(text: str, what: str, error: ErrorFactory) -> bytes:
 
 def decode_bounded_text(data: str | bytes, what: str, error: ErrorFactory, max_size: int) -> str:
     """UTF-8 text of at most `max_size` bytes (or, for str, characters)."""
-    if isinstance(data, bytes):
-        if len(data) > max_size:
-            raise error(f"{what} size: got {len(data)} bytes, want at most {max_size}")
-        try:
-            data = data.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise error(f"{what}: invalid UTF-8 at byte {exc.start}") from None
+    if isinstance(data, bytes) and len(data) > max_size:
+        raise error(f"{what} size: got {len(data)} bytes, want at most {max_size}")
+    data = utf8_text(data, what, error)
     if len(data) > max_size:
         raise error(f"{what} size: got {len(data)} characters, want at most {max_size}")
     return data
