@@ -123,7 +123,8 @@ data_dir = "{run_dir / 'data'}"
 database_url = "{database_url}"
 listen = "127.0.0.1:0"
 {extra}
-""" + authorities_toml([("bench-signer", "signer", [signer_pem]), ("bench-countersigner", "countersigner", [counter_pem])]))
+""" + authorities_toml([("bench-signer", "signer", [signer_pem]),
+                         ("bench-countersigner", "countersigner", [counter_pem])]))
         return cfg
 
 

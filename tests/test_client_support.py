@@ -30,8 +30,10 @@ def write_trust_policy(directory: Path, log_vkey: str, *, authorities: Authoriti
     policy_name = name.replace(".toml", ".policy")
     (directory / policy_name).write_text(f"log {log_vkey}\n{extra_policy}quorum {quorum}\n")
     path = directory / name
-    path.write_text(f'tlog_policy = "{policy_name}"\n\n' + authorities_toml(
-        [(auth.signer.name, "signer", ["signer.pub.pem"]), (auth.countersigner.name, "countersigner", ["countersigner.pub.pem"])]))
+    path.write_text(f'tlog_policy = "{policy_name}"\n\n' + authorities_toml([
+        (auth.signer.name, "signer", ["signer.pub.pem"]),
+        (auth.countersigner.name, "countersigner", ["countersigner.pub.pem"]),
+    ]))
     return path
 
 

@@ -299,6 +299,6 @@ def test_the_architecture_tree_lists_every_module_in_the_order_of_the_table():
     stale = sorted(set(tree) - on_disk - {"logserver/__init__.py"})
     report("docs/architecture.md's tree does not match logserver/",
            [f"missing: {p}" for p in missing] + [f"listed but not there: {p}" for p in stale])
-    children = [p for p in tree if p.count("/") == 1 and p != "logserver/" or p.endswith("/") and p.count("/") == 2]
+    children = [p for p in tree if (p.count("/") == 1 and p != "logserver/") or (p.endswith("/") and p.count("/") == 2)]
     top = [layer_of(module_name(ROOT / (p + "__init__.py" if p.endswith("/") else p))) for p in children]
     assert top == [name for name, _, _ in LAYERS], "the tree lists the packages in another order than LAYERS"

@@ -89,7 +89,8 @@ class SplitViewEvidence:
         if raw_proof is not None:
             if not isinstance(raw_proof, list) or len(raw_proof) > 128:
                 raise EvidenceError("evidence consistency_proof: want null or a list of hex hashes")
-            proof = tuple(hex_hash(h, f"evidence consistency_proof[{i}]", EvidenceError) for i, h in enumerate(raw_proof))
+            proof = tuple(
+                hex_hash(h, f"evidence consistency_proof[{i}]", EvidenceError) for i, h in enumerate(raw_proof))
         return cls(obj["origin"], obj["log_vkey"], notes[0], notes[1], proof,
                    obj["proof_source"], obj["reason"], obj["observed_at"])
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from .strict import MAX_UINT63, clip, decode_hash, encode_base64, parse_decimal
 from .errors import CheckpointFormatError, NoteError
 from .note import NoteSigner, NoteVerifier, OpenedNote, check_note_text, open_note, sign_note
+from .strict import MAX_UINT63, clip, decode_hash, encode_base64, parse_decimal
 
 RESERVED_ORIGIN = "cosignature/v1"
 """The one origin we refuse, on every checkpoint we build or parse.

@@ -19,10 +19,10 @@ from collections.abc import Callable
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from .strict import MAX_UINT63
 from ._ed25519_key import Ed25519KeySigner, Ed25519KeyVerifier
 from .checkpoint import parse_checkpoint
 from .errors import CheckpointFormatError, CosignatureError, InvalidSignatureError
+from .strict import MAX_UINT63
 from .vkey import SIG_TYPE_COSIGNATURE_V1
 
 COSIGNATURE_V1_HEADER = b"cosignature/v1\n"

@@ -17,12 +17,12 @@ from collections.abc import Mapping, Set
 from dataclasses import dataclass
 from types import MappingProxyType
 
-from .strict import clip
 from .checkpoint import Checkpoint, parse_checkpoint
 from .cosignature import CosignatureVerifier
 from .errors import FormatError, PolicyFormatError, QuorumNotMetError, UnknownOriginError, UnverifiedNoteError
 from .keys import SUPPORTED_SIG_TYPES, verifier_from_vkey
 from .note import NoteVerifier, OpenedNote, parse_note, verify_note
+from .strict import clip
 from .vkey import SIG_TYPE_COSIGNATURE_V1, parse_vkey
 
 NONE = "none"
@@ -219,7 +219,8 @@ class _PolicyBuilder:
         for octets in args[2:]:
             member = self._defined(octets, f"group {name!r} member")
             if member in self.members_used:
-                raise PolicyFormatError(f"group {name!r} member {member!r}: already a group member, want each name once")
+                raise PolicyFormatError(
+                    f"group {name!r} member {member!r}: already a group member, want each name once")
             self.members_used.add(member)
             members.append(member)
         threshold = self._threshold(args[1], len(members), name)

@@ -36,7 +36,8 @@ def read_checkpoint_file(path: Path) -> SavedCheckpoint | None:
         return None
     what = f"checkpoint file {path} is unreadable"
     obj = strict_json(raw, what, CheckpointFileError)
-    if not isinstance(obj, dict) or set(obj) != {"tree_size", "signed_at_ms", "note"} or not isinstance(obj["note"], str):
+    if not isinstance(obj, dict) or set(obj) != {"tree_size", "signed_at_ms", "note"} \
+            or not isinstance(obj["note"], str):
         raise CheckpointFileError(f"{what}: want an object of tree_size, signed_at_ms and note")
     return SavedCheckpoint(json_uint(obj["tree_size"], f"{what}: tree_size", CheckpointFileError),
                            json_uint(obj["signed_at_ms"], f"{what}: signed_at_ms", CheckpointFileError), obj["note"])
