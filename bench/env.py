@@ -20,6 +20,7 @@ import asyncpg
 import psutil
 
 from logserver.cli.keygen import make_authority_key
+from logserver.client.policy import authorities_toml
 from logserver.keys.log_key import generate_log_key_pem
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -122,16 +123,8 @@ data_dir = "{run_dir / 'data'}"
 database_url = "{database_url}"
 listen = "127.0.0.1:0"
 {extra}
-[[authorities]]
-name = "bench-signer"
-role = "signer"
-keys = ["{signer_pem}"]
-
-[[authorities]]
-name = "bench-countersigner"
-role = "countersigner"
-keys = ["{counter_pem}"]
-""")
+""" + authorities_toml([("bench-signer", "signer", [signer_pem]),
+                         ("bench-countersigner", "countersigner", [counter_pem])]))
         return cfg
 
 

@@ -111,7 +111,7 @@ def read_toml(path: Path) -> dict[str, Any]:
 
 
 def config_from_dict(raw: dict[str, Any], *, base: Path, environ: dict[str, str]) -> Config:
-    r = _Reader(raw, "", base)
+    r = TableReader(raw, "", base)
     origin = r.string("origin", required=True)
     if not _ORIGIN.match(origin) or origin == "cosignature/v1":
         raise ConfigError(
@@ -133,7 +133,7 @@ def config_from_dict(raw: dict[str, Any], *, base: Path, environ: dict[str, str]
     for i, item in enumerate(r.list("authorities")):
         if not isinstance(item, dict):
             raise ConfigError(f"authorities[{i}]: want a table, got {type(item).__name__}")
-        a = _Reader(item, f"authorities[{i}].", base)
+        a = TableReader(item, f"authorities[{i}].", base)
         name = a.string("name", required=True)
         if not _AUTHORITY_NAME.match(name):
             raise ConfigError(f"authorities[{i}].name: want 1-64 of [A-Za-z0-9._:-], got {name!r}")
@@ -156,7 +156,7 @@ def config_from_dict(raw: dict[str, Any], *, base: Path, environ: dict[str, str]
         if not any(a.role == role for a in authorities):
             raise ConfigError(f"authorities: want at least one authority with role {role!r}, got none")
 
-    seq = _Reader(r.table("sequencer"), "sequencer.", base)
+    seq = TableReader(r.table("sequencer"), "sequencer.", base)
     d = SequencerConfig()
     sequencer = SequencerConfig(
         max_batch_size=seq.integer("max_batch_size", d.max_batch_size, 1, 100_000),
@@ -168,7 +168,7 @@ def config_from_dict(raw: dict[str, Any], *, base: Path, environ: dict[str, str]
         commit_timeout_s=seq.number("commit_timeout_s", d.commit_timeout_s, 1, 3600),
     )
     seq.done()
-    lim = _Reader(r.table("limits"), "limits.", base)
+    lim = TableReader(r.table("limits"), "limits.", base)
     dl = LimitsConfig()
     limits = LimitsConfig(
         max_body_bytes=lim.integer("max_body_bytes", dl.max_body_bytes, 1024, 64 * 1024),
@@ -177,7 +177,7 @@ def config_from_dict(raw: dict[str, Any], *, base: Path, environ: dict[str, str]
         retry_after_s=lim.integer("retry_after_s", dl.retry_after_s, 1, 3600),
     )
     lim.done()
-    wit = _Reader(r.table("witnessing"), "witnessing.", base)
+    wit = TableReader(r.table("witnessing"), "witnessing.", base)
     dw = WitnessingConfig()
     witnessing = WitnessingConfig(
         request_timeout_s=wit.number("request_timeout_s", dw.request_timeout_s, 0.1, 600),
@@ -209,8 +209,9 @@ def check_private_key_file(path: Path, key: str) -> bytes:
     return path.read_bytes()
 
 
-class _Reader:
-    """Typed access to one TOML table that remembers which keys were used."""
+class TableReader:
+    """Typed access to one TOML table that remembers which keys were used (the log's
+    config and the witness's, logserver/witness/config.py)."""
 
     def __init__(self, raw: dict[str, Any], prefix: str, base: Path):
         self.raw, self.prefix, self.base, self.seen = raw, prefix, base, set()

@@ -17,6 +17,7 @@ from aiohttp.test_utils import TestServer
 
 from bundle_factory import Authorities, default_authorities
 from logserver.server import create_app
+from logserver.client.policy import authorities_toml
 from logserver.config import Config, load_config
 from logserver.keys.log_key import LogKey, generate_log_key_pem
 
@@ -42,16 +43,8 @@ data_dir = "data"
 database_url = "{database_url}"
 listen = "127.0.0.1:0"
 {extra}
-[[authorities]]
-name = "{authorities.signer.name}"
-role = "signer"
-keys = ["signer.pem"]
-
-[[authorities]]
-name = "{authorities.countersigner.name}"
-role = "countersigner"
-keys = ["countersigner.pem"]
-""")
+""" + authorities_toml([(authorities.signer.name, "signer", ["signer.pem"]),
+                         (authorities.countersigner.name, "countersigner", ["countersigner.pem"])]))
     return cfg
 
 

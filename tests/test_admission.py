@@ -38,8 +38,8 @@ def _bodies(tag: str) -> list[bytes]:
     return [
         factory.envelope_json(),
         factory.envelope_json(),
-        _tampered(factory.envelope(), 0),  # PolicyError: the signer's signature
-        _tampered(factory.envelope(), 1),  # PolicyError: the countersigner's
+        _tampered(factory.envelope(), 0),  # SignaturePolicyError: the signer's signature
+        _tampered(factory.envelope(), 1),  # SignaturePolicyError: the countersigner's
         b"{not json",  # MalformedEnvelopeError
         json.dumps({"payloadType": "x", "payload": "!!", "signatures": []}).encode(),
         factory.envelope_json(not_after="2025-06-01T00:00:00Z"),  # ValidityError (expired at NOW_S)
@@ -73,7 +73,7 @@ async def test_every_outcome_is_the_same_as_inline(pool):
     bodies = _bodies("outcomes")
     want = [_inline(b) for b in bodies]
     assert [type(w).__name__ for w in want] == [
-        "Admitted", "Admitted", "PolicyError", "PolicyError", "MalformedEnvelopeError",
+        "Admitted", "Admitted", "SignaturePolicyError", "SignaturePolicyError", "MalformedEnvelopeError",
         "MalformedEnvelopeError", "ValidityError"], want
     got = await asyncio.gather(*(pool.admit(b, NOW_S) for b in bodies), return_exceptions=True)
     for g, w in zip(got, want):

@@ -39,8 +39,8 @@ from logserver.bundle import (
     Envelope,
     MalformedEnvelopeError,
     MalformedPayloadError,
-    PolicyError,
     Signature,
+    SignaturePolicyError,
     ValidityError,
     add_signature,
     keyid_for,
@@ -177,7 +177,7 @@ def test_tampered_payload(auth: Authorities) -> None:
 def test_changed_payload_type(auth: Authorities) -> None:
     envelope = make_envelope()
     changed = dataclasses.replace(envelope, payload_type="application/vnd.in-toto+json")
-    with pytest.raises(PolicyError, match="want 'application/vnd.logserver.fleet-bundle\\+json'"):
+    with pytest.raises(SignaturePolicyError, match="want 'application/vnd.logserver.fleet-bundle\\+json'"):
         verify_envelope(changed, auth.authority_set, NOW)
     assert _code(changed, auth.authority_set) == "unsupported_payload_type"
 
@@ -210,7 +210,7 @@ def test_invalid_signature_by_known_key(role: str, algorithm: str) -> None:
     corrupted = bytearray(sigs[index].sig)
     corrupted[-1] ^= 0x01
     sigs[index] = Signature(sigs[index].keyid, bytes(corrupted))
-    with pytest.raises(PolicyError, match=f"keyid {sigs[index].keyid}") as info:
+    with pytest.raises(SignaturePolicyError, match=f"keyid {sigs[index].keyid}") as info:
         verify_envelope(_with_sigs(envelope, *sigs), auth.authority_set, NOW)
     assert info.value.code == "invalid_signature"
     assert info.value.http_status == 422
@@ -430,7 +430,7 @@ def test_error_codes_are_documented() -> None:
 
 def test_unknown_error_code_is_a_bug() -> None:
     with pytest.raises(AssertionError):
-        PolicyError("x", code="expired")
+        SignaturePolicyError("x", code="expired")
 
 
 def test_error_time_is_reported_in_utc() -> None:

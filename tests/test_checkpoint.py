@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from logserver.formats import (
     RESERVED_ORIGIN,
     Checkpoint,
-    CheckpointError,
+    CheckpointFormatError,
     Ed25519NoteSigner,
     InvalidSignatureError,
     UnverifiedNoteError,
@@ -115,12 +115,12 @@ def test_round_trip_property(size, root, extensions):
     ],
 )
 def test_parse_rejects(body):
-    with pytest.raises(CheckpointError):
+    with pytest.raises(CheckpointFormatError):
         parse_checkpoint(body)
 
 
 def test_parse_rejects_bytes():
-    with pytest.raises(CheckpointError):
+    with pytest.raises(CheckpointFormatError):
         parse_checkpoint(SPEC_BODY.encode())  # type: ignore[arg-type]
 
 
@@ -148,7 +148,7 @@ def test_size_limits_accepted():
     ],
 )
 def test_constructor_validates(fields):
-    with pytest.raises(CheckpointError):
+    with pytest.raises(CheckpointFormatError):
         Checkpoint(*fields)
 
 
@@ -174,5 +174,5 @@ def test_open_verifies_before_parsing_the_body():
     # A signed note whose text is not a checkpoint: the signature verifies, then the
     # body is refused as a checkpoint.
     s = signer()
-    with pytest.raises(CheckpointError):
+    with pytest.raises(CheckpointFormatError):
         open_checkpoint(sign_note("not a checkpoint\n", [s]), [s.verifier()])

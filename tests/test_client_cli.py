@@ -93,7 +93,7 @@ async def test_state_refuses_rollback_and_online_checks_the_log(server, policy_p
         assert f"[  ok] {check}" in out
     assert (state / "client-state.json").exists()
     code, out, _ = await cli(capsys, *verify_args(old_env, old_rec, policy_path, "--state", str(state)))
-    assert code == 1 and "RollbackError" in out
+    assert code == 1 and "FleetRollbackError" in out
     # Without state, online: the log's fleet head shows the old bundle was superseded.
     code, out, _ = await cli(capsys, *verify_args(old_env, old_rec, policy_path, "--log", server.url))
     assert code == 1 and "superseded by sequence 1" in out

@@ -6,10 +6,12 @@ import subprocess
 import sys
 
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
 
 from bundle_factory import BundleFactory
 from logserver.bundle import decode_leaf, encode_leaf
-from logserver.client import HTTPStatusError, LogClient, LogClientError
+from logserver.client import HTTPStatusError, LogClient, LogClientError, MalformedResponseError
 from logserver.formats import parse_checkpoint, parse_note
 from logserver.merkle import EntriesTileID, TileID, leaf_hash, verify_consistency, verify_inclusion
 from server_harness import start_server, write_config
@@ -92,3 +94,35 @@ async def test_errors_are_typed(client, server):
     async with LogClient("http://127.0.0.1:1") as dead:
         with pytest.raises(LogClientError):
             await dead.checkpoint()
+
+
+@pytest.fixture
+async def crafted():
+    """A stand-in log that answers GET /<name> with the raw body CRAFTED_BODIES[name]."""
+    async def answer(request: web.Request) -> web.Response:
+        return web.Response(body=CRAFTED_BODIES[request.match_info["name"]], content_type="application/json")
+
+    app = web.Application()
+    app.router.add_get("/{name}", answer)
+    async with TestServer(app, host="127.0.0.1") as srv:
+        yield str(srv.make_url("")).rstrip("/")
+
+
+CRAFTED_BODIES = {
+    "good": b'{"first":1,"second":2,"proof":[]}',
+    "duplicate-key": b'{"first":1,"second":2,"proof":[],"proof":["' + b"00" * 32 + b'"]}',
+    "utf-16": '{"first":1,"second":2,"proof":[]}'.encode("utf-16"),
+    "nan": b'{"first":NaN}',
+    "trailing": b'{"first":1,"second":2,"proof":[]} {}',
+    "minus-zero": b'{"first":-0}',
+}
+
+
+@pytest.mark.parametrize("name", sorted(set(CRAFTED_BODIES) - {"good"}))
+async def test_get_json_is_as_strict_as_the_receipt_and_bundle_parsers(crafted, name):
+    # The receipt and envelope parsers refuse these (formats.strict.strict_json);
+    # the same document from the JSON API must not be read another way.
+    async with LogClient(crafted) as c:
+        assert await c.get_json("good") == {"first": 1, "second": 2, "proof": []}
+        with pytest.raises(MalformedResponseError, match=f"GET {name}: "):
+            await c.get_json(name)

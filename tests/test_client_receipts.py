@@ -13,11 +13,11 @@ from bundle_factory import NOW, BundleFactory, make_authorities
 from logserver.bundle import Envelope, envelope_leaf_hash, parse_payload
 from logserver.client import (
     CheckLog,
-    CheckpointError,
+    CheckpointVerificationError,
     ExpiredError,
     InclusionError,
     MalformedError,
-    QuorumError,
+    WitnessQuorumError,
     SignatureError,
     TrustPolicy,
     VerificationFailure,
@@ -187,9 +187,9 @@ async def test_checkpoint_tampering_is_a_checkpoint_error(logged, policy):
     origin, size, root, rest = note.split("\n", 3)
     root_bytes = flip_bit(base64.b64decode(root), 3)
     tampered = "\n".join([origin, size, base64.b64encode(root_bytes).decode(), rest])
-    with pytest.raises(CheckpointError):
+    with pytest.raises(CheckpointVerificationError):
         verify_receipt(envelope, dict(receipt, checkpoint=tampered), policy, now=NOW)  # JSON only
-    with pytest.raises(CheckpointError) as info:
+    with pytest.raises(CheckpointVerificationError) as info:
         verify_receipt(envelope, _replace_checkpoint(receipt, tampered), policy, now=NOW)
     assert info.value.check == "checkpoint_signature"
 
@@ -202,14 +202,14 @@ async def test_checkpoint_signature_tampering_is_a_checkpoint_error(logged, poli
     first = sigs[0]
     sigs[0] = type(first)(first.name, first.key_id, flip_bit(first.signature, 5))
     tampered = type(note)(note.text, tuple(sigs)).format()
-    with pytest.raises(CheckpointError) as info:
+    with pytest.raises(CheckpointVerificationError) as info:
         verify_receipt(envelope, _replace_checkpoint(receipt, tampered), policy, now=NOW)
     assert info.value.check == "checkpoint_signature"
     # A tampered time stamp line (the log's key, type 0x04) is refused too.
     sigs = list(note.signatures)
     stamp = sigs[1]
     sigs[1] = type(stamp)(stamp.name, stamp.key_id, flip_bit(stamp.signature, 70))
-    with pytest.raises(CheckpointError):
+    with pytest.raises(CheckpointVerificationError):
         verify_receipt(envelope, _replace_checkpoint(receipt, type(note)(note.text, tuple(sigs)).format()), policy, now=NOW)
 
 
@@ -220,7 +220,7 @@ async def test_checkpoint_of_an_unknown_log_is_a_checkpoint_error(logged, tmp_pa
 
     other = Ed25519NoteSigner(parse_note(receipt["checkpoint"]).text.split("\n")[0], Ed25519PrivateKey.generate())
     stranger = TrustPolicy.load(write_trust_policy(tmp_path, other.vkey))
-    with pytest.raises(CheckpointError):
+    with pytest.raises(CheckpointVerificationError):
         verify_receipt(envelope, receipt, stranger, now=NOW)
 
 
@@ -255,7 +255,7 @@ async def test_witness_quorum_is_enforced(logged, server, tmp_path):
     witness = CosignatureSigner("witness.example/w1", Ed25519PrivateKey.generate())
     extra = f"witness w1 {witness.vkey}\n"
     strict, _ = await trust_policy_for(server, tmp_path, extra_policy=extra, quorum="w1")
-    with pytest.raises(QuorumError) as info:
+    with pytest.raises(WitnessQuorumError) as info:
         verify_receipt(envelope, receipt, strict, now=NOW)
     assert info.value.check == "witness_quorum"
     # The same checkpoint with that witness's cosignature added meets the quorum.

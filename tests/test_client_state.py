@@ -15,7 +15,7 @@ from logserver.client import (
     ConsistencyProof,
     EvidenceError,
     LogClient,
-    RollbackError,
+    FleetRollbackError,
     SplitViewError,
     SplitViewEvidence,
     StateError,
@@ -62,7 +62,7 @@ async def test_rollback_to_an_older_bundle_is_refused(log_a, policy, tmp_path):
     verify_receipt(new_env, new_receipt, policy, now=NOW, state=state)
     state.save()
     reloaded = ClientState.load(tmp_path / "state.json")
-    with pytest.raises(RollbackError) as info:
+    with pytest.raises(FleetRollbackError) as info:
         verify_receipt(old_env, old_receipt, policy, now=NOW, state=reloaded)
     assert info.value.check == "fleet_rollback"
     # The refused verification changed nothing.
@@ -81,7 +81,7 @@ async def test_online_check_catches_a_superseded_bundle(log_a, policy):
         assert checks.results[-1].name == "fleet_latest" and checks.results[-1].ok
         await submit(log_a.session, factory.envelope())
         checks = CheckLog()
-        with pytest.raises(RollbackError) as info:
+        with pytest.raises(FleetRollbackError) as info:
             await verify_receipt_online(client, old_env, old_receipt, policy, now=NOW, checks=checks)
     assert info.value.check == "fleet_latest"
     assert "superseded by sequence 1" in str(info.value)
@@ -97,7 +97,7 @@ async def test_same_sequence_with_another_payload_is_refused(log_a, policy, tmp_
     receipt = await submit(log_a.session, env)
     state = ClientState(tmp_path / "s.json")
     state.record_fleet("substitute-fleet", 0, b"\x01" * 32, "elsewhere", 0)
-    with pytest.raises(RollbackError):
+    with pytest.raises(FleetRollbackError):
         verify_receipt(env, receipt, policy, now=NOW, state=state)
 
 

@@ -15,6 +15,7 @@ from aiohttp.test_utils import TestServer
 from bundle_factory import Authorities, default_authorities
 from logserver.bundle import Envelope
 from logserver.client import TrustPolicy
+from logserver.client.policy import authorities_toml
 
 JSON = {"Content-Type": "application/json"}
 
@@ -29,18 +30,10 @@ def write_trust_policy(directory: Path, log_vkey: str, *, authorities: Authoriti
     policy_name = name.replace(".toml", ".policy")
     (directory / policy_name).write_text(f"log {log_vkey}\n{extra_policy}quorum {quorum}\n")
     path = directory / name
-    path.write_text(f"""tlog_policy = "{policy_name}"
-
-[[authorities]]
-name = "{auth.signer.name}"
-role = "signer"
-keys = ["signer.pub.pem"]
-
-[[authorities]]
-name = "{auth.countersigner.name}"
-role = "countersigner"
-keys = ["countersigner.pub.pem"]
-""")
+    path.write_text(f'tlog_policy = "{policy_name}"\n\n' + authorities_toml([
+        (auth.signer.name, "signer", ["signer.pub.pem"]),
+        (auth.countersigner.name, "countersigner", ["countersigner.pub.pem"]),
+    ]))
     return path
 
 

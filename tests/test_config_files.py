@@ -39,3 +39,26 @@ def test_performance_keys_have_defaults_bounds_and_types(tmp_path):
         key = next(iter(bad))
         with pytest.raises(ConfigError, match=key):
             config_from_dict({**base, **bad}, base=tmp_path, environ={})
+
+
+def test_authorities_tables_are_written_once_for_the_server_and_the_client(tmp_path):
+    # One writer (client.policy.authorities_toml) for both files: each reader gets the
+    # key files back, whatever characters their paths hold.
+    import tomllib
+
+    from logserver.client.policy import authorities_toml
+
+    odd = 'odd "dir"\\\t\x7f'
+    (tmp_path / odd).mkdir()
+    (tmp_path / odd / "s.pem").write_text("x")
+    (tmp_path / "c.pem").write_text("x")
+    text = authorities_toml([("s", "signer", [f"{odd}/s.pem"]), ("c", "countersigner", ["c.pem"])])
+    assert tomllib.loads(text)["authorities"] == [
+        {"name": "s", "role": "signer", "keys": [f"{odd}/s.pem"]},
+        {"name": "c", "role": "countersigner", "keys": ["c.pem"]},
+    ]
+    cfg = tmp_path / "logserver.toml"
+    cfg.write_text('origin = "example.com/log"\nlog_key = "k.pem"\n\n' + text)
+    config = load_config(cfg)
+    assert [(a.name, a.role, a.keys) for a in config.authorities] == [
+        ("s", "signer", (tmp_path / odd / "s.pem",)), ("c", "countersigner", (tmp_path / "c.pem",))]

@@ -12,7 +12,7 @@ from logserver.formats import (
     SIG_TYPE_COSIGNATURE_V1,
     SIG_TYPE_ED25519,
     Checkpoint,
-    CheckpointError,
+    CheckpointFormatError,
     CosignatureError,
     CosignatureSigner,
     CosignatureVerifier,
@@ -178,7 +178,7 @@ def test_signer_only_cosigns_checkpoints():
     signer = CosignatureSigner(WITNESS, private())
     reserved_origin = SPEC_BODY.replace("example.com/behind-the-sofa", "cosignature/v1").encode()
     for message in [b"not a checkpoint\n", b"\xff\n", reserved_origin]:
-        with pytest.raises(CheckpointError):
+        with pytest.raises(CheckpointFormatError):
             signer.sign_at(message, 1)
 
 

@@ -11,8 +11,8 @@ from logserver.formats import (
     Ed25519NoteSigner,
     InvalidSignatureError,
     NoteSignature,
-    PolicyError,
-    QuorumError,
+    PolicyFormatError,
+    QuorumNotMetError,
     UnknownOriginError,
     UnverifiedNoteError,
     format_vkey,
@@ -86,11 +86,11 @@ def test_spec_example_quorum():
     policy.check_quorum({"X1", "X3", "Y2"})
     policy.check_quorum(set(WITNESS_NAMES))
     want = r"group 'X-and-Y': got 1 of 2 members witnessed, want at least 2 \(not witnessed: 'X-witnesses'\)"
-    with pytest.raises(QuorumError, match=want):
+    with pytest.raises(QuorumNotMetError, match=want):
         policy.check_quorum({"X1", "Y1", "Y2", "Y3"})
-    with pytest.raises(QuorumError, match="not witnessed: 'Y-witnesses'"):
+    with pytest.raises(QuorumNotMetError, match="not witnessed: 'Y-witnesses'"):
         policy.check_quorum({"X1", "X2", "X3"})
-    with pytest.raises(QuorumError, match="got 0 of 2"):
+    with pytest.raises(QuorumNotMetError, match="got 0 of 2"):
         policy.check_quorum(set())
 
 
@@ -134,7 +134,7 @@ def test_names_are_opaque_octets():
     policy = parse_policy(data)
     assert len(policy.witnesses) == 3
     assert len(policy.groups["all-of-them"].members) == 3
-    with pytest.raises(QuorumError):
+    with pytest.raises(QuorumNotMetError):
         policy.check_quorum({"K", "\u212a"})
     policy.check_quorum(set(policy.witnesses))
 
@@ -145,7 +145,7 @@ def test_quorum_none_and_single_witness():
     assert none.quorum == "none"
     single = parse_policy(witness_lines(["X1", "X2"]) + "quorum X2\n")
     single.check_quorum({"X2"})
-    with pytest.raises(QuorumError, match="witness 'X2': got no verified cosignature"):
+    with pytest.raises(QuorumNotMetError, match="witness 'X2': got no verified cosignature"):
         single.check_quorum({"X1"})
 
 
@@ -164,7 +164,7 @@ def test_k_of_n(threshold, passing, failing):
     for witnessed in passing:
         policy.check_quorum(witnessed)
     for witnessed in failing:
-        with pytest.raises(QuorumError, match="group 'g'"):
+        with pytest.raises(QuorumNotMetError, match="group 'g'"):
             policy.check_quorum(witnessed)
 
 
@@ -179,9 +179,9 @@ def test_nested_groups_three_levels():
     )
     policy.check_quorum({"Y1", "Y3"})
     policy.check_quorum({"X1", "X2", "Y3"})
-    with pytest.raises(QuorumError, match="not witnessed: 'ab'"):
+    with pytest.raises(QuorumNotMetError, match="not witnessed: 'ab'"):
         policy.check_quorum({"X1", "Y3"})
-    with pytest.raises(QuorumError, match="not witnessed: 'Y3'"):
+    with pytest.raises(QuorumNotMetError, match="not witnessed: 'Y3'"):
         policy.check_quorum({"X1", "X2", "Y1"})
 
 
@@ -199,7 +199,7 @@ def test_implementation_limit_of_32_is_supported():
     groups = "".join(f"group g{i} any w{i}\n" for i in range(32))
     policy = parse_policy(lines + groups + "group top 32 " + " ".join(f"g{i}" for i in range(32)) + "\nquorum top\n")
     policy.check_quorum({f"w{i}" for i in range(32)})
-    with pytest.raises(QuorumError, match="got 31 of 32"):
+    with pytest.raises(QuorumNotMetError, match="got 31 of 32"):
         policy.check_quorum({f"w{i}" for i in range(31)})
 
 
@@ -275,7 +275,7 @@ ED_VKEY_OF_X1 = format_vkey("x1.witness.example", 0x01, WITNESSES["X1"].verifier
     ],
 )
 def test_parse_rejects(text):
-    with pytest.raises(PolicyError):
+    with pytest.raises(PolicyFormatError):
         parse_policy(text)
 
 
@@ -293,7 +293,7 @@ def test_verify_checkpoint_with_quorum():
 
 def test_verify_checkpoint_quorum_not_met():
     policy = parse_policy(SPEC_POLICY)
-    with pytest.raises(QuorumError, match="X-witnesses"):
+    with pytest.raises(QuorumNotMetError, match="X-witnesses"):
         policy.verify_checkpoint(checkpoint_note(["X1", "Y1", "Y2"]))
 
 
@@ -326,7 +326,7 @@ def test_verify_checkpoint_ignores_unknown_cosigners_and_duplicates():
     body = Checkpoint(ORIGIN, 5, bytes(32)).body()
     note = sign_note(body, [LOG, WITNESSES["X1"], stranger])
     duplicated = note + note.splitlines(True)[-2]  # the X1 line again
-    with pytest.raises(QuorumError, match="got 1 of 2"):
+    with pytest.raises(QuorumNotMetError, match="got 1 of 2"):
         policy.verify_checkpoint(duplicated)
 
 

@@ -182,3 +182,52 @@ def test_receipt_json_is_byte_identical_to_the_dict_encoding():
             assert receipt_json(7, b"\1" * 32, 30, note, proof, duplicate=duplicate) == want
             checked += 1
     assert checked == 8
+
+
+def test_receipt_parses_what_the_log_builds():
+    from logserver.formats import build_receipt, parse_receipt, receipt_json
+
+    for duplicate in (False, True):
+        data = receipt_json(5, b"\1" * 32, SPEC_CHECKPOINT.size, NOTE, H, duplicate=duplicate)
+        receipt = parse_receipt(data)
+        assert (receipt.index, receipt.leaf_hash, receipt.tree_size) == (5, b"\1" * 32, SPEC_CHECKPOINT.size)
+        assert (receipt.inclusion_proof, receipt.checkpoint) == (tuple(H), SPEC_CHECKPOINT)
+        assert receipt.duplicate is duplicate
+        assert receipt.tlog_proof == parse_tlog_proof(receipt.tlog_proof.format())
+        built = build_receipt(5, b"\1" * 32, SPEC_CHECKPOINT.size, NOTE, H, duplicate=duplicate)
+        assert parse_receipt(built) == receipt
+
+
+@pytest.mark.parametrize(
+    ("change", "part", "disagreement"),
+    [
+        pytest.param(lambda r: r.update(index=6), "inclusion", True, id="index differs from the tlog-proof"),
+        pytest.param(lambda r: r.update(index=SPEC_CHECKPOINT.size), "inclusion", False, id="index beyond the tree"),
+        pytest.param(lambda r: r.update(inclusion_proof=r["inclusion_proof"][::-1]), "inclusion", True,
+                     id="hashes differ from the tlog-proof"),
+        pytest.param(lambda r: r.update(tree_size=1), "checkpoint", True, id="tree_size differs from the checkpoint"),
+        pytest.param(lambda r: r.update(checkpoint=NOTE.replace("109482", "109483")), "checkpoint", True,
+                     id="checkpoint differs from the tlog-proof's"),
+        pytest.param(lambda r: r.update(checkpoint="not a note"), "checkpoint", False, id="checkpoint malformed"),
+        pytest.param(lambda r: r.update(duplicate=0), "receipt", False, id="duplicate not a boolean"),
+        pytest.param(lambda r: r.update(extra=1), "receipt", False, id="unknown field"),
+    ],
+)
+def test_receipt_error_names_the_part_that_is_wrong(change, part, disagreement):
+    from logserver.formats import ReceiptError, build_receipt, parse_receipt
+
+    receipt = build_receipt(5, b"\1" * 32, SPEC_CHECKPOINT.size, NOTE, H, duplicate=False)
+    change(receipt)
+    with pytest.raises(ReceiptError) as info:
+        parse_receipt(receipt)
+    assert (info.value.part, info.value.disagreement) == (part, disagreement)
+
+
+def test_receipt_json_is_strict():
+    from logserver.formats import ReceiptError, parse_receipt, receipt_json
+
+    data = receipt_json(5, b"\1" * 32, SPEC_CHECKPOINT.size, NOTE, H, duplicate=False)
+    for bad in (data[:-1] + b',"index":5}', data + b"\n{}", data.replace(b'"index":5', b'"index":-0'),
+                data.decode().encode("utf-16"), data.replace(b'"index":5', b'"index":5.0')):
+        with pytest.raises(ReceiptError, match="receipt"):
+            parse_receipt(bad)

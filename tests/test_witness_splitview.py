@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 import pg
-from logserver.client import CheckpointError, QuorumError, TrustPolicy
+from logserver.client import CheckpointVerificationError, WitnessQuorumError, TrustPolicy
 from logserver.client.checkpoints import verify_checkpoint
 from test_client_support import write_trust_policy
 from witness_harness import ScriptedLog, start_witness, write_witness_config
@@ -66,10 +66,10 @@ async def test_each_witness_cosigns_at_most_one_history(setup):
 
     # A client requiring both witnesses accepts neither view ...
     for view in (honest_view, evil_view):
-        with pytest.raises(QuorumError):
+        with pytest.raises(WitnessQuorumError):
             verify_checkpoint(view, both)
     # ... and the log cannot merge them: b's cosignature is over the other root, so it
     # does not verify on the honest checkpoint, which the client then rejects outright.
     merged = staple(honest_view, cosig_b)
-    with pytest.raises(CheckpointError, match="cosignature by split.test/b"):
+    with pytest.raises(CheckpointVerificationError, match="cosignature by split.test/b"):
         verify_checkpoint(merged, both)

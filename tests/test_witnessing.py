@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives import serialization
 import pg
 from bundle_factory import BundleFactory
 from logserver.cli.monitor import explain
-from logserver.client import QuorumError, TrustPolicy, verify_receipt
+from logserver.client import WitnessQuorumError, TrustPolicy, verify_receipt
 from logserver.client.log_client import LogClient
 from logserver.monitor.monitor import Monitor
 from logserver.formats import parse_note
@@ -131,7 +131,7 @@ async def test_one_witness_down_still_publishes(cluster):
     assert status == 201, receipt
     assert witness_lines(c, receipt["checkpoint"]) == {"w1", "w2"}
     verify_receipt(body, receipt, client_policy(c, "group two 2 w1 w2 w3\n", "two", "two.toml"))
-    with pytest.raises(QuorumError):
+    with pytest.raises(WitnessQuorumError):
         verify_receipt(body, receipt, client_policy(c, "group every all w1 w2 w3\n", "every", "all.toml"))
     failures = await metric(c, 'logserver_cosigning_failures_total{reason="unreachable",witness="w3"}')
     assert failures and float(failures[0].split()[-1]) >= 1
@@ -236,7 +236,7 @@ async def test_fail_open_publishes_without_a_quorum(cluster):
     status, _, receipt = await post(c, body)
     assert status == 201, receipt
     assert witness_lines(c, receipt["checkpoint"]) <= {"w3"}
-    with pytest.raises(QuorumError):
+    with pytest.raises(WitnessQuorumError):
         verify_receipt(body, receipt, client_policy(c, "group two 2 w1 w2 w3\n", "two", "two.toml"))
     await c.start_witness("w1")
     await c.start_witness("w2")

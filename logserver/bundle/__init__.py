@@ -22,7 +22,7 @@ from .errors import (
     BundleError,
     MalformedEnvelopeError,
     MalformedPayloadError,
-    PolicyError,
+    SignaturePolicyError,
     SizeLimitError,
     ValidityError,
 )
@@ -42,7 +42,6 @@ from .policy import VerifiedBundle, verify_envelope
 
 __all__ = [
     "ALGORITHMS",
-    "Admitted",
     "ALL_CODES",
     "LEAF_VERSION",
     "MAX_ENVELOPE_BYTES",
@@ -50,6 +49,7 @@ __all__ = [
     "MAX_SIGNATURES",
     "PAYLOAD_TYPE",
     "ROLES",
+    "Admitted",
     "AuthorityConfigError",
     "AuthorityKey",
     "AuthorityPrivateKey",
@@ -61,9 +61,9 @@ __all__ = [
     "FleetKey",
     "MalformedEnvelopeError",
     "MalformedPayloadError",
-    "PolicyError",
     "Role",
     "Signature",
+    "SignaturePolicyError",
     "SizeLimitError",
     "ValidityError",
     "VerifiedBundle",

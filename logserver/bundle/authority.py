@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.serialization import (
 )
 
 from .dsse import Envelope, Signature, pae
-from .errors import AuthorityConfigError, PolicyError
+from .errors import AuthorityConfigError, SignaturePolicyError
 
 Role: TypeAlias = Literal["signer", "countersigner"]
 ROLES: tuple[Role, ...] = ("signer", "countersigner")
@@ -87,14 +87,14 @@ class AuthorityKey:
         return cls(keyid_for(public_key), authority, role, public_key)
 
     def verify(self, message: bytes, signature: bytes) -> None:
-        """Verify `signature` over `message` (the PAE); raise PolicyError if invalid."""
+        """Verify `signature` over `message` (the PAE); raise SignaturePolicyError if invalid."""
         try:
             if isinstance(self.public_key, ed25519.Ed25519PublicKey):
                 self.public_key.verify(signature, message)
             else:
                 self.public_key.verify(signature, message, _ECDSA_SHA256)
         except InvalidSignature:
-            raise PolicyError(
+            raise SignaturePolicyError(
                 f"signature by keyid {self.keyid} ({self.role} {self.authority!r}) "
                 "does not verify over the envelope's PAE",
                 code="invalid_signature",

@@ -20,7 +20,7 @@ import json
 import re
 from dataclasses import dataclass
 
-from ._strict import Reject, exact_object, json_type, strict_b64, strict_json
+from ..formats.strict import decode_base64, exact_object, json_type, strict_json
 from .errors import MalformedEnvelopeError, SizeLimitError
 
 MAX_ENVELOPE_BYTES = 64 * 1024
@@ -129,10 +129,7 @@ def parse_envelope(data: bytes) -> Envelope:
             f"envelope: got {len(data)} bytes, want <= {MAX_ENVELOPE_BYTES}",
             code="envelope_too_large",
         )
-    try:
-        obj = strict_json(data)
-    except Reject as exc:
-        raise MalformedEnvelopeError(f"envelope: {exc}") from None
+    obj = strict_json(data, "envelope", MalformedEnvelopeError)
     fields = exact_object("envelope", obj, _ENVELOPE_FIELDS, MalformedEnvelopeError)
     payload_type = _string("payloadType", fields["payloadType"])
     payload = _base64("payload", _string("payload", fields["payload"]))
@@ -177,8 +174,5 @@ def _string(name: str, value: object) -> str:
 
 
 def _base64(name: str, value: str) -> bytes:
-    try:
-        return strict_b64(value, allow_urlsafe=True)
-    except Reject as exc:
-        raise MalformedEnvelopeError(f"{name}: {exc}") from None
+    return decode_base64(value, name, MalformedEnvelopeError, urlsafe=True)
 

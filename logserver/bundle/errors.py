@@ -55,7 +55,7 @@ class SizeLimitError(MalformedEnvelopeError):
     codes = frozenset({"envelope_too_large", "leaf_too_large"})
 
 
-class PolicyError(BundleError):
+class SignaturePolicyError(BundleError):
     """The envelope is well-formed but the dual-signature policy refuses it: HTTP 422."""
 
     http_status = 422
@@ -89,7 +89,7 @@ ALL_CODES: frozenset[str] = frozenset().union(
             MalformedEnvelopeError,
             MalformedPayloadError,
             SizeLimitError,
-            PolicyError,
+            SignaturePolicyError,
             ValidityError,
         )
     )

@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.serialization import (
     load_der_public_key,
 )
 
-from ._strict import Reject, exact_object, json_type, strict_b64, strict_json
+from ..formats.strict import decode_base64, exact_object, json_type, strict_json
 from .errors import MalformedPayloadError, ValidityError
 
 PAYLOAD_TYPE = "application/vnd.logserver.fleet-bundle+json"
@@ -81,10 +81,7 @@ def payload_digest(payload: bytes) -> bytes:
 
 def parse_payload(data: bytes) -> FleetBundle:
     """Parse payload bytes under the strict schema; raise MalformedPayloadError."""
-    try:
-        obj = strict_json(data)
-    except Reject as exc:
-        raise MalformedPayloadError(f"payload: {exc}") from None
+    obj = strict_json(data, "payload", MalformedPayloadError)
     fields = exact_object("payload", obj, _PAYLOAD_FIELDS, MalformedPayloadError)
     fleet_id = _identifier("fleet_id", fields["fleet_id"])
     sequence = fields["sequence"]
@@ -179,10 +176,7 @@ def _fleet_key(index: int, raw: object) -> FleetKey:
     encoded = fields["public_key"]
     if not isinstance(encoded, str):
         raise MalformedPayloadError(f"{name}.public_key: got {json_type(encoded)}, want string")
-    try:
-        der = strict_b64(encoded, allow_urlsafe=False)
-    except Reject as exc:
-        raise MalformedPayloadError(f"{name}.public_key: {exc}") from None
+    der = decode_base64(encoded, f"{name}.public_key", MalformedPayloadError)
     _check_spki(f"{name}.public_key", algorithm, der)
     return FleetKey(key_id, algorithm, der)
 

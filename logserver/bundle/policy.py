@@ -27,7 +27,7 @@ from datetime import datetime, timezone
 
 from .authority import AuthorityKey, AuthoritySet
 from .dsse import Envelope
-from .errors import PolicyError
+from .errors import SignaturePolicyError
 from .payload import PAYLOAD_TYPE, FleetBundle, check_validity, parse_payload, payload_digest
 
 
@@ -55,7 +55,7 @@ def verify_envelope(
     current UTC time.
     """
     if envelope.payload_type != PAYLOAD_TYPE:
-        raise PolicyError(
+        raise SignaturePolicyError(
             f"payloadType: got {envelope.payload_type!r}, want {PAYLOAD_TYPE!r}",
             code="unsupported_payload_type",
         )
@@ -68,13 +68,13 @@ def verify_envelope(
     signer_keyids = sorted(key.keyid for _, key in pinned if key.role == "signer")
     countersigner_keyids = sorted(key.keyid for _, key in pinned if key.role == "countersigner")
     if not signer_keyids:
-        raise PolicyError(
+        raise SignaturePolicyError(
             f"no signature under a signer key: got keyids {_keyids(envelope)}, want one of "
             f"authorities {sorted(authorities.authorities('signer'))}",
             code="signer_signature_missing",
         )
     if not countersigner_keyids:
-        raise PolicyError(
+        raise SignaturePolicyError(
             f"no signature under a countersigner key: got keyids {_keyids(envelope)}, want "
             f"one of authorities {sorted(authorities.authorities('countersigner'))}",
             code="countersigner_signature_missing",

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from ..client.policy import authorities_toml
 from ..config import ENV_LISTEN, Config, load_config
 from .errors import CliError
 from .keygen import make_authority_key, make_log_key
@@ -96,16 +97,8 @@ def run(args: argparse.Namespace) -> int:
 
 # The same two tables pin the demo authorities in the server config and in the
 # client trust policy (the formats are shared on purpose: docs/client.md).
-DEV_AUTHORITIES = """[[authorities]]
-name = "demo-signer"
-role = "signer"
-keys = ["signer.pub.pem"]
-
-[[authorities]]
-name = "demo-countersigner"
-role = "countersigner"
-keys = ["countersigner.pub.pem"]
-"""
+DEV_AUTHORITIES = authorities_toml([("demo-signer", "signer", ["signer.pub.pem"]),
+                                    ("demo-countersigner", "countersigner", ["countersigner.pub.pem"])])
 
 
 def prepare_dev(data_dir: Path) -> Path:

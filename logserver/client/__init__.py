@@ -8,32 +8,31 @@ See docs/client.md.
 from .checkpoints import VerifiedCheckpoint, log_timestamp, verify_checkpoint
 from .consistency import ConsistencyProof, check_consistent
 from .errors import (
-    CheckpointError,
+    CheckpointVerificationError,
     ConsistencyError,
     ExpiredError,
+    FleetRollbackError,
     InclusionError,
     LogMisbehaviourError,
     MalformedError,
-    QuorumError,
-    RollbackError,
     SignatureError,
     SplitViewError,
     StateError,
     VerificationFailure,
+    WitnessQuorumError,
 )
 from .evidence import EVIDENCE_TYPE, EvidenceError, EvidenceVerdict, SplitViewEvidence, verify_evidence
 from .log_client import HTTPStatusError, LogClient, LogClientError, MalformedResponseError, ProofMismatchError
 from .online import fetch_consistency_proof, verify_receipt_online
 from .policy import TrustPolicy, TrustPolicyError
-from .receipt import Receipt, parse_receipt
 from .state import ClientState, FleetRecord, open_state
-from .verify import CheckLog, CheckResult, VerifiedReceipt, load_envelope, verify_receipt
+from .verify import CheckLog, CheckResult, Receipt, VerifiedReceipt, load_envelope, load_receipt, verify_receipt
 
 __all__ = [
     "EVIDENCE_TYPE",
     "CheckLog",
     "CheckResult",
-    "CheckpointError",
+    "CheckpointVerificationError",
     "ClientState",
     "ConsistencyError",
     "ConsistencyProof",
@@ -41,6 +40,7 @@ __all__ = [
     "EvidenceVerdict",
     "ExpiredError",
     "FleetRecord",
+    "FleetRollbackError",
     "HTTPStatusError",
     "InclusionError",
     "LogClient",
@@ -49,9 +49,7 @@ __all__ = [
     "MalformedError",
     "MalformedResponseError",
     "ProofMismatchError",
-    "QuorumError",
     "Receipt",
-    "RollbackError",
     "SignatureError",
     "SplitViewError",
     "SplitViewEvidence",
@@ -61,12 +59,13 @@ __all__ = [
     "VerificationFailure",
     "VerifiedCheckpoint",
     "VerifiedReceipt",
+    "WitnessQuorumError",
     "check_consistent",
     "fetch_consistency_proof",
     "load_envelope",
+    "load_receipt",
     "log_timestamp",
     "open_state",
-    "parse_receipt",
     "verify_checkpoint",
     "verify_evidence",
     "verify_receipt",

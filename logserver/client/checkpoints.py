@@ -4,10 +4,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..formats import Checkpoint, FormatError, VerificationError, parse_note, timestamp_of, verify_note
-from ..formats import QuorumError as FormatsQuorumError
+from ..formats import (
+    Checkpoint,
+    FormatError,
+    QuorumNotMetError,
+    VerificationError,
+    parse_note,
+    timestamp_of,
+    verify_note,
+)
 from ..formats.errors import UnverifiedNoteError
-from .errors import CheckpointError, QuorumError
+from ..formats.strict import utf8_text
+from .errors import CheckpointVerificationError, WitnessQuorumError
 from .policy import TrustPolicy
 
 
@@ -43,26 +51,22 @@ def verify_checkpoint(note: str | bytes, policy: TrustPolicy) -> VerifiedCheckpo
     origin, cosigned by witnesses meeting the quorum (C2SP tlog-policy). Any signature by
     a known key that fails rejects the note (signed-note "Signatures").
 
-    Raises `CheckpointError` or `QuorumError`.
+    Raises `CheckpointVerificationError` or `WitnessQuorumError`.
     """
-    if isinstance(note, bytes):
-        try:
-            note = note.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise CheckpointError(f"checkpoint: invalid UTF-8 at byte {exc.start}") from None
+    note = utf8_text(note, "checkpoint", CheckpointVerificationError)
     try:
         checkpoint, _, witnesses = policy.tlog.verify_checkpoint(note)
-    except FormatsQuorumError as exc:
-        raise QuorumError(str(exc)) from None
+    except QuorumNotMetError as exc:
+        raise WitnessQuorumError(str(exc)) from None
     except (FormatError, VerificationError) as exc:
-        raise CheckpointError(f"checkpoint: {exc}") from None
+        raise CheckpointVerificationError(f"checkpoint: {exc}") from None
     return VerifiedCheckpoint(checkpoint, note, witnesses, log_timestamp(note, checkpoint.origin, policy))
 
 
 def log_timestamp(note: str, origin: str, policy: TrustPolicy) -> int | None:
     """The log's signed time for the checkpoint: the timestamp of its cosignature/v1
     line by the log's own key (docs/formats.md, "Checkpoints"), verified. None when the
-    note has no such line; `CheckpointError` when it has one that does not verify."""
+    note has no such line; `CheckpointVerificationError` when it has one that does not verify."""
     verifiers = policy.timestamp_verifiers(origin)
     if not verifiers:
         return None
@@ -71,6 +75,6 @@ def log_timestamp(note: str, origin: str, policy: TrustPolicy) -> int | None:
     except UnverifiedNoteError:
         return None
     except (FormatError, VerificationError) as exc:
-        raise CheckpointError(f"checkpoint time stamp line: {exc}") from None
+        raise CheckpointVerificationError(f"checkpoint time stamp line: {exc}") from None
     stamps = [timestamp_of(sig.signature) for sig in opened.verified]
     return max(stamps)

@@ -53,20 +53,20 @@ class InclusionError(VerificationFailure):
     default_check = "inclusion_proof"
 
 
-class CheckpointError(VerificationFailure):
+class CheckpointVerificationError(VerificationFailure):
     """The checkpoint is malformed, from a log the policy does not list, or not
     validly signed by that log."""
 
     default_check = "checkpoint_signature"
 
 
-class QuorumError(VerificationFailure):
+class WitnessQuorumError(VerificationFailure):
     """The checkpoint's verified witness cosignatures do not satisfy the policy quorum."""
 
     default_check = "witness_quorum"
 
 
-class RollbackError(VerificationFailure):
+class FleetRollbackError(VerificationFailure):
     """The bundle is older than one already accepted for its fleet, differs from the
     accepted bundle of the same sequence, or is no longer the fleet's latest."""
 

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..formats import Ed25519NoteVerifier, FormatError, VerificationError, open_checkpoint
+from ..formats.strict import hex_hash, strict_json
 from ..merkle import MerkleError, verify_consistency
 from .policy import TrustPolicy
 
@@ -73,7 +74,7 @@ class SplitViewEvidence:
         return json.dumps(self.to_dict(), indent=2) + "\n"
 
     @classmethod
-    def from_dict(cls, obj: Mapping[str, Any]) -> SplitViewEvidence:
+    def from_dict(cls, obj: object) -> SplitViewEvidence:
         """Parse the JSON form; raises `EvidenceError`."""
         if not isinstance(obj, Mapping) or set(obj) != _FIELDS or obj.get("type") != EVIDENCE_TYPE:
             raise EvidenceError(f"evidence: want a JSON object of type {EVIDENCE_TYPE!r} with fields {sorted(_FIELDS)}")
@@ -88,20 +89,14 @@ class SplitViewEvidence:
         if raw_proof is not None:
             if not isinstance(raw_proof, list) or len(raw_proof) > 128:
                 raise EvidenceError("evidence consistency_proof: want null or a list of hex hashes")
-            try:
-                proof = tuple(_hex32(h) for h in raw_proof)
-            except ValueError as exc:
-                raise EvidenceError(f"evidence consistency_proof: {exc}") from None
+            proof = tuple(
+                hex_hash(h, f"evidence consistency_proof[{i}]", EvidenceError) for i, h in enumerate(raw_proof))
         return cls(obj["origin"], obj["log_vkey"], notes[0], notes[1], proof,
                    obj["proof_source"], obj["reason"], obj["observed_at"])
 
     @classmethod
     def from_json(cls, data: bytes | str) -> SplitViewEvidence:
-        try:
-            obj = json.loads(data)
-        except (ValueError, RecursionError) as exc:
-            raise EvidenceError(f"evidence: not JSON ({exc})") from None
-        return cls.from_dict(obj)
+        return cls.from_dict(strict_json(data, "evidence", EvidenceError))
 
     def report(self) -> str:
         """A human-readable account, with the JSON form to re-check at the end."""
@@ -135,12 +130,6 @@ class EvidenceVerdict:
     conclusive: bool
     finding: str
     checkpoints: tuple[Any, Any]
-
-
-def _hex32(value: object) -> bytes:
-    if not isinstance(value, str) or len(value) != 64 or value != value.lower():
-        raise ValueError(f"got {str(value)[:70]!r}, want 64 lowercase hex digits")
-    return bytes.fromhex(value)
 
 
 def verify_evidence(

@@ -20,13 +20,12 @@ well-formed answers (strict JSON, 32-byte hashes, tile lengths, size limits).
 from __future__ import annotations
 
 import asyncio
-import json
-import re
 from collections.abc import Iterable
-from typing import Any, NoReturn
+from typing import Any
 
 import aiohttp
 
+from ..formats.strict import hex_hash, strict_json
 from ..merkle import (
     HASH_SIZE,
     TILE_WIDTH,
@@ -48,8 +47,6 @@ MAX_CHECKPOINT_BYTES = 1 << 20
 MAX_TILE_BYTES = TILE_WIDTH * HASH_SIZE
 MAX_BUNDLE_BYTES = TILE_WIDTH * (2 + 0xFFFF)
 MAX_JSON_BYTES = 64 << 20
-_HEX32 = re.compile(r"[0-9a-f]{64}")
-_MAX_UINT63 = (1 << 63) - 1
 
 
 class LogClientError(Exception):
@@ -74,19 +71,10 @@ class ProofMismatchError(LogClientError):
     """The proof computed from tiles differs from the one the JSON API served."""
 
 
-def _reject_constant(name: str) -> NoReturn:
-    raise ValueError(f"{name} is not JSON")
-
-
 def _hex_hashes(value: Any, what: str) -> list[bytes]:
     if not isinstance(value, list) or len(value) > 128:
         raise MalformedResponseError(f"{what}: want a list of hex hashes")
-    out = []
-    for h in value:
-        if not isinstance(h, str) or _HEX32.fullmatch(h) is None:
-            raise MalformedResponseError(f"{what}: got {str(h)[:80]!r}, want 64 lowercase hex digits")
-        out.append(bytes.fromhex(h))
-    return out
+    return [hex_hash(h, what, MalformedResponseError) for h in value]
 
 
 def _echo(obj: Any, name: str, want: int) -> None:
@@ -164,14 +152,12 @@ class LogClient:
 
     async def get_json(self, path: str, params: dict[str, Any] | None = None, *,
                        max_bytes: int = MAX_JSON_BYTES, not_found_ok: bool = False) -> Any:
-        """GET a JSON document, decoded strictly (no NaN/Infinity)."""
+        """GET a JSON document, decoded strictly (`logserver.formats.strict.strict_json`:
+        UTF-8, no duplicate keys, no NaN/Infinity, nothing after the value)."""
         body = await self.get(path, params, max_bytes=max_bytes, not_found_ok=not_found_ok)
         if body is None:
             return None
-        try:
-            return json.loads(body, parse_constant=_reject_constant)
-        except (ValueError, RecursionError) as exc:
-            raise MalformedResponseError(f"GET {path}: not JSON ({exc})") from None
+        return strict_json(body, f"GET {path}", MalformedResponseError)
 
     # --- tlog-tiles read path -----------------------------------------------------------
 

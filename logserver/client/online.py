@@ -7,7 +7,7 @@
   with a state, the stored checkpoint is proved consistent with both; the proofs are
   fetched from the log);
 * `fleet_latest`: `/v1/fleets/<id>` names this bundle as the fleet's latest. A newer,
-  already valid bundle means this one was superseded: `RollbackError`. The newer bundle
+  already valid bundle means this one was superseded: `FleetRollbackError`. The newer bundle
   the log shows is itself verified (signatures and inclusion) before it counts.
 """
 
@@ -23,12 +23,11 @@ from ..formats import parse_checkpoint, parse_note
 from ..merkle import MerkleError, verify_consistency
 from .checkpoints import VerifiedCheckpoint, verify_checkpoint
 from .consistency import ConsistencyProof, check_consistent
-from .errors import LogMisbehaviourError, RollbackError, VerificationFailure
+from .errors import FleetRollbackError, LogMisbehaviourError, MalformedError, VerificationFailure
 from .log_client import LogClient, LogClientError
 from .policy import TrustPolicy
-from .receipt import parse_receipt
 from .state import ClientState
-from .verify import CheckLog, VerifiedReceipt, _verify, load_envelope
+from .verify import CheckLog, VerifiedReceipt, _verify, load_envelope, load_receipt
 
 
 async def fetch_consistency_proof(client: LogClient, first: VerifiedCheckpoint, second: VerifiedCheckpoint) -> ConsistencyProof:
@@ -75,7 +74,7 @@ async def verify_receipt_online(
     # Learn the sizes first: the proofs between the stored, receipt and latest
     # checkpoints are fetched before the offline checks run.
     try:
-        parsed = parse_receipt(receipt)
+        parsed = load_receipt(receipt)
     except VerificationFailure as exc:
         log.add("receipt_format", False, str(exc))
         exc.check = "receipt_format"
@@ -166,10 +165,17 @@ async def _check_fleet_latest(
             f"a newer bundle of fleet {fleet!r} (sequence {theirs.sequence}, index {theirs.index}) is logged but "
             f"only valid from {format_timestamp(theirs.bundle.not_before)}: this one is still current"))
         return
-    fail(RollbackError(
+    fail(FleetRollbackError(
         f"fleet {fleet!r}: this bundle (sequence {ours.sequence}) is superseded by sequence {theirs.sequence} "
         f"logged at index {theirs.index}, valid since {format_timestamp(theirs.bundle.not_before)}"))
 
 
 def _envelope_bytes(obj: Any) -> bytes:
-    return json.dumps(obj).encode() if obj is not None else b""
+    """The envelope the log answered, as JSON again for `load_envelope` (which refuses
+    b"" and anything else that is not an envelope)."""
+    if obj is None:
+        return b""
+    try:
+        return json.dumps(obj).encode()
+    except TypeError:  # a number with a fraction (formats.strict.NonInteger): no envelope field is one
+        raise MalformedError("envelope: got a non-integer number, want a DSSE envelope object") from None

@@ -5,6 +5,9 @@
 * a C2SP tlog-policy (`log <vkey> [url]`, `witness ...`, `group ...`, `quorum ...`):
   the logs whose checkpoints are trusted and the witness quorum they need.
 
+`authorities_toml` writes the `[[authorities]]` tables, for a trust policy and for a
+server configuration alike (`serve --dev`, the tests and the bench use it).
+
 On disk it is a small TOML file (docs/client.md, "Trust policy"):
 
     tlog_policy = "log.policy"      # path of the tlog-policy file, relative to this file
@@ -24,12 +27,12 @@ from __future__ import annotations
 
 import re
 import tomllib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..bundle import AuthorityKey, AuthoritySet, load_authority_key_pem
+from ..bundle import AuthorityKey, AuthoritySet, Role, load_authority_key_pem
 from ..bundle.errors import AuthorityConfigError
 from ..formats import CosignatureVerifier, Ed25519NoteVerifier, FormatError, Policy, parse_policy
 from ..formats.tlog_policy import PolicyLog
@@ -126,6 +129,25 @@ class TrustPolicy:
         for i, table in enumerate(tables):
             keys.extend(_authority_keys(i, table, base))
         return cls.from_parts(keys, tlog_text)
+
+
+def authorities_toml(authorities: Iterable[tuple[str, Role, Sequence[str | Path]]]) -> str:
+    """The `[[authorities]]` tables, one per (name, role, PEM key files), as TOML text:
+    the same tables in a trust policy file and in the server's configuration."""
+    tables = []
+    for name, role, keys in authorities:
+        files = ", ".join(_toml_string(str(k)) for k in keys)
+        tables.append(f"[[authorities]]\nname = {_toml_string(name)}\nrole = {_toml_string(role)}\nkeys = [{files}]\n")
+    return "\n".join(tables)
+
+
+def _toml_string(value: str) -> str:
+    # A TOML basic string: '"' and '\\' escaped, and the control characters, which
+    # TOML 1.0 does not allow unescaped (U+0000..U+001F and U+007F).
+    escaped = "".join(
+        "\\" + c if c in '"\\' else f"\\u{ord(c):04X}" if c < " " or c == "\x7f" else c for c in value
+    )
+    return f'"{escaped}"'
 
 
 def _authority_keys(i: int, table: object, base: Path) -> list[AuthorityKey]:

@@ -26,9 +26,10 @@ from pathlib import Path
 from typing import Any
 
 from ..formats import Checkpoint, FormatError, parse_checkpoint, parse_note
+from ..formats.strict import hex_hash, json_uint, strict_json
 from .checkpoints import VerifiedCheckpoint, verify_checkpoint
 from .consistency import ConsistencyProof, check_consistent
-from .errors import CheckpointError, QuorumError, RollbackError, StateError
+from .errors import CheckpointVerificationError, FleetRollbackError, StateError, WitnessQuorumError
 from .files import atomic_write, exclusive_lock
 from .policy import TrustPolicy
 
@@ -36,8 +37,6 @@ STATE_VERSION = 1
 STATE_FILE = "client-state.json"
 LOCK_FILE = "client-state.lock"
 _FLEET_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
-_HEX32 = re.compile(r"[0-9a-f]{64}")
-_MAX_UINT63 = (1 << 63) - 1
 
 
 @dataclass(frozen=True)
@@ -77,10 +76,7 @@ class ClientState:
     @classmethod
     def loads(cls, data: bytes | str) -> ClientState:
         """Parse the JSON form strictly; raises `StateError`."""
-        try:
-            obj = json.loads(data)
-        except (ValueError, RecursionError) as exc:
-            raise StateError(f"client state: not JSON ({exc})") from None
+        obj = strict_json(data, "client state", StateError)
         if not isinstance(obj, dict) or set(obj) != {"version", "logs", "fleets"} or obj["version"] != STATE_VERSION:
             raise StateError(f"client state: want an object with version {STATE_VERSION}, logs and fleets")
         state = cls()
@@ -140,18 +136,18 @@ class ClientState:
     # --- checks and updates -------------------------------------------------------------
 
     def check_fleet(self, fleet_id: str, sequence: int, payload_digest: bytes) -> str:
-        """Raise `RollbackError` if a bundle of `fleet_id` with a higher sequence, or a
+        """Raise `FleetRollbackError` if a bundle of `fleet_id` with a higher sequence, or a
         different bundle with the same sequence, was already accepted."""
         record = self._fleets.get(fleet_id)
         if record is None:
             return f"first bundle seen for fleet {fleet_id!r} (sequence {sequence})"
         if sequence < record.sequence:
-            raise RollbackError(
+            raise FleetRollbackError(
                 f"fleet {fleet_id!r} sequence: got {sequence}, want at least {record.sequence} "
                 f"(already accepted, logged at index {record.index} of {record.origin!r})"
             )
         if sequence == record.sequence and payload_digest != record.payload_digest:
-            raise RollbackError(
+            raise FleetRollbackError(
                 f"fleet {fleet_id!r} sequence {sequence}: got payload digest {payload_digest.hex()}, want the "
                 f"accepted bundle's {record.payload_digest.hex()} (two different bundles with one sequence)"
             )
@@ -202,10 +198,10 @@ def _reverify(note: str, policy: TrustPolicy) -> VerifiedCheckpoint:
     the checkpoint was stored, and only the log's signature matters for evidence."""
     try:
         return verify_checkpoint(note, policy)
-    except QuorumError:
+    except WitnessQuorumError:
         checkpoint = _parse_note_checkpoint(note, "stored checkpoint")
         return VerifiedCheckpoint(checkpoint, note, frozenset(), None)
-    except CheckpointError as exc:
+    except CheckpointVerificationError as exc:
         raise StateError(f"stored checkpoint no longer verifies under the policy: {exc}") from None
 
 
@@ -222,11 +218,9 @@ def _parse_fleet(fleet_id: str, entry: Any) -> FleetRecord:
         raise StateError(f"{where}: bad fleet id")
     if not isinstance(entry, dict) or set(entry) != {"sequence", "payload_digest", "origin", "index"}:
         raise StateError(f"{where}: want sequence, payload_digest, origin and index")
-    for name in ("sequence", "index"):
-        if type(entry[name]) is not int or not 0 <= entry[name] <= _MAX_UINT63:
-            raise StateError(f"{where}.{name}: got {entry[name]!r}, want an integer in [0, 2^63-1]")
-    if not isinstance(entry["payload_digest"], str) or _HEX32.fullmatch(entry["payload_digest"]) is None:
-        raise StateError(f"{where}.payload_digest: want 64 lowercase hex digits")
+    sequence = json_uint(entry["sequence"], f"{where}.sequence", StateError)
+    index = json_uint(entry["index"], f"{where}.index", StateError)
+    digest = hex_hash(entry["payload_digest"], f"{where}.payload_digest", StateError)
     if not isinstance(entry["origin"], str) or not entry["origin"]:
         raise StateError(f"{where}.origin: want a non-empty string")
-    return FleetRecord(entry["sequence"], bytes.fromhex(entry["payload_digest"]), entry["origin"], entry["index"])
+    return FleetRecord(sequence, digest, entry["origin"], index)

@@ -45,21 +45,21 @@ from ..bundle import (
     parse_envelope,
     verify_envelope,
 )
-from ..bundle.errors import PolicyError as BundlePolicyError
+from ..bundle.errors import SignaturePolicyError
+from ..formats.receipt import Receipt, ReceiptError, parse_receipt
 from ..merkle import MerkleError, verify_inclusion
 from .checkpoints import VerifiedCheckpoint, verify_checkpoint
 from .consistency import ConsistencyProof
 from .errors import (
-    CheckpointError,
+    CheckpointVerificationError,
     ExpiredError,
     InclusionError,
     MalformedError,
-    QuorumError,
     SignatureError,
     VerificationFailure,
+    WitnessQuorumError,
 )
 from .policy import TrustPolicy
-from .receipt import Receipt, parse_receipt
 from .state import ClientState
 
 # verify_envelope's own expiry check is disabled with the earliest time there is; the
@@ -164,10 +164,30 @@ def load_envelope(envelope: Envelope | bytes | str) -> Envelope:
         raise MalformedError(f"envelope: {exc}") from None
 
 
+# What each part of a malformed receipt fails (docs/client.md, "Checks"): when the
+# receipt's two halves disagree, the check is `receipt_format` whatever the part.
+_RECEIPT_FAILURES: dict[str, tuple[type[VerificationFailure], str]] = {
+    "receipt": (MalformedError, "receipt_format"),
+    "checkpoint": (CheckpointVerificationError, "checkpoint_signature"),
+    "inclusion": (InclusionError, "inclusion_proof"),
+}
+
+
+def load_receipt(receipt: Mapping[str, Any] | bytes | str) -> Receipt:
+    """A `Receipt` from its JSON (bytes, text or decoded object), strictly parsed and
+    its two halves compared (`logserver.formats.parse_receipt`); raises
+    `MalformedError`, `CheckpointVerificationError` or `InclusionError`."""
+    try:
+        return parse_receipt(receipt)
+    except ReceiptError as exc:
+        failure, check = _RECEIPT_FAILURES[exc.part]
+        raise failure(str(exc), check="receipt_format" if exc.disagreement else check) from None
+
+
 def _check_signatures(envelope: Envelope, policy: TrustPolicy) -> tuple[Any, str]:
     try:
         verified = verify_envelope(envelope, policy.authorities, _BEGINNING)
-    except BundlePolicyError as exc:
+    except SignaturePolicyError as exc:
         raise SignatureError(f"{exc} [{exc.code}]") from None
     except MalformedPayloadError as exc:
         raise MalformedError(f"payload: {exc}") from None
@@ -222,12 +242,12 @@ def _check_checkpoint(receipt: Receipt, policy: TrustPolicy, log: CheckLog) -> V
     """Checks `checkpoint_signature` and `witness_quorum` (one verification yields both)."""
     try:
         verified = verify_checkpoint(receipt.checkpoint_note, policy)
-    except QuorumError as exc:
+    except WitnessQuorumError as exc:
         log.add("checkpoint_signature", True, f"signed by log {receipt.checkpoint.origin!r}")
         log.add("witness_quorum", False, str(exc))
         exc.check = "witness_quorum"
         raise
-    except CheckpointError as exc:
+    except CheckpointVerificationError as exc:
         log.add("checkpoint_signature", False, str(exc))
         exc.check = "checkpoint_signature"
         raise
@@ -287,7 +307,7 @@ def _verify(
     elif now.tzinfo is None:
         raise TypeError("verify_receipt: now must be timezone-aware")
     parsed = log.run("receipt_format", lambda: (
-        parse_receipt(receipt), "receipt parses; its tlog-proof agrees with its index, proof hashes and checkpoint"))
+        load_receipt(receipt), "receipt parses; its tlog-proof agrees with its index, proof hashes and checkpoint"))
     env = log.run("envelope_format", lambda: (load_envelope(envelope), "envelope is a well-formed DSSE envelope"))
     verified = log.run("envelope_signatures", lambda: _check_signatures(env, policy))
     if check_window:

@@ -26,7 +26,7 @@ from typing import Protocol
 import aiohttp
 
 from ..config import WitnessingConfig
-from ..formats import Policy, QuorumError
+from ..formats import Policy, QuorumNotMetError
 from ..storage import CheckpointRow
 from ..storage.cosignatures import CosignatureStore
 from ..read.tree_reader import BeyondTreeError, TreeReader
@@ -185,7 +185,7 @@ class WitnessedPublisher:
         try:
             self.policy.check_quorum(witnessed)
             met = True
-        except QuorumError as e:
+        except QuorumNotMetError as e:
             met = False
             log.warning("checkpoint %d (size %d): %s", checkpoint.id, checkpoint.tree_size, e)
         self.metrics.quorum_met.set(1 if met else 0)

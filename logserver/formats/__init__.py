@@ -4,13 +4,14 @@ tlog-policy and tlog-witness bodies. See docs/architecture.md."""
 from .checkpoint import RESERVED_ORIGIN, Checkpoint, open_checkpoint, parse_checkpoint, sign_checkpoint
 from .cosignature import CosignatureSigner, CosignatureVerifier, cosigned_message, timestamp_of
 from .errors import (
-    CheckpointError,
+    CheckpointFormatError,
     CosignatureError,
     FormatError,
     InvalidSignatureError,
     NoteError,
-    PolicyError,
-    QuorumError,
+    PolicyFormatError,
+    QuorumNotMetError,
+    ReceiptError,
     TlogProofError,
     UnknownOriginError,
     UnverifiedNoteError,
@@ -35,6 +36,7 @@ from .note import (
     sign_note,
     verify_note,
 )
+from .receipt import Receipt, build_receipt, parse_receipt, receipt_json
 from .tlog_policy import Policy, PolicyGroup, PolicyLog, PolicyWitness, parse_policy
 from .tlog_proof import TlogProof, parse_tlog_proof
 from .tlog_witness import (
@@ -55,7 +57,7 @@ __all__ = [
     "TLOG_SIZE_CONTENT_TYPE",
     "AddCheckpointRequest",
     "Checkpoint",
-    "CheckpointError",
+    "CheckpointFormatError",
     "CosignatureError",
     "CosignatureSigner",
     "CosignatureVerifier",
@@ -70,11 +72,13 @@ __all__ = [
     "NoteVerifier",
     "OpenedNote",
     "Policy",
-    "PolicyError",
+    "PolicyFormatError",
     "PolicyGroup",
     "PolicyLog",
     "PolicyWitness",
-    "QuorumError",
+    "QuorumNotMetError",
+    "Receipt",
+    "ReceiptError",
     "TlogProof",
     "TlogProofError",
     "UnknownOriginError",
@@ -83,6 +87,7 @@ __all__ = [
     "Vkey",
     "VkeyError",
     "WitnessRequestError",
+    "build_receipt",
     "compute_key_id",
     "cosigned_message",
     "format_tlog_size",
@@ -95,10 +100,12 @@ __all__ = [
     "parse_checkpoint",
     "parse_note",
     "parse_policy",
+    "parse_receipt",
     "parse_signature_lines",
     "parse_tlog_proof",
     "parse_tlog_size",
     "parse_vkey",
+    "receipt_json",
     "sign_checkpoint",
     "sign_note",
     "timestamp_of",

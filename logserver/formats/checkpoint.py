@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from ._codec import MAX_UINT63, clip, decode_hash, encode_base64, parse_decimal
-from .errors import CheckpointError, NoteError
+from .errors import CheckpointFormatError, NoteError
 from .note import NoteSigner, NoteVerifier, OpenedNote, check_note_text, open_note, sign_note
+from .strict import MAX_UINT63, clip, decode_hash, encode_base64, parse_decimal
 
 RESERVED_ORIGIN = "cosignature/v1"
 """The one origin we refuse, on every checkpoint we build or parse.
@@ -24,9 +24,9 @@ itself allows the origin; no real log uses it.
 
 def _check_line(value: object, what: str) -> None:
     if not isinstance(value, str) or not value:
-        raise CheckpointError(f"{what}: got {value!r}, want a non-empty line")
+        raise CheckpointFormatError(f"{what}: got {value!r}, want a non-empty line")
     if "\n" in value:
-        raise CheckpointError(f"{what}: got {clip(value)}, want a single line")
+        raise CheckpointFormatError(f"{what}: got {clip(value)}, want a single line")
 
 
 @dataclass(frozen=True)
@@ -41,20 +41,20 @@ class Checkpoint:
     def __post_init__(self) -> None:
         _check_line(self.origin, "checkpoint origin")
         if self.origin == RESERVED_ORIGIN:
-            raise CheckpointError(f"checkpoint origin: got {RESERVED_ORIGIN!r}, want any other name")
+            raise CheckpointFormatError(f"checkpoint origin: got {RESERVED_ORIGIN!r}, want any other name")
         if type(self.size) is not int or not 0 <= self.size <= MAX_UINT63:
-            raise CheckpointError(f"checkpoint size: got {self.size!r}, want an integer in [0, 2^63-1]")
+            raise CheckpointFormatError(f"checkpoint size: got {self.size!r}, want an integer in [0, 2^63-1]")
         if not isinstance(self.root, bytes) or len(self.root) != 32:
-            raise CheckpointError(f"checkpoint root: got {self.root!r}, want 32 bytes")
+            raise CheckpointFormatError(f"checkpoint root: got {self.root!r}, want 32 bytes")
         if not isinstance(self.extensions, tuple):
-            raise CheckpointError(f"checkpoint extensions: got {type(self.extensions).__name__}, want tuple")
+            raise CheckpointFormatError(f"checkpoint extensions: got {type(self.extensions).__name__}, want tuple")
         for line in self.extensions:
             # tlog-checkpoint "Note text": extension lines MUST be non-empty.
             _check_line(line, "checkpoint extension line")
         try:
             check_note_text(self.body())
         except NoteError as exc:
-            raise CheckpointError(f"checkpoint body is not a valid note text: {exc}") from None
+            raise CheckpointFormatError(f"checkpoint body is not a valid note text: {exc}") from None
 
     def body(self) -> str:
         """The note text: origin, size, base64 root and extension lines, each ending in a newline."""
@@ -65,19 +65,19 @@ class Checkpoint:
 def parse_checkpoint(text: str) -> Checkpoint:
     """Parse a checkpoint note text strictly and canonically (tlog-checkpoint "Note text")."""
     if not isinstance(text, str):
-        raise CheckpointError(f"checkpoint: got {type(text).__name__}, want str")
+        raise CheckpointFormatError(f"checkpoint: got {type(text).__name__}, want str")
     try:
         check_note_text(text)
     except NoteError as exc:
-        raise CheckpointError(f"checkpoint: {exc}") from None
+        raise CheckpointFormatError(f"checkpoint: {exc}") from None
     lines = text[:-1].split("\n")
     if len(lines) < 3:
-        raise CheckpointError(f"checkpoint: got {len(lines)} lines, want at least 3")
+        raise CheckpointFormatError(f"checkpoint: got {len(lines)} lines, want at least 3")
     for number, line in enumerate(lines, start=1):
         if not line:
-            raise CheckpointError(f"checkpoint line {number}: got an empty line, want non-empty")
-    size = parse_decimal(lines[1], "checkpoint size", CheckpointError)
-    root = decode_hash(lines[2], "checkpoint root", CheckpointError)
+            raise CheckpointFormatError(f"checkpoint line {number}: got an empty line, want non-empty")
+    size = parse_decimal(lines[1], "checkpoint size", CheckpointFormatError)
+    root = decode_hash(lines[2], "checkpoint root", CheckpointFormatError)
     checkpoint = Checkpoint(origin=lines[0], size=size, root=root, extensions=tuple(lines[3:]))
     if checkpoint.body() != text:
         raise AssertionError(f"checkpoint does not round-trip: {text!r}")

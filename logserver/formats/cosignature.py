@@ -19,10 +19,10 @@ from collections.abc import Callable
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from ._codec import MAX_UINT63
 from ._ed25519_key import Ed25519KeySigner, Ed25519KeyVerifier
 from .checkpoint import parse_checkpoint
-from .errors import CheckpointError, CosignatureError, InvalidSignatureError
+from .errors import CheckpointFormatError, CosignatureError, InvalidSignatureError
+from .strict import MAX_UINT63
 from .vkey import SIG_TYPE_COSIGNATURE_V1
 
 COSIGNATURE_V1_HEADER = b"cosignature/v1\n"
@@ -99,14 +99,14 @@ class CosignatureSigner(Ed25519KeySigner):
     def sign_at(self, message: bytes, timestamp: int) -> bytes:
         """Cosign the checkpoint body `message` with the given POSIX timestamp.
 
-        Refuses (`CheckpointError`) anything but a valid checkpoint body: the cosigned
+        Refuses (`CheckpointFormatError`) anything but a valid checkpoint body: the cosigned
         message is defined only over checkpoints, and the check upholds the
         domain separation argued in `checkpoint.RESERVED_ORIGIN`.
         """
         try:
             parse_checkpoint(message.decode("utf-8"))
         except UnicodeDecodeError:
-            raise CheckpointError("cosigned message: got invalid UTF-8, want a checkpoint body") from None
+            raise CheckpointFormatError("cosigned message: got invalid UTF-8, want a checkpoint body") from None
         signed = cosigned_message(message, timestamp)
         return timestamp.to_bytes(TIMESTAMP_SIZE, "big") + self._private_key.sign(signed)
 

@@ -8,6 +8,8 @@ to 400 and the second to 403 (or whatever the protocol at hand prescribes).
 
 from __future__ import annotations
 
+from typing import Literal
+
 
 class FormatError(ValueError):
     """Base class: malformed input for one of the formats of logserver.formats."""
@@ -21,7 +23,7 @@ class VkeyError(FormatError):
     """A malformed verifier key (vkey) or one of a signature type we cannot use here."""
 
 
-class CheckpointError(FormatError):
+class CheckpointFormatError(FormatError):
     """A malformed checkpoint body (C2SP tlog-checkpoint)."""
 
 
@@ -33,8 +35,26 @@ class TlogProofError(FormatError):
     """A malformed proof file (C2SP tlog-proof@v1)."""
 
 
-class PolicyError(FormatError):
+class PolicyFormatError(FormatError):
     """A malformed or inconsistent policy file (C2SP tlog-policy)."""
+
+
+class ReceiptError(FormatError):
+    """A malformed receipt (docs/formats.md, "Receipts and tlog-proof").
+
+    `part` is what is wrong: the receipt's JSON ("receipt"), its checkpoint
+    ("checkpoint") or its inclusion claim, index and proof hashes ("inclusion").
+    `disagreement` is True when both halves, the JSON fields and the tlog-proof text,
+    are well-formed but say different things.
+    """
+
+    def __init__(
+        self, message: str, *, part: Literal["receipt", "checkpoint", "inclusion"] = "receipt",
+        disagreement: bool = False,
+    ) -> None:
+        super().__init__(message)
+        self.part = part
+        self.disagreement = disagreement
 
 
 class WitnessRequestError(FormatError):
@@ -57,5 +77,5 @@ class UnknownOriginError(VerificationError):
     """A checkpoint from a log (origin) the policy does not list."""
 
 
-class QuorumError(VerificationError):
+class QuorumNotMetError(VerificationError):
     """The verified cosignatures do not satisfy the policy's quorum."""

@@ -15,9 +15,9 @@ from typing import Protocol
 
 from cryptography.exceptions import InvalidSignature
 
-from ._codec import clip, decode_base64, encode_base64
 from ._ed25519_key import Ed25519KeySigner, Ed25519KeyVerifier
 from .errors import InvalidSignatureError, NoteError, UnverifiedNoteError
+from .strict import clip, decode_base64, encode_base64
 from .vkey import KEY_ID_SIZE, SIG_TYPE_ED25519, check_key_name
 
 MAX_NOTE_SIZE = 1 << 20

@@ -1,16 +1,37 @@
-"""The receipt a submitter gets: everything needed to verify inclusion offline.
+"""The receipt a log returns for a submission (docs/formats.md, "Receipts and
+tlog-proof"): everything needed to verify inclusion offline. The log builds it
+(`build_receipt`, `receipt_json`), a client parses it (`parse_receipt`).
 
-    {"index", "leaf_hash", "tree_size", "checkpoint", "inclusion_proof", "proof", "duplicate"}
+    {"index", "leaf_hash", "tree_size", "checkpoint", "inclusion_proof", "proof",
+     "duplicate"[, "envelope"]}
 
 `checkpoint` is the signed note text, `inclusion_proof` the RFC 6962 audit path
 as lowercase hex, and `proof` the same inclusion as C2SP tlog-proof@v1 text.
-Together with the envelope and the log's public key it verifies offline.
+`envelope`, the logged envelope, is in a duplicate's answer and GET /v1/fleets.
+
+Parsing also checks that the tlog-proof text says exactly what the JSON fields say:
+the same index, the same inclusion proof hashes, the same checkpoint note byte for
+byte, whose size is `tree_size`. A receipt whose two halves disagree is refused, so
+a verifier can never be shown one and checked against the other. Nothing is
+verified here: signatures and the proof are the client's checks.
 """
+
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
 from json.encoder import encode_basestring_ascii  # what json.dumps uses for str (C)
+from typing import Any
 
-from .tlog_proof import TlogProof, format_tlog_proof
+from .checkpoint import Checkpoint, parse_checkpoint
+from .errors import FormatError, ReceiptError
+from .note import parse_note
+from .strict import hex_hash, json_type, json_uint, strict_json
+from .tlog_proof import MAX_INCLUSION_PROOF_HASHES, TlogProof, format_tlog_proof, parse_tlog_proof
+
+MAX_RECEIPT_BYTES = 4 << 20
+_REQUIRED = frozenset({"index", "leaf_hash", "tree_size", "checkpoint", "inclusion_proof", "proof", "duplicate"})
+_OPTIONAL = frozenset({"envelope"})
 
 
 def build_receipt(
@@ -38,3 +59,107 @@ def receipt_json(index: int, leaf_hash: bytes, tree_size: int, checkpoint_note: 
                b",".join(b'"' + h.hex().encode() + b'"' for h in proof),
                encode_basestring_ascii(format_tlog_proof(index, proof, checkpoint_note)).encode(),
                b"true" if duplicate else b"false")
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """A parsed receipt whose tlog-proof agrees with its JSON fields (nothing verified yet)."""
+
+    index: int
+    leaf_hash: bytes
+    tree_size: int
+    checkpoint_note: str
+    checkpoint: Checkpoint
+    inclusion_proof: tuple[bytes, ...]
+    tlog_proof: TlogProof
+    duplicate: bool
+    logged_envelope: Mapping[str, Any] | None
+
+
+def parse_receipt(data: bytes | str | Mapping[str, Any]) -> Receipt:
+    """Parse a receipt (JSON bytes/text or an already decoded object) strictly.
+
+    Raises `ReceiptError`: `part` "receipt" for malformed JSON or fields, "checkpoint"
+    when the checkpoint note does not parse or disagrees with `tree_size` or the
+    tlog-proof, "inclusion" when the index lies beyond the checkpoint or disagrees
+    with the tlog-proof's index or hashes; `disagreement` when the two halves of the
+    receipt are each well-formed but say different things.
+    """
+    if isinstance(data, bytes) and len(data) > MAX_RECEIPT_BYTES:
+        raise ReceiptError(f"receipt: got {len(data)} bytes, want at most {MAX_RECEIPT_BYTES}")
+    if isinstance(data, (bytes, str)):
+        obj = strict_json(data, "receipt", ReceiptError)
+    elif isinstance(data, Mapping):
+        obj = data
+    else:
+        raise ReceiptError(f"receipt: got {type(data).__name__}, want JSON bytes, text or an object")
+    if not isinstance(obj, Mapping):
+        raise ReceiptError(f"receipt: got JSON {json_type(obj)}, want an object")
+    missing = sorted(_REQUIRED - obj.keys())
+    unknown = sorted(obj.keys() - _REQUIRED - _OPTIONAL)
+    if missing or unknown:
+        raise ReceiptError(
+            f"receipt fields: got missing {missing} and unknown {unknown}, want exactly "
+            f"{sorted(_REQUIRED)} (plus optional 'envelope')"
+        )
+    index = json_uint(obj["index"], "receipt index", ReceiptError)
+    tree_size = json_uint(obj["tree_size"], "receipt tree_size", ReceiptError)
+    leaf_hash = hex_hash(obj["leaf_hash"], "receipt leaf_hash", ReceiptError)
+    raw_proof = obj["inclusion_proof"]
+    if not isinstance(raw_proof, list) or len(raw_proof) > MAX_INCLUSION_PROOF_HASHES:
+        raise ReceiptError(f"receipt inclusion_proof: want a list of at most {MAX_INCLUSION_PROOF_HASHES} hex hashes")
+    proof = tuple(hex_hash(h, f"receipt inclusion_proof[{i}]", ReceiptError) for i, h in enumerate(raw_proof))
+    if not isinstance(obj["duplicate"], bool):
+        raise ReceiptError(f"receipt duplicate: got {json_type(obj['duplicate'])}, want true or false")
+    note, proof_text = obj["checkpoint"], obj["proof"]
+    if not isinstance(note, str) or not isinstance(proof_text, str):
+        raise ReceiptError("receipt checkpoint and proof: want strings")
+    logged = obj.get("envelope")
+    if logged is not None and not isinstance(logged, Mapping):
+        raise ReceiptError("receipt envelope: want a JSON object")
+    try:
+        checkpoint = parse_checkpoint(parse_note(note).text)
+    except FormatError as exc:
+        raise ReceiptError(f"receipt checkpoint: {exc}", part="checkpoint") from None
+    if index >= checkpoint.size:
+        raise ReceiptError(
+            f"receipt index: got {index}, want less than the checkpoint's tree size {checkpoint.size}",
+            part="inclusion",
+        )
+    try:
+        tlog_proof = parse_tlog_proof(proof_text)
+    except FormatError as exc:
+        raise ReceiptError(f"receipt proof (tlog-proof): {exc}") from None
+
+    # The two halves of the receipt must say the same thing.
+    if tlog_proof.checkpoint != note:
+        raise ReceiptError(
+            "receipt: the tlog-proof's checkpoint differs from the receipt's checkpoint field, want identical notes",
+            part="checkpoint", disagreement=True,
+        )
+    if checkpoint.size != tree_size:
+        raise ReceiptError(
+            f"receipt tree_size: got {tree_size}, want the checkpoint's size {checkpoint.size}",
+            part="checkpoint", disagreement=True,
+        )
+    if tlog_proof.index != index:
+        raise ReceiptError(
+            f"receipt index: got {index}, but its tlog-proof says index {tlog_proof.index}",
+            part="inclusion", disagreement=True,
+        )
+    if tlog_proof.inclusion_proof != proof:
+        raise ReceiptError(
+            "receipt inclusion_proof: the hex hashes differ from the tlog-proof's hashes, want the same proof",
+            part="inclusion", disagreement=True,
+        )
+    return Receipt(
+        index=index,
+        leaf_hash=leaf_hash,
+        tree_size=tree_size,
+        checkpoint_note=note,
+        checkpoint=checkpoint,
+        inclusion_proof=proof,
+        tlog_proof=tlog_proof,
+        duplicate=obj["duplicate"],
+        logged_envelope=logged,
+    )

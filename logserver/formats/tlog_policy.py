@@ -17,12 +17,12 @@ from collections.abc import Mapping, Set
 from dataclasses import dataclass
 from types import MappingProxyType
 
-from ._codec import clip
 from .checkpoint import Checkpoint, parse_checkpoint
 from .cosignature import CosignatureVerifier
-from .errors import FormatError, PolicyError, QuorumError, UnknownOriginError, UnverifiedNoteError
+from .errors import FormatError, PolicyFormatError, QuorumNotMetError, UnknownOriginError, UnverifiedNoteError
 from .keys import SUPPORTED_SIG_TYPES, verifier_from_vkey
 from .note import NoteVerifier, OpenedNote, parse_note, verify_note
+from .strict import clip
 from .vkey import SIG_TYPE_COSIGNATURE_V1, parse_vkey
 
 NONE = "none"
@@ -81,7 +81,7 @@ class Policy:
     quorum: str
 
     def check_quorum(self, witnessed: Set[str]) -> None:
-        """Raise `QuorumError` unless the witnesses named in `witnessed` (policy names
+        """Raise `QuorumNotMetError` unless the witnesses named in `witnessed` (policy names
         whose cosignatures verified) satisfy the quorum."""
         unknown = set(witnessed) - self.witnesses.keys()
         if unknown:
@@ -90,7 +90,7 @@ class Policy:
             return
         memo: dict[str, bool] = {}
         if not self._satisfied(self.quorum, witnessed, memo):
-            raise QuorumError(f"quorum not met: {self._explain(self.quorum, witnessed, memo)}")
+            raise QuorumNotMetError(f"quorum not met: {self._explain(self.quorum, witnessed, memo)}")
 
     def _satisfied(self, name: str, witnessed: Set[str], memo: dict[str, bool]) -> bool:
         if name not in memo:
@@ -160,39 +160,39 @@ class _PolicyBuilder:
             public_key = parse_vkey(vkey).public_key
             verifier = verifier_from_vkey(vkey, allowed)
         except UnicodeDecodeError:
-            raise PolicyError(f"vkey: got {octets[:40]!r}, want UTF-8") from None
+            raise PolicyFormatError(f"vkey: got {octets[:40]!r}, want UTF-8") from None
         except FormatError as exc:
-            raise PolicyError(str(exc)) from None
+            raise PolicyFormatError(str(exc)) from None
         if public_key in seen_keys:
-            raise PolicyError(f"{what}: duplicate public key, want each key listed once")
+            raise PolicyFormatError(f"{what}: duplicate public key, want each key listed once")
         seen_keys.add(public_key)
         # open_note refuses two verifiers sharing name and key ID; only a log and a
         # witness listing one key under one name and type could get here.
         key_id = (verifier.name, verifier.key_id)
         if key_id in self.verifier_ids:
-            raise PolicyError(f"{what}: another key has the same key name and key ID {verifier.key_id.hex()}")
+            raise PolicyFormatError(f"{what}: another key has the same key name and key ID {verifier.key_id.hex()}")
         self.verifier_ids.add(key_id)
         return verifier
 
     def _new_name(self, octets: bytes) -> str:
         name = _text(octets)
         if name == NONE or name in self.witnesses or name in self.groups:
-            raise PolicyError(f"name {clip(name)}: already defined, want a new name")
+            raise PolicyFormatError(f"name {clip(name)}: already defined, want a new name")
         return name
 
     def _defined(self, octets: bytes, what: str) -> str:
         name = _text(octets)
         if name == NONE:
-            raise PolicyError(f"{what}: got 'none', which only the quorum line may name")
+            raise PolicyFormatError(f"{what}: got 'none', which only the quorum line may name")
         if name not in self.witnesses and name not in self.groups:
-            raise PolicyError(f"{what} {clip(name)}: want a witness or group defined on an earlier line")
+            raise PolicyFormatError(f"{what} {clip(name)}: want a witness or group defined on an earlier line")
         return name
 
     def log(self, args: list[bytes]) -> None:
         if len(args) not in (1, 2):
-            raise PolicyError(f"log line: got {len(args)} items after 'log', want <vkey> [<url>]")
+            raise PolicyFormatError(f"log line: got {len(args)} items after 'log', want <vkey> [<url>]")
         if self.log_count >= MAX_LOGS:
-            raise PolicyError(f"logs: want at most {MAX_LOGS}")
+            raise PolicyFormatError(f"logs: want at most {MAX_LOGS}")
         verifier = self._vkey(args[0], SUPPORTED_SIG_TYPES, self.log_keys, "log")
         url = _text(args[1]) if len(args) == 2 else None
         self.logs.setdefault(verifier.name, []).append(PolicyLog(verifier.name, verifier, url))
@@ -200,9 +200,9 @@ class _PolicyBuilder:
 
     def witness(self, args: list[bytes]) -> None:
         if len(args) not in (2, 3):
-            raise PolicyError(f"witness line: got {len(args)} items after 'witness', want <name> <vkey> [<url>]")
+            raise PolicyFormatError(f"witness line: got {len(args)} items after 'witness', want <name> <vkey> [<url>]")
         if len(self.witnesses) >= MAX_WITNESSES:
-            raise PolicyError(f"witnesses: want at most {MAX_WITNESSES}")
+            raise PolicyFormatError(f"witnesses: want at most {MAX_WITNESSES}")
         name = self._new_name(args[0])
         verifier = self._vkey(args[1], frozenset({SIG_TYPE_COSIGNATURE_V1}), self.witness_keys, f"witness {name!r}")
         assert isinstance(verifier, CosignatureVerifier)
@@ -211,15 +211,16 @@ class _PolicyBuilder:
 
     def group(self, args: list[bytes]) -> None:
         if len(args) < 3:
-            raise PolicyError(f"group line: got {len(args)} items after 'group', want <name> <k> <member>...")
+            raise PolicyFormatError(f"group line: got {len(args)} items after 'group', want <name> <k> <member>...")
         if len(self.groups) >= MAX_GROUPS:
-            raise PolicyError(f"groups: want at most {MAX_GROUPS}")
+            raise PolicyFormatError(f"groups: want at most {MAX_GROUPS}")
         name = self._new_name(args[0])
         members = []
         for octets in args[2:]:
             member = self._defined(octets, f"group {name!r} member")
             if member in self.members_used:
-                raise PolicyError(f"group {name!r} member {member!r}: already a group member, want each name once")
+                raise PolicyFormatError(
+                    f"group {name!r} member {member!r}: already a group member, want each name once")
             self.members_used.add(member)
             members.append(member)
         threshold = self._threshold(args[1], len(members), name)
@@ -232,25 +233,25 @@ class _PolicyBuilder:
         if octets == b"any":
             return 1
         if _THRESHOLD.fullmatch(octets) is None:
-            raise PolicyError(f"group {name!r} threshold: got {octets[:40]!r}, want all, any or a decimal k")
+            raise PolicyFormatError(f"group {name!r} threshold: got {octets[:40]!r}, want all, any or a decimal k")
         # Bound the digits before int(): a 1 MiB policy could otherwise hold a huge literal.
         k = int(octets) if len(octets) <= 9 else n + 1
         if not 1 <= k <= n:
-            raise PolicyError(
+            raise PolicyFormatError(
                 f"group {name!r} threshold: got {clip(_text(octets))}, want 1 <= k <= {n} (the member count)"
             )
         return k
 
     def quorum_line(self, args: list[bytes]) -> None:
         if len(args) != 1:
-            raise PolicyError(f"quorum line: got {len(args)} items after 'quorum', want 1")
+            raise PolicyFormatError(f"quorum line: got {len(args)} items after 'quorum', want 1")
         if self.quorum is not None:
-            raise PolicyError("quorum: got a second quorum line, want exactly one")
+            raise PolicyFormatError("quorum: got a second quorum line, want exactly one")
         self.quorum = NONE if args[0] == NONE.encode() else self._defined(args[0], "quorum")
 
     def build(self) -> Policy:
         if self.quorum is None:
-            raise PolicyError("quorum: got no quorum line, want exactly one")
+            raise PolicyFormatError("quorum: got no quorum line, want exactly one")
         return Policy(
             logs=MappingProxyType({origin: tuple(logs) for origin, logs in self.logs.items()}),
             witnesses=MappingProxyType(dict(self.witnesses)),
@@ -265,17 +266,17 @@ def parse_policy(data: bytes | str) -> Policy:
         try:
             data = data.encode("utf-8")
         except UnicodeEncodeError:
-            raise PolicyError("policy: got lone surrogates, want octets") from None
+            raise PolicyFormatError("policy: got lone surrogates, want octets") from None
     if len(data) > MAX_POLICY_SIZE:
-        raise PolicyError(f"policy size: got {len(data)} bytes, want at most {MAX_POLICY_SIZE}")
+        raise PolicyFormatError(f"policy size: got {len(data)} bytes, want at most {MAX_POLICY_SIZE}")
     forbidden = _FORBIDDEN_OCTET.search(data)
     if forbidden:
-        raise PolicyError(
+        raise PolicyFormatError(
             f"policy: got octet 0x{forbidden.group()[0]:02x} at {forbidden.start()}, "
             "want tab, newline, 0x20-0x7e or 0x80-0xff"
         )
     if data and not data.endswith(b"\n"):
-        raise PolicyError("policy: want every line, the last one included, to end in a newline")
+        raise PolicyFormatError("policy: want every line, the last one included, to end in a newline")
     builder = _PolicyBuilder()
     actions = {
         b"log": builder.log,
@@ -290,9 +291,9 @@ def parse_policy(data: bytes | str) -> Policy:
         keyword, *args = _WHITESPACE.split(stripped)
         action = actions.get(keyword)
         if action is None:
-            raise PolicyError(f"line {number}: got keyword {keyword[:40]!r}, want log, witness, group or quorum")
+            raise PolicyFormatError(f"line {number}: got keyword {keyword[:40]!r}, want log, witness, group or quorum")
         try:
             action(args)
-        except PolicyError as exc:
-            raise PolicyError(f"line {number}: {exc}") from None
+        except PolicyFormatError as exc:
+            raise PolicyFormatError(f"line {number}: {exc}") from None
     return builder.build()

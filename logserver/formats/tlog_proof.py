@@ -13,7 +13,10 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 
-from ._codec import (
+from .checkpoint import Checkpoint, parse_checkpoint
+from .errors import FormatError, TlogProofError
+from .note import MAX_NOTE_SIZE, parse_note
+from .strict import (
     MAX_UINT63,
     clip,
     decode_base64,
@@ -23,9 +26,6 @@ from ._codec import (
     parse_decimal,
     split_header_and_checkpoint,
 )
-from .checkpoint import Checkpoint, parse_checkpoint
-from .errors import FormatError, TlogProofError
-from .note import MAX_NOTE_SIZE, parse_note
 
 HEADER = "c2sp.org/tlog-proof@v1"
 MAX_INCLUSION_PROOF_HASHES = 63

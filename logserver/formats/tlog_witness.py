@@ -12,7 +12,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ._codec import (
+from .checkpoint import Checkpoint, parse_checkpoint
+from .errors import FormatError, WitnessRequestError
+from .note import MAX_NOTE_SIZE, parse_note
+from .strict import (
     MAX_UINT63,
     clip,
     decode_bounded_text,
@@ -21,9 +24,6 @@ from ._codec import (
     parse_decimal,
     split_header_and_checkpoint,
 )
-from .checkpoint import Checkpoint, parse_checkpoint
-from .errors import FormatError, WitnessRequestError
-from .note import MAX_NOTE_SIZE, parse_note
 
 TLOG_SIZE_CONTENT_TYPE = "text/x.tlog.size"
 MAX_CONSISTENCY_PROOF_HASHES = 63

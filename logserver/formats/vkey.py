@@ -13,8 +13,8 @@ import hashlib
 import re
 from dataclasses import dataclass
 
-from ._codec import clip, decode_base64, encode_base64
 from .errors import NoteError, VkeyError
+from .strict import clip, decode_base64, encode_base64
 
 SIG_TYPE_ED25519 = 0x01
 """signed-note "Signature types": plain Ed25519 over the note text."""

@@ -14,6 +14,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..formats.strict import json_uint, strict_json
+
 
 class CheckpointFileError(RuntimeError):
     """The checkpoint file exists but cannot be read as one."""
@@ -32,12 +34,13 @@ def read_checkpoint_file(path: Path) -> SavedCheckpoint | None:
         raw = path.read_bytes()
     except FileNotFoundError:
         return None
-    try:
-        obj = json.loads(raw)
-        saved = SavedCheckpoint(int(obj["tree_size"]), int(obj["signed_at_ms"]), str(obj["note"]))
-    except (ValueError, KeyError, TypeError) as e:
-        raise CheckpointFileError(f"checkpoint file {path} is unreadable: {e}") from None
-    return saved
+    what = f"checkpoint file {path} is unreadable"
+    obj = strict_json(raw, what, CheckpointFileError)
+    if not isinstance(obj, dict) or set(obj) != {"tree_size", "signed_at_ms", "note"} \
+            or not isinstance(obj["note"], str):
+        raise CheckpointFileError(f"{what}: want an object of tree_size, signed_at_ms and note")
+    return SavedCheckpoint(json_uint(obj["tree_size"], f"{what}: tree_size", CheckpointFileError),
+                           json_uint(obj["signed_at_ms"], f"{what}: signed_at_ms", CheckpointFileError), obj["note"])
 
 
 def save_checkpoint_file(path: Path, cp: SavedCheckpoint) -> bool:

@@ -10,7 +10,6 @@ caller's per-entry overhead is one function call.
 from __future__ import annotations
 
 import asyncio
-import io
 import logging
 import multiprocessing
 from collections.abc import Sequence
@@ -19,8 +18,9 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from hashlib import sha256
 
-from ..write.admission_wire import decode_keys, encode_keys
-from ..bundle import AuthoritySet, BundleError, decode_leaf, verify_envelope
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from ..bundle import AuthoritySet, BundleError, Role, decode_leaf, load_authority_key_pem, verify_envelope
 from .alerts import POLICY_FAILURE, Alert
 from .fleets import LoggedBundle
 
@@ -102,7 +102,7 @@ class EntryVerifier:
     def _start_pool(self) -> ProcessPoolExecutor:
         self._pool = ProcessPoolExecutor(
             self.processes, mp_context=multiprocessing.get_context("spawn"),
-            initializer=_child_init, initargs=(encode_keys(self.authorities),),
+            initializer=_child_init, initargs=(_pem_keys(self.authorities),),
         )
         return self._pool
 
@@ -115,9 +115,15 @@ class EntryVerifier:
 _child_authorities: AuthoritySet | None = None
 
 
-def _child_init(keys_frame: bytes) -> None:
+def _pem_keys(authorities: AuthoritySet) -> list[tuple[bytes, str, Role]]:
+    """The authority keys as (PEM SPKI, authority, role), which pickle (the key objects do not)."""
+    pem = Encoding.PEM, PublicFormat.SubjectPublicKeyInfo
+    return [(k.public_key.public_bytes(*pem), k.authority, k.role) for k in authorities.values()]
+
+
+def _child_init(keys: list[tuple[bytes, str, Role]]) -> None:
     global _child_authorities
-    _child_authorities = decode_keys(io.BytesIO(keys_frame).read)  # made by encode_keys in the parent
+    _child_authorities = AuthoritySet(load_authority_key_pem(*key) for key in keys)
 
 
 def _child_verify(leaves: list[bytes], first_index: int) -> BundleResult:

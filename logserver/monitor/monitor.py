@@ -35,7 +35,7 @@ from typing import Any
 
 from ..client.checkpoints import VerifiedCheckpoint, log_timestamp, verify_checkpoint
 from ..client.consistency import ConsistencyProof, check_consistent
-from ..client.errors import CheckpointError, ConsistencyError, QuorumError, SplitViewError
+from ..client.errors import CheckpointVerificationError, ConsistencyError, WitnessQuorumError, SplitViewError
 from ..client.log_client import LogClient, LogClientError, MalformedResponseError
 from ..client.policy import TrustPolicy
 from ..formats import parse_checkpoint, parse_note
@@ -169,7 +169,7 @@ class Monitor:
         quorum_met = True
         try:
             latest = verify_checkpoint(note, self.policy)
-        except QuorumError as exc:
+        except WitnessQuorumError as exc:
             quorum_met = False
             # Reported once per tree size (the log re-signs the same tree often). The
             # entries are still worth checking against the log's own signature.
@@ -178,7 +178,7 @@ class Monitor:
                               {"quorum": self.policy.tlog.quorum, "size": size}, {"checkpoint": note},
                               key=f"quorum:{size}"))
             latest = verify_checkpoint(note, self._without_quorum)
-        except CheckpointError as exc:
+        except CheckpointVerificationError as exc:
             self._alert(Alert(kinds.CHECKPOINT_INVALID, f"served checkpoint does not verify: {exc}", {},
                               {"checkpoint": note}, key=f"checkpoint:{_digest(note)}"))
             return None

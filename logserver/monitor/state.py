@@ -16,7 +16,6 @@ recomputes every later root from the entries. The checkpoint may be ahead of it
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,13 +23,12 @@ from typing import Any
 from ..client.errors import StateError
 from ..client.files import atomic_write
 from ..formats import Checkpoint, FormatError, parse_checkpoint, parse_note
+from ..formats.strict import hex_hash, json_uint, strict_json
 from ..merkle import CompactRange, MerkleError
 from .fleets import FleetHead
 
 STATE_VERSION = 1
 STATE_FILE = "monitor-state.json"
-_HEX32 = re.compile(r"[0-9a-f]{64}")
-_MAX = (1 << 63) - 1
 
 
 @dataclass
@@ -82,10 +80,7 @@ class MonitorState:
 
     @classmethod
     def loads(cls, data: bytes) -> MonitorState:
-        try:
-            obj = json.loads(data)
-        except (ValueError, RecursionError) as exc:
-            raise StateError(f"not JSON ({exc})") from None
+        obj = strict_json(data, "not strict JSON", StateError)
         want = {"version", "origin", "checkpoint", "verified", "fleets"}
         if not isinstance(obj, dict) or set(obj) != want or obj["version"] != STATE_VERSION:
             raise StateError(f"want an object with version {STATE_VERSION} and fields {sorted(want)}")
@@ -112,15 +107,11 @@ class MonitorState:
 
 
 def _uint(value: Any, what: str) -> int:
-    if type(value) is not int or not 0 <= value <= _MAX:
-        raise StateError(f"{what}: got {value!r}, want an integer in [0, 2^63-1]")
-    return value
+    return json_uint(value, what, StateError)
 
 
 def _hex(value: Any, what: str) -> bytes:
-    if not isinstance(value, str) or _HEX32.fullmatch(value) is None:
-        raise StateError(f"{what}: want 64 lowercase hex digits")
-    return bytes.fromhex(value)
+    return hex_hash(value, what, StateError)
 
 
 def _compact_range(obj: Any) -> CompactRange:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..config import ConfigError, _Reader, parse_listen, read_toml
+from ..config import ConfigError, TableReader, parse_listen, read_toml
 from ..formats import FormatError, NoteVerifier, verifier_from_vkey
 from ..formats.vkey import SIG_TYPE_ED25519, check_key_name
 
@@ -58,7 +58,7 @@ def load_witness_config(path: Path, *, listen: str | None = None,
 def witness_config_from_dict(raw: dict[str, Any], *, base: Path, listen: str | None = None,
                              environ: dict[str, str] | None = None) -> WitnessConfig:
     environ = {} if environ is None else environ
-    r = _Reader(raw, "", base)
+    r = TableReader(raw, "", base)
     name = r.string("name", required=True)
     try:
         check_key_name(name)
@@ -80,7 +80,7 @@ def witness_config_from_dict(raw: dict[str, Any], *, base: Path, listen: str | N
     for i, item in enumerate(r.list("logs", required=True)):
         if not isinstance(item, dict):
             raise ConfigError(f"logs[{i}]: want a table, got {type(item).__name__}")
-        t = _Reader(item, f"logs[{i}].", base)
+        t = TableReader(item, f"logs[{i}].", base)
         vkey = t.string("vkey", required=True)
         t.done()
         try:

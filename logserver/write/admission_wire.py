@@ -33,14 +33,14 @@ from ..bundle import (
     BundleError,
     MalformedEnvelopeError,
     MalformedPayloadError,
-    PolicyError,
+    SignaturePolicyError,
     SizeLimitError,
     ValidityError,
 )
 
 ROLE_NUMBERS = {"signer": 0, "countersigner": 1}
 ERROR_CLASSES = {c.__name__: c for c in (MalformedEnvelopeError, MalformedPayloadError, SizeLimitError,
-                                          PolicyError, ValidityError)}
+                                          SignaturePolicyError, ValidityError)}
 ADMITTED, REFUSED, FAILED = 0, 1, 2
 READY = b"\x01"
 
