@@ -1,14 +1,12 @@
 """Make a key: the log's Ed25519 signing key, a witness's cosigning key, or a trust
 authority's signing key.
 
-  logserver keygen log --origin example.com/log --out log.key
-      writes log.key (PKCS#8 PEM, mode 0600) and prints the log's verifier key (vkey).
-  logserver keygen witness --name witness.example/w1 --out witness.key
-      writes witness.key (PKCS#8 PEM, mode 0600) and prints the witness's cosignature/v1
-      vkey (signature type 0x04), for the `witness` lines of a tlog-policy.
-  logserver keygen authority --algorithm ed25519|ecdsa-p256 --out signer.key
-      writes signer.key (private, 0600) and signer.pub.pem (public SPKI, for the
-      server's [[authorities]] config and for clients), and prints the keyid.
+`log` writes the private key (PKCS#8 PEM, mode 0600) and prints the log's verifier key
+(vkey). `witness` does the same for a witness and prints its cosignature/v1 vkey
+(signature type 0x04), for the `witness` lines of a tlog-policy. `authority` writes
+the private key (0600) and, beside it, NAME.pub.pem (the public SPKI, for the server's
+[[authorities]] config and for clients), and prints the keyid. An existing file is
+never overwritten (a symlink is not followed), .pub.pem included, unless --force.
 """
 from __future__ import annotations
 
@@ -21,9 +19,15 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
 from ..bundle import keyid_for
 from ..keys.log_key import LogKey, generate_log_key_pem
-from .errors import CliError
+from .errors import CliError, UsageError
 
 HELP = "make a log key or an authority key"
+EXAMPLES = """\
+  logserver keygen log --origin example.com/log --out log.key
+  logserver keygen witness --name witness.example/w1 --out witness.key
+  logserver keygen authority --algorithm ed25519 --out signer.key          # and signer.pub.pem
+  logserver keygen authority --algorithm ecdsa-p256 --out countersigner.key
+"""
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -91,7 +95,7 @@ def make_witness_key(out: Path, name: str, force: bool = False):
     try:
         check_key_name(name)
     except FormatError as e:
-        raise CliError(f"--name: {e}") from None
+        raise UsageError(f"--name: {e}") from None
     write_private(out, generate_log_key_pem(), force)  # the same Ed25519 PKCS#8 PEM as a log key
     return Cosigner.load(out, name)
 
@@ -125,14 +129,14 @@ def public_key_path(private: Path) -> Path:
 def run(args: argparse.Namespace) -> int:
     if args.kind == "log":
         if not args.origin:
-            raise CliError("keygen log needs --origin (the log's name, e.g. example.com/log)")
+            raise UsageError("keygen log needs --origin (the log's name, e.g. example.com/log)")
         key = make_log_key(args.out, args.origin, args.force)
         print(f"wrote {args.out} (keep it secret)")
         print(f"origin: {key.origin}")
         print(f"vkey:   {key.vkey}")
     elif args.kind == "witness":
         if not args.name:
-            raise CliError("keygen witness needs --name (the cosigner name, e.g. witness.example/w1)")
+            raise UsageError("keygen witness needs --name (the cosigner name, e.g. witness.example/w1)")
         cosigner = make_witness_key(args.out, args.name, args.force)
         print(f"wrote {args.out} (keep it secret)")
         print(f"name: {cosigner.name}")

@@ -1,8 +1,5 @@
 """Run the log server.
 
-  logserver serve --config logserver.toml
-  logserver serve --dev [--data-dir data]
-
 --dev is the newcomer's first run: without --config it creates, in the data
 directory, a log key, two demo trust authorities (an Ed25519 signer and an
 ECDSA P-256 countersigner), a config file and a sample payload, and for clients
@@ -24,10 +21,18 @@ from pathlib import Path
 from aiohttp import web
 
 from ..config import ENV_LISTEN, Config, load_config
-from .errors import CliError
+from ._args import int_range, listen_address
+from .errors import CliError, UsageError
+from .preflight import check_data_dir, check_database, check_listen, check_location, database_error, listen_error
 from .keygen import create_file, make_authority_key, make_log_key
 
 HELP = "run the log server"
+EXAMPLES = """\
+  logserver serve --config logserver.toml
+  logserver serve --config logserver.toml --listen 0.0.0.0:8080 --workers 2
+  logserver serve --dev                       # first run: demo keys and config in ./data
+  logserver serve --dev --data-dir /tmp/dev-log
+"""
 log = logging.getLogger(__name__)
 
 DEV_ORIGIN = "localhost/logserver-dev"
@@ -37,28 +42,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", type=Path, help="config file (TOML); see README 'Configuration'")
     p.add_argument("--dev", action="store_true", help="first run: create demo keys and config in the data dir")
     p.add_argument("--data-dir", type=Path, default=Path("data"), help="data directory for --dev (default ./data)")
-    p.add_argument("--listen", help=f"HOST:PORT to listen on (overrides config and ${ENV_LISTEN})")
-    p.add_argument("--workers", type=_positive, default=1,
+    p.add_argument("--listen", type=listen_address, metavar="HOST:PORT",
+                   help=f"address to listen on (overrides the config's listen and ${ENV_LISTEN})")
+    p.add_argument("--workers", type=int_range(1, 256), default=1,
                    help="server processes sharing the port (SO_REUSEPORT); one runs the sequencer (default 1)")
     p.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)  # set by the supervisor
-
-
-def _positive(text: str) -> int:
-    n = int(text)
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"want a number >= 1, got {text}")
-    return n
 
 
 def run(args: argparse.Namespace) -> int:
     if args.config is None:
         if not args.dev:
-            raise CliError("give --config FILE, or --dev for a first run with demo keys")
+            raise UsageError("give --config FILE, or --dev for a first run with demo keys")
         args.config = prepare_dev(args.data_dir.resolve())
-    environ = dict(os.environ)
-    if args.listen:
-        environ[ENV_LISTEN] = args.listen
-    config = load_config(args.config, environ=environ)
+    config = load_config(args.config, listen=args.listen)
+    if args.worker_index is None:  # workers are started by a supervisor that checked already
+        # With --workers the database is left to the workers: each reports it as one
+        # line, and the supervisor stops at the first that cannot start.
+        preflight(config, database=args.workers == 1)
     if args.workers > 1 and args.worker_index is None:
         from ..workers.supervisor import Supervisor
 
@@ -79,19 +79,41 @@ def run(args: argparse.Namespace) -> int:
         write_dev_trust_policy(config, args.config.parent)
         print_dev_instructions(config, args.config)
     host, port = config.host_port
-    web.run_app(
-        app, host=host, port=port, print=lambda msg: log.info("listening on http://%s:%d", host, port),
-        access_log=None, shutdown_timeout=10, keepalive_timeout=75,
-        reuse_port=worker is not None,
-        # Passed on to each connection's RequestHandler. (Not as handler_args=: run_app
-        # has no such parameter, and aiohttp then drops every custom handler setting.)
-        max_headers=64, max_line_size=8190, max_field_size=8190, auto_decompress=False,
-        # Per-connection buffering of request bodies not yet read: aiohttp pauses the socket
-        # at twice this. The 64 KiB default let 200 parallel oversized chunked uploads grow
-        # the process by ~150 MiB (tests/test_fault_bodies.py); 8 KiB keeps it under 20 MiB.
-        read_bufsize=8192,
-    )
+    try:
+        web.run_app(
+            app, host=host, port=port, print=lambda msg: log.info("listening on http://%s:%d", host, port),
+            access_log=None, shutdown_timeout=10, keepalive_timeout=75,
+            reuse_port=worker is not None,
+            # Passed on to each connection's RequestHandler. (Not as handler_args=: run_app
+            # has no such parameter, and aiohttp then drops every custom handler setting.)
+            max_headers=64, max_line_size=8190, max_field_size=8190, auto_decompress=False,
+            # Per-connection buffering of request bodies not yet read: aiohttp pauses the socket
+            # at twice this. The 64 KiB default let 200 parallel oversized chunked uploads grow
+            # the process by ~150 MiB (tests/test_fault_bodies.py); 8 KiB keeps it under 20 MiB.
+            read_bufsize=8192,
+        )
+    except Exception as e:
+        # What the checks before start-up could not see (the port taken meanwhile, the
+        # database gone since): the same one line as theirs.
+        if isinstance(e, OSError) and "attempting to bind" in str(e):
+            raise listen_error(host, port, config.sources.get("listen", "listen"), e) from None
+        error = database_error(e, config.database_url or "(embedded)", config.sources.get("database_url", "the embedded database"))
+        if error is None:
+            raise
+        raise error from None
     return 0
+
+
+def preflight(config: Config, *, database: bool = True) -> None:
+    """What an operator gets wrong, reported before anything is started (cli/preflight.py)."""
+    from ..keys.log_key import LogKey
+
+    LogKey.load(config.log_key, config.origin)  # readable, private, Ed25519: else one ConfigError line
+    check_data_dir(config)
+    check_location(config)
+    check_listen(config)
+    if database:
+        check_database(config)
 
 
 # The same two tables pin the demo authorities in the server config and in the
