@@ -133,13 +133,15 @@ def check_database_url(url: str, key: str) -> None:
 
 def redact_url(url: str) -> str:
     """`url` with its password, if any, replaced by *** (for messages and logs)."""
-    parts = urlsplit(url)
+    has_scheme = "://" in url
+    parts = urlsplit(url if has_scheme else "//" + url)  # USER:PASSWORD@ is found after //
     netloc = parts.netloc
     if parts.password is not None:
         netloc = f"{parts.username or ''}:***@{netloc.rpartition('@')[2]}"
     query = "&".join("password=***" if q.partition("=")[0] == "password" else q
                      for q in parts.query.split("&")) if parts.query else ""
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+    shown = urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+    return shown if has_scheme else shown.removeprefix("//")
 
 
 def read_toml(path: Path) -> dict[str, Any]:

@@ -58,7 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     try:
-        args = build_parser().parse_args(argv)
+        args, extra = build_parser().parse_known_args(argv)
+        if extra:  # reported with the subcommand's usage, not the top level's
+            args.parser.error(f"unrecognized arguments: {' '.join(extra)}")
     except SystemExit as e:  # argparse: a usage error (2), or --help / --version (0)
         return e.code if isinstance(e.code, int) else 2
     logging.basicConfig(

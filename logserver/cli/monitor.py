@@ -58,13 +58,13 @@ def _listen(value: str) -> tuple[str, int]:
 
 
 def run(args: argparse.Namespace) -> int:
+    if not 0 <= args.verify_processes <= 256:
+        raise UsageError(f"--verify-processes: want 0 to 256, got {args.verify_processes}")
     try:
         policy = TrustPolicy.load(args.policy)
     except TrustPolicyError as exc:
         raise CliError(str(exc)) from None
     listen = args.metrics_listen
-    if not 0 <= args.verify_processes <= 256:
-        raise UsageError(f"--verify-processes: want 0 to 256, got {args.verify_processes}")
     args.state.mkdir(parents=True, exist_ok=True)
     # One monitor per state directory: two would race on the state file.
     with exclusive_lock(args.state / "monitor.lock"):
