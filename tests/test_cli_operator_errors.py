@@ -58,15 +58,17 @@ def shared_dir():
         shutil.rmtree(d, ignore_errors=True)
 
 
-def as_other_user(path: Path, *, owner: bool) -> str | None:
-    """The user to run as so that `path` is not accessible: `nobody` (root runs), or None
-    after taking the mode away (other users). `owner`: whether nobody should own `path`."""
+def locked_out(path: Path, mode: int, *, give_nobody: Path | None = None) -> tuple[str | None, str]:
+    """(user to run the child as, that user's name) such that `path` is out of its reach:
+    `nobody` when the tests run as root (who reads and writes anything; `give_nobody`
+    becomes theirs), else this user after `path` gets `mode`."""
     if AS_ROOT:
-        if owner:
+        if give_nobody is not None:
             nobody = pwd.getpwnam("nobody")
-            os.chown(path, nobody.pw_uid, nobody.pw_gid)
-        return "nobody"
-    return None
+            os.chown(give_nobody, nobody.pw_uid, nobody.pw_gid)
+        return "nobody", "nobody"
+    path.chmod(mode)
+    return None, pwd.getpwuid(os.geteuid()).pw_name
 
 
 # ---- the database ----------------------------------------------------------------------
@@ -132,11 +134,8 @@ def test_a_url_of_the_wrong_scheme_names_the_key(tmp_path, cmd, url, says):
 def test_an_unreadable_log_key_is_one_line(shared_dir, cmd):
     config = write_config(shared_dir, UNREACHABLE)
     key = shared_dir / "log.key"
-    user = as_other_user(key, owner=False)
-    if user is None:
-        key.chmod(0o000)
+    user, who = locked_out(key, 0o000)
     line = one_line(run(cmd, config, user=user), cmd, 5)
-    who = user or pwd.getpwuid(os.geteuid()).pw_name
     assert f"log_key: cannot read {key}: Permission denied; this process runs as user {who}" in line, line
     assert f"chown {who} {key}" in line, line
 
@@ -158,11 +157,8 @@ def test_a_data_directory_that_is_not_writable_is_one_line(shared_dir, cmd):
     data = shared_dir / "data"
     data.mkdir(mode=0o755)
     data.chmod(0o755)
-    user = as_other_user(shared_dir / "log.key", owner=True)
-    if user is None:
-        data.chmod(0o555)
+    user, who = locked_out(data, 0o555, give_nobody=shared_dir / "log.key")
     line = one_line(run(cmd, config, user=user), cmd, 5)
-    who = user or pwd.getpwuid(os.geteuid()).pw_name
     assert f"data directory {data} (from data_dir in {config}) is not writable: Permission denied" in line, line
     assert f"chown -R {who} {data}" in line, line
     assert not (data / "postgres").exists()

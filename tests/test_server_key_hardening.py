@@ -17,8 +17,8 @@ from logserver.bundle import Envelope, Signature
 from logserver.config import ConfigError, load_config
 from logserver.server import create_app
 from server_harness import start_server, write_config
+from test_server_duplicates import submit, tree_size
 
-JSON = {"Content-Type": "application/json"}
 P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
 IDENTITY_SPKI = bytes.fromhex("302a300506032b6570032100" + "01" + "00" * 31)
 
@@ -28,16 +28,6 @@ async def server(database_url, tmp_path_factory):
     s = await start_server(write_config(tmp_path_factory.mktemp("keys"), database_url))
     yield s
     await s.close()
-
-
-async def submit(server, body: bytes) -> tuple[int, dict]:
-    async with server.session.post("/v1/bundles", data=body, headers=JSON) as resp:
-        return resp.status, await resp.json()
-
-
-async def tree_size(server) -> int:
-    async with server.session.get("/v1/log") as resp:
-        return (await resp.json())["tree_size"]
 
 
 async def _refused(server, body: bytes, status: int, code: str) -> str:
