@@ -18,13 +18,12 @@ import sys
 import time
 from pathlib import Path
 
-from ..config import load_config
+from ..config import load_config, user_name
 from ..integrity.fsck import fsck
 from ..keys.log_key import LogKey
 from ..storage import Store
 from ..read.tile_file import FILE_NAME, TileFile, log_binding
 from .errors import FileAccessError
-from ..config import user_name
 from .preflight import create_checked_pool, resolve_database
 
 HELP = "verify stored leaves, tiles and checkpoints; locate corruption"
