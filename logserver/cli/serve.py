@@ -18,6 +18,7 @@ import shlex
 import sys
 from pathlib import Path
 
+import asyncpg
 from aiohttp import web
 
 from ..config import ENV_LISTEN, Config, load_config
@@ -55,10 +56,12 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError("give --config FILE, or --dev for a first run with demo keys")
         args.config = prepare_dev(args.data_dir.resolve())
     config = load_config(args.config, listen=args.listen)
-    if args.worker_index is None:  # workers are started by a supervisor that checked already
+    if args.worker_index is None:
         # With --workers the database is left to the workers: each reports it as one
         # line, and the supervisor stops at the first that cannot start.
         preflight(config, database=args.workers == 1)
+    else:  # the supervisor checked the rest (and a sibling may hold the port already)
+        check_database(config)
     if args.workers > 1 and args.worker_index is None:
         from ..workers.supervisor import Supervisor
 
@@ -94,13 +97,16 @@ def run(args: argparse.Namespace) -> int:
         )
     except Exception as e:
         # What the checks before start-up could not see (the port taken meanwhile, the
-        # database gone since): the same one line as theirs.
-        if isinstance(e, OSError) and "attempting to bind" in str(e):
+        # database gone since): the same one line as theirs. Only errors that come from
+        # nowhere else: a bare OSError could come from anything.
+        if isinstance(e, OSError) and "attempting to bind" in str(e):  # asyncio's create_server
             raise listen_error(host, port, config.sources.get("listen", "listen"), e) from None
-        error = database_error(e, config.database_url or "(embedded)", config.sources.get("database_url", "the embedded database"))
-        if error is None:
-            raise
-        raise error from None
+        if isinstance(e, (asyncpg.PostgresError, asyncpg.InterfaceError)):
+            error = database_error(e, config.database_url or "(embedded)",
+                                   config.sources.get("database_url", "the embedded database"))
+            if error is not None:
+                raise error from None
+        raise
     return 0
 
 
