@@ -13,6 +13,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 ENV_DATABASE_URL = "DATABASE_URL"
 ENV_LISTEN = "LOGSERVER_LISTEN"
@@ -24,6 +25,14 @@ _AUTHORITY_NAME = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 
 class ConfigError(ValueError):
     """The configuration is unusable; the message names the key and the problem."""
+
+
+class DatabaseUrlError(ConfigError):
+    """`database_url` / `DATABASE_URL` is not a PostgreSQL URL (the CLI's database exit status)."""
+
+
+class UnreadableFileError(ConfigError):
+    """A file the config names exists but cannot be read (permissions, a directory)."""
 
 
 @dataclass(frozen=True)
@@ -73,6 +82,9 @@ class Config:
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     witness_policy: Path | None = None
     witnessing: WitnessingConfig = field(default_factory=WitnessingConfig)
+    # Where listen, database_url, data_dir and log_key came from, for messages:
+    # "--listen", "LOGSERVER_LISTEN", "listen in /etc/logserver.toml", "the default ...".
+    sources: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
     tile_file: bool = True  # expanded level-0 tiles in data_dir/cache (64 bytes per leaf on disk); see tile_file.py
     verify_processes: int = 1  # submissions parsed and verified in helper processes (0: inline); see admission.py
 
@@ -93,11 +105,43 @@ def parse_listen(value: str, key: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-def load_config(path: Path, *, environ: dict[str, str] | None = None) -> Config:
-    """Read and validate a config file. Raises ConfigError."""
+def load_config(path: Path, *, environ: dict[str, str] | None = None, listen: str | None = None) -> Config:
+    """Read and validate a config file. Raises ConfigError.
+
+    `listen` is the value of a `--listen` flag: it overrides the file and the
+    environment, and a bad value is reported as `--listen`.
+    """
     environ = os.environ if environ is None else environ
     path = Path(path)
-    return config_from_dict(read_toml(path), base=path.parent, environ=environ)
+    return config_from_dict(read_toml(path), base=path.parent, environ=environ, listen=listen, path=path)
+
+
+def check_database_url(url: str, key: str) -> None:
+    """Refuse what asyncpg would refuse only when connecting (a scheme but PostgreSQL's)."""
+    scheme, sep, _ = url.partition("://")
+    if not sep:
+        raise DatabaseUrlError(
+            f"{key}: want a URL beginning postgresql:// (e.g. postgresql://USER@HOST:5432/DATABASE), "
+            f"got {redact_url(url)!r}, which has no scheme"
+        )
+    if scheme not in ("postgresql", "postgres"):
+        raise DatabaseUrlError(
+            f"{key}: want a postgresql:// or postgres:// URL (e.g. postgresql://USER@HOST:5432/DATABASE), "
+            f"got scheme {scheme!r}"
+        )
+
+
+def redact_url(url: str) -> str:
+    """`url` with its password, if any, replaced by *** (for messages and logs)."""
+    has_scheme = "://" in url
+    parts = urlsplit(url if has_scheme else "//" + url)  # USER:PASSWORD@ is found after //
+    netloc = parts.netloc
+    if parts.password is not None:
+        netloc = f"{parts.username or ''}:***@{netloc.rpartition('@')[2]}"
+    query = "&".join("password=***" if q.partition("=")[0] == "password" else q
+                     for q in parts.query.split("&")) if parts.query else ""
+    shown = urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+    return shown if has_scheme else shown.removeprefix("//")
 
 
 def read_toml(path: Path) -> dict[str, Any]:
@@ -110,7 +154,8 @@ def read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"config file {path} is not valid TOML: {e}") from None
 
 
-def config_from_dict(raw: dict[str, Any], *, base: Path, environ: dict[str, str]) -> Config:
+def config_from_dict(raw: dict[str, Any], *, base: Path, environ: dict[str, str], listen: str | None = None,
+                     path: Path | None = None) -> Config:
     r = TableReader(raw, "", base)
     origin = r.string("origin", required=True)
     if not _ORIGIN.match(origin) or origin == "cosignature/v1":
@@ -118,13 +163,31 @@ def config_from_dict(raw: dict[str, Any], *, base: Path, environ: dict[str, str]
             f"origin: want 1-255 printable ASCII characters without spaces (e.g. example.com/log), got {origin!r}"
         )
     log_key = r.path("log_key", required=True)
-    data_dir = r.path("data_dir") or base / "data"
+    in_file = f" in {path}" if path is not None else ""
+    sources = {"log_key": f"log_key{in_file}"}
+    data_dir = r.path("data_dir")
+    sources["data_dir"] = f"data_dir{in_file}" if data_dir else f"the default data_dir (data, next to {path or 'the config'})"
+    data_dir = data_dir or base / "data"
     # Read the file's values even when the environment overrides them, so they are
     # still validated and not reported as unknown keys.
     file_listen, file_database_url = r.string("listen"), r.string("database_url")
-    listen = environ.get(ENV_LISTEN) or file_listen or "127.0.0.1:8080"
-    parse_listen(listen, ENV_LISTEN if environ.get(ENV_LISTEN) else "listen")
+    if listen:
+        sources["listen"] = "--listen"
+    elif environ.get(ENV_LISTEN):
+        listen, sources["listen"] = environ[ENV_LISTEN], ENV_LISTEN
+    elif file_listen:
+        listen, sources["listen"] = file_listen, f"listen{in_file}"
+    else:
+        listen, sources["listen"] = "127.0.0.1:8080", "the default listen address"
+    parse_listen(listen, sources["listen"].split(" in ")[0])
+    if file_database_url:
+        check_database_url(file_database_url, "database_url")
     database_url = environ.get(ENV_DATABASE_URL) or file_database_url
+    if environ.get(ENV_DATABASE_URL):
+        check_database_url(environ[ENV_DATABASE_URL], ENV_DATABASE_URL)
+        sources["database_url"] = ENV_DATABASE_URL
+    elif file_database_url:
+        sources["database_url"] = f"database_url{in_file}"
     witness_policy = r.path("witness_policy")
     verify_processes = r.integer("verify_processes", Config.verify_processes, 0, 64)
     tile_file = r.boolean("tile_file", Config.tile_file)
@@ -191,7 +254,7 @@ def config_from_dict(raw: dict[str, Any], *, base: Path, environ: dict[str, str]
     return Config(
         origin=origin, log_key=log_key, data_dir=data_dir, listen=listen, database_url=database_url,
         authorities=tuple(authorities), sequencer=sequencer, limits=limits, witness_policy=witness_policy,
-        witnessing=witnessing, verify_processes=verify_processes, tile_file=tile_file,
+        witnessing=witnessing, verify_processes=verify_processes, tile_file=tile_file, sources=sources,
     )
 
 
@@ -201,12 +264,33 @@ def check_private_key_file(path: Path, key: str) -> bytes:
         st = path.stat()
     except FileNotFoundError:
         raise ConfigError(f"{key}: file {path} does not exist") from None
+    except OSError as e:  # a directory on the way is unreadable, a loop of symlinks...
+        raise UnreadableFileError(f"{key}: cannot read {path}: {e.strerror or e}") from None
     if os.name == "posix" and st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise ConfigError(
             f"{key}: private key file {path} is accessible by group or others "
             f"(mode {stat.S_IMODE(st.st_mode):04o}); run `chmod 600 {path}`"
         )
-    return path.read_bytes()
+    try:
+        return path.read_bytes()
+    except PermissionError as e:
+        user = user_name()
+        raise UnreadableFileError(
+            f"{key}: cannot read {path}: {e.strerror}; this process runs as user {user}: make the "
+            f"file theirs (`chown {user} {path}`, keeping mode 0600) or run as its owner"
+        ) from None
+    except OSError as e:
+        raise UnreadableFileError(f"{key}: cannot read {path}: {e.strerror or e}; want a key file") from None
+
+
+def user_name() -> str:
+    """This process's user, for messages that say whose a file or directory must be."""
+    try:
+        import pwd
+
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except (ImportError, KeyError):
+        return str(os.geteuid()) if hasattr(os, "geteuid") else "this user"
 
 
 class TableReader:

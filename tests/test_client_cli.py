@@ -135,6 +135,6 @@ async def test_split_view_writes_evidence_that_re_verifies(server, policy_path, 
 
 async def test_usage_errors(policy_path, tmp_path, capsys):
     code, _, err = await cli(capsys, "verify", "--receipt", str(tmp_path / "r.json"))
-    assert code == 1 and "missing --envelope, --policy" in err
+    assert code == 2 and "missing --envelope, --policy" in err  # a usage error, as argparse's (issue 23)
     code, _, err = await cli(capsys, *verify_args(tmp_path / "e.json", tmp_path / "r.json", policy_path))
     assert code == 1 and "receipt" in err and "No such file" in err

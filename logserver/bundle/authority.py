@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.serialization import (
 
 from .dsse import Envelope, Signature, pae
 from .errors import AuthorityConfigError, SignaturePolicyError
+from .key_checks import ed25519_problem
 
 Role: TypeAlias = Literal["signer", "countersigner"]
 ROLES: tuple[Role, ...] = ("signer", "countersigner")
@@ -45,6 +46,11 @@ def keyid_for(public_key: AuthorityPublicKey) -> str:
 
 def _check_key_type(key: object) -> None:
     if isinstance(key, ed25519.Ed25519PublicKey):
+        # OpenSSL loads any 32 bytes as an Ed25519 key; a small-order one would let
+        # anyone sign as this authority. (P-256 points are checked as they load.)
+        problem = ed25519_problem(key.public_bytes_raw())
+        if problem is not None:
+            raise AuthorityConfigError(f"authority key: Ed25519 key refused: {problem}")
         return
     if isinstance(key, ec.EllipticCurvePublicKey):
         if isinstance(key.curve, ec.SECP256R1):

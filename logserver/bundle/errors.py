@@ -40,11 +40,24 @@ class MalformedEnvelopeError(BundleError):
     )
 
 
+# Payload refusals with a code of their own (docs/formats.md, "Fleet keys"). They are
+# MalformedPayloadError codes, not new classes: the admission processes send a refusal
+# to the server by class name (write/admission_wire.py), so a class unknown there
+# would turn a refusal into a crash.
+PAYLOAD_KEY_CODES: frozenset[str] = frozenset(
+    {
+        "weak_fleet_key",  # a degenerate, small-order or non-canonical fleet key
+        "duplicate_fleet_key",  # one public key under two key_ids
+        "reserved_fleet_id",  # fleet_id "." or "..", which no URL path can name
+    }
+)
+
+
 class MalformedPayloadError(MalformedEnvelopeError):
     """The (signed) payload does not follow the fleet bundle schema: HTTP 400."""
 
     default_code = "malformed_payload"
-    codes = frozenset({"malformed_payload"})
+    codes = frozenset({"malformed_payload"}) | PAYLOAD_KEY_CODES
 
 
 class SizeLimitError(MalformedEnvelopeError):

@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives.serialization import (
 
 from ..formats.strict import decode_base64, exact_object, json_type, strict_json
 from .errors import MalformedPayloadError, ValidityError
+from .key_checks import ed25519_problem, x25519_problem
 
 PAYLOAD_TYPE = "application/vnd.logserver.fleet-bundle+json"
 
@@ -46,6 +47,9 @@ _PAYLOAD_FIELDS = frozenset({"fleet_id", "sequence", "not_before", "not_after", 
 _KEY_FIELDS = frozenset({"key_id", "algorithm", "public_key"})
 
 _ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+# A fleet id is a path segment of /v1/fleets/{fleet_id}; these two are the dot
+# segments that RFC 3986 §5.2.4 removes, so no URL can name such a fleet.
+_RESERVED_FLEET_IDS = frozenset({".", ".."})
 # RFC 3339 §5.6 date-time, restricted: upper-case "T", UTC offset written "Z" only,
 # at most 6 fractional digits (microseconds, what datetime holds). [0-9] not \d:
 # \d would also match non-ASCII digits.
@@ -84,6 +88,12 @@ def parse_payload(data: bytes) -> FleetBundle:
     obj = strict_json(data, "payload", MalformedPayloadError)
     fields = exact_object("payload", obj, _PAYLOAD_FIELDS, MalformedPayloadError)
     fleet_id = _identifier("fleet_id", fields["fleet_id"])
+    if fleet_id in _RESERVED_FLEET_IDS:
+        raise MalformedPayloadError(
+            f"fleet_id: got {fleet_id!r}, a URL dot segment (RFC 3986 §5.2.4) that "
+            "/v1/fleets/{fleet_id} cannot name; want any other id",
+            code="reserved_fleet_id",
+        )
     sequence = fields["sequence"]
     # bool is a subclass of int in Python; JSON true is not a number.
     if type(sequence) is not int:
@@ -99,6 +109,7 @@ def parse_payload(data: bytes) -> FleetBundle:
         raise MalformedPayloadError(f"keys: got {len(raw_keys)} keys, want 1..{MAX_KEYS}")
     keys: list[FleetKey] = []
     seen: set[str] = set()
+    key_id_of: dict[bytes, str] = {}
     for i, raw in enumerate(raw_keys):
         key = _fleet_key(i, raw)
         if key.key_id in seen:
@@ -106,6 +117,15 @@ def parse_payload(data: bytes) -> FleetBundle:
                 f"keys[{i}].key_id: {key.key_id!r} repeats an earlier key_id, want unique"
             )
         seen.add(key.key_id)
+        first = key_id_of.setdefault(key.public_key, key.key_id)
+        if first != key.key_id:
+            # One key under two names: a client choosing "two of the fleet's keys"
+            # would get one.
+            raise MalformedPayloadError(
+                f"keys[{i}].public_key (key_id {key.key_id!r}): the same key as key_id "
+                f"{first!r}, want each key once",
+                code="duplicate_fleet_key",
+            )
         keys.append(key)
     return FleetBundle(fleet_id, sequence, not_before, not_after, tuple(keys))
 
@@ -177,34 +197,43 @@ def _fleet_key(index: int, raw: object) -> FleetKey:
     if not isinstance(encoded, str):
         raise MalformedPayloadError(f"{name}.public_key: got {json_type(encoded)}, want string")
     der = decode_base64(encoded, f"{name}.public_key", MalformedPayloadError)
-    _check_spki(f"{name}.public_key", algorithm, der)
+    problem = _spki_problem(algorithm, der)
+    if problem is not None:
+        code, reason = problem
+        raise MalformedPayloadError(f"{name}.public_key (key_id {key_id!r}): {reason}", code=code)
     return FleetKey(key_id, algorithm, der)
 
 
-def _check_spki(name: str, algorithm: str, der: bytes) -> None:
-    problem = _spki_problem(algorithm, der)
-    if problem is not None:
-        raise MalformedPayloadError(f"{name}: {problem}")
+# Raw-key checks for the algorithms whose keys `cryptography` loads unchecked; the EC
+# curves' points are checked (on the curve, not the point at infinity) as they load.
+_POINT_CHECKS = {
+    "ed25519": lambda key: ed25519_problem(key.public_bytes_raw()),
+    "x25519": lambda key: x25519_problem(key.public_bytes_raw()),
+}
 
 
 # A fleet's keys recur in every bundle it logs, and loading an EC key validates its
-# point (tens of microseconds), so verdicts are remembered: a pure function of the
-# bytes, in a bounded LRU.
+# point (tens of microseconds; the 25519 point checks take about 150), so verdicts
+# are remembered: a pure function of the bytes, in a bounded LRU.
 @functools.lru_cache(maxsize=4096)
-def _spki_problem(algorithm: str, der: bytes) -> str | None:
-    """Why `der` is not a canonical DER SPKI of `algorithm`, or None."""
+def _spki_problem(algorithm: str, der: bytes) -> tuple[str, str] | None:
+    """(code, why) when `der` is not a canonical DER SPKI of a sound `algorithm` key, or None."""
     try:
         key = load_der_public_key(der)
     except (ValueError, UnsupportedAlgorithm) as exc:
-        return f"not a DER SubjectPublicKeyInfo cryptography can load: {exc}"
+        return "malformed_payload", f"not a DER SubjectPublicKeyInfo cryptography can load: {exc}"
     if not _ALGORITHM_CHECKS[algorithm](key):
-        return f"got a {_describe_key(key)} key, want a key of algorithm {algorithm!r}"
+        return "malformed_payload", f"got a {_describe_key(key)} key, want a key of algorithm {algorithm!r}"
     canonical = key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
     if canonical != der:
-        # Catches BER-not-DER, trailing bytes, compressed EC points and the like:
-        # one key, one encoding.
-        return (f"got {len(der)} bytes that re-encode to {len(canonical)} different "
-                "bytes, want canonical DER (uncompressed points for EC)")
+        # Catches BER-not-DER, trailing bytes, compressed EC points, EC coordinates
+        # not reduced mod p and the like: one key, one encoding.
+        return "malformed_payload", (f"got {len(der)} bytes that re-encode to {len(canonical)} "
+                                     "different bytes, want canonical DER (uncompressed points for EC)")
+    point_check = _POINT_CHECKS.get(algorithm)
+    problem = None if point_check is None else point_check(key)
+    if problem is not None:
+        return "weak_fleet_key", f"{algorithm} key refused: {problem}"
     return None
 
 

@@ -1,7 +1,5 @@
 """Check a log's storage end to end and locate any corruption.
 
-  logserver fsck --config logserver.toml
-
 Recomputes every leaf hash from the stored bytes, every hash tile from the
 leaves, and every signed checkpoint's root; verifies every checkpoint's
 signature. Prints progress to stderr and each problem with its exact location
@@ -20,13 +18,19 @@ import sys
 import time
 from pathlib import Path
 
-from ..config import load_config
+from ..config import load_config, user_name
 from ..integrity.fsck import fsck
 from ..keys.log_key import LogKey
-from ..storage import Store, create_pool, resolve_database_url
+from ..storage import Store
 from ..read.tile_file import FILE_NAME, TileFile, log_binding
+from .errors import FileAccessError
+from .preflight import create_checked_pool, resolve_database
 
 HELP = "verify stored leaves, tiles and checkpoints; locate corruption"
+EXAMPLES = """\
+  logserver fsck --config logserver.toml
+  logserver fsck --config logserver.toml --quiet && echo clean
+"""
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -37,7 +41,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     key = LogKey.load(config.log_key, config.origin)
-    url, _ = resolve_database_url(config.database_url, config.data_dir)
+    url = resolve_database(config)
     last = [0.0]
 
     def progress(done: int, total: int) -> None:
@@ -49,14 +53,14 @@ def run(args: argparse.Namespace) -> int:
         print(f"fsck: {done:,} / {total:,} leaves ({pct:.1f}%)", file=sys.stderr, flush=True)
 
     async def go():
-        pool = await create_pool(url, min_size=1, max_size=2)
+        pool = await create_checked_pool(config, url, min_size=1, max_size=2)
         tile_file = None
         try:
             store = Store(pool)
             first = await store.checkpoints(0, 1)
             if first:  # never created or truncated here: only the server's own file, if any
                 binding = log_binding(config.origin, key.public_key_bytes, first[0].note)
-                tile_file = TileFile.open_existing(config.data_dir / FILE_NAME, binding)
+                tile_file = _open_tile_file(config.data_dir / FILE_NAME, binding)
             return await fsck(store, key.verifiers(), progress=progress, tile_file=tile_file)
         finally:
             if tile_file is not None:
@@ -74,3 +78,14 @@ def run(args: argparse.Namespace) -> int:
           f"{report.checkpoints_checked} checkpoints checked; "
           + ("no problems" if report.ok else f"{len(report.problems)} problem(s)"))
     return 0 if report.ok else 1
+
+
+def _open_tile_file(path: Path, binding: bytes) -> TileFile | None:
+    try:
+        return TileFile.open_existing(path, binding)
+    except OSError as e:
+        user = user_name()
+        raise FileAccessError(
+            f"cannot open the tile cache file {path} to check it: {e.strerror}; run fsck as the user the "
+            f"server runs as (this is {user}), or delete {path.parent} (a cache, refilled from the database)"
+        ) from None

@@ -1,14 +1,12 @@
 """Make a key: the log's Ed25519 signing key, a witness's cosigning key, or a trust
 authority's signing key.
 
-  logserver keygen log --origin example.com/log --out log.key
-      writes log.key (PKCS#8 PEM, mode 0600) and prints the log's verifier key (vkey).
-  logserver keygen witness --name witness.example/w1 --out witness.key
-      writes witness.key (PKCS#8 PEM, mode 0600) and prints the witness's cosignature/v1
-      vkey (signature type 0x04), for the `witness` lines of a tlog-policy.
-  logserver keygen authority --algorithm ed25519|ecdsa-p256 --out signer.key
-      writes signer.key (private, 0600) and signer.pub.pem (public SPKI, for the
-      server's [[authorities]] config and for clients), and prints the keyid.
+`log` writes the private key (PKCS#8 PEM, mode 0600) and prints the log's verifier key
+(vkey). `witness` does the same for a witness and prints its cosignature/v1 vkey
+(signature type 0x04), for the `witness` lines of a tlog-policy. `authority` writes
+the private key (0600) and, beside it, NAME.pub.pem (the public SPKI, for the server's
+[[authorities]] config and for clients), and prints the keyid. An existing file is
+never overwritten (a symlink is not followed), .pub.pem included, unless --force.
 """
 from __future__ import annotations
 
@@ -21,9 +19,15 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
 from ..bundle import keyid_for
 from ..keys.log_key import LogKey, generate_log_key_pem
-from .errors import CliError
+from .errors import CliError, UsageError
 
 HELP = "make a log key or an authority key"
+EXAMPLES = """\
+  logserver keygen log --origin example.com/log --out log.key
+  logserver keygen witness --name witness.example/w1 --out witness.key
+  logserver keygen authority --algorithm ed25519 --out signer.key          # and signer.pub.pem
+  logserver keygen authority --algorithm ecdsa-p256 --out countersigner.key
+"""
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -33,17 +37,48 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--name", help="witness key name (kind witness), e.g. witness.example/w1")
     p.add_argument("--algorithm", choices=["ed25519", "ecdsa-p256"], default="ed25519",
                    help="authority key algorithm (default ed25519)")
-    p.add_argument("--force", action="store_true", help="overwrite existing files")
+    p.add_argument("--force", action="store_true",
+                   help="replace existing files (without it, keygen never overwrites a file, .pub.pem included)")
 
 
 def write_private(path: Path, pem: bytes, force: bool) -> None:
-    if path.exists() and not force:
-        raise CliError(f"{path} exists; pass --force to overwrite")
+    """Create `path` with mode 0600 holding `pem` (a private key)."""
+    create_file(path, pem, 0o600, force)
+
+
+def create_file(path: Path, data: bytes, mode: int, force: bool) -> None:
+    """Write a new file `path` (mode `mode`), never through a symbolic link.
+
+    Without `force` an existing name, a symlink (even a dangling one) included, is
+    refused: O_CREAT|O_EXCL fails on it rather than follow it. With `force` the data
+    goes to a new temporary file that replaces the name (rename replaces a symlink
+    itself, not its target).
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(pem)
-    path.chmod(0o600)
+    target = path.with_name(f".{path.name}.{os.getpid()}.tmp") if force else path
+    try:
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
+    except FileExistsError:
+        raise CliError(f"{path} exists; pass --force to overwrite it") from None
+    except OSError as e:
+        raise CliError(f"cannot create {path}: {e.strerror}") from None
+    try:
+        with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), mode)  # exactly `mode`, whatever the umask
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        if force:
+            os.replace(target, path)
+    except OSError as e:
+        target.unlink(missing_ok=True)  # made by this call (O_EXCL): ours to remove
+        raise CliError(f"cannot write {path}: {e.strerror or e}") from None
+
+
+def _refuse_existing(paths: list[Path]) -> None:
+    for path in paths:
+        if os.path.lexists(path):
+            raise CliError(f"{path} exists; pass --force to overwrite it")
 
 
 def make_log_key(out: Path, origin: str, force: bool = False) -> LogKey:
@@ -60,7 +95,7 @@ def make_witness_key(out: Path, name: str, force: bool = False):
     try:
         check_key_name(name)
     except FormatError as e:
-        raise CliError(f"--name: {e}") from None
+        raise UsageError(f"--name: {e}") from None
     write_private(out, generate_log_key_pem(), force)  # the same Ed25519 PKCS#8 PEM as a log key
     return Cosigner.load(out, name)
 
@@ -72,24 +107,36 @@ def make_authority_key(out: Path, algorithm: str, force: bool = False) -> tuple[
         key = ec.generate_private_key(ec.SECP256R1())
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                             serialization.NoEncryption())
+    pub_path = public_key_path(out)
+    if not force:  # both names checked before either file is written
+        _refuse_existing([out, pub_path])
     write_private(out, pem, force)
-    pub_path = out.with_name(out.stem + ".pub.pem")
-    pub_path.write_bytes(key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    public_pem = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    try:
+        create_file(pub_path, public_pem, 0o644, force)
+    except CliError:
+        if not force:
+            out.unlink(missing_ok=True)  # created above; no half-made key pair stays behind
+        raise
     return pub_path, keyid_for(key.public_key())
+
+
+def public_key_path(private: Path) -> Path:
+    """Where `keygen authority --out private` writes the public key."""
+    return private.with_name(private.stem + ".pub.pem")
 
 
 def run(args: argparse.Namespace) -> int:
     if args.kind == "log":
         if not args.origin:
-            raise CliError("keygen log needs --origin (the log's name, e.g. example.com/log)")
+            raise UsageError("keygen log needs --origin (the log's name, e.g. example.com/log)")
         key = make_log_key(args.out, args.origin, args.force)
         print(f"wrote {args.out} (keep it secret)")
         print(f"origin: {key.origin}")
         print(f"vkey:   {key.vkey}")
     elif args.kind == "witness":
         if not args.name:
-            raise CliError("keygen witness needs --name (the cosigner name, e.g. witness.example/w1)")
+            raise UsageError("keygen witness needs --name (the cosigner name, e.g. witness.example/w1)")
         cosigner = make_witness_key(args.out, args.name, args.force)
         print(f"wrote {args.out} (keep it secret)")
         print(f"name: {cosigner.name}")

@@ -6,9 +6,14 @@ import asyncio
 from pathlib import Path
 
 from ..config import load_config
-from ..storage import create_pool, migrate, resolve_database_url
+from ..storage import migrate
+from .preflight import create_checked_pool, resolve_database
 
 HELP = "apply database migrations"
+EXAMPLES = """\
+  logserver migrate --config logserver.toml
+  DATABASE_URL=postgresql://logserver@db.example:5432/logserver logserver migrate --config logserver.toml
+"""
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -17,10 +22,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     config = load_config(args.config)
-    url, _ = resolve_database_url(config.database_url, config.data_dir)
+    url = resolve_database(config)
 
     async def go() -> list[str]:
-        pool = await create_pool(url, min_size=1, max_size=1)
+        pool = await create_checked_pool(config, url, min_size=1, max_size=1)
         try:
             async with pool.acquire() as conn:
                 return await migrate(conn)

@@ -1,9 +1,5 @@
 """Monitor a log: verify every checkpoint and entry, report alerts as JSON lines.
 
-  logserver monitor --log http://127.0.0.1:8080 --policy trust.toml --state DIR
-                    [--watch-fleet ID ...] [--metrics-listen 127.0.0.1:9464] [--once]
-                    [--max-checkpoint-age 3600] [--interval 5]
-
 Alerts go to stdout, one JSON object per line (docs/client.md, "Monitor alerts").
 With --once: catch up, print a summary (a JSON line on stdout, an explanation on
 stderr) and exit 0 if no alert was raised, 1 if any was, 2 if the log could not be
@@ -23,17 +19,23 @@ from ..client import LogClient, LogClientError, StateError, TrustPolicy, TrustPo
 from ..client.files import exclusive_lock
 from ..monitor import STATE_FILE, Monitor, MonitorMetrics, serve_metrics
 from ..monitor.entries import EntryVerifier
-from .errors import CliError
+from ._args import log_url
+from .errors import CliError, UsageError
 
 HELP = "monitor a log: verify every checkpoint and entry, alert on anything wrong"
+EXAMPLES = """\
+  logserver monitor --log http://127.0.0.1:8080 --policy trust.toml --state monitor-state --once
+  logserver monitor --log https://log.example --policy trust.toml --state /var/lib/monitor \
+                    --watch-fleet fleet-1 --metrics-listen 127.0.0.1:9464
+"""
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--log", required=True, metavar="URL", help="log base URL")
+    p.add_argument("--log", required=True, type=log_url, metavar="URL", help="log base URL, e.g. http://127.0.0.1:8080")
     p.add_argument("--policy", required=True, type=Path, help="trust policy TOML (docs/client.md)")
     p.add_argument("--state", required=True, type=Path, metavar="DIR", help="state directory (resumes from it)")
     p.add_argument("--watch-fleet", action="append", default=[], metavar="ID", help="alert on every new bundle of this fleet")
-    p.add_argument("--metrics-listen", metavar="HOST:PORT", help="serve Prometheus metrics at http://HOST:PORT/metrics")
+    p.add_argument("--metrics-listen", type=_listen, metavar="HOST:PORT", help="serve Prometheus metrics at http://HOST:PORT/metrics")
     p.add_argument("--once", action="store_true", help="catch up, print a summary and exit")
     p.add_argument("--max-checkpoint-age", type=float, default=3600.0, metavar="S",
                    help="alert when the log's latest checkpoint is older than S seconds (default 3600; 0 disables)")
@@ -51,18 +53,18 @@ def _emit(alert: dict[str, Any]) -> None:
 def _listen(value: str) -> tuple[str, int]:
     host, sep, port = value.rpartition(":")
     if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise CliError(f"--metrics-listen: want HOST:PORT, got {value!r}")
+        raise argparse.ArgumentTypeError(f"want HOST:PORT, got {value!r}")
     return host.strip("[]") or "127.0.0.1", int(port)
 
 
 def run(args: argparse.Namespace) -> int:
+    if not 0 <= args.verify_processes <= 256:
+        raise UsageError(f"--verify-processes: want 0 to 256, got {args.verify_processes}")
     try:
         policy = TrustPolicy.load(args.policy)
     except TrustPolicyError as exc:
         raise CliError(str(exc)) from None
-    listen = _listen(args.metrics_listen) if args.metrics_listen else None
-    if not 0 <= args.verify_processes <= 256:
-        raise CliError(f"--verify-processes: want 0 to 256, got {args.verify_processes}")
+    listen = args.metrics_listen
     args.state.mkdir(parents=True, exist_ok=True)
     # One monitor per state directory: two would race on the state file.
     with exclusive_lock(args.state / "monitor.lock"):

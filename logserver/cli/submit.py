@@ -1,7 +1,5 @@
 """Submit an envelope to a log and save the receipt.
 
-  logserver submit --log http://127.0.0.1:8080 --envelope bundle.json --receipt receipt.json
-
 Retries on 503 (honouring Retry-After) up to --retries times; submissions are
 idempotent, so a retry after a lost answer is safe.
 """
@@ -15,16 +13,21 @@ from pathlib import Path
 
 import aiohttp
 
+from ._args import int_range, log_url
 from .errors import CliError
 
 HELP = "POST an envelope to a log and save the receipt"
+EXAMPLES = """\
+  logserver submit --log http://127.0.0.1:8080 --envelope bundle.json --receipt receipt.json
+  logserver submit --log https://log.example --envelope bundle.json > receipt.json
+"""
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--log", required=True, help="log base URL, e.g. http://127.0.0.1:8080")
+    p.add_argument("--log", required=True, type=log_url, metavar="URL", help="log base URL, e.g. http://127.0.0.1:8080")
     p.add_argument("--envelope", required=True, type=Path, help="signed envelope JSON")
     p.add_argument("--receipt", type=Path, help="where to save the receipt (default: print it)")
-    p.add_argument("--retries", type=int, default=5, help="retries on 503 (default 5)")
+    p.add_argument("--retries", type=int_range(0, 100), default=5, help="retries on 503 (default 5)")
     p.add_argument("--timeout", type=float, default=60.0, help="seconds per attempt (default 60)")
 
 

@@ -1,9 +1,5 @@
 """Verify a receipt for an envelope, offline or against the log; or re-check split-view evidence.
 
-  logserver verify --receipt receipt.json --envelope bundle.json --policy trust.toml
-                   [--state DIR] [--log URL] [--json] [--now 2026-01-01T00:00:00Z]
-  logserver verify --evidence split-view.json [--policy trust.toml] [--log URL] [--json]
-
 Exit status 0 only when every check holds. Each check is explained (docs/client.md);
 with --state, the latest checkpoint and fleet sequences are remembered across runs,
 and a split view leaves its evidence in DIR.
@@ -18,7 +14,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from ..bundle import BundleError, parse_timestamp
 from ..client import (
     CheckLog,
     ClientState,
@@ -38,9 +33,16 @@ from ..client import (
     verify_receipt_online,
 )
 from ..client.files import atomic_write
-from .errors import CliError
+from ._args import log_url, timestamp
+from .errors import CliError, UsageError
 
 HELP = "verify a receipt (offline, or online with --log) or re-check split-view evidence"
+EXAMPLES = """\
+  logserver verify --receipt receipt.json --envelope bundle.json --policy trust.toml
+  logserver verify --receipt receipt.json --envelope bundle.json --policy trust.toml \
+                   --state client-state --log http://127.0.0.1:8080
+  logserver verify --evidence client-state/split-view-20260101T000000Z.json --policy trust.toml --json
+"""
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -48,9 +50,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--envelope", type=Path, help="the signed envelope JSON the receipt is for")
     p.add_argument("--policy", type=Path, help="trust policy TOML: [[authorities]] and tlog_policy (docs/client.md)")
     p.add_argument("--state", type=Path, metavar="DIR", help="client state directory (rollback and split-view detection)")
-    p.add_argument("--log", metavar="URL", help="also check online against the log at URL")
+    p.add_argument("--log", type=log_url, metavar="URL", help="also check online against the log at URL")
     p.add_argument("--json", action="store_true", help="print a JSON account instead of text")
-    p.add_argument("--now", help="verification time, RFC 3339 UTC (default: the current time)")
+    p.add_argument("--now", type=timestamp, metavar="TIME", help="verification time, RFC 3339 UTC, e.g. 2026-01-01T00:00:00Z (default: the current time)")
     p.add_argument("--evidence", type=Path, metavar="FILE", help="re-check a split-view evidence file instead")
 
 
@@ -61,13 +63,8 @@ def _read(path: Path, what: str) -> bytes:
         raise CliError(f"{what} {path}: {exc.strerror or exc}") from None
 
 
-def _now(text: str | None) -> datetime:
-    if text is None:
-        return datetime.now(timezone.utc)
-    try:
-        return parse_timestamp("--now", text)
-    except BundleError as exc:
-        raise CliError(str(exc)) from None
+def _now(value: datetime | None) -> datetime:
+    return datetime.now(timezone.utc) if value is None else value
 
 
 def _policy(path: Path | None) -> TrustPolicy | None:
@@ -82,12 +79,12 @@ def _policy(path: Path | None) -> TrustPolicy | None:
 def run(args: argparse.Namespace) -> int:
     if args.evidence is not None:
         if args.receipt or args.envelope or args.state:
-            raise CliError("--evidence re-checks evidence alone: drop --receipt, --envelope and --state")
+            raise UsageError("--evidence re-checks evidence alone: drop --receipt, --envelope and --state")
         return _run_evidence(args)
     missing = [flag for flag, value in (("--receipt", args.receipt), ("--envelope", args.envelope),
                                         ("--policy", args.policy)) if value is None]
     if missing:
-        raise CliError(f"missing {', '.join(missing)} (or give --evidence FILE)")
+        raise UsageError(f"missing {', '.join(missing)} (or give --evidence FILE)")
     receipt = _read(args.receipt, "receipt")
     envelope = _read(args.envelope, "envelope")
     policy = _policy(args.policy)

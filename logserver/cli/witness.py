@@ -1,7 +1,5 @@
 """Run a C2SP tlog-witness server (docs/witness.md).
 
-  logserver witness --config witness.toml [--listen HOST:PORT]
-
 It cosigns checkpoints of the logs listed in the config, each only if it is
 consistent with the last one it cosigned for that log, and keeps its state in
 PostgreSQL (embedded in data_dir unless database_url or $WITNESS_DATABASE_URL).
@@ -15,13 +13,20 @@ from pathlib import Path
 
 from aiohttp import web
 
+from ._args import listen_address
+
 HELP = "run a tlog-witness server that cosigns log checkpoints"
+EXAMPLES = """\
+  logserver keygen witness --name witness.example/w1 --out witness.key
+  logserver witness --config witness.toml
+  logserver witness --config witness.toml --listen 127.0.0.1:7380
+"""
 log = logging.getLogger(__name__)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", type=Path, required=True, help="witness config file (TOML); see docs/witness.md")
-    p.add_argument("--listen", help="HOST:PORT to listen on (overrides the config)")
+    p.add_argument("--listen", type=listen_address, metavar="HOST:PORT", help="address to listen on (overrides the config)")
 
 
 def run(args: argparse.Namespace) -> int:
