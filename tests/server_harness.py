@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -109,12 +110,19 @@ def server_env(database_url: str, port: int | None = None) -> dict[str, str]:
     return env
 
 
+def _limit_files(n: int):
+    def preexec() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (n, n))
+    return preexec
+
+
 class ServerProcess:
     """One `logserver serve` child process; its output goes to `log_path`."""
 
     def __init__(self, config_path: Path, database_url: str, *, port: int | None = None,
-                 log_path: Path | None = None):
+                 log_path: Path | None = None, nofile: int | None = None):
         self.config_path = config_path
+        self.nofile = nofile  # RLIMIT_NOFILE (soft and hard) for the process, if set
         self.database_url = database_url
         self.port = port or free_port()
         self.log_path = log_path or config_path.parent / f"server-{self.port}.log"
@@ -134,6 +142,7 @@ class ServerProcess:
             self.proc = subprocess.Popen(
                 server_command(self.config_path), env=server_env(self.database_url, self.port),
                 stdout=out, stderr=subprocess.STDOUT, cwd=self.config_path.parent,
+                preexec_fn=None if self.nofile is None else _limit_files(self.nofile),
             )
         deadline = time.monotonic() + timeout_s
         async with ClientSession() as session:

@@ -12,6 +12,7 @@ from ..write.sequencer import Sequencer
 from ..storage import Store
 from ..read.tree_reader import TreeReader
 from ..cosigning import Publisher
+from .compression import Gzipper
 from .metrics import Metrics
 
 CONFIG = web.AppKey("config", Config)
@@ -27,3 +28,4 @@ WITNESS_POLICY = web.AppKey("witness_policy", object)  # Policy | None
 WORKER = web.AppKey("worker", object)  # forwarding.WorkerRole | None (serve --workers)
 ADMISSION = web.AppKey("admission", AdmissionPool)  # submissions checked in helper processes
 COMMIT_DEADLINES = web.AppKey("commit_deadlines", Deadlines)  # commit_timeout_s for submissions
+GZIPPER = web.AppKey("gzipper", Gzipper)  # entry bundles gzipped off the loop, full ones once

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, generate_latest
 
-from ..http.errors import ApiError, make_error_middleware
+from ..http.errors import ApiError, make_error_middleware, make_expect_handler
 from ..http.params import decimal, query
 from ..http.responses import NO_STORE, json_response
 from ..formats import (
@@ -75,7 +75,8 @@ def create_witness_app(config: WitnessConfig, *, clock: Callable[[], float] = ti
     app[WITNESS_METRICS] = WitnessMetrics()
     app.cleanup_ctx.append(_storage_ctx)
     r = app.router
-    r.add_post(f"{config.prefix}/add-checkpoint", add_checkpoint)
+    r.add_post(f"{config.prefix}/add-checkpoint", add_checkpoint,
+               expect_handler=make_expect_handler(MAX_ADD_CHECKPOINT_SIZE))
     r.add_get("/evidence", get_evidence)
     r.add_get("/status", get_status)
     r.add_get("/metrics", get_metrics)
