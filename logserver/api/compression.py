@@ -28,18 +28,19 @@ def accepts_gzip(header: str) -> bool:
     gzip (or x-gzip) listed with a weight above zero, or `*` above zero when gzip
     is not listed. `gzip;q=0` refuses it. A weight that does not parse as a qvalue
     (§12.4.2) makes that member unacceptable: never send what may not be read."""
+    header = header.lower()  # codings and parameter names are case-insensitive
     if "gzip" not in header and "*" not in header:
         return False
     star: bool | None = None
     for member in header.split(","):
         name, _, params = member.partition(";")
-        name = name.strip().lower()
+        name = name.strip()
         if name not in ("gzip", "x-gzip", "*"):
             continue
         weight = 1.0
         for param in params.split(";"):
             key, _, value = param.strip().partition("=")
-            if key.strip().lower() == "q":
+            if key.strip() == "q":
                 weight = _qvalue(value.strip())
         if name == "*":
             star = weight > 0

@@ -12,6 +12,7 @@ from ..write.sequencer import Sequencer
 from ..storage import Store
 from ..read.tree_reader import TreeReader
 from ..cosigning import Publisher
+from ..http.budget import ByteBudget
 from .compression import Gzipper
 from .metrics import Metrics
 
@@ -29,3 +30,4 @@ WORKER = web.AppKey("worker", object)  # forwarding.WorkerRole | None (serve --w
 ADMISSION = web.AppKey("admission", AdmissionPool)  # submissions checked in helper processes
 COMMIT_DEADLINES = web.AppKey("commit_deadlines", Deadlines)  # commit_timeout_s for submissions
 GZIPPER = web.AppKey("gzipper", Gzipper)  # entry bundles gzipped off the loop, full ones once
+RESPONSE_BUDGET = web.AppKey("response_budget", ByteBudget)  # bytes pinned by large responses in flight

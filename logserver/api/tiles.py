@@ -8,7 +8,8 @@ from ..merkle.tiles import TILE_WIDTH, EntriesTileID, TileID, parse_tile_coordin
 from ..read.tree_reader import BeyondTreeError
 from ..http.errors import bad_request, not_found
 from .compression import accepts_gzip
-from .keys import GZIPPER, READER
+from ..http.budget import send_large
+from .keys import GZIPPER, READER, RESPONSE_BUDGET
 from ..http.params import query
 from .published import published_latest
 from ..http.responses import IMMUTABLE
@@ -29,7 +30,7 @@ async def get_checkpoint(request: web.Request) -> web.Response:
     )
 
 
-async def get_tile(request: web.Request) -> web.Response:
+async def get_tile(request: web.Request) -> web.StreamResponse:
     query(request, set())
     try:
         level, index, width = parse_tile_coordinates("tile/" + request.match_info["path"])
@@ -55,4 +56,4 @@ async def get_tile(request: web.Request) -> web.Response:
         gzipper = request.app[GZIPPER]
         data = await (gzipper.full_bundle(index, data) if width == TILE_WIDTH else gzipper.compress(data))
         headers["Content-Encoding"] = "gzip"
-    return web.Response(body=data, headers=headers)
+    return await send_large(request, data, headers, request.app[RESPONSE_BUDGET])

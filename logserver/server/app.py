@@ -29,7 +29,8 @@ from ..read.tree_reader import TreeReader
 from ..api import entries, ops, submit, tiles
 from ..http.errors import exception_response, make_expect_handler, version_error
 from ..api.compression import Gzipper
-from ..api.keys import GZIPPER, ADMISSION, AUTHORITIES, CLOCK, COMMIT_DEADLINES, CONFIG, LOG_KEY, METRICS, READER, SEQUENCER, STORE, WITNESS_POLICY, WORKER
+from ..http.budget import DEFAULT_RESPONSE_BUDGET, ByteBudget
+from ..api.keys import GZIPPER, RESPONSE_BUDGET, ADMISSION, AUTHORITIES, CLOCK, COMMIT_DEADLINES, CONFIG, LOG_KEY, METRICS, READER, SEQUENCER, STORE, WITNESS_POLICY, WORKER
 from ..api.published import load_policy, start_publisher
 from ..api.metrics import Metrics
 
@@ -82,6 +83,7 @@ def create_app(
     app[WORKER] = worker
     app[COMMIT_DEADLINES] = submit.commit_deadlines(config.sequencer.commit_timeout_s)
     app[GZIPPER] = Gzipper()
+    app[RESPONSE_BUDGET] = ByteBudget(DEFAULT_RESPONSE_BUDGET, "responses")
     app.on_cleanup.append(_close_deadlines)
     if worker is not None:
         app[METRICS].worker.labels(str(worker.index), worker.role).set(1)
