@@ -17,9 +17,6 @@ import asyncio
 import gzip
 import json
 import resource
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 from aiohttp import ClientSession, ClientTimeout
@@ -27,7 +24,7 @@ from aiohttp import ClientSession, ClientTimeout
 from bundle_factory import BundleFactory
 from logserver.keys.log_key import generate_log_key_pem
 from server_harness import ServerProcess, free_port, write_config
-from witness_harness import write_witness_config
+from witness_harness import WitnessProcess, write_witness_config
 
 pytestmark = pytest.mark.fault
 
@@ -56,51 +53,6 @@ async def log_server(database_url, tmp_path_factory):
     proc.kill_now()
 
 
-class WitnessProcess:
-    """`logserver witness` as a child process, its output in a file."""
-
-    def __init__(self, config: Path, port: int):
-        self.config, self.port = config, port
-        self.log_path = config.parent / "witness.log"
-        self.proc: subprocess.Popen | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def output(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    async def start(self) -> None:
-        with open(self.log_path, "ab") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "logserver.cli", "witness", "--config", str(self.config),
-                 "--listen", f"127.0.0.1:{self.port}"],
-                stdout=out, stderr=subprocess.STDOUT, cwd=self.config.parent,
-                preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (SERVER_NOFILE, SERVER_NOFILE)),
-            )
-        async with ClientSession() as s:
-            for _ in range(600):
-                assert self.proc.poll() is None, self.output()
-                try:
-                    async with s.get(self.url + "/readyz") as r:
-                        if r.status == 200:
-                            return
-                except OSError:
-                    pass
-                await asyncio.sleep(0.05)
-        raise AssertionError(f"witness not ready:\n{self.output()}")
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-
 @pytest.fixture(scope="module")
 async def witness_server(database_url, tmp_path_factory):
     from logserver.keys.log_key import LogKey
@@ -110,7 +62,7 @@ async def witness_server(database_url, tmp_path_factory):
     (d / "log.key").chmod(0o600)
     vkey = LogKey.load(d / "log.key", "example.com/hostile-log").vkey
     cfg = write_witness_config(d, "example.com/hostile-witness", database_url, [vkey])
-    w = WitnessProcess(cfg, free_port())
+    w = WitnessProcess(cfg, free_port(), nofile=SERVER_NOFILE)
     await w.start()
     yield w
     w.stop()

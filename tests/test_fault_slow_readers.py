@@ -90,3 +90,50 @@ async def test_slow_readers_of_large_objects_do_not_pin_memory(big_log):
     finally:
         for writer, _ in readers:
             writer.close()
+
+
+@pytest.fixture(scope="module")
+async def witness(database_url, tmp_path_factory):
+    from logserver.keys.log_key import LogKey, generate_log_key_pem
+    from server_harness import free_port
+    from witness_harness import WitnessProcess, write_witness_config
+
+    d = tmp_path_factory.mktemp("slow-uploads")
+    (d / "log.key").write_bytes(generate_log_key_pem())
+    (d / "log.key").chmod(0o600)
+    vkey = LogKey.load(d / "log.key", "example.com/slow-log").vkey
+    w = WitnessProcess(write_witness_config(d, "example.com/slow-witness", database_url, [vkey]), free_port())
+    await w.start()
+    yield w
+    w.stop()
+
+
+UPLOADS = 300
+UPLOAD_SENT = 900 << 10  # of a declared 1,000,000: the witness waits for the rest
+
+
+async def test_slow_uploads_to_the_witness_do_not_pin_memory(witness):
+    before = rss_bytes(witness.proc.pid)
+    writers = []
+    chunk = b"x" * (64 << 10)
+    try:
+        for _ in range(UPLOADS):
+            reader, writer = await asyncio.open_connection("127.0.0.1", witness.port)
+            writer.write(b"POST /add-checkpoint HTTP/1.1\r\nHost: t\r\nContent-Length: 1000000\r\n\r\n")
+            sent = 0
+            try:
+                while sent < UPLOAD_SENT and not reader.at_eof():
+                    writer.write(chunk)
+                    sent += len(chunk)
+                    await asyncio.wait_for(writer.drain(), 0.5)
+            except (ConnectionError, asyncio.TimeoutError):
+                pass  # refused (503) and closed, or the witness stopped reading: both bound it
+            writers.append(writer)
+        grown = rss_bytes(witness.proc.pid) - before
+        assert grown < 64 << 20, f"witness RSS grew by {grown >> 20} MiB with {UPLOADS} slow uploads"
+        async with ClientSession(timeout=ClientTimeout(total=30)) as s:
+            async with s.get(witness.url + "/healthz") as r:
+                assert r.status == 200
+    finally:
+        for w in writers:
+            w.close()
