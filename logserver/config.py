@@ -57,8 +57,15 @@ class SequencerConfig:
 class LimitsConfig:
     max_body_bytes: int = 64 * 1024
     entries_page_size: int = 256
+    entries_page_bytes: int = 1 << 20  # /v1/entries stops after the entry that crosses this
     request_timeout_s: float = 15.0
     retry_after_s: int = 1
+    # Connections (logserver/http/serving.py): at most this many open at once; one that
+    # sends no complete request head within header_timeout_s of opening is closed, and
+    # so is one idle for keepalive_timeout_s after a response.
+    max_connections: int = 1024
+    header_timeout_s: float = 10.0
+    keepalive_timeout_s: float = 15.0
 
 
 @dataclass(frozen=True)
@@ -236,8 +243,12 @@ def config_from_dict(raw: dict[str, Any], *, base: Path, environ: dict[str, str]
     limits = LimitsConfig(
         max_body_bytes=lim.integer("max_body_bytes", dl.max_body_bytes, 1024, 64 * 1024),
         entries_page_size=lim.integer("entries_page_size", dl.entries_page_size, 1, 1000),
+        entries_page_bytes=lim.integer("entries_page_bytes", dl.entries_page_bytes, 64 << 10, 64 << 20),
         request_timeout_s=lim.number("request_timeout_s", dl.request_timeout_s, 0.1, 600),
         retry_after_s=lim.integer("retry_after_s", dl.retry_after_s, 1, 3600),
+        max_connections=lim.integer("max_connections", dl.max_connections, 16, 1_000_000),
+        header_timeout_s=lim.number("header_timeout_s", dl.header_timeout_s, 0.1, 600),
+        keepalive_timeout_s=lim.number("keepalive_timeout_s", dl.keepalive_timeout_s, 0.1, 3600),
     )
     lim.done()
     wit = TableReader(r.table("witnessing"), "witnessing.", base)

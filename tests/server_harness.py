@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -123,12 +124,19 @@ async def wait_ready(proc: subprocess.Popen, url: str, output: Callable[[], str]
             await asyncio.sleep(0.05)
 
 
+def _limit_files(n: int):
+    def preexec() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (n, n))
+    return preexec
+
+
 class ServerProcess:
     """One `logserver serve` child process; its output goes to `log_path`."""
 
     def __init__(self, config_path: Path, database_url: str, *, port: int | None = None,
-                 log_path: Path | None = None):
+                 log_path: Path | None = None, nofile: int | None = None):
         self.config_path = config_path
+        self.nofile = nofile  # RLIMIT_NOFILE (soft and hard) for the process, if set
         self.database_url = database_url
         self.port = port or free_port()
         self.log_path = log_path or config_path.parent / f"server-{self.port}.log"
@@ -148,6 +156,7 @@ class ServerProcess:
             self.proc = subprocess.Popen(
                 server_command(self.config_path), env=server_env(self.database_url, self.port),
                 stdout=out, stderr=subprocess.STDOUT, cwd=self.config_path.parent,
+                preexec_fn=None if self.nofile is None else _limit_files(self.nofile),
             )
         try:
             await wait_ready(self.proc, self.url, self.output, timeout_s)

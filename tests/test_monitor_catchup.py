@@ -157,3 +157,34 @@ async def test_missing_witness_quorum_is_reported_once_and_entries_still_checked
         assert monitor.state.verified.root() == (await log_checkpoint(client)).root
     quorum = [a for a in alerts if a["kind"] == "quorum_failure"]
     assert len(quorum) == 1 and "witness 'w'" in quorum[0]["message"]
+
+
+async def test_the_daemon_logs_one_line_per_cycle_and_progress_while_catching_up(server, policy, tmp_path,
+                                                                              caplog, monkeypatch):
+    import logging
+
+    import logserver.monitor.monitor as monitor_module
+
+    monkeypatch.setattr(monitor_module, "PROGRESS_S", 0.0)
+    await fill(server, 600, fleets=6, prefix="daemon")
+    caplog.set_level(logging.INFO, logger="logserver.monitor.monitor")
+    async with LogClient(server.url) as client:
+        size = (await log_checkpoint(client)).size
+        monitor = Monitor(client, policy, tmp_path / "s.json", chunk_bundles=1)
+        stop = asyncio.Event()
+        task = asyncio.ensure_future(monitor.run(0.01, stop=stop))
+        for _ in range(500):
+            if len([r for r in caplog.records if r.getMessage().startswith("cycle:")]) >= 2:
+                break
+            await asyncio.sleep(0.02)
+        stop.set()
+        await task
+    lines = [r.getMessage() for r in caplog.records]
+    cycles = [m for m in lines if m.startswith("cycle:")]
+    alerts = sum(monitor.alert_counts.values())
+    assert cycles[0] == (f"cycle: log size {size}, verified up to {size}, {size} entries checked, "
+                         f"{alerts} new alerts ({alerts} in all)"), cycles
+    assert cycles[1] == (f"cycle: log size {size}, verified up to {size}, 0 entries checked, "
+                         f"0 new alerts ({alerts} in all)"), cycles
+    progress = [m for m in lines if m.startswith("catching up:")]
+    assert progress and progress[0] == f"catching up: verified 256 of {size} entries", lines

@@ -5,6 +5,7 @@ through 409, and clients enforce the quorum on receipts."""
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -155,8 +156,9 @@ async def test_monitor_reports_cosignature_coverage(cluster, tmp_path):
         assert explain(monitor.summary(), c.log.url, monitor).count("w1 2/2, w2 2/2, w3 0/2") == 1
 
 
-async def test_two_witnesses_down_publishes_nothing_and_submissions_get_503(cluster):
+async def test_two_witnesses_down_publishes_nothing_and_submissions_get_503(cluster, caplog):
     c = cluster
+    caplog.set_level(logging.WARNING, logger="logserver.cosigning.publisher")
     await c.stop_witness("w2")
     await asyncio.sleep(1.0)  # let rounds that started before the stop finish
     before = await published(c)
@@ -170,6 +172,15 @@ async def test_two_witnesses_down_publishes_nothing_and_submissions_get_503(clus
     assert await metric(c, "logserver_cosigning_quorum_met ") == ["logserver_cosigning_quorum_met 0.0"]
     async with c.log.session.get("/v1/log") as resp:
         assert (await resp.json())["checkpoint"] == before
+    async with c.log.session.get("/readyz") as resp:
+        ready = await resp.json()
+        assert resp.status == 503, ready
+    assert ready["status"] == "witness_quorum_unavailable" and "w2" in ready["reason"], ready
+    # Rounds every 0.5 s failed for w2 (and w3, down all along): one line when w2 went
+    # down, none per round, one quorum-lost line.
+    lines = [r.getMessage() for r in caplog.records]
+    assert len([m for m in lines if m.startswith("witness 'w2'")]) == 1, lines
+    assert len([m for m in lines if "quorum" in m]) <= 1, lines
     # A witness comes back: the entry (committed all along) gets its cosigned receipt.
     await c.start_witness("w2")
     for _ in range(50):
@@ -179,6 +190,9 @@ async def test_two_witnesses_down_publishes_nothing_and_submissions_get_503(clus
         await asyncio.sleep(0.2)
     assert status == 200 and receipt["duplicate"] is True, receipt
     assert witness_lines(c, receipt["checkpoint"]) == {"w1", "w2"}
+    async with c.log.session.get("/readyz") as resp:
+        assert resp.status == 200, await resp.text()
+    assert any("'w2': cosigning again" in r.getMessage() for r in caplog.records)
     assert size_of(receipt["checkpoint"]) > size_of(before)
     verify_receipt(body, receipt, client_policy(c, "group two 2 w1 w2 w3\n", "two", "two.toml"))
 

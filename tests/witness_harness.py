@@ -1,6 +1,10 @@
 """Witness servers and a scripted log for witness tests (real PostgreSQL, real ports)."""
 from __future__ import annotations
 
+import asyncio
+import resource
+import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -109,3 +113,49 @@ async def start_witness(config_path: Path, *, port: int | None = None, clock=tim
     server = TestServer(app, host="127.0.0.1", port=port)
     await server.start_server()
     return RunningWitness(config_path, server, ClientSession(), cosigner, config.prefix)
+
+
+class WitnessProcess:
+    """`logserver witness` as a child process, its output in a file."""
+
+    def __init__(self, config: Path, port: int, *, nofile: int | None = None):
+        self.config, self.port, self.nofile = config, port, nofile
+        self.log_path = config.parent / "witness.log"
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    async def start(self) -> None:
+        with open(self.log_path, "ab") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "logserver.cli", "witness", "--config", str(self.config),
+                 "--listen", f"127.0.0.1:{self.port}"],
+                stdout=out, stderr=subprocess.STDOUT, cwd=self.config.parent,
+                preexec_fn=None if self.nofile is None else (
+                    lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (self.nofile, self.nofile))),
+            )
+        async with ClientSession() as s:
+            for _ in range(600):
+                assert self.proc.poll() is None, self.output()
+                try:
+                    async with s.get(self.url + "/readyz") as r:
+                        if r.status == 200:
+                            return
+                except OSError:
+                    pass
+                await asyncio.sleep(0.05)
+        raise AssertionError(f"witness not ready:\n{self.output()}")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()

@@ -1,6 +1,8 @@
 """JSON read routes: log info, proofs, entries, bundles and fleets."""
 from __future__ import annotations
 
+import json
+
 from aiohttp import web
 
 from ..bundle import decode_leaf
@@ -8,7 +10,8 @@ from ..merkle import InvalidParameterError
 from ..formats.receipt import build_receipt
 from ..read.tree_reader import BeyondTreeError
 from ..http.errors import bad_request, not_found
-from .keys import CONFIG, LOG_KEY, READER, STORE
+from ..http.budget import send_large
+from .keys import CONFIG, LOG_KEY, READER, RESPONSE_BUDGET, STORE
 from ..http.params import decimal, hex_hash, query
 from .published import published_covering, published_latest
 from ..http.responses import IMMUTABLE, NO_STORE, hex_list, json_response, raw_json_response
@@ -78,19 +81,30 @@ async def get_entries(request: web.Request) -> web.Response:
         await reader.covering(end)
     except BeyondTreeError as e:
         raise bad_request(str(e)) from None
-    page = request.app[CONFIG].limits.entries_page_size
-    end = min(end, start + page)
-    rows = await request.app[STORE].read_leaves(start, end)
-    if len(rows) != end - start:
-        raise RuntimeError(f"storage returned {len(rows)} leaves for [{start}, {end})")
-    return json_response({
-        "start": start,
-        "end": end,
-        "entries": [
-            {"index": r.idx, "leaf_hash": r.leaf_hash.hex(), "envelope": decode_leaf(r.leaf).to_dict()}
-            for r in rows
-        ],
-    }, cache=IMMUTABLE)
+    limits = request.app[CONFIG].limits
+    end = min(end, start + limits.entries_page_size)
+    # The page is also bounded in bytes (limits.entries_page_bytes, passed by the entry
+    # that crosses it): 256 entries of large bundles are ~13 MB of JSON, which one
+    # response must not pin. Read a few rows at a time so the rows are bounded too.
+    store, parts, size, at = request.app[STORE], [], 0, start
+    while at < end and size < limits.entries_page_bytes:
+        batch_end = min(end, at + _READ_BATCH)
+        rows = await store.read_leaves(at, batch_end)
+        if len(rows) != batch_end - at:
+            raise RuntimeError(f"storage returned {len(rows)} leaves for [{at}, {batch_end})")
+        for r in rows:
+            item = {"index": r.idx, "leaf_hash": r.leaf_hash.hex(), "envelope": decode_leaf(r.leaf).to_dict()}
+            parts.append(json.dumps(item, separators=(",", ":")).encode())
+            size += len(parts[-1])
+            at = r.idx + 1
+            if size >= limits.entries_page_bytes:
+                break
+    body = b'{"start":%d,"end":%d,"entries":[%s]}' % (start, at, b",".join(parts))
+    return await send_large(request, body, {"Content-Type": "application/json", "Cache-Control": IMMUTABLE},
+                            request.app[RESPONSE_BUDGET])
+
+
+_READ_BATCH = 16
 
 
 async def entry_json(app: web.Application, index: int, leaf_hash: bytes) -> dict:

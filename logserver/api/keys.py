@@ -12,6 +12,8 @@ from ..write.sequencer import Sequencer
 from ..storage import Store
 from ..read.tree_reader import TreeReader
 from ..cosigning import Publisher
+from ..http.budget import ByteBudget
+from .compression import Gzipper
 from .metrics import Metrics
 
 CONFIG = web.AppKey("config", Config)
@@ -27,3 +29,5 @@ WITNESS_POLICY = web.AppKey("witness_policy", object)  # Policy | None
 WORKER = web.AppKey("worker", object)  # forwarding.WorkerRole | None (serve --workers)
 ADMISSION = web.AppKey("admission", AdmissionPool)  # submissions checked in helper processes
 COMMIT_DEADLINES = web.AppKey("commit_deadlines", Deadlines)  # commit_timeout_s for submissions
+GZIPPER = web.AppKey("gzipper", Gzipper)  # entry bundles gzipped off the loop, full ones once
+RESPONSE_BUDGET = web.AppKey("response_budget", ByteBudget)  # bytes pinned by large responses in flight

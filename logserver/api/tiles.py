@@ -1,15 +1,15 @@
 """The C2SP tlog-tiles read path: /checkpoint, hash tiles and entry bundles."""
 from __future__ import annotations
 
-import gzip
-
 from aiohttp import web
 
 from ..merkle import TilePathError
 from ..merkle.tiles import TILE_WIDTH, EntriesTileID, TileID, parse_tile_coordinates
 from ..read.tree_reader import BeyondTreeError
 from ..http.errors import bad_request, not_found
-from .keys import READER
+from .compression import accepts_gzip
+from ..http.budget import send_large
+from .keys import GZIPPER, READER, RESPONSE_BUDGET
 from ..http.params import query
 from .published import published_latest
 from ..http.responses import IMMUTABLE
@@ -30,7 +30,7 @@ async def get_checkpoint(request: web.Request) -> web.Response:
     )
 
 
-async def get_tile(request: web.Request) -> web.Response:
+async def get_tile(request: web.Request) -> web.StreamResponse:
     query(request, set())
     try:
         level, index, width = parse_tile_coordinates("tile/" + request.match_info["path"])
@@ -52,7 +52,8 @@ async def get_tile(request: web.Request) -> web.Response:
     headers = {"Content-Type": "application/octet-stream",
                "Cache-Control": IMMUTABLE if width == TILE_WIDTH else PARTIAL,
                "Vary": "Accept-Encoding"}
-    if "gzip" in request.headers.get("Accept-Encoding", ""):
-        data = gzip.compress(data, compresslevel=6, mtime=0)
+    if accepts_gzip(request.headers.get("Accept-Encoding", "")):
+        gzipper = request.app[GZIPPER]
+        data = await (gzipper.full_bundle(index, data) if width == TILE_WIDTH else gzipper.compress(data))
         headers["Content-Encoding"] = "gzip"
-    return web.Response(body=data, headers=headers)
+    return await send_large(request, data, headers, request.app[RESPONSE_BUDGET])

@@ -19,10 +19,11 @@ import sys
 from pathlib import Path
 
 import asyncpg
-from aiohttp import web
 
 from ..client.policy import authorities_toml
 from ..config import ENV_LISTEN, Config, load_config
+from ..http import serving
+from ..http.serving import ConnectionLimits
 from ._args import int_range, listen_address
 from .errors import CliError, UsageError
 from .preflight import check_data_dir, check_database, check_listen, check_location, database_error, listen_error
@@ -83,18 +84,11 @@ def run(args: argparse.Namespace) -> int:
         write_dev_trust_policy(config, args.config.parent)
         print_dev_instructions(config, args.config)
     host, port = config.host_port
+    lim = config.limits
     try:
-        web.run_app(
-            app, host=host, port=port, print=lambda msg: log.info("listening on http://%s:%d", host, port),
-            access_log=None, shutdown_timeout=10, keepalive_timeout=75,
-            reuse_port=worker is not None,
-            # Passed on to each connection's RequestHandler. (Not as handler_args=: run_app
-            # has no such parameter, and aiohttp then drops every custom handler setting.)
-            max_headers=64, max_line_size=8190, max_field_size=8190, auto_decompress=False,
-            # Per-connection buffering of request bodies not yet read: aiohttp pauses the socket
-            # at twice this. The 64 KiB default let 200 parallel oversized chunked uploads grow
-            # the process by ~150 MiB (tests/test_fault_bodies.py); 8 KiB keeps it under 20 MiB.
-            read_bufsize=8192,
+        serving.serve(
+            app, host, port, ConnectionLimits(lim.max_connections, lim.header_timeout_s, lim.keepalive_timeout_s),
+            reuse_port=worker is not None, on_listening=lambda: log.info("listening on http://%s:%d", host, port),
         )
     except Exception as e:
         # What the checks before start-up could not see (the port taken meanwhile, the

@@ -11,7 +11,8 @@ import argparse
 import logging
 from pathlib import Path
 
-from aiohttp import web
+from ..http import serving
+from ..http.serving import ConnectionLimits
 
 from ._args import listen_address
 
@@ -35,10 +36,8 @@ def run(args: argparse.Namespace) -> int:
     config = load_witness_config(args.config, listen=args.listen)
     app = create_witness_app(config)
     host, port = config.host_port
-    web.run_app(
-        app, host=host, port=port,
-        print=lambda msg: log.info("witness %s listening on http://%s:%d%s", config.name, host, port, config.prefix),
-        access_log=None, shutdown_timeout=10, keepalive_timeout=75,
-        max_headers=64, max_line_size=8190, max_field_size=8190, auto_decompress=False,
+    serving.serve(
+        app, host, port, ConnectionLimits(),
+        on_listening=lambda: log.info("witness %s listening on http://%s:%d%s", config.name, host, port, config.prefix),
     )
     return 0

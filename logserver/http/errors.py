@@ -11,6 +11,8 @@ import json
 import logging
 
 from aiohttp import web
+from aiohttp.http import HttpVersion10 as HTTP10
+from aiohttp.http import HttpVersion11 as HTTP11
 
 from ..storage import DATABASE_UNAVAILABLE
 
@@ -34,16 +36,52 @@ def not_found(message: str, code: str = "not_found") -> ApiError:
 
 
 def error_response(status: int, code: str, message: str, *, retry_after: int | None = None) -> web.Response:
+    """The one error shape. `application/json` without a charset, like every success
+    (RFC 8259 §11 defines no charset parameter; JSON text is UTF-8)."""
     headers = {"Cache-Control": "no-store"}
     if retry_after is not None:
         headers["Retry-After"] = str(retry_after)
-    body = json.dumps({"error": {"code": code, "message": message}})
-    return web.Response(status=status, text=body, content_type="application/json", headers=headers)
+    body = json.dumps({"error": {"code": code, "message": message}}).encode()
+    return web.Response(status=status, body=body, content_type="application/json", headers=headers)
+
+
+def version_error(request: web.BaseRequest) -> web.Response | None:
+    """400 for a request line without an HTTP version (HTTP/0.9, which aiohttp accepts
+    and would answer): RFC 9112 §2.3 requires HTTP-version in the request line."""
+    if request.version < HTTP10:
+        return error_response(400, "bad_request", "the request line has no HTTP version; send HTTP/1.0 or 1.1")
+    return None
+
+
+def make_expect_handler(max_body_bytes: int):
+    """The `Expect` handler of the routes that take a body (RFC 9110 §10.1.1).
+
+    aiohttp's default answers `100 Continue` before anything looks at the request, so
+    a client announcing a body over the limit is invited to send it, then gets 413.
+    This answers 413 at once for a declared length over `max_body_bytes`, 417 for an
+    expectation other than 100-continue, and 100 Continue otherwise (HTTP/1.1 only).
+    Its response skips the middleware (aiohttp calls it first): it is complete here."""
+    async def expect_handler(request: web.Request) -> web.Response | None:
+        expect = request.headers.get("Expect", "")
+        if expect.lower() != "100-continue":
+            return error_response(417, "expectation_failed",
+                                  f"unsupported Expect {expect[:40]!r}; only 100-continue is supported")
+        length = request.content_length
+        if length is not None and length > max_body_bytes:
+            return error_response(413, "too_large",
+                                  f"request body too large: {length} bytes declared, at most {max_body_bytes}")
+        if request.version == HTTP11:
+            await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            request.writer.output_size = 0
+        return None
+
+    return expect_handler
 
 
 _HTTP_CODES = {
     400: "bad_request", 404: "not_found", 405: "method_not_allowed", 408: "request_timeout",
     411: "length_required", 413: "too_large", 414: "uri_too_long", 415: "unsupported_media_type",
+    417: "expectation_failed",
     429: "too_many_requests", 431: "headers_too_large",
 }
 
@@ -76,6 +114,9 @@ def make_error_middleware(retry_after_s: int):
     """An error-only middleware (the witness server's; the log's also records metrics)."""
     @web.middleware
     async def error_middleware(request: web.Request, handler):
+        refused = version_error(request)
+        if refused is not None:
+            return refused
         try:
             return await handler(request)
         except Exception as e:  # not CancelledError (a BaseException): the client left

@@ -8,21 +8,23 @@ from aiohttp import web
 from .errors import bad_request
 
 MAX_INT = 2**63 - 1
-_DECIMAL = re.compile(r"^(0|[1-9][0-9]{0,18})$")
-_HEX_HASH = re.compile(r"^[0-9a-f]{64}$")
+# fullmatch, never match with ^...$: "$" also matches before a trailing newline, so a
+# parameter ending in %0A would pass (and bytes.fromhex and int() ignore whitespace).
+_DECIMAL = re.compile(r"0|[1-9][0-9]{0,18}")
+_HEX_HASH = re.compile(r"[0-9a-f]{64}")
 _PLAIN_QUERY = re.compile(r"[A-Za-z0-9_]+=[A-Za-z0-9_]*(?:&[A-Za-z0-9_]+=[A-Za-z0-9_]*)*")
 
 
 def decimal(value: str, name: str) -> int:
     """A non-negative decimal without sign, spaces or leading zeros, at most 2^63-1."""
-    if not _DECIMAL.match(value) or int(value) > MAX_INT:
+    if not _DECIMAL.fullmatch(value) or int(value) > MAX_INT:
         raise bad_request(f"{name}: want a decimal integer from 0 to {MAX_INT} without leading zeros, got {value[:40]!r}")
     return int(value)
 
 
 def hex_hash(value: str, name: str) -> bytes:
     """A SHA-256 hash as exactly 64 lowercase hex digits."""
-    if not _HEX_HASH.match(value):
+    if not _HEX_HASH.fullmatch(value):
         raise bad_request(f"{name}: want 64 lowercase hex digits, got {value[:80]!r}")
     return bytes.fromhex(value)
 

@@ -62,6 +62,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_CHUNK_BUNDLES = 16
 MAX_MISMATCH_ALERTS = 16
+PROGRESS_S = 10.0  # a long catch-up logs how far it got at most this often
 
 
 def _now_text(ts: float) -> str:
@@ -287,9 +288,13 @@ class Monitor:
 
     async def _catch_up(self) -> bool:
         target = self._stored()
+        reported = time.monotonic()
         while self.state.verified.size < target.size:
             if not await self._chunk(target):
                 return False
+            if time.monotonic() - reported >= PROGRESS_S and self.state.verified.size < target.size:
+                reported = time.monotonic()
+                log.info("catching up: verified %d of %d entries", self.state.verified.size, target.size)
         self._set_progress(target.size)
         return True
 
@@ -475,11 +480,18 @@ class Monitor:
         """Poll forever (until `stop` is set); a failed poll is logged and retried."""
         stop = stop or asyncio.Event()
         while not stop.is_set():
+            verified_before, alerts_before = self.entries_verified, sum(self.alert_counts.values())
             try:
                 await self.poll_once()
             except LogClientError as exc:
                 self.metrics.errors.inc()
                 log.warning("poll failed: %s", exc)
+            else:
+                # One line per cycle: what an operator tailing the daemon wants to see.
+                size = None if self.latest is None else self.latest.size
+                log.info("cycle: log size %s, verified up to %d, %d entries checked, %d new alerts (%d in all)",
+                         size, self.state.verified.size, self.entries_verified - verified_before,
+                         sum(self.alert_counts.values()) - alerts_before, sum(self.alert_counts.values()))
             try:
                 await asyncio.wait_for(stop.wait(), interval_s)
             except asyncio.TimeoutError:

@@ -27,8 +27,10 @@ from ..storage import DATABASE_UNAVAILABLE, CheckpointRow, Store, create_pool, m
 from ..read.tile_file import FILE_NAME as TILE_FILE_NAME, TileFile, log_binding
 from ..read.tree_reader import TreeReader
 from ..api import entries, ops, submit, tiles
-from ..http.errors import exception_response
-from ..api.keys import ADMISSION, AUTHORITIES, CLOCK, COMMIT_DEADLINES, CONFIG, LOG_KEY, METRICS, READER, SEQUENCER, STORE, WITNESS_POLICY, WORKER
+from ..http.errors import exception_response, make_expect_handler, version_error
+from ..api.compression import Gzipper
+from ..http.budget import DEFAULT_RESPONSE_BUDGET, ByteBudget
+from ..api.keys import GZIPPER, RESPONSE_BUDGET, ADMISSION, AUTHORITIES, CLOCK, COMMIT_DEADLINES, CONFIG, LOG_KEY, METRICS, READER, SEQUENCER, STORE, WITNESS_POLICY, WORKER
 from ..api.published import load_policy, start_publisher
 from ..api.metrics import Metrics
 
@@ -80,6 +82,8 @@ def create_app(
     app[WITNESS_POLICY] = load_policy(config, log_key)
     app[WORKER] = worker
     app[COMMIT_DEADLINES] = submit.commit_deadlines(config.sequencer.commit_timeout_s)
+    app[GZIPPER] = Gzipper()
+    app[RESPONSE_BUDGET] = ByteBudget(DEFAULT_RESPONSE_BUDGET, "responses")
     app.on_cleanup.append(_close_deadlines)
     if worker is not None:
         app[METRICS].worker.labels(str(worker.index), worker.role).set(1)
@@ -88,7 +92,7 @@ def create_app(
     app.cleanup_ctx.append(_sequencer_ctx)
 
     r = app.router
-    r.add_post("/v1/bundles", submit.post_bundle)
+    r.add_post("/v1/bundles", submit.post_bundle, expect_handler=make_expect_handler(config.limits.max_body_bytes))
     r.add_get("/v1/log", entries.get_log)
     r.add_get("/v1/proof/inclusion", entries.get_inclusion_proof)
     r.add_get("/v1/proof/consistency", entries.get_consistency_proof)
@@ -123,6 +127,10 @@ def _api_middleware(metrics: Metrics, retry_after_s: int, route_names: dict[Call
         status = 503
         try:
             try:
+                refused = version_error(request)
+                if refused is not None:
+                    status = 400
+                    return refused
                 resp = await handler(request)
                 status = resp.status
             except Exception as e:  # not CancelledError (a BaseException): the client left
