@@ -19,8 +19,9 @@ ENV_DATABASE_URL = "DATABASE_URL"
 ENV_LISTEN = "LOGSERVER_LISTEN"
 
 ROLES = ("signer", "countersigner")
-_ORIGIN = re.compile(r"^[\x21-\x7e]{1,255}$")  # printable ASCII, no spaces
-_AUTHORITY_NAME = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+# Used with fullmatch: "$" would also match before a trailing newline.
+_ORIGIN = re.compile(r"[\x21-\x7e]{1,255}")  # printable ASCII, no spaces
+_AUTHORITY_NAME = re.compile(r"[A-Za-z0-9._:-]{1,128}")  # as bundle.authority and client.policy
 
 
 class ConfigError(ValueError):
@@ -165,7 +166,7 @@ def config_from_dict(raw: dict[str, Any], *, base: Path, environ: dict[str, str]
                      path: Path | None = None) -> Config:
     r = TableReader(raw, "", base)
     origin = r.string("origin", required=True)
-    if not _ORIGIN.match(origin) or origin == "cosignature/v1":
+    if not _ORIGIN.fullmatch(origin) or origin == "cosignature/v1":
         raise ConfigError(
             f"origin: want 1-255 printable ASCII characters without spaces (e.g. example.com/log), got {origin!r}"
         )
@@ -205,8 +206,8 @@ def config_from_dict(raw: dict[str, Any], *, base: Path, environ: dict[str, str]
             raise ConfigError(f"authorities[{i}]: want a table, got {type(item).__name__}")
         a = TableReader(item, f"authorities[{i}].", base)
         name = a.string("name", required=True)
-        if not _AUTHORITY_NAME.match(name):
-            raise ConfigError(f"authorities[{i}].name: want 1-64 of [A-Za-z0-9._:-], got {name!r}")
+        if not _AUTHORITY_NAME.fullmatch(name):
+            raise ConfigError(f"authorities[{i}].name: want 1..128 of [A-Za-z0-9._:-], got {name!r}")
         role = a.string("role", required=True)
         if role not in ROLES:
             raise ConfigError(f"authorities[{i}].role: want 'signer' or 'countersigner', got {role!r}")

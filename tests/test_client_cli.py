@@ -138,3 +138,27 @@ async def test_usage_errors(policy_path, tmp_path, capsys):
     assert code == 2 and "missing --envelope, --policy" in err  # a usage error, as argparse's (issue 23)
     code, _, err = await cli(capsys, *verify_args(tmp_path / "e.json", tmp_path / "r.json", policy_path))
     assert code == 1 and "receipt" in err and "No such file" in err
+
+
+async def test_submit_names_a_lost_witness_quorum_and_does_not_retry_it(tmp_path, capsys):
+    from aiohttp import web
+    from aiohttp.test_utils import TestServer
+
+    posts = []
+
+    async def quorum_lost(request):
+        posts.append(await request.read())
+        return web.json_response({"error": {"code": "witness_quorum_unavailable",
+                                            "message": "no checkpoint covering size 3 has a witness quorum yet"}},
+                                 status=503, headers={"Retry-After": "1"})
+
+    app = web.Application()
+    app.router.add_post("/v1/bundles", quorum_lost)
+    envelope = tmp_path / "envelope.json"
+    envelope.write_bytes(b"{}")
+    async with TestServer(app, host="127.0.0.1") as stub:
+        code, _, err = await cli(capsys, "submit", "--log", str(stub.make_url("")).rstrip("/"),
+                                 "--envelope", str(envelope), "--retries", "5")
+    assert code == 1
+    assert "witness_quorum_unavailable: the log stored the bundle" in err and "submit again later" in err, err
+    assert "retrying" not in err and len(posts) == 1

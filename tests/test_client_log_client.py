@@ -126,3 +126,26 @@ async def test_get_json_is_as_strict_as_the_receipt_and_bundle_parsers(crafted, 
         assert await c.get_json("good") == {"first": 1, "second": 2, "proof": []}
         with pytest.raises(MalformedResponseError, match=f"GET {name}: "):
             await c.get_json(name)
+
+
+@pytest.mark.parametrize("fleet_id", [".", "..", "", "a/b"])
+async def test_a_fleet_id_that_is_no_single_path_segment_is_refused_before_any_request(fleet_id):
+    """/v1/fleets/.. would be normalised to /v1/ (RFC 3986 §5.2.4): the client must not send it."""
+    requests = []
+
+    async def anything(request):
+        requests.append(request.path)
+        return web.json_response({})
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", anything)
+    async with TestServer(app, host="127.0.0.1") as stub:
+        async with LogClient(str(stub.make_url("/"))) as c:
+            with pytest.raises(LogClientError, match="cannot name a fleet"):
+                await c.fleet(fleet_id)
+    assert requests == []
+
+
+async def test_fleet_ids_with_dots_inside_are_looked_up(client, server):
+    assert await client.fleet("no.such.fleet") is None
+    assert (await client.fleet("lc"))["fleet_id"] == "lc"

@@ -62,3 +62,28 @@ def test_authorities_tables_are_written_once_for_the_server_and_the_client(tmp_p
     config = load_config(cfg)
     assert [(a.name, a.role, a.keys) for a in config.authorities] == [
         ("s", "signer", (tmp_path / odd / "s.pem",)), ("c", "countersigner", (tmp_path / "c.pem",))]
+
+
+@pytest.mark.parametrize("field, value", [("origin", "example.com/log\n"), ("authority", "signer\n"),
+                                          ("authority", "a" * 129)])
+def test_names_with_a_trailing_newline_or_too_long_are_refused(tmp_path, field, value):
+    """`^...$` with re.match accepts a trailing newline; the config's names use fullmatch."""
+    from logserver.config import config_from_dict
+
+    (tmp_path / "s.pem").write_text("x")
+    name = value if field == "authority" else "s"
+    raw = {"origin": value if field == "origin" else "example.com/log", "log_key": "k.pem",
+           "authorities": [{"name": name, "role": "signer", "keys": ["s.pem"]},
+                           {"name": "c", "role": "countersigner", "keys": ["s.pem"]}]}
+    with pytest.raises(ConfigError, match="origin" if field == "origin" else r"authorities\[0\]\.name"):
+        config_from_dict(raw, base=tmp_path, environ={})
+
+
+def test_authority_names_may_be_as_long_as_bundles_and_trust_policies_allow(tmp_path):
+    from logserver.config import config_from_dict
+
+    (tmp_path / "s.pem").write_text("x")
+    raw = {"origin": "example.com/log", "log_key": "k.pem",
+           "authorities": [{"name": "a" * 128, "role": "signer", "keys": ["s.pem"]},
+                           {"name": "c", "role": "countersigner", "keys": ["s.pem"]}]}
+    assert config_from_dict(raw, base=tmp_path, environ={}).authorities[0].name == "a" * 128

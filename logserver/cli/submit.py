@@ -1,7 +1,11 @@
 """Submit an envelope to a log and save the receipt.
 
 Retries on 503 (honouring Retry-After) up to --retries times; submissions are
-idempotent, so a retry after a lost answer is safe.
+idempotent, so a retry after a lost answer is safe. One 503 is not retried:
+`witness_quorum_unavailable`. The log has then stored the bundle and waited
+`witnessing.max_wait_s` for its witnesses; another attempt now would wait again for
+the same outcome. The error says so; submitting again later gets the receipt (a
+duplicate).
 """
 from __future__ import annotations
 
@@ -40,10 +44,12 @@ async def submit(log_url: str, body: bytes, retries: int, timeout: float) -> tup
                     payload = await resp.json(content_type=None)
                 except (ValueError, aiohttp.ContentTypeError):
                     payload = {"error": {"code": "bad_response", "message": (await resp.text())[:200]}}
-                if resp.status != 503 or attempt == retries:
+                code = payload.get("error", {}).get("code") if isinstance(payload, dict) else None
+                if resp.status != 503 or attempt == retries or code == "witness_quorum_unavailable":
                     return resp.status, payload
                 wait = float(resp.headers.get("Retry-After", "1"))
-                print(f"log busy (503), retrying in {wait:g}s ({attempt + 1}/{retries})", file=sys.stderr)
+                print(f"log unavailable (503 {code}), retrying in {wait:g}s ({attempt + 1}/{retries})",
+                      file=sys.stderr)
                 await asyncio.sleep(min(wait, 30))
     raise AssertionError("unreachable")
 
@@ -59,6 +65,11 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(f"cannot reach the log at {args.log}: {e}") from None
     if status not in (200, 201):
         err = payload.get("error", {})
+        if err.get("code") == "witness_quorum_unavailable":
+            raise CliError(
+                "witness_quorum_unavailable: the log stored the bundle, but its witnesses have not cosigned a "
+                f"checkpoint that covers it ({err.get('message')}); submit again later to get the receipt "
+                "(it is answered as a duplicate)")
         raise CliError(f"the log refused the bundle: HTTP {status} {err.get('code')}: {err.get('message')}")
     text = json.dumps(payload, indent=2) + "\n"
     kind = "already logged (duplicate)" if payload.get("duplicate") else "logged"

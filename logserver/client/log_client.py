@@ -20,6 +20,7 @@ well-formed answers (strict JSON, 32-byte hashes, tile lengths, size limits).
 from __future__ import annotations
 
 import asyncio
+from urllib.parse import quote
 from collections.abc import Iterable
 from typing import Any
 
@@ -272,8 +273,16 @@ class LogClient:
 
     async def fleet(self, fleet_id: str) -> dict[str, Any] | None:
         """GET /v1/fleets/<id>: the fleet's latest logged entry with its receipt, or
-        None if the log says it has none (404)."""
-        obj = await self.get_json(f"v1/fleets/{fleet_id}", max_bytes=4 << 20, not_found_ok=True)
+        None if the log says it has none (404).
+
+        `.` and `..` are refused before any request: as a path segment they are dot
+        segments (RFC 3986 §5.2.4), which URL normalisation removes, so the request
+        would go to another route (`/v1/fleets/..` is `/v1/`). No such fleet can be
+        logged (the log refuses them at admission: `reserved_fleet_id`)."""
+        if fleet_id in (".", "..") or not fleet_id or "/" in fleet_id:
+            raise LogClientError(f"fleet id {fleet_id!r} cannot name a fleet: it is not a single path segment "
+                                 "other than a dot segment")
+        obj = await self.get_json(f"v1/fleets/{quote(fleet_id, safe='')}", max_bytes=4 << 20, not_found_ok=True)
         if obj is not None and not isinstance(obj, dict):
             raise MalformedResponseError(f"/v1/fleets/{fleet_id}: want an object")
         return obj
