@@ -17,17 +17,17 @@ from hashlib import sha256
 from ._checks import MAX_TREE_SIZE, check_size
 from .compact import CompactRange, NodeID, frontier_ids
 from .errors import InvalidParameterError, TileDataError, TilePathError
+from .geometry import FULL_TILE_BYTES, node_in_tile, node_span, tile_min_size, tile_width
+from .geometry import TILE_HEIGHT as TILE_HEIGHT  # re-exported: the constants' old home
+from .geometry import TILE_WIDTH as TILE_WIDTH
 from .hashing import HASH_SIZE
 
-TILE_HEIGHT = 8
-TILE_WIDTH = 1 << TILE_HEIGHT
 # tlog-tiles: "<L> ... MUST be a decimal ASCII integer between 0 and 63".
 MAX_TILE_LEVEL = 63
 # tlog-tiles "Log entries": entries are big-endian uint16 length-prefixed.
 MAX_ENTRY_SIZE = 0xFFFF
 
 _NODE = b"\x01"
-_TILE_BYTES = TILE_WIDTH * HASH_SIZE
 
 
 def _coverage_error(level: int, index: int, width: int) -> str | None:
@@ -39,7 +39,7 @@ def _coverage_error(level: int, index: int, width: int) -> str | None:
         return f"tile index: got {index!r}, want a non-negative int"
     if type(width) is not int or not 1 <= width <= TILE_WIDTH:
         return f"tile width: got {width!r}, want 1..{TILE_WIDTH}"
-    end = (index * TILE_WIDTH + width) << (TILE_HEIGHT * level)
+    end = tile_min_size(level, index, width)
     if end > MAX_TREE_SIZE:
         return f"tile level {level} index {index} width {width}: covers {end} leaves, want <= 2**64-1"
     return None
@@ -206,11 +206,8 @@ def tile_for_node(level: int, index: int, size: int) -> TileID:
         raise InvalidParameterError(f"node: got ({level!r}, {index!r}), want non-negative ints")
     if (index + 1) << level > size:
         raise InvalidParameterError(f"node ({level}, {index}): not complete in a tree of size {size}")
-    tile_level, below = divmod(level, TILE_HEIGHT)
-    tile_index = index >> (TILE_HEIGHT - below)
-    nodes = size >> (TILE_HEIGHT * tile_level)
-    width = min(TILE_WIDTH, nodes - tile_index * TILE_WIDTH)
-    return TileID(tile_level, tile_index, width)
+    tile_level, tile_index, _, _ = node_in_tile(level, index)
+    return TileID(tile_level, tile_index, tile_width(tile_level, tile_index, size))
 
 
 def tiles_for_nodes(ids: Iterable[NodeID], size: int) -> list[TileID]:
@@ -228,9 +225,9 @@ def _tile_data(tiles: Mapping[TileID, bytes], tile: TileID) -> bytes:
     if type(data) is not bytes:
         raise TileDataError(f"tile {tile_path(tile)}: got {type(data).__name__}, want bytes")
     need = tile.width * HASH_SIZE
-    if len(data) % HASH_SIZE or not need <= len(data) <= _TILE_BYTES:
+    if len(data) % HASH_SIZE or not need <= len(data) <= FULL_TILE_BYTES:
         raise TileDataError(
-            f"tile {tile_path(tile)}: got {len(data)} bytes, want a multiple of {HASH_SIZE} in {need}..{_TILE_BYTES}"
+            f"tile {tile_path(tile)}: got {len(data)} bytes, want a multiple of {HASH_SIZE} in {need}..{FULL_TILE_BYTES}"
         )
     return data
 
@@ -244,13 +241,11 @@ def hashes_from_tiles(ids: Iterable[NodeID], size: int, tiles: Mapping[TileID, b
     """
     out: list[bytes] = []
     for level, index in ids:
-        tile = tile_for_node(level, index, size)
-        data = _tile_data(tiles, tile)
-        below = level % TILE_HEIGHT
-        # The node's subtree spans 2**below consecutive hashes of the tile.
-        start = ((index << below) - tile.index * TILE_WIDTH) * HASH_SIZE
-        stop = start + (HASH_SIZE << below)
-        row = [data[i : i + HASH_SIZE] for i in range(start, stop, HASH_SIZE)]
+        data = _tile_data(tiles, tile_for_node(level, index, size))
+        # The node is the hash of the tile's hashes [first, end).
+        _, _, k, pos = node_in_tile(level, index)
+        first, end = node_span(k, pos)
+        row = [data[i : i + HASH_SIZE] for i in range(first * HASH_SIZE, end * HASH_SIZE, HASH_SIZE)]
         while len(row) > 1:
             row = [sha256(_NODE + row[i] + row[i + 1]).digest() for i in range(0, len(row), 2)]
         out.append(row[0])
@@ -268,9 +263,9 @@ def expand_tile(data: bytes) -> list[bytes]:
     the leaves"). Because tiles only grow by appending, the nodes of a prefix of the
     data are a prefix of each level: an expansion stays correct for any narrower width.
     """
-    if type(data) is not bytes or len(data) % HASH_SIZE or len(data) > _TILE_BYTES:
+    if type(data) is not bytes or len(data) % HASH_SIZE or len(data) > FULL_TILE_BYTES:
         raise TileDataError(f"tile data: got {len(data) if isinstance(data, bytes) else type(data).__name__} "
-                            f"bytes, want a multiple of {HASH_SIZE} up to {_TILE_BYTES}")
+                            f"bytes, want a multiple of {HASH_SIZE} up to {FULL_TILE_BYTES}")
     levels = [data]
     row = data
     pair = 2 * HASH_SIZE
