@@ -20,7 +20,7 @@ rewrite the database too, and clients check every proof against a signed
 checkpoint anyway. The checksum only says the slot holds what was written;
 whether that was right is checked by the reader: a slot is used only if its root
 (the hash of the tile's 256 leaves) equals the hash the database's level-1 tile holds for it
-(TreeReader), so a slot expanded from a corrupted tile that was repaired since,
+(TileCache, read/tile_cache.py), so a slot expanded from a corrupted tile that was repaired since,
 or from a database that was restored, is a miss and is dropped. The file starts
 with a header binding it to one log: a different database under the same data
 directory (a new log, a test) starts a new file. Processes opening the file at
