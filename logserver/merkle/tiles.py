@@ -17,7 +17,7 @@ from hashlib import sha256
 from ._checks import MAX_TREE_SIZE, check_size
 from .compact import CompactRange, NodeID, frontier_ids
 from .errors import InvalidParameterError, TileDataError, TilePathError
-from .geometry import FULL_TILE_BYTES, node_in_tile, node_span, tile_min_size, tile_width
+from .geometry import FULL_TILE_BYTES
 from .geometry import TILE_HEIGHT as TILE_HEIGHT  # re-exported: the constants' old home
 from .geometry import TILE_WIDTH as TILE_WIDTH
 from .hashing import HASH_SIZE
@@ -39,7 +39,8 @@ def _coverage_error(level: int, index: int, width: int) -> str | None:
         return f"tile index: got {index!r}, want a non-negative int"
     if type(width) is not int or not 1 <= width <= TILE_WIDTH:
         return f"tile width: got {width!r}, want 1..{TILE_WIDTH}"
-    end = tile_min_size(level, index, width)
+    # geometry.tile_min_size, inlined: the tile route runs this per request.
+    end = (index * TILE_WIDTH + width) << (TILE_HEIGHT * level)
     if end > MAX_TREE_SIZE:
         return f"tile level {level} index {index} width {width}: covers {end} leaves, want <= 2**64-1"
     return None
@@ -206,8 +207,13 @@ def tile_for_node(level: int, index: int, size: int) -> TileID:
         raise InvalidParameterError(f"node: got ({level!r}, {index!r}), want non-negative ints")
     if (index + 1) << level > size:
         raise InvalidParameterError(f"node ({level}, {index}): not complete in a tree of size {size}")
-    tile_level, tile_index, _, _ = node_in_tile(level, index)
-    return TileID(tile_level, tile_index, tile_width(tile_level, tile_index, size))
+    # geometry.node_in_tile and tile_width, inlined: the sequencer and the integrity
+    # checks call this for every frontier node of every batch.
+    tile_level, below = divmod(level, TILE_HEIGHT)
+    tile_index = index >> (TILE_HEIGHT - below)
+    nodes = size >> (TILE_HEIGHT * tile_level)
+    width = min(TILE_WIDTH, nodes - tile_index * TILE_WIDTH)
+    return TileID(tile_level, tile_index, width)
 
 
 def tiles_for_nodes(ids: Iterable[NodeID], size: int) -> list[TileID]:
@@ -241,11 +247,14 @@ def hashes_from_tiles(ids: Iterable[NodeID], size: int, tiles: Mapping[TileID, b
     """
     out: list[bytes] = []
     for level, index in ids:
-        data = _tile_data(tiles, tile_for_node(level, index, size))
-        # The node is the hash of the tile's hashes [first, end).
-        _, _, k, pos = node_in_tile(level, index)
-        first, end = node_span(k, pos)
-        row = [data[i : i + HASH_SIZE] for i in range(first * HASH_SIZE, end * HASH_SIZE, HASH_SIZE)]
+        tile = tile_for_node(level, index, size)
+        data = _tile_data(tiles, tile)
+        below = level % TILE_HEIGHT
+        # The node's subtree spans 2**below consecutive hashes of the tile (geometry.node_span,
+        # inlined: the sequencer rebuilds its frontier with this in every batch).
+        start = ((index << below) - tile.index * TILE_WIDTH) * HASH_SIZE
+        stop = start + (HASH_SIZE << below)
+        row = [data[i : i + HASH_SIZE] for i in range(start, stop, HASH_SIZE)]
         while len(row) > 1:
             row = [sha256(_NODE + row[i] + row[i + 1]).digest() for i in range(0, len(row), 2)]
         out.append(row[0])
