@@ -9,12 +9,14 @@ position p of level k is the node (8L + k, (256N >> k) + p), the hash of the
 tile's hashes [p << k, (p + 1) << k).
 
 Everything here is arithmetic on those coordinates: no hashing, no data, and no
-argument checks. The arguments are trusted (non-negative ints that the caller
-validated, or derived from validated sizes), because the read path calls these per
-request; tiles.TileID and tiles.tile_for_node are the checked entry points. Tiles
-are keyed by the `(tile_level, tile_index)` tuple storage uses (`TileKey`), not by
-TileID objects, for the same reason. (So the package root, logserver.merkle, does
-not re-export them: importing logserver.merkle.geometry says which kind one uses.)
+argument checks. The callers (the reader, the tile file, fsck) pass coordinates
+derived from sizes that were validated where they came in; tiles.TileID and
+tiles.tile_for_node are the checked entry points. Tiles are keyed by the
+`(tile_level, tile_index)` tuple that storage and the tile cache use (`TileKey`),
+not by TileID objects. The package root (logserver.merkle) does not re-export these
+names: importing logserver.merkle.geometry says the caller skips the checks. Where
+a call would cost on a per-request or per-batch path, the caller inlines the
+helper's arithmetic and its comment names the helper.
 """
 
 from __future__ import annotations
