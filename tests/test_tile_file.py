@@ -18,9 +18,11 @@ from logserver.api.metrics import Metrics
 from logserver.integrity.fsck import fsck
 from logserver.keys.log_key import LogKey
 from logserver.merkle import verify_inclusion
+from logserver.merkle.geometry import FULL_TILE_BYTES
 from logserver.merkle.tiles import EntriesTileID, TileID, decode_entry_bundle, expand_tile
+from logserver.read.tile_cache import _FILE_TILE_COST
 from logserver.read.tile_file import EXPANDED, HEADER, SLOT, TileFile
-from logserver.read.tree_reader import _FILE_TILE_COST, _FULL, TreeReader
+from logserver.read.tree_reader import TreeReader
 
 TILES = 5
 SIZE = TILES * 256 + 37  # five full level-0 tiles and a partial one
@@ -161,7 +163,7 @@ async def test_a_tile_evicted_while_a_proof_waits_is_not_counted_when_expanded(d
         plain = TreeReader(store)
         await plain.covering(size)
         data = await store.read_tiles([(0, i) for i in range(TILES)])
-        reader = TreeReader(store, max_tile_cache_bytes=3 * (_FULL + 400))
+        reader = TreeReader(store, max_tile_cache_bytes=3 * (FULL_TILE_BYTES + 400))
         await reader.inclusion_proof(1, size)  # computes the path's tail (above the fork), shared by leaf 0
         reader._tiles.clear()
         reader._tile_bytes = 0

@@ -26,8 +26,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..formats.checkpoint import open_checkpoint
-from ..merkle import CompactRange, leaf_hash
-from ..merkle.tiles import TILE_HEIGHT, TILE_WIDTH
+from ..merkle import HASH_SIZE, CompactRange, leaf_hash
+from ..merkle.geometry import FULL_TILE_BYTES, TILE_HEIGHT, TILE_WIDTH, TileKey, node_in_tile, tile_node
 from ..storage import Store
 from ..read.tile_file import TileFile
 
@@ -96,36 +96,38 @@ async def fsck(
                 problem(f"two checkpoints of size {cp.tree_size} have different roots: {have.hex()} and {cp.root.hex()}")
     pending_sizes = sorted(s for s in roots_at if s <= size)
 
-    expected: dict[tuple[int, int], bytearray] = {}  # tiles being rebuilt, by (level, index)
+    expected: dict[TileKey, bytearray] = {}  # tiles being rebuilt, by (level, index)
 
-    async def compare_tiles(keys: list[tuple[int, int]]) -> None:
+    async def compare_tiles(keys: list[TileKey]) -> None:
         stored = await store.read_tiles(keys)
         for key in keys:
             want = bytes(expected.pop(key))
             got = stored.get(key)
             report.tiles_checked += 1
             if got is None:
-                problem(f"tile {key[0]}/{key[1]} is missing ({len(want) // 32} hashes expected)")
+                problem(f"tile {key[0]}/{key[1]} is missing ({len(want) // HASH_SIZE} hashes expected)")
                 continue
             got = got[: len(want)]
             if got == want:
                 continue
-            for pos in range(0, len(want), 32):
-                if got[pos : pos + 32] != want[pos : pos + 32]:
+            for start in range(0, len(want), HASH_SIZE):
+                end = start + HASH_SIZE
+                if got[start:end] != want[start:end]:
                     level, index = key
-                    node = index * TILE_WIDTH + pos // 32
-                    what = f"leaf {node}" if level == 0 else f"node ({level * TILE_HEIGHT}, {node})"
-                    problem(f"tile {level}/{index} hash {pos // 32} ({what}): stored "
-                            f"{got[pos:pos + 32].hex()}, recomputed {want[pos:pos + 32].hex()}")
+                    pos = start // HASH_SIZE
+                    node = tile_node(level, index, 0, pos)
+                    what = f"leaf {node[1]}" if level == 0 else f"node {node}"
+                    problem(f"tile {level}/{index} hash {pos} ({what}): stored "
+                            f"{got[start:end].hex()}, recomputed {want[start:end].hex()}")
                     break
             else:
-                problem(f"tile {key[0]}/{key[1]}: stored {len(got) // 32} hashes, want {len(want) // 32}")
+                problem(f"tile {key[0]}/{key[1]}: stored {len(got) // HASH_SIZE} hashes, want {len(want) // HASH_SIZE}")
 
-    full: list[tuple[int, int]] = []
+    full: list[TileKey] = []
 
     def visit(level: int, index: int, h: bytes) -> None:
         if level % TILE_HEIGHT:
-            return
+            return  # tlog-tiles stores only the tree levels that are multiples of 8
         if level == TILE_HEIGHT and tile_file is not None:  # h: the root of level-0 tile `index`
             cached = tile_file.get(index)
             if cached is not None:
@@ -133,10 +135,11 @@ async def fsck(
                 if cached[-1] != h:
                     tile_file.drop(index)
                     report.cache_slots_dropped.append(index)
-        key = (level // TILE_HEIGHT, index // TILE_WIDTH)
+        tile_level, tile_index, _, _ = node_in_tile(level, index)
+        key = (tile_level, tile_index)
         buf = expected.setdefault(key, bytearray())
         buf += h
-        if len(buf) == 32 * TILE_WIDTH:
+        if len(buf) == FULL_TILE_BYTES:
             full.append(key)
 
     cr = CompactRange()

@@ -17,17 +17,17 @@ from hashlib import sha256
 from ._checks import MAX_TREE_SIZE, check_size
 from .compact import CompactRange, NodeID, frontier_ids
 from .errors import InvalidParameterError, TileDataError, TilePathError
+from .geometry import FULL_TILE_BYTES
+from .geometry import TILE_HEIGHT as TILE_HEIGHT  # re-exported: the constants' old home
+from .geometry import TILE_WIDTH as TILE_WIDTH
 from .hashing import HASH_SIZE
 
-TILE_HEIGHT = 8
-TILE_WIDTH = 1 << TILE_HEIGHT
 # tlog-tiles: "<L> ... MUST be a decimal ASCII integer between 0 and 63".
 MAX_TILE_LEVEL = 63
 # tlog-tiles "Log entries": entries are big-endian uint16 length-prefixed.
 MAX_ENTRY_SIZE = 0xFFFF
 
 _NODE = b"\x01"
-_TILE_BYTES = TILE_WIDTH * HASH_SIZE
 
 
 def _coverage_error(level: int, index: int, width: int) -> str | None:
@@ -39,6 +39,7 @@ def _coverage_error(level: int, index: int, width: int) -> str | None:
         return f"tile index: got {index!r}, want a non-negative int"
     if type(width) is not int or not 1 <= width <= TILE_WIDTH:
         return f"tile width: got {width!r}, want 1..{TILE_WIDTH}"
+    # geometry.tile_min_size, inlined: the tile route runs this per request.
     end = (index * TILE_WIDTH + width) << (TILE_HEIGHT * level)
     if end > MAX_TREE_SIZE:
         return f"tile level {level} index {index} width {width}: covers {end} leaves, want <= 2**64-1"
@@ -206,6 +207,8 @@ def tile_for_node(level: int, index: int, size: int) -> TileID:
         raise InvalidParameterError(f"node: got ({level!r}, {index!r}), want non-negative ints")
     if (index + 1) << level > size:
         raise InvalidParameterError(f"node ({level}, {index}): not complete in a tree of size {size}")
+    # geometry.node_in_tile and tile_width, inlined: the sequencer and the integrity
+    # checks call this for every frontier node of every batch.
     tile_level, below = divmod(level, TILE_HEIGHT)
     tile_index = index >> (TILE_HEIGHT - below)
     nodes = size >> (TILE_HEIGHT * tile_level)
@@ -228,9 +231,9 @@ def _tile_data(tiles: Mapping[TileID, bytes], tile: TileID) -> bytes:
     if type(data) is not bytes:
         raise TileDataError(f"tile {tile_path(tile)}: got {type(data).__name__}, want bytes")
     need = tile.width * HASH_SIZE
-    if len(data) % HASH_SIZE or not need <= len(data) <= _TILE_BYTES:
+    if len(data) % HASH_SIZE or not need <= len(data) <= FULL_TILE_BYTES:
         raise TileDataError(
-            f"tile {tile_path(tile)}: got {len(data)} bytes, want a multiple of {HASH_SIZE} in {need}..{_TILE_BYTES}"
+            f"tile {tile_path(tile)}: got {len(data)} bytes, want a multiple of {HASH_SIZE} in {need}..{FULL_TILE_BYTES}"
         )
     return data
 
@@ -247,7 +250,8 @@ def hashes_from_tiles(ids: Iterable[NodeID], size: int, tiles: Mapping[TileID, b
         tile = tile_for_node(level, index, size)
         data = _tile_data(tiles, tile)
         below = level % TILE_HEIGHT
-        # The node's subtree spans 2**below consecutive hashes of the tile.
+        # The node's subtree spans 2**below consecutive hashes of the tile (geometry.node_span,
+        # inlined: the sequencer rebuilds its frontier with this in every batch).
         start = ((index << below) - tile.index * TILE_WIDTH) * HASH_SIZE
         stop = start + (HASH_SIZE << below)
         row = [data[i : i + HASH_SIZE] for i in range(start, stop, HASH_SIZE)]
@@ -268,9 +272,9 @@ def expand_tile(data: bytes) -> list[bytes]:
     the leaves"). Because tiles only grow by appending, the nodes of a prefix of the
     data are a prefix of each level: an expansion stays correct for any narrower width.
     """
-    if type(data) is not bytes or len(data) % HASH_SIZE or len(data) > _TILE_BYTES:
+    if type(data) is not bytes or len(data) % HASH_SIZE or len(data) > FULL_TILE_BYTES:
         raise TileDataError(f"tile data: got {len(data) if isinstance(data, bytes) else type(data).__name__} "
-                            f"bytes, want a multiple of {HASH_SIZE} up to {_TILE_BYTES}")
+                            f"bytes, want a multiple of {HASH_SIZE} up to {FULL_TILE_BYTES}")
     levels = [data]
     row = data
     pair = 2 * HASH_SIZE

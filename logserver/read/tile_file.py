@@ -20,7 +20,7 @@ rewrite the database too, and clients check every proof against a signed
 checkpoint anyway. The checksum only says the slot holds what was written;
 whether that was right is checked by the reader: a slot is used only if its root
 (the hash of the tile's 256 leaves) equals the hash the database's level-1 tile holds for it
-(TreeReader), so a slot expanded from a corrupted tile that was repaired since,
+(TileCache, read/tile_cache.py), so a slot expanded from a corrupted tile that was repaired since,
 or from a database that was restored, is a miss and is dropped. The file starts
 with a header binding it to one log: a different database under the same data
 directory (a new log, a test) starts a new file. Processes opening the file at
@@ -42,24 +42,18 @@ import os
 import zlib
 from pathlib import Path
 
-from ..merkle.tiles import TILE_WIDTH
+from ..merkle.geometry import TILE_WIDTH, expansion_spans
 
 log = logging.getLogger(__name__)
 
 HASH = 32
-EXPANDED = (2 * TILE_WIDTH - 1) * HASH  # 511 hashes
+_LEVEL_SPANS = expansion_spans(TILE_WIDTH)  # where each of the 9 levels lies in a slot
+EXPANDED = _LEVEL_SPANS[-1][1]  # 511 hashes
 SLOT = EXPANDED + HASH  # + checksum field: 16,384 bytes, four pages
 HEADER = SLOT  # slot-sized, so that slots stay page-aligned
 # v2: CRC-32 slot checksums (v1 had SHA-256). A v1 file's header does not match,
 # so it is started over and refilled, like any other log's file.
 _MAGIC = b"logserver expanded level-0 tiles v2\n"
-_LEVEL_SPANS = []
-_off = 0
-for _k in range(9):
-    _n = (TILE_WIDTH >> _k) * HASH
-    _LEVEL_SPANS.append((_off, _off + _n))
-    _off += _n
-assert _off == EXPANDED
 
 
 FILE_NAME = Path("cache") / "tiles-level0.bin"  # under the data directory
