@@ -82,3 +82,16 @@ def remove_data_dir(path: Path | None) -> None:
         except ProcessLookupError:
             pass
     shutil.rmtree(path, ignore_errors=True)
+
+
+async def open_test_log(url: str, key, **open_log_kwargs):
+    """The log of `key` in the database at `url`, opened as the server opens it
+    (storage.open_log) on a small pool of its own; close it with `store.pool.close()`."""
+    from logserver.storage import create_pool, open_log
+
+    pool = await create_pool(url, min_size=1, max_size=2)
+    try:
+        return await open_log(pool, key, **open_log_kwargs)
+    except BaseException:
+        await pool.close()
+        raise

@@ -8,17 +8,17 @@ import hashlib
 
 import pytest
 
-from bench.bulkload import open_store
 from logserver.keys.log_key import LogKey
 from logserver.merkle import leaf_hash
 from logserver.write.sequencer import Sequencer
+from pg import open_test_log
 
 
 def store_fixture(key: LogKey):
     """A module-scoped `store` fixture: the log of `key` in the module's fresh database."""
     @pytest.fixture(scope="module")
     async def store(database_url):
-        store = await open_store(database_url, key)
+        store = await open_test_log(database_url, key)
         yield store
         await store.pool.close()
 

@@ -1,6 +1,7 @@
 """The schema's own invariants, checked against real PostgreSQL."""
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 
@@ -48,6 +49,7 @@ async def test_append_and_read_back(store):
         assert tx.latest.tree_size == 0
         cp = await tx.append(leaves, {(0, 0): b"".join(l.leaf_hash for l in leaves)},
                              {"fleet-a": (2, 2)}, 3, H(b"root3"), "cp3\n", 2000, NOW)
+        await tx.commit()
     assert cp.tree_size == 3
     latest = await store.latest_checkpoint()
     assert (latest.tree_size, latest.root, latest.note) == (3, H(b"root3"), "cp3\n")
@@ -80,6 +82,7 @@ async def test_schema_refuses_history_rewrites(store, pool, sql):
         async with store.sequencing(1000) as tx:
             await tx.append(leaves, {(0, 0): b"".join(l.leaf_hash for l in leaves)},
                             {"fleet-a": (2, 2)}, 3, H(b"root3"), "cp3\n", 2000, NOW)
+            await tx.commit()
     for table in ("leaves", "checkpoints", "tiles", "fleets", "log_identity", "log_state"):
         assert await pool.fetchval(f"SELECT count(*) FROM {table}") > 0, table
     before = await pool.fetchval("SELECT count(*) FROM leaves")
@@ -115,7 +118,9 @@ async def test_commit_of_an_aborted_transaction_raises_and_stores_nothing(store,
     n = before.tree_size
     leaf = NewLeaf(n, H(b"aborted"), b"aborted", "fleet-b", 1, H(b"p-aborted"))
     for explicit in (True, False):
-        with pytest.raises(CommitRolledBackError, match="ROLLBACK"):
+        # Without the commit() call, leaving the block rolls back (it used to commit,
+        # and then raised the same way): nothing to raise, nothing stored.
+        with pytest.raises(CommitRolledBackError, match="ROLLBACK") if explicit else contextlib.nullcontext():
             async with store.sequencing(1000) as tx:
                 await tx.append([leaf], {}, {"fleet-b": (1, n)}, n + 1, H(b"root-aborted"), "cp-aborted\n",
                                 before.signed_at_ms + 1, NOW)
@@ -130,3 +135,23 @@ async def test_commit_of_an_aborted_transaction_raises_and_stores_nothing(store,
     assert await pool.fetchval("SELECT count(*) FROM leaves") == n
     async with store.sequencing(1000) as tx:  # the role and the connections are fine afterwards
         assert tx.latest == before
+
+
+async def test_a_block_that_does_not_commit_stores_nothing(store, pool):
+    """Store.sequencing rolls back unless the block commits: a block that appends and
+    returns, or appends and raises, leaves the log as it was."""
+    before = await store.latest_checkpoint()
+    n = before.tree_size
+    leaf = NewLeaf(n, H(b"uncommitted"), b"uncommitted", "fleet-c", 1, H(b"p-uncommitted"))
+    for raises in (False, True):
+        with pytest.raises(RuntimeError, match="after the append") if raises else contextlib.nullcontext():
+            async with store.sequencing(1000) as tx:
+                cp = await tx.append([leaf], {}, {"fleet-c": (1, n)}, n + 1,
+                                     H(b"root-uncommitted"), "cp-uncommitted\n", before.signed_at_ms + 1, NOW)
+                assert cp.tree_size == n + 1  # the statement succeeded
+                if raises:
+                    raise RuntimeError("a failure after the append")
+        assert not tx.committed
+        assert await store.latest_checkpoint() == before
+        assert await pool.fetchval("SELECT count(*) FROM leaves") == n
+        assert await store.find_entries([("fleet-c", 1)]) == {}

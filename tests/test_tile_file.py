@@ -11,7 +11,8 @@ from concurrent.futures import ThreadPoolExecutor
 import asyncpg
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from bench.bulkload import load, open_store
+from bench.bulkload import load
+from pg import open_test_log
 from logserver.server.app import _warm_tile_file
 from logserver.api.metrics import Metrics
 from logserver.integrity.fsck import fsck
@@ -90,7 +91,7 @@ def test_slot_layout_is_the_expansion_then_its_crc32(tmp_path):
 
 async def test_proofs_from_the_tile_file_equal_the_database_ones(database_url, tmp_path):
     await load(database_url, KEY, SIZE, batch=500)
-    store = await open_store(database_url, KEY)
+    store = await open_test_log(database_url, KEY)
     try:
         plain = TreeReader(store)
         warmed = TreeReader(store, max_tile_cache_bytes=1, tile_file=TileFile(tmp_path / "t.bin", b"x"))
@@ -124,7 +125,7 @@ async def test_a_file_hit_evicts_nothing_from_memory(database_url, tmp_path):
     tiles proofs touch stay cached, the other three are served from the file on every
     proof without displacing them, and the cache stays within its bound."""
     await load(database_url, KEY, SIZE, batch=500)
-    store = await open_store(database_url, KEY)
+    store = await open_test_log(database_url, KEY)
     size = TILES * 256  # full level-0 tiles only: a partial one would come from the database
     try:
         plain = TreeReader(store)
@@ -154,7 +155,7 @@ async def test_a_tile_evicted_while_a_proof_waits_is_not_counted_when_expanded(d
     database; meanwhile newer tiles evict the one it holds. Expanding it afterwards must
     not add its bytes to the cache's count (which would shrink the cache for good)."""
     await load(database_url, KEY, SIZE, batch=500)
-    store = await open_store(database_url, KEY)
+    store = await open_test_log(database_url, KEY)
     size = TILES * 256
     try:
         plain = TreeReader(store)
@@ -193,7 +194,7 @@ async def test_concurrent_reads_of_one_entry_bundle_count_it_once(database_url):
     """Requests for the same full bundle that all miss the cache each read it and cache
     it; the bundle cache must count its bytes once, or it would shrink for good."""
     await load(database_url, KEY, SIZE, batch=500)
-    store = await open_store(database_url, KEY)
+    store = await open_test_log(database_url, KEY)
     try:
         reader = TreeReader(store)
         await reader.covering(SIZE)
@@ -262,7 +263,7 @@ async def test_a_slot_made_from_a_corrupted_tile_is_not_served_after_the_repair(
     """The slot's checksum is right (it holds what was written), but what was written
     came from a corrupted database tile: it must not outlive the repair."""
     await load(database_url, KEY, SIZE, batch=500)  # (a no-op after the test above)
-    store = await open_store(database_url, KEY)
+    store = await open_test_log(database_url, KEY)
     tile_file = TileFile(tmp_path / "t.bin", b"x")
     leaf = 256 + 7  # in full level-0 tile 1
     try:

@@ -1,5 +1,23 @@
 """The sequencer role: one transaction holding the log_state row lock, and the
-writes one batch makes in it (Store.sequencing)."""
+writes one batch makes in it (Store.sequencing). The numbered protocol of a
+batch, which these steps serve, is told in write/sequencer.py.
+
+The transaction's contract:
+* atomic: a batch's leaves, tiles, fleet heads, checkpoint and the log_state
+  update are one statement in one transaction, stored together or not at all;
+* nothing is stored unless the block calls commit(): returning or raising
+  without it rolls back, so an early return can never publish half a thought;
+* durable when commit() returns (synchronous_commit is forced on for this
+  transaction, whatever the server's default); the sequencer resolves no
+  submitter's future before that (Tessera's rule for its storage drivers too);
+* a commit() that raises CommitRolledBackError stored nothing, unambiguously;
+  any other failure of commit() (the connection dropped with the COMMIT in
+  flight, a timeout) is ambiguous: the batch may or may not be stored. The
+  caller must then answer "not acknowledged" (a retry is safe: the duplicate
+  check answers it if it was stored) and must not trust what it knows of the
+  log's size: the next batch reads it again under the lock.
+Every failure before commit() is unambiguous: nothing of the batch is stored.
+"""
 from __future__ import annotations
 
 import asyncio
@@ -47,19 +65,24 @@ _APPEND = (
 
 
 class SequencingTransaction:
-    """The writes one batch makes, all inside the locked transaction of Store.sequencing."""
+    """The reads and writes of one batch, inside the locked transaction of Store.sequencing.
 
-    def __init__(self, conn: asyncpg.Connection, latest: CheckpointRow, timeout_s: float = 6.0,
-                 prefetched: Prefetched | None = None):
+    Implements the seam's Sequencing protocol (storage/protocols.py).
+    """
+
+    def __init__(self, conn: asyncpg.Connection, latest: CheckpointRow, prefetched: Prefetched,
+                 timeout_s: float = 6.0):
         self.conn = conn
         self.latest = latest  # the checkpoint log_state pointed at when the lock was taken
+        self.prefetched = prefetched  # read in the same statement as `latest`
         self.timeout_s = timeout_s  # client-side bound on each statement
-        self.prefetched = prefetched
         self.committed = False
 
     @classmethod
     async def start(cls, conn: asyncpg.Connection, prefetch: Prefetch | None,
                     timeout_s: float) -> "SequencingTransaction":
+        """Read the snapshot (step 2): the latest checkpoint and what `prefetch` asks
+        for, in one statement under the lock. Writes nothing."""
         p = prefetch or Prefetch(-1)
         tile_keys = list(dict.fromkeys(p.tiles))
         entry_keys = list(dict.fromkeys(p.entries))
@@ -71,27 +94,17 @@ class SequencingTransaction:
         if row is None:
             raise StorageError("log_state is missing: the log was never initialised")
         latest = _queries.checkpoint_row(row)
-        prefetched = None
-        if prefetch is not None:
-            prefetched = Prefetched(
-                tiles={(lv, ix): bytes(h) for lv, ix, h in row["tiles"]} if latest.tree_size == p.tree_size else None,
-                entries={(f, s): ExistingEntry(i, bytes(h), bytes(d)) for f, s, i, h, d in row["entries"]},
-                fleet_sequences={f: s for f, s in row["fleets"]},
-            )
-        return cls(conn, latest, timeout_s, prefetched)
+        prefetched = Prefetched(
+            tiles={(lv, ix): bytes(h) for lv, ix, h in row["tiles"]} if latest.tree_size == p.tree_size else None,
+            entries={(f, s): ExistingEntry(i, bytes(h), bytes(d)) for f, s, i, h, d in row["entries"]},
+            fleet_sequences={f: s for f, s in row["fleets"]},
+        )
+        return cls(conn, latest, prefetched, timeout_s)
 
     async def read_tiles(self, keys: Iterable[TileKey]) -> dict[TileKey, bytes]:
+        """Stored tiles as this transaction sees them (the committed state it locked).
+        Writes nothing; a failure aborts nothing that was stored."""
         return await _queries.read_tiles(self.conn, keys, self.timeout_s)
-
-    async def find_entries(self, keys: Sequence[tuple[str, int]]) -> dict[tuple[str, int], ExistingEntry]:
-        return await _queries.find_entries(self.conn, keys, self.timeout_s)
-
-    async def fleet_sequences(self, fleet_ids: Sequence[str]) -> dict[str, int]:
-        rows = await self.conn.fetch(
-            "SELECT fleet_id, sequence FROM fleets WHERE fleet_id = ANY($1::text[])", list(fleet_ids),
-            timeout=self.timeout_s,
-        )
-        return {r["fleet_id"]: r["sequence"] for r in rows}
 
     async def append(
         self,
@@ -106,12 +119,13 @@ class SequencingTransaction:
     ) -> CheckpointRow:
         """Add a batch: its leaves, grown tiles, fleet heads and the checkpoint that covers it.
 
-        One statement (data-modifying CTEs). The log_state update is a
-        compare-and-swap on the size and checkpoint seen when the lock was taken;
-        if it does not match (it cannot while the lock is held, so this is a loud
-        invariant check) ConcurrentUpdateError is raised and the whole transaction
-        rolls back. `fleets` maps fleet_id to (sequence, idx). Nothing is durable
-        before commit().
+        One statement (data-modifying CTEs), atomic. `fleets` maps fleet_id to
+        (sequence, idx). The log_state update is a compare-and-swap on the size
+        and checkpoint seen when the lock was taken; if it does not match (it
+        cannot while the lock is held, so this is a loud invariant check)
+        ConcurrentUpdateError is raised. Nothing is durable before commit(); a
+        failure here stores nothing (the transaction is aborted and will not
+        commit).
         """
         old = self.latest
         if leaves and (leaves[0].idx != old.tree_size or leaves[-1].idx != new_size - 1):
@@ -137,11 +151,12 @@ class SequencingTransaction:
         return CheckpointRow(cp_id, new_size, new_root, signed_at_ms, note)
 
     async def commit(self) -> None:
-        """COMMIT. Durable when it returns; an error here may be ambiguous (module docstring).
+        """COMMIT: durable when it returns.
 
         Raises CommitRolledBackError when PostgreSQL rolled the transaction back
         instead (it had been aborted by an earlier failed statement): then nothing
-        was stored, unambiguously.
+        was stored, unambiguously. Any other error is ambiguous: the batch may or
+        may not be stored (module docstring).
         """
         status = await self.conn.execute("COMMIT", timeout=self.timeout_s)
         if status != "COMMIT":
@@ -156,17 +171,16 @@ async def sequencing(
     pool: asyncpg.Pool, releasing: set[asyncio.Future], lock_timeout_ms: int, stall_timeout_ms: int = 5_000,
     prefetch: Prefetch | None = None,
 ) -> AsyncIterator[SequencingTransaction]:
-    """A transaction holding the log_state row lock: the sequencer role.
+    """A transaction holding the log_state row lock: the sequencer role (steps 1-2).
 
     Only one transaction at a time can hold it, across every process sharing
     the database; another waits up to `lock_timeout_ms` and then fails with
     asyncpg.LockNotAvailableError. Everything done through the yielded object
-    commits atomically at `tx.commit()` (or when the block exits normally
-    without it), and is rolled back if the block raises. When commit() returns,
-    the commit is durable (synchronous_commit is forced on for this
-    transaction, whatever the server's default). If the COMMIT itself fails
-    ambiguously (the connection dropped), the batch may or may not be stored:
-    see the module docstring.
+    is stored atomically at `tx.commit()`, durable when it returns; a block
+    that leaves without committing (returning or raising) is rolled back. If
+    the COMMIT itself fails ambiguously (the connection dropped), the batch may
+    or may not be stored: see the module docstring. A failure while taking the
+    role or reading the snapshot stores nothing.
 
     A holder that stalls cannot keep the role: PostgreSQL itself ends the
     transaction, releasing the lock to the next waiter, when the holder leaves
@@ -186,7 +200,6 @@ async def sequencing(
     lock_ms, stall_ms = int(lock_timeout_ms), int(stall_timeout_ms)
     client_timeout = stall_ms / 1000 + 1.0
     conn = await pool.acquire()
-    committed = False
     tx: SequencingTransaction | None = None
     try:
         # One simple-query message: each statement runs in turn, the lock is
@@ -206,15 +219,10 @@ async def sequencing(
         )
         tx = await SequencingTransaction.start(conn, prefetch, client_timeout)
         yield tx
-        if not tx.committed:
-            await tx.commit()
-        committed = True
     finally:
-        # A COMMIT that returned is final, even if the block raised afterwards
-        # (post-commit work): there is nothing to roll back.
-        if tx is not None and tx.committed:
-            committed = True
-        if not committed and not conn.is_closed():
+        # Rolled back unless committed. A COMMIT that returned is final, even if
+        # the block raised afterwards (post-commit work): nothing to roll back.
+        if (tx is None or not tx.committed) and not conn.is_closed():
             try:
                 await conn.execute("ROLLBACK", timeout=client_timeout)
             except Exception:  # the pool closes a connection it cannot reset

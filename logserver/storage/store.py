@@ -1,12 +1,17 @@
-"""The log's Store: its reads and one-shot writes (the sequencer's transaction is in
-sequencing.py). All of logserver's SQL lives in this package; the rest of the code
-sees typed rows (rows.py), never SQL.
+"""The log's Store: its reads and its one-shot writes. The sequencer's transaction,
+the only other writer, is in sequencing.py. All of logserver's SQL lives in this
+package; the rest of the code sees typed rows (rows.py), never SQL.
 
-Durability: PostgreSQL is run with its defaults (fsync on, synchronous_commit
-on), so a transaction whose COMMIT returned is on disk. When a COMMIT fails
-ambiguously (the connection dropped while it was in flight) the transaction may
-or may not have committed; callers must then treat its entries as *not
-acknowledged* and let the client retry, which the duplicate check makes safe.
+The contract every method states (Sunlight's rule for its backends too: a write
+is durable once it returns):
+* atomic: what is stored together or not at all;
+* durable on return: a write's COMMIT returned, with synchronous_commit on, so
+  the data is on disk whatever the server's default;
+* an ambiguous failure: the connection dropped with a COMMIT in flight, so the
+  write may or may not be stored. Every write here is idempotent, so the caller
+  retries it; the sequencer instead answers "not acknowledged" and lets the
+  client's retry find a duplicate.
+Reads write nothing: a failed read changes nothing and may be repeated.
 """
 from __future__ import annotations
 
@@ -18,19 +23,36 @@ import asyncpg
 
 from . import _queries
 from ._queries import LEAF_COLUMNS, checkpoint_row, leaf_row
-from .errors import IdentityMismatchError
+from .identity import Identity, IdentityTable, ensure_identity
 from .rows import CheckpointRow, ExistingEntry, LeafRow, Prefetch, TileKey
 from .sequencing import SequencingTransaction, sequencing
 
+# Also taken by initialize_state: processes starting together create one log.
+_IDENTITY_LOCK = "logserver.identity"
+
+
+def _identity_mismatch(stored: Identity, want: Identity) -> str:
+    if stored.name != want.name:
+        return f"the database belongs to origin {stored.name!r}, not {want.name!r}; refusing to start"
+    return (f"the database was created with log key {stored.vkey}, but this server has {want.vkey}; "
+            "refusing to start (a different key would sign a different history)")
+
+
+LOG_IDENTITY = IdentityTable("log_identity", "origin", _IDENTITY_LOCK, _identity_mismatch)
+
 
 class Store:
-    """PostgreSQL storage for one log. Safe to share between tasks (it holds a pool)."""
+    """PostgreSQL storage for one log. Safe to share between tasks (it holds a pool).
+
+    Implements the seam's protocols (storage/protocols.py): LogStore for the
+    sequencer, TileSource for the reader.
+    """
 
     def __init__(self, pool: asyncpg.Pool):
         self.pool = pool
         self._releasing: set[asyncio.Future] = set()  # connections on their way back to the pool
 
-    # --- identity and initial state -------------------------------------------------
+    # --- identity and initial state (open_log, at start-up) ---------------------------
 
     async def ensure_identity(self, origin: str, public_key: bytes, vkey: str) -> bool:
         """Record the log identity on first use, or check it matches.
@@ -38,36 +60,23 @@ class Store:
         Returns True when this call created the identity. Raises
         IdentityMismatchError when the database belongs to another origin or key:
         two logs sharing a database (or a test key pointed at production data)
-        is how logs end up signing forks.
+        is how logs end up signing forks. Atomic, durable on return, and safe to
+        repeat after an ambiguous failure (storage/identity.py).
         """
-        async with self.pool.acquire() as conn, conn.transaction():
-            await conn.execute("SELECT pg_advisory_xact_lock(hashtext('logserver.identity'))")
-            row = await conn.fetchrow("SELECT origin, public_key, vkey FROM log_identity")
-            if row is None:
-                await conn.execute(
-                    "INSERT INTO log_identity (origin, public_key, vkey) VALUES ($1, $2, $3)",
-                    origin, public_key, vkey,
-                )
-                return True
-        if row["origin"] != origin:
-            raise IdentityMismatchError(
-                f"the database belongs to origin {row['origin']!r}, not {origin!r}; refusing to start"
-            )
-        if bytes(row["public_key"]) != public_key:
-            raise IdentityMismatchError(
-                f"the database was created with log key {row['vkey']}, but this server has {vkey}; "
-                "refusing to start (a different key would sign a different history)"
-            )
-        return False
+        return await ensure_identity(self.pool, LOG_IDENTITY, Identity(origin, public_key, vkey))
 
     async def initialize_state(self, signed_empty_checkpoint: str, root: bytes, signed_at_ms: int) -> bool:
         """Create the size-0 log state with its first signed checkpoint, once.
 
-        Atomic: the checkpoint and log_state rows are inserted together. Returns
-        False (and inserts nothing) when the state already exists.
+        Returns False (and inserts nothing) when the state already exists.
+        Atomic: the checkpoint and log_state rows are inserted together, under the
+        identity lock. Durable on return (synchronous_commit is forced on). After
+        an ambiguous failure the state exists or not; calling again is safe (a
+        second call finds it and returns False, or creates it).
         """
         async with self.pool.acquire() as conn, conn.transaction():
-            await conn.execute("SELECT pg_advisory_xact_lock(hashtext('logserver.identity'))")
+            await conn.execute("SET LOCAL synchronous_commit = on")
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", _IDENTITY_LOCK)
             if await conn.fetchval("SELECT count(*) FROM log_state"):
                 return False
             cp_id = await conn.fetchval(
@@ -79,7 +88,7 @@ class Store:
             )
             return True
 
-    # --- reads ----------------------------------------------------------------------
+    # --- reads: one statement each, committed data only; nothing is written ------------
 
     async def latest_checkpoint(self) -> CheckpointRow | None:
         """The checkpoint log_state points at (the newest signed one), or None before init."""
@@ -96,7 +105,9 @@ class Store:
         return [checkpoint_row(r) for r in rows]
 
     async def read_tiles(self, keys: Iterable[TileKey]) -> dict[TileKey, bytes]:
-        """The stored (widest) data of each requested hash tile; missing tiles are absent."""
+        """The stored (widest) data of each requested hash tile; missing tiles are absent.
+
+        One statement: the tiles returned are of one committed state of the log."""
         return await _queries.read_tiles(self.pool, keys)
 
     async def read_leaves(self, start: int, end: int) -> list[LeafRow]:
@@ -114,10 +125,12 @@ class Store:
         return [bytes(r["leaf"]) for r in rows]
 
     async def leaf_by_hash(self, leaf_hash: bytes) -> LeafRow | None:
+        """The leaf with this leaf hash, or None."""
         row = await self.pool.fetchrow(f"SELECT {LEAF_COLUMNS} FROM leaves WHERE leaf_hash = $1", leaf_hash)
         return leaf_row(row) if row else None
 
     async def leaf_index(self, leaf_hash: bytes) -> int | None:
+        """The index of the leaf with this leaf hash, or None."""
         return await self.pool.fetchval("SELECT idx FROM leaves WHERE leaf_hash = $1", leaf_hash)
 
     async def fleet_latest(self, fleet_id: str) -> LeafRow | None:
@@ -138,5 +151,11 @@ class Store:
     def sequencing(
         self, lock_timeout_ms: int, stall_timeout_ms: int = 5_000, prefetch: Prefetch | None = None,
     ) -> AbstractAsyncContextManager[SequencingTransaction]:
-        """A transaction holding the log_state row lock: the sequencer role (storage/sequencing.py)."""
+        """The sequencer role: a transaction holding the log_state row lock.
+
+        Nothing done through the yielded SequencingTransaction is stored unless the
+        block calls its commit(); a block that returns or raises without it is
+        rolled back. Atomicity, durability and the ambiguous COMMIT: see
+        storage/sequencing.py.
+        """
         return sequencing(self.pool, self._releasing, lock_timeout_ms, stall_timeout_ms, prefetch)
