@@ -24,7 +24,8 @@ from pathlib import Path
 
 from logserver.bundle import PAYLOAD_TYPE, Envelope, Signature, encode_leaf
 from logserver.keys.log_key import LogKey
-from logserver.write.sequencer import Pending, Sequencer
+from logserver.write.outcomes import Pending
+from logserver.write.sequencer import Sequencer
 from logserver.storage import create_pool, open_log
 
 SEQ_DIGITS = 13  # every sequence is written with this many digits, so all leaves have one length

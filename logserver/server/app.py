@@ -20,7 +20,8 @@ from ..integrity.checkpoint_file import SavedCheckpoint, save_checkpoint_file
 from ..config import Config, ConfigError
 from ..keys.log_key import LogKey
 from ..workers.forwarding import RemoteSequencer, WorkerRole, serve_forwarding
-from ..write.sequencer import Appended, Sequencer, SequencerStats
+from ..write.outcomes import Appended
+from ..write.sequencer import Sequencer, SequencerStats
 from ..integrity.checks import check_not_stale, check_tiles
 from ..storage import DATABASE_UNAVAILABLE, CheckpointRow, Store, create_pool, open_log, resolve_database_url
 from ..read.tile_file import FILE_NAME as TILE_FILE_NAME, TileFile, log_binding
