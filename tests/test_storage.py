@@ -8,7 +8,17 @@ import hashlib
 import asyncpg
 import pytest
 
-from logserver.storage import CommitRolledBackError, IdentityMismatchError, NewLeaf, Store, create_pool, migrate
+from logserver.storage import (
+    CommitRolledBackError,
+    IdentityMismatchError,
+    LogStore,
+    NewLeaf,
+    Sequencing,
+    Store,
+    TileSource,
+    create_pool,
+    migrate,
+)
 
 EMPTY = hashlib.sha256(b"").digest()
 H = lambda s: hashlib.sha256(s).digest()  # noqa: E731
@@ -41,6 +51,16 @@ async def test_identity_is_checked(store):
         await store.ensure_identity("example.com/other", b"k" * 32, "vkey")
     with pytest.raises(IdentityMismatchError, match="log key"):
         await store.ensure_identity("example.com/log", b"x" * 32, "vkey2")
+
+
+async def test_the_store_implements_the_seam(store):
+    """The protocols the sequencer and the reader are written against (storage/protocols.py);
+    mypy checks the same structurally where the server passes a Store to them."""
+    as_log_store: LogStore = store
+    as_tile_source: TileSource = store
+    assert isinstance(as_log_store, LogStore) and isinstance(as_tile_source, TileSource)
+    async with store.sequencing(1000) as tx:
+        assert isinstance(tx, Sequencing)
 
 
 async def test_append_and_read_back(store):

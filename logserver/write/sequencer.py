@@ -263,8 +263,8 @@ class Sequencer:
 
             # [4] CLASSIFY
             classified = classify(batch, old.tree_size, prefetched.entries, prefetched.fleet_sequences)
-            for e in classified.equivocations:
-                self._equivocation(e.pending, e.logged_digest)
+            for eq in classified.equivocations:
+                self._equivocation(eq.pending, eq.logged_digest)
             accepted = classified.accepted
 
             # [5] HASH
