@@ -51,17 +51,17 @@ def classify(batch: Sequence[Pending], first_index: int, existing: Mapping[tuple
             prior_digest = None
         if prior_digest is not None:
             if prior_digest == p.payload_digest:
-                out.outcomes.append(BatchOutcome(p, Duplicate(prior_idx, prior_hash)))
+                out.outcomes.append((p, Duplicate(prior_idx, prior_hash)))
             else:
                 out.equivocations.append(Equivocation(p, prior_digest))
-                out.outcomes.append(BatchOutcome(p, EquivocationError(
+                out.outcomes.append((p, EquivocationError(
                     f"fleet {p.fleet_id!r} sequence {p.sequence} is already logged with a different "
                     f"payload (logged digest {prior_digest.hex()}, submitted {p.payload_digest.hex()})"
                 )))
             continue
         head = out.fleets[p.fleet_id][0] if p.fleet_id in out.fleets else heads.get(p.fleet_id)
         if head is not None and p.sequence <= head:
-            out.outcomes.append(BatchOutcome(p, SequenceRollbackError(
+            out.outcomes.append((p, SequenceRollbackError(
                 f"fleet {p.fleet_id!r} sequence {p.sequence} is not greater than the latest "
                 f"logged sequence {head}"
             )))
@@ -70,5 +70,5 @@ def classify(batch: Sequence[Pending], first_index: int, existing: Mapping[tuple
         out.accepted.append(p)
         in_batch[key] = (idx, p)
         out.fleets[p.fleet_id] = (p.sequence, idx)
-        out.outcomes.append(BatchOutcome(p, idx))
+        out.outcomes.append((p, idx))
     return out
