@@ -131,19 +131,25 @@ async def test_sequencer_lock_is_exclusive(store):
                 pass
 
 
+async def append_one(tx, name: bytes, fleet: str):
+    """Append one leaf named `name` (sequence 1 of `fleet`) and a checkpoint over it."""
+    n = tx.latest.tree_size
+    leaf = NewLeaf(n, H(name), name, fleet, 1, H(b"p-" + name))
+    return await tx.append([leaf], {}, {fleet: (1, n)}, n + 1, H(b"root-" + name), f"cp-{name.decode()}\n",
+                           tx.latest.signed_at_ms + 1, NOW)
+
+
 async def test_commit_of_an_aborted_transaction_raises_and_stores_nothing(store, pool):
     """PostgreSQL answers COMMIT of an aborted transaction with ROLLBACK, without an
     error: commit() must raise, or a rolled-back batch would be acknowledged."""
     before = await store.latest_checkpoint()
     n = before.tree_size
-    leaf = NewLeaf(n, H(b"aborted"), b"aborted", "fleet-b", 1, H(b"p-aborted"))
     for explicit in (True, False):
         # Without the commit() call, leaving the block rolls back (it used to commit,
         # and then raised the same way): nothing to raise, nothing stored.
         with pytest.raises(CommitRolledBackError, match="ROLLBACK") if explicit else contextlib.nullcontext():
             async with store.sequencing(1000) as tx:
-                await tx.append([leaf], {}, {"fleet-b": (1, n)}, n + 1, H(b"root-aborted"), "cp-aborted\n",
-                                before.signed_at_ms + 1, NOW)
+                await append_one(tx, b"aborted", "fleet-b")
                 try:  # a failed statement whose error is caught: the transaction is aborted
                     await tx.conn.execute("SELECT 1 / 0")
                 except asyncpg.DivisionByZeroError:
@@ -162,12 +168,10 @@ async def test_a_block_that_does_not_commit_stores_nothing(store, pool):
     returns, or appends and raises, leaves the log as it was."""
     before = await store.latest_checkpoint()
     n = before.tree_size
-    leaf = NewLeaf(n, H(b"uncommitted"), b"uncommitted", "fleet-c", 1, H(b"p-uncommitted"))
     for raises in (False, True):
         with pytest.raises(RuntimeError, match="after the append") if raises else contextlib.nullcontext():
             async with store.sequencing(1000) as tx:
-                cp = await tx.append([leaf], {}, {"fleet-c": (1, n)}, n + 1,
-                                     H(b"root-uncommitted"), "cp-uncommitted\n", before.signed_at_ms + 1, NOW)
+                cp = await append_one(tx, b"uncommitted", "fleet-c")
                 assert cp.tree_size == n + 1  # the statement succeeded
                 if raises:
                     raise RuntimeError("a failure after the append")
