@@ -273,6 +273,8 @@ class Sequencer:
             # [6] SIGN. Times only move forward, even when the clock steps back.
             signed_at_ms = max(now_ms, old.signed_at_ms + 1)
             note = self.sign_checkpoint(grown.size, grown.root, signed_at_ms)
+            # From here to the COMMIT a failure, or a crash, leaves nothing behind: the
+            # transaction is rolled back and this signature is never stored or served.
 
             # [7] WRITE
             leaves = [
@@ -287,9 +289,11 @@ class Sequencer:
             # [8] COMMIT
             self._known_size = None  # unknown if the COMMIT fails ambiguously
             await tx.commit()
-            # Committed and durable from here on: nothing below may raise out of this
-            # block (the batch would be answered "not stored", and Store.sequencing
-            # does not roll back a committed transaction anyway).
+            # At this point the batch and its checkpoint are durable. If we were to
+            # crash after this, recovery would be clean: the next batch, here or in
+            # another process, starts from this state, and a retry is answered as a
+            # duplicate. So nothing below may raise out of this block: the batch would
+            # be answered "not stored" (and a committed transaction is not rolled back).
             self._known_size = grown.size
 
             # [9] (reserved) PUBLISH TO STATIC TARGETS goes here: see the module docstring.
