@@ -6,7 +6,7 @@ The transaction's contract:
 * atomic: a batch's leaves, tiles, fleet heads, checkpoint and the log_state
   update are one statement in one transaction, stored together or not at all;
 * nothing is stored unless the block calls commit(): returning or raising
-  without it rolls back, so an early return can never publish half a thought;
+  without it rolls back (an early return stores nothing);
 * durable when commit() returns (synchronous_commit is forced on for this
   transaction, whatever the server's default); the sequencer resolves no
   submitter's future before that (Tessera's rule for its storage drivers too);
