@@ -31,7 +31,9 @@ async def test_duplicates_of_the_log_and_of_the_batch():
     first, repeat = pending("b", 1), pending("b", 1)
     existing = {("a", 1): ExistingEntry(3, logged.leaf_hash, logged.payload_digest)}
     out = classify([again, first, repeat], 5, existing, {"a": 1})
-    assert out.outcomes == [(again, Duplicate(3, logged.leaf_hash)), (first, 5), (repeat, Duplicate(5, first.leaf_hash))]
+    assert out.outcomes == [
+        (again, Duplicate(3, logged.leaf_hash)), (first, 5), (repeat, Duplicate(5, first.leaf_hash)),
+    ]
     assert out.accepted == [first] and out.fleets == {"b": (1, 5)}
 
 

@@ -152,8 +152,8 @@ async def run_case(step: int, point: str, where: str, when: str, monkeypatch) ->
             problems.append(f"{label}: commit hook ran with checkpoint {cp.id} before it was committed")
 
     for name in ("check_frontier", "classify", "grow", "inclusion_proof"):
-        monkeypatch.setattr(sequencer_module, name,
-                            faults.wrap("answer" if name == "inclusion_proof" else name, getattr(sequencer_module, name)))
+        wrapped = faults.wrap("answer" if name == "inclusion_proof" else name, getattr(sequencer_module, name))
+        monkeypatch.setattr(sequencer_module, name, wrapped)
 
     def sequencer() -> Sequencer:
         return Sequencer(store, faults.wrap("sign", signer.sign), max_batch_delay_ms=0, checkpoint_interval_s=3600,

@@ -11,7 +11,7 @@ from .store import Store
 
 __all__ = [
     "DATABASE_UNAVAILABLE", "create_pool", "resolve_database_url", "MigrationError", "migrate",
-    "CheckpointRow", "CommitRolledBackError", "ConcurrentUpdateError", "ExistingEntry", "IdentityMismatchError", "LeafRow",
-    "NewLeaf", "Prefetch", "Prefetched", "SequencingTransaction", "StorageError", "Store", "TileKey",
+    "CheckpointRow", "CommitRolledBackError", "ConcurrentUpdateError", "ExistingEntry", "IdentityMismatchError",
+    "LeafRow", "NewLeaf", "Prefetch", "Prefetched", "SequencingTransaction", "StorageError", "Store", "TileKey",
     "open_log", "LogStore", "Sequencing", "TileSource",
 ]

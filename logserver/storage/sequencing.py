@@ -136,8 +136,8 @@ class SequencingTransaction:
         fleet_ids = list(fleets)
         cp_id = await self.conn.fetchval(
             _APPEND,
-            [l.idx for l in leaves], [l.leaf_hash for l in leaves], [l.leaf for l in leaves],
-            [l.fleet_id for l in leaves], [l.sequence for l in leaves], [l.payload_digest for l in leaves],
+            [x.idx for x in leaves], [x.leaf_hash for x in leaves], [x.leaf for x in leaves],
+            [x.fleet_id for x in leaves], [x.sequence for x in leaves], [x.payload_digest for x in leaves],
             integrated_at,
             [k[0] for k in tile_keys], [k[1] for k in tile_keys], [tiles[k] for k in tile_keys],
             fleet_ids, [fleets[f][0] for f in fleet_ids], [fleets[f][1] for f in fleet_ids],

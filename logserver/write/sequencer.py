@@ -150,7 +150,8 @@ class Sequencer:
     def pending(self) -> int:
         return len(self._queue)
 
-    def submit(self, leaf: bytes, leaf_hash: bytes, fleet_id: str, sequence: int, payload_digest: bytes) -> asyncio.Future:
+    def submit(self, leaf: bytes, leaf_hash: bytes, fleet_id: str, sequence: int,
+               payload_digest: bytes) -> asyncio.Future:
         """Queue a verified entry; the future resolves to Appended or Duplicate, or raises.
 
         Raises OverloadedError at once when the queue is full, and IntegrityError
