@@ -79,6 +79,7 @@ class MemoryStore:
         self._armed: dict[tuple[str, str], int] = {}
         self._by_key: dict[tuple[str, int], int] = {}
         self._by_hash: dict[bytes, int] = {}
+        self._roots: dict[int, bytes] = {}  # tree size -> the root signed for it
 
     # --- test controls -------------------------------------------------------------
 
@@ -105,6 +106,7 @@ class MemoryStore:
         assert self.latest is None, "initialised twice"
         self.latest = CheckpointRow(1, 0, EMPTY_ROOT, signed_at_ms, signed_empty_checkpoint)
         self.checkpoint_rows.append(self.latest)
+        self._roots[0] = EMPTY_ROOT
 
     # --- TileSource (what the tree reader uses) ----------------------------------------
 
@@ -171,6 +173,7 @@ class MemoryStore:
         self.tiles.update(staged.tiles)
         self.fleets.update(staged.fleets)
         self.checkpoint_rows.append(staged.checkpoint)
+        self._roots[staged.checkpoint.tree_size] = staged.checkpoint.root
         self.latest = staged.checkpoint
         self.commits += 1
 
@@ -189,9 +192,8 @@ class MemoryStore:
         if cp.tree_size < last.tree_size or cp.signed_at_ms < last.signed_at_ms:
             self._refuse(f"checkpoint ({cp.tree_size}, {cp.signed_at_ms}) goes back from "
                          f"({last.tree_size}, {last.signed_at_ms})")
-        for row in self.checkpoint_rows:
-            if row.tree_size == cp.tree_size and row.root != cp.root:
-                self._refuse(f"fork refused: a checkpoint of size {cp.tree_size} with another root exists")
+        if self._roots.get(cp.tree_size, cp.root) != cp.root:
+            self._refuse(f"fork refused: a checkpoint of size {cp.tree_size} with another root exists")
         for leaf in leaves:
             if (leaf.fleet_id, leaf.sequence) in self._by_key or leaf.leaf_hash in self._by_hash:
                 self._refuse(f"leaf {leaf.idx}: ({leaf.fleet_id}, {leaf.sequence}) or its hash is already logged")
