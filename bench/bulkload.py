@@ -24,9 +24,9 @@ from pathlib import Path
 
 from logserver.bundle import PAYLOAD_TYPE, Envelope, Signature, encode_leaf
 from logserver.keys.log_key import LogKey
-from logserver.merkle import EMPTY_ROOT
-from logserver.write.sequencer import Pending, Sequencer
-from logserver.storage import Store, create_pool, migrate
+from logserver.write.outcomes import Pending
+from logserver.write.sequencer import Sequencer
+from logserver.storage import create_pool, open_log
 
 SEQ_DIGITS = 13  # every sequence is written with this many digits, so all leaves have one length
 SEQ_BASE = 10 ** (SEQ_DIGITS - 1)
@@ -46,23 +46,12 @@ def leaf_template() -> tuple[bytes, bytes, bytes, bytes]:
     return lp, ls, pp, ps
 
 
-async def open_store(database_url: str, log_key: LogKey) -> Store:
-    """Open (and on first use initialise) a log database the way `serve` does."""
-    pool = await create_pool(database_url, min_size=1, max_size=2, command_timeout=600)
-    async with pool.acquire() as conn:
-        await migrate(conn)
-    store = Store(pool)
-    await store.ensure_identity(log_key.origin, log_key.public_key_bytes, log_key.vkey)
-    now_ms = int(time.time() * 1000)
-    await store.initialize_state(log_key.sign_checkpoint(0, EMPTY_ROOT, now_ms), EMPTY_ROOT, now_ms)
-    return store
-
-
 async def load(database_url: str, log_key: LogKey, size: int, batch: int = 65536,
                progress=lambda done, total, rate: None) -> dict:
     """Grow the log to `size` leaves (no-op if already there). Returns timing figures."""
-    store = await open_store(database_url, log_key)
+    pool = await create_pool(database_url, min_size=1, max_size=2, command_timeout=600)
     try:
+        store = await open_log(pool, log_key)  # as `serve` opens it
         latest = await store.latest_checkpoint()
         assert latest is not None
         start = latest.tree_size
@@ -97,7 +86,7 @@ async def load(database_url: str, log_key: LogKey, size: int, batch: int = 65536
         return {"size": size, "loaded": size - start, "seconds": round(elapsed, 2),
                 "leaves_per_s": round((size - start) / elapsed, 1) if elapsed and size > start else None}
     finally:
-        await store.pool.close()
+        await pool.close()
 
 
 def main() -> None:

@@ -84,21 +84,14 @@ def remove_data_dir(path: Path | None) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
 
-async def open_test_log(url: str, key):
-    """The log of `key` in the database at `url`, opened (and on first use set up) as
-    the server opens it, on a small pool of its own; close it with `store.pool.close()`."""
-    from logserver.merkle import EMPTY_ROOT
-    from logserver.storage import Store, create_pool, migrate
+async def open_test_log(url: str, key, **open_log_kwargs):
+    """The log of `key` in the database at `url`, opened as the server opens it
+    (storage.open_log) on a small pool of its own; close it with `store.pool.close()`."""
+    from logserver.storage import create_pool, open_log
 
     pool = await create_pool(url, min_size=1, max_size=2)
     try:
-        async with pool.acquire() as conn:
-            await migrate(conn)
-        store = Store(pool)
-        await store.ensure_identity(key.origin, key.public_key_bytes, key.vkey)
-        now_ms = int(time.time() * 1000)
-        await store.initialize_state(key.sign_checkpoint(0, EMPTY_ROOT, now_ms), EMPTY_ROOT, now_ms)
-        return store
+        return await open_log(pool, key, **open_log_kwargs)
     except BaseException:
         await pool.close()
         raise

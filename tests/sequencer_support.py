@@ -12,6 +12,7 @@ from pg import open_test_log
 from logserver.keys.log_key import LogKey
 from logserver.merkle import leaf_hash
 from logserver.write.sequencer import Sequencer
+from pg import open_test_log
 
 
 def store_fixture(key: LogKey):

@@ -29,7 +29,7 @@ from logserver.http import errors as api_errors
 from logserver.api.keys import SEQUENCER
 from logserver.bundle import ALL_CODES, decode_leaf, encode_leaf
 from logserver.merkle import leaf_hash
-from logserver.write.sequencer import SequencerError
+from logserver.write.outcomes import SequencerError
 from server_harness import start_server, write_config
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -6,7 +6,8 @@ import asyncio
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from logserver.keys.log_key import LogKey
-from logserver.write.sequencer import Appended, Sequencer
+from logserver.write.outcomes import Appended
+from logserver.write.sequencer import Sequencer
 from sequencer_support import running, store_fixture, submit
 
 KEY = LogKey("example.com/sequencer-batching", Ed25519PrivateKey.from_private_bytes(b"\6" * 32))

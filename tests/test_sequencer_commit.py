@@ -9,7 +9,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 import logserver.write.sequencer as sequencer_module
 from logserver.keys.log_key import LogKey
 from logserver.merkle import verify_inclusion
-from logserver.write.sequencer import Appended, Duplicate, ReceiptUnavailableError, Sequencer
+from logserver.write.outcomes import Appended, Duplicate, ReceiptUnavailableError
+from logserver.write.sequencer import Sequencer
 from sequencer_support import running, store_fixture, submit
 
 KEY = LogKey("example.com/sequencer-commit", Ed25519PrivateKey.from_private_bytes(b"\5" * 32))

@@ -9,24 +9,33 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import hashlib
+from dataclasses import dataclass
 
 import asyncpg
 import pytest
 
-from logserver.storage import Store, create_pool, migrate
+from logserver.storage import Store, create_pool, open_log
 
 EMPTY = hashlib.sha256(b"").digest()
 NOW = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
 
 
+@dataclass(frozen=True)
+class FakeKey:
+    """Enough of a log key for open_log; the notes are placeholders, never verified here."""
+
+    origin: str = "example.com/lock-test"
+    public_key_bytes: bytes = b"k" * 32
+    vkey: str = "vkey"
+
+    def sign_checkpoint(self, size: int, root: bytes, signed_at_ms: int) -> str:
+        return "cp0\n"
+
+
 @pytest.fixture(scope="module")
 async def pools(database_url):
     a, b = await create_pool(database_url), await create_pool(database_url)
-    async with a.acquire() as conn:
-        await migrate(conn)
-    store = Store(a)
-    await store.ensure_identity("example.com/lock-test", b"k" * 32, "vkey")
-    await store.initialize_state("cp0\n", EMPTY, 1000)
+    await open_log(a, FakeKey(), clock=lambda: 1.0)  # the first checkpoint is signed at 1000 ms
     yield a, b
     await a.close()
     await b.close()
@@ -55,6 +64,7 @@ async def test_waiting_sequencer_sees_the_checkpoint_committed_before_it(pools):
         committed = await tx.append([], {}, {}, 0, EMPTY, "cp0 again\n", 2000, NOW)
         waiter = asyncio.create_task(second_sequencer())
         await wait_until_blocked(pools[0])
+        await tx.commit()
     seen = await waiter
     assert (seen.id, seen.signed_at_ms, seen.note) == (committed.id, 2000, "cp0 again\n")
 
@@ -75,8 +85,10 @@ async def test_a_stalled_holder_loses_the_role_and_can_commit_nothing(pools):
     async def second_sequencer():
         async with second.sequencing(60_000, stall_ms) as tx:
             old = tx.latest
-            return await tx.append([], {}, {}, old.tree_size, old.root, "cp by the survivor\n",
-                                   old.signed_at_ms + 10, NOW)
+            cp = await tx.append([], {}, {}, old.tree_size, old.root, "cp by the survivor\n",
+                                 old.signed_at_ms + 10, NOW)
+            await tx.commit()
+            return cp
 
     with pytest.raises(Exception) as failed:
         async with first.sequencing(60_000, stall_ms) as tx:
@@ -88,6 +100,7 @@ async def test_a_stalled_holder_loses_the_role_and_can_commit_nothing(pools):
             committed = await asyncio.wait_for(survivor, 60)
             await tx.append([], {}, {}, staller_latest.tree_size, staller_latest.root, "cp by the staller\n",
                             staller_latest.signed_at_ms + 20, NOW)
+            await tx.commit()
     assert isinstance(failed.value, (asyncpg.PostgresError, asyncpg.InterfaceError)), repr(failed.value)
     notes = [r.note for r in await second.checkpoints()]
     assert "cp by the survivor\n" in notes and "cp by the staller\n" not in notes

@@ -1,13 +1,24 @@
 """The schema's own invariants, checked against real PostgreSQL."""
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 
 import asyncpg
 import pytest
 
-from logserver.storage import CommitRolledBackError, IdentityMismatchError, NewLeaf, Store, create_pool, migrate
+from logserver.storage import (
+    CommitRolledBackError,
+    IdentityMismatchError,
+    LogStore,
+    NewLeaf,
+    Sequencing,
+    Store,
+    TileSource,
+    create_pool,
+    migrate,
+)
 
 EMPTY = hashlib.sha256(b"").digest()
 H = lambda s: hashlib.sha256(s).digest()  # noqa: E731
@@ -42,12 +53,23 @@ async def test_identity_is_checked(store):
         await store.ensure_identity("example.com/log", b"x" * 32, "vkey2")
 
 
+async def test_the_store_implements_the_seam(store):
+    """The protocols the sequencer and the reader are written against (storage/protocols.py);
+    mypy checks the same structurally where the server passes a Store to them."""
+    as_log_store: LogStore = store
+    as_tile_source: TileSource = store
+    assert isinstance(as_log_store, LogStore) and isinstance(as_tile_source, TileSource)
+    async with store.sequencing(1000) as tx:
+        assert isinstance(tx, Sequencing)
+
+
 async def test_append_and_read_back(store):
     leaves = [NewLeaf(i, H(b"%d" % i), b"leaf%d" % i, "fleet-a", i, H(b"p%d" % i)) for i in range(3)]
     async with store.sequencing(1000) as tx:
         assert tx.latest.tree_size == 0
         cp = await tx.append(leaves, {(0, 0): b"".join(l.leaf_hash for l in leaves)},
                              {"fleet-a": (2, 2)}, 3, H(b"root3"), "cp3\n", 2000, NOW)
+        await tx.commit()
     assert cp.tree_size == 3
     latest = await store.latest_checkpoint()
     assert (latest.tree_size, latest.root, latest.note) == (3, H(b"root3"), "cp3\n")
@@ -80,6 +102,7 @@ async def test_schema_refuses_history_rewrites(store, pool, sql):
         async with store.sequencing(1000) as tx:
             await tx.append(leaves, {(0, 0): b"".join(l.leaf_hash for l in leaves)},
                             {"fleet-a": (2, 2)}, 3, H(b"root3"), "cp3\n", 2000, NOW)
+            await tx.commit()
     for table in ("leaves", "checkpoints", "tiles", "fleets", "log_identity", "log_state"):
         assert await pool.fetchval(f"SELECT count(*) FROM {table}") > 0, table
     before = await pool.fetchval("SELECT count(*) FROM leaves")
@@ -108,17 +131,25 @@ async def test_sequencer_lock_is_exclusive(store):
                 pass
 
 
+async def append_one(tx, name: bytes, fleet: str):
+    """Append one leaf named `name` (sequence 1 of `fleet`) and a checkpoint over it."""
+    n = tx.latest.tree_size
+    leaf = NewLeaf(n, H(name), name, fleet, 1, H(b"p-" + name))
+    return await tx.append([leaf], {}, {fleet: (1, n)}, n + 1, H(b"root-" + name), f"cp-{name.decode()}\n",
+                           tx.latest.signed_at_ms + 1, NOW)
+
+
 async def test_commit_of_an_aborted_transaction_raises_and_stores_nothing(store, pool):
     """PostgreSQL answers COMMIT of an aborted transaction with ROLLBACK, without an
     error: commit() must raise, or a rolled-back batch would be acknowledged."""
     before = await store.latest_checkpoint()
     n = before.tree_size
-    leaf = NewLeaf(n, H(b"aborted"), b"aborted", "fleet-b", 1, H(b"p-aborted"))
     for explicit in (True, False):
-        with pytest.raises(CommitRolledBackError, match="ROLLBACK"):
+        # Without the commit() call, leaving the block rolls back (it used to commit,
+        # and then raised the same way): nothing to raise, nothing stored.
+        with pytest.raises(CommitRolledBackError, match="ROLLBACK") if explicit else contextlib.nullcontext():
             async with store.sequencing(1000) as tx:
-                await tx.append([leaf], {}, {"fleet-b": (1, n)}, n + 1, H(b"root-aborted"), "cp-aborted\n",
-                                before.signed_at_ms + 1, NOW)
+                await append_one(tx, b"aborted", "fleet-b")
                 try:  # a failed statement whose error is caught: the transaction is aborted
                     await tx.conn.execute("SELECT 1 / 0")
                 except asyncpg.DivisionByZeroError:
@@ -130,3 +161,21 @@ async def test_commit_of_an_aborted_transaction_raises_and_stores_nothing(store,
     assert await pool.fetchval("SELECT count(*) FROM leaves") == n
     async with store.sequencing(1000) as tx:  # the role and the connections are fine afterwards
         assert tx.latest == before
+
+
+async def test_a_block_that_does_not_commit_stores_nothing(store, pool):
+    """Store.sequencing rolls back unless the block commits: a block that appends and
+    returns, or appends and raises, leaves the log as it was."""
+    before = await store.latest_checkpoint()
+    n = before.tree_size
+    for raises in (False, True):
+        with pytest.raises(RuntimeError, match="after the append") if raises else contextlib.nullcontext():
+            async with store.sequencing(1000) as tx:
+                cp = await append_one(tx, b"uncommitted", "fleet-c")
+                assert cp.tree_size == n + 1  # the statement succeeded
+                if raises:
+                    raise RuntimeError("a failure after the append")
+        assert not tx.committed
+        assert await store.latest_checkpoint() == before
+        assert await pool.fetchval("SELECT count(*) FROM leaves") == n
+        assert await store.find_entries([("fleet-c", 1)]) == {}

@@ -11,7 +11,7 @@ from ..bundle import BundleError
 from ..write.deadlines import Deadlines
 from ..merkle import leaf_hash
 from ..formats.receipt import build_receipt, receipt_json
-from ..write.sequencer import Appended, Duplicate, SequencerError
+from ..write.outcomes import Appended, Duplicate, SequencerError
 from ..http.errors import ApiError
 from .keys import ADMISSION, CLOCK, COMMIT_DEADLINES, CONFIG, METRICS, READER, SEQUENCER
 from ..http.params import query

@@ -1,10 +1,11 @@
 """Checks a server makes before it serves or signs anything.
 
-* identity: the database belongs to this origin and log key (Store.ensure_identity);
+* identity: the database belongs to this origin and log key (storage.open_log);
 * stale restore: the database is not behind the newest checkpoint this server
   has signed, as recorded in the data directory's checkpoint file, and extends
   it consistently;
-* integrity: the stored tiles reproduce the latest checkpoint's root.
+* integrity: the stored tiles reproduce the latest checkpoint's root (the frontier
+  check of integrity/frontier.py, which the sequencer makes before every signature).
 Each failure raises StartupError with a message that says what to do.
 """
 from __future__ import annotations
@@ -13,9 +14,9 @@ import logging
 from pathlib import Path
 
 from .checkpoint_file import read_checkpoint_file
+from .frontier import FrontierError, check_frontier, frontier_tile_keys
 from ..formats.checkpoint import open_checkpoint
-from ..merkle import MerkleError, frontier_ids, verify_consistency
-from ..merkle.tiles import root_from_tiles, tiles_for_nodes
+from ..merkle import MerkleError, verify_consistency
 from ..storage import CheckpointRow
 from ..read.tree_reader import TreeReader
 
@@ -60,13 +61,13 @@ async def check_not_stale(reader: TreeReader, checkpoint_file: Path, verifiers) 
 
 
 async def check_tiles(reader: TreeReader) -> CheckpointRow:
+    """The stored right edge reproduces the latest checkpoint (integrity/frontier.py,
+    the check the sequencer also makes before every signature). Reads the database
+    itself, never a cache: O(log n) tiles, so start-up stays fast at any size."""
     latest = await reader.refresh_latest()
-    # Only the right edge: O(log n) tiles, so start-up stays fast at any size.
-    tiles = await reader.tiles(tiles_for_nodes(frontier_ids(latest.tree_size), latest.tree_size))
-    root = root_from_tiles(latest.tree_size, tiles)
-    if root != latest.root:
-        raise StartupError(
-            f"stored tiles do not reproduce the latest checkpoint (size {latest.tree_size}): root got "
-            f"{root.hex()}, want {latest.root.hex()}. Run `logserver fsck` to locate the corruption."
-        )
+    stored = await reader.store.read_tiles(frontier_tile_keys(latest.tree_size))
+    try:
+        check_frontier(latest.tree_size, latest.root, stored, checkpoint="latest checkpoint")
+    except FrontierError as e:
+        raise StartupError(f"{e}. Run `logserver fsck` to locate the corruption.") from None
     return latest

@@ -1,8 +1,8 @@
 """The aiohttp application factory.
 
 Start-up (cleanup_ctx, in order): open the database (embedded or configured),
-apply migrations, check the log identity, create the first checkpoint on a new
-log, refuse a stale or corrupted database, then start the sequencer and the
+open the log in it (storage.open_log: migrations, the log identity, the first
+checkpoint on a new log), refuse a stale or corrupted database, then start the sequencer and the
 background tasks. Shutdown runs the same steps backwards.
 """
 from __future__ import annotations
@@ -19,11 +19,11 @@ from ..bundle import AuthoritySet, load_authority_key_pem
 from ..integrity.checkpoint_file import SavedCheckpoint, save_checkpoint_file
 from ..config import Config, ConfigError
 from ..keys.log_key import LogKey
-from ..merkle import EMPTY_ROOT
 from ..workers.forwarding import RemoteSequencer, WorkerRole, serve_forwarding
-from ..write.sequencer import Appended, Sequencer, SequencerStats
+from ..write.outcomes import Appended
+from ..write.sequencer import Sequencer, SequencerStats
 from ..integrity.checks import check_not_stale, check_tiles
-from ..storage import DATABASE_UNAVAILABLE, CheckpointRow, Store, create_pool, migrate, resolve_database_url
+from ..storage import DATABASE_UNAVAILABLE, CheckpointRow, Store, create_pool, open_log, resolve_database_url
 from ..read.tile_file import FILE_NAME as TILE_FILE_NAME, TileFile, log_binding
 from ..read.tree_reader import TreeReader
 from ..api import entries, ops, submit, tiles
@@ -177,13 +177,7 @@ async def _storage_ctx(app: web.Application):
     pool = await create_pool(url)
     reader = None
     try:
-        async with pool.acquire() as conn:
-            await migrate(conn)
-        store = Store(pool)
-        await store.ensure_identity(config.origin, key.public_key_bytes, key.vkey)
-        now_ms = int(app[CLOCK]() * 1000)
-        if await store.initialize_state(key.sign_checkpoint(0, EMPTY_ROOT, now_ms), EMPTY_ROOT, now_ms):
-            log.info("new log %s initialised at size 0", config.origin)
+        store = await open_log(pool, key, clock=app[CLOCK])
         reader = TreeReader(store)
         await check_not_stale(reader, config.checkpoint_file, key.verifiers())
         latest = await check_tiles(reader)

@@ -1,23 +1,17 @@
-"""PostgreSQL storage: the embedded server, migrations and the Store."""
+"""PostgreSQL storage: the embedded server, migrations, opening a log (open_log), the
+Store and its sequencing transaction, and the seam's protocols."""
 from .database import DATABASE_UNAVAILABLE, create_pool, resolve_database_url
+from .errors import CommitRolledBackError, ConcurrentUpdateError, IdentityMismatchError, StorageError
 from .migrate import MigrationError, migrate
-from .store import (
-    CheckpointRow,
-    CommitRolledBackError,
-    ConcurrentUpdateError,
-    ExistingEntry,
-    IdentityMismatchError,
-    LeafRow,
-    NewLeaf,
-    Prefetch,
-    Prefetched,
-    SequencingTransaction,
-    StorageError,
-    Store,
-)
+from .open import open_log
+from .protocols import LogStore, Sequencing, TileSource
+from .rows import CheckpointRow, ExistingEntry, LeafRow, NewLeaf, Prefetch, Prefetched, TileKey
+from .sequencing import SequencingTransaction
+from .store import Store
 
 __all__ = [
     "DATABASE_UNAVAILABLE", "create_pool", "resolve_database_url", "MigrationError", "migrate",
-    "CheckpointRow", "CommitRolledBackError", "ConcurrentUpdateError", "ExistingEntry", "IdentityMismatchError", "LeafRow",
-    "NewLeaf", "Prefetch", "Prefetched", "SequencingTransaction", "StorageError", "Store",
+    "CheckpointRow", "CommitRolledBackError", "ConcurrentUpdateError", "ExistingEntry", "IdentityMismatchError",
+    "LeafRow", "NewLeaf", "Prefetch", "Prefetched", "SequencingTransaction", "StorageError", "Store", "TileKey",
+    "open_log", "LogStore", "Sequencing", "TileSource",
 ]

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from .store import CheckpointRow
+from .rows import CheckpointRow
 
 
 @dataclass(frozen=True)

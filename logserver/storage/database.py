@@ -39,7 +39,8 @@ def resolve_database_url(configured: str | None, data_dir: Path) -> tuple[str, b
     return embedded_postgres_uri(data_dir), True
 
 
-async def create_pool(url: str, *, min_size: int = 2, max_size: int = 10, command_timeout: float = 30.0) -> asyncpg.Pool:
+async def create_pool(url: str, *, min_size: int = 2, max_size: int = 10,
+                      command_timeout: float = 30.0) -> asyncpg.Pool:
     """An asyncpg pool with bounded connect and command times, so an outage fails fast."""
     return await asyncpg.create_pool(
         url,

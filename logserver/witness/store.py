@@ -18,8 +18,9 @@ from typing import AsyncIterator
 
 import asyncpg
 
-from ..storage import IdentityMismatchError, migrate
+from ..storage import migrate
 from ..storage.embedded import embedded_postgres_uri
+from ..storage.identity import Identity, IdentityTable, ensure_identity
 from ..storage.migrate import migrations_dir
 
 MIGRATIONS_TABLE = "witness_schema_migrations"
@@ -27,6 +28,11 @@ _MIGRATION_LOCK = 0x6C6F6773_7769746E  # "logswitn": not the log's lock, the tab
 
 
 EMBEDDED_DATABASE = "witness"
+
+WITNESS_IDENTITY = IdentityTable(
+    "witness_identity", "name", "logserver.witness.identity",
+    lambda stored, want: f"the database belongs to witness {stored.vkey}, not {want.vkey}; refusing to start",
+)
 
 
 def resolve_witness_database_url(configured: str | None, data_dir: Path) -> tuple[str, bool]:
@@ -88,22 +94,10 @@ class WitnessStore:
 
         Raises IdentityMismatchError for another name or key: the state here is what
         that other witness cosigned, and reusing it would be a different witness
-        vouching for a history it never checked.
+        vouching for a history it never checked. Atomic, durable on return, safe to
+        repeat after an ambiguous failure (logserver/storage/identity.py).
         """
-        async with self.pool.acquire() as conn, conn.transaction():
-            await conn.execute("SELECT pg_advisory_xact_lock(hashtext('logserver.witness.identity'))")
-            row = await conn.fetchrow("SELECT name, public_key, vkey FROM witness_identity")
-            if row is None:
-                await conn.execute(
-                    "INSERT INTO witness_identity (name, public_key, vkey) VALUES ($1, $2, $3)",
-                    name, public_key, vkey,
-                )
-                return True
-        if row["name"] != name or bytes(row["public_key"]) != public_key:
-            raise IdentityMismatchError(
-                f"the database belongs to witness {row['vkey']}, not {vkey}; refusing to start"
-            )
-        return False
+        return await ensure_identity(self.pool, WITNESS_IDENTITY, Identity(name, public_key, vkey))
 
     async def ensure_logs(self, origins: Iterable[str]) -> None:
         """Create the size-0 row of each followed log that has none (idempotent)."""

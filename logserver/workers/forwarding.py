@@ -36,7 +36,8 @@ import struct
 from collections.abc import Callable
 from pathlib import Path
 
-from ..write.sequencer import Appended, Duplicate, OverloadedError, Sequencer, SequencerError, UnavailableError
+from ..write.outcomes import Appended, Duplicate, OverloadedError, SequencerError, UnavailableError
+from ..write.sequencer import Sequencer
 from ..storage import CheckpointRow
 
 log = logging.getLogger(__name__)

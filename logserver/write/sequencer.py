@@ -2,22 +2,64 @@
 
 Submissions are pooled in a bounded in-memory queue. One task per process takes
 everything pending (up to `max_batch_size`) and integrates it in ONE database
-transaction that holds the log_state row lock: its leaves, the hash tiles they
-grow, the fleets' new heads and the checkpoint that covers them. Only after that
-transaction has committed are the submitters answered, so an acknowledged entry
-is durable and covered by a signed checkpoint.
+transaction that holds the sequencer role. This is the whole story of when an
+entry is durable, signed and answered; `integrate` marks each step with its
+number ("# [n]"). Storage is reached only through the seam's protocols
+(storage/protocols.py), whose contracts (atomic, durable on return, ambiguous
+failure) are told in storage/sequencing.py.
 
-Fork-proofing, in depth:
-* the row lock makes the sequencer role exclusive across every process sharing
-  the database; the log_state update is also a compare-and-swap on its size;
-  a holder that stalls (a frozen process, a lost host) loses the role after
-  `stall_timeout_ms`: PostgreSQL aborts its transaction (Store.sequencing);
-* before signing, the frontier is recomputed from the *stored* tiles and must
-  reproduce the root of the last signed checkpoint (the pre-sign check), so a
-  corrupted tile or a database that moved underneath stops signing instead of
-  extending a wrong tree;
-* the schema refuses a second root for a signed size and any change to leaves
-  or checkpoints (migrations/0001_log.sql).
+ 0. DROP the entries whose submitter gave up (its future is done: a commit
+    deadline, write/deadlines.py).
+ 1. LOCK. Store.sequencing takes the log_state row lock: the sequencer role,
+    exclusive across every process sharing the database. A holder that stalls
+    loses it after `stall_timeout_ms` (PostgreSQL ends its transaction).
+ 2. SNAPSHOT. One read under the lock: the latest checkpoint and, prefetched,
+    the frontier tiles (when the log is at the size this process last left it),
+    the batch's existing entries and its fleets' heads. An empty batch ends here
+    unless the checkpoint is old (then it is re-signed).
+ 3. PRE-SIGN CHECK. The frontier is rebuilt from the *stored* tiles (read now if
+    they were not prefetched) and must reproduce the signed root
+    (integrity/frontier.py, the start-up check too). If not, the sequencer halts:
+    it signs nothing more, so a corrupted tile or a database that moved
+    underneath stops the log instead of extending a wrong tree.
+ 4. CLASSIFY (write/classify.py, pure): new, duplicate, rollback or
+    equivocation, in arrival order.
+ 5. HASH. The new leaves extend the frontier; the tiles they grow and the new
+    root follow.
+ 6. SIGN the checkpoint (new size, new root) at max(now, last + 1 ms). The
+    signature exists only in this process's memory.
+ 7. WRITE. One statement: leaves, tiles, fleet heads, the checkpoint, and a
+    compare-and-swap of log_state. Still nothing durable.
+    Until here, a failure or a crash leaves nothing behind: the transaction is
+    rolled back (by the block, or by PostgreSQL when the connection goes), the
+    submitters get 503 and their retries are appended as if new. What was signed
+    in step 6 is never stored or served.
+ 8. COMMIT. When it returns, the batch and its checkpoint are durable. At this
+    point, if we were to crash, recovery would be clean: the next batch, in
+    this or another process, starts from this state, and a retry is answered as
+    a duplicate with its receipt. If the COMMIT raises, the outcome is
+    ambiguous: the batch may or may not be stored. Its submitters get 503 (not
+    acknowledged, never a receipt for what may not exist); a retry is appended
+    or is a duplicate, whichever is true; this process forgets the size it
+    knew, so the next batch reads its frontier from the database.
+    From here on nothing may fail the batch: it is stored.
+ 9. (reserved) PUBLISH TO STATIC TARGETS: writing tiles and the checkpoint to
+    their static places will go here, after the COMMIT (what is published must
+    be durable first) and before the answers. A failure there must not undo or
+    deny the commit: the entries are stored, and what is published catches up.
+10. PUBLISH LOCALLY. `on_commit` feeds the reader's caches, the checkpoint file
+    and the witness publisher. Its failure is logged; they catch up from the
+    database.
+11. ANSWER. Each submitter's future gets its Appended (with an inclusion proof
+    at the new checkpoint) or Duplicate or refusal; if a receipt cannot be built,
+    503 saying the entry was stored (a retry gets it as a duplicate). Then the
+    transaction's connection goes back to the pool.
+
+Fork-proofing, in depth: the row lock makes the role exclusive and the
+log_state update is also a compare-and-swap on its size (step 7); the pre-sign
+check (step 3) refuses to sign over a frontier that does not reproduce the
+signed root; the schema refuses a second root for a signed size and any change
+to leaves or checkpoints (migrations/0001_log.sql).
 """
 from __future__ import annotations
 
@@ -26,88 +68,27 @@ import datetime as dt
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
-from ..merkle import CompactRange, frontier_ids, inclusion_proof
-from ..merkle.tiles import TILE_HEIGHT, append_to_tiles, hashes_from_tiles, tiles_for_nodes
-from ..storage import DATABASE_UNAVAILABLE, CheckpointRow, NewLeaf, Prefetch, Prefetched, Store
+from ..integrity.frontier import Frontier, FrontierError, check_frontier, frontier_tile_keys
+from ..merkle import frontier_ids, inclusion_proof
+from ..merkle.tiles import TILE_HEIGHT, append_to_tiles
+from ..storage import DATABASE_UNAVAILABLE, CheckpointRow, LogStore, NewLeaf, Prefetch, TileKey
+from .classify import classify
+from .outcomes import (
+    Appended,
+    BatchOutcome,
+    DatabaseUnavailableError,
+    IntegrityError,
+    OverloadedError,
+    Pending,
+    ReceiptUnavailableError,
+    SequencerError,
+    UnavailableError,
+)
 
 log = logging.getLogger(__name__)
-
-
-class SequencerError(Exception):
-    """Base for outcomes the HTTP layer turns into error responses."""
-
-    status = 503
-    code = "unavailable"
-
-
-class OverloadedError(SequencerError):
-    code = "overloaded"
-
-
-class UnavailableError(SequencerError):
-    code = "unavailable"
-
-
-class DatabaseUnavailableError(UnavailableError):
-    """The batch failed because the database could not be reached (or timed out)."""
-
-    code = "database_unavailable"
-
-
-class IntegrityError(SequencerError):
-    """The pre-sign check failed: stored state does not reproduce the signed tree."""
-
-    code = "integrity_check_failed"
-
-
-class ReceiptUnavailableError(UnavailableError):
-    """The entry was committed, but building its answer failed (a bug, logged).
-
-    Still 503 `unavailable`: a retry is answered as a duplicate, with the
-    receipt of the stored entry."""
-
-
-class RollbackError(SequencerError):
-    status = 409
-    code = "rollback"
-
-
-class EquivocationError(SequencerError):
-    status = 409
-    code = "equivocation"
-
-
-@dataclass
-class Pending:
-    """One verified submission waiting for integration."""
-
-    leaf: bytes
-    leaf_hash: bytes
-    fleet_id: str
-    sequence: int
-    payload_digest: bytes
-    future: asyncio.Future = field(repr=False)
-
-
-@dataclass(frozen=True)
-class Appended:
-    """The entry was added by this submission: index, and a proof at `checkpoint`."""
-
-    index: int
-    leaf_hash: bytes
-    checkpoint: CheckpointRow
-    inclusion_proof: list[bytes]
-
-
-@dataclass(frozen=True)
-class Duplicate:
-    """An identical payload was already logged at `index` (its leaf may differ in signatures)."""
-
-    index: int
-    leaf_hash: bytes
 
 
 @dataclass
@@ -121,7 +102,7 @@ class SequencerStats:
 class Sequencer:
     def __init__(
         self,
-        store: Store,
+        store: LogStore,
         sign_checkpoint: Callable[[int, bytes, int], str],
         *,
         max_batch_size: int = 1024,
@@ -169,7 +150,8 @@ class Sequencer:
     def pending(self) -> int:
         return len(self._queue)
 
-    def submit(self, leaf: bytes, leaf_hash: bytes, fleet_id: str, sequence: int, payload_digest: bytes) -> asyncio.Future:
+    def submit(self, leaf: bytes, leaf_hash: bytes, fleet_id: str, sequence: int,
+               payload_digest: bytes) -> asyncio.Future:
         """Queue a verified entry; the future resolves to Appended or Duplicate, or raises.
 
         Raises OverloadedError at once when the queue is full, and IntegrityError
@@ -237,7 +219,8 @@ class Sequencer:
                 return
 
     async def integrate(self, batch: list[Pending], *, with_proofs: bool = True) -> CheckpointRow | None:
-        """Append `batch` (possibly empty) in one transaction and sign a checkpoint.
+        """Append `batch` (possibly empty) in one transaction and sign a checkpoint:
+        steps 0-11 of the module docstring.
 
         With an empty batch a checkpoint is signed only if the latest is older
         than the checkpoint interval. Returns the new checkpoint, or None if none
@@ -247,15 +230,16 @@ class Sequencer:
         """
         if self.halted:
             raise IntegrityError(self.halted)
-        batch = [p for p in batch if not p.future.done()]  # the submitter gave up
+        batch = [p for p in batch if not p.future.done()]  # [0]
         started = time.perf_counter()
         known = self._known_size
         prefetch = Prefetch(
             -1 if known is None else known,
-            tiles=[] if known is None else [(t.level, t.index) for t in tiles_for_nodes(frontier_ids(known), known)],
+            tiles=[] if known is None else frontier_tile_keys(known),
             entries=[(p.fleet_id, p.sequence) for p in batch],
             fleet_ids=[p.fleet_id for p in batch],
         )
+        # [1] LOCK and [2] SNAPSHOT: entering the block.
         async with self.store.sequencing(self.lock_timeout_ms, self.stall_timeout_ms, prefetch) as tx:
             old = tx.latest
             self._known_size = old.tree_size
@@ -264,43 +248,60 @@ class Sequencer:
             # Idle: re-sign only when the latest checkpoint is old (maybe signed by
             # another process). A clock far behind the last signing time cannot tell
             # age, so it signs too (the time then advances by 1 ms, see below).
+            # Returning without a commit rolls the (read-only) transaction back.
             if not batch and 0 <= now_ms - old.signed_at_ms < interval_ms:
                 return None
             prefetched = tx.prefetched
-            frontier, right_edge = await self._presign_check(tx, old, prefetched.tiles)
-            results, accepted, fleets = await self._classify(tx, batch, old.tree_size, prefetched)
 
-            nodes: dict[tuple[int, int], bytes] = dict(zip(frontier_ids(old.tree_size), frontier.hashes))
-            tile_nodes: list[tuple[int, int, bytes]] = []
+            # [3] PRE-SIGN CHECK
+            stored = prefetched.tiles
+            if stored is None:  # the log was not at the size this process last left it
+                stored = await tx.read_tiles(frontier_tile_keys(old.tree_size))
+            try:
+                frontier = check_frontier(old.tree_size, old.root, stored, checkpoint="last signed checkpoint")
+            except FrontierError as e:
+                raise IntegrityError(f"{e}; storage is corrupted or was changed") from None
 
-            def visit(level: int, index: int, h: bytes) -> None:
-                nodes[(level, index)] = h
-                if level % TILE_HEIGHT == 0:
-                    tile_nodes.append((level, index, h))
+            # [4] CLASSIFY
+            classified = classify(batch, old.tree_size, prefetched.entries, prefetched.fleet_sequences)
+            for eq in classified.equivocations:
+                self._equivocation(eq.pending, eq.logged_digest)
+            accepted = classified.accepted
 
-            frontier.extend([p.leaf_hash for p in accepted], visit)
-            new_size, new_root = frontier.size, frontier.root()
-            tiles = append_to_tiles(right_edge, tile_nodes)
-            # Times only move forward, even when the clock steps back.
+            # [5] HASH
+            grown = grow(frontier, [p.leaf_hash for p in accepted])
+
+            # [6] SIGN. Times only move forward, even when the clock steps back.
             signed_at_ms = max(now_ms, old.signed_at_ms + 1)
-            note = self.sign_checkpoint(new_size, new_root, signed_at_ms)
+            note = self.sign_checkpoint(grown.size, grown.root, signed_at_ms)
+            # From here to the COMMIT a failure, or a crash, leaves nothing behind: the
+            # transaction is rolled back and this signature is never stored or served.
+
+            # [7] WRITE
             leaves = [
                 NewLeaf(old.tree_size + i, p.leaf_hash, p.leaf, p.fleet_id, p.sequence, p.payload_digest)
                 for i, p in enumerate(accepted)
             ]
             checkpoint = await tx.append(
-                leaves, tiles, fleets, new_size, new_root, note, signed_at_ms,
+                leaves, grown.tiles, classified.fleets, grown.size, grown.root, note, signed_at_ms,
                 dt.datetime.fromtimestamp(signed_at_ms / 1000, dt.timezone.utc),
             )
+
+            # [8] COMMIT
             self._known_size = None  # unknown if the COMMIT fails ambiguously
             await tx.commit()
-            # Committed and durable from here on: nothing below may raise out of this
-            # block (the batch would be answered "not stored", and Store.sequencing
-            # does not roll back a committed transaction anyway). The submitters are
-            # answered before the connection goes back to the pool (one more round trip).
-            self._known_size = new_size
+            # At this point the batch and its checkpoint are durable. If we were to
+            # crash after this, recovery would be clean: the next batch, here or in
+            # another process, starts from this state, and a retry is answered as a
+            # duplicate. So nothing below may raise out of this block: the batch would
+            # be answered "not stored" (and a committed transaction is not rolled back).
+            self._known_size = grown.size
+
+            # [9] (reserved) PUBLISH TO STATIC TARGETS goes here: see the module docstring.
+
+            # [10] PUBLISH LOCALLY
             try:
-                self.on_commit(checkpoint, tiles)
+                self.on_commit(checkpoint, grown.tiles)
             except Exception:
                 # The caches it feeds (the reader's tiles and latest checkpoint, the
                 # checkpoint file, the publisher) catch up from the database: the
@@ -308,19 +309,29 @@ class Sequencer:
                 # frontier from the database rather than trusting this process's state.
                 self._known_size = None
                 log.critical("after committing checkpoint %d (size %d), the commit hook failed; "
-                             "the batch is stored and is answered as such", checkpoint.id, new_size, exc_info=True)
-            self._answer(results, checkpoint, nodes, with_proofs)
+                             "the batch is stored and is answered as such", checkpoint.id, grown.size, exc_info=True)
+
+            # [11] ANSWER, before the connection goes back to the pool (one more round trip).
+            self._answer(classified.outcomes, checkpoint, grown.nodes, with_proofs)
         try:
             self.stats.on_batch(len(accepted), time.perf_counter() - started)
         except Exception:
             log.error("batch statistics failed", exc_info=True)
         return checkpoint
 
-    def _answer(self, results, checkpoint: CheckpointRow, nodes: dict[tuple[int, int], bytes],
-                with_proofs: bool) -> None:
-        """Resolve the futures of a committed batch; never raises."""
+    def _equivocation(self, p: Pending, logged_digest: bytes) -> None:
+        self.stats.on_equivocation(p.fleet_id, p.sequence, logged_digest, p.payload_digest)
+        log.warning(
+            "equivocation refused: fleet %s sequence %d is logged with payload digest %s, "
+            "submitted payload digest %s",
+            p.fleet_id, p.sequence, logged_digest.hex(), p.payload_digest.hex(),
+        )
+
+    def _answer(self, outcomes: list[BatchOutcome], checkpoint: CheckpointRow,
+                nodes: dict[tuple[int, int], bytes], with_proofs: bool) -> None:
+        """Resolve the futures of a committed batch (step 11); never raises."""
         read = lambda ids: [nodes[i] for i in ids]  # noqa: E731
-        for p, result in results:
+        for p, result in outcomes:
             if p.future.done():
                 continue
             try:
@@ -340,88 +351,32 @@ class Sequencer:
                         "be built; retry to get it (the retry is answered as a duplicate)"
                     ))
 
-    async def _presign_check(self, tx, old: CheckpointRow, prefetched: dict[tuple[int, int], bytes] | None = None,
-                             ) -> tuple[CompactRange, dict[tuple[int, int], bytes]]:
-        """Rebuild the frontier from stored tiles; it must reproduce the signed root.
 
-        Returns the frontier and the right-edge tiles (trimmed to their width at
-        the old size), which the batch then grows. `prefetched` are those tiles
-        as read under the lock in the transaction's first read, when the log was
-        at the size the sequencer expected.
-        """
-        ids = frontier_ids(old.tree_size)
-        keys = [(t.level, t.index) for t in tiles_for_nodes(ids, old.tree_size)]
-        stored = prefetched if prefetched is not None else await tx.read_tiles(keys)
-        tiles = {}
-        for t in tiles_for_nodes(ids, old.tree_size):
-            data = stored.get((t.level, t.index))
-            if data is None or len(data) < 32 * t.width:
-                raise IntegrityError(
-                    f"tile {t.level}/{t.index} is missing or short in storage "
-                    f"(got {0 if data is None else len(data) // 32} hashes, want {t.width}) at tree size {old.tree_size}"
-                )
-            tiles[t] = data
-        frontier = CompactRange(old.tree_size, hashes_from_tiles(ids, old.tree_size, tiles))
-        root = frontier.root()
-        if root != old.root:
-            raise IntegrityError(
-                f"stored tiles do not reproduce the last signed checkpoint (size {old.tree_size}): "
-                f"root got {root.hex()}, want {old.root.hex()}; storage is corrupted or was changed"
-            )
-        right_edge = {(t.level, t.index): data[: 32 * t.width] for t, data in tiles.items()}
-        return frontier, right_edge
+@dataclass(frozen=True)
+class Grown:
+    """The tree after a batch's leaves (step 5)."""
 
-    async def _classify(self, tx, batch: list[Pending], first_index: int, prefetched: Prefetched | None = None):
-        """Decide, in arrival order, which entries are new, duplicates, rollbacks or equivocations."""
-        results: list[tuple[Pending, object]] = []
-        accepted: list[Pending] = []
-        fleets: dict[str, tuple[int, int]] = {}
-        if not batch:
-            return results, accepted, fleets
-        if prefetched is not None:  # read under the lock, for exactly this batch
-            existing, heads = prefetched.entries, prefetched.fleet_sequences
-        else:
-            existing = await tx.find_entries(list({(p.fleet_id, p.sequence) for p in batch}))
-            heads = await tx.fleet_sequences(list({p.fleet_id for p in batch}))
-        in_batch: dict[tuple[str, int], tuple[int, Pending]] = {}
-        for p in batch:
-            key = (p.fleet_id, p.sequence)
-            prior = existing.get(key)
-            if prior is None and key in in_batch:
-                idx, first = in_batch[key]
-                prior_digest, prior_hash, prior_idx = first.payload_digest, first.leaf_hash, idx
-            elif prior is not None:
-                prior_digest, prior_hash, prior_idx = prior.payload_digest, prior.leaf_hash, prior.idx
-            else:
-                prior_digest = None
-            if prior_digest is not None:
-                if prior_digest == p.payload_digest:
-                    results.append((p, Duplicate(prior_idx, prior_hash)))
-                else:
-                    self.stats.on_equivocation(p.fleet_id, p.sequence, prior_digest, p.payload_digest)
-                    log.warning(
-                        "equivocation refused: fleet %s sequence %d is logged with payload digest %s, "
-                        "submitted payload digest %s",
-                        p.fleet_id, p.sequence, prior_digest.hex(), p.payload_digest.hex(),
-                    )
-                    results.append((p, EquivocationError(
-                        f"fleet {p.fleet_id!r} sequence {p.sequence} is already logged with a different "
-                        f"payload (logged digest {prior_digest.hex()}, submitted {p.payload_digest.hex()})"
-                    )))
-                continue
-            head = fleets[p.fleet_id][0] if p.fleet_id in fleets else heads.get(p.fleet_id)
-            if head is not None and p.sequence <= head:
-                results.append((p, RollbackError(
-                    f"fleet {p.fleet_id!r} sequence {p.sequence} is not greater than the latest "
-                    f"logged sequence {head}"
-                )))
-                continue
-            idx = first_index + len(accepted)
-            accepted.append(p)
-            in_batch[key] = (idx, p)
-            fleets[p.fleet_id] = (p.sequence, idx)
-            results.append((p, idx))
-        return results, accepted, fleets
+    size: int
+    root: bytes
+    tiles: dict[TileKey, bytes]  # every tile the batch grew, at its new data
+    nodes: dict[tuple[int, int], bytes]  # the frontier's and every new complete node: the batch's proofs
+
+
+def grow(frontier: Frontier, leaf_hashes: Sequence[bytes]) -> Grown:
+    """Extend the checked frontier by `leaf_hashes` (its range is extended in place):
+    the new size and root, the grown tiles, and the nodes an inclusion proof of a new
+    leaf at the new size reads."""
+    cr = frontier.range
+    nodes: dict[tuple[int, int], bytes] = dict(zip(frontier_ids(cr.size), cr.hashes))
+    tile_nodes: list[tuple[int, int, bytes]] = []
+
+    def visit(level: int, index: int, h: bytes) -> None:
+        nodes[(level, index)] = h
+        if level % TILE_HEIGHT == 0:
+            tile_nodes.append((level, index, h))
+
+    cr.extend(leaf_hashes, visit)
+    return Grown(cr.size, cr.root(), append_to_tiles(frontier.right_edge, tile_nodes), nodes)
 
 
 def _fail(batch: list[Pending], error: Exception) -> None:

@@ -1,0 +1,74 @@
+"""Step 4 of a batch (write/sequencer.py): which submissions are new, duplicates,
+rollbacks or equivocations. Pure: a function of the batch, what the log already
+holds at the batch's (fleet, sequence) pairs, and the fleets' latest sequences,
+all read under the sequencer lock (step 2)."""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from ..storage import ExistingEntry
+from .outcomes import BatchOutcome, Duplicate, EquivocationError, Pending, SequenceRollbackError
+
+
+@dataclass(frozen=True)
+class Equivocation:
+    """A submission whose (fleet, sequence) is logged with another payload: refused,
+    and worth an alarm (the fleet's authorities signed two different bundles)."""
+
+    pending: Pending
+    logged_digest: bytes
+
+
+@dataclass
+class Classified:
+    outcomes: list[BatchOutcome] = field(default_factory=list)  # one per submission, in arrival order
+    accepted: list[Pending] = field(default_factory=list)  # the new entries, at first_index, first_index + 1, ...
+    fleets: dict[str, tuple[int, int]] = field(default_factory=dict)  # fleet_id -> its new head (sequence, idx)
+    equivocations: list[Equivocation] = field(default_factory=list)
+
+
+def classify(batch: Sequence[Pending], first_index: int, existing: Mapping[tuple[str, int], ExistingEntry],
+             heads: Mapping[str, int]) -> Classified:
+    """Decide, in arrival order, what each submission of `batch` is.
+
+    `existing` maps (fleet_id, sequence) to what the log holds there; `heads` maps
+    fleet_id to its latest logged sequence. The first new entry gets index
+    `first_index`. Within the batch, a later submission sees the earlier ones: a
+    repeat is a duplicate of the first, and a fleet's sequence must increase.
+    """
+    out = Classified()
+    in_batch: dict[tuple[str, int], tuple[int, Pending]] = {}
+    for p in batch:
+        key = (p.fleet_id, p.sequence)
+        prior = existing.get(key)
+        if prior is None and key in in_batch:
+            idx, first = in_batch[key]
+            prior_digest, prior_hash, prior_idx = first.payload_digest, first.leaf_hash, idx
+        elif prior is not None:
+            prior_digest, prior_hash, prior_idx = prior.payload_digest, prior.leaf_hash, prior.idx
+        else:
+            prior_digest = None
+        if prior_digest is not None:
+            if prior_digest == p.payload_digest:
+                out.outcomes.append((p, Duplicate(prior_idx, prior_hash)))
+            else:
+                out.equivocations.append(Equivocation(p, prior_digest))
+                out.outcomes.append((p, EquivocationError(
+                    f"fleet {p.fleet_id!r} sequence {p.sequence} is already logged with a different "
+                    f"payload (logged digest {prior_digest.hex()}, submitted {p.payload_digest.hex()})"
+                )))
+            continue
+        head = out.fleets[p.fleet_id][0] if p.fleet_id in out.fleets else heads.get(p.fleet_id)
+        if head is not None and p.sequence <= head:
+            out.outcomes.append((p, SequenceRollbackError(
+                f"fleet {p.fleet_id!r} sequence {p.sequence} is not greater than the latest "
+                f"logged sequence {head}"
+            )))
+            continue
+        idx = first_index + len(out.accepted)
+        out.accepted.append(p)
+        in_batch[key] = (idx, p)
+        out.fleets[p.fleet_id] = (p.sequence, idx)
+        out.outcomes.append((p, idx))
+    return out
