@@ -6,15 +6,15 @@ import json
 from aiohttp import web
 
 from ..bundle import decode_leaf
-from ..merkle import InvalidParameterError
 from ..formats.receipt import build_receipt
-from ..read.tree_reader import BeyondTreeError
-from ..http.errors import bad_request, not_found
 from ..http.budget import send_large
-from .keys import CONFIG, LOG_KEY, READER, RESPONSE_BUDGET, STORE
+from ..http.errors import bad_request, not_found
 from ..http.params import decimal, hex_hash, query
-from .published import published_covering, published_latest
 from ..http.responses import IMMUTABLE, NO_STORE, hex_list, json_response, raw_json_response
+from ..merkle import InvalidParameterError
+from ..read.tree_reader import BeyondTreeError
+from .keys import CONFIG, LOG_KEY, READER, RESPONSE_BUDGET, STORE
+from .published import published_covering, published_latest
 
 
 async def get_log(request: web.Request) -> web.Response:

@@ -3,16 +3,16 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from ..write.admission import AdmissionPool
 from ..bundle import AuthoritySet
 from ..config import Config
-from ..write.deadlines import Deadlines
-from ..keys.log_key import LogKey
-from ..write.sequencer import Sequencer
-from ..storage import Store
-from ..read.tree_reader import TreeReader
 from ..cosigning import Publisher
 from ..http.budget import ByteBudget
+from ..keys.log_key import LogKey
+from ..read.tree_reader import TreeReader
+from ..storage import Store
+from ..write.admission import AdmissionPool
+from ..write.deadlines import Deadlines
+from ..write.sequencer import Sequencer
 from .compression import Gzipper
 from .metrics import Metrics
 

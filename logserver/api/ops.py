@@ -8,8 +8,8 @@ from importlib.resources.abc import Traversable
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from .keys import ADMISSION, CONFIG, METRICS, READER, SEQUENCER, STORE
 from ..http.responses import NO_STORE, json_response
+from .keys import ADMISSION, CONFIG, METRICS, READER, SEQUENCER, STORE
 
 
 def openapi_path() -> Traversable:

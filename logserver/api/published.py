@@ -9,13 +9,13 @@ from __future__ import annotations
 from aiohttp import web
 
 from ..config import Config
+from ..cosigning import DirectPublisher, NotPublishedError, Publisher, WitnessedPublisher, load_witness_policy
+from ..cosigning.metrics import CosigningMetrics
 from ..formats import Policy
+from ..http.errors import ApiError
 from ..keys.log_key import LogKey
 from ..storage import CheckpointRow
 from ..storage.cosignatures import CosignatureStore
-from ..cosigning import DirectPublisher, NotPublishedError, Publisher, WitnessedPublisher, load_witness_policy
-from ..cosigning.metrics import CosigningMetrics
-from ..http.errors import ApiError
 from .keys import CONFIG, METRICS, PUBLISHER, READER, STORE, WITNESS_POLICY
 
 

@@ -6,18 +6,18 @@ import time
 
 from aiohttp import web
 
-from ..write.admission import AdmissionUnavailableError
 from ..bundle import BundleError
-from ..write.deadlines import Deadlines
-from ..merkle import leaf_hash
 from ..formats.receipt import build_receipt, receipt_json
-from ..write.outcomes import Appended, Duplicate, SequencerError
 from ..http.errors import ApiError
-from .keys import ADMISSION, CLOCK, COMMIT_DEADLINES, CONFIG, METRICS, READER, SEQUENCER
 from ..http.params import query
-from .published import published_covering, receipt_checkpoint
 from ..http.responses import json_response, raw_json_response
+from ..merkle import leaf_hash
+from ..write.admission import AdmissionUnavailableError
+from ..write.deadlines import Deadlines
+from ..write.outcomes import Appended, Duplicate, SequencerError
 from .entries import entry_json
+from .keys import ADMISSION, CLOCK, COMMIT_DEADLINES, CONFIG, METRICS, READER, SEQUENCER
+from .published import published_covering, receipt_checkpoint
 
 
 class CommitTimeoutError(Exception):
@@ -55,7 +55,7 @@ async def post_bundle(request: web.Request) -> web.Response:
         else:
             async with asyncio.timeout(limits.request_timeout_s):
                 body = await request.read()
-    except asyncio.TimeoutError:
+    except TimeoutError:
         metrics.count_submission("request_timeout")
         raise ApiError(408, "request_timeout",
                        f"the request body did not arrive within {limits.request_timeout_s:g}s") from None

@@ -3,16 +3,16 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from ..http.budget import send_large
+from ..http.errors import bad_request, not_found
+from ..http.params import query
+from ..http.responses import IMMUTABLE
 from ..merkle import TilePathError
 from ..merkle.tiles import TILE_WIDTH, EntriesTileID, TileID, parse_tile_coordinates
 from ..read.tree_reader import BeyondTreeError
-from ..http.errors import bad_request, not_found
 from .compression import accepts_gzip
-from ..http.budget import send_large
 from .keys import GZIPPER, READER, RESPONSE_BUDGET
-from ..http.params import query
 from .published import published_latest
-from ..http.responses import IMMUTABLE
 
 # A partial tile's bytes never change either (tiles only grow), but a log may
 # stop serving it once the full tile exists, so it is cached for a short time only.

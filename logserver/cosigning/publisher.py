@@ -27,9 +27,9 @@ import aiohttp
 
 from ..config import WitnessingConfig
 from ..formats import Policy, QuorumNotMetError
+from ..read.tree_reader import BeyondTreeError, TreeReader
 from ..storage import CheckpointRow
 from ..storage.cosignatures import CosignatureStore
-from ..read.tree_reader import BeyondTreeError, TreeReader
 from .metrics import CosigningMetrics
 from .requester import CosigningFailed, request_cosignature
 
@@ -144,7 +144,7 @@ class WitnessedPublisher:
             # run() adopts what this or another process publishes, within POLL_S.
             try:
                 await asyncio.wait_for(self._changed.wait(), remaining)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
 
     # --- the cosigning loop --------------------------------------------------------------
@@ -157,7 +157,7 @@ class WitnessedPublisher:
             while True:
                 try:
                     await asyncio.wait_for(self._wake.wait(), POLL_S)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     pass
                 self._wake.clear()
                 try:
@@ -219,7 +219,7 @@ class WitnessedPublisher:
             log.warning("cosigning size %d: %s", checkpoint.tree_size, e)
             self.metrics.failures.labels(name, e.reason).inc()
             return ()
-        except (asyncio.TimeoutError, aiohttp.ClientError, OSError, BeyondTreeError) as e:
+        except (TimeoutError, aiohttp.ClientError, OSError, BeyondTreeError) as e:
             outcome = "timeout" if isinstance(e, asyncio.TimeoutError) else "unreachable"
             log.warning("cosigning size %d: witness %r: %s %r", checkpoint.tree_size, name, outcome, e)
             self.metrics.failures.labels(name, outcome).inc()

@@ -13,12 +13,12 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from .checkpoint_file import read_checkpoint_file
-from .frontier import FrontierError, check_frontier, frontier_tile_keys
 from ..formats.checkpoint import open_checkpoint
 from ..merkle import MerkleError, verify_consistency
-from ..storage import CheckpointRow
 from ..read.tree_reader import TreeReader
+from ..storage import CheckpointRow
+from .checkpoint_file import read_checkpoint_file
+from .frontier import FrontierError, check_frontier, frontier_tile_keys
 
 log = logging.getLogger(__name__)
 

@@ -28,8 +28,8 @@ from dataclasses import dataclass, field
 from ..formats.checkpoint import open_checkpoint
 from ..merkle import HASH_SIZE, CompactRange, leaf_hash
 from ..merkle.geometry import FULL_TILE_BYTES, TILE_HEIGHT, TILE_WIDTH, TileKey, node_in_tile, tile_node
-from ..storage import Store
 from ..read.tile_file import TileFile
+from ..storage import Store
 
 CHUNK = 16 * TILE_WIDTH  # leaves read per query
 

@@ -102,7 +102,7 @@ class TileFile:
             raise
 
     @classmethod
-    def open_existing(cls, path: Path, binding: bytes) -> "TileFile | None":
+    def open_existing(cls, path: Path, binding: bytes) -> TileFile | None:
         """The file at `path` if it exists and belongs to this log; never creates
         or truncates it (fsck)."""
         try:

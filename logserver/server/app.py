@@ -14,25 +14,41 @@ from collections.abc import Callable
 
 from aiohttp import web
 
-from ..write.admission import AdmissionPool
+from ..api import entries, ops, submit, tiles
+from ..api.compression import Gzipper
+from ..api.keys import (
+    ADMISSION,
+    AUTHORITIES,
+    CLOCK,
+    COMMIT_DEADLINES,
+    CONFIG,
+    GZIPPER,
+    LOG_KEY,
+    METRICS,
+    READER,
+    RESPONSE_BUDGET,
+    SEQUENCER,
+    STORE,
+    WITNESS_POLICY,
+    WORKER,
+)
+from ..api.metrics import Metrics
+from ..api.published import load_policy, start_publisher
 from ..bundle import AuthoritySet, load_authority_key_pem
-from ..integrity.checkpoint_file import SavedCheckpoint, save_checkpoint_file
 from ..config import Config, ConfigError
+from ..http.budget import DEFAULT_RESPONSE_BUDGET, ByteBudget
+from ..http.errors import exception_response, make_expect_handler, version_error
+from ..integrity.checkpoint_file import SavedCheckpoint, save_checkpoint_file
+from ..integrity.checks import check_not_stale, check_tiles
 from ..keys.log_key import LogKey
+from ..read.tile_file import FILE_NAME as TILE_FILE_NAME
+from ..read.tile_file import TileFile, log_binding
+from ..read.tree_reader import TreeReader
+from ..storage import DATABASE_UNAVAILABLE, CheckpointRow, Store, create_pool, open_log, resolve_database_url
 from ..workers.forwarding import RemoteSequencer, WorkerRole, serve_forwarding
+from ..write.admission import AdmissionPool
 from ..write.outcomes import Appended
 from ..write.sequencer import Sequencer, SequencerStats
-from ..integrity.checks import check_not_stale, check_tiles
-from ..storage import DATABASE_UNAVAILABLE, CheckpointRow, Store, create_pool, open_log, resolve_database_url
-from ..read.tile_file import FILE_NAME as TILE_FILE_NAME, TileFile, log_binding
-from ..read.tree_reader import TreeReader
-from ..api import entries, ops, submit, tiles
-from ..http.errors import exception_response, make_expect_handler, version_error
-from ..api.compression import Gzipper
-from ..http.budget import DEFAULT_RESPONSE_BUDGET, ByteBudget
-from ..api.keys import GZIPPER, RESPONSE_BUDGET, ADMISSION, AUTHORITIES, CLOCK, COMMIT_DEADLINES, CONFIG, LOG_KEY, METRICS, READER, SEQUENCER, STORE, WITNESS_POLICY, WORKER
-from ..api.published import load_policy, start_publisher
-from ..api.metrics import Metrics
 
 log = logging.getLogger(__name__)
 

@@ -80,7 +80,7 @@ class SequencingTransaction:
 
     @classmethod
     async def start(cls, conn: asyncpg.Connection, prefetch: Prefetch | None,
-                    timeout_s: float) -> "SequencingTransaction":
+                    timeout_s: float) -> SequencingTransaction:
         """Read the snapshot (step 2): the latest checkpoint and what `prefetch` asks
         for, in one statement under the lock. Writes nothing."""
         p = prefetch or Prefetch(-1)

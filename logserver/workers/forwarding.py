@@ -36,9 +36,9 @@ import struct
 from collections.abc import Callable
 from pathlib import Path
 
+from ..storage import CheckpointRow
 from ..write.outcomes import Appended, Duplicate, OverloadedError, SequencerError, UnavailableError
 from ..write.sequencer import Sequencer
-from ..storage import CheckpointRow
 
 log = logging.getLogger(__name__)
 
@@ -306,7 +306,7 @@ class WorkerRole:
         return "sequencer" if self.is_sequencer else "forwarder"
 
     @classmethod
-    def from_environ(cls, index: int, count: int, environ) -> "WorkerRole":
+    def from_environ(cls, index: int, count: int, environ) -> WorkerRole:
         try:
             fd = environ.get(ENV_WORKER_READY_FD)
             return cls(index, count, Path(environ[ENV_WORKER_SOCKET]), bytes.fromhex(environ[ENV_WORKER_TOKEN]),

@@ -37,8 +37,8 @@ import time
 from pathlib import Path
 
 from ..config import ENV_LISTEN, Config
-from .forwarding import ENV_WORKER_READY_FD, ENV_WORKER_SOCKET, ENV_WORKER_TOKEN
 from ..storage import resolve_database_url
+from .forwarding import ENV_WORKER_READY_FD, ENV_WORKER_SOCKET, ENV_WORKER_TOKEN
 
 log = logging.getLogger(__name__)
 

@@ -40,9 +40,9 @@ import time
 from collections import deque
 from collections.abc import Sequence
 
-from .admission_wire import READY, decode_answer, encode_keys, encode_request
 from ..bundle import Admitted, AuthoritySet, admit
 from ..integrity.checks import StartupError
+from .admission_wire import READY, decode_answer, encode_keys, encode_request
 
 log = logging.getLogger(__name__)
 
@@ -166,7 +166,7 @@ class AdmissionPool:
         BundleError, or AdmissionUnavailableError when no process could run it
         (within FRAME_DEADLINE_S of getting to it)."""
         if not self.processes:
-            return admit(body, self._authorities, dt.datetime.fromtimestamp(now_s, dt.timezone.utc))
+            return admit(body, self._authorities, dt.datetime.fromtimestamp(now_s, dt.UTC))
         loop = asyncio.get_running_loop()
         fut = loop.create_future()
         self._queue.append((body, int(now_s * 1000), fut))
@@ -300,7 +300,7 @@ class AdmissionPool:
         for child in self._children:
             try:
                 await asyncio.wait_for(child.proc.wait(), 5)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 child.proc.kill()
             if child.reader is not None:
                 await asyncio.gather(child.reader, return_exceptions=True)
@@ -318,7 +318,7 @@ async def _reap(proc: asyncio.subprocess.Process, *, exiting: bool) -> None:
         try:
             await asyncio.wait_for(proc.wait(), EXIT_GRACE_S)
             return
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
     if proc.returncode is None:
         proc.kill()

@@ -12,15 +12,15 @@ import signal
 import sys
 from collections.abc import Iterator
 
-from .admission_wire import READY, decode_keys, decode_request, encode_answer
 from ..bundle import admit
+from .admission_wire import READY, decode_keys, decode_request, encode_answer
 
 
 def answers(frame: bytes, authorities) -> Iterator[bytes]:
     """One answer frame per body of the request `frame`, in order, each as soon as
     that body is checked (so the first of a frame need not wait for the last)."""
     now_ms, bodies = decode_request(frame)
-    now = dt.datetime.fromtimestamp(now_ms / 1000, dt.timezone.utc)
+    now = dt.datetime.fromtimestamp(now_ms / 1000, dt.UTC)
     for body in bodies:
         try:
             result = admit(body, authorities, now)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 from typing import TypeAlias
+
 from ..storage import CheckpointRow
 
 
