@@ -97,7 +97,7 @@ class RequestLatency:
         family = HistogramMetricFamily(self.name, self.documentation, labels=self.LABELS)
         for (route, method, status), (counts, total) in list(self._series.items()):
             cumulative, running = [], 0
-            for le, count in zip(self._le, counts):
+            for le, count in zip(self._le, counts, strict=True):  # one count per bound, and +Inf
                 running += count
                 cumulative.append((le, running))
             family.add_metric([route, method, str(status)], cumulative, total)

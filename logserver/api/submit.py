@@ -88,7 +88,8 @@ async def post_bundle(request: web.Request) -> web.Response:
         result = await future
     except CommitTimeoutError:
         metrics.count_submission("timeout")
-        raise ApiError(503, "commit_timeout", "the entry was not committed in time; retry (retries are idempotent)") from None
+        raise ApiError(503, "commit_timeout",
+                       "the entry was not committed in time; retry (retries are idempotent)") from None
     except SequencerError as e:
         metrics.count_submission(e.code)
         raise ApiError(e.status, e.code, str(e)) from None

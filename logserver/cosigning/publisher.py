@@ -19,6 +19,7 @@ processes sharing a database serve the same published checkpoint.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from typing import Protocol
@@ -142,10 +143,8 @@ class WitnessedPublisher:
                 raise NotPublishedError(
                     f"no checkpoint covering size {size} has a witness quorum yet (published: {have})")
             # run() adopts what this or another process publishes, within POLL_S.
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), remaining)
-            except TimeoutError:
-                pass
 
     # --- the cosigning loop --------------------------------------------------------------
 
@@ -155,10 +154,8 @@ class WitnessedPublisher:
         async with aiohttp.ClientSession(timeout=timeout) as session:
             self._session = session
             while True:
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), POLL_S)
-                except TimeoutError:
-                    pass
                 self._wake.clear()
                 try:
                     newest = self._newest

@@ -18,7 +18,8 @@ _PLAIN_QUERY = re.compile(r"[A-Za-z0-9_]+=[A-Za-z0-9_]*(?:&[A-Za-z0-9_]+=[A-Za-z
 def decimal(value: str, name: str) -> int:
     """A non-negative decimal without sign, spaces or leading zeros, at most 2^63-1."""
     if not _DECIMAL.fullmatch(value) or int(value) > MAX_INT:
-        raise bad_request(f"{name}: want a decimal integer from 0 to {MAX_INT} without leading zeros, got {value[:40]!r}")
+        raise bad_request(f"{name}: want a decimal integer from 0 to {MAX_INT} without leading zeros, "
+                          f"got {value[:40]!r}")
     return int(value)
 
 

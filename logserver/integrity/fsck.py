@@ -93,7 +93,8 @@ async def fsck(
                 problem(f"checkpoint #{cp.id} has size {cp.tree_size}, beyond the log state's {size}")
             have = roots_at.setdefault(cp.tree_size, cp.root)
             if have != cp.root:
-                problem(f"two checkpoints of size {cp.tree_size} have different roots: {have.hex()} and {cp.root.hex()}")
+                problem(f"two checkpoints of size {cp.tree_size} have different roots: "
+                        f"{have.hex()} and {cp.root.hex()}")
     pending_sizes = sorted(s for s in roots_at if s <= size)
 
     expected: dict[TileKey, bytearray] = {}  # tiles being rebuilt, by (level, index)
@@ -156,7 +157,8 @@ async def fsck(
         for r in rows:
             h = leaf_hash(r.leaf)
             if h != r.leaf_hash:
-                problem(f"leaf {r.idx}: stored bytes hash to {h.hex()}, but its leaf_hash column is {r.leaf_hash.hex()}")
+                problem(f"leaf {r.idx}: stored bytes hash to {h.hex()}, "
+                        f"but its leaf_hash column is {r.leaf_hash.hex()}")
             cr.append(h, visit)
             report.leaves_checked += 1
             while pending_sizes and pending_sizes[0] == cr.size:
@@ -169,7 +171,8 @@ async def fsck(
     if expected:
         await compare_tiles(sorted(expected))
     if cr.root() != latest.root:
-        problem(f"the leaves give root {cr.root().hex()} at size {size}, the latest checkpoint says {latest.root.hex()}")
+        problem(f"the leaves give root {cr.root().hex()} at size {size}, "
+                f"the latest checkpoint says {latest.root.hex()}")
     return report
 
 

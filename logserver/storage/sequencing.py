@@ -21,9 +21,9 @@ Every failure before commit() is unambiguous: nothing of the batch is stored.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 from collections.abc import AsyncIterator, Iterable, Sequence
-from contextlib import asynccontextmanager
 
 import asyncpg
 
@@ -166,7 +166,7 @@ class SequencingTransaction:
         self.committed = True
 
 
-@asynccontextmanager
+@contextlib.asynccontextmanager
 async def sequencing(
     pool: asyncpg.Pool, releasing: set[asyncio.Future], lock_timeout_ms: int, stall_timeout_ms: int = 5_000,
     prefetch: Prefetch | None = None,
@@ -223,10 +223,8 @@ async def sequencing(
         # Rolled back unless committed. A COMMIT that returned is final, even if
         # the block raised afterwards (post-commit work): nothing to roll back.
         if (tx is None or not tx.committed) and not conn.is_closed():
-            try:
+            with contextlib.suppress(Exception):  # the pool closes a connection it cannot reset
                 await conn.execute("ROLLBACK", timeout=client_timeout)
-            except Exception:  # the pool closes a connection it cannot reset
-                pass
         # Returning the connection costs a round trip (the pool resets it); the
         # next batch need not wait for it, it takes another connection.
         # Bounded: a reset that does not finish in time terminates the connection

@@ -222,7 +222,9 @@ class RemoteSequencer:
         """Whether worker 0 is reachable (else /readyz says sequencer_unavailable)."""
         return self._out is not None
 
-    def submit(self, leaf: bytes, leaf_hash: bytes, fleet_id: str, sequence: int, payload_digest: bytes) -> asyncio.Future:
+    def submit(
+        self, leaf: bytes, leaf_hash: bytes, fleet_id: str, sequence: int, payload_digest: bytes,
+    ) -> asyncio.Future:
         if self._out is None:
             raise UnavailableError("the sequencer worker is not reachable (restarting?); retry later")
         if len(self._pending) >= self.max_pending:

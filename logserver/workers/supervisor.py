@@ -24,6 +24,7 @@ Failures (docs/architecture.md, "Workers"):
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import logging
 import os
@@ -50,10 +51,8 @@ _SUN_PATH_MAX = 100  # sockaddr_un.sun_path is 108 bytes on Linux; keep a margin
 
 def _die_with_parent() -> None:
     """Run in the child before exec: get SIGTERM when the supervisor dies (Linux)."""
-    try:
+    with contextlib.suppress(OSError):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
 
 
 def _socket_dir(config: Config) -> Path:

@@ -33,6 +33,7 @@ MAX_RESPAWN_INTERVAL_S. `ready` is false while no child runs (/readyz says so).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import logging
 import sys
@@ -209,7 +210,8 @@ class AdmissionPool:
                 if not 0 < len(results) <= len(frame) - done:
                     raise ValueError(f"admission process answered {len(results)} items, "
                                      f"want 1 to {len(frame) - done} (the rest of a frame of {len(frame)})")
-                for (_, _, fut), result in zip(frame[done:], results):
+                # strict=False: an answer may cover only the first part of the rest (checked above).
+                for (_, _, fut), result in zip(frame[done:], results, strict=False):
                     if fut.done():  # the request was cancelled (client gone)
                         continue
                     if isinstance(result, Admitted):
@@ -257,14 +259,13 @@ class AdmissionPool:
                     child.head_since = max(child.head_since, now)
                 continue
             for child in self._children:
-                if child.alive and not child.hung and child.in_flight and now - child.head_since > self.frame_deadline_s:
+                if (child.alive and not child.hung and child.in_flight
+                        and now - child.head_since > self.frame_deadline_s):
                     child.hung = True
                     log.error("admission process %d has not answered a frame for %.1fs; killing it and "
                               "starting another", child.proc.pid, now - child.head_since)
-                    try:
+                    with contextlib.suppress(ProcessLookupError):
                         child.proc.kill()  # also ends a stopped process; its reader then fails the frames
-                    except ProcessLookupError:
-                        pass
 
     def _respawn(self) -> None:
         if self._closed or (self._respawning is not None and not self._respawning.done()):
