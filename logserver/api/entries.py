@@ -13,6 +13,7 @@ from ..http.params import decimal, hex_hash, query
 from ..http.responses import IMMUTABLE, NO_STORE, hex_list, json_response, raw_json_response
 from ..merkle import InvalidParameterError
 from ..read.tree_reader import BeyondTreeError
+from ..storage import LeafRow
 from .keys import CONFIG, LOG_KEY, READER, RESPONSE_BUDGET, STORE
 from .published import published_covering, published_latest
 
@@ -37,6 +38,7 @@ async def get_inclusion_proof(request: web.Request) -> web.Response:
     if ("index" in q) == ("leaf_hash" in q):
         raise bad_request("give exactly one of index and leaf_hash")
     reader = request.app[READER]
+    index: int | None
     if "index" in q:
         index = decimal(q["index"], "index")
         lh = None
@@ -71,7 +73,7 @@ async def get_consistency_proof(request: web.Request) -> web.Response:
     return raw_json_response(b'{"first":%d,"second":%d,"proof":%s}' % (first, second, hex_list(proof)), cache=IMMUTABLE)
 
 
-async def get_entries(request: web.Request) -> web.Response:
+async def get_entries(request: web.Request) -> web.StreamResponse:
     q = query(request, {"start", "end"})
     start, end = decimal(q["start"], "start"), decimal(q["end"], "end")
     if start >= end:
@@ -114,7 +116,7 @@ async def entry_json(app: web.Application, index: int, leaf_hash: bytes) -> dict
     return _entry(row)
 
 
-def _entry(row) -> dict:
+def _entry(row: LeafRow) -> dict:
     return {
         "index": row.idx,
         "leaf_hash": row.leaf_hash.hex(),
@@ -125,7 +127,7 @@ def _entry(row) -> dict:
     }
 
 
-async def _entry_with_receipt(app: web.Application, row) -> dict:
+async def _entry_with_receipt(app: web.Application, row: LeafRow) -> dict:
     reader = app[READER]
     cp = await published_covering(app, row.idx + 1, wait=False)
     proof = await reader.inclusion_proof(row.idx, cp.tree_size)

@@ -31,7 +31,7 @@ class Metrics:
         self.integration_seconds = Histogram(
             "logserver_integration_seconds", "Time to integrate and commit one batch.",
             buckets=_LATENCY_BUCKETS, registry=r)
-        self._submission_children: dict[str, object] = {}
+        self._submission_children: dict[str, Counter] = {}
         self.http_seconds = RequestLatency(
             "logserver_http_request_seconds", "HTTP request latency per route.", _LATENCY_BUCKETS, registry=r)
         self.verify_seconds = Histogram(

@@ -57,7 +57,8 @@ async def get_readyz(request: web.Request) -> web.Response:
         await app[STORE].pool.fetchval("SELECT 1", timeout=2)
     except Exception:
         return json_response({"status": "database_unavailable"}, status=503, headers=retry)
-    return json_response({"status": "ok", "tree_size": app[READER].latest.tree_size if app[READER].latest else None})
+    latest = app[READER].latest
+    return json_response({"status": "ok", "tree_size": latest.tree_size if latest else None})
 
 
 async def get_openapi(request: web.Request) -> web.Response:

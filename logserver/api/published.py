@@ -35,8 +35,9 @@ async def start_publisher(app: web.Application) -> Publisher:
         publisher = WitnessedPublisher(policy, CosignatureStore(app[STORE].pool), app[READER],
                                        app[CONFIG].witnessing, CosigningMetrics(app[METRICS].registry))
         await publisher.load()
-        if app[READER].latest is not None:
-            publisher.offer(app[READER].latest)
+        latest = app[READER].latest
+        if latest is not None:
+            publisher.offer(latest)
     app[PUBLISHER] = publisher
     return publisher
 

@@ -30,7 +30,7 @@ from ..config import WitnessingConfig
 from ..formats import Policy, QuorumNotMetError
 from ..read.tree_reader import BeyondTreeError, TreeReader
 from ..storage import CheckpointRow
-from ..storage.cosignatures import CosignatureStore
+from ..storage.cosignatures import CosignatureLine, CosignatureStore
 from .metrics import CosigningMetrics
 from .requester import CosigningFailed, request_cosignature
 
@@ -51,6 +51,10 @@ class Publisher(Protocol):
     async def latest(self) -> CheckpointRow: ...
 
     async def covering(self, size: int, *, wait_s: float | None = None) -> CheckpointRow: ...
+
+    async def run(self) -> None:
+        """The publisher's background task (server/app.py starts it); runs until cancelled."""
+        ...
 
 
 class DirectPublisher:
@@ -173,9 +177,10 @@ class WitnessedPublisher:
         if self.published is not None and self.published.id >= checkpoint.id:
             self.metrics.rounds.labels("superseded").inc()
             return False
-        assert self._session is not None, "run() owns the HTTP session"
+        session = self._session
+        assert session is not None, "run() owns the HTTP session"
         names = list(self.policy.witnesses)
-        results = await asyncio.gather(*(self._cosign_one(name, checkpoint) for name in names))
+        results = await asyncio.gather(*(self._cosign_one(session, name, checkpoint) for name in names))
         lines = [line for result in results for line in result]
         await self.store.add(checkpoint.id, lines)
         witnessed = {line.witness for line in lines}
@@ -199,13 +204,15 @@ class WitnessedPublisher:
                                         checkpoint.signed_at_ms, note))
         return True
 
-    async def _cosign_one(self, name: str, checkpoint: CheckpointRow):
+    async def _cosign_one(
+        self, session: aiohttp.ClientSession, name: str, checkpoint: CheckpointRow,
+    ) -> tuple[CosignatureLine, ...]:
         witness = self.policy.witnesses[name]
         started = time.perf_counter()
         outcome = "ok"
         try:
             result = await asyncio.wait_for(
-                request_cosignature(self._session, witness, checkpoint, checkpoint.note, self._sizes.get(name, 0),
+                request_cosignature(session, witness, checkpoint, checkpoint.note, self._sizes.get(name, 0),
                                     self._consistency_proof),
                 self.config.request_timeout_s,
             )

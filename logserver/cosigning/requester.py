@@ -59,6 +59,7 @@ async def request_cosignature(
     """Ask `witness` to cosign `checkpoint` (whose log-signed note is `signed_note`),
     starting from `old_size`. Returns the verified cosignature lines; raises
     CosigningFailed (with the witness's size when it told us one)."""
+    assert witness.url is not None, "load_witness_policy refuses a witness without a URL"
     url = f"{witness.url.rstrip('/')}/add-checkpoint"
     size = checkpoint.tree_size
     for _ in range(MAX_ATTEMPTS):

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 from aiohttp.http import HttpVersion10 as HTTP10
 from aiohttp.http import HttpVersion11 as HTTP11
+from aiohttp.typedefs import Handler, Middleware
 
 from ..storage import DATABASE_UNAVAILABLE
 
@@ -53,7 +55,7 @@ def version_error(request: web.BaseRequest) -> web.Response | None:
     return None
 
 
-def make_expect_handler(max_body_bytes: int):
+def make_expect_handler(max_body_bytes: int) -> Callable[[web.Request], Awaitable[web.Response | None]]:
     """The `Expect` handler of the routes that take a body (RFC 9110 §10.1.1).
 
     aiohttp's default answers `100 Continue` before anything looks at the request, so
@@ -110,10 +112,10 @@ def exception_response(request: web.Request, e: Exception, retry_after_s: int) -
     return error_response(503, "internal_error", "internal error; retry later", retry_after=retry_after_s)
 
 
-def make_error_middleware(retry_after_s: int):
+def make_error_middleware(retry_after_s: int) -> Middleware:
     """An error-only middleware (the witness server's; the log's also records metrics)."""
     @web.middleware
-    async def error_middleware(request: web.Request, handler):
+    async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         refused = version_error(request)
         if refused is not None:
             return refused

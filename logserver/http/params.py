@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
+from collections.abc import Set as AbstractSet
 
 from aiohttp import web
 
@@ -30,11 +32,13 @@ def hex_hash(value: str, name: str) -> bytes:
     return bytes.fromhex(value)
 
 
-def query(request: web.Request, required: set[str], optional: set[str] = frozenset()) -> dict[str, str]:
+def query(request: web.Request, required: AbstractSet[str],
+          optional: AbstractSet[str] = frozenset()) -> dict[str, str]:
     """The query parameters, refusing unknown, repeated and missing ones."""
     raw = request.rel_url.raw_query_string
     if not raw and not required:
         return {}  # the common case on routes without parameters: no parsing at all
+    pairs: Sequence[Sequence[str]]  # (key, value) pairs
     if _PLAIN_QUERY.fullmatch(raw):
         # Nothing to decode (no %, + or other escapes): split it here, ~5x cheaper than
         # yarl's MultiDict, with the same result. Anything else goes through yarl.

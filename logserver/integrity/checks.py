@@ -11,9 +11,11 @@ Each failure raises StartupError with a message that says what to do.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from pathlib import Path
 
 from ..formats.checkpoint import open_checkpoint
+from ..formats.note import NoteVerifier
 from ..merkle import MerkleError, verify_consistency
 from ..read.tree_reader import TreeReader
 from ..storage import CheckpointRow
@@ -27,7 +29,7 @@ class StartupError(RuntimeError):
     """The server must not start; the message says why."""
 
 
-async def check_not_stale(reader: TreeReader, checkpoint_file: Path, verifiers) -> None:
+async def check_not_stale(reader: TreeReader, checkpoint_file: Path, verifiers: Iterable[NoteVerifier]) -> None:
     # The file first, then the database: a file is written only after its checkpoint
     # committed, so read in this order they are comparable even while other
     # processes sharing this data directory keep committing (the other order can see

@@ -22,10 +22,11 @@ only write fsck makes.
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from ..formats.checkpoint import open_checkpoint
+from ..formats.note import NoteVerifier
 from ..merkle import HASH_SIZE, CompactRange, leaf_hash
 from ..merkle.geometry import FULL_TILE_BYTES, TILE_HEIGHT, TILE_WIDTH, TileKey, node_in_tile, tile_node
 from ..read.tile_file import TileFile
@@ -51,7 +52,7 @@ class FsckReport:
 
 async def fsck(
     store: Store,
-    verifiers,
+    verifiers: Sequence[NoteVerifier],  # used once per checkpoint: not a one-shot iterator
     *,
     progress: Callable[[int, int], None] = lambda done, total: None,
     max_problems: int = 100,
@@ -149,12 +150,12 @@ async def fsck(
         pending_sizes.pop(0)
     for start in range(0, size, CHUNK):
         end = min(size, start + CHUNK)
-        rows = await store.read_leaves(start, end)
-        if [r.idx for r in rows] != list(range(start, end)):
-            missing = sorted(set(range(start, end)) - {r.idx for r in rows})
+        leaves = await store.read_leaves(start, end)
+        if [r.idx for r in leaves] != list(range(start, end)):
+            missing = sorted(set(range(start, end)) - {r.idx for r in leaves})
             problem(f"leaves missing in [{start}, {end}): first missing index {missing[0] if missing else '?'}")
             return report
-        for r in rows:
+        for r in leaves:
             h = leaf_hash(r.leaf)
             if h != r.leaf_hash:
                 problem(f"leaf {r.idx}: stored bytes hash to {h.hex()}, "
@@ -176,7 +177,7 @@ async def fsck(
     return report
 
 
-def _check_root(cr: CompactRange, want: bytes, problem) -> None:
+def _check_root(cr: CompactRange, want: bytes, problem: Callable[[str], None]) -> None:
     got = cr.root()
     if got != want:
         problem(f"checkpoint at size {cr.size}: the leaves give root {got.hex()}, the checkpoint says {want.hex()}")

@@ -83,11 +83,13 @@ class TileCache:
 
     def _expanded(self, key: TileKey, t: _Tile) -> list[bytes]:
         """The expansion of cached tile `key`, computed (and offered to the tile file) on first use."""
-        if t.levels is None:
-            self._set_levels(key, t, expand_tile(t.data))
+        levels = t.levels
+        if levels is None:
+            levels = expand_tile(t.data)
+            self._set_levels(key, t, levels)
             if self.tile_file is not None and key[0] == 0 and len(t.data) == FULL_TILE_BYTES:
-                self.tile_file.put(key[1], t.levels)
-        return t.levels
+                self.tile_file.put(key[1], levels)
+        return levels
 
     def _set_levels(self, key: TileKey, t: _Tile, levels: list[bytes]) -> None:
         """Attach an expansion to tile `t`, keeping the cache's byte count right: `t` is

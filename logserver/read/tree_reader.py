@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict
+from collections.abc import Iterable
 
 from ..merkle import InvalidParameterError, consistency_node, path_plan, path_split, rehash
-from ..merkle.geometry import SIBLING_SLICES, TILE_HEIGHT, TILE_WIDTH, plan_tile_reads, tile_min_size
+from ..merkle.geometry import SIBLING_SLICES, TILE_HEIGHT, TILE_WIDTH, NodeID, plan_tile_reads, tile_min_size
 from ..merkle.tiles import EntriesTileID, TileID, encode_entry_bundle
 from ..storage import DATABASE_UNAVAILABLE, CheckpointRow, Store
 from .tile_cache import HASH, TileCache
@@ -167,7 +168,7 @@ class TreeReader(TileCache):
         out += tail
         return out, own
 
-    async def _read_hashes(self, ids, size: int) -> list[bytes]:
+    async def _read_hashes(self, ids: Iterable[NodeID], size: int) -> list[bytes]:
         """Hashes of the complete nodes `ids` of the tree of `size`, from expanded tiles."""
         needed, where = plan_tile_reads(ids, size)
         tiles = await self._tiles_with_width(needed)

@@ -10,9 +10,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
 
 from ..api import entries, ops, submit, tiles
 from ..api.compression import Gzipper
@@ -127,7 +128,7 @@ def create_app(
     return app
 
 
-def _api_middleware(metrics: Metrics, retry_after_s: int, route_names: dict[Callable, str]):
+def _api_middleware(metrics: Metrics, retry_after_s: int, route_names: dict[Callable, str]) -> Middleware:
     """The one middleware: every error in the one JSON shape (errors.py), and the
     request's latency by route, method and status.
 
@@ -138,7 +139,7 @@ def _api_middleware(metrics: Metrics, retry_after_s: int, route_names: dict[Call
     observe = metrics.observe_http
 
     @web.middleware
-    async def api_middleware(request: web.Request, handler):
+    async def api_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         started = time.perf_counter()
         status = 503
         try:
@@ -177,7 +178,7 @@ async def _close_deadlines(app: web.Application) -> None:
     app[COMMIT_DEADLINES].close()
 
 
-async def _admission_ctx(app: web.Application):
+async def _admission_ctx(app: web.Application) -> AsyncIterator[None]:
     app[ADMISSION] = pool = AdmissionPool(app[AUTHORITIES], app[CONFIG].verify_processes)
     await pool.start()
     try:
@@ -186,7 +187,7 @@ async def _admission_ctx(app: web.Application):
         await pool.close()
 
 
-async def _storage_ctx(app: web.Application):
+async def _storage_ctx(app: web.Application) -> AsyncIterator[None]:
     config, key = app[CONFIG], app[LOG_KEY]
     url, embedded = await asyncio.to_thread(resolve_database_url, config.database_url, config.data_dir)
     log.info("database: %s", "embedded PostgreSQL in " + str(config.data_dir) if embedded else "configured server")
@@ -239,7 +240,7 @@ def _save_checkpoint(config: Config, cp: CheckpointRow) -> None:
     save_checkpoint_file(config.checkpoint_file, SavedCheckpoint(cp.tree_size, cp.signed_at_ms, cp.note))
 
 
-async def _sequencer_ctx(app: web.Application):
+async def _sequencer_ctx(app: web.Application) -> AsyncIterator[None]:
     config, metrics, reader = app[CONFIG], app[METRICS], app[READER]
     s = config.sequencer
     worker = app[WORKER]
@@ -287,18 +288,18 @@ async def _sequencer_ctx(app: web.Application):
     await saver.flush()
 
 
-async def _forwarder_ctx(app: web.Application, worker: WorkerRole):
+async def _forwarder_ctx(app: web.Application, worker: WorkerRole) -> AsyncIterator[None]:
     """A worker other than 0: verified entries go to worker 0's sequencer over its socket."""
     reader = app[READER]
     publisher = await start_publisher(app)  # serves (and polls) what the sequencer worker publishes
 
-    def on_result(result) -> None:
+    def on_result(result: object) -> None:
         if isinstance(result, Appended):
             reader.set_latest(result.checkpoint)
 
     remote = RemoteSequencer(worker.socket, worker.token, max_pending=app[CONFIG].sequencer.max_pending,
                              on_result=on_result)
-    app[SEQUENCER] = remote  # type: ignore[assignment]  # the same interface for the routes
+    app[SEQUENCER] = remote  # the same interface for the routes
     tasks = [
         asyncio.create_task(remote.run(), name="forwarding"),
         asyncio.create_task(_poll_latest(reader), name="latest-poll"),

@@ -22,7 +22,8 @@ def leaf_row(row: asyncpg.Record) -> LeafRow:
     )
 
 
-async def read_tiles(conn, keys: Iterable[TileKey], timeout: float | None = None) -> dict[TileKey, bytes]:
+async def read_tiles(conn: asyncpg.Pool | asyncpg.Connection, keys: Iterable[TileKey],
+                     timeout: float | None = None) -> dict[TileKey, bytes]:
     keys = list(dict.fromkeys(keys))
     if not keys:
         return {}
@@ -34,7 +35,7 @@ async def read_tiles(conn, keys: Iterable[TileKey], timeout: float | None = None
     return {(r["level"], r["idx"]): bytes(r["hashes"]) for r in rows}
 
 
-async def find_entries(conn, keys: Sequence[tuple[str, int]],
+async def find_entries(conn: asyncpg.Pool | asyncpg.Connection, keys: Sequence[tuple[str, int]],
                        timeout: float | None = None) -> dict[tuple[str, int], ExistingEntry]:
     if not keys:
         return {}

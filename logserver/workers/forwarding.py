@@ -33,12 +33,16 @@ import hmac
 import logging
 import os
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..storage import CheckpointRow
 from ..write.outcomes import Appended, Duplicate, OverloadedError, SequencerError, UnavailableError
 from ..write.sequencer import Sequencer
+
+if TYPE_CHECKING:
+    from aiohttp import web
 
 log = logging.getLogger(__name__)
 
@@ -169,7 +173,9 @@ async def serve_forwarding(sequencer: Sequencer, path: Path, token: bytes) -> as
                 except SequencerError as e:
                     out.send(encode_result(rid, e))
                     continue
-                fut.add_done_callback(lambda f, rid=rid: out.send(encode_result(rid, _outcome(f))))
+                def answer(f: asyncio.Future, rid: int = rid) -> None:
+                    out.send(encode_result(rid, _outcome(f)))
+                fut.add_done_callback(answer)
         except (asyncio.IncompleteReadError, ConnectionError):
             pass  # the worker went away; its entries still commit, their answers are dropped
         except Exception:
@@ -292,7 +298,7 @@ class WorkerRole:
         self.index, self.count, self.socket, self.token = index, count, socket, token
         self.ready_fd = ready_fd
 
-    async def notify_started(self, app) -> None:
+    async def notify_started(self, app: web.Application) -> None:
         """aiohttp on_startup hook (after the start-up checks): tell the supervisor."""
         if self.ready_fd is not None:
             os.write(self.ready_fd, b"1")
@@ -308,7 +314,7 @@ class WorkerRole:
         return "sequencer" if self.is_sequencer else "forwarder"
 
     @classmethod
-    def from_environ(cls, index: int, count: int, environ) -> WorkerRole:
+    def from_environ(cls, index: int, count: int, environ: Mapping[str, str]) -> WorkerRole:
         try:
             fd = environ.get(ENV_WORKER_READY_FD)
             return cls(index, count, Path(environ[ENV_WORKER_SOCKET]), bytes.fromhex(environ[ENV_WORKER_TOKEN]),

@@ -36,6 +36,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from types import FrameType
 
 from ..config import ENV_LISTEN, Config
 from ..storage import resolve_database_url
@@ -111,7 +112,7 @@ class Supervisor:
         log.info("worker %d (%s) started, pid %d", index, "sequencer" if index == 0 else "forwarder",
                  self.procs[index].pid)
 
-    def _on_signal(self, signum, frame) -> None:
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         self.stopping = True
 
     def run(self) -> int:

@@ -12,16 +12,17 @@ import signal
 import sys
 from collections.abc import Iterator
 
-from ..bundle import admit
+from ..bundle import Admitted, AuthoritySet, admit
 from .admission_wire import READY, decode_keys, decode_request, encode_answer
 
 
-def answers(frame: bytes, authorities) -> Iterator[bytes]:
+def answers(frame: bytes, authorities: AuthoritySet) -> Iterator[bytes]:
     """One answer frame per body of the request `frame`, in order, each as soon as
     that body is checked (so the first of a frame need not wait for the last)."""
     now_ms, bodies = decode_request(frame)
     now = dt.datetime.fromtimestamp(now_ms / 1000, dt.UTC)
     for body in bodies:
+        result: Admitted | BaseException
         try:
             result = admit(body, authorities, now)
         except Exception as e:  # BundleError: a refusal; anything else: a bug, reported as such

@@ -23,7 +23,9 @@ The admission process sends one answer frame per body, as soon as it is checked.
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat, load_der_public_key
 
 from ..bundle import (
@@ -33,12 +35,13 @@ from ..bundle import (
     BundleError,
     MalformedEnvelopeError,
     MalformedPayloadError,
+    Role,
     SignaturePolicyError,
     SizeLimitError,
     ValidityError,
 )
 
-ROLE_NUMBERS = {"signer": 0, "countersigner": 1}
+ROLE_NUMBERS: dict[Role, int] = {"signer": 0, "countersigner": 1}
 ERROR_CLASSES = {c.__name__: c for c in (MalformedEnvelopeError, MalformedPayloadError, SizeLimitError,
                                           SignaturePolicyError, ValidityError)}
 ADMITTED, REFUSED, FAILED = 0, 1, 2
@@ -66,7 +69,7 @@ def encode_keys(authorities: AuthoritySet) -> bytes:
     return b"".join(parts)
 
 
-def decode_keys(read) -> AuthoritySet:
+def decode_keys(read: Callable[[int], bytes]) -> AuthoritySet:
     """The authority set from a keys frame; `read(n)` returns exactly n bytes."""
     roles = {v: k for k, v in ROLE_NUMBERS.items()}
     (count,) = _U16.unpack(read(2))
@@ -76,7 +79,12 @@ def decode_keys(read) -> AuthoritySet:
         authority = read(n).decode()
         role = roles[read(1)[0]]
         (n,) = _U16.unpack(read(2))
-        keys.append(AuthorityKey.from_public_key(load_der_public_key(read(n)), authority, role))
+        public_key = load_der_public_key(read(n))
+        if not isinstance(public_key, (ed25519.Ed25519PublicKey, ec.EllipticCurvePublicKey)):
+            # encode_keys wrote an AuthorityKey's key: anything else is a bug.
+            raise ValueError(f"keys frame: authority {authority!r} has a {type(public_key).__name__}, "
+                             "want an Ed25519 or EC public key")
+        keys.append(AuthorityKey.from_public_key(public_key, authority, role))
     return AuthoritySet(keys)
 
 
@@ -121,7 +129,8 @@ def encode_answer(results: list[Admitted | BaseException]) -> bytes:
 def decode_answer(frame: bytes) -> list[Admitted | BaseException]:
     """Each item as an Admitted, or the exception to raise for it."""
     (items,) = _U32.unpack_from(frame, 0)
-    pos, out = 4, []
+    pos = 4
+    out: list[Admitted | BaseException] = []
 
     def text16() -> str:
         nonlocal pos
