@@ -10,7 +10,7 @@ import argparse
 import asyncio
 import json
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -64,7 +64,7 @@ def _read(path: Path, what: str) -> bytes:
 
 
 def _now(value: datetime | None) -> datetime:
-    return datetime.now(timezone.utc) if value is None else value
+    return datetime.now(UTC) if value is None else value
 
 
 def _policy(path: Path | None) -> TrustPolicy | None:
@@ -132,7 +132,7 @@ async def _online(url: str, envelope: bytes, receipt: bytes, policy: TrustPolicy
 
 
 def _save_evidence(directory: Path, evidence: SplitViewEvidence) -> Path:
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     path = directory / f"split-view-{stamp}.json"
     atomic_write(path, evidence.to_json().encode())
     return path

@@ -13,7 +13,6 @@ from pathlib import Path
 
 from ..http import serving
 from ..http.serving import ConnectionLimits
-
 from ._args import listen_address
 
 HELP = "run a tlog-witness server that cosigns log checkpoints"

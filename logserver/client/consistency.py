@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from ..formats import Ed25519NoteVerifier, FormatError, VerificationError, open_checkpoint
 from ..merkle import MerkleError, verify_consistency
@@ -26,7 +26,7 @@ class ConsistencyProof:
 
 
 def utc_now_text() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def common_log_vkey(policy: TrustPolicy, origin: str, notes: Sequence[str]) -> str | None:

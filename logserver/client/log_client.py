@@ -20,9 +20,9 @@ well-formed answers (strict JSON, 32-byte hashes, tile lengths, size limits).
 from __future__ import annotations
 
 import asyncio
-from urllib.parse import quote
 from collections.abc import Iterable
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 
@@ -138,7 +138,7 @@ class LogClient:
                     if resp.status != 200:
                         raise HTTPStatusError(str(resp.url), resp.status, body.decode("utf-8", "replace"))
                     return body
-            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, aiohttp.ClientError) as exc:
                 raise LogClientError(f"GET {url}: {type(exc).__name__}: {exc}") from None
 
     @staticmethod

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, NoReturn
 
 from ..bundle import format_timestamp
@@ -70,7 +70,7 @@ async def verify_receipt_online(
     Raises a `VerificationFailure` subclass, or `LogClientError` when the log cannot
     be reached or answers garbage."""
     log = checks if checks is not None else CheckLog()
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     # Learn the sizes first: the proofs between the stored, receipt and latest
     # checkpoints are fetched before the offline checks run.
     try:

@@ -15,7 +15,7 @@ import multiprocessing
 from collections.abc import Sequence
 from concurrent.futures import BrokenExecutor, ProcessPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from hashlib import sha256
 
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 
 # verify_envelope checks not_after against this time; the beginning of time disables
 # the expiry test but keeps the window check (not_before < not_after).
-_BEGINNING = datetime(1, 1, 1, tzinfo=timezone.utc)
+_BEGINNING = datetime(1, 1, 1, tzinfo=UTC)
 
 
 @dataclass

@@ -29,13 +29,13 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from ..client.checkpoints import VerifiedCheckpoint, log_timestamp, verify_checkpoint
 from ..client.consistency import ConsistencyProof, check_consistent
-from ..client.errors import CheckpointVerificationError, ConsistencyError, WitnessQuorumError, SplitViewError
+from ..client.errors import CheckpointVerificationError, ConsistencyError, SplitViewError, WitnessQuorumError
 from ..client.log_client import LogClient, LogClientError, MalformedResponseError
 from ..client.policy import TrustPolicy
 from ..formats import parse_checkpoint, parse_note
@@ -51,8 +51,8 @@ from ..merkle import (
     verify_consistency,
 )
 from . import alerts as kinds
-from .coverage import Coverage
 from .alerts import Alert
+from .coverage import Coverage
 from .entries import BundleResult, EntryVerifier
 from .fleets import FleetTracker
 from .metrics import MonitorMetrics
@@ -66,7 +66,7 @@ PROGRESS_S = 10.0  # a long catch-up logs how far it got at most this often
 
 
 def _now_text(ts: float) -> str:
-    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _digest(note: str) -> str:
@@ -494,5 +494,5 @@ class Monitor:
                          sum(self.alert_counts.values()) - alerts_before, sum(self.alert_counts.values()))
             try:
                 await asyncio.wait_for(stop.wait(), interval_s)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass

@@ -18,10 +18,6 @@ from collections.abc import Callable
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, generate_latest
 
-from ..http.budget import DEFAULT_REQUEST_BUDGET, ByteBudget, receive_body
-from ..http.errors import ApiError, make_error_middleware, make_expect_handler
-from ..http.params import decimal, query
-from ..http.responses import NO_STORE, json_response
 from ..formats import (
     TLOG_SIZE_CONTENT_TYPE,
     FormatError,
@@ -31,6 +27,10 @@ from ..formats import (
     parse_add_checkpoint_request,
 )
 from ..formats.tlog_witness import MAX_ADD_CHECKPOINT_SIZE
+from ..http.budget import DEFAULT_REQUEST_BUDGET, ByteBudget, receive_body
+from ..http.errors import ApiError, make_error_middleware, make_expect_handler
+from ..http.params import decimal, query
+from ..http.responses import NO_STORE, json_response
 from ..storage import create_pool
 from .checks import BadProof, Conflict, Cosign, decide
 from .config import WitnessConfig
