@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,14 +50,14 @@ class WitnessConfig:
 
 
 def load_witness_config(path: Path, *, listen: str | None = None,
-                        environ: dict[str, str] | None = None) -> WitnessConfig:
+                        environ: Mapping[str, str] | None = None) -> WitnessConfig:
     environ = os.environ if environ is None else environ
     path = Path(path)
     return witness_config_from_dict(read_toml(path), base=path.parent, listen=listen, environ=environ)
 
 
 def witness_config_from_dict(raw: dict[str, Any], *, base: Path, listen: str | None = None,
-                             environ: dict[str, str] | None = None) -> WitnessConfig:
+                             environ: Mapping[str, str] | None = None) -> WitnessConfig:
     environ = {} if environ is None else environ
     r = TableReader(raw, "", base)
     name = r.string("name", required=True)
