@@ -88,7 +88,7 @@ class EntryVerifier:
         again once, then verified inline, so a monitor never stops over it."""
         if self.processes:
             loop = asyncio.get_running_loop()
-            for attempt in range(2):
+            for _attempt in range(2):
                 pool = self._pool or self._start_pool()
                 try:
                     return await loop.run_in_executor(pool, _child_verify, list(leaves), first_index)
