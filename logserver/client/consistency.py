@@ -98,4 +98,5 @@ def check_consistent(
     except MerkleError as exc:
         reason = f"consistency proof from {a.size} to {b.size} fails: {exc}"
         raise SplitViewError(f"split view: {reason}", _evidence(policy, a, b, proof, reason)) from None
-    return f"tree of size {a.size} is a prefix of the tree of size {b.size} (proof of {len(proof.hashes)} hashes from {proof.source})"
+    return (f"tree of size {a.size} is a prefix of the tree of size {b.size} "
+            f"(proof of {len(proof.hashes)} hashes from {proof.source})")

@@ -181,7 +181,9 @@ class LogClient:
             full = await self.get(tile_path(TileID(tile.level, tile.index)), max_bytes=MAX_TILE_BYTES)
             assert full is not None
             if len(full) != MAX_TILE_BYTES:
-                raise MalformedResponseError(f"{tile_path(TileID(tile.level, tile.index))}: got {len(full)} bytes, want {MAX_TILE_BYTES}")
+                raise MalformedResponseError(
+                    f"{tile_path(TileID(tile.level, tile.index))}: got {len(full)} bytes, want {MAX_TILE_BYTES}"
+                )
             return full[:want]
         if len(data) != want:
             raise MalformedResponseError(f"{tile_path(tile)}: got {len(data)} bytes, want {want}")
@@ -191,7 +193,7 @@ class LogClient:
         """Fetch several hash tiles concurrently."""
         wanted = list(dict.fromkeys(tiles))
         data = await asyncio.gather(*(self.tile(t) for t in wanted))
-        return dict(zip(wanted, data))
+        return dict(zip(wanted, data, strict=True))  # gather: one result per awaitable
 
     async def entry_bundle_bytes(self, bundle: EntriesTileID) -> bytes:
         """An entry bundle's raw bytes (partial bundle, or the full one if it is gone)."""
@@ -291,7 +293,9 @@ class LogClient:
 
     async def checked_inclusion_proof(self, index: int, size: int) -> list[bytes]:
         """The inclusion proof from the JSON API, required to equal the tile-computed one."""
-        served, computed = await asyncio.gather(self.inclusion_proof(index, size), self.tile_inclusion_proof(index, size))
+        served, computed = await asyncio.gather(
+            self.inclusion_proof(index, size), self.tile_inclusion_proof(index, size)
+        )
         if served != computed:
             raise ProofMismatchError(
                 f"inclusion proof of {index} at size {size}: the JSON API and the tiles give different proofs"
