@@ -203,7 +203,7 @@ def sample_payload() -> dict:
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ec, x25519
 
-    def spki(public) -> str:
+    def spki(public: x25519.X25519PublicKey | ec.EllipticCurvePublicKey) -> str:
         der = public.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
         return base64.b64encode(der).decode()
 
@@ -214,7 +214,8 @@ def sample_payload() -> dict:
         "not_before": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
         "not_after": (now + dt.timedelta(days=365)).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "keys": [
-            {"key_id": "hsm-1", "algorithm": "x25519", "public_key": spki(x25519.X25519PrivateKey.generate().public_key())},
+            {"key_id": "hsm-1", "algorithm": "x25519",
+             "public_key": spki(x25519.X25519PrivateKey.generate().public_key())},
             {"key_id": "hsm-2", "algorithm": "ecdsa-p256",
              "public_key": spki(ec.generate_private_key(ec.SECP256R1()).public_key())},
         ],
