@@ -10,15 +10,17 @@ import os
 import re
 import stat
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, overload
 from urllib.parse import urlsplit, urlunsplit
+
+from .bundle.authority import ROLES, Role
 
 ENV_DATABASE_URL = "DATABASE_URL"
 ENV_LISTEN = "LOGSERVER_LISTEN"
 
-ROLES = ("signer", "countersigner")
 # Used with fullmatch: "$" would also match before a trailing newline.
 _ORIGIN = re.compile(r"[\x21-\x7e]{1,255}")  # printable ASCII, no spaces
 _AUTHORITY_NAME = re.compile(r"[A-Za-z0-9._:-]{1,128}")  # as bundle.authority and client.policy
@@ -39,7 +41,7 @@ class UnreadableFileError(ConfigError):
 @dataclass(frozen=True)
 class AuthorityConfig:
     name: str
-    role: str
+    role: Role
     keys: tuple[Path, ...]
 
 
@@ -113,7 +115,7 @@ def parse_listen(value: str, key: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-def load_config(path: Path, *, environ: dict[str, str] | None = None, listen: str | None = None) -> Config:
+def load_config(path: Path, *, environ: Mapping[str, str] | None = None, listen: str | None = None) -> Config:
     """Read and validate a config file. Raises ConfigError.
 
     `listen` is the value of a `--listen` flag: it overrides the file and the
@@ -162,7 +164,7 @@ def read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"config file {path} is not valid TOML: {e}") from None
 
 
-def config_from_dict(raw: dict[str, Any], *, base: Path, environ: dict[str, str], listen: str | None = None,
+def config_from_dict(raw: dict[str, Any], *, base: Path, environ: Mapping[str, str], listen: str | None = None,
                      path: Path | None = None) -> Config:
     r = TableReader(raw, "", base)
     origin = r.string("origin", required=True)
@@ -174,7 +176,9 @@ def config_from_dict(raw: dict[str, Any], *, base: Path, environ: dict[str, str]
     in_file = f" in {path}" if path is not None else ""
     sources = {"log_key": f"log_key{in_file}"}
     data_dir = r.path("data_dir")
-    sources["data_dir"] = f"data_dir{in_file}" if data_dir else f"the default data_dir (data, next to {path or 'the config'})"
+    sources["data_dir"] = (
+        f"data_dir{in_file}" if data_dir else f"the default data_dir (data, next to {path or 'the config'})"
+    )
     data_dir = data_dir or base / "data"
     # Read the file's values even when the environment overrides them, so they are
     # still validated and not reported as unknown keys.
@@ -215,7 +219,7 @@ def config_from_dict(raw: dict[str, Any], *, base: Path, environ: dict[str, str]
         if not keys or not all(isinstance(k, str) and k for k in keys):
             raise ConfigError(f"authorities[{i}].keys: want a non-empty list of PEM file paths")
         paths = tuple(base / k for k in keys)
-        for k, p in zip(keys, paths):
+        for k, p in zip(keys, paths, strict=True):
             if not p.is_file():
                 raise ConfigError(f"authorities[{i}].keys: file {k!r} ({p}) does not exist")
         a.done()
@@ -309,8 +313,9 @@ class TableReader:
     """Typed access to one TOML table that remembers which keys were used (the log's
     config and the witness's, logserver/witness/config.py)."""
 
-    def __init__(self, raw: dict[str, Any], prefix: str, base: Path):
-        self.raw, self.prefix, self.base, self.seen = raw, prefix, base, set()
+    def __init__(self, raw: dict[str, Any], prefix: str, base: Path) -> None:
+        self.raw, self.prefix, self.base = raw, prefix, base
+        self.seen: set[str] = set()
 
     def _get(self, key: str, required: bool) -> Any:
         self.seen.add(key)
@@ -320,11 +325,22 @@ class TableReader:
             return None
         return self.raw[key]
 
+    # A required key is never None: the overloads say so to the type checker.
+    @overload
+    def string(self, key: str, required: Literal[True]) -> str: ...
+    @overload
+    def string(self, key: str, required: bool = False) -> str | None: ...
+
     def string(self, key: str, required: bool = False) -> str | None:
         v = self._get(key, required)
         if v is not None and (not isinstance(v, str) or not v):
             raise ConfigError(f"{self.prefix}{key}: want a non-empty string, got {v!r}")
         return v
+
+    @overload
+    def path(self, key: str, required: Literal[True]) -> Path: ...
+    @overload
+    def path(self, key: str, required: bool = False) -> Path | None: ...
 
     def path(self, key: str, required: bool = False) -> Path | None:
         v = self.string(key, required)

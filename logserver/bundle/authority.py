@@ -199,4 +199,4 @@ def sign_envelope(
 def add_signature(envelope: Envelope, private_key: AuthorityPrivateKey) -> Envelope:
     """The envelope with one more signature (e.g. the countersignature) appended."""
     signature = Signature(keyid_for(private_key.public_key()), _sign(private_key, envelope.pae()))
-    return Envelope(envelope.payload_type, envelope.payload, envelope.signatures + (signature,))
+    return Envelope(envelope.payload_type, envelope.payload, (*envelope.signatures, signature))

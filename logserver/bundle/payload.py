@@ -11,7 +11,7 @@ import functools
 import hashlib
 import re
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, x25519
@@ -168,7 +168,7 @@ def parse_timestamp(name: str, value: object) -> datetime:
         # (hour <= 23, second <= 59: leap seconds are not representable, so rejected).
         return datetime(
             int(year), int(month), int(day), int(hour), int(minute), int(second), micro,
-            tzinfo=timezone.utc,
+            tzinfo=UTC,
         )
     except ValueError as exc:
         raise MalformedPayloadError(f"{name}: got {value!r}, not a real date/time: {exc}") from None
@@ -176,7 +176,7 @@ def parse_timestamp(name: str, value: object) -> datetime:
 
 def format_timestamp(value: datetime) -> str:
     """Format an aware datetime in the payload's timestamp syntax (UTC, "Z")."""
-    utc = value.astimezone(timezone.utc)
+    utc = value.astimezone(UTC)
     text = utc.strftime("%Y-%m-%dT%H:%M:%S")
     if utc.microsecond:
         text += f".{utc.microsecond:06d}".rstrip("0")

@@ -23,7 +23,7 @@ happens only after the signatures verified.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from .authority import AuthorityKey, AuthoritySet
 from .dsse import Envelope
@@ -85,7 +85,7 @@ def verify_envelope(
         key.verify(message, sig)
 
     bundle = parse_payload(envelope.payload)
-    check_validity(bundle, datetime.now(timezone.utc) if now is None else now)
+    check_validity(bundle, datetime.now(UTC) if now is None else now)
     return VerifiedBundle(
         envelope=envelope,
         bundle=bundle,

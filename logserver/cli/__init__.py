@@ -11,8 +11,7 @@ import logging
 import sys
 
 from .. import __version__
-from . import fsck_cmd, keygen, migrate_cmd, serve, sign, submit
-from . import monitor, verify, witness
+from . import fsck_cmd, keygen, migrate_cmd, monitor, serve, sign, submit, verify, witness
 from .errors import CliError, DatabaseError, FileAccessError, UsageError
 
 COMMANDS = {

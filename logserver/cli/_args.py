@@ -3,6 +3,7 @@ names the flag, before any work starts."""
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from datetime import datetime
 from urllib.parse import urlsplit
 
@@ -32,7 +33,7 @@ def listen_address(value: str) -> str:
     return value
 
 
-def int_range(lo: int, hi: int):
+def int_range(lo: int, hi: int) -> Callable[[str], int]:
     def parse(text: str) -> int:
         try:
             n = int(text)

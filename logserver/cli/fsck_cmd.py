@@ -21,8 +21,8 @@ from pathlib import Path
 from ..config import load_config, user_name
 from ..integrity.fsck import fsck
 from ..keys.log_key import LogKey
-from ..storage import Store
 from ..read.tile_file import FILE_NAME, TileFile, log_binding
+from ..storage import Store
 from .errors import FileAccessError
 from .preflight import create_checked_pool, resolve_database
 

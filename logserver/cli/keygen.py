@@ -13,13 +13,17 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
-from ..bundle import keyid_for
+from ..bundle import AuthorityPrivateKey, keyid_for
 from ..keys.log_key import LogKey, generate_log_key_pem
 from .errors import CliError, UsageError
+
+if TYPE_CHECKING:
+    from ..witness import Cosigner
 
 HELP = "make a log key or an authority key"
 EXAMPLES = """\
@@ -87,7 +91,7 @@ def make_log_key(out: Path, origin: str, force: bool = False) -> LogKey:
     return LogKey.load(out, origin)
 
 
-def make_witness_key(out: Path, name: str, force: bool = False):
+def make_witness_key(out: Path, name: str, force: bool = False) -> Cosigner:
     from ..formats import FormatError
     from ..formats.vkey import check_key_name
     from ..witness import Cosigner
@@ -101,17 +105,18 @@ def make_witness_key(out: Path, name: str, force: bool = False):
 
 
 def make_authority_key(out: Path, algorithm: str, force: bool = False) -> tuple[Path, str]:
-    if algorithm == "ed25519":
-        key = ed25519.Ed25519PrivateKey.generate()
-    else:
-        key = ec.generate_private_key(ec.SECP256R1())
+    key: AuthorityPrivateKey = (
+        ed25519.Ed25519PrivateKey.generate() if algorithm == "ed25519" else ec.generate_private_key(ec.SECP256R1())
+    )
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                             serialization.NoEncryption())
     pub_path = public_key_path(out)
     if not force:  # both names checked before either file is written
         _refuse_existing([out, pub_path])
     write_private(out, pem, force)
-    public_pem = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    public_pem = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
     try:
         create_file(pub_path, public_pem, 0o644, force)
     except CliError:

@@ -34,8 +34,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--log", required=True, type=log_url, metavar="URL", help="log base URL, e.g. http://127.0.0.1:8080")
     p.add_argument("--policy", required=True, type=Path, help="trust policy TOML (docs/client.md)")
     p.add_argument("--state", required=True, type=Path, metavar="DIR", help="state directory (resumes from it)")
-    p.add_argument("--watch-fleet", action="append", default=[], metavar="ID", help="alert on every new bundle of this fleet")
-    p.add_argument("--metrics-listen", type=_listen, metavar="HOST:PORT", help="serve Prometheus metrics at http://HOST:PORT/metrics")
+    p.add_argument("--watch-fleet", action="append", default=[], metavar="ID",
+                   help="alert on every new bundle of this fleet")
+    p.add_argument("--metrics-listen", type=_listen, metavar="HOST:PORT",
+                   help="serve Prometheus metrics at http://HOST:PORT/metrics")
     p.add_argument("--once", action="store_true", help="catch up, print a summary and exit")
     p.add_argument("--max-checkpoint-age", type=float, default=3600.0, metavar="S",
                    help="alert when the log's latest checkpoint is older than S seconds (default 3600; 0 disables)")
@@ -131,7 +133,8 @@ def explain(summary: dict[str, Any], url: str, monitor: Monitor) -> str:
         quorum = monitor.policy.tlog.quorum
         lines += [
             f"  checkpoint: size {summary['checkpoint_size']}, root {summary['checkpoint_root']}",
-            f"    signed by a log key of the policy; signed at {summary['checkpoint_signed_at'] or 'unknown (no time line)'}",
+            "    signed by a log key of the policy; signed at "
+            f"{summary['checkpoint_signed_at'] or 'unknown (no time line)'}",
             f"    witness quorum {quorum!r}: " + ("nothing required" if quorum == "none" else
                                                  f"met by {summary['witnesses']}"),
             f"    {summary['checkpoint_check']}",

@@ -11,6 +11,7 @@ import asyncio
 import errno
 import os
 import socket
+from typing import Any
 
 import asyncpg
 
@@ -70,7 +71,9 @@ def listen_error(host: str, port: int, source: str, e: OSError) -> ListenError:
     else:
         advice = "choose another address"
     reason = (e.strerror or str(e)).lower()
-    return ListenError(f"cannot listen on {host}:{port} (from {source}): {reason}; {advice}, e.g. --listen 127.0.0.1:8081")
+    return ListenError(
+        f"cannot listen on {host}:{port} (from {source}): {reason}; {advice}, e.g. --listen 127.0.0.1:8081"
+    )
 
 
 def check_location(config: Config) -> None:
@@ -156,7 +159,7 @@ def embedded_error(e: Exception) -> DatabaseError:
     return DatabaseError(f"{_one_line(e)}; set DATABASE_URL or database_url to use another PostgreSQL server")
 
 
-async def create_checked_pool(config: Config, url: str, **kwargs) -> asyncpg.Pool:
+async def create_checked_pool(config: Config, url: str, **kwargs: Any) -> asyncpg.Pool:
     """storage.create_pool, with a failed connection reported as a DatabaseError."""
     from ..storage import create_pool
 

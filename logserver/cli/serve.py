@@ -10,7 +10,6 @@ embedded PostgreSQL in the data directory unless DATABASE_URL is set.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import logging
 import os
@@ -26,8 +25,8 @@ from ..http import serving
 from ..http.serving import ConnectionLimits
 from ._args import int_range, listen_address
 from .errors import CliError, UsageError
-from .preflight import check_data_dir, check_database, check_listen, check_location, database_error, listen_error
 from .keygen import create_file, make_authority_key, make_log_key
+from .preflight import check_data_dir, check_database, check_listen, check_location, database_error, listen_error
 
 HELP = "run the log server"
 EXAMPLES = """\
@@ -198,23 +197,25 @@ def write_dev_trust_policy(config: Config, directory: Path) -> None:
 
 
 def sample_payload() -> dict:
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import ec, x25519
     import base64
     import datetime as dt
 
-    def spki(public) -> str:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, x25519
+
+    def spki(public: x25519.X25519PublicKey | ec.EllipticCurvePublicKey) -> str:
         der = public.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
         return base64.b64encode(der).decode()
 
-    now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
     return {
         "fleet_id": "demo-fleet",
         "sequence": 1,
         "not_before": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
         "not_after": (now + dt.timedelta(days=365)).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "keys": [
-            {"key_id": "hsm-1", "algorithm": "x25519", "public_key": spki(x25519.X25519PrivateKey.generate().public_key())},
+            {"key_id": "hsm-1", "algorithm": "x25519",
+             "public_key": spki(x25519.X25519PrivateKey.generate().public_key())},
             {"key_id": "hsm-2", "algorithm": "ecdsa-p256",
              "public_key": spki(ec.generate_private_key(ec.SECP256R1()).public_key())},
         ],

@@ -13,7 +13,16 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
-from ..bundle import PAYLOAD_TYPE, BundleError, add_signature, keyid_for, parse_envelope, parse_payload, sign_envelope
+from ..bundle import (
+    PAYLOAD_TYPE,
+    AuthorityPrivateKey,
+    BundleError,
+    add_signature,
+    keyid_for,
+    parse_envelope,
+    parse_payload,
+    sign_envelope,
+)
 from ..config import ConfigError
 from ..keys.files import load_private_key
 from .errors import CliError
@@ -33,7 +42,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, type=Path, help="where to write the envelope (may equal --envelope)")
 
 
-def load_authority_private_key(path: Path):
+def load_authority_private_key(path: Path) -> AuthorityPrivateKey:
     try:
         key = load_private_key(path, "--key")
     except ConfigError as e:

@@ -10,7 +10,7 @@ import argparse
 import asyncio
 import json
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -49,10 +49,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--receipt", type=Path, help="receipt JSON from the log (logserver submit --receipt)")
     p.add_argument("--envelope", type=Path, help="the signed envelope JSON the receipt is for")
     p.add_argument("--policy", type=Path, help="trust policy TOML: [[authorities]] and tlog_policy (docs/client.md)")
-    p.add_argument("--state", type=Path, metavar="DIR", help="client state directory (rollback and split-view detection)")
+    p.add_argument("--state", type=Path, metavar="DIR",
+                   help="client state directory (rollback and split-view detection)")
     p.add_argument("--log", type=log_url, metavar="URL", help="also check online against the log at URL")
     p.add_argument("--json", action="store_true", help="print a JSON account instead of text")
-    p.add_argument("--now", type=timestamp, metavar="TIME", help="verification time, RFC 3339 UTC, e.g. 2026-01-01T00:00:00Z (default: the current time)")
+    p.add_argument("--now", type=timestamp, metavar="TIME",
+                   help="verification time, RFC 3339 UTC, e.g. 2026-01-01T00:00:00Z (default: the current time)")
     p.add_argument("--evidence", type=Path, metavar="FILE", help="re-check a split-view evidence file instead")
 
 
@@ -64,7 +66,7 @@ def _read(path: Path, what: str) -> bytes:
 
 
 def _now(value: datetime | None) -> datetime:
-    return datetime.now(timezone.utc) if value is None else value
+    return datetime.now(UTC) if value is None else value
 
 
 def _policy(path: Path | None) -> TrustPolicy | None:
@@ -132,7 +134,7 @@ async def _online(url: str, envelope: bytes, receipt: bytes, policy: TrustPolicy
 
 
 def _save_evidence(directory: Path, evidence: SplitViewEvidence) -> Path:
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     path = directory / f"split-view-{stamp}.json"
     atomic_write(path, evidence.to_json().encode())
     return path
@@ -164,7 +166,9 @@ def _text_account(args: argparse.Namespace, checks: CheckLog, result: VerifiedRe
     if not with_state:
         lines.append("  (no --state: rollback and split-view checks need the state of earlier runs)")
     if not args.log:
-        lines.append("  (offline: add --log URL to check against the log's latest checkpoint and the fleet's latest bundle)")
+        lines.append(
+            "  (offline: add --log URL to check against the log's latest checkpoint and the fleet's latest bundle)"
+        )
     if failure is None and result is not None:
         keys = ", ".join(f"{k.key_id} ({k.algorithm})" for k in result.keys)
         lines.append(
@@ -214,7 +218,8 @@ def _run_evidence(args: argparse.Namespace) -> int:
         print(evidence.report().rstrip("\n"))
         for source, _ in fresh:
             print(f"fresh proof from {source}: does not verify either")
-        print(f"\nRESULT: the evidence holds ({'conclusive' if verdict.conclusive else 'stands unless refuted by a valid proof'})")
+        holds = "conclusive" if verdict.conclusive else "stands unless refuted by a valid proof"
+        print(f"\nRESULT: the evidence holds ({holds})")
     return 0
 
 

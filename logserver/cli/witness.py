@@ -13,7 +13,6 @@ from pathlib import Path
 
 from ..http import serving
 from ..http.serving import ConnectionLimits
-
 from ._args import listen_address
 
 HELP = "run a tlog-witness server that cosigns log checkpoints"
@@ -27,7 +26,8 @@ log = logging.getLogger(__name__)
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", type=Path, required=True, help="witness config file (TOML); see docs/witness.md")
-    p.add_argument("--listen", type=listen_address, metavar="HOST:PORT", help="address to listen on (overrides the config)")
+    p.add_argument("--listen", type=listen_address, metavar="HOST:PORT",
+                   help="address to listen on (overrides the config)")
 
 
 def run(args: argparse.Namespace) -> int:

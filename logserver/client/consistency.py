@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from ..formats import Ed25519NoteVerifier, FormatError, VerificationError, open_checkpoint
 from ..merkle import MerkleError, verify_consistency
@@ -26,7 +26,7 @@ class ConsistencyProof:
 
 
 def utc_now_text() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def common_log_vkey(policy: TrustPolicy, origin: str, notes: Sequence[str]) -> str | None:
@@ -98,4 +98,5 @@ def check_consistent(
     except MerkleError as exc:
         reason = f"consistency proof from {a.size} to {b.size} fails: {exc}"
         raise SplitViewError(f"split view: {reason}", _evidence(policy, a, b, proof, reason)) from None
-    return f"tree of size {a.size} is a prefix of the tree of size {b.size} (proof of {len(proof.hashes)} hashes from {proof.source})"
+    return (f"tree of size {a.size} is a prefix of the tree of size {b.size} "
+            f"(proof of {len(proof.hashes)} hashes from {proof.source})")

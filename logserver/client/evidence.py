@@ -186,7 +186,8 @@ def verify_evidence(
     failure = _consistency_failure(a, b, evidence.proof)
     if failure is None:
         raise EvidenceError(
-            f"evidence refuted: its consistency proof from {a.size} to {b.size} verifies, the checkpoints are consistent"
+            f"evidence refuted: its consistency proof from {a.size} to {b.size} verifies, "
+            "the checkpoints are consistent"
         )
     if fresh_proof is not None and _consistency_failure(a, b, fresh_proof) is None:
         raise EvidenceError(

@@ -20,9 +20,9 @@ well-formed answers (strict JSON, 32-byte hashes, tile lengths, size limits).
 from __future__ import annotations
 
 import asyncio
-from urllib.parse import quote
 from collections.abc import Iterable
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 
@@ -138,7 +138,7 @@ class LogClient:
                     if resp.status != 200:
                         raise HTTPStatusError(str(resp.url), resp.status, body.decode("utf-8", "replace"))
                     return body
-            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, aiohttp.ClientError) as exc:
                 raise LogClientError(f"GET {url}: {type(exc).__name__}: {exc}") from None
 
     @staticmethod
@@ -181,7 +181,9 @@ class LogClient:
             full = await self.get(tile_path(TileID(tile.level, tile.index)), max_bytes=MAX_TILE_BYTES)
             assert full is not None
             if len(full) != MAX_TILE_BYTES:
-                raise MalformedResponseError(f"{tile_path(TileID(tile.level, tile.index))}: got {len(full)} bytes, want {MAX_TILE_BYTES}")
+                raise MalformedResponseError(
+                    f"{tile_path(TileID(tile.level, tile.index))}: got {len(full)} bytes, want {MAX_TILE_BYTES}"
+                )
             return full[:want]
         if len(data) != want:
             raise MalformedResponseError(f"{tile_path(tile)}: got {len(data)} bytes, want {want}")
@@ -191,7 +193,7 @@ class LogClient:
         """Fetch several hash tiles concurrently."""
         wanted = list(dict.fromkeys(tiles))
         data = await asyncio.gather(*(self.tile(t) for t in wanted))
-        return dict(zip(wanted, data))
+        return dict(zip(wanted, data, strict=True))  # gather: one result per awaitable
 
     async def entry_bundle_bytes(self, bundle: EntriesTileID) -> bytes:
         """An entry bundle's raw bytes (partial bundle, or the full one if it is gone)."""
@@ -291,7 +293,9 @@ class LogClient:
 
     async def checked_inclusion_proof(self, index: int, size: int) -> list[bytes]:
         """The inclusion proof from the JSON API, required to equal the tile-computed one."""
-        served, computed = await asyncio.gather(self.inclusion_proof(index, size), self.tile_inclusion_proof(index, size))
+        served, computed = await asyncio.gather(
+            self.inclusion_proof(index, size), self.tile_inclusion_proof(index, size)
+        )
         if served != computed:
             raise ProofMismatchError(
                 f"inclusion proof of {index} at size {size}: the JSON API and the tiles give different proofs"

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, NoReturn
 
 from ..bundle import format_timestamp
@@ -30,7 +30,9 @@ from .state import ClientState
 from .verify import CheckLog, VerifiedReceipt, _verify, load_envelope, load_receipt
 
 
-async def fetch_consistency_proof(client: LogClient, first: VerifiedCheckpoint, second: VerifiedCheckpoint) -> ConsistencyProof:
+async def fetch_consistency_proof(
+    client: LogClient, first: VerifiedCheckpoint, second: VerifiedCheckpoint
+) -> ConsistencyProof:
     """A consistency proof between two checkpoints (smaller size first), from the JSON
     API; if that one does not verify, the tile-computed one is tried too, so a garbled
     JSON answer alone is not mistaken for a split view. The returned proof is the one
@@ -70,7 +72,7 @@ async def verify_receipt_online(
     Raises a `VerificationFailure` subclass, or `LogClientError` when the log cannot
     be reached or answers garbage."""
     log = checks if checks is not None else CheckLog()
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     # Learn the sizes first: the proofs between the stored, receipt and latest
     # checkpoints are fetched before the offline checks run.
     try:
@@ -102,7 +104,8 @@ async def verify_receipt_online(
 
     if latest.origin != result.checkpoint.origin:
         err = LogMisbehaviourError(
-            f"the log at {client.base_url} serves checkpoints of {latest.origin!r}, the receipt is from {result.checkpoint.origin!r}")
+            f"the log at {client.base_url} serves checkpoints of {latest.origin!r}, "
+            f"the receipt is from {result.checkpoint.origin!r}")
         log.add("consistency_with_latest", False, str(err))
         raise err
     pair = (min(result.checkpoint.size, latest.size), max(result.checkpoint.size, latest.size))
@@ -140,13 +143,16 @@ async def _check_fleet_latest(
 
     if entry is None:
         fail(LogMisbehaviourError(
-            f"the log says fleet {fleet!r} has no bundle, but the receipt proves sequence {ours.sequence} at index {ours.index}"))
+            f"the log says fleet {fleet!r} has no bundle, "
+            f"but the receipt proves sequence {ours.sequence} at index {ours.index}"))
     if entry.get("leaf_hash") == ours.leaf_hash.hex():
         log.add(name, True, f"the log names this bundle (index {ours.index}) as the latest of fleet {fleet!r}")
         return
+    # Any JSON value, or None when absent: load_receipt refuses whatever is not a receipt.
+    receipt: Any = entry.get("receipt")
     try:
         theirs = _verify(
-            load_envelope(_envelope_bytes(entry.get("envelope"))), entry.get("receipt"), policy,
+            load_envelope(_envelope_bytes(entry.get("envelope"))), receipt, policy,
             now=now, state=None, proofs=(), checks=None, check_window=False,
         )
     except VerificationFailure as exc:
@@ -154,7 +160,8 @@ async def _check_fleet_latest(
     if theirs.fleet_id != fleet:
         fail(LogMisbehaviourError(f"asked for fleet {fleet!r}, the log answered with fleet {theirs.fleet_id!r}"))
     if theirs.payload_digest == ours.payload_digest:
-        log.add(name, True, f"the log's latest bundle of fleet {fleet!r} is this payload (logged at index {theirs.index})")
+        log.add(name, True,
+                f"the log's latest bundle of fleet {fleet!r} is this payload (logged at index {theirs.index})")
         return
     if theirs.sequence <= ours.sequence:
         fail(LogMisbehaviourError(

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from ..bundle import (
@@ -64,7 +64,7 @@ from .state import ClientState
 
 # verify_envelope's own expiry check is disabled with the earliest time there is; the
 # window is checked here instead, against both of its ends.
-_BEGINNING = datetime(1, 1, 1, tzinfo=timezone.utc)
+_BEGINNING = datetime(1, 1, 1, tzinfo=UTC)
 T = TypeVar("T")
 
 
@@ -258,7 +258,7 @@ def _check_checkpoint(receipt: Receipt, policy: TrustPolicy, log: CheckLog) -> V
 
 def _describe_checkpoint(v: VerifiedCheckpoint) -> str:
     stamp = "no signed time" if v.signed_at is None else (
-        "signed at " + datetime.fromtimestamp(v.signed_at, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
+        "signed at " + datetime.fromtimestamp(v.signed_at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
     return f"signed by log {v.origin!r}: size {v.size}, root {v.root.hex()}, {stamp}"
 
 
@@ -303,7 +303,7 @@ def _verify(
 ) -> VerifiedReceipt:
     log = checks if checks is not None else CheckLog()
     if now is None:
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
     elif now.tzinfo is None:
         raise TypeError("verify_receipt: now must be timezone-aware")
     parsed = log.run("receipt_format", lambda: (

@@ -79,6 +79,7 @@ class CosignatureSigner(Ed25519KeySigner):
 
     sig_type = SIG_TYPE_COSIGNATURE_V1
     verifier_class = CosignatureVerifier
+    _verifier: CosignatureVerifier  # what verifier_class builds in Ed25519KeySigner.__init__
 
     def __init__(
         self,

@@ -9,13 +9,15 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from .cosignature import CosignatureSigner, CosignatureVerifier
 from .errors import VkeyError
-from .note import Ed25519NoteSigner, Ed25519NoteVerifier, NoteVerifier
+from .note import Ed25519NoteSigner, Ed25519NoteVerifier
 from .vkey import SIG_TYPE_COSIGNATURE_V1, SIG_TYPE_ED25519, parse_vkey
 
 SUPPORTED_SIG_TYPES = frozenset({SIG_TYPE_ED25519, SIG_TYPE_COSIGNATURE_V1})
 
 
-def verifier_from_vkey(vkey: str, allowed_types: Collection[int] = SUPPORTED_SIG_TYPES) -> NoteVerifier:
+def verifier_from_vkey(
+    vkey: str, allowed_types: Collection[int] = SUPPORTED_SIG_TYPES
+) -> Ed25519NoteVerifier | CosignatureVerifier:
     """A verifier for a vkey of signature type 0x01 (Ed25519) or 0x04 (cosignature/v1),
     restricted to `allowed_types`."""
     sig_type = parse_vkey(vkey).sig_type

@@ -91,6 +91,7 @@ class Ed25519NoteSigner(Ed25519KeySigner):
 
     sig_type = SIG_TYPE_ED25519
     verifier_class = Ed25519NoteVerifier
+    _verifier: Ed25519NoteVerifier  # what verifier_class builds in Ed25519KeySigner.__init__
 
     def verifier(self) -> Ed25519NoteVerifier:
         return self._verifier

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from .checkpoint import Checkpoint, parse_checkpoint
@@ -86,7 +87,7 @@ class TlogProof:
         return format_tlog_proof(self.index, self.inclusion_proof, self.checkpoint, self.extra)
 
 
-def format_tlog_proof(index: int, inclusion_proof, checkpoint: str, extra: bytes | None = None) -> str:
+def format_tlog_proof(index: int, inclusion_proof: Iterable[bytes], checkpoint: str, extra: bytes | None = None) -> str:
     """The proof file text of already-valid parts (what TlogProof.format returns; the
     log's receipts call it directly for proofs of its own checkpoints)."""
     lines = [HEADER]

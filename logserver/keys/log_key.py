@@ -31,7 +31,7 @@ class LogKey:
         ).decode()
 
     @classmethod
-    def load(cls, path: Path, origin: str, *, key: str = "log_key") -> "LogKey":
+    def load(cls, path: Path, origin: str, *, key: str = "log_key") -> LogKey:
         """Load a PKCS#8 PEM Ed25519 private key, refusing files others can read."""
         return cls(origin, load_ed25519_private_key(path, key))
 

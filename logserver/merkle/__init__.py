@@ -38,6 +38,7 @@ from .tiles import (
     tiles_for_size,
 )
 from .verify import root_from_inclusion_proof, verify_consistency, verify_inclusion
+
 __all__ = [
     "EMPTY_ROOT",
     "HASH_SIZE",
@@ -69,12 +70,12 @@ __all__ = [
     "frontier_ids",
     "hashes_from_tiles",
     "inclusion_plan",
-    "path_plan",
-    "path_split",
     "inclusion_proof",
     "leaf_hash",
     "node_hash",
     "parse_tile_path",
+    "path_plan",
+    "path_split",
     "read_hashes_from",
     "rehash",
     "root_from_inclusion_proof",

@@ -43,7 +43,7 @@ class CompactRange:
     `hashes` are the hashes of `frontier_ids(size)`, in that order.
     """
 
-    __slots__ = ("_size", "_hashes")
+    __slots__ = ("_hashes", "_size")
 
     def __init__(self, size: int = 0, hashes: Sequence[bytes] = ()) -> None:
         check_size("size", size)

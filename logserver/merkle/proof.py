@@ -178,7 +178,7 @@ def _read(plan: NodePlan, read_hashes: ReadHashes) -> list[bytes]:
     hashes = read_hashes(plan.ids)
     if len(hashes) != len(plan.ids):
         raise RuntimeError(f"read_hashes: got {len(hashes)} hashes, want {len(plan.ids)}")
-    for node_id, h in zip(plan.ids, hashes):
+    for node_id, h in zip(plan.ids, hashes, strict=True):  # the lengths were checked equal above
         if type(h) is not bytes or len(h) != HASH_SIZE:
             raise RuntimeError(f"read_hashes: node {node_id}: got {h!r}, want {HASH_SIZE} bytes")
     return rehash(plan, hashes)

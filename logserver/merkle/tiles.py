@@ -233,7 +233,8 @@ def _tile_data(tiles: Mapping[TileID, bytes], tile: TileID) -> bytes:
     need = tile.width * HASH_SIZE
     if len(data) % HASH_SIZE or not need <= len(data) <= FULL_TILE_BYTES:
         raise TileDataError(
-            f"tile {tile_path(tile)}: got {len(data)} bytes, want a multiple of {HASH_SIZE} in {need}..{FULL_TILE_BYTES}"
+            f"tile {tile_path(tile)}: got {len(data)} bytes,"
+            f" want a multiple of {HASH_SIZE} in {need}..{FULL_TILE_BYTES}"
         )
     return data
 

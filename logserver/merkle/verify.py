@@ -44,10 +44,7 @@ def root_from_inclusion_proof(index: int, size: int, leaf_hash: bytes, proof: Se
     _check_proof(proof, inner + border, f"inclusion proof for index {index} in tree of size {size}")
     h = leaf_hash
     for i in range(inner):
-        if index >> i & 1:
-            h = sha256(_NODE + proof[i] + h).digest()
-        else:
-            h = sha256(_NODE + h + proof[i]).digest()
+        h = sha256(_NODE + proof[i] + h).digest() if index >> i & 1 else sha256(_NODE + h + proof[i]).digest()
     for i in range(inner, inner + border):
         h = sha256(_NODE + proof[i] + h).digest()
     return h

@@ -15,7 +15,7 @@ import multiprocessing
 from collections.abc import Sequence
 from concurrent.futures import BrokenExecutor, ProcessPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from hashlib import sha256
 
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 
 # verify_envelope checks not_after against this time; the beginning of time disables
 # the expiry test but keeps the window check (not_before < not_after).
-_BEGINNING = datetime(1, 1, 1, tzinfo=timezone.utc)
+_BEGINNING = datetime(1, 1, 1, tzinfo=UTC)
 
 
 @dataclass
@@ -88,7 +88,7 @@ class EntryVerifier:
         again once, then verified inline, so a monitor never stops over it."""
         if self.processes:
             loop = asyncio.get_running_loop()
-            for attempt in range(2):
+            for _attempt in range(2):
                 pool = self._pool or self._start_pool()
                 try:
                     return await loop.run_in_executor(pool, _child_verify, list(leaves), first_index)

@@ -71,7 +71,9 @@ class FleetTracker:
                                 dict(details), key=f"watch:{entry.index}"))
         head = self.heads.get(fleet)
         if head is None:
-            self.heads[fleet] = FleetHead(seq, entry.payload_digest, entry.index, {seq: (entry.payload_digest, entry.index)})
+            self.heads[fleet] = FleetHead(
+                seq, entry.payload_digest, entry.index, {seq: (entry.payload_digest, entry.index)}
+            )
             return alerts
         if seq > head.sequence:
             if seq > head.sequence + 1:

@@ -13,7 +13,8 @@ class MonitorMetrics:
         self.registry = CollectorRegistry()
         r = self.registry
         self.entries_verified = Counter(
-            "logserver_monitor_entries_verified", "Entries whose signatures and tree position were verified", registry=r)
+            "logserver_monitor_entries_verified", "Entries whose signatures and tree position were verified",
+            registry=r)
         self.alerts = Counter("logserver_monitor_alerts", "Alerts raised, by kind", ["kind"], registry=r)
         for kind in ALL_KINDS:
             self.alerts.labels(kind)  # export zeroes, so rate() works from the start
@@ -22,9 +23,11 @@ class MonitorMetrics:
         self.verified_size = Gauge("logserver_monitor_verified_size", "Entries verified so far", registry=r)
         self.lag_entries = Gauge("logserver_monitor_lag_entries", "Entries in the log not yet verified", registry=r)
         self.checkpoint_age = Gauge(
-            "logserver_monitor_checkpoint_age_seconds", "Age of the log's latest checkpoint (its signed time)", registry=r)
+            "logserver_monitor_checkpoint_age_seconds", "Age of the log's latest checkpoint (its signed time)",
+            registry=r)
         self.witnesses = Gauge(
-            "logserver_monitor_checkpoint_witnesses", "Verified witness cosignatures on the latest checkpoint", registry=r)
+            "logserver_monitor_checkpoint_witnesses", "Verified witness cosignatures on the latest checkpoint",
+            registry=r)
         self.checkpoints_seen = Counter(
             "logserver_monitor_checkpoints_seen", "Distinct checkpoints served by the log and verified", registry=r)
         self.checkpoints_quorum = Counter(

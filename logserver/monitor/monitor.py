@@ -22,20 +22,21 @@ until the log serves data that matches its signed checkpoint.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import hashlib
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from ..client.checkpoints import VerifiedCheckpoint, log_timestamp, verify_checkpoint
 from ..client.consistency import ConsistencyProof, check_consistent
-from ..client.errors import CheckpointVerificationError, ConsistencyError, WitnessQuorumError, SplitViewError
+from ..client.errors import CheckpointVerificationError, ConsistencyError, SplitViewError, WitnessQuorumError
 from ..client.log_client import LogClient, LogClientError, MalformedResponseError
 from ..client.policy import TrustPolicy
 from ..formats import parse_checkpoint, parse_note
@@ -51,8 +52,8 @@ from ..merkle import (
     verify_consistency,
 )
 from . import alerts as kinds
-from .coverage import Coverage
 from .alerts import Alert
+from .coverage import Coverage
 from .entries import BundleResult, EntryVerifier
 from .fleets import FleetTracker
 from .metrics import MonitorMetrics
@@ -66,7 +67,7 @@ PROGRESS_S = 10.0  # a long catch-up logs how far it got at most this often
 
 
 def _now_text(ts: float) -> str:
-    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _digest(note: str) -> str:
@@ -184,9 +185,10 @@ class Monitor:
                               {"checkpoint": note}, key=f"checkpoint:{_digest(note)}"))
             return None
         if self.state.origin is not None and latest.origin != self.state.origin:
-            self._alert(Alert(kinds.CHECKPOINT_INVALID,
-                              f"the log now serves checkpoints of {latest.origin!r}, this monitor follows {self.state.origin!r}",
-                              {"origin": latest.origin}, {"checkpoint": note}, key=f"origin:{_digest(note)}"))
+            self._alert(Alert(
+                kinds.CHECKPOINT_INVALID,
+                f"the log now serves checkpoints of {latest.origin!r}, this monitor follows {self.state.origin!r}",
+                {"origin": latest.origin}, {"checkpoint": note}, key=f"origin:{_digest(note)}"))
             return None
         self.metrics.witnesses.set(len(latest.witnesses))
         if self.coverage.observe(latest, quorum_met):
@@ -204,7 +206,8 @@ class Monitor:
         if self.max_checkpoint_age is not None:
             if latest.signed_at is None:
                 self._alert(Alert(kinds.FROZEN_LOG, "the checkpoint carries no signed time from the log's key",
-                                  {"size": latest.size}, {"checkpoint": latest.note}, key=f"frozen:{_digest(latest.note)}"))
+                                  {"size": latest.size}, {"checkpoint": latest.note},
+                                  key=f"frozen:{_digest(latest.note)}"))
             elif now - latest.signed_at > self.max_checkpoint_age:
                 age = int(now - latest.signed_at)
                 self._alert(Alert(
@@ -265,7 +268,8 @@ class Monitor:
         candidates: list[ConsistencyProof] = []
         fetchers = (
             (f"tiles of {self.client.base_url} at size {second}", self.client.tile_consistency_proof),
-            (f"GET {self.client.base_url}/v1/proof/consistency?first={first}&second={second}", self.client.consistency_proof),
+            (f"GET {self.client.base_url}/v1/proof/consistency?first={first}&second={second}",
+             self.client.consistency_proof),
         )
         errors = []
         for source, fetch in fetchers:
@@ -332,14 +336,17 @@ class Monitor:
         return chunk.stop is None and end > start and self.state.verified.size == end
 
     async def _read_chunk(
-        self, bundles: list[EntriesTileID], tasks: list[tuple[asyncio.Future[bytes], asyncio.Future[bytes]]], start: int
+        self, bundles: list[EntriesTileID], tasks: Sequence[tuple[asyncio.Future[bytes], asyncio.Future[bytes]]],
+        start: int,
     ) -> _Chunk:
         state = self.state
-        chunk = _Chunk(state.verified.copy(), state.verified.copy(), FleetTracker(state.fleets, self.watch), [], [], None)
+        chunk = _Chunk(
+            state.verified.copy(), state.verified.copy(), FleetTracker(state.fleets, self.watch), [], [], None
+        )
         # Each bundle is decoded and verified as soon as it arrives (with verify
         # processes, several at once); the results are then taken in log order.
         checks = [asyncio.ensure_future(self._check_bundle(bundle, bundle_task, start))
-                  for bundle, (bundle_task, _) in zip(bundles, tasks)]
+                  for bundle, (bundle_task, _) in zip(bundles, tasks, strict=True)]
         try:
             await self._take_in_order(bundles, tasks, checks, start, chunk)
         finally:
@@ -349,7 +356,9 @@ class Monitor:
         chunk.alerts.sort(key=lambda a: a.details.get("index", 0))
         return chunk
 
-    async def _check_bundle(self, bundle: EntriesTileID, bundle_task: asyncio.Future[bytes], start: int) -> BundleResult:
+    async def _check_bundle(
+        self, bundle: EntriesTileID, bundle_task: asyncio.Future[bytes], start: int
+    ) -> BundleResult:
         """The bundle's entries from `start` on, verified. Raises MerkleError or
         MalformedResponseError when the bundle does not decode."""
         base = bundle.index * TILE_WIDTH
@@ -359,8 +368,15 @@ class Monitor:
             raise MerkleError(f"got {len(leaves)} entries, want {bundle.width}")
         return await self.verifier.verify(leaves[skip:bundle.width], base + skip)
 
-    async def _take_in_order(self, bundles, tasks, checks, start: int, chunk: _Chunk) -> None:
-        for bundle, (_, tile_task), check in zip(bundles, tasks, checks):
+    async def _take_in_order(
+        self,
+        bundles: Sequence[EntriesTileID],
+        tasks: Sequence[tuple[asyncio.Future[bytes], asyncio.Future[bytes]]],
+        checks: Sequence[asyncio.Future[BundleResult]],
+        start: int,
+        chunk: _Chunk,
+    ) -> None:
+        for bundle, (_, tile_task), check in zip(bundles, tasks, checks, strict=True):
             base = bundle.index * TILE_WIDTH
             skip = max(start, base) - base
             try:
@@ -380,7 +396,8 @@ class Monitor:
             else:
                 served = tile_hashes[skip:bundle.width]
                 chunk.tiles.extend(served)
-                for offset, (mine, theirs) in enumerate(zip(result.leaf_hashes, served)):
+                # Both are entries [skip, width) of the bundle: client.tile returns exactly width hashes.
+                for offset, (mine, theirs) in enumerate(zip(result.leaf_hashes, served, strict=True)):
                     if mine != theirs:
                         chunk.mismatches.append({
                             "index": base + skip + offset,
@@ -444,7 +461,8 @@ class Monitor:
                     kinds.CORRUPT_ENTRY,
                     f"entry {m['index']} served in {m['entry_bundle']} hashes to {m['entry_leaf_hash']}, but the "
                     f"signed tree has {m['tile_hash']} there (level-0 tile {m['tile']})",
-                    {**m, "mismatches_in_chunk": len(chunk.mismatches)}, key=f"entry:{m['index']}:{m['entry_leaf_hash']}"))
+                    {**m, "mismatches_in_chunk": len(chunk.mismatches)},
+                    key=f"entry:{m['index']}:{m['entry_leaf_hash']}"))
             return
         self._alert(Alert(
             kinds.ROOT_MISMATCH,
@@ -492,7 +510,5 @@ class Monitor:
                 log.info("cycle: log size %s, verified up to %d, %d entries checked, %d new alerts (%d in all)",
                          size, self.state.verified.size, self.entries_verified - verified_before,
                          sum(self.alert_counts.values()) - alerts_before, sum(self.alert_counts.values()))
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), interval_s)
-            except asyncio.TimeoutError:
-                pass

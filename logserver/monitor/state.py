@@ -87,6 +87,7 @@ class MonitorState:
         state = cls(origin=obj["origin"], checkpoint=obj["checkpoint"])
         if state.origin is not None and not isinstance(state.origin, str):
             raise StateError("origin: want a string or null")
+        cp = None
         if state.checkpoint is not None:
             if not isinstance(state.checkpoint, str):
                 raise StateError("checkpoint: want a signed note or null")
@@ -98,7 +99,7 @@ class MonitorState:
             if cp.origin != state.origin:
                 raise StateError(f"checkpoint: origin {cp.origin!r}, want {state.origin!r}")
         state.verified = _compact_range(obj["verified"])
-        if state.checkpoint is not None and state.verified.size > cp.size:
+        if cp is not None and state.verified.size > cp.size:
             raise StateError(f"verified size {state.verified.size} is beyond the checkpoint size {cp.size}")
         if not isinstance(obj["fleets"], dict):
             raise StateError("fleets: want an object")
@@ -135,4 +136,6 @@ def _fleet(fleet_id: str, obj: Any) -> FleetHead:
         if not isinstance(item, list) or len(item) != 3:
             raise StateError(f"{where}.recent: want [sequence, digest, index] items")
         recent[_uint(item[0], where)] = (_hex(item[1], where), _uint(item[2], where))
-    return FleetHead(_uint(obj["sequence"], where), _hex(obj["payload_digest"], where), _uint(obj["index"], where), recent)
+    return FleetHead(
+        _uint(obj["sequence"], where), _hex(obj["payload_digest"], where), _uint(obj["index"], where), recent
+    )

@@ -13,15 +13,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, generate_latest
 
-from ..http.budget import DEFAULT_REQUEST_BUDGET, ByteBudget, receive_body
-from ..http.errors import ApiError, make_error_middleware, make_expect_handler
-from ..http.params import decimal, query
-from ..http.responses import NO_STORE, json_response
 from ..formats import (
     TLOG_SIZE_CONTENT_TYPE,
     FormatError,
@@ -31,6 +27,10 @@ from ..formats import (
     parse_add_checkpoint_request,
 )
 from ..formats.tlog_witness import MAX_ADD_CHECKPOINT_SIZE
+from ..http.budget import DEFAULT_REQUEST_BUDGET, ByteBudget, receive_body
+from ..http.errors import ApiError, make_error_middleware, make_expect_handler
+from ..http.params import decimal, query
+from ..http.responses import NO_STORE, json_response
 from ..storage import create_pool
 from .checks import BadProof, Conflict, Cosign, decide
 from .config import WitnessConfig
@@ -90,7 +90,7 @@ def create_witness_app(config: WitnessConfig, *, clock: Callable[[], float] = ti
     return app
 
 
-async def _storage_ctx(app: web.Application):
+async def _storage_ctx(app: web.Application) -> AsyncIterator[None]:
     config, cosigner = app[WITNESS_CONFIG], app[COSIGNER]
     url, embedded = await asyncio.to_thread(resolve_witness_database_url, config.database_url, config.data_dir)
     log.info("witness database: %s", "embedded PostgreSQL in " + str(config.data_dir) if embedded else "configured")
@@ -130,7 +130,8 @@ async def add_checkpoint(request: web.Request) -> web.Response:
     verifiers = config.log_verifiers().get(origin)
     if verifiers is None:
         metrics.requests.labels("", "404").inc()
-        raise ApiError(404, "unknown_log", f"checkpoint origin: got {origin[:200]!r}, which this witness does not follow")
+        raise ApiError(404, "unknown_log",
+                       f"checkpoint origin: got {origin[:200]!r}, which this witness does not follow")
     try:
         open_note(req.checkpoint, verifiers)
     except VerificationError as e:
@@ -139,6 +140,7 @@ async def add_checkpoint(request: web.Request) -> web.Response:
         metrics.requests.labels(origin, "403").inc()
         raise ApiError(403, "bad_log_signature", f"checkpoint for {origin!r}: {e}") from None
     request_text = body.decode("utf-8")
+    line: str | None = None  # the cosignature, made only for a Cosign decision
     async with app[WITNESS_STORE].locked(origin) as tx:
         stored = tx.state
         decision = decide(stored.tree_size, stored.root, req.old_size, checkpoint, req.consistency_proof)
@@ -169,6 +171,7 @@ async def add_checkpoint(request: web.Request) -> web.Response:
         metrics.evidence.labels(origin, "inconsistent_proof").inc()
         log.warning("witness: %s: %s", origin, decision.detail)
         raise ApiError(422, "inconsistent_proof", decision.detail)
+    assert line is not None, decision  # Cosign: Conflict returned and BadProof raised above
     metrics.requests.labels(origin, "200").inc()
     metrics.cosigned_size.labels(origin).set(checkpoint.size)
     return web.Response(text=line, content_type="text/plain", charset="utf-8", headers={"Cache-Control": NO_STORE})

@@ -16,16 +16,19 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 from ..config import ConfigError, TableReader, parse_listen, read_toml
-from ..formats import FormatError, NoteVerifier, verifier_from_vkey
+from ..formats import CosignatureVerifier, Ed25519NoteVerifier, FormatError, verifier_from_vkey
 from ..formats.vkey import SIG_TYPE_ED25519, check_key_name
 
 ENV_DATABASE_URL = "WITNESS_DATABASE_URL"
 _PREFIX = re.compile(r"^(/[A-Za-z0-9._~-]+)*$")
+# What verifier_from_vkey builds: a NoteVerifier that also has the .vkey /status shows.
+LogVerifier: TypeAlias = Ed25519NoteVerifier | CosignatureVerifier
 
 
 @dataclass(frozen=True)
@@ -33,7 +36,7 @@ class WitnessConfig:
     name: str
     key: Path
     data_dir: Path
-    logs: tuple[tuple[str, tuple[NoteVerifier, ...]], ...]  # (origin, its log keys), sorted by origin
+    logs: tuple[tuple[str, tuple[LogVerifier, ...]], ...]  # (origin, its log keys), sorted by origin
     listen: str = "127.0.0.1:7380"
     prefix: str = ""
     database_url: str | None = None
@@ -44,19 +47,19 @@ class WitnessConfig:
     def host_port(self) -> tuple[str, int]:
         return parse_listen(self.listen, "listen")
 
-    def log_verifiers(self) -> dict[str, tuple[NoteVerifier, ...]]:
+    def log_verifiers(self) -> dict[str, tuple[LogVerifier, ...]]:
         return dict(self.logs)
 
 
 def load_witness_config(path: Path, *, listen: str | None = None,
-                        environ: dict[str, str] | None = None) -> WitnessConfig:
+                        environ: Mapping[str, str] | None = None) -> WitnessConfig:
     environ = os.environ if environ is None else environ
     path = Path(path)
     return witness_config_from_dict(read_toml(path), base=path.parent, listen=listen, environ=environ)
 
 
 def witness_config_from_dict(raw: dict[str, Any], *, base: Path, listen: str | None = None,
-                             environ: dict[str, str] | None = None) -> WitnessConfig:
+                             environ: Mapping[str, str] | None = None) -> WitnessConfig:
     environ = {} if environ is None else environ
     r = TableReader(raw, "", base)
     name = r.string("name", required=True)
@@ -75,7 +78,7 @@ def witness_config_from_dict(raw: dict[str, Any], *, base: Path, listen: str | N
     database_url = environ.get(ENV_DATABASE_URL) or r.string("database_url")
     request_timeout_s = r.number("request_timeout_s", 15.0, 0.1, 600)
     retry_after_s = r.integer("retry_after_s", 1, 1, 3600)
-    logs: dict[str, list[NoteVerifier]] = {}
+    logs: dict[str, list[LogVerifier]] = {}
     seen_keys: set[str] = set()
     for i, item in enumerate(r.list("logs", required=True)):
         if not isinstance(item, dict):

@@ -18,7 +18,7 @@ class Cosigner:
         self.public_key_bytes = private_key.public_key().public_bytes_raw()
 
     @classmethod
-    def load(cls, path: Path, name: str, clock: Callable[[], float] = time.time) -> "Cosigner":
+    def load(cls, path: Path, name: str, clock: Callable[[], float] = time.time) -> Cosigner:
         """Load a PKCS#8 PEM Ed25519 key, refusing a file others can read."""
         return cls(name, load_ed25519_private_key(path, "key"), clock)
 

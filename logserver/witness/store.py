@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from importlib.resources.abc import Traversable
 from pathlib import Path
-from typing import AsyncIterator
 
 import asyncpg
 
@@ -117,7 +116,7 @@ class WitnessStore:
         return _state(row) if row else None
 
     @asynccontextmanager
-    async def locked(self, origin: str) -> AsyncIterator["LockedLog"]:
+    async def locked(self, origin: str) -> AsyncIterator[LockedLog]:
         """A transaction holding the row lock of `origin`'s state.
 
         Concurrent add-checkpoint calls for one log run one after the other from the
