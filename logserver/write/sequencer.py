@@ -23,7 +23,9 @@ failure) are told in storage/sequencing.py.
     it signs nothing more, so a corrupted tile or a database that moved
     underneath stops the log instead of extending a wrong tree.
  4. CLASSIFY (write/classify.py, pure): new, duplicate, rollback or
-    equivocation, in arrival order.
+    equivocation, in arrival order. A batch with nothing new is answered here and
+    ends like an empty one: no checkpoint unless the latest is old, so replays of
+    logged envelopes cost no signature, no row and no witness request.
  5. HASH. The new leaves extend the frontier; the tiles they grow and the new
     root follow.
  6. SIGN the checkpoint (new size, new root) at max(now, last + 1 ms). The
@@ -267,6 +269,15 @@ class Sequencer:
             for eq in classified.equivocations:
                 self._equivocation(eq.pending, eq.logged_digest)
             accepted = classified.accepted
+            if not accepted and 0 <= now_ms - old.signed_at_ms < interval_ms:
+                # Nothing to append (duplicates and refusals only): an idle tick. Logged
+                # envelopes are public, so replaying them must not make the log sign,
+                # store a checkpoint and ask its witnesses each time (issue 23: ~274
+                # rows/s from one client). Every outcome refers to committed entries
+                # (read under the lock), so it is answered now; the transaction wrote
+                # nothing and is rolled back.
+                self._answer(classified.outcomes, old, {}, with_proofs)
+                return None
 
             # [5] HASH
             grown = grow(frontier, [p.leaf_hash for p in accepted])
