@@ -175,4 +175,3 @@ def _string(name: str, value: object) -> str:
 
 def _base64(name: str, value: str) -> bytes:
     return decode_base64(value, name, MalformedEnvelopeError, urlsafe=True)
-

@@ -334,4 +334,3 @@ def _verify(
         index=parsed.index,
         checkpoint=cp,
     )
-

@@ -143,4 +143,3 @@ def plan_tile_reads(ids: Iterable[NodeID], size: int) -> tuple[dict[TileKey, int
         needed[key] = width  # the same for every node of one tile
         where.append((key, k, pos))
     return needed, where
-

@@ -173,6 +173,7 @@ async def serve_forwarding(sequencer: Sequencer, path: Path, token: bytes) -> as
                 except SequencerError as e:
                     out.send(encode_result(rid, e))
                     continue
+
                 def answer(f: asyncio.Future, rid: int = rid) -> None:
                     out.send(encode_result(rid, _outcome(f)))
                 fut.add_done_callback(answer)

@@ -42,14 +42,15 @@ def classify(batch: Sequence[Pending], first_index: int, existing: Mapping[tuple
     for p in batch:
         key = (p.fleet_id, p.sequence)
         prior = existing.get(key)
-        if prior is None and key in in_batch:
+        if prior is not None:
+            logged: tuple[bytes, bytes, int] | None = (prior.payload_digest, prior.leaf_hash, prior.idx)
+        elif key in in_batch:
             idx, first = in_batch[key]
-            prior_digest, prior_hash, prior_idx = first.payload_digest, first.leaf_hash, idx
-        elif prior is not None:
-            prior_digest, prior_hash, prior_idx = prior.payload_digest, prior.leaf_hash, prior.idx
+            logged = (first.payload_digest, first.leaf_hash, idx)
         else:
-            prior_digest = None
-        if prior_digest is not None:
+            logged = None
+        if logged is not None:
+            prior_digest, prior_hash, prior_idx = logged
             if prior_digest == p.payload_digest:
                 out.outcomes.append((p, Duplicate(prior_idx, prior_hash)))
             else:

@@ -200,7 +200,7 @@ class Sequencer:
             self._wakeup.clear()
             try:
                 await asyncio.wait_for(self._wakeup.wait(), self.checkpoint_interval)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 return []  # idle: integrate() re-signs if the checkpoint got old
         if self.max_batch_delay:
             await self._fill(asyncio.get_running_loop().time() + self.max_batch_delay)
@@ -217,7 +217,7 @@ class Sequencer:
             self._wakeup.clear()  # submit() sets it
             try:
                 await asyncio.wait_for(self._wakeup.wait(), remaining)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 return
 
     async def integrate(self, batch: list[Pending], *, with_proofs: bool = True) -> CheckpointRow | None:
@@ -295,7 +295,7 @@ class Sequencer:
             ]
             checkpoint = await tx.append(
                 leaves, grown.tiles, classified.fleets, grown.size, grown.root, note, signed_at_ms,
-                dt.datetime.fromtimestamp(signed_at_ms / 1000, dt.timezone.utc),
+                dt.datetime.fromtimestamp(signed_at_ms / 1000, dt.UTC),
             )
 
             # [8] COMMIT
@@ -378,7 +378,7 @@ def grow(frontier: Frontier, leaf_hashes: Sequence[bytes]) -> Grown:
     the new size and root, the grown tiles, and the nodes an inclusion proof of a new
     leaf at the new size reads."""
     cr = frontier.range
-    nodes: dict[tuple[int, int], bytes] = dict(zip(frontier_ids(cr.size), cr.hashes))
+    nodes: dict[tuple[int, int], bytes] = dict(zip(frontier_ids(cr.size), cr.hashes, strict=True))
     tile_nodes: list[tuple[int, int, bytes]] = []
 
     def visit(level: int, index: int, h: bytes) -> None:
