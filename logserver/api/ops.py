@@ -8,8 +8,9 @@ from importlib.resources.abc import Traversable
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from ..cosigning import WitnessedPublisher
 from ..http.responses import NO_STORE, json_response
-from .keys import ADMISSION, CONFIG, METRICS, READER, SEQUENCER, STORE
+from .keys import ADMISSION, CONFIG, METRICS, PUBLISHER, READER, SEQUENCER, STORE
 
 
 def openapi_path() -> Traversable:
@@ -57,6 +58,12 @@ async def get_readyz(request: web.Request) -> web.Response:
         await app[STORE].pool.fetchval("SELECT 1", timeout=2)
     except Exception:
         return json_response({"status": "database_unavailable"}, status=503, headers=retry)
+    publisher = app[PUBLISHER]
+    if isinstance(publisher, WitnessedPublisher) and publisher.quorum_met is False \
+            and not app[CONFIG].witnessing.fail_open:
+        # Fail closed: submissions wait max_wait_s, then get 503 witness_quorum_unavailable.
+        return json_response({"status": "witness_quorum_unavailable", "reason": publisher.quorum_reason},
+                             status=503, headers=retry)
     latest = app[READER].latest
     return json_response({"status": "ok", "tree_size": latest.tree_size if latest else None})
 

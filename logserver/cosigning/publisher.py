@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from typing import Protocol
 
 import aiohttp
@@ -37,6 +38,46 @@ from .requester import CosigningFailed, request_cosignature
 log = logging.getLogger(__name__)
 
 POLL_S = 0.5  # how often a process re-reads the checkpoint other processes published
+DOWN_SUMMARY_S = 300.0  # a witness that stays down is logged once, then once per this
+
+
+class WitnessHealth:
+    """One line when a witness goes down, a summary while it stays down, one when it is back.
+
+    Rounds run every few seconds while the log is busy; a warning per failed request
+    (300 characters every 5 s per witness) buried everything else in the log."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic):
+        self._clock = clock
+        # name -> (down since, last line, failed requests, latest reason)
+        self._down: dict[str, tuple[float, float, int, str]] = {}
+
+    def failed(self, name: str, size: int, reason: str) -> None:
+        now = self._clock()
+        state = self._down.get(name)
+        if state is None:
+            self._down[name] = (now, now, 1, reason)
+            log.warning("witness %r: cosigning size %d failed: %s (logged again every %.0f s while it lasts)",
+                        name, size, reason, DOWN_SUMMARY_S)
+            return
+        since, last, failures, _ = state
+        failures += 1
+        if now - last >= DOWN_SUMMARY_S:
+            log.warning("witness %r: still failing after %.0f s (%d failed requests); latest at size %d: %s",
+                        name, now - since, failures, size, reason)
+            last = now
+        self._down[name] = (since, last, failures, reason)
+
+    def succeeded(self, name: str) -> None:
+        state = self._down.pop(name, None)
+        if state is not None:
+            since, _, failures, _ = state
+            log.warning("witness %r: cosigning again after %.0f s (%d failed requests)",
+                        name, self._clock() - since, failures)
+
+    def down(self) -> dict[str, str]:
+        """Each witness that is down, with its latest failure."""
+        return {name: state[3] for name, state in self._down.items()}
 
 
 class NotPublishedError(Exception):
@@ -95,6 +136,9 @@ class WitnessedPublisher:
         self._wake = asyncio.Event()
         self._changed = asyncio.Event()  # set, then replaced, whenever `published` moves
         self._session: aiohttp.ClientSession | None = None
+        self.health = WitnessHealth()
+        self.quorum_met: bool | None = None  # the last round's outcome (None: no round yet)
+        self.quorum_reason = ""
 
     # --- state ---------------------------------------------------------------------------
 
@@ -189,8 +233,17 @@ class WitnessedPublisher:
             met = True
         except QuorumNotMetError as e:
             met = False
-            log.warning("checkpoint %d (size %d): %s", checkpoint.id, checkpoint.tree_size, e)
+            if self.quorum_met is not False:  # once per outage, not per round
+                log.warning("checkpoint %d (size %d): %s", checkpoint.id, checkpoint.tree_size, e)
+        if met and self.quorum_met is False:
+            log.warning("checkpoint %d (size %d): the witness quorum is met again", checkpoint.id,
+                        checkpoint.tree_size)
         self.metrics.quorum_met.set(1 if met else 0)
+        self.quorum_met = met
+        self.quorum_reason = "" if met else (
+            f"the last checkpoint (size {checkpoint.tree_size}) was cosigned by "
+            f"{', '.join(sorted(witnessed)) or 'no witness'}; down: "
+            + ", ".join(f"{n} ({r})" for n, r in sorted(self.health.down().items())))
         if not met and not self.config.fail_open:
             self.metrics.rounds.labels("quorum_missing").inc()
             return False
@@ -220,16 +273,17 @@ class WitnessedPublisher:
             outcome = e.reason
             if e.witness_size is not None:
                 self._sizes[name] = e.witness_size
-            log.warning("cosigning size %d: %s", checkpoint.tree_size, e)
+            self.health.failed(name, checkpoint.tree_size, str(e))
             self.metrics.failures.labels(name, e.reason).inc()
             return ()
         except (TimeoutError, aiohttp.ClientError, OSError, BeyondTreeError) as e:
             outcome = "timeout" if isinstance(e, asyncio.TimeoutError) else "unreachable"
-            log.warning("cosigning size %d: witness %r: %s %r", checkpoint.tree_size, name, outcome, e)
+            self.health.failed(name, checkpoint.tree_size, f"{outcome}: {e!r}"[:200])
             self.metrics.failures.labels(name, outcome).inc()
             return ()
         finally:
             self.metrics.request_seconds.labels(name, outcome).observe(time.perf_counter() - started)
+        self.health.succeeded(name)
         self._sizes[name] = result.size
         self.metrics.cosigned_size.labels(name).set(result.size)
         return result.lines
