@@ -75,7 +75,7 @@ async def test_unpadded_payload_base64_is_refused(server):
     assert doc["payload"].endswith("=")
     doc["payload"] = doc["payload"].rstrip("=")
     message = await _refused(server, json.dumps(doc).encode(), 400, "malformed_envelope")
-    assert message.startswith("payload: invalid base64"), message
+    assert message.startswith("payload: got ") and "want padded base64" in message, message
 
 
 def _twin(envelope: Envelope, keyid: str) -> Envelope:
