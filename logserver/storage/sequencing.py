@@ -220,15 +220,24 @@ async def sequencing(
         tx = await SequencingTransaction.start(conn, prefetch, client_timeout)
         yield tx
     finally:
-        # Rolled back unless committed. A COMMIT that returned is final, even if
-        # the block raised afterwards (post-commit work): nothing to roll back.
-        if (tx is None or not tx.committed) and not conn.is_closed():
-            with contextlib.suppress(Exception):  # the pool closes a connection it cannot reset
-                await conn.execute("ROLLBACK", timeout=client_timeout)
-        # Returning the connection costs a round trip (the pool resets it); the
-        # next batch need not wait for it, it takes another connection.
-        # Bounded: a reset that does not finish in time terminates the connection
-        # (asyncpg), rather than leaving this task and the connection hanging.
-        release = asyncio.ensure_future(pool.release(conn, timeout=client_timeout))
-        releasing.add(release)
-        release.add_done_callback(releasing.discard)
+        try:
+            # Rolled back unless committed. A COMMIT that returned is final, even if
+            # the block raised afterwards (post-commit work): nothing to roll back.
+            if (tx is None or not tx.committed) and not conn.is_closed():
+                with contextlib.suppress(Exception):  # the pool closes a connection it cannot reset
+                    await conn.execute("ROLLBACK", timeout=client_timeout)
+        except asyncio.CancelledError:
+            # Cancelled during the ROLLBACK (a shutdown): the connection's state is
+            # unknown, so it is closed rather than reused; the transaction ends with it.
+            # Without this the connection was never released and the pool's close()
+            # waited for it forever.
+            conn.terminate()
+            raise
+        finally:
+            # Returning the connection costs a round trip (the pool resets it); the
+            # next batch need not wait for it, it takes another connection.
+            # Bounded: a reset that does not finish in time terminates the connection
+            # (asyncpg), rather than leaving this task and the connection hanging.
+            release = asyncio.ensure_future(pool.release(conn, timeout=client_timeout))
+            releasing.add(release)
+            release.add_done_callback(releasing.discard)
