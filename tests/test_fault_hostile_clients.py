@@ -22,9 +22,8 @@ import pytest
 from aiohttp import ClientSession, ClientTimeout
 
 from bundle_factory import BundleFactory
-from logserver.keys.log_key import generate_log_key_pem
 from server_harness import ServerProcess, free_port, write_config
-from witness_harness import WitnessProcess, write_witness_config
+from witness_harness import witness_process
 
 pytestmark = pytest.mark.fault
 
@@ -55,14 +54,7 @@ async def log_server(database_url, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 async def witness_server(database_url, tmp_path_factory):
-    from logserver.keys.log_key import LogKey
-
-    d = tmp_path_factory.mktemp("hostile-witness")
-    (d / "log.key").write_bytes(generate_log_key_pem())
-    (d / "log.key").chmod(0o600)
-    vkey = LogKey.load(d / "log.key", "example.com/hostile-log").vkey
-    cfg = write_witness_config(d, "example.com/hostile-witness", database_url, [vkey])
-    w = WitnessProcess(cfg, free_port(), nofile=SERVER_NOFILE)
+    w = witness_process(tmp_path_factory.mktemp("hostile"), database_url, free_port(), nofile=SERVER_NOFILE)
     await w.start()
     yield w
     w.stop()

@@ -94,15 +94,10 @@ async def test_slow_readers_of_large_objects_do_not_pin_memory(big_log):
 
 @pytest.fixture(scope="module")
 async def witness(database_url, tmp_path_factory):
-    from logserver.keys.log_key import LogKey, generate_log_key_pem
     from server_harness import free_port
-    from witness_harness import WitnessProcess, write_witness_config
+    from witness_harness import witness_process
 
-    d = tmp_path_factory.mktemp("slow-uploads")
-    (d / "log.key").write_bytes(generate_log_key_pem())
-    (d / "log.key").chmod(0o600)
-    vkey = LogKey.load(d / "log.key", "example.com/slow-log").vkey
-    w = WitnessProcess(write_witness_config(d, "example.com/slow-witness", database_url, [vkey]), free_port())
+    w = witness_process(tmp_path_factory.mktemp("slow-uploads"), database_url, free_port())
     await w.start()
     yield w
     w.stop()

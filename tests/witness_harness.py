@@ -159,3 +159,14 @@ class WitnessProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+
+
+def witness_process(directory: Path, database_url: str, port: int, *, nofile: int | None = None) -> WitnessProcess:
+    """A `logserver witness` child process (not started) in `directory`, following one
+    made-up log whose key it writes there."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "log.key").write_bytes(generate_log_key_pem())
+    (directory / "log.key").chmod(0o600)
+    vkey = LogKey.load(directory / "log.key", f"example.com/{directory.name}-log").vkey
+    config = write_witness_config(directory, f"example.com/{directory.name}-witness", database_url, [vkey])
+    return WitnessProcess(config, port, nofile=nofile)
