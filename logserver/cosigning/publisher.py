@@ -12,7 +12,10 @@
 
 Rounds coalesce: a round always takes the newest committed checkpoint, so a burst
 of commits costs one round, and a witness is always asked about a checkpoint
-consistent with (larger than) what it cosigned. Only the process that committed a
+consistent with (larger than) what it cosigned. Witnesses are asked once per tree
+size, about the size's first signature: an idle re-sign (log_state only, issue 23)
+is not cosigned, so a witnessed log's published time is that of its last growth
+(issue 20). Only the process that committed a
 checkpoint asks about it; every process polls the published table, so several
 processes sharing a database serve the same published checkpoint.
 """
@@ -161,7 +164,10 @@ class WitnessedPublisher:
         changed.set()
 
     def offer(self, checkpoint: CheckpointRow) -> None:
-        """A checkpoint this process committed: cosign it (or a newer one) soon."""
+        """A checkpoint this process committed: cosign it (or a newer one) soon.
+
+        Ids order stored rows, one per tree size: a re-sign keeps its size's id, so
+        it is neither taken for an older checkpoint nor cosigned again."""
         if self._newest is None or checkpoint.id > self._newest.id:
             self._newest = checkpoint
             self._wake.set()
@@ -221,6 +227,11 @@ class WitnessedPublisher:
         if self.published is not None and self.published.id >= checkpoint.id:
             self.metrics.rounds.labels("superseded").inc()
             return False
+        # Witnesses are asked once per tree size, about its stored (first) signature:
+        # an idle re-sign keeps the id of its size's row and is not offered again,
+        # and one offered at start-up (the latest re-sign) is replaced by that row,
+        # which published_checkpoints requires (docs/witness.md; issue 20: freshness).
+        checkpoint = await self.store.stored(checkpoint)
         session = self._session
         assert session is not None, "run() owns the HTTP session"
         names = list(self.policy.witnesses)
