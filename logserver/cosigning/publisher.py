@@ -12,10 +12,11 @@
 
 Rounds coalesce: a round always takes the newest committed checkpoint, so a burst
 of commits costs one round, and a witness is always asked about a checkpoint
-consistent with (larger than) what it cosigned. Witnesses are asked once per tree
-size, about the size's first signature: an idle re-sign (log_state only, issue 23)
-is not cosigned, so a witnessed log's published time is that of its last growth
-(issue 20). Only the process that committed a
+consistent with (larger than) what it cosigned. Witnesses are asked about each tree
+size's first (stored) signature: an idle re-sign (log_state only, issue 23) is not
+cosigned once its size is published, so a witnessed log's published time is that
+of its last growth (issue 20); before, each re-sign retries a round that missed
+the quorum. Only the process that committed a
 checkpoint asks about it; every process polls the published table, so several
 processes sharing a database serve the same published checkpoint.
 """
@@ -136,6 +137,7 @@ class WitnessedPublisher:
         self._sizes: dict[str, int] = {}       # witness name -> size it last cosigned, as far as we know
         self._newest: CheckpointRow | None = None
         self._attempted_id = 0
+        self._retry = False  # a re-sign of the newest, unpublished size: ask again
         self._wake = asyncio.Event()
         self._changed = asyncio.Event()  # set, then replaced, whenever `published` moves
         self._session: aiohttp.ClientSession | None = None
@@ -167,9 +169,14 @@ class WitnessedPublisher:
         """A checkpoint this process committed: cosign it (or a newer one) soon.
 
         Ids order stored rows, one per tree size: a re-sign keeps its size's id, so
-        it is neither taken for an older checkpoint nor cosigned again."""
+        it is not taken for an older checkpoint, and once its size is published it
+        is not cosigned again. Until then (a round missed the quorum) each re-sign,
+        once per checkpoint interval, retries the round."""
         if self._newest is None or checkpoint.id > self._newest.id:
             self._newest = checkpoint
+            self._wake.set()
+        elif checkpoint.id == self._newest.id and (self.published is None or self.published.id < checkpoint.id):
+            self._retry = True
             self._wake.set()
 
     # --- reads ---------------------------------------------------------------------------
@@ -212,8 +219,8 @@ class WitnessedPublisher:
                     await asyncio.wait_for(self._wake.wait(), POLL_S)
                 self._wake.clear()
                 try:
-                    newest = self._newest
-                    if newest is not None and newest.id > self._attempted_id:
+                    newest, retry, self._retry = self._newest, self._retry, False
+                    if newest is not None and (newest.id > self._attempted_id or retry):
                         self._attempted_id = newest.id
                         await self.cosign(newest)
                     await self._adopt(await self.store.latest_published())
