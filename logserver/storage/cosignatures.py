@@ -64,8 +64,9 @@ class CosignatureStore:
             raise LookupError(f"checkpoint {checkpoint.id} (size {checkpoint.tree_size}) is not stored")
         stored = checkpoint_row(row)
         if (stored.tree_size, stored.root) != (checkpoint.tree_size, checkpoint.root):
-            raise AssertionError(f"checkpoint {checkpoint.id}: stored size {stored.tree_size} root "
-                                 f"{stored.root.hex()}, offered size {checkpoint.tree_size} root {checkpoint.root.hex()}")
+            raise AssertionError(
+                f"checkpoint {checkpoint.id}: stored size {stored.tree_size} root {stored.root.hex()}, "
+                f"offered size {checkpoint.tree_size} root {checkpoint.root.hex()}")
         return stored
 
     async def latest_published(self) -> CheckpointRow | None:
