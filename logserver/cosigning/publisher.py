@@ -13,10 +13,9 @@
 Rounds coalesce: a round always takes the newest committed checkpoint, so a burst
 of commits costs one round, and a witness is always asked about a checkpoint
 consistent with (larger than) what it cosigned. Witnesses are asked about each tree
-size's first (stored) signature: an idle re-sign (log_state only, issue 23) is not
-cosigned once its size is published, so a witnessed log's published time is that
-of its last growth (issue 20); before, each re-sign retries a round that missed
-the quorum. Only the process that committed a
+size's first (stored) signature: an idle re-sign (log_state only, issue 23) retries
+a round that missed the quorum, and asks nothing once its size is published, so a
+witnessed log's published time is that of its last growth (issue 20). Only the process that committed a
 checkpoint asks about it; every process polls the published table, so several
 processes sharing a database serve the same published checkpoint.
 """
@@ -234,10 +233,10 @@ class WitnessedPublisher:
         if self.published is not None and self.published.id >= checkpoint.id:
             self.metrics.rounds.labels("superseded").inc()
             return False
-        # Witnesses are asked once per tree size, about its stored (first) signature:
-        # an idle re-sign keeps the id of its size's row and is not offered again,
-        # and one offered at start-up (the latest re-sign) is replaced by that row,
-        # which published_checkpoints requires (docs/witness.md; issue 20: freshness).
+        # Witnesses are asked about a size's stored (first) signature, never a re-sign
+        # (which lives only in log_state and keeps its size's id): one offered at
+        # start-up or as a retry is replaced by that row, which published_checkpoints
+        # requires (docs/witness.md; issue 20: freshness).
         checkpoint = await self.store.stored(checkpoint)
         session = self._session
         assert session is not None, "run() owns the HTTP session"
