@@ -59,6 +59,7 @@ class _Staged:
     fleets: dict[str, tuple[int, int]]
     checkpoint: CheckpointRow
     integrated_at: dt.datetime
+    resign: bool = False  # the size did not change: only the latest signature (log_state) moves
 
 
 @dataclass
@@ -68,8 +69,8 @@ class MemoryStore:
     leaves: list[LeafRow] = field(default_factory=list)
     tiles: dict[TileKey, bytes] = field(default_factory=dict)
     fleets: dict[str, tuple[int, int]] = field(default_factory=dict)  # fleet_id -> (sequence, idx)
-    checkpoint_rows: list[CheckpointRow] = field(default_factory=list)
-    latest: CheckpointRow | None = None  # log_state
+    checkpoint_rows: list[CheckpointRow] = field(default_factory=list)  # one per tree size
+    latest: CheckpointRow | None = None  # log_state: the latest signature, the id of its size's row
     violations: list[str] = field(default_factory=list)
     fired: list[tuple[str, str]] = field(default_factory=list)  # (point, when) of each fault that fired
     commits: int = 0
@@ -172,8 +173,9 @@ class MemoryStore:
             self._by_hash[leaf.leaf_hash] = leaf.idx
         self.tiles.update(staged.tiles)
         self.fleets.update(staged.fleets)
-        self.checkpoint_rows.append(staged.checkpoint)
-        self._roots[staged.checkpoint.tree_size] = staged.checkpoint.root
+        if not staged.resign:
+            self.checkpoint_rows.append(staged.checkpoint)
+            self._roots[staged.checkpoint.tree_size] = staged.checkpoint.root
         self.latest = staged.checkpoint
         self.commits += 1
 
@@ -182,16 +184,25 @@ class MemoryStore:
         raise SchemaViolation(message)
 
     def _check(self, old: CheckpointRow, staged: _Staged) -> None:
-        """What the schema and Store.append refuse (migrations/0001_log.sql)."""
+        """What the schema and Store.append refuse (migrations/0001_log.sql, 0003_checkpoint_slot.sql)."""
         cp, leaves = staged.checkpoint, staged.leaves
         if self.latest != old:
             self._refuse(f"log_state moved under the sequencer lock (expected size {old.tree_size})")
+        if staged.resign:  # the slot: forward only, naming the stored row of its size and root
+            row = next((c for c in self.checkpoint_rows if c.id == cp.id), None)
+            if cp.signed_at_ms <= old.signed_at_ms or row is None or (row.tree_size, row.root) != (
+                    cp.tree_size, cp.root) or leaves or staged.fleets:
+                self._refuse(f"re-sign ({cp.tree_size}, {cp.signed_at_ms}) does not move log_state forward "
+                             f"from ({old.tree_size}, {old.signed_at_ms}) at its stored checkpoint")
+            return
         if [leaf.idx for leaf in leaves] != list(range(old.tree_size, cp.tree_size)):
             self._refuse(f"batch indices {[leaf.idx for leaf in leaves]} are not {old.tree_size}..{cp.tree_size - 1}")
         last = self.checkpoint_rows[-1]
-        if cp.tree_size < last.tree_size or cp.signed_at_ms < last.signed_at_ms:
+        if cp.tree_size < last.tree_size or cp.signed_at_ms < max(last.signed_at_ms, old.signed_at_ms):
             self._refuse(f"checkpoint ({cp.tree_size}, {cp.signed_at_ms}) goes back from "
                          f"({last.tree_size}, {last.signed_at_ms})")
+        if cp.tree_size == last.tree_size:
+            self._refuse(f"a checkpoint of size {cp.tree_size} is stored already: a re-sign only updates log_state")
         if self._roots.get(cp.tree_size, cp.root) != cp.root:
             self._refuse(f"fork refused: a checkpoint of size {cp.tree_size} with another root exists")
         for leaf in leaves:
@@ -229,8 +240,10 @@ class MemorySequencing:
         self.store._fault("append", "before")
         await asyncio.sleep(0)
         assert self.staged is None, "one append per batch"
-        cp = CheckpointRow(self.store.checkpoint_rows[-1].id + 1, new_size, new_root, signed_at_ms, note)
-        staged = _Staged(list(leaves), dict(tiles), dict(fleets), cp, integrated_at)
+        resign = new_size == self.latest.tree_size  # Store.append: no row, only log_state's slot
+        cp_id = self.latest.id if resign else self.store.checkpoint_rows[-1].id + 1
+        cp = CheckpointRow(cp_id, new_size, new_root, signed_at_ms, note)
+        staged = _Staged(list(leaves), dict(tiles), dict(fleets), cp, integrated_at, resign)
         self.store._check(self.latest, staged)
         self.staged = staged
         self.store._fault("append", "after")

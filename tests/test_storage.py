@@ -30,7 +30,7 @@ async def pool(database_url):
     pool = await create_pool(database_url)
     async with pool.acquire() as conn:
         applied = await migrate(conn)
-        assert applied == ["0001_log.sql", "0002_cosignatures.sql"]
+        assert applied == ["0001_log.sql", "0002_cosignatures.sql", "0003_checkpoint_slot.sql"]
         assert await migrate(conn) == []  # idempotent
     yield pool
     await pool.close()

@@ -12,6 +12,7 @@ from cryptography.hazmat.primitives import serialization
 
 import pg
 from bundle_factory import BundleFactory
+from logserver.api.keys import STORE
 from logserver.cli.monitor import explain
 from logserver.client import WitnessQuorumError, TrustPolicy, verify_receipt
 from logserver.client.log_client import LogClient
@@ -122,6 +123,34 @@ async def test_receipts_carry_the_witnesses_cosignatures(cluster):
     assert await metric(c, "logserver_cosigning_quorum_met ") == ["logserver_cosigning_quorum_met 1.0"]
     sizes = await metric(c, "logserver_cosigning_witness_tree_size")
     assert len(sizes) == 3 and all(float(line.split()[-1]) >= receipt["tree_size"] for line in sizes)
+
+
+async def test_an_idle_witnessed_log_adds_no_rows(cluster):
+    """Re-signs of a published size ask no witness and store nothing (issue 23 section 3):
+    before, each one stored a checkpoint row, a cosignature row per witness and a
+    published row."""
+    c = cluster
+    status, _, receipt = await post(c, FACTORY.envelope_json())
+    assert status == 201, receipt  # published: its round stored its cosignatures first
+    store = c.log.app[STORE]
+
+    async def rows() -> tuple[int, int, int]:
+        return tuple(await store.pool.fetchrow(
+            "SELECT (SELECT count(*) FROM checkpoints), (SELECT count(*) FROM checkpoint_cosignatures), "
+            "(SELECT count(*) FROM published_checkpoints)"))
+
+    before = await rows()
+    seen = [(await store.latest_checkpoint()).signed_at_ms]
+    for _ in range(600):  # a bound on a stuck test (60 s), not a measurement
+        if len(seen) > 3:
+            break
+        await asyncio.sleep(0.1)
+        t = (await store.latest_checkpoint()).signed_at_ms
+        if t != seen[-1]:
+            seen.append(t)
+    assert len(seen) > 3, f"re-signs seen: {seen}"  # three re-signs (interval 0.5 s)
+    assert await rows() == before
+    assert size_of(await published(c)) == receipt["tree_size"]
 
 
 async def test_one_witness_down_still_publishes(cluster):

@@ -12,7 +12,10 @@
 
 Rounds coalesce: a round always takes the newest committed checkpoint, so a burst
 of commits costs one round, and a witness is always asked about a checkpoint
-consistent with (larger than) what it cosigned. Only the process that committed a
+consistent with (larger than) what it cosigned. Witnesses are asked about each tree
+size's first (stored) signature: an idle re-sign (log_state only, issue 23) retries
+a round that missed the quorum, and asks nothing once its size is published, so a
+witnessed log's published time is that of its last growth (issue 20). Only the process that committed a
 checkpoint asks about it; every process polls the published table, so several
 processes sharing a database serve the same published checkpoint.
 """
@@ -133,6 +136,7 @@ class WitnessedPublisher:
         self._sizes: dict[str, int] = {}       # witness name -> size it last cosigned, as far as we know
         self._newest: CheckpointRow | None = None
         self._attempted_id = 0
+        self._retry = False  # a re-sign of the newest, unpublished size: ask again
         self._wake = asyncio.Event()
         self._changed = asyncio.Event()  # set, then replaced, whenever `published` moves
         self._session: aiohttp.ClientSession | None = None
@@ -161,9 +165,17 @@ class WitnessedPublisher:
         changed.set()
 
     def offer(self, checkpoint: CheckpointRow) -> None:
-        """A checkpoint this process committed: cosign it (or a newer one) soon."""
+        """A checkpoint this process committed: cosign it (or a newer one) soon.
+
+        Ids order stored rows, one per tree size: a re-sign keeps its size's id, so
+        it is not taken for an older checkpoint, and once its size is published it
+        is not cosigned again. Until then (a round missed the quorum) each re-sign,
+        once per checkpoint interval, retries the round."""
         if self._newest is None or checkpoint.id > self._newest.id:
             self._newest = checkpoint
+            self._wake.set()
+        elif checkpoint.id == self._newest.id and (self.published is None or self.published.id < checkpoint.id):
+            self._retry = True
             self._wake.set()
 
     # --- reads ---------------------------------------------------------------------------
@@ -206,8 +218,8 @@ class WitnessedPublisher:
                     await asyncio.wait_for(self._wake.wait(), POLL_S)
                 self._wake.clear()
                 try:
-                    newest = self._newest
-                    if newest is not None and newest.id > self._attempted_id:
+                    newest, retry, self._retry = self._newest, self._retry, False
+                    if newest is not None and (newest.id > self._attempted_id or retry):
                         self._attempted_id = newest.id
                         await self.cosign(newest)
                     await self._adopt(await self.store.latest_published())
@@ -221,6 +233,11 @@ class WitnessedPublisher:
         if self.published is not None and self.published.id >= checkpoint.id:
             self.metrics.rounds.labels("superseded").inc()
             return False
+        # Witnesses are asked about a size's stored (first) signature, never a re-sign
+        # (which lives only in log_state and keeps its size's id): one offered at
+        # start-up or as a retry is replaced by that row, which published_checkpoints
+        # requires (docs/witness.md; issue 20: freshness).
+        checkpoint = await self.store.stored(checkpoint)
         session = self._session
         assert session is not None, "run() owns the HTTP session"
         names = list(self.policy.witnesses)

@@ -9,7 +9,11 @@ One streaming pass over the leaves, in index order, with O(log n) state:
 * every signed checkpoint is checked: its note verifies under the log key, its
   recorded size and root match the note, and its root equals the compact
   range's root at that size;
-* log_state must point at the newest checkpoint and agree with it.
+* log_state's slot (the latest signature; an idle re-sign is stored only there,
+  migrations/0003_checkpoint_slot.sql) is checked the same way, and must name a
+  stored checkpoint of its size and root.
+The checkpoints table holds one row per tree size (plus re-signs stored before
+migration 0003), so the work grows with the log's sizes, not with its uptime.
 Problems are reported with exact coordinates (leaf index; tile level, index and
 position), so a flipped bit is located, not just detected.
 
@@ -96,6 +100,19 @@ async def fsck(
             if have != cp.root:
                 problem(f"two checkpoints of size {cp.tree_size} have different roots: "
                         f"{have.hex()} and {cp.root.hex()}")
+    # The slot: the newest signature, which the reader serves.
+    report.checkpoints_checked += 1
+    try:
+        parsed, _ = open_checkpoint(latest.note.encode(), verifiers)
+    except Exception as e:
+        problem(f"log_state (size {latest.tree_size}): its note does not verify under the log key: {e}")
+    else:
+        if (parsed.size, parsed.root) != (latest.tree_size, latest.root):
+            problem(f"log_state: columns say size {latest.tree_size} root {latest.root.hex()}, "
+                    f"its signed note says size {parsed.size} root {parsed.root.hex()}")
+    if roots_at.get(latest.tree_size) != latest.root:
+        problem(f"log_state (size {latest.tree_size}, root {latest.root.hex()}) names no stored checkpoint "
+                f"of that size and root (checkpoint #{latest.id})")
     pending_sizes = sorted(s for s in roots_at if s <= size)
 
     expected: dict[TileKey, bytearray] = {}  # tiles being rebuilt, by (level, index)

@@ -334,7 +334,9 @@ class _CheckpointSaver:
         self._event = asyncio.Event()
 
     def offer(self, cp: CheckpointRow) -> None:
-        if self._newest is None or cp.id > self._newest.id:
+        # By size and time, not id: an idle re-sign keeps its size's row id.
+        newest = self._newest
+        if newest is None or (cp.tree_size, cp.signed_at_ms) > (newest.tree_size, newest.signed_at_ms):
             self._newest = cp
             self._event.set()
 

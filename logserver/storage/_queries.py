@@ -9,6 +9,9 @@ import asyncpg
 from .rows import CheckpointRow, ExistingEntry, LeafRow, TileKey
 
 LEAF_COLUMNS = "idx, leaf_hash, leaf, fleet_id, sequence, payload_digest, integrated_at"
+# The latest checkpoint, as a checkpoint row: log_state's slot (the newest signature)
+# and the id of the stored row of its size (migrations/0003_checkpoint_slot.sql).
+LATEST_COLUMNS = "s.checkpoint_id AS id, s.tree_size, s.root, s.signed_at_ms, s.note"
 
 
 def checkpoint_row(row: asyncpg.Record) -> CheckpointRow:

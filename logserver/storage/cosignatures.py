@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from ._queries import checkpoint_row
 from .rows import CheckpointRow
 
 
@@ -53,6 +54,20 @@ class CosignatureStore:
                 checkpoint.id, checkpoint.tree_size, note, quorum_met,
             )
         return status == "INSERT 0 1"
+
+    async def stored(self, checkpoint: CheckpointRow) -> CheckpointRow:
+        """The stored row of `checkpoint`'s size: its first signature, which is what
+        is cosigned and published (a re-sign lives only in log_state; migrations/
+        0003_checkpoint_slot.sql). `checkpoint` itself when it is that row."""
+        row = await self.pool.fetchrow("SELECT * FROM checkpoints WHERE id = $1", checkpoint.id)
+        if row is None:
+            raise LookupError(f"checkpoint {checkpoint.id} (size {checkpoint.tree_size}) is not stored")
+        stored = checkpoint_row(row)
+        if (stored.tree_size, stored.root) != (checkpoint.tree_size, checkpoint.root):
+            raise AssertionError(
+                f"checkpoint {checkpoint.id}: stored size {stored.tree_size} root {stored.root.hex()}, "
+                f"offered size {checkpoint.tree_size} root {checkpoint.root.hex()}")
+        return stored
 
     async def latest_published(self) -> CheckpointRow | None:
         """The newest published checkpoint, its note carrying the cosignatures."""

@@ -32,15 +32,15 @@ from .errors import CommitRolledBackError, ConcurrentUpdateError, StorageError
 from .rows import CheckpointRow, ExistingEntry, NewLeaf, Prefetch, Prefetched, TileKey
 
 _SNAPSHOT = (
-    "SELECT c.*, "
+    f"SELECT {_queries.LATEST_COLUMNS}, "
     "ARRAY(SELECT ROW(t.level, t.idx, t.hashes) FROM tiles t "
     "      JOIN unnest($2::smallint[], $3::bigint[]) AS k(level, idx) ON t.level = k.level AND t.idx = k.idx "
-    "      WHERE c.tree_size = $1) AS tiles, "
+    "      WHERE s.tree_size = $1) AS tiles, "
     "ARRAY(SELECT ROW(l.fleet_id, l.sequence, l.idx, l.leaf_hash, l.payload_digest) FROM leaves l "
     "      JOIN unnest($4::text[], $5::bigint[]) AS k(fleet_id, sequence) "
     "      ON l.fleet_id = k.fleet_id AND l.sequence = k.sequence) AS entries, "
     "ARRAY(SELECT ROW(f.fleet_id, f.sequence) FROM fleets f WHERE f.fleet_id = ANY($6::text[])) AS fleets "
-    "FROM log_state s JOIN checkpoints c ON c.id = s.checkpoint_id"
+    "FROM log_state s"
 )
 
 _APPEND = (
@@ -58,8 +58,17 @@ _APPEND = (
     "  ON CONFLICT (fleet_id) DO UPDATE SET sequence = EXCLUDED.sequence, idx = EXCLUDED.idx), "
     "new_checkpoint AS ("
     "  INSERT INTO checkpoints (tree_size, root, signed_at_ms, note) VALUES ($14, $15, $16, $17) RETURNING id) "
-    "UPDATE log_state SET tree_size = $14, root = $15, checkpoint_id = (SELECT id FROM new_checkpoint) "
+    "UPDATE log_state SET tree_size = $14, root = $15, checkpoint_id = (SELECT id FROM new_checkpoint), "
+    "                     signed_at_ms = $16, note = $17 "
     "WHERE tree_size = $18 AND checkpoint_id = $19 "
+    "RETURNING checkpoint_id"
+)
+
+# An idle re-sign (the size did not change): only the log_state slot moves; no
+# row is stored (migrations/0003_checkpoint_slot.sql).
+_RESIGN = (
+    "UPDATE log_state SET signed_at_ms = $1, note = $2 "
+    "WHERE tree_size = $3 AND checkpoint_id = $4 "
     "RETURNING checkpoint_id"
 )
 
@@ -119,6 +128,11 @@ class SequencingTransaction:
     ) -> CheckpointRow:
         """Add a batch: its leaves, grown tiles, fleet heads and the checkpoint that covers it.
 
+        A checkpoint row is stored only when the size changes. With no leaves and
+        the size unchanged (an idle re-sign) only the latest signature in
+        log_state moves; the returned row keeps the id of the stored row of that
+        size, with the new time and note.
+
         One statement (data-modifying CTEs), atomic. `fleets` maps fleet_id to
         (sequence, idx). The log_state update is a compare-and-swap on the size
         and checkpoint seen when the lock was taken; if it does not match (it
@@ -132,6 +146,17 @@ class SequencingTransaction:
             raise AssertionError(
                 f"batch covers {leaves[0].idx}..{leaves[-1].idx}, want {old.tree_size}..{new_size - 1}"
             )
+        if new_size == old.tree_size:
+            if leaves or fleets or new_root != old.root:
+                raise AssertionError(f"a re-sign of size {new_size} appends {len(leaves)} leaves, "
+                                     f"{len(fleets)} fleet heads, root {new_root.hex()} (want {old.root.hex()})")
+            cp_id = await self.conn.fetchval(_RESIGN, signed_at_ms, note, old.tree_size, old.id,
+                                             timeout=self.timeout_s)
+            if cp_id is None:
+                raise ConcurrentUpdateError(
+                    f"log_state moved under the sequencer lock (expected size {old.tree_size}, checkpoint {old.id})"
+                )
+            return CheckpointRow(cp_id, new_size, new_root, signed_at_ms, note)
         tile_keys = list(tiles)
         fleet_ids = list(fleets)
         cp_id = await self.conn.fetchval(

@@ -22,7 +22,7 @@ from contextlib import AbstractAsyncContextManager
 import asyncpg
 
 from . import _queries
-from ._queries import LEAF_COLUMNS, checkpoint_row, leaf_row
+from ._queries import LATEST_COLUMNS, LEAF_COLUMNS, checkpoint_row, leaf_row
 from .identity import Identity, IdentityTable, ensure_identity
 from .rows import CheckpointRow, ExistingEntry, LeafRow, Prefetch, TileKey
 from .sequencing import SequencingTransaction, sequencing
@@ -84,21 +84,23 @@ class Store:
                 root, signed_at_ms, signed_empty_checkpoint,
             )
             await conn.execute(
-                "INSERT INTO log_state (tree_size, root, checkpoint_id) VALUES (0, $1, $2)", root, cp_id
+                "INSERT INTO log_state (tree_size, root, checkpoint_id, signed_at_ms, note) VALUES (0, $1, $2, $3, $4)",
+                root, cp_id, signed_at_ms, signed_empty_checkpoint,
             )
             return True
 
     # --- reads: one statement each, committed data only; nothing is written ------------
 
     async def latest_checkpoint(self) -> CheckpointRow | None:
-        """The checkpoint log_state points at (the newest signed one), or None before init."""
-        row = await self.pool.fetchrow(
-            "SELECT c.* FROM log_state s JOIN checkpoints c ON c.id = s.checkpoint_id"
-        )
+        """The newest signed checkpoint, or None before init: log_state's slot (the
+        latest signature, maybe an idle re-sign), with the id of the stored row of its size."""
+        row = await self.pool.fetchrow(f"SELECT {LATEST_COLUMNS} FROM log_state s")
         return checkpoint_row(row) if row else None
 
     async def checkpoints(self, after_id: int = 0, limit: int = 1000) -> list[CheckpointRow]:
-        """Signed checkpoints in signing order, for audits and fsck."""
+        """Stored checkpoints in signing order, for audits and fsck: the first
+        signature of each size (and, from before migration 0003, re-signs of one
+        size). The latest re-sign is latest_checkpoint()."""
         rows = await self.pool.fetch(
             "SELECT * FROM checkpoints WHERE id > $1 ORDER BY id LIMIT $2", after_id, limit
         )

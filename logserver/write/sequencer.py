@@ -31,7 +31,10 @@ failure) are told in storage/sequencing.py.
  6. SIGN the checkpoint (new size, new root) at max(now, last + 1 ms). The
     signature exists only in this process's memory.
  7. WRITE. One statement: leaves, tiles, fleet heads, the checkpoint, and a
-    compare-and-swap of log_state. Still nothing durable.
+    compare-and-swap of log_state. Still nothing durable. A checkpoint row is
+    stored only when the size grows; an idle re-sign (same size) updates only
+    the latest signature in log_state, so an idle log stores no rows (issue 23,
+    docs/reliability.md).
     Until here, a failure or a crash leaves nothing behind: the transaction is
     rolled back (by the block, or by PostgreSQL when the connection goes), the
     submitters get 503 and their retries are appended as if new. What was signed
@@ -60,8 +63,9 @@ failure) are told in storage/sequencing.py.
 Fork-proofing, in depth: the row lock makes the role exclusive and the
 log_state update is also a compare-and-swap on its size (step 7); the pre-sign
 check (step 3) refuses to sign over a frontier that does not reproduce the
-signed root; the schema refuses a second root for a signed size and any change
-to leaves or checkpoints (migrations/0001_log.sql).
+signed root; the schema refuses a second root (or row) for a signed size, any
+change to leaves or checkpoints, and a log_state that goes back or names another
+root than its size's row (migrations/0001_log.sql, 0003_checkpoint_slot.sql).
 """
 from __future__ import annotations
 
