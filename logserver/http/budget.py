@@ -54,11 +54,7 @@ class ByteBudget:
         if entry is not None and entry[0] is obj:
             entry[1] += 1
             return
-        size = len(obj)
-        if self.used + size > self.max_bytes and self.used > 0:
-            self.refused += 1
-            raise ApiError(503, "overloaded", f"too many large {self.what} are in flight; retry later")
-        self.used += size
+        self.take(len(obj))
         self._held[id(obj)] = [obj, 1]
 
     def release(self, obj: bytes | bytearray | memoryview) -> None:
@@ -69,7 +65,7 @@ class ByteBudget:
             self.used -= len(obj)
 
     def take(self, n: int) -> None:
-        """Count `n` anonymous bytes (a request body being received), or raise 503."""
+        """Count `n` bytes (a request body being received, or a body `hold` counts), or raise 503."""
         if self.used + n > self.max_bytes and self.used > 0:
             self.refused += 1
             raise ApiError(503, "overloaded", f"too many large {self.what} are in flight; retry later")

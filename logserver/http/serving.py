@@ -37,7 +37,6 @@ public server (docs/reliability.md, "Hostile clients"):
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import resource
 import signal
@@ -49,6 +48,8 @@ from typing import Any
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_server import Server
+
+from .errors import error_response
 
 log = logging.getLogger(__name__)
 
@@ -115,10 +116,6 @@ class RateLimitedLog:
         return self._suppressed.get(kind, 0)
 
 
-def error_body(code: str, message: str) -> bytes:
-    return json.dumps({"error": {"code": code, "message": message}}).encode()
-
-
 class _GuardedHandler(RequestHandler):
     """One connection. The header timer and the connection count are the guard's."""
 
@@ -162,13 +159,10 @@ class _GuardedHandler(RequestHandler):
         if status < 500:
             detail = (message or (str(exc) if exc else "bad request")).strip().splitlines()[0][:120]
             self._guard.log.warning("malformed request", f"from {request.remote}: {detail}")
-            resp = web.Response(status=status, body=error_body("bad_request", f"malformed request: {detail}"),
-                                content_type="application/json", headers={"Cache-Control": "no-store"})
+            resp = error_response(status, "bad_request", f"malformed request: {detail}")
         else:
             log.error("request failed outside the error middleware (status %d)", status, exc_info=exc)
-            resp = web.Response(status=503, body=error_body("internal_error", "internal error; retry later"),
-                                content_type="application/json",
-                                headers={"Cache-Control": "no-store", "Retry-After": "1"})
+            resp = error_response(503, "internal_error", "internal error; retry later", retry_after=1)
         resp.force_close()
         return resp
 
