@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import re
 from collections import OrderedDict
 
 MAX_CONCURRENT = 2
@@ -49,14 +50,12 @@ def accepts_gzip(header: str) -> bool:
     return bool(star)
 
 
+# RFC 9110 §12.4.2: qvalue = ( "0" [ "." 0*3DIGIT ] ) / ( "1" [ "." 0*3("0") ] )
+_QVALUE = re.compile(r"0(?:\.[0-9]{0,3})?|1(?:\.0{0,3})?")
+
+
 def _qvalue(text: str) -> float:
-    # qvalue = ( "0" [ "." 0*3DIGIT ] ) / ( "1" [ "." 0*3("0") ] )
-    if not text or len(text) > 5 or text[0] not in "01" or (len(text) > 1 and text[1] != "."):
-        return 0.0
-    if not text[2:].isdigit() and text[2:] != "":
-        return 0.0
-    value = float(text)
-    return value if value <= 1 else 0.0
+    return float(text) if _QVALUE.fullmatch(text) else 0.0
 
 
 class Gzipper:
