@@ -80,6 +80,32 @@ class WitnessingConfig:
     fail_open: bool = False          # publish checkpoints without a quorum (explicit opt-in)
 
 
+# Publication target names: the progress row's key (migrations/0004) and a metric label.
+_TARGET_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
+# S3 bucket names (AWS's rules, which the S3 look-alikes follow): 3-63 of [a-z0-9.-].
+_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+TARGET_TYPES = ("directory", "s3")
+
+
+@dataclass(frozen=True)
+class TargetConfig:
+    """One static publication target (logserver/publish/, docs/deployment.md)."""
+
+    name: str
+    type: Literal["directory", "s3"]
+    path: Path | None = None            # directory
+    bucket: str | None = None           # s3
+    endpoint_url: str | None = None     # s3; None: AWS's own endpoint for the region
+    prefix: str = ""                    # s3: key prefix, "" or ending in "/"
+    region: str = "us-east-1"           # s3
+
+
+@dataclass(frozen=True)
+class PublicationConfig:
+    targets: tuple[TargetConfig, ...] = ()
+    max_lag_s: float = 60.0  # /readyz answers 503 publication_behind past this
+
+
 @dataclass(frozen=True)
 class Config:
     origin: str
@@ -92,6 +118,7 @@ class Config:
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     witness_policy: Path | None = None
     witnessing: WitnessingConfig = field(default_factory=WitnessingConfig)
+    publication: PublicationConfig = field(default_factory=PublicationConfig)
     # Where listen, database_url, data_dir and log_key came from, for messages:
     # "--listen", "LOGSERVER_LISTEN", "listen in /etc/logserver.toml", "the default ...".
     sources: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
@@ -264,14 +291,61 @@ def config_from_dict(raw: dict[str, Any], *, base: Path, environ: Mapping[str, s
         fail_open=wit.boolean("fail_open", dw.fail_open),
     )
     wit.done()
+    publication = _publication(TableReader(r.table("publication"), "publication.", base))
     if witness_policy is not None and not witness_policy.is_file():
         raise ConfigError(f"witness_policy: file {witness_policy} does not exist")
     r.done()
     return Config(
         origin=origin, log_key=log_key, data_dir=data_dir, listen=listen, database_url=database_url,
         authorities=tuple(authorities), sequencer=sequencer, limits=limits, witness_policy=witness_policy,
-        witnessing=witnessing, verify_processes=verify_processes, tile_file=tile_file, sources=sources,
+        witnessing=witnessing, publication=publication, verify_processes=verify_processes, tile_file=tile_file,
+        sources=sources,
     )
+
+
+def _publication(r: TableReader) -> PublicationConfig:
+    """[publication] and its [[publication.targets]] (docs/deployment.md)."""
+    targets = []
+    for i, item in enumerate(r.list("targets")):
+        key = f"publication.targets[{i}]"
+        if not isinstance(item, dict):
+            raise ConfigError(f"{key}: want a table, got {type(item).__name__}")
+        t = TableReader(item, key + ".", r.base)
+        name = t.string("name", required=True)
+        if not _TARGET_NAME.fullmatch(name):
+            raise ConfigError(f"{key}.name: want 1..64 of [A-Za-z0-9._-], got {name!r}")
+        kind = t.string("type", required=True)
+        if kind == "directory":
+            target = TargetConfig(name, "directory", path=t.path("path", required=True))
+        elif kind == "s3":
+            bucket = t.string("bucket", required=True)
+            if not _BUCKET.fullmatch(bucket):
+                raise ConfigError(f"{key}.bucket: want an S3 bucket name (3-63 of [a-z0-9.-]), got {bucket!r}")
+            endpoint = t.string("endpoint_url")
+            if endpoint is not None:
+                parts = urlsplit(endpoint)
+                if parts.scheme not in ("http", "https") or not parts.netloc or parts.path not in ("", "/") \
+                        or parts.query or parts.fragment:
+                    raise ConfigError(f"{key}.endpoint_url: want http(s)://HOST[:PORT], got {endpoint!r}")
+            prefix = t.string("prefix") or ""
+            if prefix.startswith("/") or "//" in prefix or any(p in (".", "..") for p in prefix.split("/")):
+                raise ConfigError(f"{key}.prefix: want a key prefix such as log/ (no leading /, no empty, "
+                                  f". or .. segments), got {prefix!r}")
+            if prefix and not prefix.endswith("/"):
+                prefix += "/"
+            target = TargetConfig(name, "s3", bucket=bucket, endpoint_url=endpoint and endpoint.rstrip("/"),
+                                  prefix=prefix, region=t.string("region") or "us-east-1")
+        else:
+            raise ConfigError(f"{key}.type: want one of {', '.join(TARGET_TYPES)}, got {kind!r}")
+        t.done()
+        targets.append(target)
+    names = [t.name for t in targets]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"publication.targets: names must be unique, got {names}")
+    d = PublicationConfig()
+    config = PublicationConfig(tuple(targets), r.number("max_lag_s", d.max_lag_s, 1, 86_400))
+    r.done()
+    return config
 
 
 def check_private_key_file(path: Path, key: str) -> bytes:

@@ -69,6 +69,7 @@ LAYERS: tuple[tuple[str, str, str], ...] = (
     ("integrity", LOG, "pre-sign and start-up checks, the checkpoint file, fsck"),
     ("write", LOG, "a submission's path: admission, sequencer, commit deadlines"),
     ("cosigning", LOG, "the log asking its witnesses to cosign"),
+    ("publish", LOG, "static publication: the tree on directories and S3 buckets"),
     ("workers", LOG, "serve --workers: supervisor and forwarding"),
     ("api", LOG, "the log's routes"),
     ("server", LOG, "the composition root: the app, its lifecycle, its keys"),

@@ -14,6 +14,7 @@ from ..cosigning import Publisher
 from ..formats import Policy
 from ..http.budget import ByteBudget
 from ..keys.log_key import LogKey
+from ..publish import StaticPublisher
 from ..read.tree_reader import TreeReader
 from ..storage import Store
 from ..workers.forwarding import RemoteSequencer, WorkerRole
@@ -38,3 +39,4 @@ ADMISSION = web.AppKey("admission", AdmissionPool)  # submissions checked in hel
 COMMIT_DEADLINES = web.AppKey("commit_deadlines", Deadlines)  # commit_timeout_s for submissions
 GZIPPER = web.AppKey("gzipper", Gzipper)  # entry bundles gzipped off the loop, full ones once
 RESPONSE_BUDGET = web.AppKey("response_budget", ByteBudget)  # bytes pinned by large responses in flight
+STATIC = web.AppKey[StaticPublisher | None]("static")  # static publication targets (None: none configured)

@@ -10,7 +10,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ..cosigning import WitnessedPublisher
 from ..http.responses import NO_STORE, json_response
-from .keys import ADMISSION, CONFIG, METRICS, PUBLISHER, READER, SEQUENCER, STORE
+from .keys import ADMISSION, CONFIG, METRICS, PUBLISHER, READER, SEQUENCER, STATIC, STORE
 
 
 def openapi_path() -> Traversable:
@@ -28,6 +28,9 @@ async def get_metrics(request: web.Request) -> web.Response:
         m.checkpoint_timestamp.set(cp.signed_at_ms / 1000)
         m.checkpoint_age.set(max(0.0, time.time() - cp.signed_at_ms / 1000))
     m.pending.set(app[SEQUENCER].pending)
+    static = app[STATIC]
+    if static is not None:
+        static.update_metrics()
     pool = app[STORE].pool
     m.pool_size.set(pool.get_size())
     m.pool_idle.set(pool.get_idle_size())
@@ -63,6 +66,11 @@ async def get_readyz(request: web.Request) -> web.Response:
             and not app[CONFIG].witnessing.fail_open:
         # Fail closed: submissions wait max_wait_s, then get 503 witness_quorum_unavailable.
         return json_response({"status": "witness_quorum_unavailable", "reason": publisher.quorum_reason},
+                             status=503, headers=retry)
+    static = app[STATIC]
+    behind = static.behind(app[CONFIG].publication.max_lag_s) if static is not None else []
+    if behind:
+        return json_response({"status": "publication_behind", "reason": "; ".join(behind)},
                              status=503, headers=retry)
     latest = app[READER].latest
     return json_response({"status": "ok", "tree_size": latest.tree_size if latest else None})

@@ -143,6 +143,7 @@ class WitnessedPublisher:
         self.health = WitnessHealth()
         self.quorum_met: bool | None = None  # the last round's outcome (None: no round yet)
         self.quorum_reason = ""
+        self.listeners: list[Callable[[], None]] = []  # called when `published` moves (the static publisher)
 
     # --- state ---------------------------------------------------------------------------
 
@@ -163,6 +164,8 @@ class WitnessedPublisher:
         self.metrics.published_size.set(checkpoint.tree_size)
         changed, self._changed = self._changed, asyncio.Event()
         changed.set()
+        for listener in self.listeners:
+            listener()
 
     def offer(self, checkpoint: CheckpointRow) -> None:
         """A checkpoint this process committed: cosign it (or a newer one) soon.

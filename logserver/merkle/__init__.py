@@ -34,6 +34,7 @@ from .tiles import (
     root_from_tiles,
     tile_for_node,
     tile_path,
+    tiles_between,
     tiles_for_nodes,
     tiles_for_size,
 )
@@ -82,6 +83,7 @@ __all__ = [
     "root_from_tiles",
     "tile_for_node",
     "tile_path",
+    "tiles_between",
     "tiles_for_nodes",
     "tiles_for_size",
     "verify_consistency",

@@ -189,6 +189,31 @@ def tiles_for_size(size: int) -> list[TileID]:
     return tiles
 
 
+def tiles_between(old_size: int, new_size: int) -> tuple[list[TileID], list[EntriesTileID]]:
+    """The hash tiles and entry bundles of a tree of `new_size` that a tree of `old_size`
+    (<= new_size) does not have with the same width: what a static copy at `old_size`
+    lacks to serve `new_size` (the publisher's objects, logserver/publish/). Full ones
+    first, left to right and level by level, then the partial ones."""
+    check_size("old_size", old_size)
+    check_size("new_size", new_size)
+    if old_size > new_size:
+        raise InvalidParameterError(f"old_size: got {old_size}, want <= new_size {new_size}")
+    full: list[TileID] = []
+    partial: list[TileID] = []
+    level = 0
+    while new_size >> (TILE_HEIGHT * level):
+        nodes, old_nodes = new_size >> (TILE_HEIGHT * level), old_size >> (TILE_HEIGHT * level)
+        if nodes != old_nodes:
+            # Tile old_nodes // 256 is the first whose width changed (it was partial or absent).
+            for i in range(old_nodes // TILE_WIDTH, nodes // TILE_WIDTH):
+                full.append(TileID(level, i))
+            if nodes % TILE_WIDTH:
+                partial.append(TileID(level, nodes // TILE_WIDTH, nodes % TILE_WIDTH))
+        level += 1
+    bundles = [EntriesTileID(t.index, t.width) for t in (*full, *partial) if t.level == 0]
+    return [*full, *partial], bundles
+
+
 def entries_tiles_for_size(size: int) -> list[EntriesTileID]:
     """Every full and partial entry bundle of a tree of `size` leaves."""
     check_size("size", size)

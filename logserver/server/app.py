@@ -26,9 +26,11 @@ from ..api.keys import (
     GZIPPER,
     LOG_KEY,
     METRICS,
+    PUBLISHER,
     READER,
     RESPONSE_BUDGET,
     SEQUENCER,
+    STATIC,
     STORE,
     WITNESS_POLICY,
     WORKER,
@@ -37,15 +39,20 @@ from ..api.metrics import Metrics
 from ..api.published import load_policy, start_publisher
 from ..bundle import AuthoritySet, load_authority_key_pem
 from ..config import Config, ConfigError
+from ..cosigning import WitnessedPublisher
 from ..http.budget import DEFAULT_RESPONSE_BUDGET, ByteBudget
 from ..http.errors import exception_response, make_expect_handler, version_error
 from ..integrity.checkpoint_file import SavedCheckpoint, save_checkpoint_file
 from ..integrity.checks import check_not_stale, check_tiles
 from ..keys.log_key import LogKey
+from ..publish import LogKeyVerifiers, StaticPublisher, TargetPublisher
+from ..publish.build import make_target
+from ..publish.metrics import PublicationMetrics
 from ..read.tile_file import FILE_NAME as TILE_FILE_NAME
 from ..read.tile_file import TileFile, log_binding
 from ..read.tree_reader import TreeReader
 from ..storage import DATABASE_UNAVAILABLE, CheckpointRow, Store, create_pool, open_log, resolve_database_url
+from ..storage.publication import PublicationStore
 from ..workers.forwarding import RemoteSequencer, WorkerRole, serve_forwarding
 from ..write.admission import AdmissionPool
 from ..write.outcomes import Appended
@@ -98,6 +105,7 @@ def create_app(
     app[CLOCK] = clock
     app[WITNESS_POLICY] = load_policy(config, log_key)
     app[WORKER] = worker
+    app[STATIC] = None
     app[COMMIT_DEADLINES] = submit.commit_deadlines(config.sequencer.commit_timeout_s)
     app[GZIPPER] = Gzipper()
     app[RESPONSE_BUDGET] = ByteBudget(DEFAULT_RESPONSE_BUDGET, "responses")
@@ -250,6 +258,7 @@ async def _sequencer_ctx(app: web.Application) -> AsyncIterator[None]:
         return
     saver = _CheckpointSaver(config)
     publisher = await start_publisher(app)
+    static = await _start_static(app)
 
     def on_commit(cp: CheckpointRow, written: dict) -> None:
         reader.remember_tiles(written)
@@ -266,7 +275,7 @@ async def _sequencer_ctx(app: web.Application) -> AsyncIterator[None]:
         max_batch_size=s.max_batch_size, max_batch_delay_ms=s.max_batch_delay_ms, max_pending=s.max_pending,
         checkpoint_interval_s=s.checkpoint_interval_s, lock_timeout_ms=s.lock_timeout_ms,
         stall_timeout_ms=s.stall_timeout_ms,
-        clock=app[CLOCK], on_commit=on_commit,
+        clock=app[CLOCK], on_commit=on_commit, publish_static=static.wake if static else None,
         stats=SequencerStats(on_batch=on_batch, on_equivocation=lambda *a: metrics.equivocations.inc()),
         arriving=lambda: app[ADMISSION].pending,
     )
@@ -278,6 +287,8 @@ async def _sequencer_ctx(app: web.Application) -> AsyncIterator[None]:
         asyncio.create_task(publisher.run(), name="publisher"),
         asyncio.create_task(_warm_tile_file(reader, metrics), name="tile-file-warm"),
     ]
+    if static is not None:
+        tasks.append(asyncio.create_task(static.run(), name="static-publisher"))
     forwarding = await serve_forwarding(sequencer, worker.socket, worker.token) if worker is not None else None
     yield
     if forwarding is not None:
@@ -286,6 +297,46 @@ async def _sequencer_ctx(app: web.Application) -> AsyncIterator[None]:
         t.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
     await saver.flush()
+    if static is not None:
+        await static.close()
+
+
+async def _start_static(app: web.Application) -> StaticPublisher | None:
+    """The static publisher of the process that sequences (step 9): every configured
+    target checked (a TargetError, one line, stops start-up) and its progress loaded.
+    It publishes what the routes serve: the witness-cosigned checkpoint under a policy."""
+    config, reader, key = app[CONFIG], app[READER], app[LOG_KEY]
+    if not config.publication.targets:
+        return None
+    publisher = app[PUBLISHER]
+    if isinstance(publisher, WitnessedPublisher):
+        witnessed = publisher
+
+        def source() -> CheckpointRow | None:
+            return witnessed.published
+    else:
+        def source() -> CheckpointRow | None:
+            return reader.latest
+    metrics = PublicationMetrics(app[METRICS].registry)
+    verifiers = LogKeyVerifiers(config.origin, *key.verifiers())
+    progress = PublicationStore(app[STORE].pool)
+    targets = [make_target(t) for t in config.publication.targets]
+    static = StaticPublisher([
+        TargetPublisher(t, reader=reader, progress=progress, source=source, verifiers=verifiers, metrics=metrics,
+                        clock=app[CLOCK])
+        for t in targets])
+    try:
+        for t in targets:
+            await t.check()
+            log.info("publishing the static tree to target %r: %s", t.name, t.describe())
+        await static.load()
+    except BaseException:
+        await static.close()
+        raise
+    if isinstance(publisher, WitnessedPublisher):
+        publisher.listeners.append(static.wake)
+    app[STATIC] = static
+    return static
 
 
 async def _forwarder_ctx(app: web.Application, worker: WorkerRole) -> AsyncIterator[None]:

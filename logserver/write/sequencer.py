@@ -48,10 +48,34 @@ failure) are told in storage/sequencing.py.
     or is a duplicate, whichever is true; this process forgets the size it
     knew, so the next batch reads its frontier from the database.
     From here on nothing may fail the batch: it is stored.
- 9. (reserved) PUBLISH TO STATIC TARGETS: writing tiles and the checkpoint to
-    their static places will go here, after the COMMIT (what is published must
-    be durable first) and before the answers. A failure there must not undo or
-    deny the commit: the entries are stored, and what is published catches up.
+ 9. PUBLISH TO STATIC TARGETS (logserver/publish/; docs/deployment.md). The batch
+    only wakes the static publisher: submitters never wait for a target, so a 201
+    still means durable in PostgreSQL, and a target that is down costs them
+    nothing. The publisher's task, one per target, takes the checkpoint the log
+    serves (the witness-cosigned one under a witness policy: published after this
+    COMMIT, so never ahead of the database) and, in order:
+    9.1 READ the target's checkpoint. It must be this log's, signed by its key,
+        with the root the database has for its size; anything else HALTS
+        publishing to that target (a metric, a critical log line, /readyz).
+        Its size is where this pass starts: a wiped target is refilled from 0.
+    9.2 OBJECTS. Every hash tile and entry bundle of the new size that the
+        target's size lacks (merkle.tiles_between), each created once with a
+        conditional create: the same bytes already there are a retry (success),
+        other bytes HALT naming the object, which is never overwritten.
+    9.3 SYNC. Every object is durable (a directory's entries fsynced; an S3 PUT
+        that returned). At this point every object the new checkpoint needs is
+        on the target: a crash after this leaves only a pass to redo.
+    9.4 CHECKPOINT, last: the readers' commit point. Replaced only if it is still
+        what 9.1 read (S3 If-Match on its ETag; a directory's flock and re-read),
+        so several publishers (processes, hosts, a failover) only ever move it
+        forward: never to a smaller size, never to another root for a size. A
+        lost race goes back to 9.1.
+    9.5 RECORD the target's progress in PostgreSQL (publication_progress,
+        forward-only): lag metrics, /readyz and `fsck --target` read it.
+    A failure anywhere in 9 (the target or the database down, a crash, kill -9)
+    leaves the target serving a checkpoint whose objects are all there; the pass
+    is retried with back-off, by this process or the next, and every step is
+    idempotent.
 10. PUBLISH LOCALLY. `on_commit` feeds the reader's caches, the checkpoint file
     and the witness publisher. Its failure is logged; they catch up from the
     database.
@@ -119,6 +143,7 @@ class Sequencer:
         stall_timeout_ms: int = 5_000,
         clock: Callable[[], float] = time.time,
         on_commit: Callable[[CheckpointRow, dict[tuple[int, int], bytes]], None] = lambda cp, tiles: None,
+        publish_static: Callable[[], None] | None = None,
         stats: SequencerStats | None = None,
         arriving: Callable[[], int] = lambda: 0,
     ):
@@ -143,6 +168,7 @@ class Sequencer:
         self.stall_timeout_ms = stall_timeout_ms
         self.clock = clock
         self.on_commit = on_commit
+        self.publish_static = publish_static
         self.stats = stats or SequencerStats()
         self.arriving = arriving
         self._queue: deque[Pending] = deque()
@@ -312,7 +338,12 @@ class Sequencer:
             # be answered "not stored" (and a committed transaction is not rolled back).
             self._known_size = grown.size
 
-            # [9] (reserved) PUBLISH TO STATIC TARGETS goes here: see the module docstring.
+            # [9] PUBLISH TO STATIC TARGETS: only a wake-up; the publisher's own task runs 9.1-9.5.
+            if self.publish_static is not None:
+                try:
+                    self.publish_static()
+                except Exception:
+                    log.error("waking the static publisher failed; it polls, and catches up", exc_info=True)
 
             # [10] PUBLISH LOCALLY
             try:
