@@ -15,6 +15,7 @@ import logging
 import os
 import shlex
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import asyncpg
@@ -112,6 +113,12 @@ def preflight(config: Config, *, database: bool = True) -> None:
     check_data_dir(config)
     check_location(config)
     check_listen(config)
+    if config.publication.targets:
+        import asyncio
+
+        from ..publish.build import check_targets
+
+        asyncio.run(check_targets(config.publication.targets))  # a TargetError is one line, status 1
     if database:
         check_database(config)
 
@@ -158,6 +165,14 @@ listen = "127.0.0.1:8080"
 
 [sequencer]
 checkpoint_interval_s = 5
+
+# The static tlog-tiles tree (checkpoint, tiles, entry bundles), published after every
+# commit to {data_dir / "public"}: serve it with deploy/nginx/logserver.conf
+# (docs/deployment.md).
+[[publication.targets]]
+name = "public"
+type = "directory"
+path = "public"
 
 {DEV_AUTHORITIES}"""
     (data_dir / "sample-payload.json").write_text(json.dumps(sample_payload(), indent=2) + "\n")
@@ -243,4 +258,22 @@ Then fetch the checkpoint and a proof, verify the receipt as a client would
   curl '{url}/v1/proof/inclusion?tree_size=1&index=0'
   {exe} verify --receipt receipt.json --envelope bundle.json --policy {q(d / 'trust.toml')}
   {exe} monitor --log {url} --policy {q(d / 'trust.toml')} --state monitor-state --once
-""", file=sys.stderr, flush=True)
+{_published_lines(config, exe, q, d)}""", file=sys.stderr, flush=True)
+
+
+def _published_lines(config: Config, exe: str, q: Callable[[Path], str], d: Path) -> str:
+    """The dev instructions' lines about the published static tree, if there is a directory target."""
+    directories = [t.path for t in config.publication.targets if t.path is not None]
+    if not directories:
+        return ""
+    public = directories[0]
+    return f"""
+The static tlog-tiles tree is published to {public} after every commit (docs/deployment.md).
+Serve it (nginx: deploy/nginx/logserver.conf; here Python's own file server) and read the log
+through it, the API only for what the static tree cannot say:
+
+  cat {q(public / 'checkpoint')}
+  python3 -m http.server --bind 127.0.0.1 --directory {q(public)} 8081
+  {exe} verify --receipt receipt.json --envelope bundle.json --policy {q(d / 'trust.toml')} \\
+      --log http://127.0.0.1:{config.host_port[1]} --tiles http://127.0.0.1:8081
+"""

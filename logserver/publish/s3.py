@@ -20,6 +20,7 @@ AWS_SECRET_ACCESS_KEY, a shared credentials file, an instance role.
 from __future__ import annotations
 
 import contextlib
+import logging
 from typing import Any
 
 from .targets import CHECKPOINT_CACHE, CHECKPOINT_PATH, CHECKPOINT_TYPE, ObjectConflictError, StaticObject, TargetError
@@ -61,6 +62,9 @@ class S3Target:
                 raise TargetError(
                     f"publication target {self.name!r} is an S3 target, which needs the s3 extra: "
                     "pip install 'logserver[s3]'") from None
+            # One INFO line per client about where its credentials came from: noise in the log.
+            for name in ("botocore.credentials", "aiobotocore.credentials"):
+                logging.getLogger(name).setLevel(logging.WARNING)
             stack = contextlib.AsyncExitStack()
             config = BotoConfig(
                 s3={"addressing_style": "path"}, connect_timeout=5, read_timeout=15,
