@@ -7,6 +7,7 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+import aiohttp
 from aiohttp import ClientSession
 
 from bundle_factory import BundleFactory
@@ -48,3 +49,37 @@ def read_file(root: Path, path: str) -> bytes | None:
         return (root / path).read_bytes()
     except FileNotFoundError:
         return None
+
+
+class Load:
+    """Submitters that keep going across restarts, remembering every 201."""
+
+    def __init__(self, url: str, clients: int = 6, fleet: str = "load-fleet"):
+        self.url = url
+        self.clients = clients
+        self.fleet = fleet
+        self.acknowledged: dict[str, int] = {}  # leaf hash -> index
+        self.refused: list[int] = []  # statuses other than 201 from a server that answered
+        self._stop = asyncio.Event()
+
+    async def run(self) -> None:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
+            await asyncio.gather(*(self._client(session, i) for i in range(self.clients)))
+
+    async def _client(self, session: aiohttp.ClientSession, n: int) -> None:
+        pending = envelopes(400, f"{self.fleet}-{n}")
+        while pending and not self._stop.is_set():
+            try:
+                async with session.post(self.url + "/v1/bundles", data=pending[0], headers=JSON) as resp:
+                    if resp.status in (200, 201):
+                        receipt = await resp.json()
+                        self.acknowledged[receipt["leaf_hash"]] = receipt["index"]
+                        pending.pop(0)
+                        continue
+                    self.refused.append(resp.status)
+            except (aiohttp.ClientError, asyncio.TimeoutError):
+                pass
+            await asyncio.sleep(0.02)  # the server is down or restarting: retry the same envelope
+
+    def stop(self) -> None:
+        self._stop.set()

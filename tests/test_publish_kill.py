@@ -14,42 +14,11 @@ import aiohttp
 from logserver.formats.checkpoint import parse_checkpoint
 from logserver.formats.note import parse_note
 from logserver.keys.log_key import LogKey
-from publish_support import JSON, envelopes, read_file, wait_for
+from publish_support import Load, read_file, wait_for
 from server_harness import ORIGIN, ServerProcess, write_config
 from static_tree import check_checkpoint
 
 KILLS = 4
-
-
-class Load:
-    """Submitters that keep going across restarts, remembering every 201."""
-
-    def __init__(self, url: str, clients: int = 6):
-        self.url = url
-        self.clients = clients
-        self.acknowledged: dict[str, int] = {}  # leaf hash -> index
-        self._stop = asyncio.Event()
-
-    async def run(self) -> None:
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
-            await asyncio.gather(*(self._client(session, i) for i in range(self.clients)))
-
-    async def _client(self, session: aiohttp.ClientSession, n: int) -> None:
-        pending = envelopes(400, f"kill-fleet-{n}")
-        while pending and not self._stop.is_set():
-            try:
-                async with session.post(self.url + "/v1/bundles", data=pending[0], headers=JSON) as resp:
-                    if resp.status in (200, 201):
-                        receipt = await resp.json()
-                        self.acknowledged[receipt["leaf_hash"]] = receipt["index"]
-                        pending.pop(0)
-                        continue
-            except (aiohttp.ClientError, asyncio.TimeoutError):
-                pass
-            await asyncio.sleep(0.02)  # the server is down or restarting: retry the same envelope
-
-    def stop(self) -> None:
-        self._stop.set()
 
 
 async def test_kill_9_while_publishing_never_shows_a_broken_tree(database_url, tmp_path):
