@@ -39,6 +39,7 @@ RETRY_MIN_S = 0.5     # after a failed pass, wait this long, doubling up to RETR
 RETRY_MAX_S = 30.0
 FAILURE_LOG_S = 300.0  # a target that stays down is logged once, then once per this
 MAX_RACES = 8          # lost checkpoint races in a row before the pass gives up (and is retried)
+RECHECK_S = 60.0       # an up-to-date target's checkpoint is read again this often: a wiped target is refilled
 
 
 @dataclass(frozen=True)
@@ -90,6 +91,7 @@ class TargetPublisher:
         self._wake = asyncio.Event()
         self._failing_since: float | None = None
         self._failure_logged = 0.0
+        self._checked_at = -RECHECK_S  # time.monotonic() of the last pass that read the target
         name = target.name
         self._objects_created = metrics.objects.labels(name, "created")
         self._objects_existed = metrics.objects.labels(name, "existed")
@@ -143,7 +145,8 @@ class TargetPublisher:
             self._wake.clear()
             self.update_metrics()
             cp = self.source()
-            if self.halted or cp is None or self._is_on_target(cp):
+            recheck = time.monotonic() - self._checked_at >= RECHECK_S
+            if self.halted or cp is None or (self._is_on_target(cp) and not recheck):
                 continue
             started = time.perf_counter()
             try:
@@ -158,6 +161,7 @@ class TargetPublisher:
                 self._failed(e)
                 delay = min(RETRY_MAX_S, max(RETRY_MIN_S, delay * 2))
                 continue
+            self._checked_at = time.monotonic()
             self.metrics.pass_seconds.labels(self.target.name).observe(time.perf_counter() - started)
             if self._failing_since is not None:
                 log.warning("publication target %r (%s): publishing again after %.0f s",
