@@ -47,6 +47,17 @@ def int_range(lo: int, hi: int) -> Callable[[str], int]:
     return parse
 
 
+def seconds(text: str) -> float:
+    """A duration in seconds: a finite number >= 0, e.g. 30 or 0.5."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"want a number of seconds >= 0, e.g. 30, got {text!r}")
+    return value
+
+
 def timestamp(text: str) -> datetime:
     """An RFC 3339 UTC time, YYYY-MM-DDTHH:MM:SS[.ffffff]Z (the payload's syntax)."""
     from ..bundle import BundleError, parse_timestamp
