@@ -11,7 +11,7 @@ import json
 
 import pytest
 
-from bundle_factory import BundleFactory
+import pg
 from logserver.client import (
     LogClient,
     LogClientError,
@@ -24,6 +24,7 @@ from logserver.client import (
 )
 from logserver.client.verify import CheckLog
 from logserver.formats import parse_checkpoint, parse_note
+from logserver.keys.log_key import generate_log_key_pem
 from logserver.merkle import EntriesTileID, TileID, leaf_hash
 from logserver.monitor import Monitor
 from server_harness import free_port, start_server, write_config
@@ -35,11 +36,12 @@ from test_monitor_catchup import Collected, fill
 from test_monitor_cli import cli as monitor_cli
 
 ENTRIES = 300  # one full entry bundle and a partial one
+KEY_PEM = generate_log_key_pem()
 
 
 @pytest.fixture(scope="module")
 async def server(database_url, tmp_path_factory):
-    s = await start_server(write_config(tmp_path_factory.mktemp("static"), database_url))
+    s = await start_server(write_config(tmp_path_factory.mktemp("static"), database_url, key_pem=KEY_PEM))
     await fill(s, ENTRIES, fleets=10, prefix="static")
     yield s
     await s.close()
@@ -84,6 +86,29 @@ async def test_log_client_reads_a_copy_under_a_path_prefix_and_has_no_api(server
     # Every request kept the bucket prefix; none asked the copy for a JSON API.
     assert copy.requests and all(p.startswith(PREFIX + "/") for p in copy.requests)
     assert not any("/v1/" in p for p in copy.requests)
+
+
+async def test_a_copy_serving_another_tree_of_the_receipts_size_is_a_split_view(server, policy_files, copy, tmp_path,
+                                                                              pg_admin_url, capsys):
+    # The same log key, another history of the same size (a fork), published to the copy.
+    env, rec = await write_bundle(server, tmp_path, "static-split")
+    size = json.loads(rec.read_text())["tree_size"]
+    url = await pg.create_database(pg_admin_url, "t_static_fork")
+    fork = await start_server(write_config(tmp_path / "fork", url, key_pem=KEY_PEM))
+    try:
+        await fill(fork, size, fleets=4, prefix="static-fork")
+        assert await copy.publish(fork.url) == size
+    finally:
+        await fork.close()
+        await pg.drop_database(pg_admin_url, url)
+    state = tmp_path / "state"
+    code, out, _ = await verify_cli(capsys, *verify_args(env, rec, policy_files[1], "--tiles", copy.url,
+                                                         "--state", str(state)))
+    assert code == 1 and "FAILED: SplitViewError in check 'consistency_with_latest'" in out, out
+    (evidence,) = state.glob("split-view-*.json")
+    code, out, _ = await verify_cli(capsys, "verify", "--evidence", str(evidence), "--policy", policy_files[1],
+                                    "--json")
+    assert code == 0 and json.loads(out)["conclusive"] is True
 
 
 @pytest.mark.parametrize("url, message", [
