@@ -386,3 +386,5 @@ async def test_verify_usage_of_wait(policy_files, tmp_path, capsys):
     assert code == 2 and "--wait is how long to wait for the tiles" in err
     code, _, err = await verify_cli(capsys, *args, "--tiles", "http://127.0.0.1:9", "--wait", "-1")
     assert code == 2 and "want a number of seconds >= 0" in err
+    code, _, err = await verify_cli(capsys, *args, "--tiles", "http://127.0.0.1:9/bucket?list-type=2")
+    assert code == 2 and "--tiles" in err and "want a base URL without a query or fragment" in err
