@@ -513,8 +513,8 @@ class Monitor:
         out = []
         for fault in faults:
             suspect: dict[str, Any] = {"tiles": list(fault.paths), "urls": list(fault.urls), "message": str(fault)}
-            level0 = [t for t in fault.fault.tiles if t.level == 0]
-            agreeing = [EntriesTileID(t.index, t.width) for t in level0]
+            # The chunk's bundles whose entries hashed to exactly this failing tile's values.
+            agreeing = [EntriesTileID(t.index, t.width) for t in fault.fault.tiles if t in tiles]
             agreeing = [b for b in agreeing if tile_path(b) not in mismatched]
             if agreeing:
                 urls = [self.client.tiles_url_of(tile_path(b)) for b in agreeing]
