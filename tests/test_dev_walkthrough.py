@@ -81,6 +81,16 @@ async def test_readme_walkthrough(dev_server, tmp_path):
     assert "root recomputed from the entries themselves" in monitor.stderr and "no alerts" in monitor.stderr, monitor.stderr
     assert json.loads(monitor.stdout.splitlines()[-1])["entries_verified"] == 1, monitor.stdout
 
+    # Step 8: the tiles read from a URL of their own (the server standing in for a copy).
+    tiles = await asyncio.to_thread(
+        run, cwd, "verify", "--receipt", "receipt.json", "--envelope", "bundle.json", "--policy", "data/trust.toml",
+        "--log", url, "--tiles", url)
+    assert tiles.returncode == 0, tiles.stdout + tiles.stderr
+    tiles_monitor = await asyncio.to_thread(
+        run, cwd, "monitor", "--tiles", url, "--policy", "data/trust.toml", "--state", "monitor-tiles", "--once")
+    assert tiles_monitor.returncode == 0, tiles_monitor.stdout + tiles_monitor.stderr
+    assert "(tiles only, no JSON API)" in tiles_monitor.stderr, tiles_monitor.stderr
+
     # The trust policy really pins something: another log key makes verify fail.
     (data / "log.policy").write_text(policy.replace(policy.split()[policy.split().index("log") + 1],
                                                     _other_vkey(cwd)))

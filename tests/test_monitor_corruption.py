@@ -156,9 +156,15 @@ async def test_corrupted_tile_on_the_proof_path_is_not_taken_for_a_split_view(se
     assert ok
     await fill(server, 10, fleets=1, prefix="proofpath")
     # The consistency proof from the stored size is computed from tiles, among them the
-    # level-1 tile; corrupted, that proof fails, and the JSON API's proof is used instead.
+    # level-1 tile; corrupted, it does not hash to the signed root (client.tile_proofs):
+    # that tile is named in a corrupt_tile alert, never taken for a split view, and the
+    # JSON API's proof is used instead.
     proxy.rules.append((lambda p: p.startswith("/tile/1/"), flip(5)))
     ok, monitor = await run_monitor(proxy, policy, tmp_path / "s.json", alerts)
-    assert ok and alerts == []
+    assert ok and alerts.kinds() == ["corrupt_tile"]
+    # A frontier tile: the signed root alone cannot tell it from the other frontier tiles.
+    assert "tile/1/000.p/1" in alerts[0]["details"]["tiles"]
+    assert proxy.url + "/tile/1/000.p/1" in alerts[0]["details"]["urls"]
+    assert proxy.url + "/tile/1/000.p/1" in alerts[0]["message"]
     assert monitor.state.verified.size > first.state.verified.size
     assert "/v1/proof/consistency" in monitor.checkpoint_account

@@ -11,7 +11,8 @@ from ..config import ConfigError, parse_listen
 
 
 def log_url(value: str) -> str:
-    """An http(s) base URL with a host, e.g. http://127.0.0.1:8080."""
+    """An http(s) base URL with a host and no query or fragment, e.g. http://127.0.0.1:8080
+    or http://127.0.0.1:9000/bucket/prefix."""
     parts = urlsplit(value)
     if "://" not in value:
         raise argparse.ArgumentTypeError(
@@ -21,6 +22,9 @@ def log_url(value: str) -> str:
         raise argparse.ArgumentTypeError(f"want an http:// or https:// URL, got scheme {parts.scheme!r} in {value!r}")
     if not parts.hostname:
         raise argparse.ArgumentTypeError(f"want a URL with a host, such as http://127.0.0.1:8080, got {value!r}")
+    if parts.query or parts.fragment or value.endswith(("?", "#")):
+        # Paths are appended to it (an S3 bucket URL keeps its /bucket/prefix path).
+        raise argparse.ArgumentTypeError(f"want a base URL without a query or fragment, got {value!r}")
     return value
 
 
@@ -45,6 +49,17 @@ def int_range(lo: int, hi: int) -> Callable[[str], int]:
 
     parse.__name__ = "integer"
     return parse
+
+
+def seconds(text: str) -> float:
+    """A duration in seconds: a finite number >= 0, e.g. 30 or 0.5."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"want a number of seconds >= 0, e.g. 30, got {text!r}")
+    return value
 
 
 def timestamp(text: str) -> datetime:

@@ -1,5 +1,9 @@
 """Monitor a log: verify every checkpoint and entry, report alerts as JSON lines.
 
+It reads the log's tlog-tiles tree at --tiles (the server, or a static copy: nginx, an
+S3 bucket), which is all it needs; --log adds the server's JSON API as a second source
+of consistency proofs. --tiles defaults to --log.
+
 Alerts go to stdout, one JSON object per line (docs/client.md, "Monitor alerts").
 With --once: catch up, print a summary (a JSON line on stdout, an explanation on
 stderr) and exit 0 if no alert was raised, 1 if any was, 2 if the log could not be
@@ -25,13 +29,19 @@ from .errors import CliError, UsageError
 HELP = "monitor a log: verify every checkpoint and entry, alert on anything wrong"
 EXAMPLES = """\
   logserver monitor --log http://127.0.0.1:8080 --policy trust.toml --state monitor-state --once
+  logserver monitor --tiles http://127.0.0.1:9000/bucket/log --policy trust.toml --state monitor-state --once
   logserver monitor --log https://log.example --policy trust.toml --state /var/lib/monitor \
                     --watch-fleet fleet-1 --metrics-listen 127.0.0.1:9464
 """
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--log", required=True, type=log_url, metavar="URL", help="log base URL, e.g. http://127.0.0.1:8080")
+    p.add_argument("--log", type=log_url, metavar="URL",
+                   help="the log's URL, e.g. http://127.0.0.1:8080: its tiles (unless --tiles) and its JSON API")
+    p.add_argument("--tiles", type=log_url, metavar="URL",
+                   help="read the checkpoint, tiles and entry bundles from URL: the log's tlog-tiles tree or a "
+                        "static copy (nginx, an S3 bucket's public URL with its prefix); default --log. Alone, "
+                        "the monitor needs no JSON API")
     p.add_argument("--policy", required=True, type=Path, help="trust policy TOML (docs/client.md)")
     p.add_argument("--state", required=True, type=Path, metavar="DIR", help="state directory (resumes from it)")
     p.add_argument("--watch-fleet", action="append", default=[], metavar="ID",
@@ -60,6 +70,8 @@ def _listen(value: str) -> tuple[str, int]:
 
 
 def run(args: argparse.Namespace) -> int:
+    if not args.log and not args.tiles:
+        raise UsageError("missing --tiles URL or --log URL: where to read the log's checkpoint and tiles")
     if not 0 <= args.verify_processes <= 256:
         raise UsageError(f"--verify-processes: want 0 to 256, got {args.verify_processes}")
     try:
@@ -81,14 +93,14 @@ async def _main(args: argparse.Namespace, policy: TrustPolicy, listen: tuple[str
     runner = await serve_metrics(metrics, *listen) if listen else None
     verifier = EntryVerifier(policy.authorities, args.verify_processes)
     try:
-        async with LogClient(args.log) as client:
+        async with LogClient(args.log, tiles_url=args.tiles) as client:
             monitor = Monitor(
                 client, policy, args.state / STATE_FILE, watch=args.watch_fleet,
                 max_checkpoint_age=args.max_checkpoint_age or None, emit=_emit, metrics=metrics,
                 verifier=verifier,
             )
             if args.once:
-                return await _once(monitor, args.log)
+                return await _once(monitor, _source(client))
             stop = asyncio.Event()
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGINT, signal.SIGTERM):
@@ -99,6 +111,14 @@ async def _main(args: argparse.Namespace, policy: TrustPolicy, listen: tuple[str
         verifier.close()
         if runner is not None:
             await runner.cleanup()
+
+
+def _source(client: LogClient) -> str:
+    if not client.has_api:
+        return f"{client.tiles_url} (tiles only, no JSON API)"
+    if client.tiles_url != client.api_url:
+        return f"{client.tiles_url} (tiles; JSON API at {client.api_url})"
+    return client.tiles_url
 
 
 async def _once(monitor: Monitor, url: str) -> int:

@@ -22,10 +22,25 @@ from .errors import (
     WitnessQuorumError,
 )
 from .evidence import EVIDENCE_TYPE, EvidenceError, EvidenceVerdict, SplitViewEvidence, verify_evidence
-from .log_client import HTTPStatusError, LogClient, LogClientError, MalformedResponseError, ProofMismatchError
+from .log_client import (
+    HTTPStatusError,
+    LogClient,
+    LogClientError,
+    MalformedResponseError,
+    NoApiError,
+    ProofMismatchError,
+    TilesBehindError,
+)
 from .online import fetch_consistency_proof, verify_receipt_online
 from .policy import TrustPolicy, TrustPolicyError
 from .state import ClientState, FleetRecord, open_state
+from .tile_proofs import (
+    TileFault,
+    TileMismatchError,
+    verified_consistency_proof,
+    verified_inclusion_proof,
+    verified_tiles,
+)
 from .verify import CheckLog, CheckResult, Receipt, VerifiedReceipt, load_envelope, load_receipt, verify_receipt
 
 __all__ = [
@@ -48,12 +63,16 @@ __all__ = [
     "LogMisbehaviourError",
     "MalformedError",
     "MalformedResponseError",
+    "NoApiError",
     "ProofMismatchError",
     "Receipt",
     "SignatureError",
     "SplitViewError",
     "SplitViewEvidence",
     "StateError",
+    "TileFault",
+    "TileMismatchError",
+    "TilesBehindError",
     "TrustPolicy",
     "TrustPolicyError",
     "VerificationFailure",
@@ -66,6 +85,9 @@ __all__ = [
     "load_receipt",
     "log_timestamp",
     "open_state",
+    "verified_consistency_proof",
+    "verified_inclusion_proof",
+    "verified_tiles",
     "verify_checkpoint",
     "verify_evidence",
     "verify_receipt",

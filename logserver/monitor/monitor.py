@@ -1,13 +1,20 @@
 """The log monitor: tails a log through the C2SP tlog-tiles API and checks everything.
 
+It reads the tiles URL of its `LogClient`: the server itself, or a static copy of the
+tree (nginx, an S3 bucket). Everything it needs is there, so it runs without the JSON
+API (a client with a tiles URL only); given the log's URL too, it uses the JSON API only
+for a consistency proof the tiles cannot give.
+
 One poll (`poll_once`):
 
-1. fetch `/checkpoint`; verify it under the trust policy (log signature, witness
+1. fetch `checkpoint`; verify it under the trust policy (log signature, witness
    quorum), read the log's signed time (cosignature/v1 line) and check its age;
 2. prove it consistent with the stored checkpoint (same size: same root; otherwise an
-   RFC 6962 consistency proof computed from hash tiles, or fetched from the JSON API
-   when the tiles do not yield a verifying one). A failure is a `split_view` alert
-   with self-contained evidence (logserver.client.evidence);
+   RFC 6962 consistency proof computed from the hash tiles of the larger, each tile
+   checked against its signed root first (client.tile_proofs), or fetched from the
+   JSON API when the tiles do not yield one). A failure is a `split_view` alert with
+   self-contained evidence (logserver.client.evidence); a tile that does not hash to
+   the signed tree is a `corrupt_tile` alert naming its URL;
 3. catch up from the last verified entry to the checkpoint, in chunks of entry bundles
    fetched with their level-0 tiles: decode every entry, verify both authority
    signatures, hash it, compare with the tile, track fleet sequences, and extend the
@@ -39,6 +46,7 @@ from ..client.consistency import ConsistencyProof, check_consistent
 from ..client.errors import CheckpointVerificationError, ConsistencyError, SplitViewError, WitnessQuorumError
 from ..client.log_client import LogClient, LogClientError, MalformedResponseError
 from ..client.policy import TrustPolicy
+from ..client.tile_proofs import TileMismatchError, locate_tile_faults, verified_consistency_proof
 from ..formats import parse_checkpoint, parse_note
 from ..merkle import (
     HASH_SIZE,
@@ -181,8 +189,9 @@ class Monitor:
                               key=f"quorum:{size}"))
             latest = verify_checkpoint(note, self._without_quorum)
         except CheckpointVerificationError as exc:
-            self._alert(Alert(kinds.CHECKPOINT_INVALID, f"served checkpoint does not verify: {exc}", {},
-                              {"checkpoint": note}, key=f"checkpoint:{_digest(note)}"))
+            url = self.client.tiles_url_of("checkpoint")
+            self._alert(Alert(kinds.CHECKPOINT_INVALID, f"the checkpoint served at {url} does not verify: {exc}",
+                              {"url": url}, {"checkpoint": note}, key=f"checkpoint:{_digest(note)}"))
             return None
         if self.state.origin is not None and latest.origin != self.state.origin:
             self._alert(Alert(
@@ -241,7 +250,7 @@ class Monitor:
         proof = None
         if stored.size != latest.size:
             a, b = (stored, latest) if stored.size < latest.size else (latest, stored)
-            proof = await self._consistency_proof(a.size, b.size, a.root, b.root)
+            proof = await self._consistency_proof(a.size, b.size, b.root)
         try:
             account = check_consistent(self.policy, stored, latest, proof)
         except SplitViewError as exc:
@@ -262,31 +271,36 @@ class Monitor:
         self.metrics.tree_size.set(max(latest.size, stored.size))
         return True
 
-    async def _consistency_proof(self, first: int, second: int, root1: bytes, root2: bytes) -> ConsistencyProof:
-        """A consistency proof, from the tiles if they give one that verifies, else from
-        the JSON API; if none verifies, the one to keep as evidence."""
-        candidates: list[ConsistencyProof] = []
-        fetchers = (
-            (f"tiles of {self.client.base_url} at size {second}", self.client.tile_consistency_proof),
-            (f"GET {self.client.base_url}/v1/proof/consistency?first={first}&second={second}",
-             self.client.consistency_proof),
-        )
-        errors = []
-        for source, fetch in fetchers:
+    async def _consistency_proof(self, first: int, second: int, root2: bytes) -> ConsistencyProof:
+        """A consistency proof from `first` to `second`, whose signed root is `root2`:
+        from the tiles of `second`, each checked against `root2` first, else (no tiles,
+        or a corrupted one, which is alerted) from the JSON API when the client has one;
+        if none verifies, the one to keep as evidence. Raises `LogClientError` when
+        there is no proof to be had."""
+        errors: list[str] = []
+        try:
+            hashes = await verified_consistency_proof(self.client, first, second, size=second, root=root2)
+        except TileMismatchError as exc:
+            self._alert(self._tile_alert(exc))
+            errors.append(str(exc))
+        except LogClientError as exc:
+            errors.append(str(exc))
+        else:
+            # From tiles tied to the signed root: the tree's own proof, whether or not it verifies.
+            return ConsistencyProof(first, second, tuple(hashes), f"tiles of {self.client.tiles_url} at size {second}")
+        if self.client.has_api:
+            source = "GET " + self.client.api_url_of(f"v1/proof/consistency?first={first}&second={second}")
             try:
-                proof = ConsistencyProof(first, second, tuple(await fetch(first, second)), source)
+                return ConsistencyProof(first, second, tuple(await self.client.consistency_proof(first, second)),
+                                        source)
             except LogClientError as exc:
-                errors.append(exc)
-                continue
-            try:
-                verify_consistency(first, second, root1, root2, list(proof.hashes))
-            except MerkleError:
-                candidates.append(proof)
-                continue
-            return proof
-        if not candidates:
-            raise LogClientError(f"no consistency proof from {first} to {second}: {errors}")
-        return candidates[-1]
+                errors.append(str(exc))
+        raise LogClientError(f"no consistency proof from {first} to {second}: {'; '.join(errors)}")
+
+    def _tile_alert(self, exc: TileMismatchError) -> Alert:
+        return Alert(kinds.CORRUPT_TILE, str(exc),
+                     {"tiles": list(exc.paths), "urls": list(exc.urls), "size": exc.size},
+                     key=f"tiles:{exc.size}:{','.join(exc.paths)}")
 
     # --- catching up --------------------------------------------------------------------
 
@@ -329,7 +343,7 @@ class Monitor:
             if proved:
                 self._commit(chunk, end - start)
             else:
-                await self._diagnose(chunk, target, start)
+                await self._diagnose(chunk, target, start, bundles)
         if chunk.stop is not None:
             self._alert(chunk.stop)
         self._set_progress(size)
@@ -382,8 +396,9 @@ class Monitor:
             try:
                 result = await check
             except (MerkleError, MalformedResponseError) as exc:
-                chunk.stop = Alert(kinds.MALFORMED_DATA, f"entry bundle {tile_path(bundle)} does not decode: {exc}",
-                                   {"resource": tile_path(bundle), "first_index": base + skip},
+                url = self.client.tiles_url_of(tile_path(bundle))
+                chunk.stop = Alert(kinds.MALFORMED_DATA, f"entry bundle {url} does not decode: {exc}",
+                                   {"resource": tile_path(bundle), "url": url, "first_index": base + skip},
                                    key=f"bundle:{tile_path(bundle)}:{_digest(str(exc))}")
                 break
             tile_hashes = await self._tile_hashes(bundle, tile_task, chunk)
@@ -399,12 +414,15 @@ class Monitor:
                 # Both are entries [skip, width) of the bundle: client.tile returns exactly width hashes.
                 for offset, (mine, theirs) in enumerate(zip(result.leaf_hashes, served, strict=True)):
                     if mine != theirs:
+                        tile = tile_path(TileID(0, bundle.index, bundle.width))
                         chunk.mismatches.append({
                             "index": base + skip + offset,
                             "entry_leaf_hash": mine.hex(),
                             "tile_hash": theirs.hex(),
                             "entry_bundle": tile_path(bundle),
-                            "tile": tile_path(TileID(0, bundle.index, bundle.width)),
+                            "tile": tile,
+                            "entry_bundle_url": self.client.tiles_url_of(tile_path(bundle)),
+                            "tile_url": self.client.tiles_url_of(tile),
                         })
             await asyncio.sleep(0)  # let the metrics endpoint answer between bundles
 
@@ -415,8 +433,10 @@ class Monitor:
             data = await tile_task
         except MalformedResponseError as exc:
             tile = tile_path(TileID(0, bundle.index, bundle.width))
-            chunk.alerts.append(Alert(kinds.CORRUPT_TILE, f"level-0 tile {tile} is malformed: {exc}",
-                                      {"tile": tile, "index": bundle.index * TILE_WIDTH}, key=f"tile:{tile}:malformed"))
+            url = self.client.tiles_url_of(tile)
+            chunk.alerts.append(Alert(kinds.CORRUPT_TILE, f"level-0 tile {url} is malformed: {exc}",
+                                      {"tile": tile, "url": url, "index": bundle.index * TILE_WIDTH},
+                                      key=f"tile:{tile}:malformed"))
             return None
         except LogClientError as exc:
             # Not served at all: the entries are still verified against the signed root,
@@ -431,7 +451,7 @@ class Monitor:
         if entries.size == target.size:
             return entries.root() == target.root
         # No proof to be had (LogClientError) is a failed poll, not a finding.
-        proof = await self._consistency_proof(entries.size, target.size, entries.root(), target.root)
+        proof = await self._consistency_proof(entries.size, target.size, target.root)
         try:
             verify_consistency(entries.size, target.size, entries.root(), target.root, list(proof.hashes))
         except MerkleError:
@@ -449,29 +469,60 @@ class Monitor:
         for m in chunk.mismatches:
             # The entries matched the signed tree, so the tile is what is wrong.
             self._alert(Alert(kinds.CORRUPT_TILE,
-                              f"level-0 tile {m['tile']} has hash {m['tile_hash']} for entry {m['index']}, "
+                              f"level-0 tile {m['tile_url']} has hash {m['tile_hash']} for entry {m['index']}, "
                               f"but the verified entry hashes to {m['entry_leaf_hash']}", m,
                               key=f"tile:{m['tile']}:{m['index']}"))
 
-    async def _diagnose(self, chunk: _Chunk, target: VerifiedCheckpoint, start: int) -> None:
+    async def _diagnose(
+        self, chunk: _Chunk, target: VerifiedCheckpoint, start: int, bundles: list[EntriesTileID]
+    ) -> None:
         end = chunk.entries.size
         if chunk.mismatches and await self._proves_prefix(chunk.tiles, target):
             for m in chunk.mismatches[:MAX_MISMATCH_ALERTS]:
                 self._alert(Alert(
                     kinds.CORRUPT_ENTRY,
-                    f"entry {m['index']} served in {m['entry_bundle']} hashes to {m['entry_leaf_hash']}, but the "
-                    f"signed tree has {m['tile_hash']} there (level-0 tile {m['tile']})",
+                    f"entry {m['index']} served in {m['entry_bundle_url']} hashes to {m['entry_leaf_hash']}, but "
+                    f"the signed tree has {m['tile_hash']} there (level-0 tile {m['tile_url']})",
                     {**m, "mismatches_in_chunk": len(chunk.mismatches)},
                     key=f"entry:{m['index']}:{m['entry_leaf_hash']}"))
             return
+        suspects = await self._suspects(chunk, target, bundles)
+        named = "; ".join(s["message"] for s in suspects)
         self._alert(Alert(
             kinds.ROOT_MISMATCH,
             f"the entries [{start}, {end}) served by the log, on top of the {start} verified before, do not hash "
-            f"to the signed tree of size {target.size}",
+            f"to the signed tree of size {target.size}" + (f": {named}" if named else ""),
             {"verified_size": start, "chunk_end": end, "computed_root": chunk.entries.root().hex(),
-             "tile_mismatches": chunk.mismatches[:MAX_MISMATCH_ALERTS]},
+             "tile_mismatches": chunk.mismatches[:MAX_MISMATCH_ALERTS], "suspects": suspects},
             {"checkpoint": target.note, "computed_root": chunk.entries.root().hex(), "computed_size": end},
             key=f"root:{end}:{chunk.entries.root().hex()}"))
+
+    async def _suspects(self, chunk: _Chunk, target: VerifiedCheckpoint,
+                        bundles: list[EntriesTileID]) -> list[dict[str, Any]]:
+        """The objects to blame when the entries do not hash to the signed tree: each
+        level-0 tile of the chunk is checked against the signed root through the tiles
+        above it (client.tile_proofs); where one fails and the bundle's entries agree
+        with it, the bundle is wrong as well (both replaced together)."""
+        tiles = [TileID(0, b.index, b.width) for b in bundles if b.index * TILE_WIDTH < chunk.entries.size]
+        try:
+            faults = await locate_tile_faults(self.client, tiles, target.size, target.root)
+        except LogClientError as exc:
+            log.warning("cannot check the level-0 tiles against the signed tree: %s", exc)
+            return []
+        mismatched = {m["entry_bundle"] for m in chunk.mismatches}
+        out = []
+        for fault in faults:
+            suspect: dict[str, Any] = {"tiles": list(fault.paths), "urls": list(fault.urls), "message": str(fault)}
+            # The chunk's bundles whose entries hashed to exactly this failing tile's values.
+            agreeing = [EntriesTileID(t.index, t.width) for t in fault.fault.tiles if t in tiles]
+            agreeing = [b for b in agreeing if tile_path(b) not in mismatched]
+            if agreeing:
+                urls = [self.client.tiles_url_of(tile_path(b)) for b in agreeing]
+                suspect["entry_bundles"] = [tile_path(b) for b in agreeing]
+                suspect["entry_bundle_urls"] = urls
+                suspect["message"] += f"; the entry bundle(s) {', '.join(urls)} hash to that tile's values"
+            out.append(suspect)
+        return out[:MAX_MISMATCH_ALERTS]
 
     # --- reporting ----------------------------------------------------------------------
 
