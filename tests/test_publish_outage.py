@@ -11,9 +11,11 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import subprocess
+import sys
 import tempfile
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -26,6 +28,7 @@ from publish_support import Load, envelopes, submit, tree_paths, wait_for
 from server_harness import ORIGIN, ServerProcess, write_config
 from static_servers import start_nginx, start_seaweedfs
 from static_tree import check_checkpoint
+from test_client_support import write_trust_policy
 from test_fault_db_outage import PrivatePostgres
 
 pytestmark = pytest.mark.fault
@@ -251,10 +254,20 @@ async def test_static_reads_survive_a_database_outage(tmp_path, s3_env):
                 status, _ = await get(session, server.url + "/readyz")
                 assert status == 503  # the log's own readiness says the database is gone ...
                 assert statuses == [200] * len(statuses)  # ... while every static read succeeds
-                for b in bases:
+                key = LogKey.load(tmp_path / "log.key", ORIGIN)
+                policy = write_trust_policy(tmp_path / "client", key.vkey)
+                for i, b in enumerate(bases):
                     assert (await get(session, b + "/checkpoint"))[1] == last_good
-                    await check_checkpoint(url_reader(session, b), last_good,
-                                           LogKey.load(tmp_path / "log.key", ORIGIN).verifiers())
+                    await check_checkpoint(url_reader(session, b), last_good, key.verifiers())
+                    # The monitor, pointed at the static tree alone, verifies the whole log.
+                    done = await asyncio.to_thread(subprocess.run, [
+                        sys.executable, "-m", "logserver.cli", "monitor", "--tiles", b, "--policy", str(policy),
+                        "--state", str(tmp_path / f"monitor-{i}"), "--once"], capture_output=True, text=True,
+                        timeout=120)
+                    assert done.returncode == 0, done.stdout + done.stderr
+                    summary = json.loads(done.stdout.splitlines()[-1])
+                    assert summary["alerts"] == {} and summary["caught_up"], summary
+                    assert summary["verified_size"] == 300 and summary["entries_verified"] == 300, summary
             finally:
                 await asyncio.to_thread(pg.start)
     finally:
