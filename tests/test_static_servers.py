@@ -60,6 +60,7 @@ NOT_SERVED = {
     ".tmp-checkpoint-1a2b": SECRET,
     "tile/0/x001/x234/.tmp-069-3c4d": SECRET,
     "tile/entries/x001/x234/068.p/.tmp-38-5e6f": SECRET,
+    ".checkpoint.lock": SECRET,  # the directory publishers' flock
     ".hidden/checkpoint": SECRET,
     "tile/64/000": SECRET,  # level above 63
     "tile/01/000": SECRET,  # a level with a leading zero
