@@ -9,8 +9,8 @@ of the test extra).
     await s3.astop(); await s3.astart()       # the same without blocking the event loop
 
 Each server is one child process started here, in a session (process group) of its
-own, and stopped by its pid: SIGTERM, then SIGKILL to its group if it has not exited
-in time. A missing nginx or weed fails the test (pytest.fail): a test of a real
+own, and stopped by its pid: nginx with SIGTERM, then SIGKILL to its group if it has
+not exited in time; SeaweedFS with SIGKILL at once (SeaweedFS.graceful_stop says why). A missing nginx or weed fails the test (pytest.fail): a test of a real
 component does not skip (`python3 scripts/dev.py test` installs both).
 
 Both only ever listen on 127.0.0.1, on ports that were free when the server started.
@@ -301,7 +301,7 @@ worker_processes 1;
 pid "{w}/nginx.pid";
 error_log "{w}/error.log" info;
 events {{
-    worker_connections 64;
+    worker_connections 512;  # readers in a load test keep many connections open
 }}
 http {{
     {mime}
