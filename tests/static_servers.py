@@ -10,8 +10,9 @@ of the test extra).
 
 Each server is one child process started here, in a session (process group) of its
 own, and stopped by its pid: nginx with SIGTERM, then SIGKILL to its group if it has
-not exited in time; SeaweedFS with SIGKILL at once (SeaweedFS.graceful_stop says why). A missing nginx or weed fails the test (pytest.fail): a test of a real
-component does not skip (`python3 scripts/dev.py test` installs both).
+not exited in time; SeaweedFS with SIGKILL at once (SeaweedFS.graceful_stop says why).
+A missing nginx or weed fails the test (pytest.fail): a test of a real component does
+not skip (`python3 scripts/dev.py test` installs both).
 
 Both only ever listen on 127.0.0.1, on ports that were free when the server started.
 Measured here (2 shared cores): nginx answers 0.06 s after it is started; SeaweedFS's
