@@ -158,11 +158,34 @@ def run_lint(python: str) -> int:
 
 # Debian packages the suite's tests of real components need (a test of a real
 # component runs; it does not skip): installed when missing, as root, like the venv.
-SYSTEM_PACKAGES = {"wrk": "wrk"}  # command -> Debian package
+# nginx serves the published tlog-tiles directory (deploy/nginx/logserver.conf,
+# tests/static_servers.py); wrk drives the benchmark's smoke test.
+SYSTEM_PACKAGES = {"wrk": "wrk", "nginx": "nginx"}  # command -> Debian package
+
+# Where a command is looked for besides PATH: daemons such as nginx install into
+# /usr/sbin, which a non-root user's PATH (and some CI shells') does not name.
+SBIN_DIRS = ("/usr/local/sbin", "/usr/sbin", "/sbin")
+
+# invoke-rc.d and deb-systemd-invoke, which a package's maintainer scripts call to
+# start its service, first ask this program; exit status 101 means "action forbidden"
+# (Debian Policy, /usr/share/doc/init-system-helpers/README.policy-rc.d).
+POLICY_RC_D = Path("/usr/sbin/policy-rc.d")
+
+
+def find_command(name: str) -> str | None:
+    """The path of command `name`, on PATH or in SBIN_DIRS; None if neither has it."""
+    return shutil.which(name) or shutil.which(name, path=os.pathsep.join(SBIN_DIRS))
+
+
+def _apt_get_install(packages: list[str], env: dict[str, str]) -> None:
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    if subprocess.call(["apt-get", "install", "-y", "-q", *packages], env=env, **quiet) != 0:
+        subprocess.call(["apt-get", "update", "-q"], env=env, **quiet)
+        subprocess.call(["apt-get", "install", "-y", "-q", *packages], env=env, **quiet)
 
 
 def ensure_system_packages() -> None:
-    missing = sorted({pkg for cmd, pkg in SYSTEM_PACKAGES.items() if shutil.which(cmd) is None})
+    missing = sorted({pkg for cmd, pkg in SYSTEM_PACKAGES.items() if find_command(cmd) is None})
     if not missing:
         return
     if os.geteuid() != 0 or shutil.which("apt-get") is None:
@@ -170,19 +193,37 @@ def ensure_system_packages() -> None:
               "the tests that need them will say so", flush=True)
         return
     print(f"installing {', '.join(missing)} from Debian's packages (apt-get) ...", flush=True)
-    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    if subprocess.call(["apt-get", "install", "-y", "-q", *missing], env=env, **quiet) != 0:
-        subprocess.call(["apt-get", "update", "-q"], env=env, **quiet)
-        subprocess.call(["apt-get", "install", "-y", "-q", *missing], env=env, **quiet)
+    # Debian's nginx package starts the system nginx (its default site on port 80) from
+    # its postinst. The tests start their own nginx on a free 127.0.0.1 port and need no
+    # system one, so the install runs under a policy-rc.d that forbids starting services,
+    # removed again afterwards. A policy-rc.d already there (container images ship one
+    # that forbids everything) is left as it is. The service stays enabled for the next
+    # boot, as Debian installs it; that nginx would listen on port 80, no test's port.
+    wrote_policy = False
+    if not POLICY_RC_D.exists():
+        POLICY_RC_D.write_text("#!/bin/sh\n# written by logserver's scripts/dev.py for one apt-get install\nexit 101\n")
+        POLICY_RC_D.chmod(0o755)
+        wrote_policy = True
+    try:
+        _apt_get_install(missing, env)
+    finally:
+        if wrote_policy:
+            POLICY_RC_D.unlink(missing_ok=True)
+    still = sorted({pkg for cmd, pkg in SYSTEM_PACKAGES.items() if find_command(cmd) is None})
+    if still:
+        print(f"note: {', '.join(still)} could not be installed (apt-get failed); "
+              "the tests that need them will say so", flush=True)
 
 
 def run_tests(args: list[str]) -> int:
     os.chdir(ROOT)
     python = str(_bin("python"))
     whole_suite = not args
-    if whole_suite:
-        ensure_system_packages()
+    # Every run, not only the whole suite's: a targeted run of a real-component test
+    # (`test tests/test_static_servers.py`) needs its server too. Nothing to do, and
+    # nothing printed, when everything is installed.
+    ensure_system_packages()
     cmd = [python, "-m", "pytest", *args]
     if whole_suite:
         cmd += ["--cov=logserver", "--cov-report="]

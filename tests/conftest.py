@@ -9,6 +9,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))  # tests/ helpers importable as plain modules
 
 import pg  # noqa: E402
+import static_servers  # noqa: E402
 
 
 def pytest_addoption(parser):
@@ -39,6 +40,49 @@ async def database_url(pg_admin_url, request):
     url = await pg.create_database(pg_admin_url, prefix)
     yield url
     await pg.drop_database(pg_admin_url, url)
+
+
+@pytest.fixture(scope="session")
+def seaweedfs(tmp_path_factory):
+    """One real SeaweedFS S3 server for the whole run (static_servers.SeaweedFS: its
+    `endpoint_url`, `client_kwargs()`, `create_bucket(name)`, `public_url(bucket)`).
+    Tests use buckets of their own names. A test that stops it starts it again before it
+    ends (in a `finally`), or uses `seaweedfs_private`. Stopped by its pid at the end."""
+    server = static_servers.SeaweedFS(tmp_path_factory.mktemp("seaweedfs"))
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def seaweedfs_private(tmp_path_factory):
+    """A SeaweedFS server of the test's own (about 3 s to start), for a test that stops,
+    kills or restarts it. Stopped by its pid at the test's end, whatever happened."""
+    server = static_servers.SeaweedFS(tmp_path_factory.mktemp("seaweedfs"))
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def nginx_for(tmp_path_factory):
+    """`nginx_for(root)`: a running nginx (static_servers.Nginx: `url`, `pid`, `stop()`)
+    serving the published directory `root` with deploy/nginx/logserver.conf. Every one
+    started is stopped by its pid at the test's end, whatever happened."""
+    started: list[static_servers.Nginx] = []
+
+    def start(root: Path) -> static_servers.Nginx:
+        server = static_servers.start_nginx(root, tmp_path_factory.mktemp("nginx"))
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
 
 
 def pytest_sessionfinish(session, exitstatus):
