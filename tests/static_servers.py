@@ -421,7 +421,11 @@ class SeaweedFS(_ServerProcess):
         self.data_dir = workdir / "data"
         # weed also writes its logs as files in the temporary directory: in workdir.
         self.tmp_dir = workdir / "tmp"
-        self._env = dict(os.environ, TMPDIR=str(self.tmp_dir))
+        # Without AWS_* variables: weed turns AWS_ACCESS_KEY_ID into an admin identity,
+        # after which anonymous reads (the bucket's public URL) are refused. A test that
+        # sets them for the log's S3 client must not give them to the server.
+        self._env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+        self._env["TMPDIR"] = str(self.tmp_dir)
 
     @property
     def endpoint_url(self) -> str:

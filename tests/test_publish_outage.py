@@ -23,6 +23,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+import pg
+
 from logserver.keys.log_key import LogKey
 from publish_support import Load, envelopes, submit, tree_paths, wait_for
 from server_harness import ORIGIN, ServerProcess, write_config
@@ -36,6 +38,14 @@ pytestmark = pytest.mark.fault
 OUTAGE_S = 10.0
 MAX_LAG_S = 3
 BUCKET = "outage-log"
+
+
+@pytest.fixture
+async def fresh_db(pg_admin_url):
+    """A database of this test's own (each test starts a log with a new key)."""
+    url = await pg.create_database(pg_admin_url, "t_publish_outage")
+    yield url
+    await pg.drop_database(pg_admin_url, url)
 
 
 @pytest.fixture
@@ -153,7 +163,8 @@ async def ride_out_outage(server: ServerProcess, target: str, load: Load, down: 
         assert await metric(session, server, "logserver_publication_failures_total", target) > 0
 
 
-async def test_s3_target_down_for_10_s(database_url, tmp_path, s3_env):
+async def test_s3_target_down_for_10_s(fresh_db, tmp_path, s3_env):
+    database_url = fresh_db
     weed = start_seaweedfs(tmp_path / "weed")
     server = None
     try:
@@ -197,7 +208,8 @@ class ReadOnlyMount:
         os.rmdir(self.path)
 
 
-async def test_directory_target_unwritable_for_10_s(database_url, tmp_path):
+async def test_directory_target_unwritable_for_10_s(fresh_db, tmp_path):
+    database_url = fresh_db
     assert os.geteuid() == 0, "mounting a tmpfs needs root (CI here runs as root)"
     mount = ReadOnlyMount()
     server = nginx = None
