@@ -81,15 +81,37 @@ async def test_readme_walkthrough(dev_server, tmp_path):
     assert "root recomputed from the entries themselves" in monitor.stderr and "no alerts" in monitor.stderr, monitor.stderr
     assert json.loads(monitor.stdout.splitlines()[-1])["entries_verified"] == 1, monitor.stdout
 
-    # Step 8: the tiles read from a URL of their own (the server standing in for a copy).
-    tiles = await asyncio.to_thread(
-        run, cwd, "verify", "--receipt", "receipt.json", "--envelope", "bundle.json", "--policy", "data/trust.toml",
-        "--log", url, "--tiles", url)
-    assert tiles.returncode == 0, tiles.stdout + tiles.stderr
-    tiles_monitor = await asyncio.to_thread(
-        run, cwd, "monitor", "--tiles", url, "--policy", "data/trust.toml", "--state", "monitor-tiles", "--once")
-    assert tiles_monitor.returncode == 0, tiles_monitor.stdout + tiles_monitor.stderr
-    assert "(tiles only, no JSON API)" in tiles_monitor.stderr, tiles_monitor.stderr
+    # Step 8: the published static tree (data/public), served by a plain file server,
+    # read by verify (with the API for what it lacks) and by the monitor alone.
+    assert "--tiles http://127.0.0.1:8081" in instructions, instructions
+    public = data / "public"
+
+    async def published() -> bool:
+        return (public / "checkpoint").exists() and int((public / "checkpoint").read_text().split("\n")[1]) == 1
+
+    deadline = asyncio.get_running_loop().time() + 30
+    while not await published():
+        assert asyncio.get_running_loop().time() < deadline, "data/public never got the size-1 checkpoint"
+        await asyncio.sleep(0.05)
+    files_port = free_port()
+    files = subprocess.Popen([sys.executable, "-m", "http.server", "--bind", "127.0.0.1", "--directory",
+                              str(public), str(files_port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        tiles_url = f"http://127.0.0.1:{files_port}"
+        await _wait_http(tiles_url + "/checkpoint")
+        tiles = await asyncio.to_thread(
+            run, cwd, "verify", "--receipt", "receipt.json", "--envelope", "bundle.json", "--policy",
+            "data/trust.toml", "--log", url, "--tiles", tiles_url)
+        assert tiles.returncode == 0, tiles.stdout + tiles.stderr
+        tiles_monitor = await asyncio.to_thread(
+            run, cwd, "monitor", "--tiles", tiles_url, "--policy", "data/trust.toml", "--state", "monitor-tiles",
+            "--once")
+        assert tiles_monitor.returncode == 0, tiles_monitor.stdout + tiles_monitor.stderr
+        assert "(tiles only, no JSON API)" in tiles_monitor.stderr, tiles_monitor.stderr
+        assert json.loads(tiles_monitor.stdout.splitlines()[-1])["entries_verified"] == 1, tiles_monitor.stdout
+    finally:
+        files.terminate()
+        files.wait(30)
 
     # The trust policy really pins something: another log key makes verify fail.
     (data / "log.policy").write_text(policy.replace(policy.split()[policy.split().index("log") + 1],
@@ -111,3 +133,19 @@ def _other_vkey(cwd: Path) -> str:
     vkey = [w for w in (out.stdout + out.stderr).split() if w.startswith("localhost/logserver-dev+")]
     assert vkey, out.stdout + out.stderr
     return vkey[0]
+
+
+async def _wait_http(url: str) -> None:
+    from aiohttp import ClientError, ClientSession
+
+    deadline = asyncio.get_running_loop().time() + 30
+    async with ClientSession() as session:
+        while True:
+            try:
+                async with session.get(url) as resp:
+                    if resp.status == 200:
+                        return
+            except ClientError:
+                pass
+            assert asyncio.get_running_loop().time() < deadline, f"{url} never answered 200"
+            await asyncio.sleep(0.05)
