@@ -4,7 +4,11 @@ public URL and through nginx, are byte-identical to the server's tlog-tiles rout
 carry the documented headers; a bucket that does not exist stops start-up."""
 from __future__ import annotations
 
+import asyncio
+import json
 import os
+import subprocess
+import sys
 
 import aiohttp
 import pytest
@@ -12,11 +16,13 @@ import pytest
 from logserver.config import load_config
 from logserver.formats.checkpoint import parse_checkpoint
 from logserver.formats.note import parse_note
+from logserver.keys.log_key import LogKey
 from logserver.publish.build import check_targets
 from logserver.publish.targets import TargetError
 from publish_support import envelopes, submit, tree_paths, wait_for
-from server_harness import start_server, write_config
+from server_harness import ORIGIN, start_server, write_config
 from static_servers import start_nginx, start_seaweedfs
+from test_client_support import write_trust_policy
 
 BUCKET = "published-log"
 PREFIX = "logs/one"
@@ -116,3 +122,21 @@ async def test_a_bucket_that_does_not_exist_stops_start_up(tmp_path, weed, s3_cr
                                       extra=targets(weed.endpoint_url, bucket="no-such-bucket")))
     with pytest.raises(TargetError, match="bucket 'no-such-bucket' does not exist; create it first"):
         await check_targets(config.publication.targets)
+
+
+async def test_clients_verify_a_receipt_through_the_bucket_and_nginx(published, tmp_path):
+    server, bucket_url, nginx_url = published
+    body = envelopes(1, "s3-verified")[0]
+    (receipt,) = await submit(server.session, server.url, [body])
+    (tmp_path / "bundle.json").write_bytes(body)
+    (tmp_path / "receipt.json").write_text(json.dumps(receipt))
+    key = LogKey.load(server.config.log_key, ORIGIN)
+    policy = write_trust_policy(tmp_path / "client", key.vkey)
+    for base in (bucket_url, nginx_url):
+        # --wait: the static tree may lag the receipt by a pass; verify waits for it.
+        done = await asyncio.to_thread(subprocess.run, [
+            sys.executable, "-m", "logserver.cli", "verify", "--receipt", str(tmp_path / "receipt.json"),
+            "--envelope", str(tmp_path / "bundle.json"), "--policy", str(policy), "--tiles", base,
+            "--wait", "30"], capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "[  ok] inclusion_proof" in done.stdout, done.stdout
