@@ -9,8 +9,8 @@ from pathlib import Path
 
 import aiohttp
 from aiohttp import ClientSession
-
 from bundle_factory import BundleFactory
+
 from logserver.merkle import entries_tiles_for_size, tile_path, tiles_for_size
 
 JSON = {"Content-Type": "application/json"}
@@ -77,7 +77,7 @@ class Load:
                         pending.pop(0)
                         continue
                     self.refused.append(resp.status)
-            except (aiohttp.ClientError, asyncio.TimeoutError):
+            except (TimeoutError, aiohttp.ClientError):
                 pass
             await asyncio.sleep(0.02)  # the server is down or restarting: retry the same envelope
 

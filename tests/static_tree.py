@@ -24,6 +24,7 @@ from independent_merkle import (
     tile_url_path,
     tiles_implied,
 )
+
 from logserver.formats.checkpoint import open_checkpoint
 from logserver.formats.note import NoteVerifier
 

@@ -7,10 +7,10 @@ import pwd
 from pathlib import Path
 
 import pytest
-
-from logserver.config import ConfigError, config_from_dict
 from server_harness import write_config
 from test_cli_operator_errors import AS_ROOT, one_line, run, shared_dir  # noqa: F401 (a fixture)
+
+from logserver.config import ConfigError, config_from_dict
 
 
 def parse(targets: str, tmp_path: Path):
@@ -85,7 +85,7 @@ def test_two_targets_of_one_name_are_refused(tmp_path):
 
 
 def test_an_unknown_publication_key_is_refused(tmp_path):
-    with pytest.raises(ConfigError, match="publication.max_lag: unknown key"):
+    with pytest.raises(ConfigError, match=r"publication\.max_lag: unknown key"):
         parse("[publication]\nmax_lag = 3\n", tmp_path)
 
 

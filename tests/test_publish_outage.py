@@ -21,17 +21,16 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
-import pytest
-
 import pg
-
-from logserver.keys.log_key import LogKey
+import pytest
 from publish_support import Load, envelopes, submit, tree_paths, wait_for
 from server_harness import ORIGIN, ServerProcess, write_config
 from static_servers import start_nginx, start_seaweedfs
 from static_tree import check_checkpoint
 from test_client_support import write_trust_policy
 from test_fault_db_outage import PrivatePostgres
+
+from logserver.keys.log_key import LogKey
 
 pytestmark = pytest.mark.fault
 
@@ -105,7 +104,7 @@ class Reader:
                 self.reads += 1
                 try:
                     status, data = await get(session, self.url + "/checkpoint")
-                except (aiohttp.ClientError, asyncio.TimeoutError):
+                except (TimeoutError, aiohttp.ClientError):
                     status, data = 0, b""
                 if status != 200:
                     self.failures.append((self.reads, status))
@@ -113,7 +112,7 @@ class Reader:
                     self.seen.append(data)
                 await asyncio.sleep(0.02)
 
-    def __enter__(self) -> "Reader":
+    def __enter__(self) -> Reader:
         self._task = asyncio.get_running_loop().create_task(self._run())
         return self
 

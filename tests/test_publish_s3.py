@@ -12,6 +12,10 @@ import sys
 
 import aiohttp
 import pytest
+from publish_support import envelopes, submit, tree_paths, wait_for
+from server_harness import ORIGIN, start_server, write_config
+from static_servers import start_nginx, start_seaweedfs
+from test_client_support import write_trust_policy
 
 from logserver.config import load_config
 from logserver.formats.checkpoint import parse_checkpoint
@@ -19,10 +23,6 @@ from logserver.formats.note import parse_note
 from logserver.keys.log_key import LogKey
 from logserver.publish.build import check_targets
 from logserver.publish.targets import TargetError
-from publish_support import envelopes, submit, tree_paths, wait_for
-from server_harness import ORIGIN, start_server, write_config
-from static_servers import start_nginx, start_seaweedfs
-from test_client_support import write_trust_policy
 
 BUCKET = "published-log"
 PREFIX = "logs/one"
@@ -120,7 +120,7 @@ async def test_bucket_and_nginx_serve_the_routes_bytes_with_their_headers(publis
 async def test_a_bucket_that_does_not_exist_stops_start_up(tmp_path, weed, s3_credentials):
     config = load_config(write_config(tmp_path, "postgresql://unused@127.0.0.1/x",
                                       extra=targets(weed.endpoint_url, bucket="no-such-bucket")))
-    with pytest.raises(TargetError, match="bucket 'no-such-bucket' does not exist; create it first"):
+    with pytest.raises(TargetError, match="bucket .no-such-bucket. does not exist; create it first"):
         await check_targets(config.publication.targets)
 
 
