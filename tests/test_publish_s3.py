@@ -120,7 +120,7 @@ async def test_bucket_and_nginx_serve_the_routes_bytes_with_their_headers(publis
 async def test_a_bucket_that_does_not_exist_stops_start_up(tmp_path, weed, s3_credentials):
     config = load_config(write_config(tmp_path, "postgresql://unused@127.0.0.1/x",
                                       extra=targets(weed.endpoint_url, bucket="no-such-bucket")))
-    with pytest.raises(TargetError, match="bucket .no-such-bucket. does not exist; create it first"):
+    with pytest.raises(TargetError, match=r"bucket .no-such-bucket. does not exist; create it first"):
         await check_targets(config.publication.targets)
 
 
