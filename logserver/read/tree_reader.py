@@ -41,6 +41,10 @@ class TreeReader(TileCache):
         self._tails: dict[tuple[int, int, bool], list[bytes]] = {}
         self._bundle_bytes = 0
         self.max_bundle_cache_bytes = max_bundle_cache_bytes
+        # The leaves of the newest partial bundle read: (bundle index, leaves). Leaves never
+        # change, so a wider partial of the same bundle (the static publisher's next pass,
+        # the next reader at the right edge) reads only the leaves added since.
+        self._edge: tuple[int, list[bytes]] = (-1, [])
 
     # --- the latest checkpoint -----------------------------------------------------------
 
@@ -209,9 +213,14 @@ class TreeReader(TileCache):
             self._bundles.move_to_end(tile.index)
             return self._bundles[tile.index]
         start = tile.index * TILE_WIDTH
-        leaves = await self.store.read_leaf_bytes(start, start + tile.width)
+        edge_index, edge = self._edge
+        have = edge[:tile.width] if edge_index == tile.index else []
+        leaves = have + await self.store.read_leaf_bytes(start + len(have), start + tile.width)
         if len(leaves) != tile.width:
             raise RuntimeError(f"storage has {len(leaves)} leaves of bundle {tile.index}, want {tile.width}")
+        if tile.width < TILE_WIDTH and (tile.index > edge_index or (tile.index == edge_index and
+                                                                      tile.width > len(edge))):
+            self._edge = (tile.index, leaves)
         data = encode_entry_bundle(leaves)
         if tile.width == TILE_WIDTH:
             # Another request for the same bundle may have cached it during our read.
