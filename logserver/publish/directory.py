@@ -9,7 +9,9 @@ with `.tmp-` (deploy/nginx/logserver.conf never serves dotfiles):
   never replaced (rename(2) would silently replace it); an existing one is compared
   byte for byte instead. The temporary name is then removed;
 * `sync` fsyncs every directory that gained an entry (and the parent of every
-  directory created), so the objects survive a crash before the checkpoint names them;
+  directory created), so the objects survive a crash before the checkpoint names them.
+  An object found already there (a retry after a crash) gets its directories fsynced
+  too: the pass that linked it may have died before its own `sync`;
 * the checkpoint is written to a temporary file, fsynced, and renamed over
   `checkpoint` (atomic: readers see the old or the new one), then the root directory
   is fsynced. Publishers on one host serialise on an flock of `.checkpoint.lock`,
@@ -84,6 +86,10 @@ class DirectoryTarget:
                         self.name, obj.path, f"exists with other bytes ({len(existing)} bytes, want "
                         f"{len(obj.data)}); it is never overwritten: find out who changed it "
                         "(logserver fsck --target)") from None
+                # A retry: an earlier pass (maybe of a process killed since) linked it, and
+                # maybe never fsynced the directories on its way. Sync them before the
+                # checkpoint names it, as if this pass had created it.
+                self._dirty.update(d for d in (parent, *parent.parents) if d.is_relative_to(self.root))
                 return False
         finally:
             os.unlink(tmp)
