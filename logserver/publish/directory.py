@@ -8,10 +8,10 @@ with `.tmp-` (deploy/nginx/logserver.conf never serves dotfiles):
   fsynced, then link(2)ed to its name. link fails if the name exists, so an object is
   never replaced (rename(2) would silently replace it); an existing one is compared
   byte for byte instead. The temporary name is then removed;
-* `sync` fsyncs every directory that gained an entry (and the parent of every
-  directory created), so the objects survive a crash before the checkpoint names them.
-  An object found already there (a retry after a crash) gets its directories fsynced
-  too: the pass that linked it may have died before its own `sync`;
+* `sync` fsyncs every directory on the way from each object to the root, so the
+  objects (and the directories made for them) survive a crash before the checkpoint
+  names them; also for an object found already there, whose pass may have died
+  before its own `sync`;
 * the checkpoint is written to a temporary file, fsynced, and renamed over
   `checkpoint` (atomic: readers see the old or the new one), then the root directory
   is fsynced. Publishers on one host serialise on an flock of `.checkpoint.lock`,
@@ -86,15 +86,16 @@ class DirectoryTarget:
                         self.name, obj.path, f"exists with other bytes ({len(existing)} bytes, want "
                         f"{len(obj.data)}); it is never overwritten: find out who changed it "
                         "(logserver fsck --target)") from None
-                # A retry: an earlier pass (maybe of a process killed since) linked it, and
-                # maybe never fsynced the directories on its way. Sync them before the
-                # checkpoint names it, as if this pass had created it.
-                self._dirty.update(d for d in (parent, *parent.parents) if d.is_relative_to(self.root))
-                return False
+                created = False
+            else:
+                created = True
         finally:
             os.unlink(tmp)
-        self._dirty.add(parent)
-        return True
+        # Every directory from the object's up to the root is fsynced before the checkpoint
+        # names it, also when it was there already: a pass killed before its own sync may
+        # have linked the object or made a directory on the way (sync fsyncs each once).
+        self._dirty.update(d for d in (parent, *parent.parents) if d.is_relative_to(self.root))
+        return created
 
     def _make_dirs(self, directory: Path) -> None:
         missing = []
@@ -105,7 +106,6 @@ class DirectoryTarget:
         for d in reversed(missing):
             with contextlib.suppress(FileExistsError):  # another publisher made it meanwhile
                 d.mkdir()
-            self._dirty.add(d.parent)
 
     async def sync(self) -> None:
         dirty, self._dirty = self._dirty, set()
