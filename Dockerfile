@@ -16,7 +16,8 @@ COPY pyproject.toml README.md LICENSE constraints.txt ./
 COPY logserver ./logserver
 COPY migrations ./migrations
 COPY openapi.yaml ./
-RUN pip install --no-compile -c constraints.txt . \
+# The s3 extra: static publication to S3-compatible storage (docs/deployment.md).
+RUN pip install --no-compile -c constraints.txt ".[s3]" \
     && useradd --system --create-home --uid 10001 logserver \
     && mkdir -p /data && chown logserver /data
 
