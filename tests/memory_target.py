@@ -44,10 +44,10 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from independent_merkle import tile_url_path, tiles_implied
 from logserver.formats.checkpoint import parse_checkpoint
 from logserver.formats.note import parse_note
 from logserver.publish import ObjectConflictError, StaticObject
+from independent_merkle import tile_url_path, tiles_implied
 
 OPS = ("read_checkpoint", "create", "sync", "replace_checkpoint")
 WHEN = ("before", "after")
@@ -123,7 +123,8 @@ class MemoryBucket:
                 self.violations.append(f"checkpoint went back from size {old_size} to {size}")
         roots = {r for s, r in self.history if s == size}
         if roots - {root}:
-            self.violations.append(f"a second root for size {size}: {root.hex()} after {sorted(r.hex() for r in roots)}")
+            self.violations.append(
+                f"a second root for size {size}: {root.hex()} after {sorted(r.hex() for r in roots)}")
         for path in needed_paths(size):
             if path not in self.objects:
                 self.violations.append(f"checkpoint of size {size} published without {path}")
