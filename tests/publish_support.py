@@ -127,7 +127,7 @@ class PublishLog:
         futures = []
         for _ in range(n):
             self._next += 1
-            leaf = b"static publication test leaf %d" % self._next
+            leaf = b"static publication test leaf %s %d" % (fleet.encode(), self._next)
             futures.append(self.sequencer.submit(leaf, leaf_hash(leaf), fleet, self._next,
                                                  hashlib.sha256(leaf).digest()))
         results = await asyncio.wait_for(asyncio.gather(*futures), 60)
