@@ -9,21 +9,28 @@ published before every object it needs is durable.
   checkpoint of three commits ago) runs beside an up-to-date one; a publisher that
   loses the race for the checkpoint goes back to step 9.1 and finds the newer one;
   an older signature of the same size never replaces a newer one.
+* A publisher that finds objects another one created and never synced (it died
+  before its step 9.3) makes them durable itself before its checkpoint names them.
 """
 from __future__ import annotations
 
 import asyncio
 import collections
 import contextlib
+from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+import logserver.publish.directory as directory_module
 import logserver.publish.publisher as publisher_module
 from logserver.formats.checkpoint import parse_checkpoint
 from logserver.formats.note import parse_note
 from logserver.keys.log_key import LogKey
 from logserver.publish.directory import DirectoryTarget
+from logserver.merkle import tiles_between
+from logserver.publish.targets import tile_object
+from logserver.read.tree_reader import TreeReader
 from logserver.write.sequencer import Sequencer
 from memory_target import MemoryBucket, MemoryTarget, needed_paths
 from publish_support import PublishLog, publish_log_fixture, publishing, read_file, wait_for
@@ -231,3 +238,49 @@ async def test_an_older_signature_of_the_same_size_does_not_replace_a_newer_one(
     assert bucket.checkpoint == newer.note.encode() and len(bucket.history) == 1
     assert log.metric(b, "logserver_publication_checkpoints_total", outcome="current") == 1
     assert b.target.calls["replace_checkpoint"] == 0
+
+
+async def test_objects_another_publisher_created_but_never_synced_are_made_durable(log, tmp_path, monkeypatch):
+    """Publisher A created every object of a size and died before its step 9.3: their
+    directory entries (and those of the directories it made) may not be durable. B finds
+    them all with the same bytes; before its checkpoint names them, every directory on
+    their paths must be fsynced, by B."""
+    root = tmp_path / "durable"
+    fsynced: list[Path] = []
+    real = directory_module._fsync_dirs
+
+    def recording(dirs: list[Path]) -> None:
+        fsynced.extend(dirs)
+        real(dirs)
+
+    monkeypatch.setattr(directory_module, "_fsync_dirs", recording)
+    cp = await log.append(300)
+    a = DirectoryTarget("durable", root)
+    tiles, bundles = tiles_between(0, cp.tree_size)
+    reader = TreeReader(log.store)
+    for tile in tiles:
+        await a.create(tile_object(tile, await reader.hash_tile(tile)))
+    for bundle in bundles:
+        await a.create(tile_object(bundle, await reader.entry_bundle(bundle)))
+    assert fsynced == []  # A never synced: it died here
+    target = DirectoryTarget("durable", root)
+    replace = target._replace_checkpoint
+    before_checkpoint: list[Path] = []
+
+    def replacing(data: bytes, version: object) -> bool:  # what was fsynced when the checkpoint is written
+        before_checkpoint.extend(fsynced)
+        return replace(data, version)
+
+    target._replace_checkpoint = replacing  # type: ignore[method-assign]
+    b = log.publisher(target)
+    await b.publish(cp)
+    assert log.metric(b, "logserver_publication_objects_total", outcome="existed") == len(tiles) + len(bundles)
+    needed = set()
+    for path in needed_paths(cp.tree_size):
+        d = (root / path).parent
+        while d != root.parent:
+            needed.add(d)
+            d = d.parent
+    missed = needed - set(before_checkpoint)
+    assert missed == set(), f"not fsynced before the checkpoint named them: {sorted(map(str, missed))}"
+    assert await log.check_published("durable", lambda p: read_file(root, p), "durable") == cp.tree_size

@@ -8,8 +8,12 @@ with `.tmp-` (deploy/nginx/logserver.conf never serves dotfiles):
   fsynced, then link(2)ed to its name. link fails if the name exists, so an object is
   never replaced (rename(2) would silently replace it); an existing one is compared
   byte for byte instead. The temporary name is then removed;
-* `sync` fsyncs every directory that gained an entry (and the parent of every
-  directory created), so the objects survive a crash before the checkpoint names them;
+* `sync` fsyncs every directory on the path of every object this target created or
+  found with the same bytes: its own directory and each one above it, up to the root.
+  So the objects survive a crash before the checkpoint names them, whoever wrote them:
+  an object (or a directory) that another publisher created and never synced, because
+  it died first, is found as it was, and its entries are made durable here too. Only
+  directories are fsynced again; one whose entries are all durable costs little;
 * the checkpoint is written to a temporary file, fsynced, and renamed over
   `checkpoint` (atomic: readers see the old or the new one), then the root directory
   is fsynced. Publishers on one host serialise on an flock of `.checkpoint.lock`,
@@ -37,7 +41,7 @@ class DirectoryTarget:
     def __init__(self, name: str, root: Path):
         self.name = name
         self.root = root
-        self._dirty: set[Path] = set()  # directories with entries not yet fsynced
+        self._dirty: set[Path] = set()  # directories to fsync before a checkpoint names what is in them
 
     def describe(self) -> str:
         return f"directory {self.root}"
@@ -66,7 +70,16 @@ class DirectoryTarget:
                 "make it theirs or choose another path") from None
 
     async def create(self, obj: StaticObject) -> bool:
-        return await asyncio.to_thread(self._create, obj)
+        created = await asyncio.to_thread(self._create, obj)
+        # Created here or found: either way its entry, and those of the directories
+        # above it, may not be durable yet (the one who wrote them may have died before
+        # its sync), so `sync` fsyncs them all.
+        d = (self.root / obj.path).parent
+        while d != self.root:
+            self._dirty.add(d)
+            d = d.parent
+        self._dirty.add(self.root)
+        return created
 
     def _create(self, obj: StaticObject) -> bool:
         final = self.root / obj.path
@@ -87,7 +100,6 @@ class DirectoryTarget:
                 return False
         finally:
             os.unlink(tmp)
-        self._dirty.add(parent)
         return True
 
     def _make_dirs(self, directory: Path) -> None:
@@ -99,7 +111,6 @@ class DirectoryTarget:
         for d in reversed(missing):
             with contextlib.suppress(FileExistsError):  # another publisher made it meanwhile
                 d.mkdir()
-            self._dirty.add(d.parent)
 
     async def sync(self) -> None:
         dirty, self._dirty = self._dirty, set()
