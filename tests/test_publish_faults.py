@@ -9,7 +9,8 @@ appended by the real Sequencer, in one of three scenarios:
 * "first": the target is empty, the log is not (a first publication: step 9.1 finds
   no checkpoint, so it reads no root from the database);
 * "crash": incremental, and at the failure the target's host loses power (what was
-  not made durable is gone) and the publisher's process dies; a new one is started.
+  not made durable is gone: what is left must still be a complete tree) and the
+  publisher's process dies; a new one is started.
 It checks, inside the failed pass (before the loop hears of it) and after the loop
 published by itself:
 * the fault fired exactly once, the pass failed with it, the loop counted one
@@ -131,10 +132,15 @@ async def run_case(log: PublishLog, step: str, point: str, where: str, when: str
                     assert bucket.violations == [], f"{label}: {bucket.violations}"
                 except AssertionError as problem:
                     problems.append(str(problem))
-                failed.set()
                 if scenario == "crash":  # the target's host loses power and this process dies here
                     bucket.crash()
+                    try:  # what was durable still serves a complete tree
+                        await log.check_published(name, bucket.get, f"{label}, after the power loss")
+                    except AssertionError as problem:
+                        problems.append(str(problem))
+                    failed.set()
                     await asyncio.Event().wait()  # until the test cancels the loop
+                failed.set()
                 raise
 
         pub.publish = observed  # type: ignore[method-assign]
