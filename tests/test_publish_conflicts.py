@@ -9,6 +9,7 @@ halts publishing to it, loudly (issue 19; write/sequencer.py, steps 9.1 and 9.2)
   the log's timestamp signature, not a note at all, of a size the log never signed,
   or with another root for a size the log signed (a split view): the same halt,
   before any object is written.
+* A halt ends the pass at once: its creates not yet started never run.
 * What is not a conflict: a target whose checkpoint is absent while its objects are
   there with the same bytes (a pass that died before 9.4) is published again, every
   object found as it was; a target wiped clean is refilled from size 0, on the next
@@ -311,6 +312,33 @@ async def test_a_wiped_target_is_refilled_from_zero_by_itself(log, tmp_path, tar
         assert place.bucket.violations == []
 
 
+async def test_a_halt_stops_the_pass_at_once_nothing_more_is_written(log, caplog):
+    """The objects of a pass are created by concurrent tasks: when one meets a conflict,
+    the pass ends, and the tasks that have not written yet must not write after the halt
+    (into what may be another log's target). One at a time here (concurrency 1), the
+    conflict at the first object: nothing else may ever be created."""
+    size = await at_least(log, SIZE)
+    objects = static_tree(*await log.leaves(size))
+    bucket = MemoryBucket()
+    bucket.put("tile/0/000", bytes(len(objects["tile/0/000"])))  # the first object a pass creates
+    pub = log.publisher(MemoryTarget("halt-stops", bucket))
+    pub.concurrency = 1
+    before = asyncio.all_tasks()
+    log.wakers.append(pub.wake)
+    try:
+        async with publishing(pub):
+            await wait_for("the conflict to halt the publisher", halted_check(pub))
+            started = [t for t in asyncio.all_tasks() - before
+                       if t is not asyncio.current_task() and "TargetPublisher.run" not in repr(t.get_coro())]
+            if started:  # whatever the pass left running, let it finish
+                await asyncio.wait(started, timeout=30)
+            assert all(t.done() for t in started)
+    finally:
+        log.wakers.remove(pub.wake)
+    assert "tile/0/000" in pub.halted
+    assert set(bucket.objects) == {"tile/0/000"} and pub.target.calls["create"] == 1, sorted(bucket.objects)
+
+
 # --- a running server ------------------------------------------------------------------------
 
 
@@ -378,29 +406,3 @@ async def test_a_running_server_halts_a_conflicting_target_and_says_so_in_readyz
     finally:
         await server.close()
 
-
-async def test_a_halt_stops_the_pass_at_once_nothing_more_is_written(log, caplog):
-    """The objects of a pass are created by concurrent tasks: when one meets a conflict,
-    the pass ends, and the tasks that have not written yet must not write after the halt
-    (into what may be another log's target). One at a time here (concurrency 1), the
-    conflict at the first object: nothing else may ever be created."""
-    size = await at_least(log, SIZE)
-    objects = static_tree(*await log.leaves(size))
-    bucket = MemoryBucket()
-    bucket.put("tile/0/000", bytes(len(objects["tile/0/000"])))  # the first object a pass creates
-    pub = log.publisher(MemoryTarget("halt-stops", bucket))
-    pub.concurrency = 1
-    before = asyncio.all_tasks()
-    log.wakers.append(pub.wake)
-    try:
-        async with publishing(pub):
-            await wait_for("the conflict to halt the publisher", halted_check(pub))
-            started = [t for t in asyncio.all_tasks() - before
-                       if t is not asyncio.current_task() and "TargetPublisher.run" not in repr(t.get_coro())]
-            if started:  # whatever the pass left running, let it finish
-                await asyncio.wait(started, timeout=30)
-            assert all(t.done() for t in started)
-    finally:
-        log.wakers.remove(pub.wake)
-    assert "tile/0/000" in pub.halted
-    assert set(bucket.objects) == {"tile/0/000"} and pub.target.calls["create"] == 1, sorted(bucket.objects)
