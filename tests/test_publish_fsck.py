@@ -173,6 +173,10 @@ async def test_a_replaced_checkpoint_is_named(log, database_url, pristine, tmp_p
                    r"published to this target",
     }[case]
     assert re.search(want, found[0]), found[0]
+    summary = {"another key's": "a checkpoint that does not match the log; 0 objects checked",
+               "a split view": "a checkpoint that does not match the log; 0 objects checked",
+               "deleted": "no checkpoint; 0 objects checked"}.get(case, "; 5 objects checked")
+    assert out.splitlines()[-1].endswith(f"{summary}; 1 problem(s)"), out
 
 
 async def test_an_unknown_target_is_a_usage_error_naming_the_configured_ones(database_url, pristine, tmp_path):

@@ -143,7 +143,10 @@ def _run_target(config: Config, target_config: TargetConfig, key: LogKey, url: s
         print(f"PROBLEM: {p}")
     for note in report.notes:
         print(f"fsck: {note}")
-    size = "no checkpoint" if report.checkpoint_size is None else f"checkpoint size {report.checkpoint_size}"
+    if report.checkpoint_size is not None:
+        size = f"checkpoint size {report.checkpoint_size}"
+    else:
+        size = "a checkpoint that does not match the log" if report.checkpoint_present else "no checkpoint"
     print(f"fsck: target {report.target!r} ({report.where}): {size}; {report.objects_checked} objects checked; "
           + ("no problems" if report.ok else f"{len(report.problems)} problem(s)"))
     return 0 if report.ok else 1

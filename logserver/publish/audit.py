@@ -61,6 +61,7 @@ class TargetReadError(Exception):
 class TargetAudit:
     target: str
     where: str  # the target's describe()
+    checkpoint_present: bool = False
     checkpoint_size: int | None = None  # None: no checkpoint, or not this log's
     log_size: int | None = None  # the size of the log's latest checkpoint
     progress: TargetProgress | None = None  # what PostgreSQL records as published
@@ -107,6 +108,7 @@ async def audit_target(
         else:
             report.notes.append("no checkpoint, and PostgreSQL records no publication to this target yet")
         return report
+    report.checkpoint_present = True
     try:
         cp = verifiers.open(data)
     except Exception as e:
