@@ -65,7 +65,8 @@ STEPS = [
 ]
 # Step 0 (drop the entries whose submitter gave up) neither reads nor writes: there is
 # nothing to fail (tests/test_server_commit_timeout.py covers a submitter giving up).
-# Step 9 is reserved (publishing to static targets), with no code yet.
+# Step 9 only wakes the static publisher, whose own steps 9.1-9.5 are failed, each
+# before and after, by tests/test_publish_faults.py.
 NOT_INJECTED = {0, 9}
 EXPECTED_CASES = 22
 

@@ -33,7 +33,8 @@ examples:
 
 exit status: 0 success; 1 refused or failed (the message says why); 2 usage error;
 3 the database cannot be used; 4 the listen address cannot be bound; 5 a file or
-directory cannot be read or written (docs/cli.md)
+directory cannot be read or written; 6 a publication target cannot be read
+(docs/cli.md)
 """
 
 

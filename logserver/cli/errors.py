@@ -33,3 +33,9 @@ class FileAccessError(CliError):
     """A file or directory cannot be read or written: exit 5."""
 
     exit_code = 5
+
+
+class TargetAccessError(CliError):
+    """A publication target cannot be read (fsck --target: unreachable, permission denied): exit 6."""
+
+    exit_code = 6

@@ -262,7 +262,19 @@ class TargetPublisher:
         # In slices, so that a long catch-up does not hold thousands of tasks at once.
         step = self.concurrency * 16
         for i in range(0, len(todo), step):
-            await asyncio.gather(*(one(t) for t in todo[i:i + step]))
+            tasks = [asyncio.create_task(one(t)) for t in todo[i:i + step]]
+            try:
+                await asyncio.gather(*tasks)
+            except BaseException:
+                # The pass has failed (or halted on a conflict, or is cancelled): the
+                # creates not yet started must not run after it, into a target that is
+                # down or not the log's, nor pile up under the next pass's concurrency.
+                # (A create already in a directory's thread finishes there: an object in
+                # flight, as in a crash.)
+                for t in tasks:
+                    t.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+                raise
 
     async def _record(self, cp: CheckpointRow, signed_at_ms: int) -> None:
         stored = await self.progress.record(TargetProgress(self.target.name, cp.tree_size, cp.root, signed_at_ms))
