@@ -140,3 +140,30 @@ async def test_clients_verify_a_receipt_through_the_bucket_and_nginx(published, 
             "--wait", "30"], capture_output=True, text=True, timeout=120)
         assert done.returncode == 0, done.stdout + done.stderr
         assert "[  ok] inclusion_proof" in done.stdout, done.stdout
+
+
+async def test_a_replaced_object_in_the_bucket_is_named_by_fsck_and_the_monitor(published, weed, tmp_path):
+    """Last in the module: it leaves the bucket corrupted."""
+    import aiobotocore.session
+
+    server, bucket_url, _ = published
+    async with aiohttp.ClientSession() as session:
+        _, checkpoint, _ = await fetch(session, bucket_url + "/checkpoint")
+    size = parse_checkpoint(parse_note(checkpoint).text).size
+    assert size >= 256
+    key = f"{PREFIX}/tile/entries/000"
+    async with aiobotocore.session.get_session().create_client("s3", **weed.client_kwargs()) as s3:
+        original = await (await s3.get_object(Bucket=BUCKET, Key=key))["Body"].read()
+        await s3.put_object(Bucket=BUCKET, Key=key, Body=original[:-1] + bytes([original[-1] ^ 1]))
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    fsck = await asyncio.to_thread(subprocess.run, [
+        sys.executable, "-m", "logserver.cli", "fsck", "--config", str(server.config.log_key.parent / "logserver.toml"), "--target", "bucket",
+        "--quiet"], capture_output=True, text=True, timeout=120, env=env)
+    assert fsck.returncode == 1, fsck.stdout + fsck.stderr
+    assert "tile/entries/000" in fsck.stdout + fsck.stderr, fsck.stdout + fsck.stderr
+    policy = write_trust_policy(tmp_path / "client", LogKey.load(server.config.log_key, ORIGIN).vkey)
+    monitor = await asyncio.to_thread(subprocess.run, [
+        sys.executable, "-m", "logserver.cli", "monitor", "--tiles", bucket_url, "--policy", str(policy),
+        "--state", str(tmp_path / "monitor"), "--once"], capture_output=True, text=True, timeout=120)
+    assert monitor.returncode != 0, monitor.stdout + monitor.stderr
+    assert f"{bucket_url}/tile/entries/000" in monitor.stdout, monitor.stdout
