@@ -78,6 +78,9 @@ class WitnessingConfig:
     request_timeout_s: float = 5.0   # one witness round: all requests, 409 follow-ups included
     max_wait_s: float = 10.0         # a submitter waits this long for a cosigned checkpoint, then 503
     fail_open: bool = False          # publish checkpoints without a quorum (explicit opt-in)
+    # Ask the witnesses to cosign the newest re-sign of the published size when its
+    # cosignatures are this old (issue 20, freshness; docs/witness.md "Freshness").
+    refresh_s: float = 60.0
 
 
 # Publication target names: the progress row's key (migrations/0004) and a metric label.
@@ -289,6 +292,7 @@ def config_from_dict(raw: dict[str, Any], *, base: Path, environ: Mapping[str, s
         request_timeout_s=wit.number("request_timeout_s", dw.request_timeout_s, 0.1, 600),
         max_wait_s=wit.number("max_wait_s", dw.max_wait_s, 0.1, 3600),
         fail_open=wit.boolean("fail_open", dw.fail_open),
+        refresh_s=wit.number("refresh_s", dw.refresh_s, 1, 86_400),
     )
     wit.done()
     publication = _publication(TableReader(r.table("publication"), "publication.", base))

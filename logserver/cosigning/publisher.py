@@ -15,7 +15,10 @@ of commits costs one round, and a witness is always asked about a checkpoint
 consistent with (larger than) what it cosigned. Witnesses are asked about each tree
 size's first (stored) signature: an idle re-sign (log_state only, issue 23) retries
 a round that missed the quorum, and asks nothing once its size is published, so a
-witnessed log's published time is that of its last growth (issue 20). Only the process that committed a
+witnessed log's published checkpoint keeps its size's first signature, until the
+refresh: once it was signed `witnessing.refresh_s` ago, the newest re-sign of the same
+size is cosigned and published (migration 0005), so clients can tell the checkpoint is
+still current (issue 20, freshness). Only the process that committed a
 checkpoint asks about it; every process polls the published table, so several
 processes sharing a database serve the same published checkpoint.
 """
@@ -137,6 +140,8 @@ class WitnessedPublisher:
         self._newest: CheckpointRow | None = None
         self._attempted_id = 0
         self._retry = False  # a re-sign of the newest, unpublished size: ask again
+        self._resign: CheckpointRow | None = None  # the newest re-sign of the published size
+        self._refresh_tried = -float("inf")  # time.monotonic() of the last refresh round
         self._wake = asyncio.Event()
         self._changed = asyncio.Event()  # set, then replaced, whenever `published` moves
         self._session: aiohttp.ClientSession | None = None
@@ -158,7 +163,9 @@ class WitnessedPublisher:
     async def _adopt(self, checkpoint: CheckpointRow | None) -> None:
         if checkpoint is None:
             return
-        if self.published is not None and checkpoint.id <= self.published.id:
+        # By id, then signed time: a cosigned refresh is the same stored row, signed later.
+        if self.published is not None and \
+                (checkpoint.id, checkpoint.signed_at_ms) <= (self.published.id, self.published.signed_at_ms):
             return
         self.published = checkpoint
         self.metrics.published_size.set(checkpoint.tree_size)
@@ -180,6 +187,9 @@ class WitnessedPublisher:
         elif checkpoint.id == self._newest.id and (self.published is None or self.published.id < checkpoint.id):
             self._retry = True
             self._wake.set()
+        if self._resign is None or (checkpoint.id, checkpoint.signed_at_ms) > \
+                (self._resign.id, self._resign.signed_at_ms):
+            self._resign = checkpoint  # refreshed once the published one's cosignatures are old
 
     # --- reads ---------------------------------------------------------------------------
 
@@ -226,6 +236,7 @@ class WitnessedPublisher:
                         self._attempted_id = newest.id
                         await self.cosign(newest)
                     await self._adopt(await self.store.latest_published())
+                    await self._refresh_if_due()
                 except asyncio.CancelledError:
                     raise
                 except Exception as e:  # a database outage: the next commit or poll retries
@@ -275,6 +286,47 @@ class WitnessedPublisher:
         self.metrics.rounds.labels("published" if met else "published_without_quorum").inc()
         await self._adopt(CheckpointRow(checkpoint.id, checkpoint.tree_size, checkpoint.root,
                                         checkpoint.signed_at_ms, note))
+        return True
+
+    async def _refresh_if_due(self) -> None:
+        """Cosigned freshness (issue 20; docs/witness.md "Freshness"): once the published
+        checkpoint was signed `refresh_s` ago and the log has re-signed its size since,
+        ask the witnesses to cosign that re-sign (same tree, newer time: a witness
+        cosigns it with an empty proof), and publish it with their lines. A round that
+        misses the quorum is tried again after refresh_s / 4 (at least 1 s)."""
+        published, resign = self.published, self._resign
+        if published is None or resign is None or resign.id != published.id \
+                or resign.signed_at_ms <= published.signed_at_ms:
+            return
+        refresh_s = self.config.refresh_s
+        if time.time() - published.signed_at_ms / 1000 < refresh_s \
+                or time.monotonic() - self._refresh_tried < max(1.0, refresh_s / 4):
+            return
+        self._refresh_tried = time.monotonic()
+        await self.refresh(resign)
+
+    async def refresh(self, resign: CheckpointRow) -> bool:
+        """One refresh round for `resign`, a re-sign of the published size; returns
+        whether it was published."""
+        session = self._session
+        assert session is not None, "run() owns the HTTP session"
+        names = list(self.policy.witnesses)
+        results = await asyncio.gather(*(self._cosign_one(session, name, resign) for name in names))
+        lines = [line for result in results for line in result]
+        try:
+            self.policy.check_quorum({line.witness for line in lines})
+            met = True
+        except QuorumNotMetError:
+            met = False
+        if not met and not self.config.fail_open:
+            self.metrics.rounds.labels("refresh_quorum_missing").inc()
+            return False
+        note = resign.note + "".join(line.line for line in sorted(lines, key=lambda c: names.index(c.witness)))
+        if not await self.store.publish_refresh(resign, note, met):
+            self.metrics.rounds.labels("superseded").inc()
+            return False
+        self.metrics.rounds.labels("refreshed").inc()
+        await self._adopt(CheckpointRow(resign.id, resign.tree_size, resign.root, resign.signed_at_ms, note))
         return True
 
     async def _cosign_one(

@@ -69,11 +69,30 @@ class CosignatureStore:
                 f"offered size {checkpoint.tree_size} root {checkpoint.root.hex()}")
         return stored
 
+    async def publish_refresh(self, resign: CheckpointRow, note: str, quorum_met: bool) -> bool:
+        """Publish `note`, a re-sign of a published size with cosignature lines added,
+        unless a refresh signed as late or later is there already (migration 0005).
+        Returns whether it was stored; durable on return."""
+        status = await self.pool.execute(
+            "INSERT INTO published_refresh AS r (checkpoint_id, tree_size, signed_at_ms, note, quorum_met) "
+            "VALUES ($1, $2, $3, $4, $5) ON CONFLICT (singleton) DO UPDATE SET checkpoint_id = EXCLUDED.checkpoint_id, "
+            "tree_size = EXCLUDED.tree_size, signed_at_ms = EXCLUDED.signed_at_ms, note = EXCLUDED.note, "
+            "quorum_met = EXCLUDED.quorum_met, published_at = now() "
+            "WHERE (r.tree_size, r.signed_at_ms) < (EXCLUDED.tree_size, EXCLUDED.signed_at_ms)",
+            resign.id, resign.tree_size, resign.signed_at_ms, note, quorum_met,
+        )
+        return status == "INSERT 0 1"
+
     async def latest_published(self) -> CheckpointRow | None:
-        """The newest published checkpoint, its note carrying the cosignatures."""
+        """The newest published checkpoint, its note carrying the cosignatures: the last
+        published size's first signature, or its cosigned refresh if there is one."""
         row = await self.pool.fetchrow(
-            "SELECT c.id, c.tree_size, c.root, c.signed_at_ms, p.note FROM published_checkpoints p "
-            "JOIN checkpoints c ON c.id = p.checkpoint_id ORDER BY p.checkpoint_id DESC LIMIT 1"
+            "SELECT c.id, c.tree_size, c.root, "
+            "CASE WHEN r.signed_at_ms > c.signed_at_ms THEN r.signed_at_ms ELSE c.signed_at_ms END AS signed_at_ms, "
+            "CASE WHEN r.signed_at_ms > c.signed_at_ms THEN r.note ELSE p.note END AS note "
+            "FROM published_checkpoints p JOIN checkpoints c ON c.id = p.checkpoint_id "
+            "LEFT JOIN published_refresh r ON r.checkpoint_id = p.checkpoint_id "
+            "ORDER BY p.checkpoint_id DESC LIMIT 1"
         )
         if row is None:
             return None
