@@ -16,7 +16,7 @@ import asyncpg
 import pytest
 
 from logserver.storage import CheckpointRow, NewLeaf, Store, create_pool, migrate
-from logserver.storage.migrate import migrations_dir
+from logserver.storage.migrate import load_migrations, migrations_dir
 
 EMPTY = hashlib.sha256(b"").digest()
 H = lambda s: hashlib.sha256(s).digest()  # noqa: E731
@@ -39,7 +39,10 @@ async def pool(database_url, tmp_path_factory):
         again = await conn.fetchval("INSERT INTO checkpoints (tree_size, root, signed_at_ms, note) "
                                     "VALUES (0, $1, 2000, 'cp0 re-signed\n') RETURNING id", EMPTY)
         await conn.execute("UPDATE log_state SET checkpoint_id = $1", again)
-        assert await migrate(conn) == ["0003_checkpoint_slot.sql"]
+        # 0003 and every later migration (0004 publication, 0005 refresh) apply over it.
+        applied = await migrate(conn)
+        assert applied[0] == "0003_checkpoint_slot.sql"
+        assert applied == [m.name for m in load_migrations()][2:]
     yield pool
     await pool.close()
 
