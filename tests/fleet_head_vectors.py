@@ -2,6 +2,7 @@
 pure code, and the valid and invalid proofs written to tests/testdata/fleet-heads/.
 
     python3 tests/fleet_head_vectors.py [DIRECTORY]   # default: tests/testdata/fleet-heads
+    python3 tests/fleet_head_vectors.py --sizes       # proof sizes at 10M leaves, 10,000 fleets
 
 Everything is deterministic: fixed key seeds, Ed25519 authorities (ECDSA signatures
 are randomised), fixed signing times and the canonical JSON of
@@ -584,6 +585,55 @@ def write(directory: Path) -> list[Path]:
     return written
 
 
+def proof_sizes(size: int = 10_000_000, fleets: int = 10_000) -> list[str]:
+    """The sizes of fleet-head proofs in a log of `size` leaves with `fleets` rows
+    (docs/fleet-heads.md, "Size"). A proof's length depends only on the index and the
+    size, so real proofs of those lengths (with stand-in hashes) are built instead of
+    the log; the envelope is real (Ed25519 signer, P-256 countersigner, two fleet keys)
+    and so is the checkpoint (the log's two lines and one witness cosignature)."""
+    from bundle_factory import make_envelope as real_envelope  # the default authorities: P-256 countersigner
+    from logserver.formats.fleet_head import ProvedRow
+    from logserver.merkle import inclusion_plan
+
+    keys = VectorKeys()
+    stand_in = [hashlib.sha256(b"%d" % i).digest() for i in range(200)]
+
+    def hashes(n: int) -> tuple[bytes, ...]:
+        return tuple(stand_in[:n])
+
+    envelope = real_envelope(make_payload(fleet_id="fleet-04242", sequence=17))
+    envelope_json = len(canonical(envelope.to_dict()))
+    leaf = encode_leaf(envelope)
+    row_length = inclusion_plan(fleets // 2, fleets).proof_size
+    row_bytes = len(HeadsRow("fleet-04242", 17, 0, leaf_hash(leaf)).encode())
+    note = keys.sign(size, stand_in[0])
+    lines = [f"{size:,} leaves, {fleets:,} rows; row proof {row_length} hashes; envelope JSON {envelope_json} "
+             f"bytes (leaf {len(leaf)}); checkpoint note {len(note)} bytes "
+             f"({len(keys.sign(size, stand_in[0], witness_time=None))} without the witness line)"]
+    recent = size - 1000
+    for what, heads_length, bundle_length in (
+        ("worst case", 24, 24),
+        ("exact size, a recent bundle", inclusion_plan(size - 1, size).proof_size, inclusion_plan(recent, size).proof_size),
+    ):
+        row = ProvedRow(fleets // 2, "fleet-04242", 17, recent, leaf_hash(leaf), "active", hashes(row_length))
+        heads = HeadsLeafProof(size - 1, HeadsLeaf(size - 2000, fleets, stand_in[1]).encode(), hashes(heads_length))
+        data = build_fleet_head_proof("fleet-04242", note, heads, row=row,
+                                      bundle=BundleProof(envelope.to_dict(), hashes(bundle_length)))
+        total = heads_length + bundle_length + row_length
+        lines.append(f"present, {what}: {heads_length} + {bundle_length} + {row_length} = {total} hashes, "
+                     f"{total * 32} bytes; binary with the HEADS leaf and the row {total * 32 + 49 + row_bytes}; "
+                     f"JSON {len(data)} bytes ({len(data) - envelope_json} without the envelope)")
+    neighbour = ProvedRow(fleets // 2, "fleet-04242", 17, recent, leaf_hash(leaf), "active", hashes(row_length))
+    other = ProvedRow(fleets // 2 + 1, "fleet-04243", 3, 5, stand_in[2], "active", hashes(row_length))
+    heads = HeadsLeafProof(size - 1, HeadsLeaf(size - 2000, fleets, stand_in[1]).encode(), hashes(24))
+    absent = build_fleet_head_proof("fleet-042425", note, heads, neighbours=[neighbour, other])
+    lines.append(f"absent, worst case: 24 + 2 x {row_length} hashes; JSON {len(absent)} bytes")
+    return lines
+
+
 if __name__ == "__main__":
-    target = Path(sys.argv[1]) if len(sys.argv) > 1 else DEFAULT_DIRECTORY
-    print(f"wrote {len(write(target))} files under {target}")
+    if sys.argv[1:] == ["--sizes"]:
+        print("\n".join(proof_sizes()))
+    else:
+        target = Path(sys.argv[1]) if len(sys.argv) > 1 else DEFAULT_DIRECTORY
+        print(f"wrote {len(write(target))} files under {target}")
