@@ -46,6 +46,7 @@ from logserver.client import (
     ClientState,
     FleetAbsentError,
     FleetHeadRollbackError,
+    MalformedFleetHeadError,
     StateError,
     TrustPolicy,
     TrustPolicyError,
@@ -312,6 +313,17 @@ def test_parse_bounds_the_proof_length_before_decoding() -> None:
     obj["row"]["proof"] = "A" * 4000
     with pytest.raises(FleetHeadFormatError, match="row.proof: got 4000 base64 characters"):
         parse_fleet_head_proof(canonical(obj))
+
+
+@pytest.mark.parametrize("value", ["1.5", "1e3", "[1.0]", "{\"a\": -0.0}"])
+def test_a_number_in_the_envelope_is_a_format_error(value: str) -> None:
+    # strict_json keeps fractions as NonInteger; the envelope must refuse them, not crash.
+    log, note = _log_and_note()
+    obj = json.loads(fleet_head_proof(log, "fleet-a", note))
+    text = canonical(obj).decode().replace(obj["bundle"]["envelope"]["signatures"][0]["keyid"], "@", 1)
+    data = text.replace('"@"', value).encode()
+    with pytest.raises(MalformedFleetHeadError, match="bundle.envelope"):
+        verify_fleet_head(data, KEYS.policy(), datetime.fromtimestamp(NOW, UTC))
 
 
 # --- the trust policy's max_age_s ----------------------------------------------------------------

@@ -188,15 +188,22 @@ def _flip_bit(text: str, bit: int, *, hex_text: bool = False) -> str:
     return raw.hex() if hex_text else base64.b64encode(bytes(raw)).decode()
 
 
+# Values of every JSON type (a fraction decodes to strict.NonInteger), none of them a
+# value any field of a valid proof holds.
+_OTHER_TYPES: tuple[object, ...] = (1.5, None, True, [], {}, "x", 2**63, -1, [1.0])
+
+
 def _mutations(obj: dict[str, Any], path: tuple[Any, ...] = ()) -> list[tuple[str, Callable[[int], Mutation]]]:
     """Every single mutation of the proof's JSON object, each a function of a drawn
-    integer (which bit, which new value)."""
+    integer (which bit, which new value): every value retyped, every object key
+    dropped, every hash's bits, every integer, every status and fleet id."""
     out: list[tuple[str, Callable[[int], Mutation]]] = []
     node = _at(obj, path)
     items = node.items() if isinstance(node, dict) else enumerate(node)
     for key, value in items:
         here = (*path, key)
         name = "/".join(map(str, here))
+        out.append((f"retype {name}", lambda n, here=here: _set(here, _OTHER_TYPES[n % len(_OTHER_TYPES)])))
         if isinstance(node, dict):
             out.append((f"drop {name}", lambda _n, here=here: lambda o: _at(o, here[:-1]).pop(here[-1])))
         if isinstance(value, (dict, list)):
@@ -295,5 +302,7 @@ def test_the_mutation_catalogue_covers_every_field() -> None:
                  "flip a bit of neighbours/0/proof", "flip a bit of neighbours/1/leaf_hash",
                  "change version", "change heads_leaf/index", "change row/position", "change row/sequence",
                  "change row/leaf_index", "change neighbours/1/position", "toggle row/status", "change fleet_id",
-                 "change row/fleet_id", "swap the neighbours", "substitute the row", "substitute neighbours/0"):
+                 "change row/fleet_id", "swap the neighbours", "substitute the row", "substitute neighbours/0",
+                 "retype bundle/envelope/payload", "retype bundle/envelope/signatures/0/keyid", "retype checkpoint",
+                 "retype neighbours/0", "drop bundle/envelope/signatures/0/sig"):
         assert want in names, want

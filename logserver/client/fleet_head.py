@@ -64,6 +64,7 @@ from ..bundle.heads import HeadsError, HeadsLeaf, HeadsRow, decode_heads_leaf
 from ..bundle.payload import is_fleet_id
 from ..formats.errors import FleetHeadFormatError, QuorumNotMetError
 from ..formats.fleet_head import FleetHeadProof, ProvedRow, parse_fleet_head_proof
+from ..formats.strict import json_type
 from ..merkle import MerkleError, leaf_hash, verify_inclusion
 from .checkpoints import VerifiedCheckpoint, verify_checkpoint
 from .errors import (
@@ -444,11 +445,11 @@ def _check_row(proved: ProvedRow, heads: HeadsLeaf) -> tuple[HeadsRow, str]:
 def _check_bundle(parsed: FleetHeadProof, row: HeadsRow, cp: VerifiedCheckpoint) -> tuple[Envelope, str]:
     assert parsed.bundle is not None
     try:
-        # The proof's JSON was parsed strictly already (no duplicate keys, no floats);
-        # parse_envelope applies the envelope's own profile to the same object.
-        envelope = parse_envelope(json.dumps(parsed.bundle.envelope).encode("utf-8"))
+        # The proof's JSON was parsed strictly already (no duplicate keys); parse_envelope
+        # applies the envelope's own profile to the same object, re-serialised.
+        envelope = parse_envelope(json.dumps(parsed.bundle.envelope, default=_no_json).encode("utf-8"))
         leaf = encode_leaf(envelope)
-    except BundleError as exc:
+    except (BundleError, _NotJSON) as exc:
         raise MalformedFleetHeadError(f"bundle.envelope: {exc}", check="fleet_head_format") from None
     got = leaf_hash(leaf)
     if got != row.leaf_hash:
@@ -462,6 +463,17 @@ def _check_bundle(parsed: FleetHeadProof, row: HeadsRow, cp: VerifiedCheckpoint)
         raise FleetHeadBundleError(f"bundle inclusion proof of index {row.leaf_index} in size {cp.size}: {exc}") \
             from None
     return envelope, f"the envelope is leaf {row.leaf_index} of the checkpoint's tree, with the row's leaf hash"
+
+
+class _NotJSON(Exception):
+    """A value json.dumps cannot write back (see `_no_json`)."""
+
+
+def _no_json(value: object) -> object:
+    # strict_json decodes a number with a fraction or exponent to NonInteger, which no
+    # field of the envelope accepts; writing its literal back as a string would give a
+    # second spelling of a string field (a keyid 1.5 read as "1.5").
+    raise _NotJSON(f"got {json_type(value)}, which no envelope field accepts")
 
 
 def _check_signatures(envelope: Envelope, policy: TrustPolicy, row: HeadsRow) -> tuple[Any, str]:
