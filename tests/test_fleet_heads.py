@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import struct
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -324,6 +325,34 @@ def test_a_number_in_the_envelope_is_a_format_error(value: str) -> None:
     data = text.replace('"@"', value).encode()
     with pytest.raises(MalformedFleetHeadError, match="bundle.envelope"):
         verify_fleet_head(data, KEYS.policy(), datetime.fromtimestamp(NOW, UTC))
+
+
+def test_deep_nesting_in_the_envelope_is_a_format_error_at_any_stack_depth() -> None:
+    # The envelope is re-serialised for parse_envelope: nesting that the proof's parse
+    # just accepted must still fail typed when verification runs deeper in the stack.
+    log, note = _log_and_note()
+    obj = json.loads(fleet_head_proof(log, "fleet-a", note))
+    text = canonical(obj).decode().replace(obj["bundle"]["envelope"]["signatures"][0]["keyid"], "@", 1)
+    deepest = max(d for d in range(800, 1100, 4) if _parses(text.replace('"@"', "[" * d + "]" * d)))
+    data = text.replace('"@"', "[" * deepest + "]" * deepest).encode()
+    messages = set()
+    for extra in range(0, 200, 5):
+        with pytest.raises(MalformedFleetHeadError) as info:
+            _at_depth(extra, lambda: verify_fleet_head(data, KEYS.policy(), datetime.fromtimestamp(NOW, UTC)))
+        messages.add(str(info.value).split(":")[0])
+    assert messages <= {"fleet-head proof", "bundle.envelope"}
+
+
+def _parses(text: str) -> bool:
+    try:
+        parse_fleet_head_proof(text)
+    except FleetHeadFormatError:
+        return False
+    return True
+
+
+def _at_depth(depth: int, call: Callable[[], object]) -> object:
+    return call() if depth == 0 else _at_depth(depth - 1, call)
 
 
 # --- the trust policy's max_age_s ----------------------------------------------------------------
