@@ -55,6 +55,7 @@ from ..bundle import (
     FleetKey,
     MalformedPayloadError,
     ValidityError,
+    VerifiedBundle,
     encode_leaf,
     parse_envelope,
     verify_envelope,
@@ -481,7 +482,7 @@ def _no_json(value: object) -> object:
     raise _NotJSON(f"got {json_type(value)}, which no envelope field accepts")
 
 
-def _check_signatures(envelope: Envelope, policy: TrustPolicy, row: HeadsRow) -> tuple[Any, str]:
+def _check_signatures(envelope: Envelope, policy: TrustPolicy, row: HeadsRow) -> tuple[VerifiedBundle, str]:
     try:
         verified = verify_envelope(envelope, policy.authorities, _BEGINNING)
     except SignaturePolicyError as exc:

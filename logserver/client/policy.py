@@ -41,8 +41,9 @@ from ..formats.tlog_policy import PolicyLog
 _ROLES = ("signer", "countersigner")
 _AUTHORITY_NAME = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 _TOP_KEYS = frozenset({"tlog_policy", "authorities", "max_age_s"})
-# A year: a bound on a fleet-head proof's age that keeps the arithmetic in range, far
-# above any useful value (docs/fleet-heads.md, "Freshness").
+# A year, far above any useful freshness bound (docs/fleet-heads.md, "Freshness,
+# re-signing and witness rate limits"): a larger value is a mistake, such as
+# milliseconds written for seconds.
 MAX_MAX_AGE_S = 366 * 24 * 3600
 _AUTHORITY_KEYS = frozenset({"name", "role", "keys"})
 
