@@ -136,6 +136,33 @@ def test_each_field_required(field: str) -> None:
     _rejects_fields(f"missing fields \\['{field}'\\]", **{field: ...})
 
 
+# ---- status (docs/fleet-heads.md, "Admission and retirement") ----
+
+
+def test_status_absent_means_active() -> None:
+    assert _parse().status == "active"
+
+
+@pytest.mark.parametrize("status", ["active", "retired"])
+def test_status_values(status: str) -> None:
+    assert _parse(status=status).status == status
+
+
+@pytest.mark.parametrize(
+    "status, shown",
+    [("Retired", "'Retired'"), ("", "''"), (None, "null"), (1, "integer"), (True, "boolean"),
+     (["retired"], "array"), ({"retired": True}, "object")],
+)
+def test_status_other_values_rejected(status: object, shown: str) -> None:
+    error = _rejects(payload_bytes(make_payload(status=status)), "status: got ")
+    assert shown in str(error) and "want one of ['active', 'retired']" in str(error)
+
+
+def test_status_is_still_an_exact_schema() -> None:
+    # `status` is the one optional field: a second unknown field is still refused.
+    _rejects_fields("unknown fields \\['comment'\\]", status="retired", comment="hi")
+
+
 # ---- fleet_id and key_id ----
 
 

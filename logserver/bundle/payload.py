@@ -44,12 +44,21 @@ _ALGORITHM_CHECKS = {
 ALGORITHMS: frozenset[str] = frozenset(_ALGORITHM_CHECKS)
 
 _PAYLOAD_FIELDS = frozenset({"fleet_id", "sequence", "not_before", "not_after", "keys"})
+# Optional (docs/formats.md, "Payload schema"): absent means "active", so every payload
+# written before the field existed keeps its meaning (docs/fleet-heads.md, "Admission
+# and retirement").
+_STATUS_FIELD = "status"
+ACTIVE = "active"
+RETIRED = "retired"
+STATUSES: tuple[str, ...] = (ACTIVE, RETIRED)
 _KEY_FIELDS = frozenset({"key_id", "algorithm", "public_key"})
 
 _ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 # A fleet id is a path segment of /v1/fleets/{fleet_id}; these two are the dot
 # segments that RFC 3986 §5.2.4 removes, so no URL can name such a fleet.
 _RESERVED_FLEET_IDS = frozenset({".", ".."})
+FLEET_ID_PATTERN = _ID_RE.pattern
+"""The fleet id charset, as a regular expression to match in full."""
 # RFC 3339 §5.6 date-time, restricted: upper-case "T", UTC offset written "Z" only,
 # at most 6 fractional digits (microseconds, what datetime holds). [0-9] not \d:
 # \d would also match non-ASCII digits.
@@ -76,6 +85,13 @@ class FleetBundle:
     not_before: datetime
     not_after: datetime
     keys: tuple[FleetKey, ...]
+    status: str = ACTIVE
+    """ACTIVE or RETIRED: the payload's optional `status` (absent means active)."""
+
+
+def is_fleet_id(value: str) -> bool:
+    """Whether `value` is a fleet id a payload may carry: the charset, and not "." or ".."."""
+    return _ID_RE.fullmatch(value) is not None and value not in _RESERVED_FLEET_IDS
 
 
 def payload_digest(payload: bytes) -> bytes:
@@ -86,7 +102,8 @@ def payload_digest(payload: bytes) -> bytes:
 def parse_payload(data: bytes) -> FleetBundle:
     """Parse payload bytes under the strict schema; raise MalformedPayloadError."""
     obj = strict_json(data, "payload", MalformedPayloadError)
-    fields = exact_object("payload", obj, _PAYLOAD_FIELDS, MalformedPayloadError)
+    want = _PAYLOAD_FIELDS | {_STATUS_FIELD} if isinstance(obj, dict) and _STATUS_FIELD in obj else _PAYLOAD_FIELDS
+    fields = exact_object("payload", obj, want, MalformedPayloadError)
     fleet_id = _identifier("fleet_id", fields["fleet_id"])
     if fleet_id in _RESERVED_FLEET_IDS:
         raise MalformedPayloadError(
@@ -127,7 +144,11 @@ def parse_payload(data: bytes) -> FleetBundle:
                 code="duplicate_fleet_key",
             )
         keys.append(key)
-    return FleetBundle(fleet_id, sequence, not_before, not_after, tuple(keys))
+    status = fields.get(_STATUS_FIELD, ACTIVE)
+    if not isinstance(status, str) or status not in STATUSES:
+        shown = repr(status[:40]) if isinstance(status, str) else json_type(status)
+        raise MalformedPayloadError(f"status: got {shown}, want one of {list(STATUSES)} (or no status: active)")
+    return FleetBundle(fleet_id, sequence, not_before, not_after, tuple(keys), status)
 
 
 def check_validity(bundle: FleetBundle, now: datetime) -> None:

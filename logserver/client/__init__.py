@@ -8,20 +8,31 @@ See docs/client.md.
 from .checkpoints import VerifiedCheckpoint, log_timestamp, verify_checkpoint
 from .consistency import ConsistencyProof, check_consistent
 from .errors import (
+    AbsenceProofError,
     CheckpointVerificationError,
     ConsistencyError,
     ExpiredError,
+    FleetAbsentError,
+    FleetHeadBundleError,
+    FleetHeadRollbackError,
+    FleetHeadRootError,
+    FleetMismatchError,
+    FleetRetiredError,
     FleetRollbackError,
+    HeadsLeafError,
     InclusionError,
     LogMisbehaviourError,
     MalformedError,
+    MalformedFleetHeadError,
     SignatureError,
     SplitViewError,
+    StaleFleetHeadError,
     StateError,
     VerificationFailure,
     WitnessQuorumError,
 )
 from .evidence import EVIDENCE_TYPE, EvidenceError, EvidenceVerdict, SplitViewEvidence, verify_evidence
+from .fleet_head import Freshness, VerifiedFleetAbsence, VerifiedFleetHead, open_fleet_head, verify_fleet_head
 from .log_client import (
     HTTPStatusError,
     LogClient,
@@ -33,7 +44,7 @@ from .log_client import (
 )
 from .online import fetch_consistency_proof, verify_receipt_online
 from .policy import TrustPolicy, TrustPolicyError
-from .state import ClientState, FleetRecord, open_state
+from .state import ClientState, FleetRecord, HeadRecord, open_state
 from .tile_proofs import (
     TileFault,
     TileMismatchError,
@@ -45,6 +56,7 @@ from .verify import CheckLog, CheckResult, Receipt, VerifiedReceipt, load_envelo
 
 __all__ = [
     "EVIDENCE_TYPE",
+    "AbsenceProofError",
     "CheckLog",
     "CheckResult",
     "CheckpointVerificationError",
@@ -54,14 +66,24 @@ __all__ = [
     "EvidenceError",
     "EvidenceVerdict",
     "ExpiredError",
+    "FleetAbsentError",
+    "FleetHeadBundleError",
+    "FleetHeadRollbackError",
+    "FleetHeadRootError",
+    "FleetMismatchError",
     "FleetRecord",
+    "FleetRetiredError",
     "FleetRollbackError",
+    "Freshness",
     "HTTPStatusError",
+    "HeadRecord",
+    "HeadsLeafError",
     "InclusionError",
     "LogClient",
     "LogClientError",
     "LogMisbehaviourError",
     "MalformedError",
+    "MalformedFleetHeadError",
     "MalformedResponseError",
     "NoApiError",
     "ProofMismatchError",
@@ -69,6 +91,7 @@ __all__ = [
     "SignatureError",
     "SplitViewError",
     "SplitViewEvidence",
+    "StaleFleetHeadError",
     "StateError",
     "TileFault",
     "TileMismatchError",
@@ -77,6 +100,8 @@ __all__ = [
     "TrustPolicyError",
     "VerificationFailure",
     "VerifiedCheckpoint",
+    "VerifiedFleetAbsence",
+    "VerifiedFleetHead",
     "VerifiedReceipt",
     "WitnessQuorumError",
     "check_consistent",
@@ -84,12 +109,14 @@ __all__ = [
     "load_envelope",
     "load_receipt",
     "log_timestamp",
+    "open_fleet_head",
     "open_state",
     "verified_consistency_proof",
     "verified_inclusion_proof",
     "verified_tiles",
     "verify_checkpoint",
     "verify_evidence",
+    "verify_fleet_head",
     "verify_receipt",
     "verify_receipt_online",
 ]

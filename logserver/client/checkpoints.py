@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
 
 from ..formats import (
     Checkpoint,
@@ -25,13 +27,16 @@ class VerifiedCheckpoint:
 
     `witnesses` are the policy names of the witnesses whose cosignatures verified;
     `signed_at` is the POSIX time of the log's own cosignature/v1 line (None if the
-    checkpoint has none).
+    checkpoint has none); `witness_times` maps each of `witnesses` to the timestamp of
+    its verified cosignature/v1 signature (C2SP tlog-cosignature), which fleet-head
+    freshness reads (docs/fleet-heads.md).
     """
 
     checkpoint: Checkpoint
     note: str
     witnesses: frozenset[str]
     signed_at: int | None
+    witness_times: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
 
     @property
     def origin(self) -> str:
@@ -55,12 +60,21 @@ def verify_checkpoint(note: str | bytes, policy: TrustPolicy) -> VerifiedCheckpo
     """
     note = utf8_text(note, "checkpoint", CheckpointVerificationError)
     try:
-        checkpoint, _, witnesses = policy.tlog.verify_checkpoint(note)
+        checkpoint, opened, witnesses = policy.tlog.verify_checkpoint(note)
     except QuorumNotMetError as exc:
         raise WitnessQuorumError(str(exc)) from None
     except (FormatError, VerificationError) as exc:
         raise CheckpointVerificationError(f"checkpoint: {exc}") from None
-    return VerifiedCheckpoint(checkpoint, note, witnesses, log_timestamp(note, checkpoint.origin, policy))
+    times = {}
+    for name in witnesses:
+        signature = opened.signature_by(policy.tlog.witnesses[name].verifier)
+        # A witness's cosignature verified, so it is a well-formed cosignature/v1
+        # signature and its timestamp is within 2^63-1 (timestamp_of would raise).
+        assert signature is not None
+        times[name] = timestamp_of(signature.signature)
+    return VerifiedCheckpoint(
+        checkpoint, note, witnesses, log_timestamp(note, checkpoint.origin, policy), MappingProxyType(times)
+    )
 
 
 def log_timestamp(note: str, origin: str, policy: TrustPolicy) -> int | None:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # pragma: no cover
     from .evidence import SplitViewEvidence
+    from .fleet_head import VerifiedFleetAbsence, VerifiedFleetHead
 
 
 class VerificationFailure(Exception):
@@ -97,6 +98,87 @@ class SplitViewError(VerificationFailure):
     def __init__(self, message: str, evidence: SplitViewEvidence, *, check: str | None = None) -> None:
         super().__init__(message, check=check)
         self.evidence = evidence
+
+
+# --- fleet-head proofs (docs/fleet-heads.md, "A verifier checks"; client/fleet_head.py) ---
+
+
+class MalformedFleetHeadError(MalformedError):
+    """The fleet-head proof, or the envelope in it, does not parse under its strict format."""
+
+    default_check = "fleet_head_format"
+
+
+class FleetMismatchError(VerificationFailure):
+    """The fleet-head proof is about another fleet than the one asked for (its
+    `fleet_id`, or its row's)."""
+
+    default_check = "fleet_head_fleet"
+
+
+class StaleFleetHeadError(VerificationFailure):
+    """The checkpoint is not fresh: no quorum of the pinned witnesses cosigned it within
+    `max_age` of now (or, without witnesses, the log's own signed time is not)."""
+
+    default_check = "fleet_head_freshness"
+
+
+class HeadsLeafError(VerificationFailure):
+    """The HEADS leaf is not the checkpoint's last leaf: a wrong index, not a HEADS
+    leaf, or an inclusion proof that does not lead to the checkpoint's root."""
+
+    default_check = "heads_leaf"
+
+
+class FleetHeadRootError(VerificationFailure):
+    """A row's (or a neighbour's) inclusion proof does not lead to the HEADS leaf's
+    heads-tree root at its position in a tree of `count` rows."""
+
+    default_check = "heads_row"
+
+
+class FleetHeadBundleError(VerificationFailure):
+    """The bundle does not match its row: another leaf hash, an inclusion proof that
+    does not verify at `row.leaf_index`, or a payload that names another fleet,
+    sequence or status."""
+
+    default_check = "head_bundle"
+
+
+class AbsenceProofError(VerificationFailure):
+    """The neighbours do not prove absence: not adjacent, not the first or last row,
+    rows for an empty table, or a fleet id that does not fall strictly between them."""
+
+    default_check = "fleet_absence"
+
+
+class FleetHeadRollbackError(VerificationFailure):
+    """(state) The head is older than one already seen for the fleet, another bundle
+    with the same sequence, or an absence from a log that showed the fleet before."""
+
+    default_check = "fleet_head_rollback"
+
+
+class FleetRetiredError(VerificationFailure):
+    """A verified proof that the fleet is retired: refuse every bundle of it. `head`
+    is the verified head, whose bundle is the retirement."""
+
+    default_check = "fleet_retired"
+
+    def __init__(self, message: str, head: VerifiedFleetHead, *, check: str | None = None) -> None:
+        super().__init__(message, check=check)
+        self.head = head
+
+
+class FleetAbsentError(VerificationFailure):
+    """A verified proof that the fleet has no bundle in the log at the checkpoint's
+    size. `absence` is what was verified."""
+
+    default_check = "fleet_absent"
+
+    def __init__(self, message: str, absence: VerifiedFleetAbsence, *, check: str | None = None) -> None:
+        super().__init__(message, check=check)
+        self.absence = absence
 
 
 class StateError(ValueError):

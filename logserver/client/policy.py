@@ -11,6 +11,7 @@ server configuration alike (`serve --dev`, the tests and the bench use it).
 On disk it is a small TOML file (docs/client.md, "Trust policy"):
 
     tlog_policy = "log.policy"      # path of the tlog-policy file, relative to this file
+    max_age_s = 3600                # optional: the oldest fleet-head proof to accept (docs/fleet-heads.md)
 
     [[authorities]]
     name = "signer-inc"
@@ -39,7 +40,11 @@ from ..formats.tlog_policy import PolicyLog
 
 _ROLES = ("signer", "countersigner")
 _AUTHORITY_NAME = re.compile(r"[A-Za-z0-9._:-]{1,128}")
-_TOP_KEYS = frozenset({"tlog_policy", "authorities"})
+_TOP_KEYS = frozenset({"tlog_policy", "authorities", "max_age_s"})
+# A year, far above any useful freshness bound (docs/fleet-heads.md, "Freshness,
+# re-signing and witness rate limits"): a larger value is a mistake, such as
+# milliseconds written for seconds.
+MAX_MAX_AGE_S = 366 * 24 * 3600
 _AUTHORITY_KEYS = frozenset({"name", "role", "keys"})
 
 
@@ -50,12 +55,20 @@ class TrustPolicyError(ValueError):
 
 @dataclass(frozen=True)
 class TrustPolicy:
-    """Pinned bundle authorities plus a parsed C2SP tlog-policy."""
+    """Pinned bundle authorities plus a parsed C2SP tlog-policy; `max_age_s`, when set,
+    is how old (in seconds) a fleet-head proof's checkpoint may be (docs/fleet-heads.md,
+    "A verifier checks", freshness)."""
 
     authorities: AuthoritySet
     tlog: Policy
+    max_age_s: int | None = None
 
     def __post_init__(self) -> None:
+        if self.max_age_s is not None and (
+            type(self.max_age_s) is not int or not 1 <= self.max_age_s <= MAX_MAX_AGE_S
+        ):
+            raise TrustPolicyError(f"max_age_s: got {self.max_age_s!r}, want an integer of seconds in "
+                                   f"[1, {MAX_MAX_AGE_S}]")
         if not self.tlog.logs:
             raise TrustPolicyError("tlog-policy: got no log line, want at least one trusted log")
         log_keys = {
@@ -85,8 +98,11 @@ class TrustPolicy:
         return out
 
     @classmethod
-    def from_parts(cls, authorities: Sequence[AuthorityKey] | AuthoritySet, tlog_policy: bytes | str) -> TrustPolicy:
-        """Build from authority keys and the tlog-policy text."""
+    def from_parts(
+        cls, authorities: Sequence[AuthorityKey] | AuthoritySet, tlog_policy: bytes | str, *,
+        max_age_s: int | None = None,
+    ) -> TrustPolicy:
+        """Build from authority keys and the tlog-policy text (and the fleet-head max age)."""
         try:
             authority_set = authorities if isinstance(authorities, AuthoritySet) else AuthoritySet(authorities)
         except AuthorityConfigError as exc:
@@ -95,7 +111,7 @@ class TrustPolicy:
             tlog = parse_policy(tlog_policy)
         except FormatError as exc:
             raise TrustPolicyError(f"tlog-policy: {exc}") from None
-        return cls(authority_set, tlog)
+        return cls(authority_set, tlog, max_age_s)
 
     @classmethod
     def load(cls, path: Path | str) -> TrustPolicy:
@@ -114,7 +130,7 @@ class TrustPolicy:
         """Build from the parsed TOML document; file names are relative to `base`."""
         unknown = sorted(set(raw) - _TOP_KEYS)
         if unknown:
-            raise TrustPolicyError(f"{unknown[0]}: unknown key, want tlog_policy and [[authorities]]")
+            raise TrustPolicyError(f"{unknown[0]}: unknown key, want tlog_policy, [[authorities]] and max_age_s")
         policy_file = raw.get("tlog_policy")
         if not isinstance(policy_file, str) or not policy_file:
             raise TrustPolicyError(f"tlog_policy: got {policy_file!r}, want the path of a tlog-policy file")
@@ -128,7 +144,8 @@ class TrustPolicy:
         keys = []
         for i, table in enumerate(tables):
             keys.extend(_authority_keys(i, table, base))
-        return cls.from_parts(keys, tlog_text)
+        # Checked with the rest in __post_init__ (a TOML boolean is not an integer there).
+        return cls.from_parts(keys, tlog_text, max_age_s=raw.get("max_age_s"))
 
 
 def authorities_toml(authorities: Iterable[tuple[str, Role, Sequence[str | Path]]]) -> str:

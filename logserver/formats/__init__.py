@@ -6,6 +6,7 @@ from .cosignature import CosignatureSigner, CosignatureVerifier, cosigned_messag
 from .errors import (
     CheckpointFormatError,
     CosignatureError,
+    FleetHeadFormatError,
     FormatError,
     InvalidSignatureError,
     NoteError,
@@ -18,6 +19,14 @@ from .errors import (
     VerificationError,
     VkeyError,
     WitnessRequestError,
+)
+from .fleet_head import (
+    BundleProof,
+    FleetHeadProof,
+    HeadsLeafProof,
+    ProvedRow,
+    build_fleet_head_proof,
+    parse_fleet_head_proof,
 )
 from .keys import log_signers, log_verifiers, verifier_from_vkey
 from .note import (
@@ -56,6 +65,7 @@ __all__ = [
     "SIG_TYPE_ED25519",
     "TLOG_SIZE_CONTENT_TYPE",
     "AddCheckpointRequest",
+    "BundleProof",
     "Checkpoint",
     "CheckpointFormatError",
     "CosignatureError",
@@ -63,7 +73,10 @@ __all__ = [
     "CosignatureVerifier",
     "Ed25519NoteSigner",
     "Ed25519NoteVerifier",
+    "FleetHeadFormatError",
+    "FleetHeadProof",
     "FormatError",
+    "HeadsLeafProof",
     "InvalidSignatureError",
     "Note",
     "NoteError",
@@ -76,6 +89,7 @@ __all__ = [
     "PolicyGroup",
     "PolicyLog",
     "PolicyWitness",
+    "ProvedRow",
     "QuorumNotMetError",
     "Receipt",
     "ReceiptError",
@@ -87,6 +101,7 @@ __all__ = [
     "Vkey",
     "VkeyError",
     "WitnessRequestError",
+    "build_fleet_head_proof",
     "build_receipt",
     "compute_key_id",
     "cosigned_message",
@@ -98,6 +113,7 @@ __all__ = [
     "open_note",
     "parse_add_checkpoint_request",
     "parse_checkpoint",
+    "parse_fleet_head_proof",
     "parse_note",
     "parse_policy",
     "parse_receipt",

@@ -57,6 +57,10 @@ class ReceiptError(FormatError):
         self.disagreement = disagreement
 
 
+class FleetHeadFormatError(FormatError):
+    """A malformed fleet-head proof (docs/fleet-heads.md, "The fleet-head proof")."""
+
+
 class WitnessRequestError(FormatError):
     """A malformed add-checkpoint request or size body (C2SP tlog-witness)."""
 

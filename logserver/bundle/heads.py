@@ -1,0 +1,462 @@
+"""Fleet heads (docs/fleet-heads.md): the heads rows, the HEADS leaf, the heads table
+with its RFC 6962 tree, and the fold of a log's leaves into that table.
+
+In the presentation language of RFC 8446 §3 (big-endian integers, vectors prefixed by
+their length):
+
+    enum { active(0), retired(1), (255) } FleetStatus;
+
+    struct {
+        opaque fleet_id<1..2^8-1>;  /* ASCII, the payload schema's fleet id */
+        uint64 sequence;            /* the bundle's payload sequence, <= 2^63-1 */
+        uint64 leaf_index;          /* the bundle's index in the log, <= 2^63-1 */
+        opaque leaf_hash[32];       /* RFC 6962 §2.1 leaf hash of the bundle's leaf */
+        FleetStatus status;         /* the bundle's payload status */
+    } HeadsRow;
+
+    struct {
+        uint8  type;                /* 2 (a bundle leaf starts with its version, 1) */
+        uint64 previous;            /* index of the previous HEADS leaf; 0 if none */
+        uint64 count;               /* rows in the heads table */
+        opaque root[32];            /* the heads tree's root */
+    } HeadsLeaf;
+
+Decoding is strict: one byte string per value (exact sizes, no trailing bytes, status
+0 or 1, a fleet id a payload may carry, integers below 2^63 as in every JSON format
+of the log, and an empty table's root is the empty tree's).
+
+The heads tree is the RFC 6962 §2.1 tree whose leaves are the encoded rows sorted by
+fleet id bytes; `HeadsTable` keeps it incrementally (see its docstring for the costs).
+"""
+
+from __future__ import annotations
+
+import struct
+from bisect import bisect_left
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from hashlib import sha256
+from itertools import pairwise
+
+from ..formats.fleet_head import ProvedRow
+from ..formats.strict import MAX_UINT63
+from ..merkle import EMPTY_ROOT, HASH_SIZE, NodeID, frontier_ids, inclusion_proof, leaf_hash
+from .leaf import decode_leaf
+from .payload import ACTIVE, RETIRED, STATUSES, is_fleet_id, parse_payload
+
+HEADS_LEAF_TYPE = 2
+"""The first byte of a HEADS leaf; a bundle leaf's first byte is its version, 1."""
+
+HEADS_LEAF_SIZE = 1 + 8 + 8 + HASH_SIZE  # 49
+
+MAX_FLEET_ID_BYTES = 128
+"""The payload schema's limit; the row's length prefix (one byte) could say 255."""
+
+_STATUS_BYTE = {ACTIVE: 0, RETIRED: 1}
+_STATUS_OF_BYTE = {0: ACTIVE, 1: RETIRED}
+
+_ROW_TAIL = struct.Struct(">QQ32sB")  # sequence, leaf_index, leaf_hash, status
+_HEADS_LEAF = struct.Struct(">BQQ32s")
+_NODE = b"\x01"
+
+
+class HeadsError(ValueError):
+    """Base class: a heads row, HEADS leaf or heads table operation was refused."""
+
+
+class MalformedHeadsError(HeadsError):
+    """A heads row or HEADS leaf is not in its one canonical encoding."""
+
+
+class HeadsUpdateError(HeadsError):
+    """A row cannot enter the table: its sequence is not above the fleet's row, or the
+    fleet is retired (docs/fleet-heads.md, "Admission and retirement")."""
+
+
+class HeadsMismatchError(HeadsError):
+    """A HEADS leaf in the log does not commit to the table folded from the bundles
+    before it: evidence that the log misbehaved (docs/fleet-heads.md, "Soundness")."""
+
+
+def _uint63(name: str, value: object) -> None:
+    if type(value) is not int or not 0 <= value <= MAX_UINT63:
+        raise MalformedHeadsError(f"{name}: got {value!r}, want an integer in [0, 2^63-1]")
+
+
+@dataclass(frozen=True, slots=True)
+class HeadsRow:
+    """A fleet's newest bundle: one row of the heads table (checked on construction)."""
+
+    fleet_id: str
+    sequence: int
+    leaf_index: int
+    leaf_hash: bytes
+    status: str = ACTIVE
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.fleet_id, str) or not is_fleet_id(self.fleet_id):
+            shown = repr(self.fleet_id[:40]) if isinstance(self.fleet_id, str) else type(self.fleet_id).__name__
+            raise MalformedHeadsError(
+                f"row fleet_id: got {shown}, want 1..{MAX_FLEET_ID_BYTES} characters of "
+                "[A-Za-z0-9._:-], not '.' or '..'"
+            )
+        _uint63("row sequence", self.sequence)
+        _uint63("row leaf_index", self.leaf_index)
+        if type(self.leaf_hash) is not bytes or len(self.leaf_hash) != HASH_SIZE:
+            raise MalformedHeadsError(f"row leaf_hash: got {self.leaf_hash!r:.80}, want {HASH_SIZE} bytes")
+        if self.status not in _STATUS_BYTE:
+            raise MalformedHeadsError(f"row status: got {self.status!r:.40}, want one of {list(STATUSES)}")
+
+    @property
+    def key(self) -> bytes:
+        """The sort key: the fleet id's bytes (compared unsigned, a proper prefix first)."""
+        return self.fleet_id.encode("ascii")
+
+    @property
+    def retired(self) -> bool:
+        return self.status == RETIRED
+
+    def encode(self) -> bytes:
+        """The canonical HeadsRow bytes: the heads tree's leaf."""
+        key = self.key
+        return bytes((len(key),)) + key + _ROW_TAIL.pack(
+            self.sequence, self.leaf_index, self.leaf_hash, _STATUS_BYTE[self.status]
+        )
+
+    def tree_hash(self) -> bytes:
+        """The row's RFC 6962 §2.1 leaf hash in the heads tree: SHA-256(0x00 || encode())."""
+        return leaf_hash(self.encode())
+
+
+def decode_row(data: bytes) -> HeadsRow:
+    """Decode HeadsRow bytes strictly; `decode_row(row.encode()) == row` and nothing
+    else decodes. Raises `MalformedHeadsError`."""
+    if not isinstance(data, bytes) or not data:
+        raise MalformedHeadsError(f"row: got {len(data) if isinstance(data, bytes) else type(data).__name__}, "
+                                  "want bytes")
+    length = data[0]
+    want = 1 + length + _ROW_TAIL.size
+    if len(data) != want:
+        raise MalformedHeadsError(f"row: got {len(data)} bytes, want {want} for a {length}-byte fleet id")
+    raw_id = data[1 : 1 + length]
+    try:
+        fleet_id = raw_id.decode("ascii")
+    except UnicodeDecodeError:
+        raise MalformedHeadsError(f"row fleet_id: got non-ASCII bytes {raw_id[:40]!r}") from None
+    sequence, leaf_index, hash_, status = _ROW_TAIL.unpack_from(data, 1 + length)
+    if status not in _STATUS_OF_BYTE:
+        raise MalformedHeadsError(f"row status: got byte {status}, want 0 (active) or 1 (retired)")
+    # HeadsRow checks the fleet id's charset and length and the integer bounds.
+    return HeadsRow(fleet_id, sequence, leaf_index, hash_, _STATUS_OF_BYTE[status])
+
+
+@dataclass(frozen=True, slots=True)
+class HeadsLeaf:
+    """The commitment a batch ends with: the heads table's size and root."""
+
+    previous: int
+    count: int
+    root: bytes
+
+    def __post_init__(self) -> None:
+        _uint63("HEADS leaf previous", self.previous)
+        _uint63("HEADS leaf count", self.count)
+        if type(self.root) is not bytes or len(self.root) != HASH_SIZE:
+            raise MalformedHeadsError(f"HEADS leaf root: got {self.root!r:.80}, want {HASH_SIZE} bytes")
+        if self.count == 0 and self.root != EMPTY_ROOT:
+            # RFC 6962 §2.1: MTH({}) = SHA-256(); any other root is no table of 0 rows.
+            raise MalformedHeadsError(
+                f"HEADS leaf root: got {self.root.hex()} with count 0, want the empty tree's {EMPTY_ROOT.hex()}"
+            )
+
+    def encode(self) -> bytes:
+        """The 49 leaf bytes."""
+        return _HEADS_LEAF.pack(HEADS_LEAF_TYPE, self.previous, self.count, self.root)
+
+
+def is_heads_leaf(leaf: bytes) -> bool:
+    """Whether a log leaf is a HEADS leaf (by its first byte; decode it to check it)."""
+    return leaf[:1] == bytes((HEADS_LEAF_TYPE,))
+
+
+def decode_heads_leaf(data: bytes) -> HeadsLeaf:
+    """Decode the 49 bytes of a HEADS leaf strictly; raises `MalformedHeadsError`."""
+    if not isinstance(data, bytes) or len(data) != HEADS_LEAF_SIZE:
+        got = f"{len(data)} bytes" if isinstance(data, bytes) else type(data).__name__
+        raise MalformedHeadsError(f"HEADS leaf: got {got}, want {HEADS_LEAF_SIZE}")
+    kind, previous, count, root = _HEADS_LEAF.unpack(data)
+    if kind != HEADS_LEAF_TYPE:
+        raise MalformedHeadsError(f"HEADS leaf type: got {kind}, want {HEADS_LEAF_TYPE}")
+    return HeadsLeaf(previous, count, root)
+
+
+def bundle_row(index: int, leaf: bytes) -> HeadsRow:
+    """The row a bundle leaf at `index` makes: its payload's fleet, sequence and status.
+    Raises `MalformedEnvelopeError` / `MalformedPayloadError` for a leaf that is not a
+    bundle leaf with a valid payload."""
+    envelope = decode_leaf(leaf)
+    bundle = parse_payload(envelope.payload)
+    return HeadsRow(bundle.fleet_id, bundle.sequence, index, leaf_hash(leaf), bundle.status)
+
+
+class HeadsTable:
+    """The heads table: the rows sorted by fleet id, and its RFC 6962 tree.
+
+    The tree is kept as the hashes of every complete subtree over positions:
+    `_levels[0]` holds the rows' leaf hashes and `_levels[l][j]` the node covering
+    positions [j * 2^l, (j + 1) * 2^l) (RFC 6962 §2.1 splits MTH at the largest power
+    of two below n, so every node of the tree is such a subtree or a fold of them along
+    the right edge). `apply` only records what changed; the hashes are brought up to
+    date by the next `root()`, `row_proof()` or `heads_leaf()`, so a batch of updates
+    pays once for what they share:
+
+    * replacing a row (the fleet has a row) dirties one position: its ancestors,
+      one per level, are rehashed: O(log n) hashes;
+    * inserting a row at position i shifts every row right of it, so every subtree
+      that ends right of i is rehashed: about n - i node hashes (each row's own leaf
+      hash is kept and moved, not recomputed). A batch that inserts at positions
+      i_1 .. i_k costs about n - min(i) node hashes in all, plus k list insertions
+      (memmove of pointers, O(n) each but ~1000x cheaper than a hash);
+    * `root()` then folds the popcount(n) frontier subtrees: O(log n); `row_proof` reads
+      O(log n) stored hashes (`merkle.inclusion_proof`).
+
+    Memory: about 2n hashes plus the rows. Rows are never removed (a retired fleet
+    keeps its row), so n only grows.
+    """
+
+    __slots__ = ("_dirty", "_dirty_from", "_keys", "_levels", "_root", "_rows")
+
+    def __init__(self) -> None:
+        self._rows: list[HeadsRow] = []
+        self._keys: list[bytes] = []
+        self._levels: list[list[bytes]] = [[]]
+        # Positions >= _dirty_from changed (insertions shift them); _dirty: replaced
+        # positions below it. _dirty_from == count means the upper levels are current.
+        self._dirty_from = 0
+        self._dirty: set[int] = set()
+        self._root: bytes | None = EMPTY_ROOT
+
+    @classmethod
+    def from_rows(cls, rows: Iterable[HeadsRow]) -> HeadsTable:
+        """A table holding `rows` (any order; one per fleet), built in O(n) hashes."""
+        table = cls()
+        ordered = sorted(rows, key=lambda r: r.key)
+        keys = [r.key for r in ordered]
+        for a, b in pairwise(keys):
+            if a == b:
+                raise HeadsUpdateError(f"rows: fleet {a.decode()!r} twice, want one row per fleet")
+        table._rows = ordered
+        table._keys = keys
+        table._levels = [[r.tree_hash() for r in ordered]]
+        table._root = None
+        return table
+
+    def copy(self) -> HeadsTable:
+        """An independent copy (O(n) pointer copies, no hashing): apply a batch to the
+        copy and keep it only if the batch commits."""
+        self._flush()
+        clone = HeadsTable.__new__(HeadsTable)
+        clone._rows = list(self._rows)
+        clone._keys = list(self._keys)
+        clone._levels = [list(level) for level in self._levels]
+        clone._dirty_from = self._dirty_from
+        clone._dirty = set()
+        clone._root = self._root
+        return clone
+
+    # --- queries ------------------------------------------------------------------------
+
+    @property
+    def count(self) -> int:
+        """The number of rows (fleets)."""
+        return len(self._rows)
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def __iter__(self) -> Iterator[HeadsRow]:
+        return iter(self._rows)
+
+    @property
+    def rows(self) -> Sequence[HeadsRow]:
+        """The rows in tree order (a copy)."""
+        return tuple(self._rows)
+
+    def row(self, position: int) -> HeadsRow:
+        """The row at `position` (IndexError beyond the table)."""
+        if not 0 <= position < len(self._rows):
+            raise IndexError(f"position: got {position}, want 0..{len(self._rows) - 1}")
+        return self._rows[position]
+
+    def position(self, fleet_id: str) -> int | None:
+        """The fleet's row position, or None if it has no row."""
+        if not is_fleet_id(fleet_id):
+            return None
+        key = fleet_id.encode("ascii")
+        i = bisect_left(self._keys, key)
+        return i if i < len(self._keys) and self._keys[i] == key else None
+
+    def get(self, fleet_id: str) -> HeadsRow | None:
+        """The fleet's row, or None."""
+        position = self.position(fleet_id)
+        return None if position is None else self._rows[position]
+
+    def neighbours(self, fleet_id: str) -> tuple[int, ...]:
+        """For a fleet without a row, the positions of the rows on either side of where
+        it would be (docs/fleet-heads.md, "The fleet-head proof", absent): (p, p + 1),
+        or (0,) when it sorts first, or (count - 1,) when it sorts last, or () for an
+        empty table. Raises `KeyError` if the fleet has a row, `MalformedHeadsError` if
+        `fleet_id` is not a fleet id."""
+        if not is_fleet_id(fleet_id):
+            raise MalformedHeadsError(f"fleet_id: got {fleet_id[:40]!r}, want a payload's fleet id")
+        key = fleet_id.encode("ascii")
+        i = bisect_left(self._keys, key)
+        n = len(self._keys)
+        if i < n and self._keys[i] == key:
+            raise KeyError(f"fleet {fleet_id!r} has a row at position {i}")
+        if n == 0:
+            return ()
+        if i == 0:
+            return (0,)
+        if i == n:
+            return (n - 1,)
+        return (i - 1, i)
+
+    def root(self) -> bytes:
+        """MTH of the encoded rows in order (RFC 6962 §2.1); SHA-256() when empty."""
+        if self._root is None:
+            self._flush()
+            hashes = [self._levels[level][index] for level, index in frontier_ids(len(self._rows))]
+            root = hashes.pop() if hashes else EMPTY_ROOT
+            # The frontier subtrees, largest first, fold right to left into the root.
+            for h in reversed(hashes):
+                root = sha256(_NODE + h + root).digest()
+            self._root = root
+        return self._root
+
+    def heads_leaf(self, previous: int) -> HeadsLeaf:
+        """The HEADS leaf committing to the table as it stands."""
+        return HeadsLeaf(previous, len(self._rows), self.root())
+
+    def row_proof(self, position: int) -> list[bytes]:
+        """The RFC 6962 §2.1.1 inclusion proof of row `position` in the heads tree of
+        `count` rows (InvalidParameterError beyond the table)."""
+        self._flush()
+        levels = self._levels
+        return inclusion_proof(position, len(self._rows), lambda ids: [_node(levels, i) for i in ids])
+
+    def proved_row(self, position: int) -> ProvedRow:
+        """The row at `position` with its inclusion proof, as a fleet-head proof carries
+        it (formats/fleet_head.py): `row` for a present fleet, one of `neighbours` else."""
+        row = self.row(position)
+        return ProvedRow(position, row.fleet_id, row.sequence, row.leaf_index, row.leaf_hash, row.status,
+                         tuple(self.row_proof(position)))
+
+    # --- updates ------------------------------------------------------------------------
+
+    def apply(self, row: HeadsRow) -> int:
+        """Insert the fleet's row, or replace it by a newer one; returns its position.
+
+        Raises `HeadsUpdateError`, leaving the table unchanged, when the fleet's row is
+        retired or its sequence is not below `row.sequence` (the log appends a bundle
+        only if its sequence is above its fleet's head).
+        """
+        if not isinstance(row, HeadsRow):
+            raise TypeError(f"apply: got {type(row).__name__}, want HeadsRow")
+        key = row.key
+        keys = self._keys
+        i = bisect_left(keys, key)
+        h = row.tree_hash()
+        if i < len(keys) and keys[i] == key:
+            old = self._rows[i]
+            if old.retired:
+                raise HeadsUpdateError(
+                    f"fleet {row.fleet_id!r}: retired by sequence {old.sequence} (leaf {old.leaf_index}), "
+                    f"want no later bundle (got sequence {row.sequence})"
+                )
+            if row.sequence <= old.sequence:
+                raise HeadsUpdateError(
+                    f"fleet {row.fleet_id!r} sequence: got {row.sequence}, want above the head's "
+                    f"{old.sequence} (leaf {old.leaf_index})"
+                )
+            self._rows[i] = row
+            self._levels[0][i] = h
+            if i < self._dirty_from:
+                self._dirty.add(i)
+        else:
+            keys.insert(i, key)
+            self._rows.insert(i, row)
+            self._levels[0].insert(i, h)
+            self._dirty_from = min(self._dirty_from, i)
+        self._root = None
+        return i
+
+    def _flush(self) -> None:
+        """Bring the stored subtree hashes up to date (see the class docstring)."""
+        n = len(self._rows)
+        levels = self._levels
+        start = self._dirty_from
+        dirty = self._dirty
+        level = 1
+        while n >> level:
+            width = n >> level
+            lower = levels[level - 1]
+            if level == len(levels):
+                levels.append([])
+            current = levels[level]
+            # Node j covers positions [j << level, (j + 1) << level): it changed if it
+            # ends right of the first shifted position, or lies above a replaced one.
+            start >>= 1
+            del current[start:]
+            # The children of nodes start..width-1, paired by two strided slices (a
+            # comprehension: ~8% faster than an indexing loop, measured A/B).
+            current += [
+                sha256(_NODE + left + right).digest()
+                for left, right in zip(lower[2 * start : 2 * width : 2], lower[2 * start + 1 : 2 * width : 2],
+                                       strict=True)
+            ]
+            dirty = {p >> 1 for p in dirty if p >> 1 < start}
+            for j in dirty:
+                current[j] = sha256(_NODE + lower[2 * j] + lower[2 * j + 1]).digest()
+            level += 1
+        del levels[max(level, 1):]
+        self._dirty_from = n
+        self._dirty = set()
+
+
+def _node(levels: list[list[bytes]], node: NodeID) -> bytes:
+    level, index = node
+    return levels[level][index]
+
+
+def fold(leaves: Iterable[bytes], *, check_heads: bool = True) -> HeadsTable:
+    """The heads table of a log, folded from its leaves in log order (docs/fleet-heads.md,
+    "The heads table"): each bundle leaf replaces its fleet's row.
+
+    HEADS leaves add no row. With `check_heads`, each one must commit to the table as
+    folded so far, with `previous` the index of the HEADS leaf before it (0 if none),
+    else `HeadsMismatchError`. A bundle the log should have refused (a sequence not
+    above its fleet's head, a bundle of a retired fleet) raises `HeadsUpdateError`; a
+    leaf that is neither raises the bundle layer's `MalformedEnvelopeError` (or
+    `MalformedPayloadError`) or `MalformedHeadsError`.
+    """
+    table = HeadsTable()
+    previous = 0
+    for index, leaf in enumerate(leaves):
+        if is_heads_leaf(leaf):
+            heads = decode_heads_leaf(leaf)
+            if check_heads:
+                want = table.heads_leaf(previous)
+                if heads != want:
+                    raise HeadsMismatchError(
+                        f"HEADS leaf {index}: got previous {heads.previous}, count {heads.count}, root "
+                        f"{heads.root.hex()}; want previous {want.previous}, count {want.count}, root "
+                        f"{want.root.hex()} (the table folded from leaves 0..{index - 1})"
+                    )
+            previous = index
+            continue
+        try:
+            table.apply(bundle_row(index, leaf))
+        except HeadsUpdateError as exc:
+            raise HeadsUpdateError(f"leaf {index}: {exc}") from None
+    return table
