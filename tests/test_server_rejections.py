@@ -165,6 +165,8 @@ REFUSALS: dict[str, tuple[Callable[[], object], dict[str, str], int, str]] = {
     "inverted_validity_window": (lambda: with_payload(not_before="2095-01-01T00:00:00Z",
                                                       not_after="2090-01-01T00:00:00Z"),
                                  JSON, 422, "invalid_validity_window"),
+    # Issue 20: a retirement is refused until the log refuses a retired fleet's later bundles.
+    "retirement_not_supported": (lambda: with_payload(status="retired"), JSON, 422, "retirement_not_supported"),
     "rollback": (lambda: rollback_envelope(3).to_json(), JSON, 409, "rollback"),
     "equivocation": (lambda: rollback_envelope(5, key_index=1).to_json(), JSON, 409, "equivocation"),
 }
@@ -302,3 +304,9 @@ async def test_good_reads_still_answer(server):
                  f"/v1/bundles/{lh}", f"/v1/fleets/{ROLLBACK_FLEET}", "/checkpoint", "/v1/log"]:
         async with server.session.get(path) as resp:
             assert resp.status == 200, (path, await resp.text())
+
+
+async def test_an_explicitly_active_status_is_accepted(server):
+    body = make_envelope(BundleFactory(fleet_id="active-status-fleet").payload(status="active")).to_json()
+    async with server.session.post("/v1/bundles", data=body, headers=JSON) as resp:
+        assert resp.status == 201, await resp.text()
