@@ -67,10 +67,9 @@ from ..formats.errors import FleetHeadFormatError, QuorumNotMetError
 from ..formats.fleet_head import FleetHeadProof, ProvedRow, parse_fleet_head_proof
 from ..formats.strict import json_type
 from ..merkle import MerkleError, leaf_hash, verify_inclusion
-from .checkpoints import VerifiedCheckpoint, verify_checkpoint
+from .checkpoints import VerifiedCheckpoint
 from .errors import (
     AbsenceProofError,
-    CheckpointVerificationError,
     FleetAbsentError,
     FleetHeadBundleError,
     FleetHeadRootError,
@@ -80,11 +79,10 @@ from .errors import (
     MalformedFleetHeadError,
     SignatureError,
     StaleFleetHeadError,
-    WitnessQuorumError,
 )
 from .policy import TrustPolicy
 from .state import ClientState
-from .verify import CheckLog, _describe_checkpoint, _describe_quorum
+from .verify import CheckLog, check_checkpoint_note
 
 # verify_envelope's own expiry check is disabled with the earliest time there is (see
 # the module docstring: a head's window is the caller's to check).
@@ -262,7 +260,7 @@ def open_fleet_head(
     asked = parsed.fleet_id if fleet_id is None else fleet_id
     log.run("fleet_head_fleet", lambda: _check_fleet(parsed.fleet_id, asked, "the proof"))
 
-    cp = _check_checkpoint(parsed, policy, log)
+    cp = check_checkpoint_note(parsed.checkpoint_note, parsed.checkpoint.origin, policy, log)
     freshness = log.run("fleet_head_freshness", lambda: _check_freshness(cp, policy, now, max_age_s))
     heads = log.run("heads_leaf", lambda: _check_heads_leaf(parsed, cp))
     index = parsed.heads_leaf.index
@@ -335,25 +333,6 @@ def _check_fleet(got: str, asked: str, what: str) -> tuple[None, str]:
     if got != asked:
         raise FleetMismatchError(f"fleet id of {what}: got {got!r}, want {asked!r}, the fleet asked for")
     return None, f"{what} is about fleet {asked!r}"
-
-
-def _check_checkpoint(parsed: FleetHeadProof, policy: TrustPolicy, log: CheckLog) -> VerifiedCheckpoint:
-    """Checks `checkpoint_signature` and `witness_quorum` (one verification yields both,
-    as in client/verify.py)."""
-    try:
-        cp = verify_checkpoint(parsed.checkpoint_note, policy)
-    except WitnessQuorumError as exc:
-        log.add("checkpoint_signature", True, f"signed by log {parsed.checkpoint.origin!r}")
-        log.add("witness_quorum", False, str(exc))
-        exc.check = "witness_quorum"
-        raise
-    except CheckpointVerificationError as exc:
-        log.add("checkpoint_signature", False, str(exc))
-        exc.check = "checkpoint_signature"
-        raise
-    log.add("checkpoint_signature", True, _describe_checkpoint(cp))
-    log.add("witness_quorum", True, _describe_quorum(cp, policy))
-    return cp
 
 
 def _check_freshness(

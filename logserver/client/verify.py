@@ -239,11 +239,16 @@ def _check_inclusion(receipt: Receipt, leaf_hash: bytes) -> tuple[None, str]:
 
 
 def _check_checkpoint(receipt: Receipt, policy: TrustPolicy, log: CheckLog) -> VerifiedCheckpoint:
-    """Checks `checkpoint_signature` and `witness_quorum` (one verification yields both)."""
+    return check_checkpoint_note(receipt.checkpoint_note, receipt.checkpoint.origin, policy, log)
+
+
+def check_checkpoint_note(note: str, origin: str, policy: TrustPolicy, log: CheckLog) -> VerifiedCheckpoint:
+    """Checks `checkpoint_signature` and `witness_quorum` of a checkpoint note whose
+    origin line is `origin` (one verification yields both): a receipt's, a fleet head's."""
     try:
-        verified = verify_checkpoint(receipt.checkpoint_note, policy)
+        verified = verify_checkpoint(note, policy)
     except WitnessQuorumError as exc:
-        log.add("checkpoint_signature", True, f"signed by log {receipt.checkpoint.origin!r}")
+        log.add("checkpoint_signature", True, f"signed by log {origin!r}")
         log.add("witness_quorum", False, str(exc))
         exc.check = "witness_quorum"
         raise
