@@ -125,10 +125,44 @@ class _Child:
 
 # --- nginx -------------------------------------------------------------------------------
 
-def nginx_binary() -> str:
-    found = shutil.which("nginx") or shutil.which("nginx", path=os.pathsep.join(SBIN_DIRS))
+def _find_nginx() -> str | None:
+    return shutil.which("nginx") or shutil.which("nginx", path=os.pathsep.join(SBIN_DIRS))
+
+
+def ensure_nginx() -> str:
+    """The nginx binary, installed from Debian's packages when missing and we are root
+    (as the suite installs wrk). Debian's package starts the system nginx from its
+    postinst: the install runs under a policy-rc.d that forbids starting services, as
+    scripts/dev.py's does, so nothing listens on port 80 afterwards."""
+    found = _find_nginx()
+    if found is not None:
+        return found
+    if os.geteuid() == 0 and shutil.which("apt-get") is not None:
+        print("installing nginx from Debian's packages (apt-get install -y nginx) ...", flush=True)
+        policy = Path("/usr/sbin/policy-rc.d")
+        wrote = not policy.exists()
+        if wrote:
+            policy.write_text("#!/bin/sh\n# written by logserver's bench/origins.py for one apt-get install\nexit 101\n")
+            policy.chmod(0o755)
+        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+        quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, "env": env}
+        try:
+            if subprocess.call(["apt-get", "install", "-y", "-q", "nginx"], **quiet) != 0:
+                subprocess.call(["apt-get", "update", "-q"], **quiet)
+                subprocess.call(["apt-get", "install", "-y", "-q", "nginx"], **quiet)
+        finally:
+            if wrote:
+                policy.unlink(missing_ok=True)
+        found = _find_nginx()
     if found is None:
-        raise RuntimeError("nginx is not installed: apt-get install nginx (scripts/dev.py test installs it as root)")
+        raise RuntimeError("nginx is not installed and could not be (needs root and apt-get): apt-get install nginx")
+    return found
+
+
+def nginx_binary() -> str:
+    found = _find_nginx()
+    if found is None:
+        raise RuntimeError("nginx is not installed: apt-get install nginx (the bench installs it as root)")
     return found
 
 

@@ -85,14 +85,14 @@ def static_targets(static: dict | None, target) -> None:
     if not static:
         return
     for row in static.get("reads") or []:
-        n = row["nginx"]
+        m = row["mean_rps"]
         ratio = row["tiles_vs_same"]
         target(f"static: nginx full tiles / nginx same-size file, {row['size']:,} leaves",
-               f"{ratio:.2f} ({n['tile']['ok_rps']:.0f}/s vs {row['same_rps']:.0f}/s)", ">= 0.9", ratio >= 0.9,
+               f"{ratio:.2f} ({m['nginx tile']:.0f}/s vs {m['nginx same']:.0f}/s)", ">= 0.9", ratio >= 0.9,
                _margin(ratio, 0.9))
         x = row["nginx_vs_logserver"]
         target(f"static: nginx full tiles / logserver's /tile route, {row['size']:,} leaves",
-               f"{x:.1f}x ({n['tile']['ok_rps']:.0f}/s vs {row['logserver']['tile']['ok_rps']:.0f}/s)", ">= 5x",
+               f"{x:.2f}x ({m['nginx tile']:.0f}/s vs {m['logserver tile']:.0f}/s)", ">= 5x",
                x >= 5, _margin(x, 5))
     lag = static.get("lag")
     if lag:
@@ -109,7 +109,7 @@ def static_targets(static: dict | None, target) -> None:
                    f"<= {bound} ms", p99 <= bound, _margin(p99, bound))
     subs = static.get("submissions")
     if subs and subs.get("ratio") is not None:
-        on = subs["runs"][1]["ok_rps"]
+        on = subs["on_rps"]
         target(f"static: submissions publishing to both targets / to none ({subs['algorithm']}, "
                f"{subs['connections']} clients)", f"{subs['ratio']:.2f} ({on:.0f}/s vs {subs['off_rps']:.0f}/s)",
                ">= 0.9", subs["ratio"] >= 0.9, _margin(subs["ratio"], 0.9))
@@ -177,16 +177,23 @@ def miss_context(results: dict) -> list[str]:
 def static_miss_context(static: dict, status: dict, cpus: int) -> list[str]:
     out = []
     for row in static.get("reads") or []:
-        size, n = row["size"], row["nginx"]
+        size = row["size"]
+
+        def rates(server, what):
+            return ", ".join(f"{r['ok_rps']:.0f}" for r in row["runs"] if (r["server"], r["what"]) == (server, what))
+
+        def cpu(server, what, key):
+            return ", ".join(str(r.get(key)) for r in row["runs"] if (r["server"], r["what"]) == (server, what))
         if status.get(f"static: nginx full tiles / nginx same-size file, {size:,} leaves") == "missed":
-            out.append(f"static reads at {size:,}: nginx's same-size file ran at {n['same_before']['ok_rps']:.0f}/s "
-                       f"before and {n['same_after']['ok_rps']:.0f}/s after its other runs (the ratio uses the "
-                       f"mean); during the tiles the machine was busy {n['tile'].get('machine_cpu_busy_cores')} of "
-                       f"{cpus} cores, the load generator {n['tile'].get('loadgen_cpu_cores')}.")
+            out.append(f"static reads at {size:,}: nginx's same-size file ran at {rates('nginx', 'same')}/s and its "
+                       f"random tiles at {rates('nginx', 'tile')}/s, alternately (the ratio is of the means): how "
+                       f"much the machine moved between runs.")
         if status.get(f"static: nginx full tiles / logserver's /tile route, {size:,} leaves") == "missed":
-            out.append(f"static reads at {size:,}: nginx used {n['tile'].get('server_cpu_cores')} cores and the "
-                       f"load generator {n['tile'].get('loadgen_cpu_cores')} for the tiles, logserver "
-                       f"{row['logserver']['tile'].get('server_cpu_cores')}; the machine has {cpus}.")
+            out.append(f"static reads at {size:,}: for the random tiles nginx used {cpu('nginx', 'tile', 'server_cpu_cores')} "
+                       f"cores with the load generator at {cpu('nginx', 'tile', 'loadgen_cpu_cores')} (one wrk "
+                       f"thread) and the machine at {cpu('nginx', 'tile', 'machine_cpu_busy_cores')}; logserver "
+                       f"used {cpu('logserver', 'tile', 'server_cpu_cores')} (one event loop). The machine has {cpus} "
+                       "cores, shared by the server, the load generator and everything else.")
     lag = static.get("lag")
     if lag and any(status.get(f"static: publication lag p99 to {name}, 1,000 submissions/s") == "missed"
                    for name in ("a directory", "SeaweedFS (S3)")):
@@ -198,11 +205,10 @@ def static_miss_context(static: dict, status: dict, cpus: int) -> list[str]:
     subs = static.get("submissions")
     if subs and status.get(f"static: submissions publishing to both targets / to none ({subs['algorithm']}, "
                            f"{subs['connections']} clients)") == "missed":
-        off1, on, off2 = subs["runs"]
-        out.append(f"submissions with publishing: without targets {off1['ok_rps']:.0f}/s and {off2['ok_rps']:.0f}/s "
-                   f"(before and after), with both {on['ok_rps']:.0f}/s; the machine was busy "
-                   f"{off1.get('machine_cpu_busy_cores')} / {on.get('machine_cpu_busy_cores')} / "
-                   f"{off2.get('machine_cpu_busy_cores')} of {cpus} cores.")
+        runs = ", ".join(f"{'on' if r['publishing'] else 'off'} {r['ok_rps']:.0f}/s (server "
+                         f"{r.get('server_cpu_cores')}, machine {r.get('machine_cpu_busy_cores')} cores)"
+                         for r in subs["runs"])
+        out.append(f"submissions with publishing, run by run: {runs}; the machine has {cpus} cores.")
     return out
 
 
@@ -345,26 +351,24 @@ def static_markdown(static: dict, cpus: int) -> list[str]:
                   "uniformly random full level-0 tiles and the checkpoint, from logserver's own routes, then from "
                   "nginx (deploy/nginx/logserver.conf, `worker_processes auto`, no access log) serving the "
                   "directory. `same-size file`: nginx answering one fixed full tile of the same directory (8,192 "
-                  "bytes, same location block and headers), before and after nginx's other runs; the ratio uses "
-                  "their mean. CPU in cores; the machine has " + str(cpus) + ".", "",
+                  "bytes, same location block and headers). Runs in the order shown, alternating so that the "
+                  "machine's drift lands on both sides of each ratio, which is of the means; logserver stays up "
+                  "(idle) while nginx runs. CPU in cores; the machine has " + str(cpus) + ".", "",
                   "| leaves | published in | server | what | req/s | p50 / p99 ms | server CPU | loadgen CPU | "
                   "machine CPU |", "|---|---|---|---|---|---|---|---|---|"]
         for row in reads:
             pub = f"{row['publication_s']} s ({row['published']['objects']:,} objects, {row['published']['mb']} MB)"
-            runs = [("logserver", "random full tiles", row["logserver"]["tile"]),
-                    ("logserver", "/checkpoint", row["logserver"]["checkpoint"]),
-                    ("nginx", "same-size file (before)", row["nginx"]["same_before"]),
-                    ("nginx", "random full tiles", row["nginx"]["tile"]),
-                    ("nginx", "/checkpoint", row["nginx"]["checkpoint"]),
-                    ("nginx", "same-size file (after)", row["nginx"]["same_after"])]
-            for i, (server, what, r) in enumerate(runs):
-                lines.append(f"| {row['size']:,} | {pub if i == 0 else ''} | {server} | {what} | {r['ok_rps']:.0f} | "
-                             f"{_ms(r)} | {r.get('server_cpu_cores')} | {r.get('loadgen_cpu_cores')} | "
-                             f"{r.get('machine_cpu_busy_cores', '-')} |")
-        lines += [""] + [f"At {row['size']:,} leaves: nginx's tiles at **{row['tiles_vs_same']}** of its same-size "
-                         f"file ({row['fixed_path']}) and **{row['nginx_vs_logserver']}x** logserver's tile route; "
-                         f"the checkpoint {row['checkpoint_nginx_vs_logserver']}x. Tile file warm after "
-                         f"{row['tile_file_warm_s']} s." for row in reads]
+            names = {"tile": "random full tiles", "same": "same-size file", "checkpoint": "/checkpoint"}
+            for i, r in enumerate(row["runs"]):
+                lines.append(f"| {row['size']:,} | {pub if i == 0 else ''} | {r['server']} | {names[r['what']]} | "
+                             f"{r['ok_rps']:.0f} | {_ms(r)} | {r.get('server_cpu_cores')} | "
+                             f"{r.get('loadgen_cpu_cores')} | {r.get('machine_cpu_busy_cores', '-')} |")
+        lines += [""] + [f"At {row['size']:,} leaves (means): nginx's tiles {row['mean_rps']['nginx tile']:.0f}/s, "
+                         f"**{row['tiles_vs_same']}** of its same-size file ({row['fixed_path']}, "
+                         f"{row['mean_rps']['nginx same']:.0f}/s) and **{row['nginx_vs_logserver']}x** logserver's "
+                         f"tile route ({row['mean_rps']['logserver tile']:.0f}/s); the checkpoint "
+                         f"{row['checkpoint_nginx_vs_logserver']}x. The server's tile file was warm "
+                         f"{row['tile_file_warm_s']} s after the publication." for row in reads]
     lag = static.get("lag")
     if lag:
         load = lag["load"]
@@ -388,9 +392,9 @@ def static_markdown(static: dict, cpus: int) -> list[str]:
     subs = static.get("submissions")
     if subs:
         lines += ["", f"Submissions with publishing on and off: section 1's load ({subs['algorithm']}, "
-                  f"{subs['connections']} clients, closed loop) on a fresh log each time, without targets, with "
-                  "a directory and a bucket on SeaweedFS, and without again; the ratio is to the mean of the two "
-                  "runs without.", "",
+                  f"{subs['connections']} clients, closed loop) on a fresh log each time, alternately without "
+                  "targets and with a directory and a bucket on SeaweedFS (in the order shown); the ratio is of the "
+                  f"means: {subs['on_rps']:.0f}/s with, {subs['off_rps']:.0f}/s without.", "",
                   "| publishing | req/s | p50 / p99 ms | server CPU | machine CPU | targets caught up after the "
                   "load |", "|---|---|---|---|---|---|"]
         for r in subs["runs"]:
@@ -470,11 +474,10 @@ def plots(results: dict, out_dir: Path) -> list[str]:
     static_reads = (results.get("static") or {}).get("reads") or []
     if static_reads:
         fig, ax = plt.subplots(figsize=(7, 3.5))
-        bars = [("nginx\nsame-size file", lambda r: r["same_rps"]),
-                ("nginx\nrandom tiles", lambda r: r["nginx"]["tile"]["ok_rps"]),
-                ("nginx\ncheckpoint", lambda r: r["nginx"]["checkpoint"]["ok_rps"]),
-                ("logserver\nrandom tiles", lambda r: r["logserver"]["tile"]["ok_rps"]),
-                ("logserver\ncheckpoint", lambda r: r["logserver"]["checkpoint"]["ok_rps"])]
+        bars = [(label.replace(" ", "\n", 1), lambda r, key=key: r["mean_rps"][key]) for label, key in (
+            ("nginx same-size file", "nginx same"), ("nginx random tiles", "nginx tile"),
+            ("nginx checkpoint", "nginx checkpoint"), ("logserver random tiles", "logserver tile"),
+            ("logserver checkpoint", "logserver checkpoint"))]
         width = 0.8 / len(static_reads)
         for j, row in enumerate(static_reads):
             ax.bar([i + j * width for i in range(len(bars))], [f(row) for _, f in bars], width,

@@ -9,8 +9,8 @@
    the published directory with deploy/nginx/logserver.conf; and, as nginx's ceiling,
    nginx answering one file of the same size (8,192 bytes) over and over: one fixed
    full tile in the same directory, through the same location block and headers, so
-   it differs from the random tiles only in always being the same file. The ceiling
-   is measured before and after nginx's other runs, and the ratio uses the mean.
+   it differs from the random tiles only in always being the same file. The runs
+   alternate (READ_SCHEDULE) and the ratios are of the means.
 2. **Publication lag at 1,000 submissions/s.** A fresh log publishing to a directory
    and to a bucket on SeaweedFS at once (one server, both targets, as item 3's);
    paced submissions (bench/pubload.py, open loop) record each 201's index and
@@ -20,8 +20,8 @@
    checkpoint covered it minus the time its 201 arrived; the first `warmup_s` of acks
    are left out.
 3. **Submissions with publishing on and off**: section 1's load (Ed25519, its largest
-   client count, closed loop) on a fresh log with no target, with both targets, and
-   with none again; the ratio is to the mean of the two runs without.
+   client count, closed loop) on a fresh log each time, alternately without targets
+   and with both (off, on, off, on, off); the ratio is of the means.
 4. **Static reads during a PostgreSQL outage.** A log on a private PostgreSQL of its
    own, publishing to both targets; wrk reads every object of its published tree
    (checkpoint, tiles, entry bundles) through nginx and through the bucket's public
@@ -50,7 +50,7 @@ from logserver.merkle.tiles import TileID, tile_path
 from .bundles import bundle_file, tail_of, write_requests
 from .env import BenchEnv, serve_process
 from .loadgen import MARKER
-from .origins import Nginx, PrivatePostgres, SeaweedFS
+from .origins import Nginx, PrivatePostgres, SeaweedFS, ensure_nginx
 from .reads import ensure_loaded, wait_for_tile_file
 
 BUCKET = "bench-static"
@@ -174,6 +174,13 @@ class Watcher(threading.Thread):
 
 # --- 1. reads ------------------------------------------------------------------------------
 
+# The order of the read runs: the two ratios' sides alternate, so that the machine's drift
+# (a shared VM's rates move by 10-30% within minutes) lands on both; each ratio is of the
+# means. logserver stays up, idle, while nginx is measured (and nginx while logserver is).
+READ_SCHEDULE = (("logserver", "tile"), ("nginx", "same"), ("nginx", "tile"),
+                 ("logserver", "tile"), ("nginx", "same"), ("nginx", "tile"), ("nginx", "same"),
+                 ("nginx", "checkpoint"), ("logserver", "checkpoint"))
+
 def _tree_stats(root: Path) -> dict:
     files = [p for p in root.rglob("*") if p.is_file() and not p.name.startswith(".")]
     return {"objects": len(files), "mb": round(sum(p.stat().st_size for p in files) / 1e6, 1)}
@@ -200,14 +207,14 @@ def _reads(env: BenchEnv, mode, loadgen, base: Path, log) -> list[dict]:
         fixed = "/" + tile_path(TileID(0, full // 2))
         files["same"] = write_requests(run_dir / "same.tsv", [("GET", fixed)])
         files["checkpoint"] = write_requests(run_dir / "checkpoint.tsv", [("GET", "/checkpoint")])
-        row: dict = {"size": size, "fixed_path": fixed, "logserver": {}, "nginx": {}}
+        row: dict = {"size": size, "fixed_path": fixed, "runs": []}
 
-        def measure(target, kind, server=None):
+        def measure(target, kind):
             warm = files.get(kind + "-warm", files[kind])
             if mode.warmup_s:
                 loadgen.run(target.url, warm, connections=c, duration_s=mode.warmup_s, wrap=True)
             return loadgen.run(target.url, files[kind], connections=c, duration_s=mode.duration_s,
-                               server=server, wrap=True)
+                               server=target, wrap=True)
 
         log(f"static reads {size:,}: publishing the log to {public}")
         proc = _serve(env, run_dir, url, publication_toml(directory=public))
@@ -221,24 +228,21 @@ def _reads(env: BenchEnv, mode, loadgen, base: Path, log) -> list[dict]:
             row["published"] = _tree_stats(public)
             log(f"static reads {size:,}: published in {row['publication_s']} s ({row['published']})")
             row["tile_file_warm_s"] = wait_for_tile_file(server, log)
-            for kind in ("tile", "checkpoint"):
-                log(f"static reads {size:,}: logserver {kind}")
-                row["logserver"][kind] = measure(server, kind, server)
-        log(f"static reads {size:,}: nginx serving {public}")
-        with Nginx(public, run_dir / "nginx").start() as nginx:
-            for kind, key in (("same", "same_before"), ("tile", "tile"), ("checkpoint", "checkpoint"),
-                              ("same", "same_after")):
-                log(f"static reads {size:,}: nginx {key}")
-                row["nginx"][key] = measure(nginx, kind, nginx)
-        same = (row["nginx"]["same_before"]["ok_rps"] + row["nginx"]["same_after"]["ok_rps"]) / 2
-        row["same_rps"] = same
-        tile = row["nginx"]["tile"]["ok_rps"]
+            with Nginx(public, run_dir / "nginx").start() as nginx:
+                servers = {"logserver": server, "nginx": nginx}
+                for name, kind in READ_SCHEDULE:
+                    log(f"static reads {size:,}: {name} {kind}")
+                    row["runs"].append({"server": name, "what": kind, **measure(servers[name], kind)})
+        means = {}
+        for name, kind in set(READ_SCHEDULE):
+            rates = [r["ok_rps"] for r in row["runs"] if (r["server"], r["what"]) == (name, kind)]
+            means[f"{name} {kind}"] = round(sum(rates) / len(rates), 1)
+        row["mean_rps"] = means
+        tile, same, ours = means["nginx tile"], means["nginx same"], means["logserver tile"]
         row["tiles_vs_same"] = round(tile / same, 3) if same else None
-        ours = row["logserver"]["tile"]["ok_rps"]
         row["nginx_vs_logserver"] = round(tile / ours, 2) if ours else None
-        row["checkpoint_nginx_vs_logserver"] = (
-            round(row["nginx"]["checkpoint"]["ok_rps"] / row["logserver"]["checkpoint"]["ok_rps"], 2)
-            if row["logserver"]["checkpoint"]["ok_rps"] else None)
+        row["checkpoint_nginx_vs_logserver"] = (round(means["nginx checkpoint"] / means["logserver checkpoint"], 2)
+                                                if means["logserver checkpoint"] else None)
         rows.append(row)
     return rows
 
@@ -338,18 +342,25 @@ def _lag(env: BenchEnv, mode, weed: SeaweedFS, base: Path, log) -> dict:
 
 # --- 3. submissions with publishing on / off ----------------------------------------------------
 
+ON_OFF_SCHEDULE = (False, True, False, True, False)
+
 def _catch_up_s(server, public: Path, bucket_url: str, timeout_s: float = 300) -> float:
-    """Seconds until both targets hold a checkpoint as large as the one the server serves."""
-    size = _served_size(server)
-    return round(_wait("both targets to catch up", lambda: _size_of(_read_file(public / "checkpoint")) == size
-                       and _size_of(_read_url(bucket_url + "/checkpoint")) == size, timeout_s), 2)
+    """Seconds until both targets hold a checkpoint as large as the one the server serves
+    (read again each time: submissions still in flight when the load generator stopped
+    may commit after it)."""
+    def caught_up() -> bool:
+        size = _served_size(server)
+        return (_size_of(_read_file(public / "checkpoint")) or -1) >= size \
+            and (_size_of(_read_url(bucket_url + "/checkpoint")) or -1) >= size
+    return round(_wait("both targets to catch up", caught_up, timeout_s), 2)
 
 
 def _on_off(env: BenchEnv, mode, loadgen, weed: SeaweedFS, base: Path, log) -> dict:
     c = max(mode.connections)
     requests = bundle_file(env, ALGORITHM, mode.bundles)
     runs = []
-    for i, publishing in enumerate((False, True, False)):
+    # Alternating, so that the machine's drift between runs lands on both sides.
+    for i, publishing in enumerate(ON_OFF_SCHEDULE):
         tag = f"static_submit_{i}"
         db_name = f"bench_{tag}"
         url = env.database(db_name, fresh=True)
@@ -366,9 +377,10 @@ def _on_off(env: BenchEnv, mode, loadgen, weed: SeaweedFS, base: Path, log) -> d
         res["publishing"] = publishing
         runs.append(res)
         time.sleep(0.5)
-    off = (runs[0]["ok_rps"] + runs[2]["ok_rps"]) / 2
-    return {"algorithm": ALGORITHM, "connections": c, "runs": runs, "off_rps": off,
-            "ratio": round(runs[1]["ok_rps"] / off, 3) if off else None}
+    off = sum(r["ok_rps"] for r in runs if not r["publishing"]) / ON_OFF_SCHEDULE.count(False)
+    on = sum(r["ok_rps"] for r in runs if r["publishing"]) / ON_OFF_SCHEDULE.count(True)
+    return {"algorithm": ALGORITHM, "connections": c, "runs": runs, "off_rps": round(off, 1),
+            "on_rps": round(on, 1), "ratio": round(on / off, 3) if off else None}
 
 
 # --- 4. static reads during a PostgreSQL outage ---------------------------------------------------
@@ -386,7 +398,8 @@ def _outage(env: BenchEnv, mode, loadgen, weed: SeaweedFS, base: Path, log) -> d
         with proc.start() as server, Nginx(public, run_dir / "nginx").start() as nginx:
             entries = tail_of(bundle_file(env, ALGORITHM, mode.bundles), mode.outage_entries)
             log(f"static outage: submitting {mode.outage_entries:,} entries")
-            loadgen.run(server.url, entries, connections=16, duration_s=mode.outage_entries / 200 + 10)
+            # Closed loop, each bundle once: wrk runs out of them in about a second per 1,000 here.
+            loadgen.run(server.url, entries, connections=16, duration_s=max(2.0, mode.outage_entries / 500))
             size = _served_size(server)
             _catch_up_s(server, public, bucket_url)
             paths = ["checkpoint", *(tile_path(t) for t in (*tiles_for_size(size), *entries_tiles_for_size(size)))]
@@ -396,7 +409,7 @@ def _outage(env: BenchEnv, mode, loadgen, weed: SeaweedFS, base: Path, log) -> d
                      "s3": write_requests(run_dir / "s3.tsv", (("GET", f"{bucket_path}/{p}") for p in lines))}
             result.update(size=size, objects=len(paths))
             lead = max(1.0, mode.duration_s / 5)
-            duration = lead + mode.outage_s + 4.0 + lead  # the stop and the start take ~1-3 s between them
+            duration = lead + mode.outage_s + 3.0 + lead  # the stop and the start take ~1-3 s between them
             log(f"static outage: reading {len(paths)} objects through nginx and the bucket for {duration:g} s, "
                 f"PostgreSQL stopped for {mode.outage_s:g} s after {lead:g} s")
             with ThreadPoolExecutor(2) as pool:
@@ -437,6 +450,7 @@ def _readyz(server) -> int | None:
 
 
 def run_static(env: BenchEnv, mode, loadgen, log) -> dict:
+    ensure_nginx()
     base = env.data_dir / "static"
     base.mkdir(exist_ok=True)
     base.chmod(0o755)
