@@ -182,6 +182,10 @@ def static_miss_context(static: dict, status: dict, cpus: int) -> list[str]:
         def rates(server, what):
             return ", ".join(f"{r['ok_rps']:.0f}" for r in row["runs"] if (r["server"], r["what"]) == (server, what))
 
+        def per_cpu(server):
+            runs = [r for r in row["runs"] if (r["server"], r["what"]) == (server, "tile") and r.get("server_cpu_cores")]
+            return sum(r["ok_rps"] / r["server_cpu_cores"] for r in runs) / len(runs) if runs else float("nan")
+
         def cpu(server, what, key):
             return ", ".join(str(r.get(key)) for r in row["runs"] if (r["server"], r["what"]) == (server, what))
         if status.get(f"static: nginx full tiles / nginx same-size file, {size:,} leaves") == "missed":
@@ -193,7 +197,9 @@ def static_miss_context(static: dict, status: dict, cpus: int) -> list[str]:
                        f"cores with the load generator at {cpu('nginx', 'tile', 'loadgen_cpu_cores')} (one wrk "
                        f"thread) and the machine at {cpu('nginx', 'tile', 'machine_cpu_busy_cores')}; logserver "
                        f"used {cpu('logserver', 'tile', 'server_cpu_cores')} (one event loop). The machine has {cpus} "
-                       "cores, shared by the server, the load generator and everything else.")
+                       "cores, shared by the server, the load generator and everything else. Per second of the "
+                       f"server's own CPU: nginx {per_cpu('nginx'):,.0f} tiles, logserver {per_cpu('logserver'):,.0f} "
+                       f"({per_cpu('nginx') / per_cpu('logserver'):.1f}x).")
     lag = static.get("lag")
     if lag and any(status.get(f"static: publication lag p99 to {name}, 1,000 submissions/s") == "missed"
                    for name in ("a directory", "SeaweedFS (S3)")):
@@ -205,7 +211,7 @@ def static_miss_context(static: dict, status: dict, cpus: int) -> list[str]:
     subs = static.get("submissions")
     if subs and status.get(f"static: submissions publishing to both targets / to none ({subs['algorithm']}, "
                            f"{subs['connections']} clients)") == "missed":
-        runs = ", ".join(f"{'on' if r['publishing'] else 'off'} {r['ok_rps']:.0f}/s (server "
+        runs = ", ".join(f"{r['targets']} {r['ok_rps']:.0f}/s (server "
                          f"{r.get('server_cpu_cores')}, machine {r.get('machine_cpu_busy_cores')} cores)"
                          for r in subs["runs"])
         out.append(f"submissions with publishing, run by run: {runs}; the machine has {cpus} cores.")
@@ -394,13 +400,19 @@ def static_markdown(static: dict, cpus: int) -> list[str]:
         lines += ["", f"Submissions with publishing on and off: section 1's load ({subs['algorithm']}, "
                   f"{subs['connections']} clients, closed loop) on a fresh log each time, alternately without "
                   "targets and with a directory and a bucket on SeaweedFS (in the order shown); the ratio is of the "
-                  f"means: {subs['on_rps']:.0f}/s with, {subs['off_rps']:.0f}/s without.", "",
-                  "| publishing | req/s | p50 / p99 ms | server CPU | machine CPU | targets caught up after the "
-                  "load |", "|---|---|---|---|---|---|"]
+                  f"means: {subs['on_rps']:.0f}/s with both, {subs['off_rps']:.0f}/s without.", "",
+                  "| publishing to | req/s | p50 / p99 ms | server CPU | machine CPU | targets caught up after "
+                  "the load |", "|---|---|---|---|---|---|"]
+        names = {"none": "none", "both": "both targets", "directory": "the directory alone",
+                 "s3": "the bucket alone"}
         for r in subs["runs"]:
-            lines.append(f"| {'both targets' if r['publishing'] else 'off'} | {r['ok_rps']:.0f} | {_ms(r)} | "
+            lines.append(f"| {names[r['targets']]} | {r['ok_rps']:.0f} | {_ms(r)} | "
                          f"{r.get('server_cpu_cores')} | {r.get('machine_cpu_busy_cores', '-')} | "
                          f"{str(r['catch_up_s']) + ' s' if 'catch_up_s' in r else '-'} |")
+        alone = subs.get("alone_vs_off") or {}
+        if alone:
+            lines += ["", f"One target alone, over the mean without: the directory {alone.get('directory')}, the "
+                      f"bucket {alone.get('s3')} (one run each)."]
     outage = static.get("outage")
     if outage and outage.get("reads"):
         lines += ["", f"Static reads during a PostgreSQL outage: a log of {outage['size']:,} entries on a private "

@@ -21,7 +21,8 @@
    are left out.
 3. **Submissions with publishing on and off**: section 1's load (Ed25519, its largest
    client count, closed loop) on a fresh log each time, alternately without targets
-   and with both (off, on, off, on, off); the ratio is of the means.
+   and with both (ON_OFF_SCHEDULE); the ratio is of the means. One run with each
+   target alone says which costs what.
 4. **Static reads during a PostgreSQL outage.** A log on a private PostgreSQL of its
    own, publishing to both targets; wrk reads every object of its published tree
    (checkpoint, tiles, entry bundles) through nginx and through the bucket's public
@@ -342,45 +343,54 @@ def _lag(env: BenchEnv, mode, weed: SeaweedFS, base: Path, log) -> dict:
 
 # --- 3. submissions with publishing on / off ----------------------------------------------------
 
-ON_OFF_SCHEDULE = (False, True, False, True, False)
+# Which targets each run publishes to, in order. "none" and "both" alternate, so that the
+# machine's drift between runs lands on both sides of the target's ratio (of the means);
+# one run with each target alone says which of them costs what (context, no target).
+ON_OFF_SCHEDULE = ("none", "both", "directory", "none", "both", "s3", "none")
 
-def _catch_up_s(server, public: Path, bucket_url: str, timeout_s: float = 300) -> float:
-    """Seconds until both targets hold a checkpoint as large as the one the server serves
+
+def _catch_up_s(server, public: Path | None, bucket_url: str | None, timeout_s: float = 300) -> float:
+    """Seconds until the targets hold a checkpoint as large as the one the server serves
     (read again each time: submissions still in flight when the load generator stopped
     may commit after it)."""
     def caught_up() -> bool:
         size = _served_size(server)
-        return (_size_of(_read_file(public / "checkpoint")) or -1) >= size \
-            and (_size_of(_read_url(bucket_url + "/checkpoint")) or -1) >= size
-    return round(_wait("both targets to catch up", caught_up, timeout_s), 2)
+        return (public is None or (_size_of(_read_file(public / "checkpoint")) or -1) >= size) \
+            and (bucket_url is None or (_size_of(_read_url(bucket_url + "/checkpoint")) or -1) >= size)
+    return round(_wait("the targets to catch up", caught_up, timeout_s), 2)
 
 
 def _on_off(env: BenchEnv, mode, loadgen, weed: SeaweedFS, base: Path, log) -> dict:
     c = max(mode.connections)
     requests = bundle_file(env, ALGORITHM, mode.bundles)
     runs = []
-    # Alternating, so that the machine's drift between runs lands on both sides.
-    for i, publishing in enumerate(ON_OFF_SCHEDULE):
+    for i, targets in enumerate(ON_OFF_SCHEDULE):
         tag = f"static_submit_{i}"
         db_name = f"bench_{tag}"
         url = env.database(db_name, fresh=True)
         run_dir = _fresh(env.runs / tag)
-        public = _fresh(base / f"submit_public_{i}")
+        public = _fresh(base / f"submit_public_{i}") if targets in ("both", "directory") else None
         prefix = f"submit-{i}"
-        extra = publication_toml(directory=public, s3=(weed.endpoint_url, prefix)) if publishing else ""
-        log(f"static submissions: {c} connections, publishing {'to both targets' if publishing else 'off'}")
+        bucket_url = weed.public_url(BUCKET, prefix) if targets in ("both", "s3") else None
+        extra = "" if targets == "none" else publication_toml(
+            directory=public, s3=(weed.endpoint_url, prefix) if bucket_url else None)
+        log(f"static submissions: {c} connections, publishing to {targets}")
         with _serve(env, run_dir, url, extra).start() as server:
             res = loadgen.run(server.url, requests, connections=c, duration_s=mode.duration_s, server=server)
-            if publishing:
-                res["catch_up_s"] = _catch_up_s(server, public, weed.public_url(BUCKET, prefix))
+            if targets != "none":
+                res["catch_up_s"] = _catch_up_s(server, public, bucket_url)
         env.drop_database(db_name)
-        res["publishing"] = publishing
+        res["targets"] = targets
         runs.append(res)
         time.sleep(0.5)
-    off = sum(r["ok_rps"] for r in runs if not r["publishing"]) / ON_OFF_SCHEDULE.count(False)
-    on = sum(r["ok_rps"] for r in runs if r["publishing"]) / ON_OFF_SCHEDULE.count(True)
+
+    def mean(which):
+        rates = [r["ok_rps"] for r in runs if r["targets"] == which]
+        return sum(rates) / len(rates)
+    off, on = mean("none"), mean("both")
     return {"algorithm": ALGORITHM, "connections": c, "runs": runs, "off_rps": round(off, 1),
-            "on_rps": round(on, 1), "ratio": round(on / off, 3) if off else None}
+            "on_rps": round(on, 1), "ratio": round(on / off, 3) if off else None,
+            "alone_vs_off": {t: round(mean(t) / off, 3) if off else None for t in ("directory", "s3")}}
 
 
 # --- 4. static reads during a PostgreSQL outage ---------------------------------------------------

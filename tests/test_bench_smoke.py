@@ -155,11 +155,12 @@ def test_tiny_run_static_publication(tiny_run):
         assert lag[target]["entries"] == lag["load"]["acknowledged"] and lag[target]["not_covered"] == 0
         assert 0 <= lag[target]["lag_ms"]["p50"] <= lag[target]["lag_ms"]["p99"] <= lag[target]["lag_ms"]["max"]
     subs = static["submissions"]
-    assert [r["publishing"] for r in subs["runs"]] == [False, True, False, True, False]
+    assert [r["targets"] for r in subs["runs"]] == ["none", "both", "directory", "none", "both", "s3", "none"]
     for r in subs["runs"]:
         _check_load(r)
         assert r["statuses"].get("201", 0) > 0
-        assert ("catch_up_s" in r) == r["publishing"]
+        assert ("catch_up_s" in r) == (r["targets"] != "none")
+    assert set(subs["alone_vs_off"]) == {"directory", "s3"}
     assert subs["ratio"] == pytest.approx(subs["on_rps"] / subs["off_rps"], rel=1e-2)
     outage = static["outage"]
     assert outage["readyz_during"] == 503  # the log saw its database go
