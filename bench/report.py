@@ -357,7 +357,8 @@ def static_markdown(static: dict, cpus: int) -> list[str]:
                   "uniformly random full level-0 tiles and the checkpoint, from logserver's own routes, then from "
                   "nginx (deploy/nginx/logserver.conf, `worker_processes auto`, no access log) serving the "
                   "directory. `same-size file`: nginx answering one fixed full tile of the same directory (8,192 "
-                  "bytes, same location block and headers). Runs in the order shown, alternating so that the "
+                  "bytes, same location block and headers; each request with a query string of its own, so that "
+                  "the load generator's work per request is the same as for the random tiles). Runs in the order shown, alternating so that the "
                   "machine's drift lands on both sides of each ratio, which is of the means; logserver stays up "
                   "(idle) while nginx runs. CPU in cores; the machine has " + str(cpus) + ".", "",
                   "| leaves | published in | server | what | req/s | p50 / p99 ms | server CPU | loadgen CPU | "

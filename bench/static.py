@@ -9,11 +9,14 @@
    the published directory with deploy/nginx/logserver.conf; and, as nginx's ceiling,
    nginx answering one file of the same size (8,192 bytes) over and over: one fixed
    full tile in the same directory, through the same location block and headers, so
-   it differs from the random tiles only in always being the same file. The runs
+   it differs from the random tiles only in always being the same file (each request
+   carries a query string of its own, which nginx ignores, so that the load
+   generator's work per request is the same as for the random tiles). The runs
    alternate (READ_SCHEDULE) and the ratios are of the means.
 2. **Publication lag at 1,000 submissions/s.** A fresh log publishing to a directory
    and to a bucket on SeaweedFS at once (one server, both targets, as item 3's);
-   paced submissions (bench/pubload.py, open loop) record each 201's index and
+   paced submissions (bench/pubload.py, open loop, on up to section 1's largest
+   client count of connections) record each 201's index and
    arrival time, while two threads here watch each target's checkpoint (the
    directory's file every millisecond; the bucket's public URL every 5 ms) and record
    when each size first appeared. An entry's lag is the first time a target's
@@ -205,8 +208,17 @@ def _reads(env: BenchEnv, mode, loadgen, base: Path, log) -> list[dict]:
                                                    for _ in range(n)))
         files = {"tile": tiles("tile.tsv", mode.read_requests), "tile-warm": tiles("tile-warm.tsv",
                                                                                     mode.read_requests // 4)}
+        # nginx's ceiling: one fixed full tile, each request with a query string of its own
+        # (nginx serves the file whatever the query). wrk's Lua interns strings, so a file of
+        # one request line repeated costs it less per request than the random tiles' file of
+        # distinct lines (here ~14 against ~21 us, with wrk near a whole core), which made the
+        # one file look faster than it is; distinct lines cost it the same on both sides.
         fixed = "/" + tile_path(TileID(0, full // 2))
-        files["same"] = write_requests(run_dir / "same.tsv", [("GET", fixed)])
+
+        def same(name, n):
+            return write_requests(run_dir / name, (("GET", f"{fixed}?{i:07d}") for i in range(n)))
+        files["same"] = same("same.tsv", mode.read_requests)
+        files["same-warm"] = same("same-warm.tsv", mode.read_requests // 4)
         files["checkpoint"] = write_requests(run_dir / "checkpoint.tsv", [("GET", "/checkpoint")])
         row: dict = {"size": size, "fixed_path": fixed, "runs": []}
 
@@ -309,7 +321,9 @@ def _lag(env: BenchEnv, mode, weed: SeaweedFS, base: Path, log) -> dict:
     prefix = "lag"
     proc = _serve(env, run_dir, url, publication_toml(directory=public, s3=(weed.endpoint_url, prefix)))
     requests = bundle_file(env, ALGORITHM, mode.bundles)
-    connections = 64 if mode.name != "tiny" else 8
+    # Enough that the connections never cap the rate: at 1,000/s with a commit latency of
+    # 100-150 ms (both targets, a busy machine) about 150 are in flight; 64 capped it at ~850/s.
+    connections = max(mode.connections)
     duration = mode.warmup_s + mode.duration_s
     log(f"static lag: {rate}/s for {duration:g} s to a server publishing to a directory and to SeaweedFS")
     bucket_url = weed.public_url(BUCKET, prefix)
