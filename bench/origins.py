@@ -83,7 +83,7 @@ class _Child:
     def ready(self) -> bool:
         raise NotImplementedError
 
-    def start(self, timeout_s: float = 60.0) -> "_Child":
+    def start(self, timeout_s: float = 60.0) -> _Child:
         self.workdir.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as out:
             self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL, stdout=out,
@@ -103,10 +103,8 @@ class _Child:
             return
         if self.graceful:
             self.proc.send_signal(signal.SIGTERM)
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 self.proc.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                pass
         if self.proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.proc.pid, signal.SIGKILL)
@@ -142,7 +140,8 @@ def ensure_nginx() -> str:
         policy = Path("/usr/sbin/policy-rc.d")
         wrote = not policy.exists()
         if wrote:
-            policy.write_text("#!/bin/sh\n# written by logserver's bench/origins.py for one apt-get install\nexit 101\n")
+            policy.write_text("#!/bin/sh\n# written by logserver's bench/origins.py for one apt-get install\n"
+                              "exit 101\n")
             policy.chmod(0o755)
         env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
         quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, "env": env}
@@ -315,7 +314,7 @@ class SeaweedFS(_Child):
             "-volume.max=0", "-master.volumeSizeLimitMB=64",
         ]
 
-    def start(self, timeout_s: float = 60.0) -> "SeaweedFS":
+    def start(self, timeout_s: float = 60.0) -> SeaweedFS:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.tmp_dir.mkdir(parents=True, exist_ok=True)
         super().start(timeout_s)

@@ -19,8 +19,8 @@ import asyncio
 import itertools
 import json
 import os
-import tempfile
 import re
+import tempfile
 import time
 import urllib.parse
 from collections import Counter

@@ -183,7 +183,8 @@ def static_miss_context(static: dict, status: dict, cpus: int) -> list[str]:
             return ", ".join(f"{r['ok_rps']:.0f}" for r in row["runs"] if (r["server"], r["what"]) == (server, what))
 
         def per_cpu(server):
-            runs = [r for r in row["runs"] if (r["server"], r["what"]) == (server, "tile") and r.get("server_cpu_cores")]
+            runs = [r for r in row["runs"]
+                    if (r["server"], r["what"]) == (server, "tile") and r.get("server_cpu_cores")]
             return sum(r["ok_rps"] / r["server_cpu_cores"] for r in runs) / len(runs) if runs else float("nan")
 
         def cpu(server, what, key):
@@ -193,7 +194,8 @@ def static_miss_context(static: dict, status: dict, cpus: int) -> list[str]:
                        f"random tiles at {rates('nginx', 'tile')}/s, alternately (the ratio is of the means): how "
                        f"much the machine moved between runs.")
         if status.get(f"static: nginx full tiles / logserver's /tile route, {size:,} leaves") == "missed":
-            out.append(f"static reads at {size:,}: for the random tiles nginx used {cpu('nginx', 'tile', 'server_cpu_cores')} "
+            out.append(f"static reads at {size:,}: for the random tiles nginx used "
+                       f"{cpu('nginx', 'tile', 'server_cpu_cores')} "
                        f"cores with the load generator at {cpu('nginx', 'tile', 'loadgen_cpu_cores')} (one wrk "
                        f"thread) and the machine at {cpu('nginx', 'tile', 'machine_cpu_busy_cores')}; logserver "
                        f"used {cpu('logserver', 'tile', 'server_cpu_cores')} (one event loop). The machine has {cpus} "
@@ -357,8 +359,8 @@ def static_markdown(static: dict, cpus: int) -> list[str]:
                   "uniformly random full level-0 tiles and the checkpoint, from logserver's own routes, then from "
                   "nginx (deploy/nginx/logserver.conf, `worker_processes auto`, no access log) serving the "
                   "directory. `same-size file`: nginx answering one fixed full tile of the same directory (8,192 "
-                  "bytes, same location block and headers; each request with a query string of its own, so that "
-                  "the load generator's work per request is the same as for the random tiles). Runs in the order shown, alternating so that the "
+                  "bytes, same location block and headers; each request with a query string of its own, so "
+                  "that the load generator's work per request is the same as for the random tiles). Runs in the order shown, alternating so that the "
                   "machine's drift lands on both sides of each ratio, which is of the means; logserver stays up "
                   "(idle) while nginx runs. CPU in cores; the machine has " + str(cpus) + ".", "",
                   "| leaves | published in | server | what | req/s | p50 / p99 ms | server CPU | loadgen CPU | "
@@ -422,11 +424,13 @@ def static_markdown(static: dict, cpus: int) -> list[str]:
                   f"the bucket's public URL at once for {outage['read_duration_s']:g} s, and PostgreSQL was "
                   f"stopped from {outage['pg_down_at_s']} s to {outage['pg_up_at_s']} s into it (the log's /readyz "
                   f"then answered {outage['readyz_during']}).", "",
-                  "| origin | reads | 2xx | non-2xx | socket errors | succeeded | req/s |", "|---|---|---|---|---|---|---|"]
+                  "| origin | reads | 2xx | non-2xx | socket errors | succeeded | req/s |",
+                  "|---|---|---|---|---|---|---|"]
         for key, name in (("nginx", "nginx"), ("s3", "bucket (SeaweedFS)")):
             r = outage["reads"][key]
             lines.append(f"| {name} | {r['requests']:,} | {r['ok']:,} | {r['non_2xx']} | "
-                         f"{sum(r['socket_errors'].values())} | {r['succeeded_share'] * 100:.3f}% | {r['ok_rps']:.0f} |")
+                         f"{sum(r['socket_errors'].values())} | {r['succeeded_share'] * 100:.3f}% | "
+                         f"{r['ok_rps']:.0f} |")
     return lines
 
 

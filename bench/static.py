@@ -185,6 +185,7 @@ READ_SCHEDULE = (("logserver", "tile"), ("nginx", "same"), ("nginx", "tile"),
                  ("logserver", "tile"), ("nginx", "same"), ("nginx", "tile"), ("nginx", "same"),
                  ("nginx", "checkpoint"), ("logserver", "checkpoint"))
 
+
 def _tree_stats(root: Path) -> dict:
     files = [p for p in root.rglob("*") if p.is_file() and not p.name.startswith(".")]
     return {"objects": len(files), "mb": round(sum(p.stat().st_size for p in files) / 1e6, 1)}
@@ -203,7 +204,7 @@ def _reads(env: BenchEnv, mode, loadgen, base: Path, log) -> list[dict]:
         for stale in run_dir.glob("*.tsv"):
             stale.unlink()
 
-        def tiles(name, n):
+        def tiles(name, n, run_dir=run_dir):
             return write_requests(run_dir / name, (("GET", "/" + tile_path(TileID(0, rng.randrange(full))))
                                                    for _ in range(n)))
         files = {"tile": tiles("tile.tsv", mode.read_requests), "tile-warm": tiles("tile-warm.tsv",
@@ -215,7 +216,7 @@ def _reads(env: BenchEnv, mode, loadgen, base: Path, log) -> list[dict]:
         # one file look faster than it is; distinct lines cost it the same on both sides.
         fixed = "/" + tile_path(TileID(0, full // 2))
 
-        def same(name, n):
+        def same(name, n, run_dir=run_dir, fixed=fixed):
             return write_requests(run_dir / name, (("GET", f"{fixed}?{i:07d}") for i in range(n)))
         files["same"] = same("same.tsv", mode.read_requests)
         files["same-warm"] = same("same-warm.tsv", mode.read_requests // 4)
@@ -337,7 +338,8 @@ def _lag(env: BenchEnv, mode, weed: SeaweedFS, base: Path, log) -> dict:
         try:
             load = _pubload(server.url, requests, rate, duration, connections, run_dir / "acks.txt")
             load["server_cpu_cores"] = round((server.cpu_seconds() - cpu0) / load["duration_s"], 3)
-            acks = [(int(i), float(t)) for i, t in (line.split() for line in open(run_dir / "acks.txt"))]
+            with open(run_dir / "acks.txt") as f:
+                acks = [(int(i), float(t)) for i, t in (line.split() for line in f)]
             last = max((i for i, _ in acks), default=-1)
             _wait("both targets to cover the last acknowledged entry",
                   lambda: all(w.size() > last for w in watchers.values()), timeout_s=120, interval_s=0.01)
@@ -452,7 +454,7 @@ def _outage(env: BenchEnv, mode, loadgen, weed: SeaweedFS, base: Path, log) -> d
                 result["reads"] = {k: f.result() for k, f in reads.items()}
             result.update(pg_down_at_s=round(down - started, 2), pg_up_at_s=round(up - started, 2),
                           pg_down_for_s=round(up - down, 2), readyz_during=ready, read_duration_s=duration)
-            for k, r in result["reads"].items():
+            for r in result["reads"].values():
                 errors = sum(r["socket_errors"].values())
                 failed = r["requests"] - r["ok"] + errors
                 r["non_2xx"] = r["requests"] - r["ok"]

@@ -138,8 +138,9 @@ def test_tiny_run_static_publication(tiny_run):
     (row,) = static["reads"]
     assert row["size"] == 600 and row["publication_s"] > 0
     assert row["published"]["objects"] >= 2 * (600 // 256)  # full tiles and entry bundles at least
-    assert {(r["server"], r["what"]) for r in row["runs"]} == {
-        ("logserver", "tile"), ("logserver", "checkpoint"), ("nginx", "same"), ("nginx", "tile"), ("nginx", "checkpoint")}
+    assert {(r["server"], r["what"]) for r in row["runs"]} == {("logserver", "tile"), ("logserver", "checkpoint"),
+                                                                ("nginx", "same"), ("nginx", "tile"),
+                                                                ("nginx", "checkpoint")}
     for r in row["runs"]:
         _check_load(r)
         assert r["statuses"] == {"200": r["requests"]}, r["statuses"]
