@@ -18,10 +18,14 @@ class Mode:
     merkle_ops: int              # proofs / verifications timed per kind
     latency_run: bool            # measure p99 at half the best throughput
     workers: tuple[int, ...]     # serve --workers N levels
+    static_rate: int = 1000      # section 6: paced submissions per second for the publication lag
+    outage_s: float = 5.0        # section 6: how long PostgreSQL is stopped under the static reads
+    outage_entries: int = 5_000  # section 6: entries in the log whose static tree is read then
 
 
 MODES = {
-    "tiny": Mode("tiny", 1, 0, (4,), 4, 400, (600,), 2_000, 2_000, 200, True, (1, 2)),
+    "tiny": Mode("tiny", 1, 0, (4,), 4, 400, (600,), 2_000, 2_000, 200, True, (1, 2), outage_s=1.0,
+                 outage_entries=300),
     "quick": Mode("quick", 5, 1, (64, 256), 32, 30_000, (10_000, 100_000), 100_000, 20_000, 2_000, True, (1, 2)),
     "full": Mode("full", 15, 3, (16, 64, 256), 32, 120_000, (10_000, 1_000_000), 600_000, 100_000, 10_000,
                  True, (1, 2)),

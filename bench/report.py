@@ -13,9 +13,11 @@ def evaluate_targets(results: dict) -> list[dict]:
     """Issue 6's targets, each with the measured value and met / missed / not measured."""
     out = []
 
-    def target(name, value, want, ok):
+    def target(name, value, want, ok, by=None):
         out.append({"target": name, "measured": value, "want": want,
                     "status": "not measured" if ok is None else ("met" if ok else "missed")})
+        if by is not None and ok is not None:
+            out[-1]["by"] = by
 
     subs = results.get("submissions") or []
     for algorithm in sorted({r["algorithm"] for r in subs}):
@@ -68,7 +70,59 @@ def evaluate_targets(results: dict) -> list[dict]:
     for r in merkle.get("rows", []):
         if r["operation"] in ("append", "inclusion proof", "consistency proof"):
             target(f"Merkle core {r['operation']} / pymerkle", f"{r['speedup']:.2f}x", ">= 3x", r["speedup"] >= 3)
+    static_targets(results.get("static"), target)
     return out
+
+
+def _margin(value: float, bound: float) -> str:
+    """How far `value` is from `bound`, in percent of the bound: above it or below it."""
+    diff = (value - bound) / bound * 100
+    return f"{abs(diff):.0f}% {'above' if diff >= 0 else 'below'} the bound"
+
+
+def static_targets(static: dict | None, target) -> None:
+    """Issue 19's targets (section 6), each with by how much it was met or missed."""
+    if not static:
+        return
+    for row in static.get("reads") or []:
+        m = row["mean_rps"]
+        ratio = row["tiles_vs_same"]
+        target(f"static: nginx full tiles / nginx same-size file, {row['size']:,} leaves",
+               f"{ratio:.2f} ({m['nginx tile']:.0f}/s vs {m['nginx same']:.0f}/s)", ">= 0.9", ratio >= 0.9,
+               _margin(ratio, 0.9))
+        x = row["nginx_vs_logserver"]
+        target(f"static: nginx full tiles / logserver's /tile route, {row['size']:,} leaves",
+               f"{x:.2f}x ({m['nginx tile']:.0f}/s vs {m['logserver tile']:.0f}/s)", ">= 5x",
+               x >= 5, _margin(x, 5))
+    lag = static.get("lag")
+    if lag:
+        load = lag["load"]
+        rate = (f"at {load['ok_rps']:.0f}/s" + ("" if load["ok_rps"] >= 0.95 * lag["asked_rps"] else
+                f", short of the asked {lag['asked_rps']}/s"))
+        for key, name, bound in (("directory", "a directory", 250), ("s3", "SeaweedFS (S3)", 1000)):
+            p99 = lag[key]["lag_ms"].get("p99")
+            if p99 is None:
+                target(f"static: publication lag p99 to {name}, 1,000 submissions/s", None, f"<= {bound} ms", None)
+                continue
+            target(f"static: publication lag p99 to {name}, 1,000 submissions/s",
+                   f"{p99:.0f} ms (p50 {lag[key]['lag_ms']['p50']:.0f}, max {lag[key]['lag_ms']['max']:.0f}) {rate}",
+                   f"<= {bound} ms", p99 <= bound, _margin(p99, bound))
+    subs = static.get("submissions")
+    if subs and subs.get("ratio") is not None:
+        on = subs["on_rps"]
+        target(f"static: submissions publishing to both targets / to none ({subs['algorithm']}, "
+               f"{subs['connections']} clients)", f"{subs['ratio']:.2f} ({on:.0f}/s vs {subs['off_rps']:.0f}/s)",
+               ">= 0.9", subs["ratio"] >= 0.9, _margin(subs["ratio"], 0.9))
+    outage = static.get("outage")
+    if outage and outage.get("reads"):
+        for key, name in (("nginx", "nginx"), ("s3", "the bucket")):
+            r = outage["reads"][key]
+            share = r["succeeded_share"]
+            failed = r["non_2xx"] + sum(r["socket_errors"].values())
+            target(f"static: reads through {name} succeeded while PostgreSQL was down {outage['pg_down_for_s']:.0f} s",
+                   f"{share * 100:.3f}% of {r['ok'] + failed:,} ({r['non_2xx']} non-2xx, "
+                   f"{sum(r['socket_errors'].values())} socket errors)", "100%", failed == 0,
+                   "none failed" if failed == 0 else f"{failed:,} failed")
 
 
 def miss_context(results: dict) -> list[str]:
@@ -116,6 +170,53 @@ def miss_context(results: dict) -> list[str]:
             out.append(f"hash tiles at {size:,}: {same['tile']} of the minimal handler answering "
                        f"{row['body_bytes']['tile']} bytes, which itself runs at "
                        f"{row['same_size']['tile']['ok_rps'] / hello_rps:.2f} of the hello-world.")
+    out += static_miss_context(results.get("static") or {}, status, cpus)
+    return out
+
+
+def static_miss_context(static: dict, status: dict, cpus: int) -> list[str]:
+    out = []
+    for row in static.get("reads") or []:
+        size = row["size"]
+
+        def rates(server, what):
+            return ", ".join(f"{r['ok_rps']:.0f}" for r in row["runs"] if (r["server"], r["what"]) == (server, what))
+
+        def per_cpu(server):
+            runs = [r for r in row["runs"]
+                    if (r["server"], r["what"]) == (server, "tile") and r.get("server_cpu_cores")]
+            return sum(r["ok_rps"] / r["server_cpu_cores"] for r in runs) / len(runs) if runs else float("nan")
+
+        def cpu(server, what, key):
+            return ", ".join(str(r.get(key)) for r in row["runs"] if (r["server"], r["what"]) == (server, what))
+        if status.get(f"static: nginx full tiles / nginx same-size file, {size:,} leaves") == "missed":
+            out.append(f"static reads at {size:,}: nginx's same-size file ran at {rates('nginx', 'same')}/s and its "
+                       f"random tiles at {rates('nginx', 'tile')}/s, alternately (the ratio is of the means): how "
+                       f"much the machine moved between runs.")
+        if status.get(f"static: nginx full tiles / logserver's /tile route, {size:,} leaves") == "missed":
+            out.append(f"static reads at {size:,}: for the random tiles nginx used "
+                       f"{cpu('nginx', 'tile', 'server_cpu_cores')} "
+                       f"cores with the load generator at {cpu('nginx', 'tile', 'loadgen_cpu_cores')} (one wrk "
+                       f"thread) and the machine at {cpu('nginx', 'tile', 'machine_cpu_busy_cores')}; logserver "
+                       f"used {cpu('logserver', 'tile', 'server_cpu_cores')} (one event loop). The machine has {cpus} "
+                       "cores, shared by the server, the load generator and everything else. Per second of the "
+                       f"server's own CPU: nginx {per_cpu('nginx'):,.0f} tiles, logserver {per_cpu('logserver'):,.0f} "
+                       f"({per_cpu('nginx') / per_cpu('logserver'):.1f}x).")
+    lag = static.get("lag")
+    if lag and any(status.get(f"static: publication lag p99 to {name}, 1,000 submissions/s") == "missed"
+                   for name in ("a directory", "SeaweedFS (S3)")):
+        load = lag["load"]
+        out.append(f"publication lag: the server used {load.get('server_cpu_cores')} cores at {load['ok_rps']:.0f} "
+                   f"submissions/s; submissions themselves took p99 {load['latency_ms']['p99']:.0f} ms from their "
+                   f"due time; the targets' checkpoints changed {lag['directory']['checkpoints_seen']} (directory) and "
+                   f"{lag['s3']['checkpoints_seen']} (bucket) times.")
+    subs = static.get("submissions")
+    if subs and status.get(f"static: submissions publishing to both targets / to none ({subs['algorithm']}, "
+                           f"{subs['connections']} clients)") == "missed":
+        runs = ", ".join(f"{r['targets']} {r['ok_rps']:.0f}/s (server "
+                         f"{r.get('server_cpu_cores')}, machine {r.get('machine_cpu_busy_cores')} cores)"
+                         for r in subs["runs"])
+        out.append(f"submissions with publishing, run by run: {runs}; the machine has {cpus} cores.")
     return out
 
 
@@ -158,7 +259,8 @@ def markdown(results: dict) -> str:
         "| target | measured | want | status |", "|---|---|---|---|",
     ]
     for t in results["targets"]:
-        lines.append(f"| {t['target']} | {t['measured'] or '-'} | {t['want']} | {t['status']} |")
+        status = t["status"] + (f" ({t['by']})" if t.get("by") else "")
+        lines.append(f"| {t['target']} | {t['measured'] or '-'} | {t['want']} | {status} |")
     context = miss_context(results)
     if context:
         lines += ["", "Measured in this run around the missed targets (the README's Performance section says why):", ""]
@@ -242,7 +344,94 @@ def markdown(results: dict) -> str:
                          f"{r['speedup']}x |")
     elif merkle.get("skipped"):
         lines += ["", f"## 5. Merkle core vs pymerkle: skipped ({merkle['skipped']})"]
+    if results.get("static"):
+        lines += static_markdown(results["static"], m["cpus_usable"])
     return "\n".join(lines) + "\n"
+
+
+def static_markdown(static: dict, cpus: int) -> list[str]:
+    lines = ["", "## 6. Static publication (issue 19)"]
+    reads = static.get("reads") or []
+    if reads:
+        lines += ["", "Each bulk-loaded read log published to a fresh directory by `logserver serve` with that "
+                  "directory as its target (initial publication: spawn to the directory's checkpoint having the "
+                  "log's size), then read with the same load generator and connections as section 3: "
+                  "uniformly random full level-0 tiles and the checkpoint, from logserver's own routes, then from "
+                  "nginx (deploy/nginx/logserver.conf, `worker_processes auto`, no access log) serving the "
+                  "directory. `same-size file`: nginx answering one fixed full tile of the same directory (8,192 "
+                  "bytes, same location block and headers; each request with a query string of its own, so "
+                  "that the load generator's work per request is the same as for the random tiles). Runs in the order shown, alternating so that the "
+                  "machine's drift lands on both sides of each ratio, which is of the means; logserver stays up "
+                  "(idle) while nginx runs. CPU in cores; the machine has " + str(cpus) + ".", "",
+                  "| leaves | published in | server | what | req/s | p50 / p99 ms | server CPU | loadgen CPU | "
+                  "machine CPU |", "|---|---|---|---|---|---|---|---|---|"]
+        for row in reads:
+            pub = f"{row['publication_s']} s ({row['published']['objects']:,} objects, {row['published']['mb']} MB)"
+            names = {"tile": "random full tiles", "same": "same-size file", "checkpoint": "/checkpoint"}
+            for i, r in enumerate(row["runs"]):
+                lines.append(f"| {row['size']:,} | {pub if i == 0 else ''} | {r['server']} | {names[r['what']]} | "
+                             f"{r['ok_rps']:.0f} | {_ms(r)} | {r.get('server_cpu_cores')} | "
+                             f"{r.get('loadgen_cpu_cores')} | {r.get('machine_cpu_busy_cores', '-')} |")
+        lines += [""] + [f"At {row['size']:,} leaves (means): nginx's tiles {row['mean_rps']['nginx tile']:.0f}/s, "
+                         f"**{row['tiles_vs_same']}** of its same-size file ({row['fixed_path']}, "
+                         f"{row['mean_rps']['nginx same']:.0f}/s) and **{row['nginx_vs_logserver']}x** logserver's "
+                         f"tile route ({row['mean_rps']['logserver tile']:.0f}/s); the checkpoint "
+                         f"{row['checkpoint_nginx_vs_logserver']}x. The server's tile file was warm "
+                         f"{row['tile_file_warm_s']} s after the publication." for row in reads]
+    lag = static.get("lag")
+    if lag:
+        load = lag["load"]
+        lines += ["", f"Publication lag: one fresh log publishing to {lag['targets'].split(',')[0]}; paced "
+                  f"submissions (bench/pubload.py, open loop, {load['connections']} connections) asked "
+                  f"{lag['asked_rps']}/s and got **{load['ok_rps']:.0f}/s** ({load['acknowledged']:,} acknowledged, "
+                  f"statuses {load['statuses']}, submission latency from the due time p50 "
+                  f"{load['latency_ms']['p50']:.0f} ms / p99 {load['latency_ms']['p99']:.0f} ms, largest backlog "
+                  f"{load['max_backlog']}, server CPU {load.get('server_cpu_cores')}). An entry's lag: the first "
+                  f"time the target's checkpoint covered its index (polled every {lag['poll_ms']['directory']:g} ms "
+                  f"on the directory's file, every {lag['poll_ms']['s3']:g} ms on the bucket's public URL) minus "
+                  f"the time its 201 arrived; the first {lag['warmup_s']:g} s of acknowledgements left out.", "",
+                  "| target | entries | lag p50 ms | p90 | p99 | max | checkpoints seen | covered before the 201 "
+                  "arrived | not covered |", "|---|---|---|---|---|---|---|---|---|"]
+        for key, name in (("directory", "directory"), ("s3", "SeaweedFS (S3)")):
+            r = lag[key]
+            ms = r["lag_ms"]
+            lines.append(f"| {name} | {r['entries']:,} | {ms.get('p50', '-')} | {ms.get('p90', '-')} | "
+                         f"{ms.get('p99', '-')} | {ms.get('max', '-')} | {r['checkpoints_seen']} | "
+                         f"{r['covered_before_ack']} | {r['not_covered']} |")
+    subs = static.get("submissions")
+    if subs:
+        lines += ["", f"Submissions with publishing on and off: section 1's load ({subs['algorithm']}, "
+                  f"{subs['connections']} clients, closed loop) on a fresh log each time, alternately without "
+                  "targets and with a directory and a bucket on SeaweedFS (in the order shown); the ratio is of the "
+                  f"means: {subs['on_rps']:.0f}/s with both, {subs['off_rps']:.0f}/s without.", "",
+                  "| publishing to | req/s | p50 / p99 ms | server CPU | machine CPU | targets caught up after "
+                  "the load |", "|---|---|---|---|---|---|"]
+        names = {"none": "none", "both": "both targets", "directory": "the directory alone",
+                 "s3": "the bucket alone"}
+        for r in subs["runs"]:
+            lines.append(f"| {names[r['targets']]} | {r['ok_rps']:.0f} | {_ms(r)} | "
+                         f"{r.get('server_cpu_cores')} | {r.get('machine_cpu_busy_cores', '-')} | "
+                         f"{str(r['catch_up_s']) + ' s' if 'catch_up_s' in r else '-'} |")
+        alone = subs.get("alone_vs_off") or {}
+        if alone:
+            lines += ["", f"One target alone, over the mean without: the directory {alone.get('directory')}, the "
+                      f"bucket {alone.get('s3')} (one run each)."]
+    outage = static.get("outage")
+    if outage and outage.get("reads"):
+        lines += ["", f"Static reads during a PostgreSQL outage: a log of {outage['size']:,} entries on a private "
+                  f"PostgreSQL, publishing to both targets; the load generator read its {outage['objects']} "
+                  f"published objects (checkpoint, tiles, entry bundles; random order) through nginx and through "
+                  f"the bucket's public URL at once for {outage['read_duration_s']:g} s, and PostgreSQL was "
+                  f"stopped from {outage['pg_down_at_s']} s to {outage['pg_up_at_s']} s into it (the log's /readyz "
+                  f"then answered {outage['readyz_during']}).", "",
+                  "| origin | reads | 2xx | non-2xx | socket errors | succeeded | req/s |",
+                  "|---|---|---|---|---|---|---|"]
+        for key, name in (("nginx", "nginx"), ("s3", "bucket (SeaweedFS)")):
+            r = outage["reads"][key]
+            lines.append(f"| {name} | {r['requests']:,} | {r['ok']:,} | {r['non_2xx']} | "
+                         f"{sum(r['socket_errors'].values())} | {r['succeeded_share'] * 100:.3f}% | "
+                         f"{r['ok_rps']:.0f} |")
+    return lines
 
 
 def plots(results: dict, out_dir: Path) -> list[str]:
@@ -299,6 +488,22 @@ def plots(results: dict, out_dir: Path) -> list[str]:
         ax.set_ylabel("operations/s")
         ax.legend(fontsize=8)
         save(fig, "merkle.png")
+    static_reads = (results.get("static") or {}).get("reads") or []
+    if static_reads:
+        fig, ax = plt.subplots(figsize=(7, 3.5))
+        bars = [(label.replace(" ", "\n", 1), lambda r, key=key: r["mean_rps"][key]) for label, key in (
+            ("nginx same-size file", "nginx same"), ("nginx random tiles", "nginx tile"),
+            ("nginx checkpoint", "nginx checkpoint"), ("logserver random tiles", "logserver tile"),
+            ("logserver checkpoint", "logserver checkpoint"))]
+        width = 0.8 / len(static_reads)
+        for j, row in enumerate(static_reads):
+            ax.bar([i + j * width for i in range(len(bars))], [f(row) for _, f in bars], width,
+                   label=f"{row['size']:,} leaves")
+        ax.set_xticks([i + 0.4 - width / 2 for i in range(len(bars))], [b for b, _ in bars], fontsize=8)
+        ax.set_ylabel("requests/s")
+        ax.set_title("Static reads: nginx serving the published directory vs logserver")
+        ax.legend(fontsize=8)
+        save(fig, "static.png")
     workers = [w for w in results.get("workers") or [] if "server" in w]
     if workers:
         fig, ax = plt.subplots(figsize=(5, 3.5))

@@ -60,7 +60,7 @@ def test_tiny_run_writes_json_markdown_and_plots(tiny_run):
     assert len(machine["load_average"]) == 3 and len(meta["load_before"]) == 3
     md = (out / "results.md").read_text()
     for heading in ("## Targets (issue 6)", "## 1. Submissions", "## 2. serve --workers N", "## 3. Reads",
-                    "## 5. Merkle core vs pymerkle"):
+                    "## 5. Merkle core vs pymerkle", "## 6. Static publication"):
         assert heading in md, heading
     assert results["plots"], "matplotlib is in the bench extra: plots are expected"
     for name in results["plots"]:
@@ -128,6 +128,51 @@ def test_tiny_run_workers_reads_and_merkle(tiny_run):
     statuses = {t["status"] for t in results["targets"]}
     assert statuses <= {"met", "missed", "not measured"}
     assert any(t["target"].startswith("Merkle core append") for t in results["targets"])
+
+
+def test_tiny_run_static_publication(tiny_run):
+    """Section 6 ran with the real nginx and SeaweedFS: reads from both servers, the lag
+    at a paced rate, submissions with publishing on and off, reads during an outage."""
+    _, results, _ = tiny_run
+    static = results["static"]
+    (row,) = static["reads"]
+    assert row["size"] == 600 and row["publication_s"] > 0
+    assert row["published"]["objects"] >= 2 * (600 // 256)  # full tiles and entry bundles at least
+    assert {(r["server"], r["what"]) for r in row["runs"]} == {("logserver", "tile"), ("logserver", "checkpoint"),
+                                                                ("nginx", "same"), ("nginx", "tile"),
+                                                                ("nginx", "checkpoint")}
+    for r in row["runs"]:
+        _check_load(r)
+        assert r["statuses"] == {"200": r["requests"]}, r["statuses"]
+    nginx_tiles = [r["ok_rps"] for r in row["runs"] if (r["server"], r["what"]) == ("nginx", "tile")]
+    assert row["mean_rps"]["nginx tile"] == pytest.approx(sum(nginx_tiles) / len(nginx_tiles), rel=1e-3)
+    m = row["mean_rps"]
+    assert row["tiles_vs_same"] == pytest.approx(m["nginx tile"] / m["nginx same"], rel=1e-2)
+    assert row["nginx_vs_logserver"] == pytest.approx(m["nginx tile"] / m["logserver tile"], rel=1e-2)
+    lag = static["lag"]
+    assert lag["load"]["acknowledged"] > 0 and lag["load"]["statuses"]["201"] == lag["load"]["acknowledged"]
+    for target in ("directory", "s3"):
+        # Every acknowledged entry was seen covered by each target's checkpoint.
+        assert lag[target]["entries"] == lag["load"]["acknowledged"] and lag[target]["not_covered"] == 0
+        assert 0 <= lag[target]["lag_ms"]["p50"] <= lag[target]["lag_ms"]["p99"] <= lag[target]["lag_ms"]["max"]
+    subs = static["submissions"]
+    assert [r["targets"] for r in subs["runs"]] == ["none", "both", "directory", "none", "both", "s3", "none"]
+    for r in subs["runs"]:
+        _check_load(r)
+        assert r["statuses"].get("201", 0) > 0
+        assert ("catch_up_s" in r) == (r["targets"] != "none")
+    assert set(subs["alone_vs_off"]) == {"directory", "s3"}
+    assert subs["ratio"] == pytest.approx(subs["on_rps"] / subs["off_rps"], rel=1e-2)
+    outage = static["outage"]
+    assert outage["readyz_during"] == 503  # the log saw its database go
+    assert 0 < outage["pg_down_at_s"] < outage["pg_up_at_s"] < outage["read_duration_s"]
+    for origin in ("nginx", "s3"):
+        r = outage["reads"][origin]
+        _check_load(r, server=False)
+        assert r["non_2xx"] == r["requests"] - r["ok"]
+    names = [t["target"] for t in results["targets"] if t["target"].startswith("static: ")]
+    assert len(names) == 7, names  # 2 read ratios, 2 lags, on/off, 2 origins in the outage
+    assert "static.png" in results["plots"]
 
 
 @pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed (the suite installs it when run)")
