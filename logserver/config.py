@@ -107,6 +107,7 @@ class TargetConfig:
 class PublicationConfig:
     targets: tuple[TargetConfig, ...] = ()
     max_lag_s: float = 60.0  # /readyz answers 503 publication_behind past this
+    min_interval_ms: float = 50.0  # a target's publication passes start at most this often
 
 
 @dataclass(frozen=True)
@@ -347,7 +348,8 @@ def _publication(r: TableReader) -> PublicationConfig:
     if len(set(names)) != len(names):
         raise ConfigError(f"publication.targets: names must be unique, got {names}")
     d = PublicationConfig()
-    config = PublicationConfig(tuple(targets), r.number("max_lag_s", d.max_lag_s, 1, 86_400))
+    config = PublicationConfig(tuple(targets), r.number("max_lag_s", d.max_lag_s, 1, 86_400),
+                               r.number("min_interval_ms", d.min_interval_ms, 0, 10_000))
     r.done()
     return config
 

@@ -323,7 +323,7 @@ async def _start_static(app: web.Application) -> StaticPublisher | None:
     targets = [make_target(t) for t in config.publication.targets]
     static = StaticPublisher([
         TargetPublisher(t, reader=reader, progress=progress, source=source, verifiers=verifiers, metrics=metrics,
-                        clock=app[CLOCK])
+                        clock=app[CLOCK], min_interval_s=config.publication.min_interval_ms / 1000)
         for t in targets])
     try:
         for t in targets:
