@@ -25,7 +25,7 @@ import time
 import urllib.parse
 from collections import Counter
 
-from .pyload import MARKER, load_requests
+from .pyload import MARKER, load_requests, read_response
 
 INDEX = re.compile(rb'^\{"index":(\d+),')
 
@@ -55,14 +55,7 @@ async def main_async(args) -> dict:
                     return
                 due, raw = item
                 writer.write(raw)
-                head = await reader.readuntil(b"\r\n\r\n")
-                lines = head.split(b"\r\n")
-                status = int(lines[0].split()[1])
-                length = 0
-                for h in lines[1:]:
-                    if h[:15].lower() == b"content-length:":
-                        length = int(h[15:])
-                body = await reader.readexactly(length) if length else b""
+                status, body = await read_response(reader)
                 now = time.monotonic()
                 statuses[str(status)] += 1
                 latencies.append(now - due)

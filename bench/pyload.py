@@ -32,6 +32,19 @@ def load_requests(path: str, host: str) -> list[bytes]:
     return out
 
 
+async def read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+    """One HTTP/1.1 response on a keep-alive connection: (status, body). Bodies come with
+    a Content-Length from the servers measured (no chunked encoding)."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    status = int(lines[0].split()[1])
+    length = 0
+    for h in lines[1:]:
+        if h[:15].lower() == b"content-length:":
+            length = int(h[15:])
+    return status, (await reader.readexactly(length) if length else b"")
+
+
 async def connection(host, port, reqs, deadline, delay_s, latencies, statuses, state, wrap=False):
     reader, writer = await asyncio.open_connection(host, port)
     try:
@@ -42,15 +55,7 @@ async def connection(host, port, reqs, deadline, delay_s, latencies, statuses, s
                 await asyncio.sleep(delay_s)
             t0 = time.perf_counter()
             writer.write(raw)
-            head = await reader.readuntil(b"\r\n\r\n")
-            lines = head.split(b"\r\n")
-            status = int(lines[0].split()[1])
-            length = 0
-            for h in lines[1:]:
-                if h[:15].lower() == b"content-length:":
-                    length = int(h[15:])
-            if length:
-                await reader.readexactly(length)
+            status, _ = await read_response(reader)
             latencies.append(time.perf_counter() - t0)
             statuses[str(status)] += 1
         state["ran_out"] = 1
