@@ -50,7 +50,7 @@ from logserver.storage import (
     TileKey,
 )
 
-POINTS = ("lock", "snapshot", "read_tiles", "append", "commit")
+POINTS = ("lock", "snapshot", "read_tiles", "read_heads", "append", "commit")
 WHEN = ("before", "after")
 
 
@@ -252,10 +252,12 @@ class MemorySequencing:
         return tiles
 
     async def read_heads(self) -> HeadsSnapshot:
+        self.store._fault("read_heads", "before")
         await asyncio.sleep(0)
         rows = [(f, h.sequence, h.idx, self.store.leaves[h.idx].leaf_hash, h.retired)
                 for f, h in self.store.fleets.items()]
         last = max((row.idx for row in self.store.leaves if row.fleet_id is None), default=0)
+        self.store._fault("read_heads", "after")
         return HeadsSnapshot(rows, last)
 
     async def append(self, leaves: Sequence[NewLeaf], tiles: dict[TileKey, bytes],
