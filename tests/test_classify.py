@@ -6,7 +6,7 @@ import hashlib
 
 from logserver.storage import ExistingEntry, FleetHead
 from logserver.write.classify import Equivocation, classify
-from logserver.write.outcomes import Duplicate, EquivocationError, FleetRetiredError, Pending, SequenceRollbackError
+from logserver.write.outcomes import Duplicate, EquivocationError, RetiredFleetError, Pending, SequenceRollbackError
 
 H = lambda s: hashlib.sha256(s).digest()  # noqa: E731
 
@@ -65,7 +65,7 @@ async def test_a_retirement_refuses_every_later_bundle_of_its_fleet_in_the_batch
     r, later, other = pending("a", 5, retired=True), pending("a", 6), pending("b", 1)
     out = classify([r, later, other], 3, {}, {"a": 4})
     assert out.outcomes[0] == (r, 3) and out.outcomes[2] == (other, 4)
-    assert isinstance(out.outcomes[1][1], FleetRetiredError) and out.outcomes[1][1].status == 409
+    assert isinstance(out.outcomes[1][1], RetiredFleetError) and out.outcomes[1][1].status == 409
     assert "retired by its bundle of sequence 5" in str(out.outcomes[1][1])
     assert out.fleets == {"a": FleetHead(5, 3, True), "b": FleetHead(1, 4)}
     assert out.accepted == [r, other]
@@ -78,5 +78,5 @@ async def test_a_fleet_retired_in_the_log_refuses_new_bundles_but_answers_duplic
     out = classify([replay, later, lower], 20, existing, {"a": 5}, frozenset({"a"}))
     assert out.outcomes[0] == (replay, Duplicate(7, logged.leaf_hash))
     # Retired comes before rollback: a lower sequence of a retired fleet is refused as retired.
-    assert [type(r) for _, r in out.outcomes[1:]] == [FleetRetiredError, FleetRetiredError]
+    assert [type(r) for _, r in out.outcomes[1:]] == [RetiredFleetError, RetiredFleetError]
     assert out.accepted == [] and out.fleets == {}

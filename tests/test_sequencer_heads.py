@@ -17,7 +17,7 @@ from logserver.bundle.admit import admit
 from logserver.bundle.heads import HEADS_LEAF_SIZE, decode_heads_leaf, fold, is_heads_leaf
 from logserver.keys.log_key import LogKey
 from logserver.merkle import leaf_hash
-from logserver.write.outcomes import Appended, Duplicate, FleetRetiredError
+from logserver.write.outcomes import Appended, Duplicate, RetiredFleetError
 from logserver.write.sequencer import Sequencer
 from sequencer_support import running
 
@@ -125,7 +125,7 @@ async def test_a_retired_fleet_refuses_later_bundles_and_the_schema_holds_it(sto
         assert isinstance(await asyncio.wait_for(submit(seq, "old", 1), 30), Appended)
         retired = await asyncio.wait_for(retire("old", 2), 30)
         assert isinstance(retired, Appended)
-        with pytest.raises(FleetRetiredError, match="retired by its bundle of sequence 2") as refused:
+        with pytest.raises(RetiredFleetError, match="retired by its bundle of sequence 2") as refused:
             await asyncio.wait_for(submit(seq, "old", 3), 30)
         assert (refused.value.status, refused.value.code) == (409, "fleet_retired")
         # A replay of the retirement itself is still a duplicate, with its index.

@@ -12,8 +12,8 @@ from .outcomes import (
     BatchOutcome,
     Duplicate,
     EquivocationError,
-    FleetRetiredError,
     Pending,
+    RetiredFleetError,
     SequenceRollbackError,
 )
 
@@ -77,7 +77,7 @@ def classify(batch: Sequence[Pending], first_index: int, existing: Mapping[tuple
         else:
             head, is_retired = heads.get(p.fleet_id), p.fleet_id in retired
         if is_retired:
-            out.outcomes.append((p, FleetRetiredError(
+            out.outcomes.append((p, RetiredFleetError(
                 f"fleet {p.fleet_id!r} was retired by its bundle of sequence {head}: "
                 f"it accepts no later bundle (got sequence {p.sequence})"
             )))

@@ -87,7 +87,7 @@ class EquivocationError(SequencerError):
     code = "equivocation"
 
 
-class FleetRetiredError(SequencerError):
+class RetiredFleetError(SequencerError):
     """The fleet was retired by a logged bundle: it accepts no later bundle
     (docs/fleet-heads.md, "Admission and retirement")."""
 

@@ -321,10 +321,11 @@ class Sequencer:
                 self._answer(classified.outcomes, old, {}, with_proofs)
                 return None
 
-            # [5] HASH: the bundles, then the HEADS leaf that ends the batch.
-            heads = await self._heads_leaf(tx, accepted)
+            # [5] HASH: the bundles, then the HEADS leaf that ends the batch (none for an
+            # idle re-sign: the size, hence the last leaf, stays).
+            heads = await self._heads_leaf(tx, accepted) if accepted else None
             heads_index = old.tree_size + len(accepted)
-            grown = grow(frontier, [p.leaf_hash for p in accepted] + [leaf_hash(heads)])
+            grown = grow(frontier, [p.leaf_hash for p in accepted] + ([leaf_hash(heads)] if heads else []))
 
             # [6] SIGN. Times only move forward, even when the clock steps back.
             signed_at_ms = max(now_ms, old.signed_at_ms + 1)
@@ -337,7 +338,8 @@ class Sequencer:
                 NewLeaf(old.tree_size + i, p.leaf_hash, p.leaf, p.fleet_id, p.sequence, p.payload_digest)
                 for i, p in enumerate(accepted)
             ]
-            leaves.append(NewLeaf(heads_index, leaf_hash(heads), heads))
+            if heads:
+                leaves.append(NewLeaf(heads_index, leaf_hash(heads), heads))
             checkpoint = await tx.append(
                 leaves, grown.tiles, classified.fleets, grown.size, grown.root, note, signed_at_ms,
                 dt.datetime.fromtimestamp(signed_at_ms / 1000, dt.UTC),
@@ -352,7 +354,8 @@ class Sequencer:
             # duplicate. So nothing below may raise out of this block: the batch would
             # be answered "not stored" (and a committed transaction is not rolled back).
             self._known_size = grown.size
-            self._heads_size, self._heads_previous = grown.size, heads_index
+            if heads:
+                self._heads_size, self._heads_previous = grown.size, heads_index
 
             # [9] PUBLISH TO STATIC TARGETS: only a wake-up; the publisher's own task runs 9.1-9.5.
             if self.publish_static is not None:
