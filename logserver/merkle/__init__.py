@@ -38,6 +38,7 @@ from .tiles import (
     tiles_for_nodes,
     tiles_for_size,
 )
+from .subtree import is_valid_subtree, verify_subtree_consistency
 from .verify import root_from_inclusion_proof, verify_consistency, verify_inclusion
 
 __all__ = [
@@ -72,6 +73,7 @@ __all__ = [
     "hashes_from_tiles",
     "inclusion_plan",
     "inclusion_proof",
+    "is_valid_subtree",
     "leaf_hash",
     "node_hash",
     "parse_tile_path",
@@ -88,4 +90,5 @@ __all__ = [
     "tiles_for_size",
     "verify_consistency",
     "verify_inclusion",
+    "verify_subtree_consistency",
 ]
