@@ -16,6 +16,7 @@ from .proof import (
     path_split,
     rehash,
 )
+from .subtree import is_valid_subtree, verify_subtree_consistency
 from .tiles import (
     MAX_ENTRY_SIZE,
     MAX_TILE_LEVEL,
@@ -38,7 +39,6 @@ from .tiles import (
     tiles_for_nodes,
     tiles_for_size,
 )
-from .subtree import is_valid_subtree, verify_subtree_consistency
 from .verify import root_from_inclusion_proof, verify_consistency, verify_inclusion
 
 __all__ = [
