@@ -379,3 +379,81 @@ def test_keygen_witness_ml_dsa_44(tmp_path):
                            "witness.example/pq", "--algorithm", "ecdsa-p256", "--out", str(tmp_path / "x.key")],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode != 0 and "want ed25519 or ml-dsa-44" in done.stderr
+
+
+async def test_a_version_1_witness_database_upgrades_with_its_key(tmp_path, pg_admin_url):
+    """Migration 0002 on a database a version-1 witness (one Ed25519 key) used: the key
+    becomes a recorded key, so the same witness starts, adds an ML-DSA-44 key and keeps
+    its state."""
+    import shutil
+
+    import asyncpg
+
+    from logserver.storage import migrate
+    from logserver.witness.store import MIGRATIONS_TABLE, witness_migrations_dir
+
+    url = await pg.create_database(pg_admin_url, "t_witness_upgrade")
+    log = ScriptedLog("test.example/upgrade-log")
+    log.append(3)
+    v1 = tmp_path / "v1"
+    v1.mkdir()
+    shutil.copy(str(witness_migrations_dir() / "0001_witness.sql"), v1 / "0001_witness.sql")
+    cfg = write_witness_config(tmp_path / "w", "witness.test/upgrade", url, [log.vkey])
+    from logserver.witness import Cosigner, load_witness_config
+    cosigner = Cosigner.load(load_witness_config(cfg, environ={}).keys, "witness.test/upgrade")
+    [(_, public_key, vkey)] = cosigner.public_keys()
+    conn = await asyncpg.connect(url)
+    try:
+        await migrate(conn, v1, table=MIGRATIONS_TABLE, lock=0x6C6F6773_7769746E)
+        await conn.execute("INSERT INTO witness_identity (name, public_key, vkey) VALUES ($1, $2, $3)",
+                           "witness.test/upgrade", public_key, vkey)
+        await conn.execute("INSERT INTO witness_logs (origin, tree_size, root, note) VALUES ($1, 3, $2, $3)",
+                           log.origin, log.root(3), log.checkpoint(3))
+    finally:
+        await conn.close()
+    both = write_witness_config(tmp_path / "w", "witness.test/upgrade", url, [log.vkey],
+                                algorithms=("ed25519", "ml-dsa-44"))
+    w = await start_witness(both)
+    try:
+        status, _, body = await w.add_checkpoint(log.request(0, 3))
+        assert (status, body) == (409, "3\n")
+        assert len(await cosign(w, log, 3, 3)) == 2
+        conn = await asyncpg.connect(url)
+        try:
+            assert await conn.fetchval("SELECT count(*) FROM witness_keys") == 2
+        finally:
+            await conn.close()
+    finally:
+        await w.close()
+        await pg.drop_database(pg_admin_url, url)
+
+
+@pytest.mark.parametrize(("change", "match"), [
+    ({"key": []}, "key: want a key file path or a list of one or two"),
+    ({"key": ["a.key", "b.key", "c.key"]}, "list of one or two"),
+    ({"key": ["a.key", "a.key"]}, "listed twice"),
+    ({"monitoring_prefix": "m/"}, "monitoring_prefix"),
+])
+def test_witness_config_errors(tmp_path, change, match):
+    from logserver.config import ConfigError
+    from logserver.witness.config import witness_config_from_dict
+
+    raw = {"name": "witness.test/cfg", "key": "a.key", "logs": [{"vkey": ScriptedLog("test.example/c").vkey}]}
+    raw.update(change)
+    with pytest.raises(ConfigError, match=match):
+        witness_config_from_dict(raw, base=tmp_path)
+
+
+def test_witness_follows_ed25519_and_ml_dsa_44_log_keys_only(tmp_path):
+    from logserver.config import ConfigError
+    from logserver.witness.config import witness_config_from_dict
+
+    log = ScriptedLog("test.example/keys")
+    vector = litewitness_vector()
+    cfg = witness_config_from_dict({"name": "w.test/x", "key": "a.key",
+                                    "logs": [{"vkey": log.vkey}, {"vkey": vector.log_vkey}]}, base=tmp_path)
+    assert cfg.monitoring_prefix == cfg.prefix == ""
+    assert {origin for origin, _ in cfg.logs} == {"test.example/keys", "example.com/mldsa-log"}
+    with pytest.raises(ConfigError, match="want one of 0x01, 0x06"):
+        witness_config_from_dict({"name": "w.test/x", "key": "a.key",
+                                  "logs": [{"vkey": log.key.timestamp_vkey}]}, base=tmp_path)
