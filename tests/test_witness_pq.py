@@ -457,3 +457,29 @@ def test_witness_follows_ed25519_and_ml_dsa_44_log_keys_only(tmp_path):
     with pytest.raises(ConfigError, match="want one of 0x01, 0x06"):
         witness_config_from_dict({"name": "w.test/x", "key": "a.key",
                                   "logs": [{"vkey": log.key.timestamp_vkey}]}, base=tmp_path)
+
+
+async def test_ml_dsa_44_line_checks_out_with_a_verifier_written_from_the_spec(witness, log):
+    """The witness's ML-DSA-44 line verified without logserver.formats: the vkey and the
+    line decoded by hand, the cosigned_message built from the tlog-cosignature struct."""
+    import struct
+
+    from cryptography.hazmat.primitives.asymmetric.mldsa import MLDSA44PublicKey
+
+    size = len(log.leaves)
+    log.append(1)
+    status, _, body = await witness.add_checkpoint(log.request(size, size + 1))
+    assert status == 200, body
+    name, _, key_data = witness.cosigner.vkeys[1].split("+", 2)
+    raw_key = base64.b64decode(key_data)
+    assert raw_key[0] == 0x06
+    key_id = hashlib.sha256(name.encode() + b"\n" + raw_key).digest()[:4]
+    line = body.splitlines()[1]
+    assert line.startswith("\u2014 " + name + " ")
+    raw = base64.b64decode(line.split(" ")[2])
+    assert raw[:4] == key_id and len(raw) == 4 + 8 + 2420
+    timestamp = struct.unpack(">Q", raw[4:12])[0]
+    origin = log.origin.encode()
+    message = (b"subtree/v1\n\x00" + bytes([len(name)]) + name.encode() + struct.pack(">Q", timestamp)
+               + bytes([len(origin)]) + origin + struct.pack(">QQ", 0, size + 1) + log.root(size + 1))
+    MLDSA44PublicKey.from_public_bytes(raw_key[1:]).verify(raw[12:], message)
