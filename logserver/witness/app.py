@@ -79,6 +79,8 @@ WITNESS_METRICS = web.AppKey("witness_metrics", WitnessMetrics)
 # Request bodies being received, all connections together: without it, 300 slow
 # uploads of ~1 MiB each held 400 MiB (issue 23).
 BODY_BUDGET = web.AppKey("body_budget", ByteBudget)
+# The monitoring API's <origin hash> (lowercase hex SHA-256) of each followed origin.
+ORIGIN_HASHES = web.AppKey("origin_hashes", dict[str, str])
 
 
 def create_witness_app(config: WitnessConfig, *, clock: Callable[[], float] = time.time,
@@ -95,6 +97,7 @@ def create_witness_app(config: WitnessConfig, *, clock: Callable[[], float] = ti
     app[COSIGNER] = cosigner
     app[WITNESS_METRICS] = WitnessMetrics()
     app[BODY_BUDGET] = ByteBudget(DEFAULT_REQUEST_BUDGET, "request bodies")
+    app[ORIGIN_HASHES] = {hashlib.sha256(origin.encode("utf-8")).hexdigest(): origin for origin, _ in config.logs}
     app.cleanup_ctx.append(_storage_ctx)
     r = app.router
     r.add_post(f"{config.prefix}/add-checkpoint", add_checkpoint,
@@ -295,8 +298,7 @@ async def get_monitored_checkpoint(request: web.Request) -> web.Response:
     app = request.app
     query(request, set())
     origin_hash = request.match_info["origin_hash"]
-    origins = {hashlib.sha256(origin.encode("utf-8")).hexdigest(): origin for origin, _ in app[WITNESS_CONFIG].logs}
-    origin = origins.get(origin_hash)
+    origin = app[ORIGIN_HASHES].get(origin_hash)
     state = None if origin is None else await app[WITNESS_STORE].state(origin)
     if state is None or state.note is None:
         app[WITNESS_METRICS].monitoring.labels("404").inc()
