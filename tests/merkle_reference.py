@@ -109,3 +109,24 @@ def _subproof_shape(m: int, n: int, b: bool) -> list[str]:
 def leaf_data(i: int) -> bytes:
     """Distinct leaf data for test trees (leaf 0 is the empty string, which RFC 6962 allows)."""
     return b"" if i == 0 else b"leaf %d" % i
+
+
+def subtree_proof(start: int, end: int, d: Sequence[bytes]) -> list[bytes]:
+    """SUBTREE_PROOF(start, end, D_n) of draft-ietf-plants-merkle-tree-certs-03, §4.4.1,
+    as literally as it reads: the subtree consistency proof of [start, end) in D_n."""
+    if start == end:
+        return []
+    return _subtree_subproof(start, end, d, True)
+
+
+def _subtree_subproof(start: int, end: int, d: Sequence[bytes], b: bool) -> list[bytes]:
+    n = len(d)
+    if start == 0 and end == n:
+        return [] if b else [mth(d)]
+    k = _largest_power_of_two_below(n)
+    if end <= k:
+        return _subtree_subproof(start, end, d[0:k], b) + [mth(d[k:n])]
+    if k <= start:
+        return _subtree_subproof(start - k, end - k, d[k:n], b) + [mth(d[0:k])]
+    assert start == 0, "start < k < end implies start == 0 for a valid subtree"
+    return _subtree_subproof(0, end - k, d[k:n], False) + [mth(d[0:k])]

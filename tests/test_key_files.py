@@ -28,12 +28,13 @@ def test_log_and_witness_keys_load_the_same_key(tmp_path):
     path = _write(tmp_path / "k.pem", pem)
     public = serialization.load_pem_private_key(pem, None).public_key().public_bytes_raw()
     assert LogKey.load(path, "example.com/log").public_key_bytes == public
-    assert Cosigner.load(path, "witness.example/w").public_key_bytes == public
+    [(_, witness_public, _)] = Cosigner.load([path], "witness.example/w").public_keys()
+    assert witness_public == public
 
 
 @pytest.mark.parametrize("load, name", [
     (lambda p: LogKey.load(p, "example.com/log"), "log_key"),
-    (lambda p: Cosigner.load(p, "witness.example/w"), "key"),
+    (lambda p: Cosigner.load([p], "witness.example/w"), "key"),
 ])
 def test_ed25519_loaders_name_the_key_in_each_refusal(tmp_path, load, name):
     with pytest.raises(ConfigError, match=f"^{name}: file .* does not exist"):
@@ -45,7 +46,7 @@ def test_ed25519_loaders_name_the_key_in_each_refusal(tmp_path, load, name):
     with pytest.raises(ConfigError, match=f"^{name}: .* is not an unencrypted PKCS#8 PEM private key"):
         load(junk)
     p256 = _write(tmp_path / "p256.pem", _pem(ec.generate_private_key(ec.SECP256R1())))
-    with pytest.raises(ConfigError, match=f"^{name}: .* holds a \\w+, want an Ed25519 key"):
+    with pytest.raises(ConfigError, match=f"^{name}: .* holds a \\w+, want an Ed25519( or ML-DSA-44)? key"):
         load(p256)
 
 

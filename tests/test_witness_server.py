@@ -37,7 +37,7 @@ def cosigner_verifies(witness, note: str, lines: str) -> None:
     check from the spec text is in test_witness_interop.py)."""
     sigs = parse_signature_lines(lines)
     assert [s.name for s in sigs] == [witness.cosigner.name]
-    verifier = witness.cosigner._signer.verifier()
+    [verifier] = witness.cosigner.verifiers()
     body = parse_note(note).text.encode()
     for s in sigs:
         assert s.key_id == verifier.key_id

@@ -90,7 +90,7 @@ async def published(c: Cluster) -> str:
 
 
 def witness_lines(c: Cluster, note: str) -> set[str]:
-    keys = {(w.cosigner.name, w.cosigner._signer.key_id): n for n, w in c.witnesses.items()}
+    keys = {(w.cosigner.name, w.cosigner.signers[0].key_id): n for n, w in c.witnesses.items()}
     return {keys[(s.name, s.key_id)] for s in parse_note(note).signatures if (s.name, s.key_id) in keys}
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import resource
 import subprocess
 import sys
@@ -11,7 +12,9 @@ from pathlib import Path
 
 from aiohttp import ClientSession
 from aiohttp.test_utils import TestServer
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.mldsa import MLDSA44PrivateKey
 
 import merkle_reference as ref
 from logserver.formats import AddCheckpointRequest
@@ -57,16 +60,29 @@ class ScriptedLog:
 
 
 def write_witness_config(directory: Path, name: str, database_url: str, log_vkeys: list[str], *,
-                         prefix: str = "") -> Path:
+                         prefix: str = "", algorithms: tuple[str, ...] = ("ed25519",),
+                         monitoring_prefix: str | None = None) -> Path:
+    """A witness config in `directory`, with one key file per algorithm ("ed25519",
+    "ml-dsa-44"), each made on first use."""
     directory.mkdir(parents=True, exist_ok=True)
-    key = directory / "witness.key"
-    if not key.exists():
-        key.write_bytes(generate_log_key_pem())
-        key.chmod(0o600)
+    files = []
+    for algorithm in algorithms:
+        key = directory / ("witness.key" if algorithm == "ed25519" else f"witness-{algorithm}.key")
+        if not key.exists():
+            if algorithm == "ed25519":
+                pem = generate_log_key_pem()
+            else:
+                pem = MLDSA44PrivateKey.generate().private_bytes(
+                    serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+            key.write_bytes(pem)
+            key.chmod(0o600)
+        files.append(key.name)
     logs = "".join(f'\n[[logs]]\nvkey = "{v}"\n' for v in log_vkeys)
+    monitoring = "" if monitoring_prefix is None else f'monitoring_prefix = "{monitoring_prefix}"\n'
+    key_value = f'"{files[0]}"' if len(files) == 1 else "[" + ", ".join(f'"{f}"' for f in files) + "]"
     path = directory / "witness.toml"
-    path.write_text(f'name = "{name}"\nkey = "witness.key"\ndatabase_url = "{database_url}"\n'
-                    f'listen = "127.0.0.1:0"\nprefix = "{prefix}"\n{logs}')
+    path.write_text(f'name = "{name}"\nkey = {key_value}\ndatabase_url = "{database_url}"\n'
+                    f'listen = "127.0.0.1:0"\nprefix = "{prefix}"\n{monitoring}{logs}')
     return path
 
 
@@ -77,6 +93,7 @@ class RunningWitness:
     session: ClientSession
     cosigner: Cosigner
     prefix: str = ""
+    monitoring_prefix: str = ""
     statuses: list[int] = field(default_factory=list)
 
     @property
@@ -96,6 +113,17 @@ class RunningWitness:
         async with self.session.post(self.submission_url + "/add-checkpoint", data=body) as resp:
             return resp.status, resp.headers.get("Content-Type", ""), await resp.text()
 
+    async def sign_subtree(self, body: str | bytes) -> tuple[int, str, str]:
+        """POST sign-subtree: (status, content type, body text)."""
+        async with self.session.post(self.submission_url + "/sign-subtree", data=body) as resp:
+            return resp.status, resp.headers.get("Content-Type", ""), await resp.text()
+
+    async def monitored_checkpoint(self, origin: str) -> tuple[int, str, str]:
+        """GET <monitoring prefix>/<lowercase hex SHA-256 of origin>/checkpoint."""
+        origin_hash = hashlib.sha256(origin.encode()).hexdigest()
+        async with self.session.get(f"{self.url}{self.monitoring_prefix}/{origin_hash}/checkpoint") as resp:
+            return resp.status, resp.headers.get("Content-Type", ""), await resp.text()
+
     async def get_json(self, path: str) -> dict:
         async with self.session.get(self.url + path) as resp:
             assert resp.status == 200, (resp.status, await resp.text())
@@ -108,11 +136,11 @@ class RunningWitness:
 
 async def start_witness(config_path: Path, *, port: int | None = None, clock=time.time) -> RunningWitness:
     config = load_witness_config(config_path, environ={})
-    cosigner = Cosigner.load(config.key, config.name, clock)
+    cosigner = Cosigner.load(config.keys, config.name, clock)
     app = create_witness_app(config, cosigner=cosigner)
     server = TestServer(app, host="127.0.0.1", port=port)
     await server.start_server()
-    return RunningWitness(config_path, server, ClientSession(), cosigner, config.prefix)
+    return RunningWitness(config_path, server, ClientSession(), cosigner, config.prefix, config.monitoring_prefix)
 
 
 class WitnessProcess:

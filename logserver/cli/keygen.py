@@ -2,8 +2,11 @@
 authority's signing key.
 
 `log` writes the private key (PKCS#8 PEM, mode 0600) and prints the log's verifier key
-(vkey). `witness` does the same for a witness and prints its cosignature/v1 vkey
-(signature type 0x04), for the `witness` lines of a tlog-policy. `authority` writes
+(vkey). `witness` does the same for a witness and prints its cosignature vkey, for the
+`witness` lines of a tlog-policy: with `--algorithm ed25519` (the default) an Ed25519
+`cosignature/v1` key (signature type 0x04), with `--algorithm ml-dsa-44` an ML-DSA-44
+`subtree/v1` key (type 0x06, tlog-cosignature v1.1). A witness with both runs keygen
+twice and lists both files as its `key`. `authority` writes
 the private key (0600) and, beside it, NAME.pub.pem (the public SPKI, for the server's
 [[authorities]] config and for clients), and prints the keyid. An existing file is
 never overwritten (a symlink is not followed), .pub.pem included, unless --force.
@@ -29,6 +32,7 @@ HELP = "make a log key or an authority key"
 EXAMPLES = """\
   logserver keygen log --origin example.com/log --out log.key
   logserver keygen witness --name witness.example/w1 --out witness.key
+  logserver keygen witness --name witness.example/w1 --algorithm ml-dsa-44 --out witness-mldsa44.key
   logserver keygen authority --algorithm ed25519 --out signer.key          # and signer.pub.pem
   logserver keygen authority --algorithm ecdsa-p256 --out countersigner.key
 """
@@ -39,8 +43,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, type=Path, help="private key file to create")
     p.add_argument("--origin", help="log origin (kind log), e.g. example.com/log")
     p.add_argument("--name", help="witness key name (kind witness), e.g. witness.example/w1")
-    p.add_argument("--algorithm", choices=["ed25519", "ecdsa-p256"], default="ed25519",
-                   help="authority key algorithm (default ed25519)")
+    p.add_argument("--algorithm", choices=["ed25519", "ecdsa-p256", "ml-dsa-44"], default="ed25519",
+                   help="key algorithm (default ed25519): authority ed25519 or ecdsa-p256; "
+                        "witness ed25519 or ml-dsa-44")
     p.add_argument("--force", action="store_true",
                    help="replace existing files (without it, keygen never overwrites a file, .pub.pem included)")
 
@@ -91,20 +96,34 @@ def make_log_key(out: Path, origin: str, force: bool = False) -> LogKey:
     return LogKey.load(out, origin)
 
 
-def make_witness_key(out: Path, name: str, force: bool = False) -> Cosigner:
+def make_witness_key(out: Path, name: str, force: bool = False, algorithm: str = "ed25519") -> Cosigner:
+    from cryptography.hazmat.primitives.asymmetric.mldsa import MLDSA44PrivateKey
+
     from ..formats import FormatError
+    from ..formats.cosignature import MLDSA44CosignatureSigner
     from ..formats.vkey import check_key_name
     from ..witness import Cosigner
 
+    if algorithm not in ("ed25519", "ml-dsa-44"):
+        raise UsageError(f"--algorithm: got {algorithm!r} for a witness key, want ed25519 or ml-dsa-44")
     try:
         check_key_name(name)
+        if algorithm == "ml-dsa-44":
+            MLDSA44CosignatureSigner(name, MLDSA44PrivateKey.generate())  # the name fits the cosigned message
     except FormatError as e:
         raise UsageError(f"--name: {e}") from None
-    write_private(out, generate_log_key_pem(), force)  # the same Ed25519 PKCS#8 PEM as a log key
-    return Cosigner.load(out, name)
+    if algorithm == "ed25519":
+        pem = generate_log_key_pem()  # the same Ed25519 PKCS#8 PEM as a log key
+    else:
+        pem = MLDSA44PrivateKey.generate().private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    write_private(out, pem, force)
+    return Cosigner.load([out], name)
 
 
 def make_authority_key(out: Path, algorithm: str, force: bool = False) -> tuple[Path, str]:
+    if algorithm not in ("ed25519", "ecdsa-p256"):
+        raise UsageError(f"--algorithm: got {algorithm!r} for an authority key, want ed25519 or ecdsa-p256")
     key: AuthorityPrivateKey = (
         ed25519.Ed25519PrivateKey.generate() if algorithm == "ed25519" else ec.generate_private_key(ec.SECP256R1())
     )
@@ -142,9 +161,10 @@ def run(args: argparse.Namespace) -> int:
     elif args.kind == "witness":
         if not args.name:
             raise UsageError("keygen witness needs --name (the cosigner name, e.g. witness.example/w1)")
-        cosigner = make_witness_key(args.out, args.name, args.force)
+        cosigner = make_witness_key(args.out, args.name, args.force, args.algorithm)
         print(f"wrote {args.out} (keep it secret)")
         print(f"name: {cosigner.name}")
+        print(f"algorithm: {args.algorithm}")
         print(f"vkey: {cosigner.vkey}")
     else:
         pub, keyid = make_authority_key(args.out, args.algorithm, args.force)

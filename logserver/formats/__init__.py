@@ -2,7 +2,16 @@
 tlog-policy and tlog-witness bodies. See docs/architecture.md."""
 
 from .checkpoint import RESERVED_ORIGIN, Checkpoint, open_checkpoint, parse_checkpoint, sign_checkpoint
-from .cosignature import CosignatureSigner, CosignatureVerifier, cosigned_message, timestamp_of
+from .cosignature import (
+    CosignatureSigner,
+    CosignatureVerifier,
+    MLDSA44CosignatureSigner,
+    MLDSA44CosignatureVerifier,
+    Subtree,
+    cosigned_message,
+    subtree_cosigned_message,
+    timestamp_of,
+)
 from .errors import (
     CheckpointFormatError,
     CosignatureError,
@@ -28,7 +37,7 @@ from .fleet_head import (
     build_fleet_head_proof,
     parse_fleet_head_proof,
 )
-from .keys import log_signers, log_verifiers, verifier_from_vkey
+from .keys import AnyCosignatureVerifier, log_signers, log_verifiers, verifier_from_vkey
 from .note import (
     MAX_NOTE_SIZE,
     MAX_SIGNATURES,
@@ -51,20 +60,32 @@ from .tlog_proof import TlogProof, parse_tlog_proof
 from .tlog_witness import (
     TLOG_SIZE_CONTENT_TYPE,
     AddCheckpointRequest,
+    SignSubtreeRequest,
     format_tlog_size,
     parse_add_checkpoint_request,
+    parse_sign_subtree_request,
     parse_tlog_size,
 )
-from .vkey import SIG_TYPE_COSIGNATURE_V1, SIG_TYPE_ED25519, Vkey, compute_key_id, format_vkey, parse_vkey
+from .vkey import (
+    SIG_TYPE_COSIGNATURE_MLDSA44,
+    SIG_TYPE_COSIGNATURE_V1,
+    SIG_TYPE_ED25519,
+    Vkey,
+    compute_key_id,
+    format_vkey,
+    parse_vkey,
+)
 
 __all__ = [
     "MAX_NOTE_SIZE",
     "MAX_SIGNATURES",
     "RESERVED_ORIGIN",
+    "SIG_TYPE_COSIGNATURE_MLDSA44",
     "SIG_TYPE_COSIGNATURE_V1",
     "SIG_TYPE_ED25519",
     "TLOG_SIZE_CONTENT_TYPE",
     "AddCheckpointRequest",
+    "AnyCosignatureVerifier",
     "BundleProof",
     "Checkpoint",
     "CheckpointFormatError",
@@ -78,6 +99,8 @@ __all__ = [
     "FormatError",
     "HeadsLeafProof",
     "InvalidSignatureError",
+    "MLDSA44CosignatureSigner",
+    "MLDSA44CosignatureVerifier",
     "Note",
     "NoteError",
     "NoteSignature",
@@ -93,6 +116,8 @@ __all__ = [
     "QuorumNotMetError",
     "Receipt",
     "ReceiptError",
+    "SignSubtreeRequest",
+    "Subtree",
     "TlogProof",
     "TlogProofError",
     "UnknownOriginError",
@@ -117,6 +142,7 @@ __all__ = [
     "parse_note",
     "parse_policy",
     "parse_receipt",
+    "parse_sign_subtree_request",
     "parse_signature_lines",
     "parse_tlog_proof",
     "parse_tlog_size",
@@ -124,6 +150,7 @@ __all__ = [
     "receipt_json",
     "sign_checkpoint",
     "sign_note",
+    "subtree_cosigned_message",
     "timestamp_of",
     "verifier_from_vkey",
     "verify_note",

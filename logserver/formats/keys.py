@@ -4,22 +4,30 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Collection
+from typing import TypeAlias
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from .cosignature import CosignatureSigner, CosignatureVerifier
+from .cosignature import CosignatureSigner, CosignatureVerifier, MLDSA44CosignatureVerifier
 from .errors import VkeyError
 from .note import Ed25519NoteSigner, Ed25519NoteVerifier
-from .vkey import SIG_TYPE_COSIGNATURE_V1, SIG_TYPE_ED25519, parse_vkey
+from .vkey import SIG_TYPE_COSIGNATURE_MLDSA44, SIG_TYPE_COSIGNATURE_V1, SIG_TYPE_ED25519, parse_vkey
 
-SUPPORTED_SIG_TYPES = frozenset({SIG_TYPE_ED25519, SIG_TYPE_COSIGNATURE_V1})
+SUPPORTED_SIG_TYPES = frozenset({SIG_TYPE_ED25519, SIG_TYPE_COSIGNATURE_V1, SIG_TYPE_COSIGNATURE_MLDSA44})
+
+COSIGNATURE_SIG_TYPES = frozenset({SIG_TYPE_COSIGNATURE_V1, SIG_TYPE_COSIGNATURE_MLDSA44})
+"""The two tlog-cosignature types: Ed25519 `cosignature/v1` and ML-DSA-44 `subtree/v1`."""
+
+AnyCosignatureVerifier: TypeAlias = CosignatureVerifier | MLDSA44CosignatureVerifier
+"""A verifier of either cosignature type (each has `.vkey`, `.public_key_bytes`)."""
+
+VkeyVerifier: TypeAlias = Ed25519NoteVerifier | CosignatureVerifier | MLDSA44CosignatureVerifier
+"""What `verifier_from_vkey` returns."""
 
 
-def verifier_from_vkey(
-    vkey: str, allowed_types: Collection[int] = SUPPORTED_SIG_TYPES
-) -> Ed25519NoteVerifier | CosignatureVerifier:
-    """A verifier for a vkey of signature type 0x01 (Ed25519) or 0x04 (cosignature/v1),
-    restricted to `allowed_types`."""
+def verifier_from_vkey(vkey: str, allowed_types: Collection[int] = SUPPORTED_SIG_TYPES) -> VkeyVerifier:
+    """A verifier for a vkey of signature type 0x01 (Ed25519), 0x04 (Ed25519
+    cosignature/v1) or 0x06 (ML-DSA-44 cosignature), restricted to `allowed_types`."""
     sig_type = parse_vkey(vkey).sig_type
     if sig_type not in allowed_types:
         want = ", ".join(f"0x{t:02x}" for t in sorted(allowed_types))
@@ -28,6 +36,8 @@ def verifier_from_vkey(
         return Ed25519NoteVerifier.from_vkey(vkey)
     if sig_type == SIG_TYPE_COSIGNATURE_V1:
         return CosignatureVerifier.from_vkey(vkey)
+    if sig_type == SIG_TYPE_COSIGNATURE_MLDSA44:
+        return MLDSA44CosignatureVerifier.from_vkey(vkey)
     raise VkeyError(f"vkey signature type: got 0x{sig_type:02x}, which logserver does not implement")
 
 

@@ -6,8 +6,13 @@
     quorum <name|none>
 
 Lines end in a newline; items are separated by runs of spaces and tabs; blank lines and
-"#" comment lines are ignored. Groups and the quorum may only name witnesses and groups
-defined on earlier lines, and each name may be a group member at most once in the file.
+"#" comment lines are ignored. Keys are vkeys of the type their role signs with
+("Public key representation": see tlog-checkpoint and tlog-cosignature): a log's is
+0x01 (Ed25519 note signature), 0x04 (the log's Ed25519 cosignature/v1 line) or 0x06 (its
+ML-DSA-44 subtree/v1 cosignature, which tlog-checkpoint recommends logs add); a
+witness's is 0x04 or 0x06. A witness with keys of both types is two witness lines.
+Groups and the quorum may only name witnesses and groups defined on earlier lines, and
+each name may be a group member at most once in the file.
 """
 
 from __future__ import annotations
@@ -18,12 +23,12 @@ from dataclasses import dataclass
 from types import MappingProxyType
 
 from .checkpoint import Checkpoint, parse_checkpoint
-from .cosignature import CosignatureVerifier
+from .cosignature import CosignatureVerifier, MLDSA44CosignatureVerifier
 from .errors import FormatError, PolicyFormatError, QuorumNotMetError, UnknownOriginError, UnverifiedNoteError
-from .keys import SUPPORTED_SIG_TYPES, verifier_from_vkey
+from .keys import COSIGNATURE_SIG_TYPES, SUPPORTED_SIG_TYPES, AnyCosignatureVerifier, verifier_from_vkey
 from .note import NoteVerifier, OpenedNote, parse_note, verify_note
 from .strict import clip
-from .vkey import SIG_TYPE_COSIGNATURE_V1, parse_vkey
+from .vkey import parse_vkey
 
 NONE = "none"
 """The predefined quorum name requiring no cosignature; never a valid group member."""
@@ -55,10 +60,11 @@ class PolicyLog:
 
 @dataclass(frozen=True)
 class PolicyWitness:
-    """A trusted witness: its policy-local name, cosigner key and optional URL."""
+    """A trusted witness: its policy-local name, cosigner key (Ed25519 cosignature/v1 or
+    ML-DSA-44 subtree/v1) and optional URL."""
 
     name: str
-    verifier: CosignatureVerifier
+    verifier: AnyCosignatureVerifier
     url: str | None
 
 
@@ -204,8 +210,8 @@ class _PolicyBuilder:
         if len(self.witnesses) >= MAX_WITNESSES:
             raise PolicyFormatError(f"witnesses: want at most {MAX_WITNESSES}")
         name = self._new_name(args[0])
-        verifier = self._vkey(args[1], frozenset({SIG_TYPE_COSIGNATURE_V1}), self.witness_keys, f"witness {name!r}")
-        assert isinstance(verifier, CosignatureVerifier)
+        verifier = self._vkey(args[1], COSIGNATURE_SIG_TYPES, self.witness_keys, f"witness {name!r}")
+        assert isinstance(verifier, (CosignatureVerifier, MLDSA44CosignatureVerifier))
         url = _text(args[2]) if len(args) == 3 else None
         self.witnesses[name] = PolicyWitness(name, verifier, url)
 

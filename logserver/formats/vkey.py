@@ -22,6 +22,10 @@ SIG_TYPE_ED25519 = 0x01
 SIG_TYPE_COSIGNATURE_V1 = 0x04
 """signed-note "Signature types": timestamped Ed25519 cosignatures (tlog-cosignature)."""
 
+SIG_TYPE_COSIGNATURE_MLDSA44 = 0x06
+"""tlog-cosignature v1.1 "Format": timestamped ML-DSA-44 cosignatures over a
+`subtree/v1` cosigned_message; the vkey's key material is the 1312-byte public key."""
+
 KEY_ID_SIZE = 4
 
 _KEY_ID_HEX = re.compile(r"[0-9a-f]{8}")

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.mldsa import MLDSA44PrivateKey
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
 from ..config import ConfigError, check_private_key_file
@@ -28,4 +29,19 @@ def load_ed25519_private_key(path: Path, key: str) -> Ed25519PrivateKey:
     private_key = load_private_key(path, key)
     if not isinstance(private_key, Ed25519PrivateKey):
         raise ConfigError(f"{key}: {path} holds a {type(private_key).__name__}, want an Ed25519 key")
+    return private_key
+
+
+CosigningKey = Ed25519PrivateKey | MLDSA44PrivateKey
+"""A witness's cosigning key: Ed25519 (cosignature/v1) or ML-DSA-44 (subtree/v1)."""
+
+
+def load_cosigning_key(path: Path, key: str) -> CosigningKey:
+    """Like `load_private_key`, refusing any key type but Ed25519 and ML-DSA-44 (the
+    two tlog-cosignature key types). An ML-DSA-44 PKCS#8 file holds the 32-byte seed
+    form of the key, which is what `cryptography` writes and what `logserver keygen witness
+    --algorithm ml-dsa-44` makes)."""
+    private_key = load_private_key(path, key)
+    if not isinstance(private_key, (Ed25519PrivateKey, MLDSA44PrivateKey)):
+        raise ConfigError(f"{key}: {path} holds a {type(private_key).__name__}, want an Ed25519 or ML-DSA-44 key")
     return private_key

@@ -16,6 +16,7 @@ from .proof import (
     path_split,
     rehash,
 )
+from .subtree import is_valid_subtree, verify_subtree_consistency
 from .tiles import (
     MAX_ENTRY_SIZE,
     MAX_TILE_LEVEL,
@@ -72,6 +73,7 @@ __all__ = [
     "hashes_from_tiles",
     "inclusion_plan",
     "inclusion_proof",
+    "is_valid_subtree",
     "leaf_hash",
     "node_hash",
     "parse_tile_path",
@@ -88,4 +90,5 @@ __all__ = [
     "tiles_for_size",
     "verify_consistency",
     "verify_inclusion",
+    "verify_subtree_consistency",
 ]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from importlib.resources.abc import Traversable
@@ -19,7 +19,7 @@ import asyncpg
 
 from ..storage import migrate
 from ..storage.embedded import embedded_postgres_uri
-from ..storage.identity import Identity, IdentityTable, ensure_identity
+from ..storage.errors import IdentityMismatchError
 from ..storage.migrate import migrations_dir
 
 MIGRATIONS_TABLE = "witness_schema_migrations"
@@ -28,10 +28,7 @@ _MIGRATION_LOCK = 0x6C6F6773_7769746E  # "logswitn": not the log's lock, the tab
 
 EMBEDDED_DATABASE = "witness"
 
-WITNESS_IDENTITY = IdentityTable(
-    "witness_identity", "name", "logserver.witness.identity",
-    lambda stored, want: f"the database belongs to witness {stored.vkey}, not {want.vkey}; refusing to start",
-)
+_IDENTITY_LOCK = "logserver.witness.identity"  # serialises first use of a database
 
 
 def resolve_witness_database_url(configured: str | None, data_dir: Path) -> tuple[str, bool]:
@@ -88,15 +85,41 @@ class WitnessStore:
     def __init__(self, pool: asyncpg.Pool):
         self.pool = pool
 
-    async def ensure_identity(self, name: str, public_key: bytes, vkey: str) -> bool:
-        """Record the cosigner identity on first use, or check it matches (True if created).
+    async def ensure_keys(self, name: str, keys: Sequence[tuple[int, bytes, str]]) -> list[str]:
+        """Record the witness's name and keys on first use, or check that the database
+        belongs to this witness; returns the vkeys added now.
 
-        Raises IdentityMismatchError for another name or key: the state here is what
-        that other witness cosigned, and reusing it would be a different witness
-        vouching for a history it never checked. Atomic, durable on return, safe to
-        repeat after an ambiguous failure (logserver/storage/identity.py).
+        `keys` are (signature type, public key, vkey). The name must be the stored one,
+        and unless the database knows no key yet, at least one configured key must be a
+        recorded one: a witness may add a key (an ML-DSA-44 key beside its Ed25519 one)
+        or later drop one, never swap its whole key set. Raises IdentityMismatchError
+        otherwise: the state here is what those other keys cosigned. Atomic (one
+        transaction under an advisory lock), durable on return, safe to repeat.
         """
-        return await ensure_identity(self.pool, WITNESS_IDENTITY, Identity(name, public_key, vkey))
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute("SET LOCAL synchronous_commit = on")
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", _IDENTITY_LOCK)
+            row = await conn.fetchrow("SELECT name, vkey FROM witness_identity")
+            if row is None:
+                _, public_key, vkey = keys[0]
+                await conn.execute("INSERT INTO witness_identity (name, public_key, vkey) VALUES ($1, $2, $3)",
+                                   name, public_key, vkey)
+            elif row["name"] != name:
+                raise IdentityMismatchError(
+                    f"the database belongs to witness {row['name']!r} ({row['vkey']}), not {name!r}; refusing to start")
+            known = {r["vkey"] for r in await conn.fetch("SELECT vkey FROM witness_keys")}
+            wanted = [vkey for _, _, vkey in keys]
+            if known and known.isdisjoint(wanted):
+                raise IdentityMismatchError(
+                    f"the database belongs to witness {name!r} with keys {sorted(known)}, none of which is "
+                    f"configured (got {wanted}); refusing to start")
+            added = []
+            for sig_type, public_key, vkey in keys:
+                if vkey not in known:
+                    await conn.execute("INSERT INTO witness_keys (vkey, sig_type, public_key) VALUES ($1, $2, $3)",
+                                       vkey, sig_type, public_key)
+                    added.append(vkey)
+            return added
 
     async def ensure_logs(self, origins: Iterable[str]) -> None:
         """Create the size-0 row of each followed log that has none (idempotent)."""
@@ -112,6 +135,9 @@ class WitnessStore:
         return [_state(r) for r in rows]
 
     async def state(self, origin: str) -> LogState | None:
+        """The latest cosigned checkpoint of `origin` (None for a log without a row), read
+        without a lock: sign-subtree and the monitoring API only read, and stale state is
+        safe for them (tlog-witness)."""
         row = await self.pool.fetchrow("SELECT * FROM witness_logs WHERE origin = $1", origin)
         return _state(row) if row else None
 
@@ -148,8 +174,9 @@ class LockedLog:
         self.state = state
 
     async def advance(self, tree_size: int, root: bytes, note: str) -> None:
-        """Record a newly cosigned checkpoint. The caller has checked it extends the
-        state; the table's trigger refuses a rollback or a second root regardless."""
+        """Record a newly cosigned checkpoint; `note` is the cosigned note served to
+        monitors. The caller has checked it extends the state; the table's trigger
+        refuses a rollback or a second root regardless."""
         status = await self.conn.execute(
             "UPDATE witness_logs SET tree_size = $2, root = $3, note = $4, updated_at = now() "
             "WHERE origin = $1 AND tree_size = $5",
