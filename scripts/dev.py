@@ -159,8 +159,11 @@ def run_lint(python: str) -> int:
 # Debian packages the suite's tests of real components need (a test of a real
 # component runs; it does not skip): installed when missing, as root, like the venv.
 # nginx serves the published tlog-tiles directory (deploy/nginx/logserver.conf,
-# tests/static_servers.py); wrk drives the benchmark's smoke test.
-SYSTEM_PACKAGES = {"wrk": "wrk", "nginx": "nginx"}  # command -> Debian package
+# tests/static_servers.py); wrk drives the benchmark's smoke test; prometheus and promtool
+# check and unit-test the alert rules and scrape a running log (deploy/prometheus/,
+# tests/test_prometheus.py).
+SYSTEM_PACKAGES = {"wrk": "wrk", "nginx": "nginx", "prometheus": "prometheus",
+                   "promtool": "prometheus"}  # command -> Debian package
 
 # Where a command is looked for besides PATH: daemons such as nginx install into
 # /usr/sbin, which a non-root user's PATH (and some CI shells') does not name.

@@ -42,8 +42,13 @@ log = logging.getLogger(__name__)
 EVIDENCE_PAGE = 100
 
 
+# The kinds of evidence a witness keeps (add_checkpoint below): a root at an unchanged
+# size other than the cosigned one, and a consistency proof that does not verify.
+EVIDENCE_KINDS = ("root_conflict", "inconsistent_proof")
+
+
 class WitnessMetrics:
-    def __init__(self) -> None:
+    def __init__(self, origins: tuple[str, ...] = ()) -> None:
         r = self.registry = CollectorRegistry()
         self.requests = Counter("logserver_witness_add_checkpoint_total",
                                 "add-checkpoint requests by log origin and HTTP status.", ["origin", "status"],
@@ -53,6 +58,9 @@ class WitnessMetrics:
         self.evidence = Counter("logserver_witness_evidence_total",
                                 "Refused log-signed requests kept as evidence, by kind.", ["origin", "kind"],
                                 registry=r)
+        for origin in origins:  # zeroes for every followed log, so that increase() sees the first one
+            for kind in EVIDENCE_KINDS:
+                self.evidence.labels(origin, kind)
 
 
 WITNESS_CONFIG = web.AppKey("witness_config", WitnessConfig)
@@ -76,7 +84,7 @@ def create_witness_app(config: WitnessConfig, *, clock: Callable[[], float] = ti
     )
     app[WITNESS_CONFIG] = config
     app[COSIGNER] = cosigner
-    app[WITNESS_METRICS] = WitnessMetrics()
+    app[WITNESS_METRICS] = WitnessMetrics(tuple(origin for origin, _ in config.logs))
     app[BODY_BUDGET] = ByteBudget(DEFAULT_REQUEST_BUDGET, "request bodies")
     app.cleanup_ctx.append(_storage_ctx)
     r = app.router
