@@ -19,7 +19,6 @@ import re
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import aiohttp
 import pytest
@@ -96,7 +95,8 @@ def test_every_alert_has_a_firing_unit_test_and_a_quiet_one():
     quiet = {c["alertname"] for c in cases if not c.get("exp_alerts")}
     assert set(names) - fires == set(), f"alerts with no unit test where they fire: {set(names) - fires}"
     assert set(names) - quiet == set(), f"alerts with no unit test where they stay quiet: {set(names) - quiet}"
-    assert (fires | quiet) - set(names) == set(), f"unit tests of alerts that do not exist: {(fires | quiet) - set(names)}"
+    unknown = (fires | quiet) - set(names)
+    assert unknown == set(), f"unit tests of alerts that do not exist: {unknown}"
 
 
 def _anchors(markdown: str) -> set[str]:
@@ -160,7 +160,6 @@ async def stack(pg_admin_url, database_url, tmp_path_factory):
     witness_vkey = Cosigner.load(loaded.key, loaded.name, time.time).vkey
     witness = WitnessProcess(witness_config, free_port())
     log = monitor = prometheus = None
-    monitor_log = None
     try:
         await witness.start()
         policy = f"witness w1 {witness_vkey} {witness.url}\n"
@@ -180,12 +179,12 @@ async def stack(pg_admin_url, database_url, tmp_path_factory):
 
         trust = write_trust_policy(base / "monitor", log_vkey, extra_policy=policy, quorum="w1")
         monitor_port = free_port()
-        monitor_log = open(base / "monitor.log", "ab")
-        monitor = subprocess.Popen(
-            [sys.executable, "-m", "logserver.cli", "monitor", "--log", log.url, "--policy", str(trust),
-             "--state", str(base / "monitor" / "state"), "--interval", "0.5",
-             "--metrics-listen", f"127.0.0.1:{monitor_port}"],
-            stdout=monitor_log, stderr=subprocess.STDOUT, cwd=base)
+        with open(base / "monitor.log", "ab") as monitor_log:  # the child keeps its own descriptor
+            monitor = subprocess.Popen(
+                [sys.executable, "-m", "logserver.cli", "monitor", "--log", log.url, "--policy", str(trust),
+                 "--state", str(base / "monitor" / "state"), "--interval", "0.5",
+                 "--metrics-listen", f"127.0.0.1:{monitor_port}"],
+                stdout=monitor_log, stderr=subprocess.STDOUT, cwd=base)
 
         config = scrape_config({"logserver": [f"127.0.0.1:{log.port}"],
                                 "logserver-witness": [f"127.0.0.1:{witness.port}"],
@@ -204,8 +203,6 @@ async def stack(pg_admin_url, database_url, tmp_path_factory):
             except subprocess.TimeoutExpired:
                 monitor.kill()
                 monitor.wait()
-        if monitor_log is not None:
-            monitor_log.close()
         if log is not None:
             await log.stop()
         witness.stop()
@@ -291,3 +288,29 @@ def _rfc3339(text: str) -> float:
     from datetime import datetime
     text = re.sub(r"(\.\d{6})\d+", r"\1", text).replace("Z", "+00:00")
     return datetime.fromisoformat(text).timestamp()
+
+
+async def test_the_state_gauges_say_what_the_healthy_log_is(stack):
+    """The series added for the alerts carry the running log's state and configuration."""
+    want = {
+        "logserver_sequencer_halted": 0.0,           # integrity check passed
+        "logserver_database_up": 1.0,                # SELECT 1 answered
+        "logserver_checkpoint_interval_seconds": 0.5,  # [sequencer] checkpoint_interval_s
+        "logserver_publication_max_lag_seconds": 60.0,  # the default publication.max_lag_s
+        "logserver_cosigning_quorum_met": 1.0,       # the one witness cosigns
+    }
+    await _wait_for_series(stack, set(want) | {"logserver_witness_evidence_total", "logserver_tile_cache_bytes"})
+    async with aiohttp.ClientSession() as session:
+        for name, value in want.items():
+            _, body = await stack.api(session, "query", query=name)
+            got = [float(r["value"][1]) for r in body["data"]["result"]]
+            assert got == [value], f"{name}: got {got}, want [{value}]"
+        # The witness exports zero evidence of each kind for the log it follows.
+        _, body = await stack.api(session, "query", query="logserver_witness_evidence_total")
+        got = sorted((r["metric"]["origin"], r["metric"]["kind"], r["value"][1]) for r in body["data"]["result"])
+        assert got == [(ORIGIN, "inconsistent_proof", "0"), (ORIGIN, "root_conflict", "0")], got
+        # The tile cache holds the tiles of the two entries, within its bound.
+        _, body = await stack.api(session, "query",
+                                  query="logserver_tile_cache_bytes / logserver_tile_cache_limit_bytes")
+        ratio = [float(r["value"][1]) for r in body["data"]["result"]]
+        assert len(ratio) == 1 and 0 < ratio[0] <= 1, ratio
