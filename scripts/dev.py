@@ -198,8 +198,9 @@ def ensure_system_packages() -> None:
     print(f"installing {', '.join(missing)} from Debian's packages (apt-get) ...", flush=True)
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
     # Debian's nginx package starts the system nginx (its default site on port 80) from
-    # its postinst. The tests start their own nginx on a free 127.0.0.1 port and need no
-    # system one, so the install runs under a policy-rc.d that forbids starting services,
+    # its postinst, as the prometheus package does its server (port 9090) and the node
+    # exporter it recommends (9100). The tests start their own nginx and Prometheus on free
+    # 127.0.0.1 ports and need no system one, so the install runs under a policy-rc.d that forbids starting services,
     # removed again afterwards. A policy-rc.d already there (container images ship one
     # that forbids everything) is left as it is. The service stays enabled for the next
     # boot, as Debian installs it; that nginx would listen on port 80, no test's port.
