@@ -199,11 +199,12 @@ def ensure_system_packages() -> None:
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
     # Debian's nginx package starts the system nginx (its default site on port 80) from
     # its postinst, as the prometheus package does its server (port 9090) and the node
-    # exporter it recommends (9100). The tests start their own nginx and Prometheus on free
-    # 127.0.0.1 ports and need no system one, so the install runs under a policy-rc.d that forbids starting services,
-    # removed again afterwards. A policy-rc.d already there (container images ship one
-    # that forbids everything) is left as it is. The service stays enabled for the next
-    # boot, as Debian installs it; that nginx would listen on port 80, no test's port.
+    # exporter it recommends (9100). The tests start their own nginx and Prometheus on
+    # free 127.0.0.1 ports and need no system ones, so the install runs under a
+    # policy-rc.d that forbids starting services, removed again afterwards. A policy-rc.d
+    # already there (container images ship one that forbids everything) is left as it
+    # is. The services stay enabled for the next boot, as Debian installs them; they
+    # would listen on ports 80, 9090 and 9100, no test's port.
     wrote_policy = False
     if not POLICY_RC_D.exists():
         POLICY_RC_D.write_text("#!/bin/sh\n# written by logserver's scripts/dev.py for one apt-get install\nexit 101\n")
