@@ -19,6 +19,7 @@ import re
 import subprocess
 import sys
 import time
+from datetime import datetime
 
 import aiohttp
 import pytest
@@ -285,7 +286,6 @@ async def test_the_rules_evaluate_cleanly_and_none_fires_on_a_healthy_log(stack)
 
 def _rfc3339(text: str) -> float:
     """Seconds since the epoch of Prometheus's RFC 3339 timestamps (nanoseconds cut to micro)."""
-    from datetime import datetime
     text = re.sub(r"(\.\d{6})\d+", r"\1", text).replace("Z", "+00:00")
     return datetime.fromisoformat(text).timestamp()
 
