@@ -9,25 +9,31 @@
   scrapes a running `logserver serve` (with a witness policy and a publication target), its
   `logserver witness` and `logserver monitor --metrics-listen`. After two submissions,
   every metric named by an alert rule or a dashboard query exists there, every dashboard
-  query parses, every rule evaluates without error, and none fires (or is pending) on this healthy log.
+  query parses, every rule evaluates without error, and none fires (or is pending) on
+  this healthy log. Then two alerts are made to fire from the processes' real metrics:
+  a witness keeping evidence against the log, and the sequencer halted.
 """
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import re
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from datetime import datetime
 
 import aiohttp
+import asyncpg
 import pytest
 import yaml
 from cryptography.hazmat.primitives import serialization
 
 import pg
 from bundle_factory import BundleFactory
+from logserver.formats import AddCheckpointRequest
 from logserver.keys.log_key import LogKey, generate_log_key_pem
 from logserver.witness import load_witness_config
 from logserver.witness.cosigner import Cosigner
@@ -148,13 +154,23 @@ def test_the_dashboard_covers_what_an_operator_watches():
 # --- a real Prometheus scraping a log, its witness and its monitor --------------------------
 
 
+@dataclass
+class Stack:
+    prometheus: Prometheus
+    log: ServerProcess
+    witness: WitnessProcess
+    log_key: LogKey
+    database_url: str
+
+
 @pytest.fixture(scope="module")
 async def stack(pg_admin_url, database_url, tmp_path_factory):
     """The log (witness policy, a directory publication target), one witness, the monitor
     and Prometheus: each a process of its own, stopped by its pid at the end."""
     base = tmp_path_factory.mktemp("prometheus")
     pem = generate_log_key_pem()
-    log_vkey = LogKey(ORIGIN, serialization.load_pem_private_key(pem, None)).vkey
+    log_key = LogKey(ORIGIN, serialization.load_pem_private_key(pem, None))
+    log_vkey = log_key.vkey
     witness_db = await pg.create_database(pg_admin_url, "t_prometheus_witness")
     witness_config = write_witness_config(base / "witness", "witness.test/w1", witness_db, [log_vkey])
     loaded = load_witness_config(witness_config, environ={})
@@ -193,7 +209,7 @@ async def stack(pg_admin_url, database_url, tmp_path_factory):
         (base / "prom").mkdir()
         prometheus = Prometheus(base / "prom", config, free_port())
         await prometheus.start()
-        yield prometheus
+        yield Stack(prometheus, log, witness, log_key, database_url)
     finally:
         if prometheus is not None:
             prometheus.stop()
@@ -232,7 +248,7 @@ async def _wait_for_series(prom: Prometheus, names: set[str], within_s: float = 
 
 
 async def test_prometheus_scrapes_the_log_the_witness_and_the_monitor(stack):
-    prom = stack
+    prom = stack.prometheus
     deadline = time.monotonic() + 60
     async with aiohttp.ClientSession() as session:
         while True:
@@ -248,7 +264,7 @@ async def test_prometheus_scrapes_the_log_the_witness_and_the_monitor(stack):
 
 async def test_every_series_of_the_alerts_and_the_dashboard_exists(stack):
     used = used_metric_names()
-    missing = await _wait_for_series(stack, set(used))
+    missing = await _wait_for_series(stack.prometheus, set(used))
     assert not missing, "series named but not exported: " + "; ".join(
         f"{name} (by {', '.join(sorted(used[name]))})" for name in sorted(missing))
 
@@ -256,19 +272,20 @@ async def test_every_series_of_the_alerts_and_the_dashboard_exists(stack):
 async def test_every_dashboard_query_parses_and_answers(stack):
     async with aiohttp.ClientSession() as session:
         for title, expr in dashboard_queries():
-            status, body = await stack.api(session, "query", query=grafana_expr(expr))
+            status, body = await stack.prometheus.api(session, "query", query=grafana_expr(expr))
             assert status == 200 and body["status"] == "success", (title, expr, body)
 
 
 async def test_the_rules_evaluate_cleanly_and_none_fires_on_a_healthy_log(stack):
-    await _wait_for_series(stack, set(used_metric_names()))  # every series scraped at least once
+    prom = stack.prometheus
+    await _wait_for_series(prom, set(used_metric_names()))  # every series scraped at least once
     async with aiohttp.ClientSession() as session:
         # Rules are evaluated every second (scrape_config): wait for one evaluation after the
         # series exist, so that each rule has run on them.
         deadline = time.monotonic() + 30
         started = time.time()
         while True:
-            _, body = await stack.api(session, "rules", type="alert")
+            _, body = await prom.api(session, "rules", type="alert")
             rules = [r for g in body["data"]["groups"] for r in g["rules"]]
             evaluated = [r for r in rules if r.get("lastEvaluation", "").startswith("2")
                          and _rfc3339(r["lastEvaluation"]) > started]
@@ -280,7 +297,7 @@ async def test_the_rules_evaluate_cleanly_and_none_fires_on_a_healthy_log(stack)
         bad = [(r["name"], r.get("lastError")) for r in rules if r["health"] != "ok"]
         assert not bad, bad
         # Not even pending: on this log no rule's condition holds, whatever its `for:`.
-        _, body = await stack.api(session, "alerts")
+        _, body = await prom.api(session, "alerts")
         assert body["data"]["alerts"] == [], body["data"]["alerts"]
 
 
@@ -292,6 +309,7 @@ def _rfc3339(text: str) -> float:
 
 async def test_the_state_gauges_say_what_the_healthy_log_is(stack):
     """The series added for the alerts carry the running log's state and configuration."""
+    prom = stack.prometheus
     want = {
         "logserver_sequencer_halted": 0.0,           # integrity check passed
         "logserver_database_up": 1.0,                # SELECT 1 answered
@@ -299,18 +317,73 @@ async def test_the_state_gauges_say_what_the_healthy_log_is(stack):
         "logserver_publication_max_lag_seconds": 60.0,  # the default publication.max_lag_s
         "logserver_cosigning_quorum_met": 1.0,       # the one witness cosigns
     }
-    await _wait_for_series(stack, set(want) | {"logserver_witness_evidence_total", "logserver_tile_cache_bytes"})
+    await _wait_for_series(prom, set(want) | {"logserver_witness_evidence_total", "logserver_tile_cache_bytes"})
     async with aiohttp.ClientSession() as session:
         for name, value in want.items():
-            _, body = await stack.api(session, "query", query=name)
+            _, body = await prom.api(session, "query", query=name)
             got = [float(r["value"][1]) for r in body["data"]["result"]]
             assert got == [value], f"{name}: got {got}, want [{value}]"
         # The witness exports zero evidence of each kind for the log it follows.
-        _, body = await stack.api(session, "query", query="logserver_witness_evidence_total")
+        _, body = await prom.api(session, "query", query="logserver_witness_evidence_total")
         got = sorted((r["metric"]["origin"], r["metric"]["kind"], r["value"][1]) for r in body["data"]["result"])
         assert got == [(ORIGIN, "inconsistent_proof", "0"), (ORIGIN, "root_conflict", "0")], got
         # The tile cache holds the tiles of the two entries, within its bound.
-        _, body = await stack.api(session, "query",
+        _, body = await prom.api(session, "query",
                                   query="logserver_tile_cache_bytes / logserver_tile_cache_limit_bytes")
         ratio = [float(r["value"][1]) for r in body["data"]["result"]]
         assert len(ratio) == 1 and 0 < ratio[0] <= 1, ratio
+
+
+async def test_alerts_fire_from_the_real_metrics(stack):
+    """Last in this module: it damages the log. Two alerts without `for:`, followed from
+    the processes' own metrics to a firing alert with its rendered annotations: a witness
+    keeping evidence (a checkpoint signed with the log's key, with another root at the
+    size the witness cosigned), and the sequencer halted (a stored tile flipped, as by a
+    disk error, then the pre-sign check)."""
+    prom, log, witness = stack.prometheus, stack.log, stack.witness
+    async with aiohttp.ClientSession() as session:
+        async with session.get(witness.url + "/status") as resp:
+            (state,) = [s for s in (await resp.json())["logs"] if s["origin"] == ORIGIN]
+        size = state["tree_size"]
+        forged = stack.log_key.sign_checkpoint(size, hashlib.sha256(b"another tree").digest(),
+                                               int(time.time() * 1000))
+        async with session.post(witness.url + "/add-checkpoint",
+                                data=AddCheckpointRequest(size, (), forged).format().encode()) as resp:
+            assert resp.status == 409, await resp.text()  # same size, other root: kept as evidence
+
+        conn = await asyncpg.connect(stack.database_url)
+        try:
+            await conn.execute("SET session_replication_role = replica")  # the append-only triggers off
+            status = await conn.execute("UPDATE tiles SET hashes = set_byte(hashes, 0, get_byte(hashes, 0) # 1) "
+                                        "WHERE level = 0 AND idx = 0")
+            assert status == "UPDATE 1", status
+        finally:
+            await conn.close()
+        async with session.post(log.url + "/v1/bundles", headers=JSON,
+                                data=BundleFactory(fleet_id="after-the-flip").envelope_json()) as resp:
+            assert resp.status == 503, await resp.text()
+            assert (await resp.json())["error"]["code"] == "integrity_check_failed"
+
+        want = {
+            "LogserverWitnessEvidence": (
+                {"alertname": "LogserverWitnessEvidence", "severity": "critical", "job": "logserver-witness",
+                 "instance": f"127.0.0.1:{witness.port}", "origin": ORIGIN, "kind": "root_conflict"},
+                {"summary": f"witness 127.0.0.1:{witness.port} holds root_conflict evidence against log {ORIGIN}",
+                 "runbook": "docs/operations.md#logserverwitnessevidence"}),
+            "LogserverSequencerHalted": (
+                {"alertname": "LogserverSequencerHalted", "severity": "critical", "job": "logserver",
+                 "instance": f"127.0.0.1:{log.port}"},
+                {"summary": f"logserver 127.0.0.1:{log.port} halted its sequencer: integrity check failed",
+                 "runbook": "docs/operations.md#logserversequencerhalted"}),
+        }
+        deadline = time.monotonic() + 60
+        while True:
+            _, body = await prom.api(session, "alerts")
+            firing = {a["labels"]["alertname"]: (a["labels"], a["annotations"])
+                      for a in body["data"]["alerts"] if a["state"] == "firing"}
+            if set(want) <= set(firing):
+                break
+            assert time.monotonic() < deadline, f"firing: {firing}, want {sorted(want)}"
+            await asyncio.sleep(0.5)
+        for name, expected in want.items():
+            assert firing[name] == expected, (name, firing[name])
