@@ -159,8 +159,11 @@ def run_lint(python: str) -> int:
 # Debian packages the suite's tests of real components need (a test of a real
 # component runs; it does not skip): installed when missing, as root, like the venv.
 # nginx serves the published tlog-tiles directory (deploy/nginx/logserver.conf,
-# tests/static_servers.py); wrk drives the benchmark's smoke test.
-SYSTEM_PACKAGES = {"wrk": "wrk", "nginx": "nginx"}  # command -> Debian package
+# tests/static_servers.py); wrk drives the benchmark's smoke test; prometheus and promtool
+# check and unit-test the alert rules and scrape a running log (deploy/prometheus/,
+# tests/test_prometheus.py).
+SYSTEM_PACKAGES = {"wrk": "wrk", "nginx": "nginx", "prometheus": "prometheus",
+                   "promtool": "prometheus"}  # command -> Debian package
 
 # Where a command is looked for besides PATH: daemons such as nginx install into
 # /usr/sbin, which a non-root user's PATH (and some CI shells') does not name.
@@ -195,11 +198,13 @@ def ensure_system_packages() -> None:
     print(f"installing {', '.join(missing)} from Debian's packages (apt-get) ...", flush=True)
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
     # Debian's nginx package starts the system nginx (its default site on port 80) from
-    # its postinst. The tests start their own nginx on a free 127.0.0.1 port and need no
-    # system one, so the install runs under a policy-rc.d that forbids starting services,
-    # removed again afterwards. A policy-rc.d already there (container images ship one
-    # that forbids everything) is left as it is. The service stays enabled for the next
-    # boot, as Debian installs it; that nginx would listen on port 80, no test's port.
+    # its postinst, as the prometheus package does its server (port 9090) and the node
+    # exporter it recommends (9100). The tests start their own nginx and Prometheus on
+    # free 127.0.0.1 ports and need no system ones, so the install runs under a
+    # policy-rc.d that forbids starting services, removed again afterwards. A policy-rc.d
+    # already there (container images ship one that forbids everything) is left as it
+    # is. The services stay enabled for the next boot, as Debian installs them; they
+    # would listen on ports 80, 9090 and 9100, no test's port.
     wrote_policy = False
     if not POLICY_RC_D.exists():
         POLICY_RC_D.write_text("#!/bin/sh\n# written by logserver's scripts/dev.py for one apt-get install\nexit 101\n")

@@ -112,6 +112,7 @@ async def test_fsck_command_checks_the_tile_cache_file_and_drops_stale_slots(ser
 async def test_presign_check_refuses_to_sign_over_corruption(server, database_url):
     """Last: it halts the sequencer for the rest of this server's life."""
     before = await _tree_size(server)
+    assert "logserver_sequencer_halted 0.0" in await (await server.session.get("/metrics")).text()
     # Position 10 of the partial right-edge tile 0/1: part of the frontier the next batch extends.
     await _flip(database_url, "UPDATE tiles SET hashes = set_byte(hashes, 10 * 32, get_byte(hashes, 10 * 32) # 128) "
                               "WHERE level = 0 AND idx = 1")
@@ -123,6 +124,8 @@ async def test_presign_check_refuses_to_sign_over_corruption(server, database_ur
     assert "do not reproduce the last signed checkpoint" in err["message"]
     ready = await server.session.get("/readyz")
     assert ready.status == 503 and (await ready.json())["status"] == "halted"
+    # What alert LogserverSequencerHalted watches (deploy/prometheus/alerts.yml).
+    assert "logserver_sequencer_halted 1.0" in await (await server.session.get("/metrics")).text()
     assert await _tree_size(server) == before  # nothing appended, nothing signed
     r2 = await server.session.post("/v1/bundles", data=body, headers={"Content-Type": "application/json"})
     assert r2.status == 503  # still refusing

@@ -128,6 +128,8 @@ async def test_database_outage_then_recovery(server, private_pg):
                 assert r.status == 200, (path, await r.text())
                 answers_before[path] = await r.read()
 
+        async with s.get(url + "/metrics") as r:
+            assert "logserver_database_up 1.0" in await r.text()
         await asyncio.to_thread(private_pg.stop)
         stopped_at = time.monotonic()
         submissions = reads = 0
@@ -158,6 +160,9 @@ async def test_database_outage_then_recovery(server, private_pg):
                 async with s.get(url + "/readyz") as r:
                     assert (r.status, r.headers.get("Retry-After")) == (503, str(RETRY_AFTER_S))
                     assert await r.json() == {"status": "database_unavailable"}
+                # /metrics still answers, and says so (alert LogserverDatabaseUnavailable).
+                async with s.get(url + "/metrics") as r:
+                    assert r.status == 200 and "logserver_database_up 0.0" in await r.text()
                 await asyncio.sleep(0.2)
         finally:  # PostgreSQL comes back whatever happened above
             await asyncio.to_thread(private_pg.start)
@@ -172,6 +177,8 @@ async def test_database_outage_then_recovery(server, private_pg):
             assert time.monotonic() < recovered_by, "not ready again after PostgreSQL came back"
             await asyncio.sleep(0.2)
         assert server.proc.poll() is None, "the server exited"
+        async with s.get(url + "/metrics") as r:
+            assert "logserver_database_up 1.0" in await r.text()
         while True:
             status, headers, body = await submit(s, url, factory.envelope_json())
             if status == 201:

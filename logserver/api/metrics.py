@@ -46,6 +46,27 @@ class Metrics:
         self.pool_size = Gauge("logserver_db_pool_connections", "Open database connections.", registry=r)
         self.pool_idle = Gauge("logserver_db_pool_idle_connections", "Idle database connections.", registry=r)
         self.pool_max = Gauge("logserver_db_pool_max_connections", "Pool size limit.", registry=r)
+        # Set when /metrics is scraped (api/ops.py): the states an operator must act on
+        # (deploy/prometheus/alerts.yml, docs/operations.md "Alerts").
+        self.sequencer_halted = Gauge(
+            "logserver_sequencer_halted", "1 while the sequencer refuses to sign because stored tiles did not "
+            "reproduce the last signed root (integrity check failed; /readyz says halted), else 0.", registry=r)
+        self.database_up = Gauge(
+            "logserver_database_up", "1 if the database answered SELECT 1 within DATABASE_PROBE_TIMEOUT_S when "
+            "/metrics was scraped, else 0.", registry=r)
+        self.checkpoint_interval = Gauge(
+            "logserver_checkpoint_interval_seconds", "The configured bound between checkpoints "
+            "(sequencer.checkpoint_interval_s): one is signed at least this often, even when idle.", registry=r)
+        self.tile_cache_bytes = Gauge(
+            "logserver_tile_cache_bytes", "Bytes held by the in-memory hash tile cache (tiles and expansions).",
+            registry=r)
+        self.tile_cache_limit = Gauge(
+            "logserver_tile_cache_limit_bytes", "Bound of the in-memory hash tile cache.", registry=r)
+        self.bundle_cache_bytes = Gauge(
+            "logserver_entry_bundle_cache_bytes", "Bytes held by the in-memory cache of full entry bundles.",
+            registry=r)
+        self.bundle_cache_limit = Gauge(
+            "logserver_entry_bundle_cache_limit_bytes", "Bound of the in-memory entry bundle cache.", registry=r)
         self.worker = Gauge("logserver_worker_info", "This process's place under `serve --workers` "
                             "(index, role: sequencer or forwarder); absent for a single process.",
                             ["index", "role"], registry=r)

@@ -1,6 +1,7 @@
 """Operations routes: /metrics, /healthz, /readyz, /openapi.yaml."""
 from __future__ import annotations
 
+import asyncio
 import time
 from importlib.resources import files
 from importlib.resources.abc import Traversable
@@ -19,15 +20,37 @@ def openapi_path() -> Traversable:
     return files("logserver") / "openapi.yaml"
 
 
+# /metrics asks the database for SELECT 1 this long at most (logserver_database_up): well
+# inside Prometheus's default scrape timeout (10 s). A pool exhausted for longer also reads as 0.
+DATABASE_PROBE_TIMEOUT_S = 1.0
+
+
+async def database_answers(app: web.Application, timeout_s: float) -> bool:
+    """True if the database answers SELECT 1 within `timeout_s` (acquiring a connection included)."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            await app[STORE].pool.fetchval("SELECT 1")
+    except Exception:  # asyncpg, OSError, TimeoutError: all mean "not answering now"
+        return False
+    return True
+
+
 async def get_metrics(request: web.Request) -> web.Response:
     app = request.app
     m = app[METRICS]
-    cp = app[READER].latest
+    reader = app[READER]
+    cp = reader.latest
     if cp is not None:
         m.tree_size.set(cp.tree_size)
         m.checkpoint_timestamp.set(cp.signed_at_ms / 1000)
         m.checkpoint_age.set(max(0.0, time.time() - cp.signed_at_ms / 1000))
     m.pending.set(app[SEQUENCER].pending)
+    m.sequencer_halted.set(1 if app[SEQUENCER].halted else 0)
+    m.database_up.set(1 if await database_answers(app, DATABASE_PROBE_TIMEOUT_S) else 0)
+    m.tile_cache_bytes.set(reader.tile_cache_bytes)
+    m.tile_cache_limit.set(reader.max_tile_cache_bytes)
+    m.bundle_cache_bytes.set(reader.bundle_cache_bytes)
+    m.bundle_cache_limit.set(reader.max_bundle_cache_bytes)
     static = app[STATIC]
     if static is not None:
         static.update_metrics()

@@ -1,4 +1,4 @@
-"""Static publication metrics (docs/deployment.md, deploy/prometheus/ when it exists)."""
+"""Static publication metrics (docs/deployment.md; alerts: deploy/prometheus/alerts.yml)."""
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -35,6 +35,10 @@ class PublicationMetrics:
         self.halted = Gauge(
             "logserver_publication_halted", "1 while publishing to the target is halted by a conflict",
             ["target"], registry=registry)
+        self.max_lag_seconds = Gauge(
+            "logserver_publication_max_lag_seconds",
+            "The configured bound publication.max_lag_s: a target further behind makes /readyz answer 503",
+            registry=registry)
         self.pass_seconds = Histogram(
             "logserver_publication_pass_seconds", "Time to publish one checkpoint with its objects",
             ["target"], registry=registry,

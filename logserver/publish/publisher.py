@@ -83,6 +83,10 @@ class TargetPublisher:
         self.source = source
         self.verifiers = verifiers
         self.metrics = metrics
+        # Zeroes for this target from the start, so that rate() and increase() see the first
+        # failure or conflict (deploy/grafana/logserver.json plots them).
+        metrics.failures.labels(target.name)
+        metrics.conflicts.labels(target.name)
         self.concurrency = concurrency
         self.clock = clock
         # A pass starts at most this often: under load the commits of the interval are

@@ -62,6 +62,11 @@ class TileCache:
         self._tile_bytes = 0
         self.max_tile_cache_bytes = max_tile_cache_bytes
 
+    @property
+    def tile_cache_bytes(self) -> int:
+        """Bytes the cached tiles and their expansions hold (what the LRU bounds)."""
+        return self._tile_bytes
+
     def remember_tiles(self, tiles: dict[TileKey, bytes]) -> None:
         """Offer freshly written tile data to the cache (the sequencer's right edge)."""
         for key, data in tiles.items():

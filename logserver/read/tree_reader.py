@@ -46,6 +46,11 @@ class TreeReader(TileCache):
         # the next reader at the right edge) reads only the leaves added since.
         self._edge: tuple[int, list[bytes]] = (-1, [])
 
+    @property
+    def bundle_cache_bytes(self) -> int:
+        """Bytes the cached full entry bundles hold (bounded by max_bundle_cache_bytes)."""
+        return self._bundle_bytes
+
     # --- the latest checkpoint -----------------------------------------------------------
 
     def set_latest(self, cp: CheckpointRow) -> None:

@@ -102,6 +102,7 @@ def create_app(
     app[LOG_KEY] = log_key
     app[AUTHORITIES] = load_authorities(config)
     app[METRICS] = metrics
+    metrics.checkpoint_interval.set(config.sequencer.checkpoint_interval_s)
     app[CLOCK] = clock
     app[WITNESS_POLICY] = load_policy(config, log_key)
     app[WORKER] = worker
@@ -318,6 +319,7 @@ async def _start_static(app: web.Application) -> StaticPublisher | None:
         def source() -> CheckpointRow | None:
             return reader.latest
     metrics = PublicationMetrics(app[METRICS].registry)
+    metrics.max_lag_seconds.set(config.publication.max_lag_s)
     verifiers = LogKeyVerifiers(config.origin, *key.verifiers())
     progress = PublicationStore(app[STORE].pool)
     targets = [make_target(t) for t in config.publication.targets]

@@ -53,8 +53,13 @@ log = logging.getLogger(__name__)
 EVIDENCE_PAGE = 100
 
 
+# The kinds of evidence a witness keeps (add_checkpoint below): a root at an unchanged
+# size other than the cosigned one, and a consistency proof that does not verify.
+EVIDENCE_KINDS = ("root_conflict", "inconsistent_proof")
+
+
 class WitnessMetrics:
-    def __init__(self) -> None:
+    def __init__(self, origins: tuple[str, ...] = ()) -> None:
         r = self.registry = CollectorRegistry()
         self.requests = Counter("logserver_witness_add_checkpoint_total",
                                 "add-checkpoint requests by log origin and HTTP status.", ["origin", "status"],
@@ -70,6 +75,9 @@ class WitnessMetrics:
         self.monitoring = Counter("logserver_witness_monitoring_requests_total",
                                   "Monitoring API requests (GET <origin hash>/checkpoint) by HTTP status.",
                                   ["status"], registry=r)
+        for origin in origins:  # zeroes for every followed log, so that increase() sees the first one
+            for kind in EVIDENCE_KINDS:
+                self.evidence.labels(origin, kind)
 
 
 WITNESS_CONFIG = web.AppKey("witness_config", WitnessConfig)
@@ -95,7 +103,7 @@ def create_witness_app(config: WitnessConfig, *, clock: Callable[[], float] = ti
     )
     app[WITNESS_CONFIG] = config
     app[COSIGNER] = cosigner
-    app[WITNESS_METRICS] = WitnessMetrics()
+    app[WITNESS_METRICS] = WitnessMetrics(tuple(origin for origin, _ in config.logs))
     app[BODY_BUDGET] = ByteBudget(DEFAULT_REQUEST_BUDGET, "request bodies")
     app[ORIGIN_HASHES] = {hashlib.sha256(origin.encode("utf-8")).hexdigest(): origin for origin, _ in config.logs}
     app.cleanup_ctx.append(_storage_ctx)
