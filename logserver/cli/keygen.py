@@ -4,7 +4,8 @@ authority's signing key.
 `log` writes the private key (PKCS#8 PEM, mode 0600) and prints the log's verifier key
 (vkey). `witness` does the same for a witness and prints its cosignature/v1 vkey
 (signature type 0x04), for the `witness` lines of a tlog-policy. `authority` writes
-the private key (0600) and, beside it, NAME.pub.pem (the public SPKI, for the server's
+the private key (0600; Ed25519, ECDSA P-256 or ML-DSA-44, PKCS#8 PEM, an ML-DSA key as
+its 32-byte seed) and, beside it, NAME.pub.pem (the public SPKI, for the server's
 [[authorities]] config and for clients), and prints the keyid. An existing file is
 never overwritten (a symlink is not followed), .pub.pem included, unless --force.
 """
@@ -16,9 +17,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
-from ..bundle import AuthorityPrivateKey, keyid_for
+from ..bundle import AUTHORITY_ALGORITHMS, generate_authority_key, keyid_for
 from ..keys.log_key import LogKey, generate_log_key_pem
 from .errors import CliError, UsageError
 
@@ -31,6 +31,7 @@ EXAMPLES = """\
   logserver keygen witness --name witness.example/w1 --out witness.key
   logserver keygen authority --algorithm ed25519 --out signer.key          # and signer.pub.pem
   logserver keygen authority --algorithm ecdsa-p256 --out countersigner.key
+  logserver keygen authority --algorithm ml-dsa-44 --out pq-countersigner.key  # post-quantum
 """
 
 
@@ -39,8 +40,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, type=Path, help="private key file to create")
     p.add_argument("--origin", help="log origin (kind log), e.g. example.com/log")
     p.add_argument("--name", help="witness key name (kind witness), e.g. witness.example/w1")
-    p.add_argument("--algorithm", choices=["ed25519", "ecdsa-p256"], default="ed25519",
-                   help="authority key algorithm (default ed25519)")
+    p.add_argument("--algorithm", choices=AUTHORITY_ALGORITHMS, default="ed25519",
+                   help="authority key algorithm (default ed25519; ml-dsa-44: post-quantum, FIPS 204)")
     p.add_argument("--force", action="store_true",
                    help="replace existing files (without it, keygen never overwrites a file, .pub.pem included)")
 
@@ -105,9 +106,7 @@ def make_witness_key(out: Path, name: str, force: bool = False) -> Cosigner:
 
 
 def make_authority_key(out: Path, algorithm: str, force: bool = False) -> tuple[Path, str]:
-    key: AuthorityPrivateKey = (
-        ed25519.Ed25519PrivateKey.generate() if algorithm == "ed25519" else ec.generate_private_key(ec.SECP256R1())
-    )
+    key = generate_authority_key(algorithm)
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                             serialization.NoEncryption())
     pub_path = public_key_path(out)
