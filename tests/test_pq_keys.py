@@ -62,7 +62,7 @@ def _der(public: object) -> bytes:
     return der
 
 
-def _pem(der: bytes) -> bytes:
+def spki_pem(der: bytes) -> bytes:
     return b"-----BEGIN PUBLIC KEY-----\n" + base64.encodebytes(der) + b"-----END PUBLIC KEY-----\n"
 
 
@@ -237,7 +237,7 @@ def test_a_zero_t1_ml_dsa_key_would_let_anyone_sign():
 def test_a_zero_t1_ml_dsa_key_is_refused_as_an_authority_key_and_as_a_fleet_key():
     der = MLDSA44_SPKI_PREFIX + _zero_t1_key()
     with pytest.raises(AuthorityConfigError, match=r"ML-DSA-44 key refused: t1 = 0"):
-        load_authority_key_pem(_pem(der), "pq-ca", "countersigner")
+        load_authority_key_pem(spki_pem(der), "pq-ca", "countersigner")
     with pytest.raises(AuthorityConfigError, match=r"t1 = 0"):
         AuthorityKey.from_public_key(mldsa.MLDSA44PublicKey.from_public_bytes(_zero_t1_key()), "pq-ca", "signer")
     _refused([_fleet_key("ml-dsa-44", der)], "weak_fleet_key",

@@ -18,6 +18,8 @@ import subprocess
 import sys
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric import mldsa, mlkem
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from bundle_factory import (
     Authorities,
@@ -29,9 +31,11 @@ from bundle_factory import (
 from logserver.bundle import Envelope, Signature, envelope_leaf_hash
 from logserver.client import TrustPolicy, verify_receipt
 from logserver.client.policy import authorities_toml
+from logserver.config import ConfigError, load_config
+from logserver.server import create_app
 from server_harness import start_server, write_config
 from test_client_support import log_vkey, submit
-from test_pq_keys import MLDSA44_SPKI_PREFIX, MLKEM768_SPKI_PREFIX
+from test_pq_keys import MLDSA44_SPKI_PREFIX, MLKEM768_SPKI_PREFIX, spki_pem
 from test_server_rejections import assert_error, log_state
 
 JSON = {"Content-Type": "application/json"}
@@ -226,3 +230,23 @@ def test_the_refusals_break_only_what_they_claim():
     bad_kem = MLKEM768_SPKI_PREFIX + b"\xff\x0f" + _raw("ml-kem-768")[24:]
     assert len(bad_kem) == len(_raw("ml-kem-768")) and int.from_bytes(bad_kem[22:24], "little") & 0xFFF == 4095
     assert UNPINNED_PQ.keyid not in PINNED.authority_set
+
+
+# --- start-up ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "pem, match",
+    [(lambda: spki_pem(MLDSA44_SPKI_PREFIX + _rho() + bytes(1280)), r"ML-DSA-44 key refused: t1 = 0"),
+     (lambda: mldsa.MLDSA65PrivateKey.generate().public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo),
+      r"got an ML-DSA key of another parameter set \(ML-DSA-65 or -87\), want Ed25519, ECDSA P-256 or ML-DSA-44"),
+     (lambda: mlkem.MLKEM768PrivateKey.generate().public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo),
+      r"got MLKEM768PublicKey, want Ed25519, ECDSA P-256 or ML-DSA-44")],
+    ids=["ml-dsa-44-t1-zero", "ml-dsa-65", "ml-kem-768"],
+)
+def test_a_refused_pq_authority_key_stops_start_up_naming_the_file(tmp_path, pem, match):
+    config_path = write_config(tmp_path, "postgresql://127.0.0.1:1/never-used")
+    (tmp_path / "countersigner.pem").write_bytes(pem())
+    config = load_config(config_path, environ={})
+    with pytest.raises(ConfigError, match=r"^authorities\[1\]\.keys: .*countersigner\.pem: authority key: " + match):
+        create_app(config)
