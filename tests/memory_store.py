@@ -38,9 +38,19 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 from logserver.merkle import EMPTY_ROOT
-from logserver.storage import CheckpointRow, ExistingEntry, LeafRow, NewLeaf, Prefetch, Prefetched, TileKey
+from logserver.storage import (
+    CheckpointRow,
+    ExistingEntry,
+    FleetHead,
+    HeadsSnapshot,
+    LeafRow,
+    NewLeaf,
+    Prefetch,
+    Prefetched,
+    TileKey,
+)
 
-POINTS = ("lock", "snapshot", "read_tiles", "append", "commit")
+POINTS = ("lock", "snapshot", "read_tiles", "read_heads", "append", "commit")
 WHEN = ("before", "after")
 
 
@@ -56,7 +66,7 @@ class SchemaViolation(Exception):
 class _Staged:
     leaves: list[NewLeaf]
     tiles: dict[TileKey, bytes]
-    fleets: dict[str, tuple[int, int]]
+    fleets: dict[str, FleetHead]
     checkpoint: CheckpointRow
     integrated_at: dt.datetime
     resign: bool = False  # the size did not change: only the latest signature (log_state) moves
@@ -68,7 +78,7 @@ class MemoryStore:
 
     leaves: list[LeafRow] = field(default_factory=list)
     tiles: dict[TileKey, bytes] = field(default_factory=dict)
-    fleets: dict[str, tuple[int, int]] = field(default_factory=dict)  # fleet_id -> (sequence, idx)
+    fleets: dict[str, FleetHead] = field(default_factory=dict)
     checkpoint_rows: list[CheckpointRow] = field(default_factory=list)  # one per tree size
     latest: CheckpointRow | None = None  # log_state: the latest signature, the id of its size's row
     violations: list[str] = field(default_factory=list)
@@ -157,7 +167,8 @@ class MemoryStore:
             tiles={k: self.tiles[k] for k in p.tiles if k in self.tiles} if self.latest.tree_size == p.tree_size
             else None,
             entries={k: self._existing(self._by_key[k]) for k in p.entries if k in self._by_key},
-            fleet_sequences={f: self.fleets[f][0] for f in p.fleet_ids if f in self.fleets},
+            fleet_sequences={f: self.fleets[f].sequence for f in p.fleet_ids if f in self.fleets},
+            retired=frozenset(f for f in p.fleet_ids if f in self.fleets and self.fleets[f].retired),
         )
 
     def _existing(self, idx: int) -> ExistingEntry:
@@ -169,7 +180,8 @@ class MemoryStore:
         for leaf in staged.leaves:
             self.leaves.append(LeafRow(leaf.idx, leaf.leaf_hash, leaf.leaf, leaf.fleet_id, leaf.sequence,
                                        leaf.payload_digest, staged.integrated_at))
-            self._by_key[(leaf.fleet_id, leaf.sequence)] = leaf.idx
+            if leaf.fleet_id is not None:
+                self._by_key[(leaf.fleet_id, leaf.sequence)] = leaf.idx  # type: ignore[index]
             self._by_hash[leaf.leaf_hash] = leaf.idx
         self.tiles.update(staged.tiles)
         self.fleets.update(staged.fleets)
@@ -206,15 +218,20 @@ class MemoryStore:
         if self._roots.get(cp.tree_size, cp.root) != cp.root:
             self._refuse(f"fork refused: a checkpoint of size {cp.tree_size} with another root exists")
         for leaf in leaves:
+            if (leaf.fleet_id is None) != (leaf.leaf[:1] == b"\x02"):
+                self._refuse(f"leaf {leaf.idx}: a HEADS leaf has no fleet, and only a HEADS leaf starts with 2")
             if (leaf.fleet_id, leaf.sequence) in self._by_key or leaf.leaf_hash in self._by_hash:
                 self._refuse(f"leaf {leaf.idx}: ({leaf.fleet_id}, {leaf.sequence}) or its hash is already logged")
         for key, data in staged.tiles.items():
             old_data = self.tiles.get(key, b"")
             if not data.startswith(old_data) or len(data) % 32 or not 32 <= len(data) <= 8192:
                 self._refuse(f"tile {key} may only grow by appending hashes")
-        for fleet, (sequence, idx) in staged.fleets.items():
-            if fleet in self.fleets and (sequence <= self.fleets[fleet][0] or idx <= self.fleets[fleet][1]):
+        for fleet, head in staged.fleets.items():
+            old_head = self.fleets.get(fleet)
+            if old_head is not None and (head.sequence <= old_head.sequence or head.idx <= old_head.idx):
                 self._refuse(f"fleet {fleet} may only move to a larger sequence")
+            if old_head is not None and old_head.retired:
+                self._refuse(f"fleet {fleet} is retired: it accepts no later bundle")
 
 
 class MemorySequencing:
@@ -234,8 +251,17 @@ class MemorySequencing:
         self.store._fault("read_tiles", "after")
         return tiles
 
+    async def read_heads(self) -> HeadsSnapshot:
+        self.store._fault("read_heads", "before")
+        await asyncio.sleep(0)
+        rows = [(f, h.sequence, h.idx, self.store.leaves[h.idx].leaf_hash, h.retired)
+                for f, h in self.store.fleets.items()]
+        last = max((row.idx for row in self.store.leaves if row.fleet_id is None), default=0)
+        self.store._fault("read_heads", "after")
+        return HeadsSnapshot(rows, last)
+
     async def append(self, leaves: Sequence[NewLeaf], tiles: dict[TileKey, bytes],
-                     fleets: dict[str, tuple[int, int]], new_size: int, new_root: bytes, note: str,
+                     fleets: dict[str, FleetHead], new_size: int, new_root: bytes, note: str,
                      signed_at_ms: int, integrated_at: dt.datetime) -> CheckpointRow:
         self.store._fault("append", "before")
         await asyncio.sleep(0)

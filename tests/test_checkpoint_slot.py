@@ -15,7 +15,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from logserver.storage import CheckpointRow, NewLeaf, Store, create_pool, migrate
+from logserver.storage import CheckpointRow, FleetHead, NewLeaf, Store, create_pool, migrate
 from logserver.storage.migrate import load_migrations, migrations_dir
 
 EMPTY = hashlib.sha256(b"").digest()
@@ -68,7 +68,7 @@ async def test_a_resign_moves_the_slot_and_stores_no_row(pool):
     # A batch that appends stores its size's row and sets the slot to it.
     async with store.sequencing(1000) as tx:
         leaf = NewLeaf(0, H(b"leaf0"), b"leaf0", "fleet-a", 0, H(b"p0"))
-        grown = await tx.append([leaf], {(0, 0): leaf.leaf_hash}, {"fleet-a": (0, 0)}, 1, H(b"root1"), "cp1\n",
+        grown = await tx.append([leaf], {(0, 0): leaf.leaf_hash}, {"fleet-a": FleetHead(0, 0)}, 1, H(b"root1"), "cp1\n",
                                 latest.signed_at_ms + 10, NOW)
         await tx.commit()
     assert (await store.checkpoints())[-1] == grown == await store.latest_checkpoint()

@@ -124,7 +124,7 @@ async def test_readme_walkthrough(dev_server, tmp_path):
         ("sign", "--key", "data/pq-countersigner.key", "--envelope", "bundle-pq.json", "--out", "bundle-pq.json"),
         ("submit", "--log", url, "--envelope", "bundle-pq.json", "--receipt", "receipt-pq.json"),
     ])
-    assert json.loads((cwd / "receipt-pq.json").read_text())["index"] == 1
+    assert json.loads((cwd / "receipt-pq.json").read_text())["index"] > receipt["index"]
     pq = await asyncio.to_thread(
         run, cwd, "verify", "--receipt", "receipt-pq.json", "--envelope", "bundle-pq.json", "--policy", "data/trust.toml")
     assert pq.returncode == 0, pq.stdout + pq.stderr

@@ -30,12 +30,13 @@ async def test_a_failing_commit_hook_still_answers_the_stored_batch(store):
         first = await asyncio.wait_for(submit(seq, "hook", 1), 30)
         assert isinstance(first, Appended), first
         latest = await store.latest_checkpoint()
-        assert (latest.tree_size, latest.id) == (first.index + 1, first.checkpoint.id) == (hooked[0], latest.id)
+        # The bundle, then the batch's HEADS leaf (docs/fleet-heads.md).
+        assert (latest.tree_size, latest.id) == (first.index + 2, first.checkpoint.id) == (hooked[0], latest.id)
         verify_inclusion(first.index, first.checkpoint.tree_size, first.leaf_hash, first.inclusion_proof,
                          first.checkpoint.root)
         # The next batch works (its frontier is read back from the database).
         second = await asyncio.wait_for(submit(seq, "hook", 2), 30)
-        assert isinstance(second, Appended) and second.index == first.index + 1
+        assert isinstance(second, Appended) and second.index == first.index + 2
         assert seq.halted is None
 
 
@@ -49,7 +50,7 @@ async def test_a_failing_receipt_is_not_reported_as_not_stored(store, monkeypatc
         monkeypatch.setattr(sequencer_module, "inclusion_proof", broken)
         with pytest.raises(ReceiptUnavailableError, match="was stored"):
             await asyncio.wait_for(submit(seq, "receipt", 1), 30)
-        assert (await store.latest_checkpoint()).tree_size == before + 1
+        assert (await store.latest_checkpoint()).tree_size == before + 2  # the entry and its HEADS leaf
         monkeypatch.undo()
         again = await asyncio.wait_for(submit(seq, "receipt", 1), 30)  # the retry the error asks for
         assert again == Duplicate(before, again.leaf_hash)

@@ -56,6 +56,7 @@ STEPS = [
     (3, "read_tiles", "store"),  # the pre-sign check's read, when the tiles were not prefetched
     (3, "check_frontier", "sequencer"),
     (4, "classify", "sequencer"),
+    (5, "read_heads", "store"),  # the heads table's read, when the sequencer does not know it
     (5, "grow", "sequencer"),
     (6, "sign", "sequencer"),  # the log key
     (7, "append", "store"),
@@ -68,7 +69,7 @@ STEPS = [
 # Step 9 only wakes the static publisher, whose own steps 9.1-9.5 are failed, each
 # before and after, by tests/test_publish_faults.py.
 NOT_INJECTED = {0, 9}
-EXPECTED_CASES = 22
+EXPECTED_CASES = 24
 
 
 class InjectedBug(RuntimeError):
@@ -175,7 +176,7 @@ async def run_case(step: int, point: str, where: str, when: str, monkeypatch) ->
     # The faulted batch runs on a sequencer that knows the log's size (the prefetched
     # path), except for the tile read, which only a sequencer that does not know it makes
     # (a process that just started, or one that lost track after an ambiguous COMMIT).
-    seq = warm if point != "read_tiles" else sequencer()
+    seq = warm if point not in ("read_tiles", "read_heads") else sequencer()
     async with running(seq):
         before = store.size
         if where == "store":
@@ -186,7 +187,8 @@ async def run_case(step: int, point: str, where: str, when: str, monkeypatch) ->
         fired = store.fired + faults.fired
         assert fired == [(point, when)], f"{label}: the fault fired {fired}"
         stored = point in ("on_commit", "answer") or (point, when) == ("commit", "after")
-        assert store.size == before + (3 if stored else 0), f"{label}: stored size {store.size}, before {before}"
+        # Three bundles and the batch's HEADS leaf (docs/fleet-heads.md).
+        assert store.size == before + (4 if stored else 0), f"{label}: stored size {store.size}, before {before}"
 
         for n, r in zip([4, 5, 6], first):
             if point == "on_commit":
@@ -211,12 +213,12 @@ async def run_case(step: int, point: str, where: str, when: str, monkeypatch) ->
             else:
                 assert isinstance(r, Appended) and r.index == before + i, f"{label}: retry of entry {n}: {r!r}"
                 verify_inclusion(r.index, r.checkpoint.tree_size, r.leaf_hash, r.inclusion_proof, r.checkpoint.root)
-        assert store.size == before + 3, label
+        assert store.size == before + 4, label
 
         # The next batch starts from the stored state.
         size = store.size
         (nxt,) = await batch(seq, [7])
-        assert isinstance(nxt, Appended) and nxt.index == size and nxt.checkpoint.tree_size == size + 1, \
+        assert isinstance(nxt, Appended) and nxt.index == size and nxt.checkpoint.tree_size == size + 2, \
             f"{label}: next entry {nxt!r} at stored size {size}"
         verify_inclusion(nxt.index, nxt.checkpoint.tree_size, nxt.leaf_hash, nxt.inclusion_proof, nxt.checkpoint.root)
         assert seq.halted is None, label
@@ -231,6 +233,8 @@ async def run_case(step: int, point: str, where: str, when: str, monkeypatch) ->
     leaves = CompactRange()
     leaves.extend([row.leaf_hash for row in store.leaves])
     assert [row.idx for row in store.leaves] == list(range(store.size)) and leaves.root() == store.latest.root, label
+    for cp in store.checkpoint_rows[1:]:  # every checkpoint ends with a HEADS leaf
+        assert store.leaves[cp.tree_size - 1].fleet_id is None, f"{label}: checkpoint {cp.id} ends with a bundle"
 
 
 def integrate_step_markers() -> set[int]:
@@ -271,13 +275,13 @@ async def test_a_corrupted_frontier_halts_the_sequencer_and_nothing_is_signed():
         for n in (1, 2, 3):
             assert isinstance(await asyncio.wait_for(seq.submit(*entry(n)), 30), Appended)
         data = bytearray(store.tiles[(0, 0)])
-        data[32] ^= 1  # leaf 1's hash, part of the frontier at size 3
+        data[32] ^= 1  # leaf 1's hash, under the frontier at size 6 (three batches: a bundle and a HEADS leaf each)
         store.tiles[(0, 0)] = bytes(data)
         signed = {size: set(roots) for size, roots in signer.roots.items()}
         with pytest.raises(IntegrityError, match="do not reproduce the last signed checkpoint") as info:
             await asyncio.wait_for(seq.submit(*entry(4)), 30)
         assert f"want {store.latest.root.hex()}" in str(info.value)
-        assert seq.halted and store.size == 3 and signer.roots == signed
+        assert seq.halted and store.size == 6 and signer.roots == signed
         with pytest.raises(IntegrityError):
             seq.submit(*entry(5))
 

@@ -10,6 +10,7 @@ import pytest
 
 from logserver.storage import (
     CommitRolledBackError,
+    FleetHead,
     IdentityMismatchError,
     LogStore,
     NewLeaf,
@@ -70,7 +71,7 @@ async def test_append_and_read_back(store):
     async with store.sequencing(1000) as tx:
         assert tx.latest.tree_size == 0
         cp = await tx.append(leaves, {(0, 0): b"".join(l.leaf_hash for l in leaves)},
-                             {"fleet-a": (2, 2)}, 3, H(b"root3"), "cp3\n", 2000, NOW)
+                             {"fleet-a": FleetHead(2, 2)}, 3, H(b"root3"), "cp3\n", 2000, NOW)
         await tx.commit()
     assert cp.tree_size == 3
     latest = await store.latest_checkpoint()
@@ -103,7 +104,7 @@ async def test_schema_refuses_history_rewrites(store, pool, sql):
         leaves = [NewLeaf(i, H(b"%d" % i), b"leaf%d" % i, "fleet-a", i, H(b"p%d" % i)) for i in range(3)]
         async with store.sequencing(1000) as tx:
             await tx.append(leaves, {(0, 0): b"".join(l.leaf_hash for l in leaves)},
-                            {"fleet-a": (2, 2)}, 3, H(b"root3"), "cp3\n", 2000, NOW)
+                            {"fleet-a": FleetHead(2, 2)}, 3, H(b"root3"), "cp3\n", 2000, NOW)
             await tx.commit()
     for table in ("leaves", "checkpoints", "tiles", "fleets", "log_identity", "log_state"):
         assert await pool.fetchval(f"SELECT count(*) FROM {table}") > 0, table
@@ -137,7 +138,7 @@ async def append_one(tx, name: bytes, fleet: str):
     """Append one leaf named `name` (sequence 1 of `fleet`) and a checkpoint over it."""
     n = tx.latest.tree_size
     leaf = NewLeaf(n, H(name), name, fleet, 1, H(b"p-" + name))
-    return await tx.append([leaf], {}, {fleet: (1, n)}, n + 1, H(b"root-" + name), f"cp-{name.decode()}\n",
+    return await tx.append([leaf], {}, {fleet: FleetHead(1, n)}, n + 1, H(b"root-" + name), f"cp-{name.decode()}\n",
                            tx.latest.signed_at_ms + 1, NOW)
 
 

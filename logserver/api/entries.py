@@ -6,6 +6,7 @@ import json
 from aiohttp import web
 
 from ..bundle import decode_leaf
+from ..bundle.heads import decode_heads_leaf
 from ..formats.receipt import build_receipt
 from ..http.budget import send_large
 from ..http.errors import bad_request, not_found
@@ -13,7 +14,7 @@ from ..http.params import decimal, hex_hash, query
 from ..http.responses import IMMUTABLE, NO_STORE, hex_list, json_response, raw_json_response
 from ..merkle import InvalidParameterError
 from ..read.tree_reader import BeyondTreeError
-from ..storage import LeafRow
+from ..storage import HEADS_LEAF, LeafRow
 from .keys import CONFIG, LOG_KEY, READER, RESPONSE_BUDGET, STORE
 from .published import published_covering, published_latest
 
@@ -95,7 +96,7 @@ async def get_entries(request: web.Request) -> web.StreamResponse:
         if len(rows) != batch_end - at:
             raise RuntimeError(f"storage returned {len(rows)} leaves for [{at}, {batch_end})")
         for r in rows:
-            item = {"index": r.idx, "leaf_hash": r.leaf_hash.hex(), "envelope": decode_leaf(r.leaf).to_dict()}
+            item = {"index": r.idx, "leaf_hash": r.leaf_hash.hex(), **_content(r)}
             parts.append(json.dumps(item, separators=(",", ":")).encode())
             size += len(parts[-1])
             at = r.idx + 1
@@ -116,15 +117,23 @@ async def entry_json(app: web.Application, index: int, leaf_hash: bytes) -> dict
     return _entry(row)
 
 
+def _content(row: LeafRow) -> dict:
+    """What a leaf holds: a bundle's envelope, or a HEADS leaf's fields (docs/fleet-heads.md)."""
+    if row.kind == HEADS_LEAF:
+        heads = decode_heads_leaf(row.leaf)
+        return {"heads": {"previous": heads.previous, "count": heads.count, "root": heads.root.hex()}}
+    return {"envelope": decode_leaf(row.leaf).to_dict()}
+
+
 def _entry(row: LeafRow) -> dict:
-    return {
+    out = {
         "index": row.idx,
         "leaf_hash": row.leaf_hash.hex(),
-        "fleet_id": row.fleet_id,
-        "sequence": row.sequence,
         "integrated_at": row.integrated_at.isoformat().replace("+00:00", "Z"),
-        "envelope": decode_leaf(row.leaf).to_dict(),
     }
+    if row.kind != HEADS_LEAF:
+        out |= {"fleet_id": row.fleet_id, "sequence": row.sequence}
+    return out | _content(row)
 
 
 async def _entry_with_receipt(app: web.Application, row: LeafRow) -> dict:

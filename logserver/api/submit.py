@@ -80,7 +80,8 @@ async def post_bundle(request: web.Request) -> web.Response:
     leaf = admitted.leaf
     lh = leaf_hash(leaf)
     try:
-        future = sequencer.submit(leaf, lh, admitted.fleet_id, admitted.sequence, admitted.payload_digest)
+        future = sequencer.submit(leaf, lh, admitted.fleet_id, admitted.sequence, admitted.payload_digest,
+                                  retired=admitted.retired)
         # commit_timeout_s: the deadline fails the future (one timer for all requests,
         # logserver/write/deadlines.py). The sequencer skips an entry whose future is done,
         # unless its batch is already being written: a retry is then a duplicate.

@@ -11,7 +11,6 @@ from datetime import datetime
 
 from .authority import AuthoritySet
 from .dsse import parse_envelope
-from .errors import SignaturePolicyError
 from .leaf import encode_leaf
 from .payload import RETIRED
 from .policy import verify_envelope
@@ -25,16 +24,13 @@ class Admitted:
     fleet_id: str
     sequence: int
     payload_digest: bytes
+    retired: bool = False  # the payload's status is "retired": the fleet's last bundle
 
 
 def admit(body: bytes, authorities: AuthoritySet, now: datetime) -> Admitted:
     """Parse and check a submitted body; raise a BundleError subclass on refusal."""
     envelope = parse_envelope(body)
     verified = verify_envelope(envelope, authorities, now)
-    if verified.bundle.status == RETIRED:
-        raise SignaturePolicyError(
-            f"fleet {verified.bundle.fleet_id!r}: a retirement (\"status\": \"retired\") is well formed, but this "
-            "log does not accept retirements yet: it cannot refuse the fleet's later bundles "
-            "(docs/fleet-heads.md)", code="retirement_not_supported")
     leaf = encode_leaf(envelope)
-    return Admitted(leaf, verified.bundle.fleet_id, verified.bundle.sequence, verified.payload_digest)
+    return Admitted(leaf, verified.bundle.fleet_id, verified.bundle.sequence, verified.payload_digest,
+                    verified.bundle.status == RETIRED)

@@ -79,10 +79,6 @@ class SignaturePolicyError(BundleError):
             "signer_signature_missing",
             "countersigner_signature_missing",
             "invalid_signature",
-            # A payload with "status": "retired": the log cannot yet refuse the bundles
-            # that would follow a retirement (docs/fleet-heads.md, "Admission and
-            # retirement"), so it refuses the retirement rather than accept it silently.
-            "retirement_not_supported",
         }
     )
 

@@ -21,6 +21,7 @@ from hashlib import sha256
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from ..bundle import AuthoritySet, BundleError, Role, decode_leaf, load_authority_key_pem, verify_envelope
+from ..bundle.heads import is_heads_leaf
 from .alerts import POLICY_FAILURE, Alert
 from .fleets import LoggedBundle
 
@@ -49,6 +50,8 @@ def verify_entries(leaves: Sequence[bytes], first_index: int, authorities: Autho
         index = first_index + offset
         h = sha256(b"\x00" + leaf).digest()  # RFC 6962 §2.1 leaf hash
         hashes.append(h)
+        if is_heads_leaf(leaf):
+            continue  # a HEADS leaf (docs/fleet-heads.md): no bundle, no signatures
         try:
             result = verify_envelope(decode_leaf(leaf), authorities, _BEGINNING)
         except BundleError as exc:

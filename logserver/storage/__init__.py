@@ -5,16 +5,32 @@ from .errors import CommitRolledBackError, ConcurrentUpdateError, IdentityMismat
 from .migrate import MigrationError, migrate
 from .open import open_log
 from .protocols import LogStore, Sequencing, TileSource
-from .rows import CheckpointRow, ExistingEntry, LeafRow, NewLeaf, Prefetch, Prefetched, TileKey
+from .rows import (
+    BUNDLE_LEAF,
+    HEADS_LEAF,
+    CheckpointRow,
+    ExistingEntry,
+    FleetHead,
+    HeadsSnapshot,
+    LeafRow,
+    NewLeaf,
+    Prefetch,
+    Prefetched,
+    TileKey,
+)
 from .sequencing import SequencingTransaction
 from .store import Store
 
 __all__ = [
+    "BUNDLE_LEAF",
     "DATABASE_UNAVAILABLE",
+    "HEADS_LEAF",
     "CheckpointRow",
     "CommitRolledBackError",
     "ConcurrentUpdateError",
     "ExistingEntry",
+    "FleetHead",
+    "HeadsSnapshot",
     "IdentityMismatchError",
     "LeafRow",
     "LogStore",

@@ -21,7 +21,8 @@ def checkpoint_row(row: asyncpg.Record) -> CheckpointRow:
 def leaf_row(row: asyncpg.Record) -> LeafRow:
     return LeafRow(
         row["idx"], bytes(row["leaf_hash"]), bytes(row["leaf"]), row["fleet_id"],
-        row["sequence"], bytes(row["payload_digest"]), row["integrated_at"],
+        row["sequence"], None if row["payload_digest"] is None else bytes(row["payload_digest"]),
+        row["integrated_at"],
     )
 
 

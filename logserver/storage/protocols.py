@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Protocol, runtime_checkable
 
-from .rows import CheckpointRow, NewLeaf, Prefetch, Prefetched, TileKey
+from .rows import CheckpointRow, FleetHead, HeadsSnapshot, NewLeaf, Prefetch, Prefetched, TileKey
 
 
 @runtime_checkable
@@ -29,11 +29,13 @@ class Sequencing(Protocol):
 
     async def read_tiles(self, keys: Iterable[TileKey]) -> dict[TileKey, bytes]: ...
 
+    async def read_heads(self) -> HeadsSnapshot: ...
+
     async def append(
         self,
         leaves: Sequence[NewLeaf],
         tiles: dict[TileKey, bytes],
-        fleets: dict[str, tuple[int, int]],
+        fleets: dict[str, FleetHead],
         new_size: int,
         new_root: bytes,
         note: str,

@@ -18,15 +18,26 @@ class CheckpointRow:
     note: str
 
 
+BUNDLE_LEAF = 1
+"""A leaf's kind: a bundle (docs/formats.md, "Leaf encoding"), which has a fleet, a
+sequence and a payload digest..."""
+HEADS_LEAF = 2
+"""...or a HEADS leaf (docs/fleet-heads.md), which has none of them."""
+
+
 @dataclass(frozen=True)
 class LeafRow:
     idx: int
     leaf_hash: bytes
     leaf: bytes
-    fleet_id: str
-    sequence: int
-    payload_digest: bytes
+    fleet_id: str | None  # None for a HEADS leaf
+    sequence: int | None
+    payload_digest: bytes | None
     integrated_at: dt.datetime
+
+    @property
+    def kind(self) -> int:
+        return HEADS_LEAF if self.fleet_id is None else BUNDLE_LEAF
 
 
 @dataclass(frozen=True)
@@ -40,12 +51,38 @@ class ExistingEntry:
 
 @dataclass(frozen=True)
 class NewLeaf:
+    """A leaf to append: a bundle (all fields) or a HEADS leaf (no fleet, sequence or
+    payload digest)."""
+
     idx: int
     leaf_hash: bytes
     leaf: bytes
-    fleet_id: str
+    fleet_id: str | None = None
+    sequence: int | None = None
+    payload_digest: bytes | None = None
+
+    @property
+    def kind(self) -> int:
+        return HEADS_LEAF if self.fleet_id is None else BUNDLE_LEAF
+
+
+@dataclass(frozen=True)
+class FleetHead:
+    """A fleet's head as a batch sets it: its newest bundle's sequence and index, and
+    whether that bundle retired the fleet."""
+
     sequence: int
-    payload_digest: bytes
+    idx: int
+    retired: bool = False
+
+
+@dataclass(frozen=True)
+class HeadsSnapshot:
+    """What the sequencer needs to rebuild the heads table (docs/fleet-heads.md): each
+    fleet's head with its leaf hash, and the index of the newest HEADS leaf (0: none)."""
+
+    rows: list[tuple[str, int, int, bytes, bool]]  # (fleet_id, sequence, idx, leaf_hash, retired)
+    last_heads_index: int
 
 
 @dataclass(frozen=True)
@@ -67,3 +104,4 @@ class Prefetched:
     tiles: dict[TileKey, bytes] | None  # None: the log was not at Prefetch.tree_size
     entries: dict[tuple[str, int], ExistingEntry]
     fleet_sequences: dict[str, int]
+    retired: frozenset[str] = frozenset()  # which of those fleets are retired

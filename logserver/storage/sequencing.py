@@ -29,7 +29,7 @@ import asyncpg
 
 from . import _queries
 from .errors import CommitRolledBackError, ConcurrentUpdateError, StorageError
-from .rows import CheckpointRow, ExistingEntry, NewLeaf, Prefetch, Prefetched, TileKey
+from .rows import CheckpointRow, ExistingEntry, FleetHead, HeadsSnapshot, NewLeaf, Prefetch, Prefetched, TileKey
 
 _SNAPSHOT = (
     f"SELECT {_queries.LATEST_COLUMNS}, "
@@ -39,29 +39,37 @@ _SNAPSHOT = (
     "ARRAY(SELECT ROW(l.fleet_id, l.sequence, l.idx, l.leaf_hash, l.payload_digest) FROM leaves l "
     "      JOIN unnest($4::text[], $5::bigint[]) AS k(fleet_id, sequence) "
     "      ON l.fleet_id = k.fleet_id AND l.sequence = k.sequence) AS entries, "
-    "ARRAY(SELECT ROW(f.fleet_id, f.sequence) FROM fleets f WHERE f.fleet_id = ANY($6::text[])) AS fleets "
+    "ARRAY(SELECT ROW(f.fleet_id, f.sequence, f.retired) FROM fleets f WHERE f.fleet_id = ANY($6::text[])) AS fleets "
     "FROM log_state s"
 )
 
 _APPEND = (
     "WITH new_leaves AS ("
-    "  INSERT INTO leaves (idx, leaf_hash, leaf, fleet_id, sequence, payload_digest, integrated_at) "
-    "  SELECT i, h, l, f, s, d, $7 FROM unnest($1::bigint[], $2::bytea[], $3::bytea[], $4::text[], "
-    "                                         $5::bigint[], $6::bytea[]) AS u(i, h, l, f, s, d)), "
+    "  INSERT INTO leaves (idx, leaf_hash, leaf, fleet_id, sequence, payload_digest, integrated_at, kind) "
+    "  SELECT i, h, l, f, s, d, $7, k FROM unnest($1::bigint[], $2::bytea[], $3::bytea[], $4::text[], "
+    "                                         $5::bigint[], $6::bytea[], $20::smallint[]) AS u(i, h, l, f, s, d, k)), "
     "new_tiles AS ("
     "  INSERT INTO tiles (level, idx, hashes) "
     "  SELECT * FROM unnest($8::smallint[], $9::bigint[], $10::bytea[]) "
     "  ON CONFLICT (level, idx) DO UPDATE SET hashes = EXCLUDED.hashes), "
     "new_heads AS ("
-    "  INSERT INTO fleets (fleet_id, sequence, idx) "
-    "  SELECT * FROM unnest($11::text[], $12::bigint[], $13::bigint[]) "
-    "  ON CONFLICT (fleet_id) DO UPDATE SET sequence = EXCLUDED.sequence, idx = EXCLUDED.idx), "
+    "  INSERT INTO fleets (fleet_id, sequence, idx, retired) "
+    "  SELECT * FROM unnest($11::text[], $12::bigint[], $13::bigint[], $21::boolean[]) "
+    "  ON CONFLICT (fleet_id) DO UPDATE SET sequence = EXCLUDED.sequence, idx = EXCLUDED.idx, "
+    "                                       retired = EXCLUDED.retired), "
     "new_checkpoint AS ("
     "  INSERT INTO checkpoints (tree_size, root, signed_at_ms, note) VALUES ($14, $15, $16, $17) RETURNING id) "
     "UPDATE log_state SET tree_size = $14, root = $15, checkpoint_id = (SELECT id FROM new_checkpoint), "
     "                     signed_at_ms = $16, note = $17 "
     "WHERE tree_size = $18 AND checkpoint_id = $19 "
     "RETURNING checkpoint_id"
+)
+
+# The heads table's rows (each fleet's newest bundle) and the newest HEADS leaf.
+_HEADS = (
+    "SELECT ARRAY(SELECT ROW(f.fleet_id, f.sequence, f.idx, l.leaf_hash, f.retired) "
+    "             FROM fleets f JOIN leaves l ON l.idx = f.idx) AS rows, "
+    "       (SELECT max(idx) FROM leaves WHERE kind = 2) AS last_heads"
 )
 
 # An idle re-sign (the size did not change): only the log_state slot moves; no
@@ -106,7 +114,8 @@ class SequencingTransaction:
         prefetched = Prefetched(
             tiles={(lv, ix): bytes(h) for lv, ix, h in row["tiles"]} if latest.tree_size == p.tree_size else None,
             entries={(f, s): ExistingEntry(i, bytes(h), bytes(d)) for f, s, i, h, d in row["entries"]},
-            fleet_sequences={f: s for f, s in row["fleets"]},
+            fleet_sequences={f: s for f, s, _ in row["fleets"]},
+            retired=frozenset(f for f, _, retired in row["fleets"] if retired),
         )
         return cls(conn, latest, prefetched, timeout_s)
 
@@ -115,11 +124,18 @@ class SequencingTransaction:
         Writes nothing; a failure aborts nothing that was stored."""
         return await _queries.read_tiles(self.conn, keys, self.timeout_s)
 
+    async def read_heads(self) -> HeadsSnapshot:
+        """Every fleet's head with its leaf hash, and the newest HEADS leaf's index (0 if
+        none), as this transaction sees them. Writes nothing."""
+        row = await self.conn.fetchrow(_HEADS, timeout=self.timeout_s)
+        rows = [(f, s, i, bytes(h), r) for f, s, i, h, r in row["rows"]]
+        return HeadsSnapshot(rows, row["last_heads"] or 0)
+
     async def append(
         self,
         leaves: Sequence[NewLeaf],
         tiles: dict[TileKey, bytes],
-        fleets: dict[str, tuple[int, int]],
+        fleets: dict[str, FleetHead],
         new_size: int,
         new_root: bytes,
         note: str,
@@ -133,9 +149,10 @@ class SequencingTransaction:
         log_state moves; the returned row keeps the id of the stored row of that
         size, with the new time and note.
 
-        One statement (data-modifying CTEs), atomic. `fleets` maps fleet_id to
-        (sequence, idx). The log_state update is a compare-and-swap on the size
-        and checkpoint seen when the lock was taken; if it does not match (it
+        One statement (data-modifying CTEs), atomic. `fleets` maps fleet_id to its
+        new head; `leaves` ends with the batch's HEADS leaf (a NewLeaf without a
+        fleet). The log_state update is a compare-and-swap on the size and
+        checkpoint seen when the lock was taken; if it does not match (it
         cannot while the lock is held, so this is a loud invariant check)
         ConcurrentUpdateError is raised. Nothing is durable before commit(); a
         failure here stores nothing (the transaction is aborted and will not
@@ -165,8 +182,9 @@ class SequencingTransaction:
             [x.fleet_id for x in leaves], [x.sequence for x in leaves], [x.payload_digest for x in leaves],
             integrated_at,
             [k[0] for k in tile_keys], [k[1] for k in tile_keys], [tiles[k] for k in tile_keys],
-            fleet_ids, [fleets[f][0] for f in fleet_ids], [fleets[f][1] for f in fleet_ids],
+            fleet_ids, [fleets[f].sequence for f in fleet_ids], [fleets[f].idx for f in fleet_ids],
             new_size, new_root, signed_at_ms, note, old.tree_size, old.id,
+            [x.kind for x in leaves], [fleets[f].retired for f in fleet_ids],
             timeout=self.timeout_s,
         )
         if cp_id is None:

@@ -50,7 +50,7 @@ TOKEN_BYTES = 32
 MAX_FRAME = 1 << 20  # a leaf is at most 64 KiB; a receipt's note and proof far less
 
 _LEN = struct.Struct(">I")
-_REQ = struct.Struct(">QQ32s32sB")
+_REQ = struct.Struct(">QQ32s32s?B")  # id, sequence, leaf hash, payload digest, retired, fleet length
 _RESP = struct.Struct(">QB")
 _APPENDED = struct.Struct(">Q32sQQ32sQH")
 _DUPLICATE = struct.Struct(">Q32s")
@@ -74,17 +74,17 @@ class IntegrityHaltedError(ForwardedError):
 
 
 def encode_request(rid: int, leaf: bytes, leaf_hash: bytes, fleet_id: str, sequence: int,
-                   payload_digest: bytes) -> bytes:
+                   payload_digest: bytes, retired: bool = False) -> bytes:
     fleet = fleet_id.encode("ascii")
-    body = _REQ.pack(rid, sequence, leaf_hash, payload_digest, len(fleet)) + fleet + leaf
+    body = _REQ.pack(rid, sequence, leaf_hash, payload_digest, retired, len(fleet)) + fleet + leaf
     return _LEN.pack(len(body)) + body
 
 
-def decode_request(body: bytes) -> tuple[int, bytes, bytes, str, int, bytes]:
-    """(id, leaf, leaf_hash, fleet_id, sequence, payload_digest)."""
-    rid, sequence, leaf_hash, digest, fleet_len = _REQ.unpack_from(body)
+def decode_request(body: bytes) -> tuple[int, bytes, bytes, str, int, bytes, bool]:
+    """(id, leaf, leaf_hash, fleet_id, sequence, payload_digest, retired)."""
+    rid, sequence, leaf_hash, digest, retired, fleet_len = _REQ.unpack_from(body)
     start = _REQ.size + fleet_len
-    return rid, body[start:], leaf_hash, body[_REQ.size:start].decode("ascii"), sequence, digest
+    return rid, body[start:], leaf_hash, body[_REQ.size:start].decode("ascii"), sequence, digest, retired
 
 
 def encode_result(rid: int, result: object) -> bytes:
@@ -167,9 +167,9 @@ async def serve_forwarding(sequencer: Sequencer, path: Path, token: bytes) -> as
                 return
             while True:
                 body = await _read_frame(reader)
-                rid, leaf, lh, fleet_id, sequence, digest = decode_request(body)
+                rid, leaf, lh, fleet_id, sequence, digest, retired = decode_request(body)
                 try:
-                    fut = sequencer.submit(leaf, lh, fleet_id, sequence, digest)
+                    fut = sequencer.submit(leaf, lh, fleet_id, sequence, digest, retired=retired)
                 except SequencerError as e:
                     out.send(encode_result(rid, e))
                     continue
@@ -231,6 +231,7 @@ class RemoteSequencer:
 
     def submit(
         self, leaf: bytes, leaf_hash: bytes, fleet_id: str, sequence: int, payload_digest: bytes,
+        *, retired: bool = False,
     ) -> asyncio.Future:
         if self._out is None:
             raise UnavailableError("the sequencer worker is not reachable (restarting?); retry later")
@@ -240,7 +241,7 @@ class RemoteSequencer:
         rid = self._next_id
         fut = asyncio.get_running_loop().create_future()
         self._pending[rid] = fut
-        self._out.send(encode_request(rid, leaf, leaf_hash, fleet_id, sequence, payload_digest))
+        self._out.send(encode_request(rid, leaf, leaf_hash, fleet_id, sequence, payload_digest, retired))
         return fut
 
     async def run(self) -> None:

@@ -11,7 +11,7 @@ untrusted input, and a frame that does not parse is a bug (a loud crash).
                    then per item: u32 length, the submitted body
     answer frame:  u32 length of the rest, u32 items, then per item one of
                    0 admitted: u16 length, fleet_id, u64 sequence, 32-byte payload
-                     digest, u32 length, leaf
+                     digest, u8 retired (0 or 1), u32 length, leaf
                    1 refused (a BundleError): u16 length, class name, u16 length,
                      code, u32 length, message (all UTF-8)
                    2 failed (any other exception, a bug): u32 length, its repr
@@ -112,7 +112,7 @@ def encode_answer(results: list[Admitted | BaseException]) -> bytes:
     for r in results:
         if isinstance(r, Admitted):
             parts += (bytes((ADMITTED,)), _text16(r.fleet_id), _U64.pack(r.sequence), r.payload_digest,
-                      _U32.pack(len(r.leaf)), r.leaf)
+                      bytes((r.retired,)), _U32.pack(len(r.leaf)), r.leaf)
         elif isinstance(r, BundleError):
             message = str(r).encode()
             parts += (bytes((REFUSED,)), _text16(type(r).__name__), _text16(r.code), _U32.pack(len(message)),
@@ -149,8 +149,9 @@ def decode_answer(frame: bytes) -> list[Admitted | BaseException]:
             fleet_id = text16()
             (sequence,) = _U64.unpack_from(frame, pos)
             digest = frame[pos + 8: pos + 40]
-            pos += 40
-            out.append(Admitted(blob32(), fleet_id, sequence, digest))
+            retired = frame[pos + 40] == 1
+            pos += 41
+            out.append(Admitted(blob32(), fleet_id, sequence, digest, retired))
         elif kind == REFUSED:
             cls, code = ERROR_CLASSES[text16()], text16()
             out.append(cls(blob32().decode(), code=code))

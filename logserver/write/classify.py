@@ -4,11 +4,18 @@ holds at the batch's (fleet, sequence) pairs, and the fleets' latest sequences,
 all read under the sequencer lock (step 2)."""
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, Sequence, Set
 from dataclasses import dataclass, field
 
-from ..storage import ExistingEntry
-from .outcomes import BatchOutcome, Duplicate, EquivocationError, Pending, SequenceRollbackError
+from ..storage import ExistingEntry, FleetHead
+from .outcomes import (
+    BatchOutcome,
+    Duplicate,
+    EquivocationError,
+    FleetRetiredError,
+    Pending,
+    SequenceRollbackError,
+)
 
 
 @dataclass(frozen=True)
@@ -24,18 +31,21 @@ class Equivocation:
 class Classified:
     outcomes: list[BatchOutcome] = field(default_factory=list)  # one per submission, in arrival order
     accepted: list[Pending] = field(default_factory=list)  # the new entries, at first_index, first_index + 1, ...
-    fleets: dict[str, tuple[int, int]] = field(default_factory=dict)  # fleet_id -> its new head (sequence, idx)
+    fleets: dict[str, FleetHead] = field(default_factory=dict)  # fleet_id -> its new head
     equivocations: list[Equivocation] = field(default_factory=list)
 
 
 def classify(batch: Sequence[Pending], first_index: int, existing: Mapping[tuple[str, int], ExistingEntry],
-             heads: Mapping[str, int]) -> Classified:
+             heads: Mapping[str, int], retired: Set[str] = frozenset()) -> Classified:
     """Decide, in arrival order, what each submission of `batch` is.
 
     `existing` maps (fleet_id, sequence) to what the log holds there; `heads` maps
-    fleet_id to its latest logged sequence. The first new entry gets index
+    fleet_id to its latest logged sequence, and `retired` holds the fleets whose
+    latest logged bundle retired them. The first new entry gets index
     `first_index`. Within the batch, a later submission sees the earlier ones: a
-    repeat is a duplicate of the first, and a fleet's sequence must increase.
+    repeat is a duplicate of the first, a fleet's sequence must increase, and a
+    retirement refuses every later new bundle of its fleet (a logged one is still a
+    duplicate: replaying it changes nothing).
     """
     out = Classified()
     in_batch: dict[tuple[str, int], tuple[int, Pending]] = {}
@@ -60,7 +70,18 @@ def classify(batch: Sequence[Pending], first_index: int, existing: Mapping[tuple
                     f"payload (logged digest {prior_digest.hex()}, submitted {p.payload_digest.hex()})"
                 )))
             continue
-        head = out.fleets[p.fleet_id][0] if p.fleet_id in out.fleets else heads.get(p.fleet_id)
+        head: int | None
+        if p.fleet_id in out.fleets:
+            new = out.fleets[p.fleet_id]
+            head, is_retired = new.sequence, new.retired
+        else:
+            head, is_retired = heads.get(p.fleet_id), p.fleet_id in retired
+        if is_retired:
+            out.outcomes.append((p, FleetRetiredError(
+                f"fleet {p.fleet_id!r} was retired by its bundle of sequence {head}: "
+                f"it accepts no later bundle (got sequence {p.sequence})"
+            )))
+            continue
         if head is not None and p.sequence <= head:
             out.outcomes.append((p, SequenceRollbackError(
                 f"fleet {p.fleet_id!r} sequence {p.sequence} is not greater than the latest "
@@ -70,6 +91,6 @@ def classify(batch: Sequence[Pending], first_index: int, existing: Mapping[tuple
         idx = first_index + len(out.accepted)
         out.accepted.append(p)
         in_batch[key] = (idx, p)
-        out.fleets[p.fleet_id] = (p.sequence, idx)
+        out.fleets[p.fleet_id] = FleetHead(p.sequence, idx, p.retired)
         out.outcomes.append((p, idx))
     return out

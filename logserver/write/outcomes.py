@@ -19,6 +19,7 @@ class Pending:
     sequence: int
     payload_digest: bytes
     future: asyncio.Future = field(repr=False)
+    retired: bool = False  # the payload's status is "retired" (docs/fleet-heads.md)
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,14 @@ class SequenceRollbackError(SequencerError):
 class EquivocationError(SequencerError):
     status = 409
     code = "equivocation"
+
+
+class FleetRetiredError(SequencerError):
+    """The fleet was retired by a logged bundle: it accepts no later bundle
+    (docs/fleet-heads.md, "Admission and retirement")."""
+
+    status = 409
+    code = "fleet_retired"
 
 
 # What classification decided for one submission of a batch (write/classify.py), in

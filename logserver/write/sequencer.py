@@ -26,8 +26,12 @@ failure) are told in storage/sequencing.py.
     equivocation, in arrival order. A batch with nothing new is answered here and
     ends like an empty one: no checkpoint unless the latest is old, so replays of
     logged envelopes cost no signature, no row and no witness request.
- 5. HASH. The new leaves extend the frontier; the tiles they grow and the new
-    root follow.
+ 5. HASH. The new bundles, then the batch's HEADS leaf (docs/fleet-heads.md): it
+    commits to the heads table after the batch (every fleet's newest bundle, in
+    this process's memory, read again under the lock whenever the log is not at
+    the size this process left it), so the last leaf of every checkpoint is a
+    HEADS leaf. They extend the frontier; the tiles they grow and the new root
+    follow.
  6. SIGN the checkpoint (new size, new root) at max(now, last + 1 ms). The
     signature exists only in this process's memory.
  7. WRITE. One statement: leaves, tiles, fleet heads, the checkpoint, and a
@@ -101,10 +105,12 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from ..bundle.heads import HeadsError, HeadsRow, HeadsTable
+from ..bundle.payload import ACTIVE, RETIRED
 from ..integrity.frontier import Frontier, FrontierError, check_frontier, frontier_tile_keys
-from ..merkle import frontier_ids, inclusion_proof
+from ..merkle import frontier_ids, inclusion_proof, leaf_hash
 from ..merkle.tiles import TILE_HEIGHT, append_to_tiles
-from ..storage import DATABASE_UNAVAILABLE, CheckpointRow, LogStore, NewLeaf, Prefetch, TileKey
+from ..storage import DATABASE_UNAVAILABLE, CheckpointRow, LogStore, NewLeaf, Prefetch, Sequencing, TileKey
 from .classify import classify
 from .outcomes import (
     Appended,
@@ -177,13 +183,18 @@ class Sequencer:
         # The tree size after this process's last commit: the first read of the next
         # batch prefetches the frontier tiles for it (None: unknown, read them after).
         self._known_size: int | None = None
+        # The heads table after the leaves of tree size _heads_size, and the index of
+        # its HEADS leaf (0: none yet). None: unknown, read again under the lock.
+        self._heads: HeadsTable | None = None
+        self._heads_size: int | None = None
+        self._heads_previous = 0
 
     @property
     def pending(self) -> int:
         return len(self._queue)
 
     def submit(self, leaf: bytes, leaf_hash: bytes, fleet_id: str, sequence: int,
-               payload_digest: bytes) -> asyncio.Future:
+               payload_digest: bytes, *, retired: bool = False) -> asyncio.Future:
         """Queue a verified entry; the future resolves to Appended or Duplicate, or raises.
 
         Raises OverloadedError at once when the queue is full, and IntegrityError
@@ -194,7 +205,7 @@ class Sequencer:
         if len(self._queue) >= self.max_pending:
             raise OverloadedError(f"{len(self._queue)} submissions are already pending; retry later")
         fut = asyncio.get_running_loop().create_future()
-        self._queue.append(Pending(leaf, leaf_hash, fleet_id, sequence, payload_digest, fut))
+        self._queue.append(Pending(leaf, leaf_hash, fleet_id, sequence, payload_digest, fut, retired))
         self._wakeup.set()
         return fut
 
@@ -295,7 +306,8 @@ class Sequencer:
                 raise IntegrityError(f"{e}; storage is corrupted or was changed") from None
 
             # [4] CLASSIFY
-            classified = classify(batch, old.tree_size, prefetched.entries, prefetched.fleet_sequences)
+            classified = classify(batch, old.tree_size, prefetched.entries, prefetched.fleet_sequences,
+                                  prefetched.retired)
             for eq in classified.equivocations:
                 self._equivocation(eq.pending, eq.logged_digest)
             accepted = classified.accepted
@@ -309,8 +321,10 @@ class Sequencer:
                 self._answer(classified.outcomes, old, {}, with_proofs)
                 return None
 
-            # [5] HASH
-            grown = grow(frontier, [p.leaf_hash for p in accepted])
+            # [5] HASH: the bundles, then the HEADS leaf that ends the batch.
+            heads = await self._heads_leaf(tx, accepted)
+            heads_index = old.tree_size + len(accepted)
+            grown = grow(frontier, [p.leaf_hash for p in accepted] + [leaf_hash(heads)])
 
             # [6] SIGN. Times only move forward, even when the clock steps back.
             signed_at_ms = max(now_ms, old.signed_at_ms + 1)
@@ -323,6 +337,7 @@ class Sequencer:
                 NewLeaf(old.tree_size + i, p.leaf_hash, p.leaf, p.fleet_id, p.sequence, p.payload_digest)
                 for i, p in enumerate(accepted)
             ]
+            leaves.append(NewLeaf(heads_index, leaf_hash(heads), heads))
             checkpoint = await tx.append(
                 leaves, grown.tiles, classified.fleets, grown.size, grown.root, note, signed_at_ms,
                 dt.datetime.fromtimestamp(signed_at_ms / 1000, dt.UTC),
@@ -337,6 +352,7 @@ class Sequencer:
             # duplicate. So nothing below may raise out of this block: the batch would
             # be answered "not stored" (and a committed transaction is not rolled back).
             self._known_size = grown.size
+            self._heads_size, self._heads_previous = grown.size, heads_index
 
             # [9] PUBLISH TO STATIC TARGETS: only a wake-up; the publisher's own task runs 9.1-9.5.
             if self.publish_static is not None:
@@ -364,6 +380,33 @@ class Sequencer:
         except Exception:
             log.error("batch statistics failed", exc_info=True)
         return checkpoint
+
+    async def _heads_leaf(self, tx: Sequencing, accepted: list[Pending]) -> bytes:
+        """The HEADS leaf that ends a batch appending `accepted` (step 5): the heads
+        table with their rows applied, kept in memory from batch to batch.
+
+        The table is read again under the lock when this process does not know it at
+        the log's size (the first batch; another process appended; a batch that
+        failed after the table was updated). Until the COMMIT returns it is ahead of
+        the database, so it is marked unknown here and known again after the COMMIT.
+        """
+        size = tx.latest.tree_size
+        if self._heads is None or self._heads_size != size:
+            snapshot = await tx.read_heads()
+            self._heads = HeadsTable.from_rows(
+                HeadsRow(f, s, i, h, RETIRED if retired else ACTIVE) for f, s, i, h, retired in snapshot.rows
+            )
+            self._heads_previous = snapshot.last_heads_index
+        table, self._heads_size = self._heads, None
+        try:
+            for i, p in enumerate(accepted):
+                table.apply(HeadsRow(p.fleet_id, p.sequence, size + i, p.leaf_hash, RETIRED if p.retired else ACTIVE))
+        except HeadsError as e:
+            # classify() refused what the table refuses, from the same committed state:
+            # a disagreement means the stored heads are not what the log holds.
+            raise IntegrityError(f"the heads table refuses the batch ({e}); storage is corrupted or was changed") \
+                from None
+        return table.heads_leaf(self._heads_previous).encode()
 
     def _equivocation(self, p: Pending, logged_digest: bytes) -> None:
         self.stats.on_equivocation(p.fleet_id, p.sequence, logged_digest, p.payload_digest)
