@@ -379,3 +379,13 @@ def test_how_many_pq_fleet_keys_fit_in_one_envelope(signer, countersigner, algor
     with pytest.raises(MalformedEnvelopeError) as info:
         parse_envelope(envelope(most + 1).to_json())
     assert info.value.code == "envelope_too_large" and info.value.http_status == 413
+
+
+def test_the_sizes_docs_formats_md_gives_for_a_small_payload():
+    assert len(payload_bytes()) == 416
+    for signer, countersigner, body, leaf in (("ed25519", "ml-dsa-44", 4133, 3084),
+                                              ("ml-dsa-44", "ml-dsa-44", 7273, 5440)):
+        envelope = make_envelope(authorities=make_authorities(signer, countersigner))
+        assert (len(envelope.to_json()), len(encode_leaf(envelope))) == (body, leaf)
+    classical = make_envelope(authorities=make_authorities("ed25519", "ecdsa-p256"))
+    assert 995 <= len(classical.to_json()) <= 1005 and 730 <= len(encode_leaf(classical)) <= 740
