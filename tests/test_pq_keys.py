@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import hashlib
+from pathlib import Path
 
 import pytest
 from cryptography.exceptions import InvalidSignature
@@ -389,3 +390,29 @@ def test_the_sizes_docs_formats_md_gives_for_a_small_payload():
         assert (len(envelope.to_json()), len(encode_leaf(envelope))) == (body, leaf)
     classical = make_envelope(authorities=make_authorities("ed25519", "ecdsa-p256"))
     assert 995 <= len(classical.to_json()) <= 1005 and 730 <= len(encode_leaf(classical)) <= 740
+
+
+# ---- RFC 9935's example key (tests/testdata/rfc9935, README.md there) ----
+
+
+def test_the_rfc_9935_example_key_is_an_ml_kem_768_fleet_key():
+    hex_text = (Path(__file__).parent / "testdata" / "rfc9935" / "ml-kem-768.pub.hex").read_text()
+    raw = bytes.fromhex("".join(hex_text.split()))
+    assert len(raw) == MLKEM768_PUBLIC_KEY_BYTES
+    # FIPS 203 ML-KEM.KeyGen_internal(d, z) of the example's seed gives the same key.
+    assert mlkem.MLKEM768PrivateKey.from_seed_bytes(bytes(range(64))).public_key().public_bytes_raw() == raw
+    der = MLKEM768_SPKI_PREFIX + raw
+    bundle = parse_payload(payload_bytes(make_payload(keys=[_fleet_key("ml-kem-768", der, "rfc-9935")])))
+    assert bundle.keys[0].public_key == der and bundle.keys[0].algorithm == "ml-kem-768"
+    _refused([_fleet_key("ml-dsa-44", der)], "malformed_payload",
+             r"got a ML-KEM-768 key, want a key of algorithm 'ml-dsa-44'")
+
+
+def test_the_rfc_9881_example_key_is_an_ml_dsa_44_fleet_key():
+    pem = (Path(__file__).parent / "testdata" / "rfc9881" / "ml-dsa-44.pub.pem").read_bytes()
+    der = base64.b64decode(b"".join(pem.strip().splitlines()[1:-1]))
+    assert der[:22] == MLDSA44_SPKI_PREFIX
+    bundle = parse_payload(payload_bytes(make_payload(keys=[_fleet_key("ml-dsa-44", der, "rfc-9881")])))
+    assert bundle.keys[0].public_key == der
+    _refused([_fleet_key("ml-kem-768", der)], "malformed_payload",
+             r"got a ML-DSA-44 key, want a key of algorithm 'ml-kem-768'")
