@@ -124,7 +124,7 @@ def preflight(config: Config, *, database: bool = True) -> None:
         check_database(config)
 
 
-# The same two tables pin the demo authorities in the server config and in the
+# The same tables pin the demo authorities in the server config and in the
 # client trust policy (the formats are shared on purpose: docs/client.md).
 DEV_AUTHORITIES = authorities_toml([("demo-signer", "signer", ["signer.pub.pem"]),
                                     ("demo-countersigner", "countersigner", ["countersigner.pub.pem"]),
