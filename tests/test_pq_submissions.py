@@ -170,6 +170,18 @@ def signature_longer_than_ml_dsa_44() -> bytes:
     return json.dumps(d).encode()
 
 
+def ml_dsa_65_signature_under_the_ml_dsa_44_keyid() -> bytes:
+    """A signer with the wrong parameter set: its 3309-byte signature cannot be an ML-DSA-44 one."""
+    env = envelope("refused-pq")
+    d = env.to_dict()
+    other = mldsa.MLDSA65PrivateKey.from_seed_bytes(bytes(32)).sign(env.pae())
+    assert len(other) == 3309
+    for s in d["signatures"]:  # type: ignore[union-attr]
+        if s["keyid"] == PQ_COUNTER.keyid:
+            s["sig"] = base64.b64encode(other).decode()
+    return json.dumps(d).encode()
+
+
 def fleet_key(algorithm: str, der: bytes) -> bytes:
     key = {"key_id": "hsm-bad", "algorithm": algorithm, "public_key": base64.b64encode(der).decode()}
     return envelope("refused-pq", keys=[make_key("hsm-ok", "ed25519"), key]).to_json()
@@ -195,6 +207,8 @@ REFUSALS = {
     "two_ml_dsa_signatures_of_the_signer": (
         lambda: envelope("refused-pq", (PQ_SIGNER, ED_SIGNER)).to_json(), 422, "countersigner_signature_missing"),
     "signature_longer_than_ml_dsa_44": (signature_longer_than_ml_dsa_44, 400, "malformed_envelope"),
+    "ml_dsa_65_signature_under_the_ml_dsa_44_keyid": (ml_dsa_65_signature_under_the_ml_dsa_44_keyid, 400,
+                                                      "malformed_envelope"),
     "ml_kem_fleet_key_that_is_ml_dsa": (lambda: fleet_key("ml-kem-768", _raw("ml-dsa-44")), 400, "malformed_payload"),
     "ml_dsa_fleet_key_that_is_ml_kem": (lambda: fleet_key("ml-dsa-44", _raw("ml-kem-768")), 400, "malformed_payload"),
     "ml_dsa_fleet_key_truncated": (lambda: fleet_key("ml-dsa-44", _raw("ml-dsa-44")[:-1]), 400, "malformed_payload"),
