@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, x25519
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, mldsa, mlkem, x25519
 from cryptography.hazmat.primitives.serialization import (
     Encoding,
     NoEncryption,
@@ -52,7 +52,7 @@ DEFAULT_NOT_AFTER = "2100-01-01T00:00:00Z"  # far enough that real-clock tests p
 
 
 def private_key(algorithm: str, seed: int) -> AuthorityPrivateKey:
-    """A deterministic authority private key: algorithm "ed25519" or "ecdsa-p256"."""
+    """A deterministic authority private key: "ed25519", "ecdsa-p256" or "ml-dsa-44"."""
     digest = hashlib.sha256(b"logserver test key %d" % seed).digest()
     if algorithm == "ed25519":
         return ed25519.Ed25519PrivateKey.from_private_bytes(digest)
@@ -61,7 +61,9 @@ def private_key(algorithm: str, seed: int) -> AuthorityPrivateKey:
         order = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
         scalar = int.from_bytes(digest, "big") % (order - 1) + 1
         return ec.derive_private_key(scalar, ec.SECP256R1())
-    raise ValueError(f"algorithm: got {algorithm!r}, want ed25519 or ecdsa-p256")
+    if algorithm == "ml-dsa-44":
+        return mldsa.MLDSA44PrivateKey.from_seed_bytes(digest)  # FIPS 204 xi, 32 bytes
+    raise ValueError(f"algorithm: got {algorithm!r}, want ed25519, ecdsa-p256 or ml-dsa-44")
 
 
 @dataclass(frozen=True)
@@ -156,6 +158,11 @@ def fleet_public_key(algorithm: str, index: int = 0) -> str:
     elif algorithm in ("ecdsa-p256", "ecdsa-p384"):
         curve = ec.SECP256R1() if algorithm == "ecdsa-p256" else ec.SECP384R1()
         public = ec.derive_private_key(int.from_bytes(seed, "big") | 1, curve).public_key()
+    elif algorithm == "ml-dsa-44":
+        public = mldsa.MLDSA44PrivateKey.from_seed_bytes(seed).public_key()
+    elif algorithm == "ml-kem-768":
+        # FIPS 203 seed form: d || z, 64 bytes.
+        public = mlkem.MLKEM768PrivateKey.from_seed_bytes(seed + hashlib.sha256(seed).digest()).public_key()
     else:
         raise ValueError(f"algorithm: got {algorithm!r}")
     der = public.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)

@@ -51,7 +51,7 @@ from logserver.bundle import (
     verify_envelope,
 )
 
-ALGORITHMS = ("ed25519", "ecdsa-p256")
+ALGORITHMS = ("ed25519", "ecdsa-p256", "ml-dsa-44")
 
 
 @pytest.fixture(scope="module")

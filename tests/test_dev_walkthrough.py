@@ -46,7 +46,8 @@ async def dev_server(database_url, tmp_path):
 
 async def test_readme_walkthrough(dev_server, tmp_path):
     url, cwd, data = dev_server, tmp_path, tmp_path / "data"
-    for name in ("log.key", "signer.key", "countersigner.key", "sample-payload.json", "trust.toml", "log.policy"):
+    for name in ("log.key", "signer.key", "countersigner.key", "pq-countersigner.key", "sample-payload.json",
+                 "trust.toml", "log.policy"):
         assert (data / name).exists(), name
     policy = (data / "log.policy").read_text()
     assert f" {url}\n" in policy and "quorum none" in policy, policy
@@ -112,6 +113,28 @@ async def test_readme_walkthrough(dev_server, tmp_path):
     finally:
         files.terminate()
         files.wait(30)
+
+    # Step 9: the ML-DSA-44 countersigner signs the fleet's next bundle.
+    sed = subprocess.run(["sed", 's/"sequence": 1,/"sequence": 2,/', "data/sample-payload.json"],
+                         cwd=cwd, capture_output=True, text=True, check=True)
+    assert '"sequence": 2,' in sed.stdout and '"algorithm": "ml-kem-768"' in sed.stdout, sed.stdout
+    (cwd / "payload-2.json").write_text(sed.stdout)
+    await asyncio.to_thread(_run_all, cwd, [
+        ("sign", "--key", "data/signer.key", "--payload", "payload-2.json", "--out", "bundle-pq.json"),
+        ("sign", "--key", "data/pq-countersigner.key", "--envelope", "bundle-pq.json", "--out", "bundle-pq.json"),
+        ("submit", "--log", url, "--envelope", "bundle-pq.json", "--receipt", "receipt-pq.json"),
+    ])
+    assert json.loads((cwd / "receipt-pq.json").read_text())["index"] > receipt["index"]
+    pq = await asyncio.to_thread(
+        run, cwd, "verify", "--receipt", "receipt-pq.json", "--envelope", "bundle-pq.json", "--policy", "data/trust.toml")
+    assert pq.returncode == 0, pq.stdout + pq.stderr
+    assert "signed by signer 'demo-signer' (ed25519, keyid" in pq.stdout, pq.stdout
+    assert "countersigner 'demo-pq-countersigner' (ml-dsa-44, keyid" in pq.stdout, pq.stdout
+    # The witness section resubmits bundle.json: still answered as the logged duplicate.
+    again = await asyncio.to_thread(run, cwd, "submit", "--log", url, "--envelope", "bundle.json",
+                                    "--receipt", "receipt.json")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert json.loads((cwd / "receipt.json").read_text())["duplicate"] is True
 
     # The trust policy really pins something: another log key makes verify fail.
     (data / "log.policy").write_text(policy.replace(policy.split()[policy.split().index("log") + 1],

@@ -11,6 +11,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
+from logserver.bundle.dsse import MAX_SIG_LEN
 from logserver.bundle import (
     MAX_ENVELOPE_BYTES,
     Envelope,
@@ -165,7 +166,7 @@ MALFORMED = {
     "sig bad base64": _dumps(_doc(signatures=[{"keyid": "k", "sig": "AAA"}])),
     "sig non-canonical base64": _dumps(_doc(signatures=[{"keyid": "k", "sig": "AB=="}])),
     "sig too long": _dumps(
-        _doc(signatures=[{"keyid": "k", "sig": base64.b64encode(b"s" * 513).decode()}])
+        _doc(signatures=[{"keyid": "k", "sig": base64.b64encode(b"s" * (MAX_SIG_LEN + 1)).decode()}])
     ),
     "NaN": _dumps(_doc()).replace(b'"payloadType"', b'"x": NaN, "payloadType"'),
     "Infinity": b'{"payloadType": Infinity}',

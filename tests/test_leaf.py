@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from logserver.bundle.dsse import MAX_SIG_LEN
 from logserver.bundle import (
     MAX_LEAF_BYTES,
     PAYLOAD_TYPE,
@@ -214,7 +215,7 @@ MALFORMED = {
     "non-ascii keyid": _leaf(b"t", b"p", [(b"\xc3\xa9", b"\x01")]),
     "keyid with space": _leaf(b"t", b"p", [(b"a b", b"\x01")]),
     "payload_type with NUL": _leaf(b"t\x00", b"p", GOOD_SIGS),
-    "oversize sig": _leaf(b"t", b"p", [(b"a", b"s" * 513)]),
+    "oversize sig": _leaf(b"t", b"p", [(b"a", b"s" * (MAX_SIG_LEN + 1))]),
     "oversize leaf": _leaf(b"t", b"p" * 65535, GOOD_SIGS),
 }
 

@@ -74,7 +74,7 @@ def test_default_payload_parses() -> None:
 
 
 def test_algorithm_set_is_documented_set() -> None:
-    assert ALGORITHMS == {"ed25519", "x25519", "ecdsa-p256", "ecdsa-p384"}
+    assert ALGORITHMS == {"ed25519", "x25519", "ecdsa-p256", "ecdsa-p384", "ml-dsa-44", "ml-kem-768"}
 
 
 @pytest.mark.parametrize("algorithm", sorted(ALGORITHMS))

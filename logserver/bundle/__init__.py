@@ -4,6 +4,7 @@ docs/formats.md."""
 
 from .admit import Admitted, admit
 from .authority import (
+    AUTHORITY_ALGORITHMS,
     ROLES,
     AuthorityKey,
     AuthorityPrivateKey,
@@ -11,6 +12,10 @@ from .authority import (
     AuthoritySet,
     Role,
     add_signature,
+    algorithm_of,
+    authority_private_key,
+    authority_public_key,
+    generate_authority_key,
     keyid_for,
     load_authority_key_pem,
     sign_envelope,
@@ -60,6 +65,7 @@ from .policy import VerifiedBundle, verify_envelope
 __all__ = [
     "ALGORITHMS",
     "ALL_CODES",
+    "AUTHORITY_ALGORITHMS",
     "HEADS_LEAF_SIZE",
     "HEADS_LEAF_TYPE",
     "LEAF_VERSION",
@@ -95,6 +101,9 @@ __all__ = [
     "VerifiedBundle",
     "add_signature",
     "admit",
+    "algorithm_of",
+    "authority_private_key",
+    "authority_public_key",
     "bundle_row",
     "check_validity",
     "decode_heads_leaf",
@@ -104,6 +113,7 @@ __all__ = [
     "envelope_leaf_hash",
     "fold",
     "format_timestamp",
+    "generate_authority_key",
     "is_fleet_id",
     "is_heads_leaf",
     "keyid_for",

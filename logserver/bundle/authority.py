@@ -1,9 +1,18 @@
 """Trust authority keys: loading, key ids, verification, and signing helpers.
 
-An authority key is Ed25519 (RFC 8032, raw 64-byte signatures) or ECDSA P-256 with
-SHA-256 (ASN.1 DER signatures, as `cryptography` produces). Its DSSE keyid is the
-lowercase hex SHA-256 of its DER SubjectPublicKeyInfo. See docs/formats.md,
-"Authority keys".
+An authority key is one of AUTHORITY_ALGORITHMS (docs/formats.md, "Authority keys"):
+
+* `ed25519`: RFC 8032 Ed25519, raw 64-byte signatures;
+* `ecdsa-p256`: ECDSA on P-256 with SHA-256, ASN.1 DER signatures (as `cryptography`
+  produces them);
+* `ml-dsa-44`: FIPS 204 ML-DSA-44, 2420-byte signatures, "pure" ML-DSA (ML-DSA.Sign and
+  ML-DSA.Verify of FIPS 204, not HashML-DSA) with the empty context string, over the PAE
+  itself, as RFC 9881 §3 uses it for X.509. DSSE's PAE already separates domains (it
+  starts with "DSSEv1" and binds the payloadType), so no context string is needed.
+
+Whatever the algorithm, an authority key's DSSE keyid is the lowercase hex SHA-256 of its
+DER SubjectPublicKeyInfo (for ML-DSA-44 the RFC 9881 SPKI: OID 2.16.840.1.101.3.4.3.17,
+no parameters, the 1312-byte FIPS 204 public key), so one rule covers every algorithm.
 """
 
 from __future__ import annotations
@@ -16,7 +25,7 @@ from typing import Literal, TypeAlias
 
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, mldsa
 from cryptography.hazmat.primitives.serialization import (
     Encoding,
     PublicFormat,
@@ -25,17 +34,24 @@ from cryptography.hazmat.primitives.serialization import (
 
 from .dsse import Envelope, Signature, pae
 from .errors import AuthorityConfigError, SignaturePolicyError
-from .key_checks import ed25519_problem
+from .key_checks import ed25519_problem, mldsa44_problem
 
 Role: TypeAlias = Literal["signer", "countersigner"]
 ROLES: tuple[Role, ...] = ("signer", "countersigner")
 
-AuthorityPublicKey: TypeAlias = ed25519.Ed25519PublicKey | ec.EllipticCurvePublicKey
-AuthorityPrivateKey: TypeAlias = ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey
+AuthorityPublicKey: TypeAlias = (
+    ed25519.Ed25519PublicKey | ec.EllipticCurvePublicKey | mldsa.MLDSA44PublicKey
+)
+AuthorityPrivateKey: TypeAlias = (
+    ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey | mldsa.MLDSA44PrivateKey
+)
+AUTHORITY_ALGORITHMS: tuple[str, ...] = ("ed25519", "ecdsa-p256", "ml-dsa-44")
+"""The algorithm names of authority keys, as `keygen authority --algorithm` spells them."""
 
 # One shared, immutable signature-algorithm object: nothing is built per verification.
 _ECDSA_SHA256 = ec.ECDSA(hashes.SHA256())
 _AUTHORITY_NAME_RE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+_WANT = "want Ed25519, ECDSA P-256 or ML-DSA-44"
 
 
 def keyid_for(public_key: AuthorityPublicKey) -> str:
@@ -44,23 +60,42 @@ def keyid_for(public_key: AuthorityPublicKey) -> str:
     return hashlib.sha256(der).hexdigest()
 
 
-def _check_key_type(key: object) -> None:
+def authority_public_key(key: object) -> AuthorityPublicKey:
+    """`key` as an authority public key; AuthorityConfigError if its type or value is refused."""
     if isinstance(key, ed25519.Ed25519PublicKey):
         # OpenSSL loads any 32 bytes as an Ed25519 key; a small-order one would let
         # anyone sign as this authority. (P-256 points are checked as they load.)
         problem = ed25519_problem(key.public_bytes_raw())
         if problem is not None:
             raise AuthorityConfigError(f"authority key: Ed25519 key refused: {problem}")
-        return
+        return key
     if isinstance(key, ec.EllipticCurvePublicKey):
         if isinstance(key.curve, ec.SECP256R1):
-            return
-        raise AuthorityConfigError(
-            f"authority key: got EC curve {key.curve.name}, want secp256r1 (P-256) or Ed25519"
-        )
-    raise AuthorityConfigError(
-        f"authority key: got {type(key).__name__}, want Ed25519 or ECDSA P-256"
-    )
+            return key
+        raise AuthorityConfigError(f"authority key: got EC curve {key.curve.name}, {_WANT}")
+    if isinstance(key, mldsa.MLDSA44PublicKey):
+        # Every 1312-byte string is an ML-DSA-44 public key; the all-zero t1 is one
+        # under which anyone can sign (key_checks.mldsa44_problem).
+        problem = mldsa44_problem(key.public_bytes_raw())
+        if problem is not None:
+            raise AuthorityConfigError(f"authority key: ML-DSA-44 key refused: {problem}")
+        return key
+    raise AuthorityConfigError(f"authority key: got {_key_type_name(key)}, {_WANT}")
+
+
+def algorithm_of(public_key: AuthorityPublicKey) -> str:
+    """The AUTHORITY_ALGORITHMS name of an authority public key."""
+    if isinstance(public_key, ed25519.Ed25519PublicKey):
+        return "ed25519"
+    if isinstance(public_key, mldsa.MLDSA44PublicKey):
+        return "ml-dsa-44"
+    return "ecdsa-p256"
+
+
+def _key_type_name(key: object) -> str:
+    if isinstance(key, mldsa.MLDSA65PublicKey | mldsa.MLDSA87PublicKey):
+        return "an ML-DSA key of another parameter set (ML-DSA-65 or -87)"
+    return type(key).__name__
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +108,7 @@ class AuthorityKey:
     public_key: AuthorityPublicKey
 
     def __post_init__(self) -> None:
-        _check_key_type(self.public_key)
+        authority_public_key(self.public_key)
         if self.role not in ROLES:
             raise AuthorityConfigError(f"role: got {self.role!r}, want one of {ROLES}")
         if _AUTHORITY_NAME_RE.fullmatch(self.authority) is None:
@@ -92,16 +127,26 @@ class AuthorityKey:
         """Wrap a loaded public key, computing its keyid."""
         return cls(keyid_for(public_key), authority, role, public_key)
 
+    @property
+    def algorithm(self) -> str:
+        """The key's algorithm: one of AUTHORITY_ALGORITHMS."""
+        return algorithm_of(self.public_key)
+
     def verify(self, message: bytes, signature: bytes) -> None:
         """Verify `signature` over `message` (the PAE); raise SignaturePolicyError if invalid."""
         try:
             if isinstance(self.public_key, ed25519.Ed25519PublicKey):
                 self.public_key.verify(signature, message)
+            elif isinstance(self.public_key, mldsa.MLDSA44PublicKey):
+                # FIPS 204 ML-DSA.Verify with the empty context; a signature that is not
+                # exactly 2420 bytes, or whose hint encoding is not canonical, is invalid.
+                self.public_key.verify(signature, message)
             else:
                 self.public_key.verify(signature, message, _ECDSA_SHA256)
         except InvalidSignature:
             raise SignaturePolicyError(
-                f"signature by keyid {self.keyid} ({self.role} {self.authority!r}) "
+                f"signature by keyid {self.keyid} ({self.role} {self.authority!r}, "
+                f"{self.algorithm}) "
                 "does not verify over the envelope's PAE",
                 code="invalid_signature",
             ) from None
@@ -115,9 +160,7 @@ def load_authority_key_pem(pem: bytes, authority: str, role: Role) -> AuthorityK
         raise AuthorityConfigError(
             f"authority {authority!r}: not a PEM public key: {exc}"
         ) from None
-    _check_key_type(public_key)
-    assert isinstance(public_key, (ed25519.Ed25519PublicKey, ec.EllipticCurvePublicKey))
-    return AuthorityKey.from_public_key(public_key, authority, role)
+    return AuthorityKey.from_public_key(authority_public_key(public_key), authority, role)
 
 
 class AuthoritySet(Mapping[str, AuthorityKey]):
@@ -173,16 +216,36 @@ class AuthoritySet(Mapping[str, AuthorityKey]):
 # ---- Private-key side, for signing tools and tests. ----
 
 
+def generate_authority_key(algorithm: str) -> AuthorityPrivateKey:
+    """A new private key of `algorithm` (one of AUTHORITY_ALGORITHMS)."""
+    if algorithm == "ed25519":
+        return ed25519.Ed25519PrivateKey.generate()
+    if algorithm == "ecdsa-p256":
+        return ec.generate_private_key(ec.SECP256R1())
+    if algorithm == "ml-dsa-44":
+        return mldsa.MLDSA44PrivateKey.generate()
+    raise ValueError(f"authority key algorithm: got {algorithm!r}, want one of {AUTHORITY_ALGORITHMS}")
+
+
+def authority_private_key(key: object) -> AuthorityPrivateKey:
+    """`key` as an authority private key; TypeError (got/want) if it is of another type."""
+    if isinstance(key, ed25519.Ed25519PrivateKey | mldsa.MLDSA44PrivateKey):
+        return key
+    if isinstance(key, ec.EllipticCurvePrivateKey) and isinstance(key.curve, ec.SECP256R1):
+        return key
+    got = f"an EC key on {key.curve.name}" if isinstance(key, ec.EllipticCurvePrivateKey) else type(key).__name__
+    raise TypeError(f"authority private key: got {got}, {_WANT}")
+
+
 def _sign(private_key: AuthorityPrivateKey, message: bytes) -> bytes:
-    if isinstance(private_key, ed25519.Ed25519PrivateKey):
-        return private_key.sign(message)
-    if isinstance(private_key, ec.EllipticCurvePrivateKey) and isinstance(
-        private_key.curve, ec.SECP256R1
-    ):
-        return private_key.sign(message, _ECDSA_SHA256)
-    raise TypeError(
-        f"authority private key: got {type(private_key).__name__}, want Ed25519 or ECDSA P-256"
-    )
+    key = authority_private_key(private_key)
+    if isinstance(key, ed25519.Ed25519PrivateKey):
+        return key.sign(message)
+    if isinstance(key, mldsa.MLDSA44PrivateKey):
+        # FIPS 204 ML-DSA.Sign, hedged (fresh randomness per signature, so two signatures
+        # of one PAE differ, as ECDSA's do), with the empty context.
+        return key.sign(message)
+    return key.sign(message, _ECDSA_SHA256)
 
 
 def sign_envelope(

@@ -28,7 +28,10 @@ MAX_SIGNATURES = 16
 MAX_PAYLOAD_TYPE_LEN = 255  # leaf: opaque payload_type<1..2^8-1>
 MAX_PAYLOAD_LEN = 65535  # leaf: opaque payload<1..2^16-1>
 MAX_KEYID_LEN = 256
-MAX_SIG_LEN = 512  # covers Ed25519 (64), DER ECDSA P-256 (<= 72) and larger schemes
+# The largest signature of an authority algorithm: ML-DSA-44's, exactly 2420 bytes (FIPS 204
+# Table 2); Ed25519's are 64 and DER ECDSA P-256's at most 72. Signatures under unknown
+# keyids get the same bound.
+MAX_SIG_LEN = 2420
 
 _ENVELOPE_FIELDS = frozenset({"payloadType", "payload", "signatures"})
 _SIGNATURE_FIELDS = frozenset({"keyid", "sig"})

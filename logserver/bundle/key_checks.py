@@ -1,9 +1,15 @@
-"""Degenerate-key checks for the 25519 curves, in pure integer arithmetic.
+"""Degenerate-key checks for the 25519 curves, in pure integer arithmetic, and for the
+lattice keys (ML-DSA-44, ML-KEM-768), on their bytes.
 
 `cryptography` (OpenSSL) loads any 32 bytes as an Ed25519 or X25519 public key: it
 checks nothing about the point. The NIST curves need no such code: OpenSSL refuses an
 EC point that is not on the curve, and the point at infinity, when it loads the key,
 and P-256 and P-384 have cofactor 1, so every other point has the group's prime order.
+
+OpenSSL loads any 1312 bytes as an ML-DSA-44 public key (every string is a valid
+encoding), and an ML-KEM-768 key after the FIPS 203 §7.2 modulus check (every
+coefficient below q; tests/test_key_checks.py holds it to that). What no key generator
+makes and an attacker could use is the all-zero vector, checked here.
 
 Each function returns why the raw public key is unacceptable, or None. They run once
 per distinct key (the payload parser caches its verdicts; authority keys are checked
@@ -113,4 +119,45 @@ def _x25519_small_order(u: int) -> int | None:
         x, z = (x * x - z * z) ** 2 % P, 4 * x * z * (x * x + _A * x * z + z * z) % P
         if z == 0:
             return order
+    return None
+
+
+# FIPS 204 Table 1 / pkEncode: an ML-DSA-44 public key is rho (32 bytes) followed by t1,
+# k = 4 polynomials of 256 coefficients packed in 10 bits each (1280 bytes).
+MLDSA44_PUBLIC_KEY_BYTES = 32 + 4 * 256 * 10 // 8
+# FIPS 203 K-PKE.KeyGen: an ML-KEM-768 encapsulation key is ByteEncode12(t-hat), k = 3
+# polynomials of 256 coefficients in 12 bits each (1152 bytes), followed by rho (32 bytes).
+MLKEM768_PUBLIC_KEY_BYTES = 3 * 256 * 12 // 8 + 32
+
+
+def mldsa44_problem(raw: bytes) -> str | None:
+    """Why `raw` is not a usable ML-DSA-44 public key (FIPS 204), or None.
+
+    Refused: t1 = 0. ML-DSA.Verify_internal computes w'Approx = A*z - c*t1*2^d; with t1 = 0
+    that is A*z for a z the signature itself carries, so anyone picks a short z, computes
+    w1 = HighBits(A*z) and the challenge hash over the message and w1, and has a signature
+    that verifies (no hint needed), without a private key. No key generator makes it: each of
+    the 1024 coefficients of a generated t1 is 0 with probability about 2^-11.
+    """
+    if len(raw) != MLDSA44_PUBLIC_KEY_BYTES:
+        return f"got {len(raw)} bytes, want {MLDSA44_PUBLIC_KEY_BYTES}"
+    if not any(raw[32:]):
+        return ("t1 = 0 (every coefficient zero): anyone can make signatures that verify under it, "
+                "without a private key (the verifier's w'Approx is then A*z, chosen by the signer)")
+    return None
+
+
+def mlkem768_problem(raw: bytes) -> str | None:
+    """Why `raw` is not a usable ML-KEM-768 encapsulation key (FIPS 203), or None.
+
+    Refused: t-hat = 0. K-PKE.Encrypt then makes v = e2 + Decompress1(m), the message m
+    under small noise only, so whoever sees the ciphertext decodes m and derives the shared
+    secret: the X25519 small-order problem again (RFC 7748 §6.1). The modulus check
+    (coefficients < q) is OpenSSL's, when the key loads.
+    """
+    if len(raw) != MLKEM768_PUBLIC_KEY_BYTES:
+        return f"got {len(raw)} bytes, want {MLKEM768_PUBLIC_KEY_BYTES}"
+    if not any(raw[:-32]):
+        return ("t-hat = 0 (every coefficient zero): a ciphertext to it carries the message under "
+                "small noise only, so anyone who sees it derives the shared secret")
     return None

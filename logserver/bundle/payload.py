@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, x25519
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, mldsa, mlkem, x25519
 from cryptography.hazmat.primitives.serialization import (
     Encoding,
     PublicFormat,
@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.serialization import (
 
 from ..formats.strict import decode_base64, exact_object, json_type, strict_json
 from .errors import MalformedPayloadError, ValidityError
-from .key_checks import ed25519_problem, x25519_problem
+from .key_checks import ed25519_problem, mldsa44_problem, mlkem768_problem, x25519_problem
 
 PAYLOAD_TYPE = "application/vnd.logserver.fleet-bundle+json"
 
@@ -32,7 +32,10 @@ MAX_KEYS = 64
 MAX_ID_LEN = 128
 
 # Algorithm name -> predicate on the loaded public key. Keep this set small: every
-# entry is a promise to clients that they can use such a key.
+# entry is a promise to clients that they can use such a key (docs/formats.md, "Payload
+# schema", says why each is here). The post-quantum two are the NIST parameter sets the
+# ecosystem settled on: ML-DSA-44 (FIPS 204) as C2SP's signature algorithm, ML-KEM-768
+# (FIPS 203) as TLS's hybrid key agreement; the larger sets are left out.
 _ALGORITHM_CHECKS = {
     "ed25519": lambda key: isinstance(key, ed25519.Ed25519PublicKey),
     "x25519": lambda key: isinstance(key, x25519.X25519PublicKey),
@@ -40,6 +43,8 @@ _ALGORITHM_CHECKS = {
     and isinstance(key.curve, ec.SECP256R1),
     "ecdsa-p384": lambda key: isinstance(key, ec.EllipticCurvePublicKey)
     and isinstance(key.curve, ec.SECP384R1),
+    "ml-dsa-44": lambda key: isinstance(key, mldsa.MLDSA44PublicKey),
+    "ml-kem-768": lambda key: isinstance(key, mlkem.MLKEM768PublicKey),
 }
 ALGORITHMS: frozenset[str] = frozenset(_ALGORITHM_CHECKS)
 
@@ -225,12 +230,22 @@ def _fleet_key(index: int, raw: object) -> FleetKey:
     return FleetKey(key_id, algorithm, der)
 
 
-# Raw-key checks for the algorithms whose keys `cryptography` loads unchecked; the EC
-# curves' points are checked (on the curve, not the point at infinity) as they load.
+# Raw-key checks for the algorithms whose keys `cryptography` loads unchecked (or, for
+# ML-KEM, checked only for the modulus); the EC curves' points are checked (on the curve,
+# not the point at infinity) as they load.
 _POINT_CHECKS = {
     "ed25519": lambda key: ed25519_problem(key.public_bytes_raw()),
     "x25519": lambda key: x25519_problem(key.public_bytes_raw()),
+    "ml-dsa-44": lambda key: mldsa44_problem(key.public_bytes_raw()),
+    "ml-kem-768": lambda key: mlkem768_problem(key.public_bytes_raw()),
 }
+_KEY_TYPE_NAMES = (
+    (mldsa.MLDSA44PublicKey, "ML-DSA-44"),
+    (mldsa.MLDSA65PublicKey, "ML-DSA-65"),
+    (mldsa.MLDSA87PublicKey, "ML-DSA-87"),
+    (mlkem.MLKEM768PublicKey, "ML-KEM-768"),
+    (mlkem.MLKEM1024PublicKey, "ML-KEM-1024"),
+)
 
 
 # A fleet's keys recur in every bundle it logs, and loading an EC key validates its
@@ -261,6 +276,9 @@ def _spki_problem(algorithm: str, der: bytes) -> tuple[str, str] | None:
 def _describe_key(key: object) -> str:
     if isinstance(key, ec.EllipticCurvePublicKey):
         return f"EC {key.curve.name}"
+    for cls, name in _KEY_TYPE_NAMES:
+        if isinstance(key, cls):
+            return name
     return type(key).__name__.removesuffix("PublicKey").removeprefix("_")
 
 

@@ -8,6 +8,10 @@ authority's signing key.
 `subtree/v1` key (type 0x06, tlog-cosignature v1.1). A witness with both runs keygen
 twice and lists both files as its `key`. `authority` writes
 the private key (0600) and, beside it, NAME.pub.pem (the public SPKI, for the server's
+(vkey). `witness` does the same for a witness and prints its cosignature/v1 vkey
+(signature type 0x04), for the `witness` lines of a tlog-policy. `authority` writes
+the private key (0600; Ed25519, ECDSA P-256 or ML-DSA-44, PKCS#8 PEM, an ML-DSA key as
+its 32-byte seed) and, beside it, NAME.pub.pem (the public SPKI, for the server's
 [[authorities]] config and for clients), and prints the keyid. An existing file is
 never overwritten (a symlink is not followed), .pub.pem included, unless --force.
 """
@@ -19,9 +23,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
-from ..bundle import AuthorityPrivateKey, keyid_for
+from ..bundle import AUTHORITY_ALGORITHMS, generate_authority_key, keyid_for
 from ..keys.log_key import LogKey, generate_log_key_pem
 from .errors import CliError, UsageError
 
@@ -35,6 +38,7 @@ EXAMPLES = """\
   logserver keygen witness --name witness.example/w1 --algorithm ml-dsa-44 --out witness-mldsa44.key
   logserver keygen authority --algorithm ed25519 --out signer.key          # and signer.pub.pem
   logserver keygen authority --algorithm ecdsa-p256 --out countersigner.key
+  logserver keygen authority --algorithm ml-dsa-44 --out pq-countersigner.key  # post-quantum
 """
 
 
@@ -46,6 +50,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--algorithm", choices=["ed25519", "ecdsa-p256", "ml-dsa-44"], default="ed25519",
                    help="key algorithm (default ed25519): authority ed25519 or ecdsa-p256; "
                         "witness ed25519 or ml-dsa-44")
+    p.add_argument("--algorithm", choices=AUTHORITY_ALGORITHMS, default="ed25519",
+                   help="authority key algorithm (default ed25519; ml-dsa-44: post-quantum, FIPS 204)")
     p.add_argument("--force", action="store_true",
                    help="replace existing files (without it, keygen never overwrites a file, .pub.pem included)")
 
@@ -127,6 +133,7 @@ def make_authority_key(out: Path, algorithm: str, force: bool = False) -> tuple[
     key: AuthorityPrivateKey = (
         ed25519.Ed25519PrivateKey.generate() if algorithm == "ed25519" else ec.generate_private_key(ec.SECP256R1())
     )
+    key = generate_authority_key(algorithm)
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                             serialization.NoEncryption())
     pub_path = public_key_path(out)

@@ -1,8 +1,9 @@
 """Run the log server.
 
 --dev is the newcomer's first run: without --config it creates, in the data
-directory, a log key, two demo trust authorities (an Ed25519 signer and an
-ECDSA P-256 countersigner), a config file and a sample payload, and for clients
+directory, a log key, three demo trust authorities (an Ed25519 signer, an ECDSA
+P-256 countersigner and a post-quantum ML-DSA-44 countersigner), a config file and
+a sample payload, and for clients
 a trust policy (`trust.toml` + `log.policy`), then prints the exact commands to
 sign, submit and verify a sample bundle. The database is the
 embedded PostgreSQL in the data directory unless DATABASE_URL is set.
@@ -123,15 +124,17 @@ def preflight(config: Config, *, database: bool = True) -> None:
         check_database(config)
 
 
-# The same two tables pin the demo authorities in the server config and in the
+# The same tables pin the demo authorities in the server config and in the
 # client trust policy (the formats are shared on purpose: docs/client.md).
 DEV_AUTHORITIES = authorities_toml([("demo-signer", "signer", ["signer.pub.pem"]),
-                                    ("demo-countersigner", "countersigner", ["countersigner.pub.pem"])])
+                                    ("demo-countersigner", "countersigner", ["countersigner.pub.pem"]),
+                                    ("demo-pq-countersigner", "countersigner", ["pq-countersigner.pub.pem"])])
 
 
 # What prepare_dev creates that must never be replaced: the log key is the log's
 # identity, and the authority keys are pinned by every client of the dev log.
-DEV_KEY_FILES = ("log.key", "signer.key", "signer.pub.pem", "countersigner.key", "countersigner.pub.pem")
+DEV_KEY_FILES = ("log.key", "signer.key", "signer.pub.pem", "countersigner.key", "countersigner.pub.pem",
+                 "pq-countersigner.key", "pq-countersigner.pub.pem")
 
 
 def prepare_dev(data_dir: Path) -> Path:
@@ -157,6 +160,7 @@ def prepare_dev(data_dir: Path) -> Path:
     make_log_key(data_dir / "log.key", DEV_ORIGIN)
     make_authority_key(data_dir / "signer.key", "ed25519")
     make_authority_key(data_dir / "countersigner.key", "ecdsa-p256")
+    make_authority_key(data_dir / "pq-countersigner.key", "ml-dsa-44")
     config_text = f"""# logserver development config, made by `logserver serve --dev`.
 origin = "{DEV_ORIGIN}"
 log_key = "log.key"
@@ -216,9 +220,9 @@ def sample_payload() -> dict:
     import datetime as dt
 
     from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import ec, x25519
+    from cryptography.hazmat.primitives.asymmetric import ec, mlkem, x25519
 
-    def spki(public: x25519.X25519PublicKey | ec.EllipticCurvePublicKey) -> str:
+    def spki(public: x25519.X25519PublicKey | ec.EllipticCurvePublicKey | mlkem.MLKEM768PublicKey) -> str:
         der = public.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
         return base64.b64encode(der).decode()
 
@@ -233,6 +237,9 @@ def sample_payload() -> dict:
              "public_key": spki(x25519.X25519PrivateKey.generate().public_key())},
             {"key_id": "hsm-2", "algorithm": "ecdsa-p256",
              "public_key": spki(ec.generate_private_key(ec.SECP256R1()).public_key())},
+            # A post-quantum encapsulation key beside the X25519 one (docs/formats.md).
+            {"key_id": "hsm-3", "algorithm": "ml-kem-768",
+             "public_key": spki(mlkem.MLKEM768PrivateKey.generate().public_key())},
         ],
     }
 
@@ -251,8 +258,11 @@ In another terminal, sign a sample bundle twice (signer, then countersigner) and
   {exe} sign --key {q(d / 'countersigner.key')} --envelope bundle.json --out bundle.json
   {exe} submit --log {url} --envelope bundle.json --receipt receipt.json
 
+The demo also pins a post-quantum countersigner, ML-DSA-44 ({q(d / 'pq-countersigner.key')}):
+countersign with it as with the other (README, walk-through step 9).
+
 Then fetch the checkpoint and a proof, verify the receipt as a client would
-(the trust policy pins the two authorities and this log's key), and monitor the log:
+(the trust policy pins the demo authorities and this log's key), and monitor the log:
 
   curl {url}/checkpoint
   curl '{url}/v1/proof/inclusion?tree_size=1&index=0'

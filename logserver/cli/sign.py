@@ -11,13 +11,13 @@ import argparse
 import json
 from pathlib import Path
 
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519
-
 from ..bundle import (
     PAYLOAD_TYPE,
     AuthorityPrivateKey,
     BundleError,
     add_signature,
+    algorithm_of,
+    authority_private_key,
     keyid_for,
     parse_envelope,
     parse_payload,
@@ -35,7 +35,8 @@ EXAMPLES = """\
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--key", required=True, type=Path, help="authority private key (PKCS#8 PEM)")
+    p.add_argument("--key", required=True, type=Path,
+                   help="authority private key (PKCS#8 PEM: Ed25519, ECDSA P-256 or ML-DSA-44)")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--payload", type=Path, help="payload JSON file: start a new envelope")
     src.add_argument("--envelope", type=Path, help="existing envelope: add a signature")
@@ -47,11 +48,10 @@ def load_authority_private_key(path: Path) -> AuthorityPrivateKey:
         key = load_private_key(path, "--key")
     except ConfigError as e:
         raise CliError(str(e)) from None
-    if isinstance(key, ed25519.Ed25519PrivateKey) or (
-        isinstance(key, ec.EllipticCurvePrivateKey) and isinstance(key.curve, ec.SECP256R1)
-    ):
-        return key
-    raise CliError(f"--key: {path} holds a {type(key).__name__}; want Ed25519 or ECDSA P-256")
+    try:
+        return authority_private_key(key)
+    except TypeError as e:
+        raise CliError(f"--key: {path}: {e}") from None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -73,6 +73,7 @@ def run(args: argparse.Namespace) -> int:
     except OSError as e:
         raise CliError(str(e)) from None
     args.out.write_text(json.dumps(envelope.to_dict(), indent=2) + "\n")
-    print(f"signed fleet {bundle.fleet_id} sequence {bundle.sequence} with keyid {keyid}")
+    algorithm = algorithm_of(key.public_key())
+    print(f"signed fleet {bundle.fleet_id} sequence {bundle.sequence} with {algorithm} keyid {keyid}")
     print(f"wrote {args.out} ({len(envelope.signatures)} signature(s))")
     return 0

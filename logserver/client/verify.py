@@ -199,8 +199,9 @@ def _check_signatures(envelope: Envelope, policy: TrustPolicy) -> tuple[Any, str
     counter = policy.authorities[verified.countersigner_keyid]
     b = verified.bundle
     return verified, (
-        f"signed by signer {signer.authority!r} (keyid {signer.keyid[:16]}...) and countersigner "
-        f"{counter.authority!r} (keyid {counter.keyid[:16]}...); fleet {b.fleet_id!r} sequence {b.sequence}, "
+        f"signed by signer {signer.authority!r} ({signer.algorithm}, keyid {signer.keyid[:16]}...) and "
+        f"countersigner {counter.authority!r} ({counter.algorithm}, keyid {counter.keyid[:16]}...); "
+        f"fleet {b.fleet_id!r} sequence {b.sequence}, "
         f"{len(b.keys)} key(s)"
     )
 

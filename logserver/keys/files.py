@@ -4,6 +4,8 @@ authority keys. Files that group or others can read are refused
 """
 from __future__ import annotations
 
+import base64
+import binascii
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
@@ -20,8 +22,31 @@ def load_private_key(path: Path, key: str) -> PrivateKeyTypes:
     try:
         return serialization.load_pem_private_key(data, password=None)
     except (ValueError, TypeError) as e:
+        if _is_ml_dsa_44(data):
+            # RFC 9881 §6 allows three forms; `cryptography` reads the seed form only.
+            raise ConfigError(
+                f"{key}: {path} holds an ML-DSA-44 private key in RFC 9881's expanded or both form, which "
+                "cannot be read; want the seed form (the 32-byte seed only), as `logserver keygen authority "
+                "--algorithm ml-dsa-44` writes it") from None
         # The message from cryptography never contains key material.
         raise ConfigError(f"{key}: {path} is not an unencrypted PKCS#8 PEM private key ({e})") from None
+
+
+# PKCS#8 OneAsymmetricKey: SEQUENCE, version INTEGER 0, then the AlgorithmIdentifier whose
+# OID is id-ml-dsa-44 (RFC 9881 §2): 2.16.840.1.101.3.4.3.17.
+_ML_DSA_44_OID = bytes.fromhex("0609608648016503040311")
+
+
+def _is_ml_dsa_44(pem: bytes) -> bool:
+    """Whether `pem` is one PKCS#8 PEM block whose algorithm is ML-DSA-44 (for a clearer message)."""
+    lines = pem.strip().splitlines()
+    if len(lines) < 3 or lines[0] != b"-----BEGIN PRIVATE KEY-----" or lines[-1] != b"-----END PRIVATE KEY-----":
+        return False
+    try:
+        der = base64.b64decode(b"".join(lines[1:-1]), validate=True)
+    except (binascii.Error, ValueError):
+        return False
+    return _ML_DSA_44_OID in der[:24]
 
 
 def load_ed25519_private_key(path: Path, key: str) -> Ed25519PrivateKey:

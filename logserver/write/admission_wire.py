@@ -25,7 +25,6 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable
 
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat, load_der_public_key
 
 from ..bundle import (
@@ -39,6 +38,7 @@ from ..bundle import (
     SignaturePolicyError,
     SizeLimitError,
     ValidityError,
+    authority_public_key,
 )
 
 ROLE_NUMBERS: dict[Role, int] = {"signer": 0, "countersigner": 1}
@@ -79,11 +79,9 @@ def decode_keys(read: Callable[[int], bytes]) -> AuthoritySet:
         authority = read(n).decode()
         role = roles[read(1)[0]]
         (n,) = _U16.unpack(read(2))
-        public_key = load_der_public_key(read(n))
-        if not isinstance(public_key, (ed25519.Ed25519PublicKey, ec.EllipticCurvePublicKey)):
-            # encode_keys wrote an AuthorityKey's key: anything else is a bug.
-            raise ValueError(f"keys frame: authority {authority!r} has a {type(public_key).__name__}, "
-                             "want an Ed25519 or EC public key")
+        # encode_keys wrote an AuthorityKey's key: a refusal here (AuthorityConfigError,
+        # a ValueError) is a bug.
+        public_key = authority_public_key(load_der_public_key(read(n)))
         keys.append(AuthorityKey.from_public_key(public_key, authority, role))
     return AuthoritySet(keys)
 
