@@ -184,15 +184,8 @@ def _apt_get_install(packages: list[str], env: dict[str, str]) -> None:
         subprocess.call(["apt-get", "install", "-y", "-q", *packages], env=env, **quiet)
 
 
-def ensure_system_packages() -> None:
-    missing = sorted({pkg for cmd, pkg in SYSTEM_PACKAGES.items() if find_command(cmd) is None})
-    if not missing:
-        return
-    if os.geteuid() != 0 or shutil.which("apt-get") is None:
-        print(f"note: {', '.join(missing)} missing and not installable here (needs root and apt-get); "
-              "the tests that need them will say so", flush=True)
-        return
-    print(f"installing {', '.join(missing)} from Debian's packages (apt-get) ...", flush=True)
+def install_debian_packages(packages: list[str]) -> None:
+    """apt-get install `packages` (as root), starting no service (also used by scripts/container.py)."""
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
     # Debian's nginx package starts the system nginx (its default site on port 80) from
     # its postinst. The tests start their own nginx on a free 127.0.0.1 port and need no
@@ -206,10 +199,22 @@ def ensure_system_packages() -> None:
         POLICY_RC_D.chmod(0o755)
         wrote_policy = True
     try:
-        _apt_get_install(missing, env)
+        _apt_get_install(packages, env)
     finally:
         if wrote_policy:
             POLICY_RC_D.unlink(missing_ok=True)
+
+
+def ensure_system_packages() -> None:
+    missing = sorted({pkg for cmd, pkg in SYSTEM_PACKAGES.items() if find_command(cmd) is None})
+    if not missing:
+        return
+    if os.geteuid() != 0 or shutil.which("apt-get") is None:
+        print(f"note: {', '.join(missing)} missing and not installable here (needs root and apt-get); "
+              "the tests that need them will say so", flush=True)
+        return
+    print(f"installing {', '.join(missing)} from Debian's packages (apt-get) ...", flush=True)
+    install_debian_packages(missing)
     still = sorted({pkg for cmd, pkg in SYSTEM_PACKAGES.items() if find_command(cmd) is None})
     if still:
         print(f"note: {', '.join(still)} could not be installed (apt-get failed); "

@@ -1,0 +1,302 @@
+#!/usr/bin/env python3
+"""Build logserver's container image, with everything it needs, on one command.
+
+    python3 scripts/container.py build                  # the image `logserver:latest`
+    python3 scripts/container.py build --tag logserver:dev
+    python3 scripts/container.py build --base official  # FROM python:3.11-slim-bookworm (needs a registry)
+    python3 scripts/container.py base                   # only the locally made base image
+
+What `build` does, each step skipped when already done:
+
+1. installs Debian's `docker.io` (and `debootstrap` for a local base) with apt-get
+   when missing (as root);
+2. starts `dockerd` when no daemon answers, and stops it again at the end (only a
+   daemon this script started; `--keep-daemon` leaves it running);
+3. `--base local` (the default): makes the base image from Debian's packages with
+   debootstrap, unless docker's image store already holds it. Its tag is derived from
+   the recipe (BASE_RECIPE below), so every run on a machine reuses the one image, and
+   a changed recipe makes a new one;
+4. builds the wheels of logserver and its pinned dependencies (constraints.txt) on the
+   host, into build/container/wheels: the image installs them with --no-index, so the
+   build needs no network (docs/operations.md, "Container image");
+5. `docker build --network host` with the Dockerfile at the top of the repository.
+
+The tests use the same steps (tests/test_container.py): `prepare_image()` and `Daemon`.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import dev  # noqa: E402  (scripts/dev.py: the venv, find_command and the apt-get install)
+
+CONTEXT = ROOT / "build" / "container"  # the build context: wheels/ and nothing else
+DEFAULT_TAG = "logserver:latest"
+OFFICIAL_BASE = "python:3.11-slim-bookworm"
+
+# The locally made base: Debian bookworm's minimal variant with its Python 3.11, so the
+# wheels built on the host for CPython 3.11 install in it. Nothing else is needed: the
+# embedded PostgreSQL's binaries link only against libraries of the minimal system
+# (checked with ldd: libc, libm, libz and those of Python itself).
+BASE_RECIPE = {
+    "suite": "bookworm",
+    "variant": "minbase",
+    "include": ["python3", "python3-venv", "ca-certificates"],
+    # Files dropped from the root file system before it is imported (caches, apt lists).
+    "prune": ["var/cache/apt/archives", "var/lib/apt/lists", "usr/share/doc", "usr/share/man",
+              "usr/share/locale", "usr/share/info"],
+    "recipe": 1,  # bump when the steps below change what the image holds
+}
+BASE_REPOSITORY = "logserver-base/debian-python"
+DEBIAN_MIRROR = os.environ.get("LOGSERVER_DEBIAN_MIRROR", "http://deb.debian.org/debian")
+# The image's Python: the wheels are built for it (compiled extensions are per minor version).
+IMAGE_PYTHON = (3, 11)
+
+DAEMON_READY_S = 60.0
+
+
+def log(msg: str) -> None:
+    print(f"container: {msg}", flush=True)
+
+
+def local_base_tag() -> str:
+    """The local base image's tag: a digest of its recipe, so a changed recipe is a new image."""
+    digest = hashlib.sha256(json.dumps(BASE_RECIPE, sort_keys=True).encode()).hexdigest()[:16]
+    return f"{BASE_REPOSITORY}:{BASE_RECIPE['suite']}-{digest}"
+
+
+# --- 1. packages -------------------------------------------------------------------------
+
+def ensure_packages(*, local_base: bool) -> None:
+    """docker.io (dockerd and the docker client) and, for a local base, debootstrap."""
+    wanted = {"dockerd": "docker.io", "docker": "docker.io"}
+    if local_base:
+        wanted["debootstrap"] = "debootstrap"
+    missing = sorted({pkg for cmd, pkg in wanted.items() if dev.find_command(cmd) is None})
+    if not missing:
+        return
+    if os.geteuid() != 0 or shutil.which("apt-get") is None:
+        raise SystemExit(f"container: {', '.join(missing)} missing; install them (apt-get install "
+                         f"{' '.join(missing)}) or run this as root on Debian")
+    log(f"installing {', '.join(missing)} from Debian's packages (apt-get) ...")
+    dev.install_debian_packages(missing)
+    still = sorted({pkg for cmd, pkg in wanted.items() if dev.find_command(cmd) is None})
+    if still:
+        raise SystemExit(f"container: apt-get could not install {', '.join(still)}")
+
+
+# --- 2. the daemon -----------------------------------------------------------------------
+
+def docker_command() -> str:
+    found = dev.find_command("docker")
+    if found is None:
+        raise SystemExit("container: no docker client (apt-get install docker.io)")
+    return found
+
+
+def docker(*args: str, check: bool = True, capture: bool = True, input: bytes | None = None,
+           timeout: float | None = None) -> subprocess.CompletedProcess:
+    """Run `docker ARGS`; with `check`, a failure raises with docker's own message."""
+    # The classic builder: it is in every daemon and needs no buildx plugin, and the
+    # Dockerfile uses nothing that only BuildKit has.
+    env = dict(os.environ, DOCKER_BUILDKIT="0")
+    proc = subprocess.run([docker_command(), *args], input=input, capture_output=capture, env=env,
+                          timeout=timeout)
+    if check and proc.returncode != 0:
+        err = proc.stderr.decode(errors="replace").strip() if capture else ""
+        raise RuntimeError(f"docker {' '.join(args[:3])} ... exited {proc.returncode}: {err}")
+    return proc
+
+
+def daemon_answers() -> bool:
+    try:
+        return docker("info", "--format", "{{.ServerVersion}}", check=False, timeout=30).returncode == 0
+    except subprocess.TimeoutExpired:
+        return False
+
+
+@dataclass
+class Daemon:
+    """The Docker daemon in use: `pid` is set only when this process started it."""
+
+    pid: int | None = None
+    log_path: Path | None = None
+    _proc: subprocess.Popen | None = None
+
+    @classmethod
+    def ensure(cls, state_dir: Path | None = None) -> Daemon:
+        """Use the daemon that answers, or start one (its pid kept, to stop it later)."""
+        if daemon_answers():
+            return cls()
+        dockerd = dev.find_command("dockerd")
+        if dockerd is None:
+            raise SystemExit("container: no dockerd (apt-get install docker.io)")
+        if os.geteuid() != 0:
+            raise SystemExit("container: no Docker daemon answers, and only root can start one")
+        state = Path(state_dir or tempfile.mkdtemp(prefix="logserver-dockerd-"))
+        state.mkdir(parents=True, exist_ok=True)
+        log_path = state / "dockerd.log"
+        # The default data root (/var/lib/docker) keeps the image store, so the base image
+        # made once is there for every later run on this machine. No bridge and no
+        # iptables rules: the image is built and run with --network host only (the host's
+        # network is left as it was), and everything talks to 127.0.0.1.
+        cmd = [dockerd, "--host", "unix:///var/run/docker.sock", "--pidfile", str(state / "dockerd.pid"),
+               "--exec-root", str(state / "exec"), "--bridge", "none", "--iptables=false", "--ip6tables=false"]
+        log(f"starting dockerd (log: {log_path}) ...")
+        with log_path.open("ab") as out:
+            proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    start_new_session=True)
+        daemon = cls(proc.pid, log_path, proc)
+        deadline = time.monotonic() + DAEMON_READY_S
+        while not daemon_answers():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                daemon.stop()
+                tail = log_path.read_text(errors="replace")[-3000:]
+                raise RuntimeError(f"dockerd did not answer within {DAEMON_READY_S:.0f}s:\n{tail}")
+            time.sleep(0.2)
+        log(f"dockerd {proc.pid} ready")
+        return daemon
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        """Stop the daemon if this process started it (SIGTERM, then SIGKILL); else nothing."""
+        if self.pid is None or self._proc is None:
+            return
+        if self._proc.poll() is None:
+            os.kill(self.pid, signal.SIGTERM)
+            try:
+                self._proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                os.kill(self.pid, signal.SIGKILL)
+                self._proc.wait(10)
+        log(f"dockerd {self.pid} stopped")
+        self.pid = None
+
+
+# --- 3. the base image -------------------------------------------------------------------
+
+def image_exists(ref: str) -> bool:
+    return docker("image", "inspect", ref, check=False).returncode == 0
+
+
+def ensure_local_base() -> str:
+    """The locally made base image's tag, made with debootstrap unless docker has it."""
+    tag = local_base_tag()
+    if image_exists(tag):
+        return tag
+    log(f"making the base image {tag} with debootstrap (about a minute) ...")
+    with tempfile.TemporaryDirectory(prefix="logserver-rootfs-") as tmp:
+        rootfs = Path(tmp) / "rootfs"
+        subprocess.run(["debootstrap", f"--variant={BASE_RECIPE['variant']}",
+                        "--include=" + ",".join(BASE_RECIPE["include"]),
+                        BASE_RECIPE["suite"], str(rootfs), DEBIAN_MIRROR],
+                       check=True, stdout=subprocess.DEVNULL)
+        for rel in BASE_RECIPE["prune"]:
+            target = rootfs / rel
+            if target.is_dir():
+                for child in target.iterdir():
+                    if child.is_dir() and not child.is_symlink():
+                        shutil.rmtree(child)
+                    else:
+                        child.unlink()
+        tar = subprocess.Popen(["tar", "--numeric-owner", "-C", str(rootfs), "-c", "."], stdout=subprocess.PIPE)
+        try:
+            imported = subprocess.run([docker_command(), "import", "--change", "CMD [\"python3\"]", "-", tag],
+                                      stdin=tar.stdout, capture_output=True)
+        finally:
+            assert tar.stdout is not None
+            tar.stdout.close()
+            tar.wait()
+        if imported.returncode != 0 or tar.returncode != 0:
+            raise RuntimeError(f"docker import failed: {imported.stderr.decode(errors='replace')}")
+    return tag
+
+
+# --- 4. wheels ---------------------------------------------------------------------------
+
+def wheel_python() -> str:
+    """A CPython of the image's minor version to build the wheels with: the project's venv
+    if it is one, else python3.X on PATH."""
+    venv_python = dev._bin("python")
+    candidates = [str(venv_python)] if venv_python.exists() else []
+    candidates += [p for p in (shutil.which(f"python{IMAGE_PYTHON[0]}.{IMAGE_PYTHON[1]}"), sys.executable) if p]
+    for python in candidates:
+        out = subprocess.run([python, "-c", "import sys; print(sys.version_info[:2] == %r)" % (IMAGE_PYTHON,)],
+                             capture_output=True, text=True)
+        if out.stdout.strip() == "True":
+            return python
+    raise SystemExit(f"container: the image runs CPython {IMAGE_PYTHON[0]}.{IMAGE_PYTHON[1]}; "
+                     f"build the wheels with one (none found on PATH)")
+
+
+def build_wheels(context: Path = CONTEXT) -> Path:
+    """logserver's wheel and its pinned dependencies' (with the s3 extra) in context/wheels."""
+    wheels = context / "wheels"
+    if wheels.exists():
+        shutil.rmtree(wheels)
+    wheels.mkdir(parents=True)
+    python = wheel_python()
+    log(f"building wheels with {python} into {wheels} ...")
+    pip = [python, "-m", "pip", "--disable-pip-version-check", "-q"]
+    subprocess.run([*pip, "wheel", "-c", str(ROOT / "constraints.txt"), "-w", str(wheels), f"{ROOT}[s3]"],
+                   check=True, cwd=ROOT)
+    return wheels
+
+
+# --- 5. the image ------------------------------------------------------------------------
+
+def build_image(tag: str, base: str, context: Path = CONTEXT) -> None:
+    shutil.copy2(ROOT / "Dockerfile", context / "Dockerfile")
+    log(f"docker build -t {tag} (FROM {base}) ...")
+    docker("build", "--network", "host", "--build-arg", f"BASE={base}", "-t", tag, str(context), capture=False)
+
+
+def image_size(tag: str) -> int:
+    out = docker("image", "inspect", "--format", "{{.Size}}", tag).stdout.decode().strip()
+    return int(out)
+
+
+def prepare_image(tag: str = DEFAULT_TAG, *, base: str = "local", context: Path = CONTEXT) -> str:
+    """Steps 3-5 (a daemon must answer): the base, the wheels, the image; returns `tag`."""
+    base_ref = ensure_local_base() if base == "local" else (OFFICIAL_BASE if base == "official" else base)
+    build_wheels(context)
+    build_image(tag, base_ref, context)
+    return tag
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="scripts/container.py", description=__doc__.split("\n\n")[0])
+    parser.add_argument("what", choices=("build", "base"))
+    parser.add_argument("--tag", default=DEFAULT_TAG, help=f"the image's tag (default {DEFAULT_TAG})")
+    parser.add_argument("--base", default="local",
+                        help=f"local (made with debootstrap, the default), official ({OFFICIAL_BASE}) "
+                             "or any image reference")
+    parser.add_argument("--keep-daemon", action="store_true", help="leave a dockerd this script started running")
+    args = parser.parse_args(argv)
+    ensure_packages(local_base=args.base == "local")
+    daemon = Daemon.ensure()
+    try:
+        if args.what == "base":
+            print(ensure_local_base())
+            return 0
+        prepare_image(args.tag, base=args.base)
+        log(f"built {args.tag}: {image_size(args.tag) / 1e6:.0f} MB")
+    finally:
+        if not args.keep_daemon:
+            daemon.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
