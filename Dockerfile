@@ -38,8 +38,8 @@ COPY --from=install /opt/logserver /opt/logserver
 # A fixed uid, so files in the volume and a mounted config can be given to it from the
 # host (chown 10001). The embedded PostgreSQL runs as this user too (as root it would
 # create a user of its own).
-RUN groupadd --system --gid 10001 logserver \
-    && useradd --system --uid 10001 --gid 10001 --home-dir /data --no-create-home --shell /usr/sbin/nologin logserver \
+RUN groupadd --gid 10001 logserver \
+    && useradd --uid 10001 --gid 10001 --home-dir /data --no-create-home --shell /usr/sbin/nologin logserver \
     && mkdir -p /data /run/logserver \
     && chown logserver:logserver /data /run/logserver \
     && chmod 0700 /data /run/logserver

@@ -26,6 +26,8 @@ The tests use the same steps (tests/test_container.py): `prepare_image()` and `D
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -35,6 +37,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,6 +68,10 @@ DEBIAN_MIRROR = os.environ.get("LOGSERVER_DEBIAN_MIRROR", "http://deb.debian.org
 IMAGE_PYTHON = (3, 11)
 
 DAEMON_READY_S = 60.0
+# Held while a run uses the daemon: a second run on the machine (another checkout's tests,
+# a build by hand) waits, instead of finding the daemon the first one started and losing
+# it when that one stops it.
+LOCK_PATH = Path(os.environ.get("LOGSERVER_CONTAINER_LOCK", "/tmp/logserver-container.lock"))
 
 
 def log(msg: str) -> None:
@@ -75,6 +82,21 @@ def local_base_tag() -> str:
     """The local base image's tag: a digest of its recipe, so a changed recipe is a new image."""
     digest = hashlib.sha256(json.dumps(BASE_RECIPE, sort_keys=True).encode()).hexdigest()[:16]
     return f"{BASE_REPOSITORY}:{BASE_RECIPE['suite']}-{digest}"
+
+
+@contextlib.contextmanager
+def machine_lock(path: Path = LOCK_PATH) -> Iterator[None]:
+    """One user of the Docker daemon on this machine at a time (flock, released on exit)."""
+    with path.open("a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log(f"waiting for another run holding {path} ...")
+            fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 # --- 1. packages -------------------------------------------------------------------------
@@ -132,11 +154,11 @@ class Daemon:
     """The Docker daemon in use: `pid` is set only when this process started it."""
 
     pid: int | None = None
-    log_path: Path | None = None
+    state_dir: Path | None = None
     _proc: subprocess.Popen | None = None
 
     @classmethod
-    def ensure(cls, state_dir: Path | None = None) -> Daemon:
+    def ensure(cls) -> Daemon:
         """Use the daemon that answers, or start one (its pid kept, to stop it later)."""
         if daemon_answers():
             return cls()
@@ -145,32 +167,33 @@ class Daemon:
             raise SystemExit("container: no dockerd (apt-get install docker.io)")
         if os.geteuid() != 0:
             raise SystemExit("container: no Docker daemon answers, and only root can start one")
-        state = Path(state_dir or tempfile.mkdtemp(prefix="logserver-dockerd-"))
-        state.mkdir(parents=True, exist_ok=True)
+        state = Path(tempfile.mkdtemp(prefix="logserver-dockerd-"))
         log_path = state / "dockerd.log"
         # The default data root (/var/lib/docker) keeps the image store, so the base image
         # made once is there for every later run on this machine. No bridge and no
         # iptables rules: the image is built and run with --network host only (the host's
-        # network is left as it was), and everything talks to 127.0.0.1.
+        # network is left as it was), and everything talks to 127.0.0.1. Its pid file and
+        # run-time state go to a directory of its own, removed when it stops.
         cmd = [dockerd, "--host", "unix:///var/run/docker.sock", "--pidfile", str(state / "dockerd.pid"),
                "--exec-root", str(state / "exec"), "--bridge", "none", "--iptables=false", "--ip6tables=false"]
         log(f"starting dockerd (log: {log_path}) ...")
         with log_path.open("ab") as out:
             proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                     start_new_session=True)
-        daemon = cls(proc.pid, log_path, proc)
+        daemon = cls(proc.pid, state, proc)
         deadline = time.monotonic() + DAEMON_READY_S
         while not daemon_answers():
             if proc.poll() is not None or time.monotonic() > deadline:
-                daemon.stop()
                 tail = log_path.read_text(errors="replace")[-3000:]
+                daemon.stop()
                 raise RuntimeError(f"dockerd did not answer within {DAEMON_READY_S:.0f}s:\n{tail}")
             time.sleep(0.2)
         log(f"dockerd {proc.pid} ready")
         return daemon
 
     def stop(self, timeout_s: float = 30.0) -> None:
-        """Stop the daemon if this process started it (SIGTERM, then SIGKILL); else nothing."""
+        """Stop the daemon if this process started it (SIGTERM, then SIGKILL), and remove
+        its state directory; a daemon it found running is left alone."""
         if self.pid is None or self._proc is None:
             return
         if self._proc.poll() is None:
@@ -182,6 +205,16 @@ class Daemon:
                 self._proc.wait(10)
         log(f"dockerd {self.pid} stopped")
         self.pid = None
+        if self.state_dir is not None:
+            # dockerd leaves its default network namespace bind-mounted in its exec root
+            # (exec/netns/default) when it stops; unmount what is left under the directory.
+            prefix = str(self.state_dir) + "/"
+            with open("/proc/self/mounts") as mounts:
+                left = [line.split()[1] for line in mounts if line.split()[1].startswith(prefix)]
+            for mount_point in sorted(left, key=len, reverse=True):
+                subprocess.run(["umount", mount_point], check=False, capture_output=True)
+            shutil.rmtree(self.state_dir, ignore_errors=True)
+            self.state_dir = None
 
 
 # --- 3. the base image -------------------------------------------------------------------
@@ -285,16 +318,17 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--keep-daemon", action="store_true", help="leave a dockerd this script started running")
     args = parser.parse_args(argv)
     ensure_packages(local_base=args.base == "local")
-    daemon = Daemon.ensure()
-    try:
-        if args.what == "base":
-            print(ensure_local_base())
-            return 0
-        prepare_image(args.tag, base=args.base)
-        log(f"built {args.tag}: {image_size(args.tag) / 1e6:.0f} MB")
-    finally:
-        if not args.keep_daemon:
-            daemon.stop()
+    with machine_lock():
+        daemon = Daemon.ensure()
+        try:
+            if args.what == "base":
+                print(ensure_local_base())
+                return 0
+            prepare_image(args.tag, base=args.base)
+            log(f"built {args.tag}: {image_size(args.tag) / 1e6:.0f} MB")
+        finally:
+            if not args.keep_daemon:
+                daemon.stop()
     return 0
 
 
