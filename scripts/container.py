@@ -18,7 +18,7 @@ What `build` does, each step skipped when already done:
    a changed recipe makes a new one;
 4. builds the wheels of logserver and its pinned dependencies (constraints.txt) on the
    host, into build/container/wheels: the image installs them with --no-index, so the
-   build needs no network (docs/operations.md, "Container image");
+   build needs no network (docs/deployment.md, "Container image");
 5. `docker build --network host` with the Dockerfile at the top of the repository.
 
 The tests use the same steps (tests/test_container.py): `prepare_image()` and `Daemon`.
@@ -68,6 +68,7 @@ DEBIAN_MIRROR = os.environ.get("LOGSERVER_DEBIAN_MIRROR", "http://deb.debian.org
 IMAGE_PYTHON = (3, 11)
 
 DAEMON_READY_S = 60.0
+STAGE_LABEL = "org.logserver.build-stage=install"  # the Dockerfile's install stage
 # Held while a run uses the daemon: a second run on the machine (another checkout's tests,
 # a build by hand) waits, instead of finding the daemon the first one started and losing
 # it when that one stops it.
@@ -265,7 +266,7 @@ def wheel_python() -> str:
     candidates = [str(venv_python)] if venv_python.exists() else []
     candidates += [p for p in (shutil.which(f"python{IMAGE_PYTHON[0]}.{IMAGE_PYTHON[1]}"), sys.executable) if p]
     for python in candidates:
-        out = subprocess.run([python, "-c", "import sys; print(sys.version_info[:2] == %r)" % (IMAGE_PYTHON,)],
+        out = subprocess.run([python, "-c", f"import sys; print(sys.version_info[:2] == {IMAGE_PYTHON!r})"],
                              capture_output=True, text=True)
         if out.stdout.strip() == "True":
             return python
@@ -292,7 +293,13 @@ def build_wheels(context: Path = CONTEXT) -> Path:
 def build_image(tag: str, base: str, context: Path = CONTEXT) -> None:
     shutil.copy2(ROOT / "Dockerfile", context / "Dockerfile")
     log(f"docker build -t {tag} (FROM {base}) ...")
-    docker("build", "--network", "host", "--build-arg", f"BASE={base}", "-t", tag, str(context), capture=False)
+    try:
+        docker("build", "--network", "host", "--build-arg", f"BASE={base}", "-t", tag, str(context), capture=False)
+    finally:
+        # The install stage's images (the wheels and the venv before it is copied out) are
+        # only a cache, and one that a new wheel of logserver misses anyway: left behind,
+        # each build would add a few hundred MB to docker's store.
+        docker("image", "prune", "--force", "--filter", f"label={STAGE_LABEL}", check=False)
 
 
 def image_size(tag: str) -> int:

