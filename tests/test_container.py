@@ -34,6 +34,8 @@ CLI = [sys.executable, "-m", "logserver.cli"]
 ORIGIN = "container.test.example/log"
 IMAGE_UID = 10001  # the Dockerfile's `logserver` user
 READY_TIMEOUT_S = 120.0
+HARDENING = ("--read-only", "--tmpfs", f"/run/logserver:uid={IMAGE_UID},gid={IMAGE_UID},mode=0700", "--tmpfs", "/tmp",
+             "--cap-drop", "ALL", "--security-opt", "no-new-privileges")
 
 
 def _load_container_script():
@@ -96,7 +98,9 @@ class Containers:
     def run(self, volume: str, config_dir: Path, port: int) -> str:
         name = f"logserver-test-{os.getpid()}-{len(self.names)}"
         self.names.append(name)
-        container.docker("run", "--detach", "--name", name, "--network", "host",
+        # The run command of docs/deployment.md, hardening included: a read-only root file
+        # system (writes go to the volume and two tmpfs), no capabilities, no setuid gains.
+        container.docker("run", "--detach", "--name", name, "--network", "host", *HARDENING,
                          "--volume", f"{volume}:/data", "--volume", f"{config_dir}:/config:ro",
                          "--env", f"LOGSERVER_LISTEN=127.0.0.1:{port}", self.image)
         return name
@@ -251,6 +255,9 @@ def test_image_serves_persists_and_runs_unprivileged(containers, tmp_path):
     # bundle is still its fleet's latest.
     online = verify(client, "--log", url)
     assert set(online) > set(offline), online
+    # Another command in the running container, on the same embedded PostgreSQL.
+    fsck = container.docker("exec", second, "logserver", "fsck", "--config", "/config/logserver.toml")
+    assert b"no problems" in fsck.stdout, fsck
     # A resubmission is recognised as the entry already logged, at the same index.
     cli(client, "submit", "--log", url, "--envelope", "bundle.json", "--receipt", "again.json")
     again = json.loads((client / "again.json").read_text())
