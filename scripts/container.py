@@ -258,13 +258,17 @@ def ensure_local_base() -> str:
             tar.wait()
         if imported.returncode != 0 or tar.returncode != 0:
             raise ContainerError(f"docker import failed: {imported.stderr.decode(errors='replace')}")
-    # Bases of earlier recipes are not used again: untag them (their layers go with the
-    # last image built on them).
+    untag_old_bases(tag)
+    return tag
+
+
+def untag_old_bases(keep: str) -> None:
+    """Bases of earlier recipes are not used again: untag them (their layers go with the
+    last image built on them)."""
     listed = docker("image", "ls", "--format", "{{.Repository}}:{{.Tag}}", BASE_REPOSITORY).stdout.decode()
     for old in listed.split():
-        if old != tag:
+        if old != keep:
             docker("image", "rm", old, check=False)
-    return tag
 
 
 # --- 4. wheels ---------------------------------------------------------------------------
@@ -355,7 +359,8 @@ def run(args: argparse.Namespace) -> int:
             if not args.keep_daemon:
                 daemon.stop()
             elif daemon.pid is not None:
-                log(f"dockerd {daemon.pid} left running (--keep-daemon); stop it with: kill {daemon.pid}")
+                log(f"dockerd {daemon.pid} left running (--keep-daemon); stop it with: kill {daemon.pid}; "
+                    f"then umount {daemon.state_dir}/exec/netns/default (dockerd leaves it mounted)")
     return 0
 
 
