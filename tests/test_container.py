@@ -184,12 +184,23 @@ keys = ["counter.pub.pem"]
         os.chown(path, IMAGE_UID, IMAGE_UID)
     (client / "log.policy").write_text(f"log {vkey}\nquorum none\n")
     (client / "trust.toml").write_text('tlog_policy = "log.policy"\n' + authorities)
-    (client / "payload.json").write_text(json.dumps(make_payload(fleet_id="container-fleet")))
+    (client / "first.json").write_text(json.dumps(make_payload(fleet_id="container-fleet-1")))
+    (client / "second.json").write_text(json.dumps(make_payload(fleet_id="container-fleet-2")))
 
 
-def verify(client: Path, *extra: str) -> list[str]:
-    """`logserver verify --json` of the receipt: every check passed; their names."""
-    out = json.loads(cli(client, "verify", "--receipt", "receipt.json", "--envelope", "bundle.json",
+def sign_and_submit(client: Path, name: str) -> dict:
+    """`name`.json, a payload, signed by both authorities and submitted: the receipt,
+    also saved as `name`.receipt.json beside `name`.bundle.json."""
+    bundle, receipt = f"{name}.bundle.json", f"{name}.receipt.json"
+    cli(client, "sign", "--key", "signer.key", "--payload", f"{name}.json", "--out", bundle)
+    cli(client, "sign", "--key", "counter.key", "--envelope", bundle, "--out", bundle)
+    cli(client, "submit", "--log", client.joinpath("log.url").read_text(), "--envelope", bundle, "--receipt", receipt)
+    return json.loads((client / receipt).read_text())
+
+
+def verify(client: Path, name: str, *extra: str) -> list[str]:
+    """`logserver verify --json` of `name`'s receipt: every check passed; their names."""
+    out = json.loads(cli(client, "verify", "--receipt", f"{name}.receipt.json", "--envelope", f"{name}.bundle.json",
                          "--policy", "trust.toml", "--json", *extra))
     assert out["ok"] is True and out["error"] is None, out
     assert out["checks"] and all(c["ok"] for c in out["checks"]), out["checks"]
@@ -210,16 +221,14 @@ def test_image_serves_persists_and_runs_unprivileged(containers, tmp_path):
     volume = containers.volume()
     port = free_port()
     url = f"http://127.0.0.1:{port}"
+    (client / "log.url").write_text(url)
 
     first = containers.run(volume, conf, port)
     containers.wait_ready(first, url)
 
     # Sign twice, submit, verify offline: keys pinned from keygen, not from the server.
-    cli(client, "sign", "--key", "signer.key", "--payload", "payload.json", "--out", "bundle.json")
-    cli(client, "sign", "--key", "counter.key", "--envelope", "bundle.json", "--out", "bundle.json")
-    cli(client, "submit", "--log", url, "--envelope", "bundle.json", "--receipt", "receipt.json")
-    receipt = json.loads((client / "receipt.json").read_text())
-    offline = verify(client)
+    receipt = sign_and_submit(client, "first")
+    offline = verify(client, "first")
     assert {"inclusion_proof", "checkpoint_signature"} <= set(offline), offline
     status, body = get(f"{url}/v1/bundles/{receipt['leaf_hash']}")
     assert status == 200, body
@@ -251,14 +260,20 @@ def test_image_serves_persists_and_runs_unprivileged(containers, tmp_path):
     status, body = get(f"{url}/v1/bundles/{receipt['leaf_hash']}")
     assert status == 200, body
     assert json.loads(body)["index"] == receipt["index"]
-    # Online: the receipt's checkpoint is consistent with the new container's, and the
-    # bundle is still its fleet's latest.
-    online = verify(client, "--log", url)
-    assert set(online) > set(offline), online
+    # A resubmission is recognised as the entry already logged, at the same index.
+    cli(client, "submit", "--log", url, "--envelope", "first.bundle.json", "--receipt", "again.json")
+    again = json.loads((client / "again.json").read_text())
+    assert again["index"] == receipt["index"] and again["leaf_hash"] == receipt["leaf_hash"]
+
+    # The new container goes on appending to the same tree: another fleet's bundle lands
+    # after the old entries, and the first receipt's checkpoint is consistent with the
+    # grown tree (online: a consistency proof, and the bundle is still its fleet's latest).
+    later = sign_and_submit(client, "second")
+    assert later["index"] >= before[0], (later, before)
+    verify(client, "second")
+    online = verify(client, "first", "--log", url)
+    assert set(online) > set(offline) and "consistency_with_latest" in online, online
+    assert checkpoint_size_and_root(url)[0] > before[0]
     # Another command in the running container, on the same embedded PostgreSQL.
     fsck = container.docker("exec", second, "logserver", "fsck", "--config", "/config/logserver.toml")
     assert b"no problems" in fsck.stdout, fsck
-    # A resubmission is recognised as the entry already logged, at the same index.
-    cli(client, "submit", "--log", url, "--envelope", "bundle.json", "--receipt", "again.json")
-    again = json.loads((client / "again.json").read_text())
-    assert again["index"] == receipt["index"] and again["leaf_hash"] == receipt["leaf_hash"]
