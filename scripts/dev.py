@@ -187,6 +187,29 @@ def _apt_get_install(packages: list[str], env: dict[str, str]) -> None:
         subprocess.call(["apt-get", "install", "-y", "-q", *packages], env=env, **quiet)
 
 
+def install_debian_packages(packages: list[str]) -> None:
+    """apt-get install `packages` (as root), starting no service (also used by scripts/container.py)."""
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    # Debian's nginx package starts the system nginx (its default site on port 80) from
+    # its postinst. The tests start their own nginx on a free 127.0.0.1 port and need no
+    # system one, so the install runs under a policy-rc.d that forbids starting services,
+    # removed again afterwards. A policy-rc.d already there (container images ship one
+    # that forbids everything) is left as it is. The service stays enabled for the next
+    # boot, as Debian installs it; that nginx would listen on port 80, no test's port.
+    # docker.io (scripts/container.py) is installed the same way: the script starts the
+    # daemon it needs itself, and stops it.
+    wrote_policy = False
+    if not POLICY_RC_D.exists():
+        POLICY_RC_D.write_text("#!/bin/sh\n# written by logserver's scripts/dev.py for one apt-get install\nexit 101\n")
+        POLICY_RC_D.chmod(0o755)
+        wrote_policy = True
+    try:
+        _apt_get_install(packages, env)
+    finally:
+        if wrote_policy:
+            POLICY_RC_D.unlink(missing_ok=True)
+
+
 def ensure_system_packages() -> None:
     missing = sorted({pkg for cmd, pkg in SYSTEM_PACKAGES.items() if find_command(cmd) is None})
     if not missing:
@@ -215,6 +238,7 @@ def ensure_system_packages() -> None:
     finally:
         if wrote_policy:
             POLICY_RC_D.unlink(missing_ok=True)
+    install_debian_packages(missing)
     still = sorted({pkg for cmd, pkg in SYSTEM_PACKAGES.items() if find_command(cmd) is None})
     if still:
         print(f"note: {', '.join(still)} could not be installed (apt-get failed); "
