@@ -191,11 +191,13 @@ def install_debian_packages(packages: list[str]) -> None:
     """apt-get install `packages` (as root), starting no service (also used by scripts/container.py)."""
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
     # Debian's nginx package starts the system nginx (its default site on port 80) from
-    # its postinst. The tests start their own nginx on a free 127.0.0.1 port and need no
-    # system one, so the install runs under a policy-rc.d that forbids starting services,
-    # removed again afterwards. A policy-rc.d already there (container images ship one
-    # that forbids everything) is left as it is. The service stays enabled for the next
-    # boot, as Debian installs it; that nginx would listen on port 80, no test's port.
+    # its postinst, as the prometheus package does its server (port 9090) and the node
+    # exporter it recommends (9100). The tests start their own nginx and Prometheus on
+    # free 127.0.0.1 ports and need no system ones, so the install runs under a
+    # policy-rc.d that forbids starting services, removed again afterwards. A policy-rc.d
+    # already there (container images ship one that forbids everything) is left as it
+    # is. The services stay enabled for the next boot, as Debian installs them; they
+    # would listen on ports 80, 9090 and 9100, no test's port.
     # docker.io (scripts/container.py) is installed the same way: the script starts the
     # daemon it needs itself, and stops it.
     wrote_policy = False
@@ -219,25 +221,6 @@ def ensure_system_packages() -> None:
               "the tests that need them will say so", flush=True)
         return
     print(f"installing {', '.join(missing)} from Debian's packages (apt-get) ...", flush=True)
-    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    # Debian's nginx package starts the system nginx (its default site on port 80) from
-    # its postinst, as the prometheus package does its server (port 9090) and the node
-    # exporter it recommends (9100). The tests start their own nginx and Prometheus on
-    # free 127.0.0.1 ports and need no system ones, so the install runs under a
-    # policy-rc.d that forbids starting services, removed again afterwards. A policy-rc.d
-    # already there (container images ship one that forbids everything) is left as it
-    # is. The services stay enabled for the next boot, as Debian installs them; they
-    # would listen on ports 80, 9090 and 9100, no test's port.
-    wrote_policy = False
-    if not POLICY_RC_D.exists():
-        POLICY_RC_D.write_text("#!/bin/sh\n# written by logserver's scripts/dev.py for one apt-get install\nexit 101\n")
-        POLICY_RC_D.chmod(0o755)
-        wrote_policy = True
-    try:
-        _apt_get_install(missing, env)
-    finally:
-        if wrote_policy:
-            POLICY_RC_D.unlink(missing_ok=True)
     install_debian_packages(missing)
     still = sorted({pkg for cmd, pkg in SYSTEM_PACKAGES.items() if find_command(cmd) is None})
     if still:

@@ -7,9 +7,6 @@ authority's signing key.
 `cosignature/v1` key (signature type 0x04), with `--algorithm ml-dsa-44` an ML-DSA-44
 `subtree/v1` key (type 0x06, tlog-cosignature v1.1). A witness with both runs keygen
 twice and lists both files as its `key`. `authority` writes
-the private key (0600) and, beside it, NAME.pub.pem (the public SPKI, for the server's
-(vkey). `witness` does the same for a witness and prints its cosignature/v1 vkey
-(signature type 0x04), for the `witness` lines of a tlog-policy. `authority` writes
 the private key (0600; Ed25519, ECDSA P-256 or ML-DSA-44, PKCS#8 PEM, an ML-DSA key as
 its 32-byte seed) and, beside it, NAME.pub.pem (the public SPKI, for the server's
 [[authorities]] config and for clients), and prints the keyid. An existing file is
@@ -47,11 +44,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, type=Path, help="private key file to create")
     p.add_argument("--origin", help="log origin (kind log), e.g. example.com/log")
     p.add_argument("--name", help="witness key name (kind witness), e.g. witness.example/w1")
-    p.add_argument("--algorithm", choices=["ed25519", "ecdsa-p256", "ml-dsa-44"], default="ed25519",
-                   help="key algorithm (default ed25519): authority ed25519 or ecdsa-p256; "
-                        "witness ed25519 or ml-dsa-44")
     p.add_argument("--algorithm", choices=AUTHORITY_ALGORITHMS, default="ed25519",
-                   help="authority key algorithm (default ed25519; ml-dsa-44: post-quantum, FIPS 204)")
+                   help="key algorithm (default ed25519): authority ed25519, ecdsa-p256 or ml-dsa-44 "
+                        "(post-quantum, FIPS 204); witness ed25519 or ml-dsa-44")
     p.add_argument("--force", action="store_true",
                    help="replace existing files (without it, keygen never overwrites a file, .pub.pem included)")
 
@@ -128,11 +123,6 @@ def make_witness_key(out: Path, name: str, force: bool = False, algorithm: str =
 
 
 def make_authority_key(out: Path, algorithm: str, force: bool = False) -> tuple[Path, str]:
-    if algorithm not in ("ed25519", "ecdsa-p256"):
-        raise UsageError(f"--algorithm: got {algorithm!r} for an authority key, want ed25519 or ecdsa-p256")
-    key: AuthorityPrivateKey = (
-        ed25519.Ed25519PrivateKey.generate() if algorithm == "ed25519" else ec.generate_private_key(ec.SECP256R1())
-    )
     key = generate_authority_key(algorithm)
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                             serialization.NoEncryption())
