@@ -53,6 +53,7 @@ from logserver.bundle import (
     bundle_row,
     decode_leaf,
     encode_leaf,
+    is_heads_leaf,
     load_authority_key_pem,
     sign_envelope,
 )
@@ -60,7 +61,17 @@ from logserver.client import TrustPolicy, verify_fleet_head
 from logserver.formats import Checkpoint, CosignatureSigner, Ed25519NoteSigner
 from logserver.formats.checkpoint import sign_checkpoint
 from logserver.formats.fleet_head import BundleProof, HeadsLeafProof, build_fleet_head_proof
-from logserver.merkle import EMPTY_ROOT, frontier_ids, inclusion_proof, leaf_hash, node_hash
+from logserver.merkle import (
+    EMPTY_ROOT,
+    TILE_WIDTH,
+    EntriesTileID,
+    decode_entry_bundle,
+    frontier_ids,
+    inclusion_proof,
+    leaf_hash,
+    node_hash,
+    tile_path,
+)
 
 from .bundles import payload_template
 from .env import BenchEnv, serve_process
@@ -263,7 +274,7 @@ def run_on_off(env: BenchEnv, mode, loadgen, log) -> dict:
         log(f"heads submissions: {c} connections, HEADS leaves {heads}")
         with proc.start() as server:
             res = loadgen.run(server.url, requests, connections=c, duration_s=mode.duration_s, server=server)
-            res["tree_size"] = _tree_size(server.url)
+            res["tree_size"], res["ends_with_heads_leaf"] = _tree_end(server.url)
         env.drop_database(db_name)
         res["heads"] = heads
         runs.append(res)
@@ -273,16 +284,38 @@ def run_on_off(env: BenchEnv, mode, loadgen, log) -> dict:
         rates = [r["ok_rps"] for r in runs if r["heads"] == which]
         return sum(rates) / len(rates)
 
+    def cpu_ms(which: str) -> float | None:
+        # The server's CPU per appended bundle: steadier than req/s on a shared machine,
+        # where the other tenants' load moves the rate from run to run.
+        runs_of = [r for r in runs if r["heads"] == which and r["ok_rps"] and r.get("server_cpu_cores")]
+        if not runs_of:
+            return None
+        return sum(1000 * r["server_cpu_cores"] / r["ok_rps"] for r in runs_of) / len(runs_of)
+
     off, on = mean("off"), mean("on")
+    cpu_off, cpu_on = cpu_ms("off"), cpu_ms("on")
     return {"algorithm": ALGORITHM, "connections": c, "runs": runs, "off_rps": round(off, 1),
-            "on_rps": round(on, 1), "ratio": round(on / off, 3) if off else None}
+            "on_rps": round(on, 1), "ratio": round(on / off, 3) if off else None,
+            "server_cpu_ms_per_bundle": {"off": None if cpu_off is None else round(cpu_off, 4),
+                                         "on": None if cpu_on is None else round(cpu_on, 4)},
+            "cpu_ratio": round(cpu_off / cpu_on, 3) if cpu_off and cpu_on else None}
 
 
-def _tree_size(url: str) -> int:
+def _tree_end(url: str) -> tuple[int, bool]:
+    """The served tree's size, and whether its last leaf is a HEADS leaf (what tells the
+    two sides of the A/B apart)."""
     import urllib.request
 
-    with urllib.request.urlopen(url + "/checkpoint", timeout=10) as resp:  # noqa: S310 (127.0.0.1)
-        return int(resp.read().decode().split("\n")[1])
+    def get(path: str) -> bytes:
+        with urllib.request.urlopen(f"{url}/{path}", timeout=10) as resp:  # noqa: S310 (127.0.0.1)
+            return resp.read()
+
+    size = int(get("checkpoint").decode().split("\n")[1])
+    if size == 0:
+        return 0, False
+    base = (size - 1) - (size - 1) % TILE_WIDTH
+    last = decode_entry_bundle(get(tile_path(EntriesTileID((size - 1) // TILE_WIDTH, size - base))))[-1]
+    return size, is_heads_leaf(last)
 
 
 def run_heads(env: BenchEnv, mode, loadgen, log) -> dict:

@@ -163,12 +163,16 @@ def heads_markdown(heads: dict) -> list[str]:
         lines += ["", f"Submissions with HEADS leaves on and off: section 1's load ({subs['algorithm']}, "
                   f"{subs['connections']} clients, closed loop) on a fresh log each time, alternately without the "
                   "HEADS leaf (bench/heads_off.py) and with it (in the order shown); the ratio is of the means: "
-                  f"{subs['on_rps']:.0f}/s with, {subs['off_rps']:.0f}/s without ({subs['ratio']}).", "",
-                  "| HEADS leaves | req/s | p50 / p99 ms | server CPU | machine CPU | tree size after |",
-                  "|---|---|---|---|---|---|"]
+                  f"{subs['on_rps']:.0f}/s with, {subs['off_rps']:.0f}/s without ({subs['ratio']}). The server's "
+                  f"CPU per appended bundle: {(subs.get('server_cpu_ms_per_bundle') or {}).get('on')} ms with, "
+                  f"{(subs.get('server_cpu_ms_per_bundle') or {}).get('off')} ms without (off / on: "
+                  f"{subs.get('cpu_ratio')}, steadier than req/s on a shared machine).", "",
+                  "| HEADS leaves | req/s | p50 / p99 ms | server CPU | machine CPU | tree size after | "
+                  "ends with a HEADS leaf |", "|---|---|---|---|---|---|---|"]
         for r in subs["runs"]:
             lines.append(f"| {r['heads']} | {r['ok_rps']:.0f} | {_ms(r)} | {r.get('server_cpu_cores')} | "
-                         f"{r.get('machine_cpu_busy_cores', '-')} | {r.get('tree_size', '-'):,} |")
+                         f"{r.get('machine_cpu_busy_cores', '-')} | {r.get('tree_size', 0):,} | "
+                         f"{'yes' if r.get('ends_with_heads_leaf') else 'no'} |")
     return lines
 
 
