@@ -142,6 +142,12 @@ def heads_targets(heads: dict | None, target) -> None:
         target(f"heads: submissions with HEADS leaves / without ({subs['algorithm']}, {subs['connections']} clients)",
                f"{subs['ratio']:.3f} ({subs['on_rps']:.0f}/s vs {subs['off_rps']:.0f}/s)", ">= 0.95",
                subs["ratio"] >= 0.95, _margin(subs["ratio"], 0.95))
+    if subs and subs.get("cpu_ratio") is not None:
+        cpu = subs["server_cpu_ms_per_bundle"]
+        target(f"heads: server CPU per bundle without HEADS leaves / with ({subs['algorithm']}, "
+               f"{subs['connections']} clients)",
+               f"{subs['cpu_ratio']:.3f} ({cpu['off']:.3f} ms vs {cpu['on']:.3f} ms)", ">= 0.95",
+               subs["cpu_ratio"] >= 0.95, _margin(subs["cpu_ratio"], 0.95))
 
 
 def heads_markdown(heads: dict) -> list[str]:
