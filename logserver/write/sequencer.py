@@ -331,7 +331,9 @@ class Sequencer:
             # [5] HASH: the bundles, then the HEADS leaf that ends the batch.
             hashes = [p.leaf_hash for p in accepted]
             heads_index = old.tree_size + len(accepted)
-            heads = await self._heads_leaf(tx, accepted) if self._heads_leaves else None
+            # An idle re-sign (nothing accepted) changes no head and needs no HEADS leaf
+            # (docs/fleet-heads.md, "Invariant"): the size and the last leaf stay.
+            heads = await self._heads_leaf(tx, accepted) if self._heads_leaves and accepted else None
             grown = grow(frontier, hashes if heads is None else [*hashes, leaf_hash(heads)])
 
             # [6] SIGN. Times only move forward, even when the clock steps back.
