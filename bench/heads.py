@@ -22,16 +22,21 @@
    `logserver.merkle`. Building excludes reading the log's hashes from storage (a
    server reads them from its tile cache): it is the CPU of assembling a proof.
 
-2. **Submissions with HEADS leaves on and off**: section 1's load (Ed25519, its
-   largest client count, closed loop, the same bundle file) on a fresh log each time,
+2. **Submissions with HEADS leaves on and off**, on a fresh log each time,
    alternately with the sequencer's HEADS leaf (the release) and without it
    (`bench/heads_off.py`: `logserver serve` with the sequencer's private,
    benchmark-only `_heads_leaves` switch off, which is today's log before HEADS
-   leaves); the ratio is of the means (ON_OFF_SCHEDULE). Target >= 0.95.
-
-Each bundle of the submission load is its own fleet, so every batch changes as many
-heads as it has bundles: the heads table grows by the batch size each time (an insert
-at a random position, the costlier update of docs/fleet-heads.md "The heads tree").
+   leaves); the ratio is of the means (ON_OFF_SCHEDULE). Target >= 0.95. Two loads,
+   both Ed25519, section 1's largest client count, closed loop:
+   * **new fleets**: section 1's own bundle file, where each bundle is its own fleet,
+     so every bundle inserts a row at a random position of a table that grows to
+     tens of thousands of rows: the heads table's costlier update (docs/fleet-heads.md,
+     "The heads tree"), the worst case;
+   * **known fleets**: `KNOWN_FLEETS` fleets, line j of the file fleet j mod F with
+     sequence j div F + 1, so each bundle is a fleet's next sequence (a row replaced:
+     O(log fleets) hashes). A fleet's next sequence is sent F requests after the
+     previous one, long after it was answered at these rates, so none is refused as
+     a rollback (the 2xx counts say so).
 """
 from __future__ import annotations
 
@@ -79,6 +84,7 @@ from .env import BenchEnv, serve_process
 ORIGIN = "bench.example/heads"
 WITNESS = "bench.example/witness"
 ON_OFF_SCHEDULE = ("off", "on", "off", "on", "off", "on")
+KNOWN_FLEETS = 2_000
 TINY_SCHEDULE = ("off", "on")
 HASH = 32
 
@@ -252,16 +258,45 @@ def _heads_off_process(config, database_url: str, log_path):
     return proc
 
 
-def run_on_off(env: BenchEnv, mode, loadgen, log) -> dict:
+def known_fleets_file(env: BenchEnv, algorithm: str, count: int, fleets: int = KNOWN_FLEETS):
+    """A request file of `count` bundles of `fleets` fleets, line j fleet j mod F with
+    sequence j div F + 1 (made once, cached beside section 1's)."""
+    from cryptography.hazmat.primitives import serialization
+
+    directory = env.data_dir / "bundles"
+    directory.mkdir(exist_ok=True)
+    path = directory / f"known-fleets-{algorithm}-{fleets}-{count}.tsv"
+    if path.exists():
+        return path
+    keys = [serialization.load_pem_private_key(env.authority(algorithm, role)[0].read_bytes(), password=None)
+            for role in ("signer", "countersigner")]
+    template = payload_template()
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "w") as out:
+        for j in range(count):
+            template["fleet_id"] = f"known-{j % fleets:05d}"
+            template["sequence"] = j // fleets + 1
+            payload = json.dumps(template, separators=(",", ":")).encode()
+            body = sign_envelope(PAYLOAD_TYPE, payload, keys).to_json().decode()
+            out.write(f"POST\t/v1/bundles\t{body}\n")
+    tmp.rename(path)
+    return path
+
+
+def run_on_off(env: BenchEnv, mode, loadgen, log, *, load: str = "new fleets") -> dict:
     from .bundles import bundle_file
     from .static import ALGORITHM
 
     c = max(mode.connections)
-    requests = bundle_file(env, ALGORITHM, mode.bundles)
+    if load == "new fleets":
+        requests = bundle_file(env, ALGORITHM, mode.bundles)
+    else:
+        log(f"heads: known-fleets bundle file ({mode.bundles:,} bundles of {KNOWN_FLEETS:,} fleets; made once)")
+        requests = known_fleets_file(env, ALGORITHM, mode.bundles)
     runs = []
     schedule = TINY_SCHEDULE if mode.name == "tiny" else ON_OFF_SCHEDULE
     for i, heads in enumerate(schedule):
-        tag = f"heads_submit_{i}"
+        tag = f"heads_submit_{'known' if load != 'new fleets' else 'new'}_{i}"
         db_name = f"bench_{tag}"
         url = env.database(db_name, fresh=True)
         run_dir = env.runs / tag
@@ -271,7 +306,7 @@ def run_on_off(env: BenchEnv, mode, loadgen, log) -> dict:
             shutil.rmtree(run_dir)
         cfg = env.write_config(run_dir, url, ALGORITHM)
         proc = (serve_process if heads == "on" else _heads_off_process)(cfg, url, run_dir / "server.log")
-        log(f"heads submissions: {c} connections, HEADS leaves {heads}")
+        log(f"heads submissions ({load}): {c} connections, HEADS leaves {heads}")
         with proc.start() as server:
             res = loadgen.run(server.url, requests, connections=c, duration_s=mode.duration_s, server=server)
             res["tree_size"], res["ends_with_heads_leaf"] = _tree_end(server.url)
@@ -294,7 +329,7 @@ def run_on_off(env: BenchEnv, mode, loadgen, log) -> dict:
 
     off, on = mean("off"), mean("on")
     cpu_off, cpu_on = cpu_ms("off"), cpu_ms("on")
-    return {"algorithm": ALGORITHM, "connections": c, "runs": runs, "off_rps": round(off, 1),
+    return {"load": load, "algorithm": ALGORITHM, "connections": c, "runs": runs, "off_rps": round(off, 1),
             "on_rps": round(on, 1), "ratio": round(on / off, 3) if off else None,
             "server_cpu_ms_per_bundle": {"off": None if cpu_off is None else round(cpu_off, 4),
                                          "on": None if cpu_on is None else round(cpu_on, 4)},
@@ -319,4 +354,5 @@ def _tree_end(url: str) -> tuple[int, bool]:
 
 
 def run_heads(env: BenchEnv, mode, loadgen, log) -> dict:
-    return {"proofs": run_proofs(mode, log), "submissions": run_on_off(env, mode, loadgen, log)}
+    return {"proofs": run_proofs(mode, log), "submissions": run_on_off(env, mode, loadgen, log),
+            "submissions_known_fleets": run_on_off(env, mode, loadgen, log, load="known fleets")}

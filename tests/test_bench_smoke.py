@@ -197,7 +197,14 @@ def test_tiny_run_fleet_heads(tiny_run):
     assert not off["ends_with_heads_leaf"] and on["ends_with_heads_leaf"]
     assert on["tree_size"] > on["statuses"]["201"]  # each batch's HEADS leaf on top of its bundles
     assert subs["ratio"] == pytest.approx(subs["on_rps"] / subs["off_rps"], rel=1e-2)
-    assert any(t["target"].startswith("heads: submissions") for t in results["targets"])
+    known = heads["submissions_known_fleets"]
+    assert known["load"] == "known fleets" and [r["heads"] for r in known["runs"]] == ["off", "on"]
+    for r in known["runs"]:
+        _check_load(r)
+        assert r["statuses"].get("201", 0) > 0
+    assert [r["ends_with_heads_leaf"] for r in known["runs"]] == [False, True]
+    names = [t["target"] for t in results["targets"] if t["target"].startswith("heads: submissions")]
+    assert len(names) == 2, names  # the throughput ratio of each load (the CPU ratios are "heads: server CPU")
 
 
 @pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed (the suite installs it when run)")
