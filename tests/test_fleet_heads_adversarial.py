@@ -24,6 +24,7 @@ and by refolding the log's leaves.
 """
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -302,3 +303,36 @@ def test_the_monitors_fold_is_the_logs_fold() -> None:
     log.batch([bundle("fleet-b", 1, status="retired")])
     assert fold_leaves(log.leaves).rows == fold(log.leaves).rows == log.table.rows
     assert bundle_row(0, log.leaves[0]).fleet_id == "fleet-b"
+
+
+@pytest.mark.parametrize("mutate, match", [
+    (lambda e: e.update(type="other"), "of type"),
+    (lambda e: e.update(finding="lies"), "finding"),
+    (lambda e: e.update(extra=1), "finding"),
+    (lambda e: e.pop("rows"), "finding"),
+    (lambda e: e.update(origin="example.com/another-log"), "not a log of the policy"),
+    (lambda e: e.update(checkpoint=e["checkpoint"].replace("\n\n", "\n\n\u2014 x y\n", 1)), "checkpoint"),
+    (lambda e: e["heads_leaf"].update(leaf="not base64!"), "base64"),
+    (lambda e: e["heads_leaf"].update(inclusion_proof=["00" * 32] * 65), "at most 64"),
+    (lambda e: e["heads_leaf"].update(inclusion_proof=["zz"]), "inclusion_proof"),
+    (lambda e: e["heads_leaf"].update(index=-1), "index"),
+    (lambda e: e.update(rows=[["fleet-a", 0, 0, "00" * 32, []]]), "rows"),
+    (lambda e: e.update(rows=list(reversed(e["rows"]))), "sorted"),
+    (lambda e: e["rows"].append(["fleet-z", 0, 99, "00" * 32, "active"]), "not before the HEADS leaf"),
+    (lambda e: e.update(want={"previous": 0}), "want"),
+])
+async def test_malformed_heads_evidence_is_refused(served: ServedLog, tmp_path: Path, mutate, match) -> None:
+    log = served.log
+    log.batch([bundle("fleet-a", 0), bundle("fleet-b", 0)])
+    log.add_bundles([bundle("fleet-a", 1)])
+    log.add_heads(HeadsLeaf(0, 2, log.table.root()))  # previous should be 2
+    served.publish()
+    _, _, alerts = await poll(served, tmp_path / "m.json")
+    evidence = alerts[0]["evidence"]
+    recheck(alerts[0], log)
+    bad = json.loads(json.dumps(evidence))
+    mutate(bad)
+    with pytest.raises(HeadsEvidenceError, match=match):
+        verify_heads_evidence(bad, POLICY)
+    with pytest.raises(HeadsEvidenceError):
+        verify_heads_evidence(json.dumps(bad), POLICY)  # the JSON text, parsed strictly
