@@ -25,7 +25,7 @@ from ..cosigning import WitnessedPublisher
 from ..formats import FormatError, parse_note, timestamp_of
 from ..http.errors import ApiError
 from ..http.params import query
-from ..http.responses import NO_STORE, json_response
+from ..http.responses import json_response
 from ..storage import CheckpointRow
 from ..storage.status import FleetsPage, SizePoint, StatusStore, WitnessCosigned
 from .keys import AUTHORITIES, CLOCK, LOG_KEY, PUBLISHER, READER, STORE, WITNESS_POLICY
