@@ -19,18 +19,18 @@ import socket
 import struct
 from pathlib import Path
 
-import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
 import pg
+import pytest
 from bundle_factory import BundleFactory
 from chromium import Chromium
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from server_harness import ORIGIN, start_server, write_config
+from witness_harness import start_witness, write_witness_config
+
 from logserver.api.status import CONTENT_SECURITY_POLICY
 from logserver.formats.cosignature import CosignatureSigner
 from logserver.keys.log_key import LogKey, generate_log_key_pem
-from server_harness import ORIGIN, start_server, write_config
-from witness_harness import start_witness, write_witness_config
 
 JSON = {"Content-Type": "application/json"}
 
@@ -132,13 +132,13 @@ async def test_status_json_names_fleets_witnesses_and_the_tree_history(log, fill
 
 
 async def test_status_route_refuses_query_parameters(log):
-    status, headers, body = await log.get("/v1/status?verbose=1")
+    status, _, body = await log.get("/v1/status?verbose=1")
     assert status == 400 and b'"bad_request"' in body
 
 
 async def test_page_files_are_served_with_a_strict_csp(log):
     for path, media in (("/", "text/html"), ("/status.js", "text/javascript"), ("/status.css", "text/css")):
-        status, headers, body = await log.get(path)
+        status, headers, _ = await log.get(path)
         assert status == 200 and headers["Content-Type"].startswith(media + ";"), (path, headers)
         assert headers["Content-Security-Policy"] == CONTENT_SECURITY_POLICY
         assert headers["X-Content-Type-Options"] == "nosniff"
