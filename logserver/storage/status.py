@@ -1,9 +1,9 @@
 """The reads behind the status page (GET /v1/status, docs/operations.md "Status page"):
 the fleets, a sample of the tree size over time, and when each witness last cosigned.
 
-Every query here is bounded whatever the size of the log, since anyone may load the
-page: index range scans with a LIMIT, never a scan of a whole table that grows with
-the log (the fleets table grows with the fleets, and is counted once).
+Anyone may load the page, so no query here grows with the number of entries: primary
+key lookups and range scans with a LIMIT, and one pass over the fleets table (a row per
+fleet, not per entry) to count the fleets and pick the most recently updated.
 """
 from __future__ import annotations
 
