@@ -13,6 +13,7 @@ LOGSERVER_STATUS_SCREENSHOT=docs/status-page.png also writes the page's screensh
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 import socket
@@ -160,8 +161,11 @@ async def test_page_in_headless_chromium(log, filled, tmp_path):
     try:
         page = await browser.new_page()
         await page.navigate(log.server.url + "/")
-        assert await page.wait_for("document.body.dataset.state !== 'loading' && document.body.dataset.state") \
-            == "ready", await page.evaluate("document.getElementById('error').textContent")
+        # The new document, its script done: data-state moves from "loading" to "ready" or "error".
+        state = await page.wait_for(
+            f"location.href === {json.dumps(log.server.url + '/')} && document.body !== null"
+            " && document.body.dataset.state !== 'loading' && document.body.dataset.state")
+        assert state == "ready", await page.evaluate("document.getElementById('error').textContent")
         text = await page.evaluate("document.body.innerText")
         size = f"{status['published']['tree_size']:,}"
 
@@ -173,10 +177,10 @@ async def test_page_in_headless_chromium(log, filled, tmp_path):
         assert " ago)" in text  # the checkpoint's age
         # ... each witness and when it last cosigned ...
         assert '2 witness(es), quorum "any"; 1 cosigned the published checkpoint.' in text
-        w1_row = next(line for line in text.splitlines() if line.startswith("w1"))
-        assert f"size {size} at " in w1_row and " ago" in w1_row and "yes" in w1_row, w1_row
-        w2_row = next(line for line in text.splitlines() if line.startswith("w2"))
-        assert "never" in w2_row and "no" in w2_row and log.down_url in w2_row, w2_row
+        w1 = next(line for line in text.splitlines() if line.startswith("w1\t")).split("\t")
+        assert w1[1].startswith(f"size {size} at ") and w1[1].endswith(" ago") and w1[2] == "yes", w1
+        w2 = next(line for line in text.splitlines() if line.startswith("w2\t")).split("\t")
+        assert w2[1:] == ["never (in the last 10,000 checkpoints)", "no", log.down_url], w2
         # ... the fleets, their latest sequence and status, with links to their proofs ...
         assert "3 fleet(s), 2 active, 1 retired." in text
         rows = {line.split("\t")[0]: line.split("\t")[1:] for line in text.splitlines() if line.startswith("fleet-")}
