@@ -23,7 +23,7 @@ from pathlib import Path
 import pg
 import pytest
 from bundle_factory import BundleFactory
-from chromium import Chromium
+from chromium import Chromium, Page
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from server_harness import ORIGIN, start_server, write_config
@@ -154,64 +154,102 @@ def _png_size(png: bytes) -> tuple[int, int]:
     return struct.unpack(">II", png[16:24])
 
 
-async def test_page_in_headless_chromium(log, filled, tmp_path):
-    status = await log.status()
-    browser = Chromium(tmp_path / "chromium")
-    await browser.start()
+@pytest.fixture(scope="module")
+async def browser(tmp_path_factory):
+    """One headless Chromium for the module, stopped by its pid at the end."""
+    chromium = Chromium(tmp_path_factory.mktemp("chromium") / "profile")
     try:
-        page = await browser.new_page()
-        await page.navigate(log.server.url + "/")
-        # The new document, its script done: data-state moves from "loading" to "ready" or "error".
-        state = await page.wait_for(
-            f"location.href === {json.dumps(log.server.url + '/')} && document.body !== null"
-            " && document.body.dataset.state !== 'loading' && document.body.dataset.state")
-        assert state == "ready", await page.evaluate("document.getElementById('error').textContent")
-        text = await page.evaluate("document.body.innerText")
-        size = f"{status['published']['tree_size']:,}"
-
-        # What a person reads: the log, its key, the checkpoint and its age ...
-        assert f"Transparency log {ORIGIN}" in text
-        assert status["verifier_key"] in text and "-----BEGIN PUBLIC KEY-----" in text
-        assert f"Tree size\n{size}" in text.replace("\t", "\n")
-        assert status["published"]["root"] in text
-        assert " ago)" in text  # the checkpoint's age
-        # ... each witness and when it last cosigned ...
-        assert '2 witness(es), quorum "any"; 1 cosigned the published checkpoint.' in text
-        w1 = next(line for line in text.splitlines() if line.startswith("w1\t")).split("\t")
-        assert w1[1].startswith(f"size {size} at ") and w1[1].endswith(" ago") and w1[2] == "yes", w1
-        w2 = next(line for line in text.splitlines() if line.startswith("w2\t")).split("\t")
-        assert w2[1:] == ["never (in the last 10,000 checkpoints)", "no", log.down_url], w2
-        # ... the fleets, their latest sequence and status, with links to their proofs ...
-        assert "3 fleet(s), 2 active, 1 retired." in text
-        rows = {line.split("\t")[0]: line.split("\t")[1:] for line in text.splitlines() if line.startswith("fleet-")}
-        assert rows["fleet-busy"][:2] == ["2", "active"] and rows["fleet-retiring"][:2] == ["1", "retired"]
-        assert rows["fleet-single"][:2] == ["0", "active"]
-        assert "latest bundle and receipt · fleet-head proof" in rows["fleet-busy"][-1]
-        links = await page.evaluate("[...document.querySelectorAll('#fleets a')].map(a => a.href)")
-        base = log.server.url
-        assert f"{base}/v1/fleets/fleet-retiring" in links and f"{base}/v1/fleets/fleet-retiring/head" in links
-        # ... and the tree size over time, one dot per point of /v1/status.
-        dots = await page.evaluate("document.querySelectorAll('#plot svg circle').length")
-        assert dots == len((await log.status())["tree_sizes"]) or dots == len(status["tree_sizes"])
-        assert await page.evaluate("document.querySelector('#plot svg path.line').getAttribute('d').length") > 10
-
-        # The browser enforces the CSP: an inline script added to the page does not run,
-        # and a violation is reported; the page's own files raised none.
-        assert not [e for e in page.events if e["method"] == "Log.entryAdded"
-                    and e["params"]["entry"]["source"] in ("security", "violation", "javascript")]
-        assert not [e for e in page.events if e["method"] == "Runtime.exceptionThrown"]
-        ran = await page.evaluate(
-            "new Promise(done => {"
-            "  document.addEventListener('securitypolicyviolation', e => done('blocked: ' + e.violatedDirective));"
-            "  const s = document.createElement('script'); s.textContent = 'window.inlineRan = 1';"
-            "  document.body.append(s); setTimeout(() => done(window.inlineRan ? 'ran' : 'silent'), 2000); })")
-        assert ran == "blocked: script-src-elem", ran
-
-        png = await page.screenshot()
-        width, height = _png_size(png)
-        assert width == 1200 and height > 600
-        (tmp_path / "status-page.png").write_bytes(png)
-        if os.environ.get("LOGSERVER_STATUS_SCREENSHOT"):
-            Path(os.environ["LOGSERVER_STATUS_SCREENSHOT"]).write_bytes(png)
+        await chromium.start()
+        yield chromium
     finally:
-        await browser.close()
+        await chromium.close()
+
+
+async def open_page(browser: Chromium, url: str) -> tuple[Page, str]:
+    """A new tab at `url`, once its script has filled it in: (the page, its data-state)."""
+    page = await browser.new_page()
+    await page.navigate(url)
+    # The new document, its script done: data-state moves from "loading" to "ready" or "error".
+    state = await page.wait_for(
+        f"location.href === {json.dumps(url)} && document.body !== null"
+        " && document.body.dataset.state !== 'loading' && document.body.dataset.state")
+    return page, state
+
+
+async def test_page_in_headless_chromium(log, filled, browser, tmp_path):
+    status = await log.status()
+    page, state = await open_page(browser, log.server.url + "/")
+    assert state == "ready", await page.evaluate("document.getElementById('error').textContent")
+    text = await page.evaluate("document.body.innerText")
+    size = f"{status['published']['tree_size']:,}"
+
+    # What a person reads: the log, its key, the checkpoint and its age ...
+    assert f"Transparency log {ORIGIN}" in text
+    assert status["verifier_key"] in text and "-----BEGIN PUBLIC KEY-----" in text
+    assert f"Tree size\n{size}" in text.replace("\t", "\n")
+    assert status["published"]["root"] in text
+    assert " ago)" in text  # the checkpoint's age
+    # ... each witness and when it last cosigned ...
+    assert '2 witness(es), quorum "any"; 1 cosigned the published checkpoint.' in text
+    w1 = next(line for line in text.splitlines() if line.startswith("w1\t")).split("\t")
+    assert w1[1].startswith(f"size {size} at ") and w1[1].endswith(" ago") and w1[2] == "yes", w1
+    w2 = next(line for line in text.splitlines() if line.startswith("w2\t")).split("\t")
+    assert w2[1:] == ["never (in the last 10,000 checkpoints)", "no", log.down_url], w2
+    # ... the fleets, their latest sequence and status, with links to their proofs ...
+    assert "3 fleet(s), 2 active, 1 retired." in text
+    rows = {line.split("\t")[0]: line.split("\t")[1:] for line in text.splitlines() if line.startswith("fleet-")}
+    assert rows["fleet-busy"][:2] == ["2", "active"] and rows["fleet-retiring"][:2] == ["1", "retired"]
+    assert rows["fleet-single"][:2] == ["0", "active"]
+    assert "latest bundle and receipt · fleet-head proof" in rows["fleet-busy"][-1]
+    links = await page.evaluate("[...document.querySelectorAll('#fleets a')].map(a => a.href)")
+    base = log.server.url
+    assert f"{base}/v1/fleets/fleet-retiring" in links and f"{base}/v1/fleets/fleet-retiring/head" in links
+    # ... and the tree size over time, one dot per point of /v1/status.
+    dots = await page.evaluate("document.querySelectorAll('#plot svg circle').length")
+    assert dots == len((await log.status())["tree_sizes"]) or dots == len(status["tree_sizes"])
+    assert await page.evaluate("document.querySelector('#plot svg path.line').getAttribute('d').length") > 10
+
+    # The browser enforces the CSP: an inline script added to the page does not run,
+    # and a violation is reported; the page's own files raised none.
+    assert not [e for e in page.events if e["method"] == "Log.entryAdded"
+                and e["params"]["entry"]["source"] in ("security", "violation", "javascript")]
+    assert not [e for e in page.events if e["method"] == "Runtime.exceptionThrown"]
+    ran = await page.evaluate(
+        "new Promise(done => {"
+        "  document.addEventListener('securitypolicyviolation', e => done('blocked: ' + e.violatedDirective));"
+        "  const s = document.createElement('script'); s.textContent = 'window.inlineRan = 1';"
+        "  document.body.append(s); setTimeout(() => done(window.inlineRan ? 'ran' : 'silent'), 2000); })")
+    assert ran == "blocked: script-src-elem", ran
+
+    png = await page.screenshot()
+    width, height = _png_size(png)
+    assert width == 1200 and height > 600
+    (tmp_path / "status-page.png").write_bytes(png)
+    if os.environ.get("LOGSERVER_STATUS_SCREENSHOT"):
+        Path(os.environ["LOGSERVER_STATUS_SCREENSHOT"]).write_bytes(png)
+
+
+async def test_page_says_what_it_could_not_read(database_url, pg_admin_url, browser, tmp_path):
+    """A witnessed log whose only witness never answers has published nothing: /v1/log
+    answers 503, and the page says so, with what /v1/status still tells."""
+    db = await pg.create_database(pg_admin_url, "t_status_page_unpublished")
+    directory = tmp_path / "log"
+    directory.mkdir()
+    down_vkey = CosignatureSigner("witness.test/gone", Ed25519PrivateKey.generate()).verifier().vkey
+    (directory / "witnesses.policy").write_text(
+        f"witness gone {down_vkey} http://127.0.0.1:{free_port()}\nquorum gone\n")
+    extra = 'witness_policy = "witnesses.policy"\n\n[witnessing]\nrequest_timeout_s = 1\n'
+    server = await start_server(write_config(directory, db, extra=extra))
+    try:
+        page, state = await open_page(browser, server.url + "/")
+        assert state == "error"
+        text = await page.evaluate("document.body.innerText")
+        assert "Could not read the log: v1/log: 503 witness_quorum_unavailable: " in text, text
+        assert "Tree size\tnone published yet" in text or "Tree size\nnone published yet" in text, text
+        assert "no checkpoint has a witness quorum yet" in text
+        assert '1 witness(es), quorum "gone"; 0 cosigned the published checkpoint.' in text
+        assert "0 fleet(s), 0 active, 0 retired." in text
+        assert f"Transparency log {ORIGIN}" in text  # from /v1/status, which still answers
+    finally:
+        await server.close()
+        await pg.drop_database(pg_admin_url, db)
