@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Callable
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
-from ..api import entries, ops, submit, tiles
+from ..api import entries, heads, ops, submit, tiles
 from ..api.compression import Gzipper
 from ..api.keys import (
     ADMISSION,
@@ -24,6 +24,7 @@ from ..api.keys import (
     COMMIT_DEADLINES,
     CONFIG,
     GZIPPER,
+    HEADS,
     LOG_KEY,
     METRICS,
     PUBLISHER,
@@ -50,6 +51,7 @@ from ..publish.build import make_target
 from ..publish.metrics import PublicationMetrics
 from ..read.tile_file import FILE_NAME as TILE_FILE_NAME
 from ..read.tile_file import TileFile, log_binding
+from ..read.heads_reader import HeadsReader
 from ..read.tree_reader import TreeReader
 from ..storage import DATABASE_UNAVAILABLE, CheckpointRow, Store, create_pool, open_log, resolve_database_url
 from ..storage.publication import PublicationStore
@@ -124,6 +126,7 @@ def create_app(
     r.add_get("/v1/entries", entries.get_entries)
     r.add_get("/v1/bundles/{leaf_hash}", entries.get_bundle)
     r.add_get("/v1/fleets/{fleet_id}", entries.get_fleet)
+    r.add_get("/v1/fleets/{fleet_id}/head", heads.get_fleet_head)
     r.add_get("/checkpoint", tiles.get_checkpoint)
     # [\s\S], not ".": a percent-encoded newline in a tile path must reach the tile
     # parser (400 bad_tile_path), not fall through to the unrouted 404.
@@ -212,6 +215,7 @@ async def _storage_ctx(app: web.Application) -> AsyncIterator[None]:
             reader.tile_file = await _open_tile_file(config, store, key)
         app[STORE] = store
         app[READER] = reader
+        app[HEADS] = HeadsReader(store, reader)  # built on first use (a fleet-head proof)
         yield
     finally:
         if reader is not None and reader.tile_file is not None:

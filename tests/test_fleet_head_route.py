@@ -1,0 +1,119 @@
+"""GET /v1/fleets/{id}/head through a real server (real PostgreSQL): the fleet-head proof
+of a present, absent and retired fleet verifies under the client's trust policy and
+names what the log holds; a malformed id is 400; a proof stays valid at its checkpoint
+after the fleet rotates, while the client state refuses to go back to it."""
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import pytest
+
+from bundle_factory import BundleFactory
+from logserver.bundle import encode_leaf, parse_payload
+from logserver.client import ClientState, TrustPolicy
+from logserver.client.errors import FleetAbsentError, FleetHeadRollbackError, FleetRetiredError
+from logserver.client.fleet_head import open_fleet_head, verify_fleet_head
+from logserver.formats.fleet_head import parse_fleet_head_proof
+from server_harness import start_server, write_config
+from test_client_support import submit, write_trust_policy, log_vkey
+
+MAX_AGE_S = 600
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+@pytest.fixture(scope="module")
+async def server(database_url, tmp_path_factory):
+    s = await start_server(write_config(tmp_path_factory.mktemp("headroute"), database_url))
+    yield s
+    await s.close()
+
+
+@pytest.fixture(scope="module")
+async def policy(server, tmp_path_factory) -> TrustPolicy:
+    path = write_trust_policy(tmp_path_factory.mktemp("policy"), await log_vkey(server.session))
+    path.write_text(path.read_text().replace("\n\n", f"\nmax_age_s = {MAX_AGE_S}\n\n", 1))
+    return TrustPolicy.load(path)
+
+
+async def get_head(server, fleet_id: str) -> tuple[int, bytes, dict[str, str]]:
+    async with server.session.get(f"/v1/fleets/{fleet_id}/head") as resp:
+        return resp.status, await resp.read(), dict(resp.headers)
+
+
+async def test_an_empty_log_has_no_heads_leaf_yet(server):
+    status, body, _ = await get_head(server, "anything")
+    assert status == 404
+    assert json.loads(body)["error"]["code"] == "no_heads_leaf"
+
+
+async def test_present_absent_retired_and_malformed(server, policy):
+    factories = {f: BundleFactory(fleet_id=f) for f in ("fleet-b", "fleet-d", "fleet-f")}
+    envelopes = {}
+    for f, factory in factories.items():
+        for _ in range(2):
+            envelopes[f] = factory.envelope()
+            await submit(server.session, envelopes[f])
+
+    # Present: the fleet's newest bundle, verified.
+    status, body, headers = await get_head(server, "fleet-d")
+    assert status == 200, body
+    assert headers["Content-Type"] == "application/json"
+    assert headers["Cache-Control"] == "public, max-age=5"
+    head = verify_fleet_head(body, policy, now(), fleet_id="fleet-d")
+    assert head.sequence == parse_payload(envelopes["fleet-d"].payload).sequence == 1
+    assert encode_leaf(head.envelope) == encode_leaf(envelopes["fleet-d"])
+    parsed = parse_fleet_head_proof(body)
+    assert parsed.checkpoint.size == parsed.heads_leaf.index + 1
+    assert body == parsed.to_json()  # the canonical bytes of formats/fleet_head.py
+
+    # Absent: before the first row, between two rows, after the last.
+    for fleet, want in (("fleet-a", (0,)), ("fleet-c", (0, 1)), ("fleet-e", (1, 2)), ("fleet-z", (2,))):
+        status, body, _ = await get_head(server, fleet)
+        assert status == 200, body
+        with pytest.raises(FleetAbsentError) as caught:
+            verify_fleet_head(body, policy, now(), fleet_id=fleet)
+        assert caught.value.absence.positions == want
+        assert caught.value.absence.heads.count == 3
+
+    # Retired: its retirement, then a later bundle is refused (409) and the head stays.
+    retirement = factories["fleet-f"].envelope(status="retired")
+    await submit(server.session, retirement)
+    async with server.session.post("/v1/bundles", data=factories["fleet-f"].envelope_json(),
+                                   headers={"Content-Type": "application/json"}) as resp:
+        assert resp.status == 409
+        assert (await resp.json())["error"]["code"] == "fleet_retired"
+    status, body, _ = await get_head(server, "fleet-f")
+    assert status == 200, body
+    with pytest.raises(FleetRetiredError) as retired:
+        verify_fleet_head(body, policy, now(), fleet_id="fleet-f")
+    assert encode_leaf(retired.value.head.envelope) == encode_leaf(retirement)
+    assert retired.value.head.status == "retired"
+
+    # Malformed ids: 400, nothing else.
+    for bad in ("..", ".", "a" * 129, "fleet%20x", "fl%C3%A9et"):
+        status, body, _ = await get_head(server, bad)
+        assert status in (400, 404), (bad, status, body)
+        if status == 400:
+            assert json.loads(body)["error"]["code"] == "bad_fleet_id"
+    status, body, _ = await get_head(server, "a" * 129)
+    assert status == 400
+
+
+async def test_a_rotated_fleet_old_proof_still_verifies_but_the_state_refuses_rollback(server, policy, tmp_path):
+    factory = BundleFactory(fleet_id="rotating")
+    await submit(server.session, factory.envelope())
+    _, old, _ = await get_head(server, "rotating")
+    await submit(server.session, factory.envelope())
+    _, new, _ = await get_head(server, "rotating")
+    assert old != new
+    state = ClientState(tmp_path / "state")
+    assert verify_fleet_head(new, policy, now(), state=state).sequence == 1
+    # The old proof is still a valid statement at its own (older) checkpoint...
+    assert open_fleet_head(old, policy, now()).sequence == 0
+    # ...but a client that saw the newer head refuses to go back to it.
+    with pytest.raises(FleetHeadRollbackError):
+        verify_fleet_head(old, policy, now(), state=state)
