@@ -30,6 +30,7 @@ import logging
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import NoReturn
 
 from ..bundle import decode_leaf
 from ..bundle.heads import HeadsError, HeadsRow, HeadsTable, decode_heads_leaf, is_heads_leaf
@@ -166,7 +167,7 @@ class HeadsReader:
         while len(self._sizes) > self.keep:
             self._sizes.popitem(last=False)
 
-    def _inconsistent(self, message: str) -> None:
+    def _inconsistent(self, message: str) -> NoReturn:
         self._sizes.clear()  # the next request rebuilds from the database
         log.critical("fleet heads: %s; no fleet-head proof is served until they agree (run `logserver fsck`)",
                      message)
@@ -220,7 +221,6 @@ class HeadsReader:
                 if stored is None or stored.leaf_hash != row.leaf_hash:
                     self._inconsistent(f"fleet {fleet_id!r}: its row names leaf {row.leaf_index} with hash "
                                        f"{row.leaf_hash.hex()}, which the database does not hold")
-                    raise AssertionError("unreachable")
                 path = await self.tree.inclusion_proof(row.leaf_index, heads.size)
                 bundle = BundleProof(decode_leaf(stored.leaf).to_dict(), tuple(path))
                 data = build_fleet_head_proof(fleet_id, cp.note, leaf_proof, row=row, bundle=bundle)

@@ -49,9 +49,9 @@ from ..keys.log_key import LogKey
 from ..publish import LogKeyVerifiers, StaticPublisher, TargetPublisher
 from ..publish.build import make_target
 from ..publish.metrics import PublicationMetrics
+from ..read.heads_reader import HeadsReader
 from ..read.tile_file import FILE_NAME as TILE_FILE_NAME
 from ..read.tile_file import TileFile, log_binding
-from ..read.heads_reader import HeadsReader
 from ..read.tree_reader import TreeReader
 from ..storage import DATABASE_UNAVAILABLE, CheckpointRow, Store, create_pool, open_log, resolve_database_url
 from ..storage.publication import PublicationStore
@@ -327,7 +327,9 @@ async def _start_static(app: web.Application) -> StaticPublisher | None:
     targets = [make_target(t) for t in config.publication.targets]
     static = StaticPublisher([
         TargetPublisher(t, reader=reader, progress=progress, source=source, verifiers=verifiers, metrics=metrics,
-                        clock=app[CLOCK], min_interval_s=config.publication.min_interval_ms / 1000)
+                        clock=app[CLOCK], min_interval_s=config.publication.min_interval_ms / 1000,
+                        heads=app[HEADS] if config.publication.fleet_heads_interval_s > 0 else None,
+                        heads_interval_s=config.publication.fleet_heads_interval_s)
         for t in targets])
     try:
         for t in targets:
