@@ -4,7 +4,10 @@ names what the log holds; a malformed id is 400; a proof stays valid at its chec
 after the fleet rotates, while the client state refuses to go back to it."""
 from __future__ import annotations
 
+import asyncio
 import json
+import subprocess
+import sys
 from datetime import UTC, datetime
 
 import pytest
@@ -117,3 +120,68 @@ async def test_a_rotated_fleet_old_proof_still_verifies_but_the_state_refuses_ro
     # ...but a client that saw the newer head refuses to go back to it.
     with pytest.raises(FleetHeadRollbackError):
         verify_fleet_head(old, policy, now(), state=state)
+
+
+async def run_cli(*args: str) -> subprocess.CompletedProcess:
+    # In a thread: the server runs in this test's event loop.
+    return await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "logserver.cli", "verify", *args],
+                                   capture_output=True, text=True, timeout=120)
+
+
+async def test_verify_head_prints_every_check_and_exits_by_outcome(server, tmp_path):
+    policy = write_trust_policy(tmp_path, await log_vkey(server.session))
+    factory = BundleFactory(fleet_id="cli-fleet")
+    await submit(server.session, factory.envelope())
+    await submit(server.session, factory.envelope())
+    state = tmp_path / "state"
+
+    done = await run_cli("--head", "cli-fleet", "--policy", str(policy), "--log", server.url,
+                         "--max-age", "600", "--state", str(state))
+    assert done.returncode == 0, done.stdout + done.stderr
+    for check in ("fleet_head_format", "fleet_head_fleet", "checkpoint_signature", "witness_quorum",
+                  "fleet_head_freshness", "heads_leaf", "heads_row", "head_bundle", "envelope_signatures",
+                  "fleet_head_rollback"):
+        assert f"[  ok] {check}" in done.stdout, (check, done.stdout)
+    assert "CURRENT: fleet 'cli-fleet': sequence 1" in done.stdout, done.stdout
+    assert "freshness rests on the log's own clock alone" in done.stdout
+
+    # The same proof, saved and verified offline; then one verified before a newer head
+    # was seen by the state is refused as a rollback (exit 1).
+    _, old, _ = await get_head(server, "cli-fleet")
+    (tmp_path / "head.json").write_bytes(old)
+    await submit(server.session, factory.envelope())
+    done = await run_cli("--head", "cli-fleet", "--policy", str(policy), "--log", server.url,
+                         "--max-age", "600", "--state", str(state))
+    assert done.returncode == 0 and "sequence 2" in done.stdout, done.stdout + done.stderr
+    done = await run_cli("--head", "cli-fleet", "--policy", str(policy), "--head-proof", str(tmp_path / "head.json"),
+                         "--max-age", "600")
+    assert done.returncode == 0 and "sequence 1" in done.stdout, done.stdout + done.stderr
+    done = await run_cli("--head", "cli-fleet", "--policy", str(policy), "--head-proof", str(tmp_path / "head.json"),
+                         "--max-age", "600", "--state", str(state))
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "[FAIL] fleet_head_rollback" in done.stdout and "FleetHeadRollbackError" in done.stdout, done.stdout
+
+    # Absent: exit 8; retired: exit 7, and the JSON account says so.
+    done = await run_cli("--head", "cli-never", "--policy", str(policy), "--log", server.url, "--max-age", "600")
+    assert done.returncode == 8, done.stdout + done.stderr
+    assert "ABSENT: fleet 'cli-never' has no bundle" in done.stdout
+    await submit(server.session, factory.envelope(status="retired"))
+    done = await run_cli("--head", "cli-fleet", "--policy", str(policy), "--log", server.url, "--max-age", "600",
+                         "--json")
+    assert done.returncode == 7, done.stdout + done.stderr
+    account = json.loads(done.stdout)
+    assert account["head"]["outcome"] == "retired" and account["head"]["sequence"] == 3
+    assert all(c["ok"] for c in account["checks"])
+
+    # A stale proof (now far after its checkpoint) fails freshness: exit 1.
+    done = await run_cli("--head", "cli-fleet", "--policy", str(policy), "--head-proof", str(tmp_path / "head.json"),
+                         "--max-age", "60", "--now", "2099-01-01T00:00:00Z")
+    assert done.returncode == 1 and "[FAIL] fleet_head_freshness" in done.stdout, done.stdout + done.stderr
+
+    # Usage errors: exit 2.
+    for bad in (["--head", "x", "--policy", str(policy)],  # no source
+                ["--head", "..", "--policy", str(policy), "--log", server.url, "--max-age", "9"],
+                ["--head", "x", "--policy", str(policy), "--log", server.url],  # no max age anywhere
+                ["--max-age", "5", "--receipt", "r", "--envelope", "e", "--policy", str(policy)]):
+        done = await run_cli(*bad)
+        assert done.returncode == 2, (bad, done.stdout, done.stderr)
