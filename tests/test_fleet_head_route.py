@@ -182,6 +182,55 @@ async def test_verify_head_prints_every_check_and_exits_by_outcome(server, tmp_p
     for bad in (["--head", "x", "--policy", str(policy)],  # no source
                 ["--head", "..", "--policy", str(policy), "--log", server.url, "--max-age", "9"],
                 ["--head", "x", "--policy", str(policy), "--log", server.url],  # no max age anywhere
-                ["--max-age", "5", "--receipt", "r", "--envelope", "e", "--policy", str(policy)]):
+                ["--head-proof", "h.json", "--receipt", "r", "--envelope", "e", "--policy", str(policy)]):
         done = await run_cli(*bad)
         assert done.returncode == 2, (bad, done.stdout, done.stderr)
+
+
+async def run_cli_command(*args: str) -> subprocess.CompletedProcess:
+    return await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "logserver.cli", *args],
+                                   capture_output=True, text=True, timeout=120)
+
+
+async def test_a_receipt_carrying_the_head_verifies_offline_as_current(server, tmp_path):
+    policy = write_trust_policy(tmp_path, await log_vkey(server.session))
+    factory = BundleFactory(fleet_id="receipt-head")
+    first, second = factory.envelope(), factory.envelope()
+    (tmp_path / "first.json").write_bytes(first.to_json())
+    (tmp_path / "second.json").write_bytes(second.to_json())
+
+    done = await run_cli_command("submit", "--log", server.url, "--envelope", str(tmp_path / "first.json"),
+                                 "--receipt", str(tmp_path / "receipt.json"), "--with-head")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "with the fleet-head proof of fleet 'receipt-head'" in done.stderr
+    receipt = json.loads((tmp_path / "receipt.json").read_text())
+    assert parse_fleet_head_proof(json.dumps(receipt["fleet_head"])).row.leaf_index == receipt["index"]
+
+    verify = ["verify", "--receipt", str(tmp_path / "receipt.json"), "--envelope", str(tmp_path / "first.json"),
+              "--policy", str(policy)]
+    done = await run_cli_command(*verify, "--max-age", "600")
+    assert done.returncode == 0, done.stdout + done.stderr
+    for check in ("inclusion_proof", "fleet_head_freshness", "heads_leaf", "heads_row", "head_bundle",
+                  "fleet_head_current"):
+        assert f"[  ok] {check}" in done.stdout, (check, done.stdout)
+    assert "CURRENT: the receipt's fleet-head proof shows it is the fleet's newest bundle" in done.stdout
+    # No freshness bound anywhere: a usage error, not a pass.
+    done = await run_cli_command(*verify)
+    assert done.returncode == 2, done.stdout + done.stderr
+
+    # The fleet rotates; the first receipt with a head fetched after that is not current.
+    await submit(server.session, second)
+    _, newer, _ = await get_head(server, "receipt-head")
+    receipt["fleet_head"] = json.loads(newer)
+    (tmp_path / "stale-receipt.json").write_text(json.dumps(receipt))
+    done = await run_cli_command("verify", "--receipt", str(tmp_path / "stale-receipt.json"), "--envelope",
+                                 str(tmp_path / "first.json"), "--policy", str(policy), "--max-age", "600")
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "[FAIL] fleet_head_current" in done.stdout and "NotCurrentHeadError" in done.stdout, done.stdout
+
+    # A head proof that does not parse makes the receipt malformed.
+    receipt["fleet_head"] = {"version": 1}
+    (tmp_path / "bad-receipt.json").write_text(json.dumps(receipt))
+    done = await run_cli_command("verify", "--receipt", str(tmp_path / "bad-receipt.json"), "--envelope",
+                                 str(tmp_path / "first.json"), "--policy", str(policy), "--max-age", "600")
+    assert done.returncode == 1 and "[FAIL] receipt_format" in done.stdout, done.stdout + done.stderr

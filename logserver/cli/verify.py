@@ -92,8 +92,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "log has none")
     p.add_argument("--head-proof", type=Path, metavar="FILE", help="with --head: verify this saved proof, offline")
     p.add_argument("--max-age", type=seconds, metavar="S",
-                   help="with --head: the proof's checkpoint must be cosigned within S seconds of now "
-                        "(default: the trust policy's max_age_s)")
+                   help="with --head, or a receipt carrying a fleet-head proof (submit --with-head): the proof's "
+                        "checkpoint must be cosigned within S seconds of now (default: the policy's max_age_s)")
 
 
 def _read(path: Path, what: str) -> bytes:
@@ -119,8 +119,8 @@ def _policy(path: Path | None) -> TrustPolicy | None:
 def run(args: argparse.Namespace) -> int:
     if args.head is not None:
         return _run_head(args)
-    if args.head_proof is not None or args.max_age is not None:
-        raise UsageError("--head-proof and --max-age go with --head FLEET")
+    if args.head_proof is not None:
+        raise UsageError("--head-proof goes with --head FLEET")
     if args.wait is not None and not (args.log or args.tiles):
         raise UsageError("--wait is how long to wait for the tiles: give --log URL or --tiles URL too")
     if args.evidence is not None:
@@ -151,13 +151,19 @@ def _verify_and_print(args: argparse.Namespace, envelope: bytes, receipt: bytes,
     result: VerifiedReceipt | None = None
     failure: VerificationFailure | None = None
     evidence_path: Path | None = None
+    max_age = None if args.max_age is None else max(1, int(args.max_age))
     try:
         if args.log or args.tiles:
-            result = asyncio.run(_online(args, envelope, receipt, policy, now, state, checks))
+            result = asyncio.run(_online(args, envelope, receipt, policy, now, state, checks, max_age))
         else:
-            result = verify_receipt(envelope, receipt, policy, now=now, state=state, checks=checks)
+            result = verify_receipt(envelope, receipt, policy, now=now, state=state, checks=checks, max_age=max_age)
     except VerificationFailure as exc:
         failure = exc
+    except ValueError as exc:  # a receipt with a fleet-head proof, and no freshness bound given
+        if "max_age" not in str(exc):
+            raise
+        raise UsageError("the receipt carries a fleet-head proof: give --max-age S, or max_age_s in the trust "
+                         "policy") from None
     except LogClientError as exc:
         raise CliError(f"{_where(args)}: {exc}") from None
     if isinstance(failure, SplitViewError) and args.state is not None:
@@ -178,11 +184,11 @@ def _where(args: argparse.Namespace) -> str:
 
 
 async def _online(args: argparse.Namespace, envelope: bytes, receipt: bytes, policy: TrustPolicy, now: datetime,
-                  state: ClientState | None, checks: CheckLog) -> VerifiedReceipt:
+                  state: ClientState | None, checks: CheckLog, max_age: int | None) -> VerifiedReceipt:
     wait = DEFAULT_WAIT_S if args.wait is None else args.wait
     async with LogClient(args.log, tiles_url=args.tiles) as client:
         return await verify_receipt_online(client, envelope, receipt, policy, now=now, state=state, checks=checks,
-                                           check_fleet=bool(args.log), wait_s=wait)
+                                           check_fleet=bool(args.log), wait_s=wait, max_age=max_age)
 
 
 def _save_evidence(directory: Path, evidence: SplitViewEvidence) -> Path:
@@ -229,6 +235,12 @@ def _text_account(args: argparse.Namespace, checks: CheckLog, result: VerifiedRe
             f"VERIFIED: fleet {result.fleet_id!r} sequence {result.sequence}, keys {keys}; entry {result.index} "
             f"of log {result.checkpoint.origin!r} (tree size {result.checkpoint.size})"
         )
+        head = result.fleet_head
+        if head is not None:
+            lines.append(f"CURRENT: the receipt's fleet-head proof shows it is the fleet's newest bundle at tree size "
+                         f"{head.checkpoint.size}, fresh within {head.freshness.max_age_s} s")
+            if head.freshness.rests_on_log_alone:
+                lines.append("  (no witness quorum in the trust policy: freshness rests on the log's own clock alone)")
     else:
         assert failure is not None
         lines.append(f"FAILED: {type(failure).__name__} in check {failure.check!r}: {failure}")

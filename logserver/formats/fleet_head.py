@@ -192,7 +192,12 @@ def parse_fleet_head_proof(data: bytes | str) -> FleetHeadProof:
         raise FleetHeadFormatError(
             f"fleet-head proof: got {len(data)} {unit}, want at most {MAX_FLEET_HEAD_PROOF_BYTES}"
         )
-    obj = strict_json(data, "fleet-head proof", FleetHeadFormatError)
+    return parse_fleet_head_object(strict_json(data, "fleet-head proof", FleetHeadFormatError))
+
+
+def parse_fleet_head_object(obj: object) -> FleetHeadProof:
+    """Parse a fleet-head proof already decoded by `strict_json` (the object a receipt
+    carries in its `fleet_head` field); the same checks as `parse_fleet_head_proof`."""
     if not isinstance(obj, dict):
         raise FleetHeadFormatError(f"fleet-head proof: got {json_type(obj)}, want object")
     if "version" in obj:
