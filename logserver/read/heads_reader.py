@@ -35,7 +35,9 @@ from typing import NoReturn
 from ..bundle import decode_leaf
 from ..bundle.heads import HeadsError, HeadsRow, HeadsTable, decode_heads_leaf, is_heads_leaf
 from ..bundle.payload import ACTIVE, RETIRED
+from ..formats.checkpoint import parse_checkpoint
 from ..formats.fleet_head import BundleProof, HeadsLeafProof, build_fleet_head_proof
+from ..formats.note import parse_note
 from ..storage import CheckpointRow, Store
 from .tree_reader import TreeReader
 
@@ -210,11 +212,16 @@ class HeadsReader:
         positions = {f: table.position(f) for f in fleet_ids}
         indices = [table.row(p).leaf_index for p in positions.values() if p is not None]
         leaves = await self.store.leaves_at(indices) if indices else {}
+        # The checkpoint is parsed once; the first proof of the page is parsed back (the
+        # builder's own check), the others are made the same way from checked rows.
+        checkpoint = parse_checkpoint(parse_note(cp.note).text)
         out = []
         for fleet_id, position in positions.items():
+            check = not out
             if position is None:
                 neighbours = [table.proved_row(p) for p in table.neighbours(fleet_id)]
-                data = build_fleet_head_proof(fleet_id, cp.note, leaf_proof, neighbours=neighbours)
+                data = build_fleet_head_proof(fleet_id, cp.note, leaf_proof, neighbours=neighbours,
+                                              checkpoint=checkpoint, check=check)
             else:
                 row = table.proved_row(position)
                 stored = leaves.get(row.leaf_index)
@@ -223,6 +230,7 @@ class HeadsReader:
                                        f"{row.leaf_hash.hex()}, which the database does not hold")
                 path = await self.tree.inclusion_proof(row.leaf_index, heads.size)
                 bundle = BundleProof(decode_leaf(stored.leaf).to_dict(), tuple(path))
-                data = build_fleet_head_proof(fleet_id, cp.note, leaf_proof, row=row, bundle=bundle)
+                data = build_fleet_head_proof(fleet_id, cp.note, leaf_proof, row=row, bundle=bundle,
+                                              checkpoint=checkpoint, check=check)
             out.append((fleet_id, data))
         return out
