@@ -18,7 +18,7 @@ with `.tmp-` (deploy/nginx/logserver.conf never serves dotfiles):
   and each re-reads the checkpoint under the lock: it is replaced only if it is still
   what the publisher read (`replace_checkpoint`).
 
-* a mutable object (a fleet-head proof, `put`) is written to a temporary file in
+* a mutable object (a fleet-head proof, `put_many`) is written to a temporary file in
   `<root>/.tmp-put/` and renamed over its name (atomic: readers see the old or the new
   one); `sync` fsyncs its directory. The file itself is not fsynced: a pass may rewrite
   ten thousand of them, and each is rewritten in full by the next pass that writes it,
@@ -115,28 +115,33 @@ class DirectoryTarget:
             with contextlib.suppress(FileExistsError):  # another publisher made it meanwhile
                 d.mkdir()
 
-    async def put(self, obj: StaticObject) -> None:
-        await asyncio.to_thread(self._put, obj)
+    async def put_many(self, objs: list[StaticObject]) -> None:
+        await asyncio.to_thread(self._put_many, objs)
 
-    def _put(self, obj: StaticObject) -> None:
-        final = self.root / obj.path
-        self._make_dirs(final.parent)
+    def _put_many(self, objs: list[StaticObject]) -> None:
+        # One thread hop for the lot: per object it is an open, a write and a rename.
         tmp_dir = self.root / PUT_TMP
-        self._make_dirs(tmp_dir)
-        tmp = tmp_dir / f"{secrets.token_hex(8)}"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        try:
-            view = memoryview(obj.data)
-            while view:
-                view = view[os.write(fd, view):]
-        finally:
-            os.close(fd)
-        try:
-            os.replace(tmp, final)
-        except BaseException:
-            os.unlink(tmp)
-            raise
-        self._dirty.update(d for d in (final.parent, *final.parent.parents) if d.is_relative_to(self.root))
+        made: set[Path] = set()
+        for obj in objs:
+            final = self.root / obj.path
+            for d in (final.parent, tmp_dir):
+                if d not in made:
+                    self._make_dirs(d)
+                    made.add(d)
+            tmp = tmp_dir / secrets.token_hex(8)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            try:
+                view = memoryview(obj.data)
+                while view:
+                    view = view[os.write(fd, view):]
+            finally:
+                os.close(fd)
+            try:
+                os.replace(tmp, final)
+            except BaseException:
+                os.unlink(tmp)
+                raise
+            self._dirty.update(d for d in (final.parent, *final.parent.parents) if d.is_relative_to(self.root))
 
     async def sync(self) -> None:
         dirty, self._dirty = self._dirty, set()

@@ -348,19 +348,14 @@ class TargetPublisher:
             return False
         rows = {r.fleet_id: (r.sequence, r.leaf_index) for r in at.table}
         fleets = list(rows) if full else [f for f, v in rows.items() if self._heads_rows.get(f) != v]
-        sem = asyncio.Semaphore(self.concurrency)
-
-        async def one(fleet_id: str, data: bytes) -> None:
-            async with sem:
-                await self.target.put(fleet_head_object(fleet_id, data))
-            self._heads_rows[fleet_id] = rows[fleet_id]
-            self._heads_written.inc()
-
         step = self.concurrency * 16
         try:
             for i in range(0, len(fleets), step):
                 proofs = await heads.proofs(cp, fleets[i:i + step])
-                await asyncio.gather(*(one(f, d) for f, d in proofs))
+                await self.target.put_many([fleet_head_object(f, d) for f, d in proofs])
+                for f, _ in proofs:
+                    self._heads_rows[f] = rows[f]
+                self._heads_written.inc(len(proofs))
         except NoHeadsLeafError:
             return False  # an empty log, or one that predates HEADS leaves: no proof to write
         except HeadsUnavailableError as e:

@@ -20,6 +20,7 @@ AWS_SECRET_ACCESS_KEY, a shared credentials file, an instance role.
 """
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from typing import Any
@@ -118,10 +119,23 @@ class S3Target:
                 "it is never overwritten: find out who changed it (logserver fsck --target)")
         return False
 
-    async def put(self, obj: StaticObject) -> None:
+    async def put_many(self, objs: list[StaticObject]) -> None:
         s3 = await self._client()
-        await s3.put_object(Bucket=self.bucket, Key=self._key(obj.path), Body=obj.data,
-                            ContentType=obj.content_type, CacheControl=obj.cache_control)
+        sem = asyncio.Semaphore(self.max_connections)
+
+        async def one(obj: StaticObject) -> None:
+            async with sem:
+                await s3.put_object(Bucket=self.bucket, Key=self._key(obj.path), Body=obj.data,
+                                    ContentType=obj.content_type, CacheControl=obj.cache_control)
+
+        tasks = [asyncio.create_task(one(o)) for o in objs]
+        try:
+            await asyncio.gather(*tasks)
+        except BaseException:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
 
     async def sync(self) -> None:
         pass

@@ -12,8 +12,8 @@ routes serve. Two kinds of object:
 * the `checkpoint` is mutable, replaced only if it did not change since it was read
   (`replace_checkpoint`);
 * fleet-head proofs (`fleet-head/<fleet_id>`, docs/fleet-heads.md) are mutable too:
-  each names the checkpoint it was made at, and is overwritten (`put`) with the proof
-  at a newer one. They are not part of the tree: no checkpoint needs them.
+  each names the checkpoint it was made at, and is overwritten with the proof at a
+  newer one (`put_many`). They are not part of the tree: no checkpoint needs them.
 
 Contracts every implementation keeps (logserver/write/sequencer.py, step 9):
 
@@ -112,9 +112,10 @@ class Target(Protocol):
         ObjectConflictError if it exists with other bytes."""
         ...
 
-    async def put(self, obj: StaticObject) -> None:
-        """Write a mutable object (a fleet-head proof), replacing what is there: readers
-        see the old or the new bytes, never a mix. Durable once `sync` returns."""
+    async def put_many(self, objs: list[StaticObject]) -> None:
+        """Write mutable objects (fleet-head proofs), each replacing what is there:
+        readers see an object's old or new bytes, never a mix. Durable once `sync`
+        returns. Many at once: a pass may rewrite ten thousand."""
         ...
 
     async def sync(self) -> None:

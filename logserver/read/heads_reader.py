@@ -215,7 +215,7 @@ class HeadsReader:
         # The checkpoint is parsed once; the first proof of the page is parsed back (the
         # builder's own check), the others are made the same way from checked rows.
         checkpoint = parse_checkpoint(parse_note(cp.note).text)
-        out = []
+        out: list[tuple[str, bytes]] = []
         for fleet_id, position in positions.items():
             check = not out
             if position is None:
