@@ -4,7 +4,10 @@ nginx configuration. Each fleet's object is byte-identical to the route's answer
 same checkpoint, carries the documented headers, verifies, and follows a rotation."""
 from __future__ import annotations
 
+import asyncio
 import os
+import subprocess
+import sys
 from datetime import UTC, datetime
 
 import aiohttp
@@ -125,3 +128,20 @@ async def test_each_fleets_object_is_the_routes_proof_and_follows_a_rotation(pub
         for base in bases:
             _, data, _ = await fetch(session, f"{base}/fleet-head/fleet-a")
             assert verify_fleet_head(data, policy, datetime.now(UTC), fleet_id="fleet-a").sequence == 1
+
+    # verify --head reads the static copy (--tiles) alone; a fleet it has no object for
+    # needs the log (--log) for its absence proof.
+    for base in bases:
+        done = await verify_head("fleet-a", "--tiles", base, "--policy", str(trust))
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert f"from {base}/fleet-head/fleet-a" in done.stdout and "sequence 1" in done.stdout, done.stdout
+        done = await verify_head("never-logged", "--tiles", base, "--policy", str(trust))
+        assert done.returncode == 1 and "no fleet-head/never-logged object" in done.stderr, done.stderr
+        done = await verify_head("never-logged", "--tiles", base, "--log", server.url, "--policy", str(trust))
+        assert done.returncode == 8, done.stdout + done.stderr
+
+
+async def verify_head(fleet: str, *args: str) -> subprocess.CompletedProcess:
+    # In a thread: the server runs in this test's event loop.
+    return await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "logserver.cli", "verify", "--head", fleet,
+                                                    *args], capture_output=True, text=True, timeout=120)
