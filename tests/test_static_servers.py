@@ -78,7 +78,7 @@ NOT_SERVED = {
     "tile/0/001/002": SECRET,  # an element before the last without its `x`
     "tile/entries/000.gz": SECRET,
     "index.html": SECRET,
-    ".tmp-put/0123456789abcdef": SECRET,  # a fleet-head proof being written
+    ".staging/.tmp-0123456789abcdef": SECRET,  # a fleet-head proof being written
     "fleet-head/sub/fleet-a": SECRET,  # not a fleet id: no subdirectories
     "fleet-head/" + "a" * 129: SECRET,  # longer than a fleet id
     "logserver.toml": SECRET,
@@ -167,8 +167,8 @@ async def test_nginx_refuses_dotfiles_and_names_outside_the_layout(nginx_for, pu
         "/tile/0/../.tmp-checkpoint-1a2b",
         "/checkpoint/",
         "/fleet-head/",
-        "/fleet-head/../.tmp-put/0123456789abcdef",
-        "/fleet-head/%2E%2E/.tmp-put/0123456789abcdef",
+        "/fleet-head/../.staging/.tmp-0123456789abcdef",
+        "/fleet-head/%2E%2E/.staging/.tmp-0123456789abcdef",
         "/tile/0/x001/x234/999",  # the right shape, not published
     ]
     for path in paths:

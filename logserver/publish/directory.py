@@ -19,7 +19,7 @@ with `.tmp-` (deploy/nginx/logserver.conf never serves dotfiles):
   what the publisher read (`replace_checkpoint`).
 
 * a mutable object (a fleet-head proof, `put_many`) is written to a temporary file in
-  `<root>/.tmp-put/` and renamed over its name (atomic: readers see the old or the new
+  `<root>/.staging/` and renamed over its name (atomic: readers see the old or the new
   one); `sync` fsyncs its directory. The file itself is not fsynced: a pass may rewrite
   ten thousand of them, and each is rewritten in full by the next pass that writes it,
   so one lost to a crash (empty, or the previous proof) costs a reader one failed fetch
@@ -40,7 +40,7 @@ from ..config import user_name
 from .targets import CHECKPOINT_PATH, ObjectConflictError, StaticObject, TargetError
 
 LOCK_NAME = ".checkpoint.lock"
-PUT_TMP = ".tmp-put"  # temporary files of `put`, kept out of the directories nginx serves
+PUT_TMP = ".staging"  # temporary files (.tmp-*) of `put_many`, kept out of the directories nginx serves
 
 
 class DirectoryTarget:
@@ -128,7 +128,7 @@ class DirectoryTarget:
                 if d not in made:
                     self._make_dirs(d)
                     made.add(d)
-            tmp = tmp_dir / secrets.token_hex(8)
+            tmp = tmp_dir / f".tmp-{secrets.token_hex(8)}"
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
             try:
                 view = memoryview(obj.data)
