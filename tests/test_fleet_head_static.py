@@ -11,6 +11,7 @@ import sys
 from datetime import UTC, datetime
 
 import aiohttp
+import pg
 import pytest
 from publish_support import wait_for
 from server_harness import ORIGIN, start_server, write_config
@@ -145,3 +146,37 @@ async def verify_head(fleet: str, *args: str) -> subprocess.CompletedProcess:
     # In a thread: the server runs in this test's event loop.
     return await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "logserver.cli", "verify", "--head", fleet,
                                                     *args], capture_output=True, text=True, timeout=120)
+
+
+async def test_a_changed_fleet_is_written_at_once_the_others_per_interval(pg_admin_url, tmp_path):
+    extra = ('[publication]\nfleet_heads_interval_s = 3600\n\n'
+             '[[publication.targets]]\nname = "dir"\ntype = "directory"\npath = "public"\n')
+    database = await pg.create_database(pg_admin_url, "t_heads_interval")
+    server = await start_server(write_config(tmp_path / "log", database, extra=extra))
+    try:
+        root = tmp_path / "log" / "public"
+        x, y = BundleFactory(fleet_id="interval-x"), BundleFactory(fleet_id="interval-y")
+        await submit(server.session, x.envelope())
+        await submit(server.session, y.envelope())
+
+        async def written(fleet: str, sequence: int) -> bool:
+            path = root / "fleet-head" / fleet
+            return path.exists() and parse_fleet_head_proof(path.read_bytes()).row.sequence == sequence
+
+        await wait_for("both fleets' proofs", lambda: _all(written("interval-x", 0), written("interval-y", 0)))
+        y_before = (root / "fleet-head" / "interval-y").read_bytes()
+        await submit(server.session, x.envelope())
+        await wait_for("interval-x's new head", lambda: written("interval-x", 1))
+        # y's row did not change and the interval has not passed: its object is untouched,
+        # still a valid proof at its older checkpoint.
+        assert (root / "fleet-head" / "interval-y").read_bytes() == y_before
+        x_proof = parse_fleet_head_proof((root / "fleet-head" / "interval-x").read_bytes())
+        assert x_proof.checkpoint.size > parse_fleet_head_proof(y_before).checkpoint.size
+        assert not list((root / ".staging").iterdir())  # no temporary file left behind
+    finally:
+        await server.close()
+        await pg.drop_database(pg_admin_url, database)
+
+
+async def _all(*checks) -> bool:
+    return all([await c for c in checks])

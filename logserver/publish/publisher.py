@@ -342,10 +342,10 @@ class TargetPublisher:
             at = await heads.at(cp.tree_size)
         except HeadsAheadError as e:
             log.debug("target %r: fleet-head proofs skipped at size %d: %s", self.target.name, cp.tree_size, e)
-            return False
+            return self._heads_skipped(stamp, full)
         except HeadsUnavailableError as e:
             log.warning("target %r: fleet-head proofs skipped at size %d: %s", self.target.name, cp.tree_size, e)
-            return False
+            return self._heads_skipped(stamp, full)
         rows = {r.fleet_id: (r.sequence, r.leaf_index) for r in at.table}
         fleets = list(rows) if full else [f for f, v in rows.items() if self._heads_rows.get(f) != v]
         step = self.concurrency * 16
@@ -357,14 +357,23 @@ class TargetPublisher:
                     self._heads_rows[f] = rows[f]
                 self._heads_written.inc(len(proofs))
         except NoHeadsLeafError:
-            return False  # an empty log, or one that predates HEADS leaves: no proof to write
+            # An empty log, or one that predates HEADS leaves: no proof to write at `cp`.
+            return self._heads_skipped(stamp, full)
         except HeadsUnavailableError as e:
             log.warning("target %r: fleet-head proofs skipped at size %d: %s", self.target.name, cp.tree_size, e)
-            return False
+            return self._heads_skipped(stamp, full)
+        self._heads_skipped(stamp, full)
+        return bool(fleets)
+
+    def _heads_skipped(self, stamp: tuple[int, int], full: bool) -> bool:
+        """Record that the proofs due at `stamp` were handled, written or not: a checkpoint
+        at which none can be made is not tried again every poll, only at the next
+        checkpoint or interval. (A failure of the target raises instead, and the pass,
+        retried, tries again.)"""
         self._heads_scanned = stamp
         if full:
             self._heads_full, self._heads_full_at = stamp, time.monotonic()
-        return bool(fleets)
+        return False
 
     async def _record(self, cp: CheckpointRow, signed_at_ms: int) -> None:
         stored = await self.progress.record(TargetProgress(self.target.name, cp.tree_size, cp.root, signed_at_ms))
