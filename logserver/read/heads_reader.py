@@ -28,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import NoReturn
 
@@ -80,9 +80,6 @@ class HeadsAt:
     last_heads: int  # index of the newest HEADS leaf below `size` (0: none)
     heads_leaf: bytes | None  # the 49 bytes at size - 1, None if that leaf is no HEADS leaf
 
-    def rows(self) -> Iterator[HeadsRow]:
-        return iter(self.table)
-
 
 class HeadsReader:
     def __init__(self, store: Store, tree: TreeReader, *, keep: int = KEEP_SIZES):
@@ -91,11 +88,6 @@ class HeadsReader:
         self.keep = keep
         self._sizes: OrderedDict[int, HeadsAt] = OrderedDict()  # oldest first
         self._lock = asyncio.Lock()
-
-    @property
-    def newest_size(self) -> int | None:
-        """The size of the newest table held (None before the first build)."""
-        return next(reversed(self._sizes)) if self._sizes else None
 
     async def at(self, size: int) -> HeadsAt:
         """The heads table at tree size `size`. Raises HeadsAheadError when the table is
