@@ -215,6 +215,11 @@ async def test_a_receipt_carrying_the_head_verifies_offline_as_current(server, t
                   "fleet_head_current"):
         assert f"[  ok] {check}" in done.stdout, (check, done.stdout)
     assert "CURRENT: the receipt's fleet-head proof shows it is the fleet's newest bundle" in done.stdout
+    # With a client state, twice: the receipt and its head agree with what was recorded.
+    for _ in range(2):
+        done = await run_cli_command(*verify, "--max-age", "600", "--state", str(tmp_path / "state"))
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "[  ok] fleet_head_rollback" in done.stdout and "[  ok] fleet_rollback" in done.stdout, done.stdout
     # No freshness bound anywhere: a usage error, not a pass.
     done = await run_cli_command(*verify)
     assert done.returncode == 2, done.stdout + done.stderr
