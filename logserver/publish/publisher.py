@@ -99,7 +99,7 @@ class TargetPublisher:
         self._heads_rows: dict[str, tuple[int, int]] = {}  # fleet -> (sequence, leaf index) on the target
         self._heads_full: tuple[int, int] | None = None  # (size, signed_at_ms) of the last full rewrite
         self._heads_full_at = -float("inf")  # time.monotonic() of it
-        self._heads_scanned: tuple[int, int] | None = None  # the checkpoint whose changed rows were written
+        self._heads_scanned: tuple[int, int] | None = None  # the checkpoint whose changed rows were handled
         self._written: tuple[bytes, TargetCheckpoint] | None = None  # the checkpoint this process last wrote
         self.published: TargetProgress | None = None  # what this process knows is on the target
         self.halted: str | None = None
@@ -336,8 +336,8 @@ class TargetPublisher:
             return False
         stamp = (cp.tree_size, cp.signed_at_ms)
         full = self._heads_due(cp)
-        if not full and self._heads_scanned == stamp:
-            return False
+        if not full and self._heads_scanned is not None and self._heads_scanned[0] == cp.tree_size:
+            return False  # the same size (a re-sign): the same rows, already written
         try:
             at = await heads.at(cp.tree_size)
         except HeadsAheadError as e:
