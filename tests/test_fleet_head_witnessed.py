@@ -31,13 +31,14 @@ async def witnessed(pg_admin_url, database_url, tmp_path_factory):
     witness = await start_witness(write_witness_config(base / "w1", "witness.test/w1", db, [log_vkey]))
     (base / "log").mkdir()
     (base / "log" / "witnesses.policy").write_text(f"witness w1 {witness.vkey} {witness.submission_url}\nquorum w1\n")
-    extra = ('witness_policy = "witnesses.policy"\n\n[witnessing]\nrequest_timeout_s = 2\nmax_wait_s = 5\n\n'
+    extra = ('witness_policy = "witnesses.policy"\n\n[witnessing]\nrequest_timeout_s = 2\nmax_wait_s = 2\n\n'
              '[publication]\nfleet_heads_interval_s = 0.2\n\n'
              '[[publication.targets]]\nname = "dir"\ntype = "directory"\npath = "public"\n')
     server = await start_server(write_config(base / "log", database_url, extra=extra, key_pem=pem))
-    yield server, witness, base, log_vkey
+    state = {"witness": witness}
+    yield server, witness, base, log_vkey, state
     await server.close()
-    await witness.close()
+    await state["witness"].close()
     await pg.drop_database(pg_admin_url, db)
 
 
@@ -49,7 +50,7 @@ def policy(directory, log_vkey: str, witness_vkey: str | None) -> TrustPolicy:
 
 
 async def test_the_proof_is_cosigned_and_fresh_by_the_witness(witnessed, tmp_path):
-    server, witness, base, log_vkey = witnessed
+    server, witness, base, log_vkey, _ = witnessed
     factory = BundleFactory(fleet_id="witnessed-fleet")
     for _ in range(3):
         await submit(server.session, factory.envelope())
@@ -82,3 +83,37 @@ async def test_the_proof_is_cosigned_and_fresh_by_the_witness(witnessed, tmp_pat
     await wait_for("the directory to hold the route's proof", same)
     static = read_file(root, "fleet-head/witnessed-fleet")
     assert verify_fleet_head(static, strict, datetime.now(UTC), fleet_id="witnessed-fleet").sequence == 2
+
+
+async def test_a_table_ahead_of_the_cosigned_checkpoint_waits_then_503_then_serves(witnessed, tmp_path):
+    """Last in the module: it restarts the witness. A server process that builds its heads
+    table while the witness is down builds it at the database's size, beyond the
+    published (cosigned) checkpoint: the route waits max_wait_s for that size to be
+    cosigned, answers 503, and serves the proof once the witness is back."""
+    server, witness, base, log_vkey, state = witnessed
+    port = witness.server.port
+    await witness.close()
+    factory = BundleFactory(fleet_id="ahead-fleet")
+    async with server.session.post("/v1/bundles", data=factory.envelope_json(),
+                                   headers={"Content-Type": "application/json"}) as resp:
+        assert resp.status == 503  # committed, not cosigned within max_wait_s
+        assert (await resp.json())["error"]["code"] == "witness_quorum_unavailable"
+    second = await start_server(base / "log" / "logserver.toml")  # a new process: a new, empty heads table
+    try:
+        async with second.session.get("/v1/fleets/ahead-fleet/head") as resp:
+            body = await resp.json()
+            assert resp.status == 503, body
+            assert body["error"]["code"] == "witness_quorum_unavailable" and resp.headers["Retry-After"]
+        state["witness"] = await start_witness(witness.config_path, port=port)
+
+        async def served() -> bool:
+            async with second.session.get("/v1/fleets/ahead-fleet/head") as resp:
+                return resp.status == 200
+
+        await wait_for("the proof once the witness cosigns again", served, timeout_s=60)
+        async with second.session.get("/v1/fleets/ahead-fleet/head") as resp:
+            data = await resp.read()
+        strict = policy(tmp_path / "strict", log_vkey, state["witness"].vkey)
+        assert verify_fleet_head(data, strict, datetime.now(UTC), fleet_id="ahead-fleet").sequence == 0
+    finally:
+        await second.close()
