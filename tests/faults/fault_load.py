@@ -182,7 +182,9 @@ async def audit_log(database_url: str, api_url: str, acks: list[Ack], session: a
     for r, h in zip(leaves, hashes):
         assert leaf_hash(bytes(r["leaf"])) == h, f"leaf {r['idx']}: stored hash is not the hash of its bytes"
     assert len(set(hashes)) == size, "a leaf hash appears twice"
-    assert len({(r["fleet_id"], r["sequence"]) for r in leaves}) == size, "a (fleet, sequence) appears twice"
+    # Bundle leaves only: a batch's HEADS leaf (docs/fleet-heads.md) has no fleet or sequence.
+    bundle_keys = [(r["fleet_id"], r["sequence"]) for r in leaves if r["fleet_id"] is not None]
+    assert len(set(bundle_keys)) == len(bundle_keys), "a (fleet, sequence) appears twice"
     assert state["tree_size"] == size, f"log_state size {state['tree_size']}, leaves {size}"
     root = mth(hashes)
     assert bytes(state["root"]) == root, "log_state root is not the Merkle tree hash of the leaves"
