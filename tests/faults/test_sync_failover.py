@@ -104,7 +104,7 @@ stall_timeout_ms = 2000
             await conn.close()
 
         # The primary's machine is gone, in the middle of the load.
-        acked_before = len(load.acks)
+        acked_before, retries_before = len(load.acks), load.retries
         await asyncio.to_thread(pair.primary.kill_9)
         # The operator (or Patroni) promotes the standby and restarts the log against it.
         server.kill_now()
@@ -115,6 +115,7 @@ stall_timeout_ms = 2000
 
         await load.wait_for_acks(len(load.acks) + 300, DEADLINE_S, "after the failover")
         assert len(load.acks) > acked_before
+        assert load.retries > retries_before, "the kill interrupted no submission"
     finally:
         load.stop()
         await asyncio.wait_for(load_task, DEADLINE_S)
