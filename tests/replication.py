@@ -115,8 +115,7 @@ class Pair:
                 pid = node.postmaster_pid()
                 if pid is not None:
                     os.kill(pid, signal.SIGKILL)
-        if not os.environ.get("KEEPREPL"):
-            shutil.rmtree(self.root, ignore_errors=True)
+        shutil.rmtree(self.root, ignore_errors=True)
 
 
 def _server_user() -> str | None:
@@ -136,25 +135,57 @@ def _owned_dir(path: Path, user: str | None) -> Path:
     return path
 
 
+def new_root(prefix: str = "logserver-repl-") -> tuple[Path, str | None]:
+    """A temporary directory for servers' data directories, and the user they run as."""
+    root = Path(tempfile.mkdtemp(prefix=prefix))
+    root.chmod(0o755)  # traversable by the servers' user
+    return root, _server_user()
+
+
+def init_node(pgdata: Path, user: str | None) -> Node:
+    """initdb a new server in `pgdata` (which must not exist) on a free port of 127.0.0.1; not started."""
+    node = Node(_owned_dir(pgdata, user), _free_port(), user)
+    node.run([_program("initdb"), "--auth=trust", "--encoding=utf8", "-U", "postgres", "-D", str(pgdata)])
+    node.append_conf(f"listen_addresses = '127.0.0.1'\nport = {node.port}\nunix_socket_directories = ''\n",
+                     file="postgresql.conf")
+    return node
+
+
+def node_from_backup(backup: Path, pgdata: Path, user: str | None) -> Node:
+    """A server whose data directory is a copy of the plain-format base backup `backup`, on a new port.
+
+    This is the restore: PostgreSQL replays the WAL the backup carries (-X stream) at start."""
+    shutil.copytree(backup, pgdata)
+    pgdata.chmod(0o700)
+    if user is not None:
+        for path in [pgdata, *pgdata.rglob("*")]:
+            shutil.chown(path, user, user)
+    node = Node(pgdata, _free_port(), user)
+    node.append_conf(f"port = {node.port}\n")
+    return node
+
+
+def base_backup(node: Node, target: Path) -> None:
+    """`pg_basebackup` of the running `node` into `target` (plain format, with the WAL it needs),
+    then `pg_verifybackup` of it."""
+    _owned_dir(target, node.user)
+    node.run([_program("pg_basebackup"), "-h", "127.0.0.1", "-p", str(node.port), "-U", "postgres",
+              "-D", str(target), "-X", "stream", "--checkpoint=fast"])
+    node.run([_program("pg_verifybackup"), str(target)])
+
+
 def start_pair(synchronous: bool = True) -> Pair:
     """initdb + start a primary, pg_basebackup a standby from it, start the standby, and wait
     until the primary reports it as its synchronous standby (about 3 s). Blocking."""
-    root = Path(tempfile.mkdtemp(prefix="logserver-repl-"))
-    root.chmod(0o755)  # traversable by the servers' user
-    user = _server_user()
-    primary = Node(_owned_dir(root / "primary", user), _free_port(), user)
+    root, user = new_root()
+    primary = init_node(root / "primary", user)
     standby = Node(root / "standby", _free_port(), user)
     pair = Pair(root, user, primary, standby)
     try:
-        primary.run([_program("initdb"), "--auth=trust", "--encoding=utf8", "-U", "postgres",
-                     "-D", str(primary.pgdata)])
         primary.append_conf(
-            "listen_addresses = '127.0.0.1'\n"
-            f"port = {primary.port}\n"
-            "unix_socket_directories = ''\n"
             # docs/operations.md "Failover": one named synchronous standby; `on` waits for it
             # to flush the commit record to its disk.
-            + (f"synchronous_standby_names = 'FIRST 1 ({STANDBY_NAME})'\n" if synchronous else "")
+            (f"synchronous_standby_names = 'FIRST 1 ({STANDBY_NAME})'\n" if synchronous else "")
             + "synchronous_commit = on\n",
             file="postgresql.conf")
         primary.start()
