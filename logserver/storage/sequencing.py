@@ -218,6 +218,10 @@ class SequencingTransaction:
         pending.add_done_callback(_retrieve)
         try:
             status = await asyncio.wait_for(asyncio.shield(pending), self.timeout_s)
+        except asyncpg.InFailedSQLTransactionError:
+            # The SET was refused: the transaction had been aborted by an earlier failed
+            # statement, and the COMMIT after it was not run. Nothing was stored.
+            status = "ROLLBACK"
         except BaseException:  # the bound passed, or this task was cancelled (a shutdown)
             if not pending.done():
                 self.conn.terminate()
