@@ -16,7 +16,8 @@ receipts), then the current code is started on the same database and data direct
   verifier); every old checkpoint row likewise; fsck is clean;
 * the old fleets go on: the next sequence of an old fleet is accepted, an old one is
   a rollback (the fleet heads were carried over), and the first new batch starts
-  the HEADS leaves (the old entries have none).
+  the HEADS leaves (the old entries have none);
+* there is no way back: the old release refuses the upgraded database.
 """
 from __future__ import annotations
 
@@ -144,5 +145,11 @@ async def test_the_current_code_takes_over_a_log_made_by_the_previous_release(da
         report = await audit_log(database_url, new.url, acks, session, seen)
         assert report.receipts_checked == 14
         assert await new.stop() == 0, new.output()
+
+    # No downgrade: the old release refuses a database with migrations it does not know.
+    again = ServerProcess(cfg, database_url, extra_env=old_env, log_path=tmp_path / "old-again.log")
+    processes.append(again)
+    with pytest.raises(RuntimeError, match="migrations this logserver does not know"):
+        await again.start()
     fsck = await asyncio.to_thread(run_fsck, cfg, database_url)
     assert fsck.returncode == 0 and "no problems" in fsck.stdout, fsck.stdout + fsck.stderr

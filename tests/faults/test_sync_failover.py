@@ -187,6 +187,9 @@ commit_timeout_s = 1
             assert await admin.fetchval("SELECT count(*) FROM leaves") == size
             assert await admin.fetchval("SELECT tree_size FROM log_state") == size
 
+            async with session.get(server.url + "/readyz") as resp:  # the database answers
+                assert resp.status == 200, await resp.text()
+
             # A retry meanwhile is not acknowledged either (the role is held by the waiting COMMIT).
             status, body = await submit(1)
             assert status == 503 and body["error"]["code"] in ("commit_timeout", "database_unavailable",
