@@ -264,7 +264,8 @@ async def sequencing(
     transaction, releasing the lock to the next waiter, when the holder leaves
     it idle for `stall_timeout_ms` (idle_in_transaction_session_timeout: a
     frozen or stopped process, a lost host; the session is terminated) or when
-    one of its statements runs that long (statement_timeout). The stalled
+    one of its statements before the COMMIT runs that long (statement_timeout;
+    the COMMIT is exempt: see SequencingTransaction.commit). The stalled
     process's next statement or COMMIT then fails, so it can commit nothing;
     what it already signed stays in its memory, never stored or served.
     Client-side asyncpg timeouts (slightly longer) bound the wait for an
