@@ -14,6 +14,7 @@ like the embedded server. Every server started is stopped by its pid: `close()`.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -90,10 +91,8 @@ class Node:
         parent = psutil.Process(pid)
         victims = [parent, *parent.children(recursive=True)]
         for p in victims:
-            try:
+            with contextlib.suppress(psutil.NoSuchProcess):
                 p.send_signal(signal.SIGKILL)
-            except psutil.NoSuchProcess:
-                pass
         psutil.wait_procs(victims, timeout=30)
 
     def append_conf(self, text: str, file: str = "postgresql.auto.conf") -> None:

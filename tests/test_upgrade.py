@@ -33,9 +33,9 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent / "faults"))  # fault_load's audit, shared with the fault tests
 
-from bundle_factory import BundleFactory, make_key  # noqa: E402
-from fault_load import Ack, Item, audit_log, run_fsck  # noqa: E402
-from server_harness import ServerProcess, write_config  # noqa: E402
+from bundle_factory import BundleFactory, make_key
+from fault_load import Ack, Item, audit_log, run_fsck
+from server_harness import ServerProcess, write_config
 
 REPO = Path(__file__).resolve().parents[1]
 JSON = {"Content-Type": "application/json"}
@@ -65,7 +65,10 @@ def build_release(commit: str, target: Path) -> Path:
     git("cat-file", "-e", f"{commit}^{{commit}}")  # the history must hold it: a shallow clone fails here
     archive = git("archive", "--format=tar", commit, "logserver", "migrations", "openapi.yaml")
     with tarfile.open(fileobj=BytesIO(archive)) as tar:
-        tar.extractall(target, filter="tar")
+        if hasattr(tarfile, "tar_filter"):  # Python 3.11.4+: refuse members outside `target`
+            tar.extractall(target, filter="tar")
+        else:  # pragma: no cover - our own repository's archive
+            tar.extractall(target)
     return target
 
 
@@ -81,7 +84,8 @@ async def test_the_current_code_takes_over_a_log_made_by_the_previous_release(da
     version, commit = previous_release()
     old_tree = build_release(commit, tmp_path / f"logserver-{version}")
     old_env = {"PYTHONPATH": str(old_tree)}
-    reported = subprocess.run([sys.executable, "-c", "import logserver; print(logserver.__version__, logserver.__file__)"],
+    probe = "import logserver; print(logserver.__version__, logserver.__file__)"
+    reported = subprocess.run([sys.executable, "-c", probe],
                               env={"PYTHONPATH": str(old_tree), "PATH": "/usr/bin:/bin"},
                               capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert reported.stdout.split() == [version, str(old_tree / "logserver" / "__init__.py")], reported

@@ -150,6 +150,7 @@ class AuditReport:
     checkpoints_checked: int  # distinct (size, root) pairs, from the table and from receipts
     checkpoint_rows: int
     receipts_checked: int
+    bundle_leaves: int = 0  # leaves that are bundles (the rest: batches' HEADS leaves, docs/fleet-heads.md)
 
 
 async def audit_log(database_url: str, api_url: str, acks: list[Ack], session: aiohttp.ClientSession,
@@ -260,7 +261,7 @@ async def audit_log(database_url: str, api_url: str, acks: list[Ack], session: a
         check_consistency(first, second, checkpoints[first], checkpoints[second], proof)
 
     await asyncio.gather(*(consistent(a, b) for a, b in sorted(pairs)))
-    return AuditReport(size, len(checkpoints), len(rows), len(acks))
+    return AuditReport(size, len(checkpoints), len(rows), len(acks), len(bundle_keys))
 
 
 def with_application_name(url: str, name: str) -> str:

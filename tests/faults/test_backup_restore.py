@@ -24,12 +24,11 @@ import shutil
 import aiohttp
 import asyncpg
 import pytest
-
 import replication
 from bundle_factory import BundleFactory
 from fault_load import Ack, Item, audit_log, run_fsck
-from server_harness import ServerProcess, run_server_to_exit, write_config
 from pg_tools import find_pg_program
+from server_harness import ServerProcess, run_server_to_exit, write_config
 
 pytestmark = pytest.mark.fault
 
