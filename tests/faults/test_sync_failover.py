@@ -128,6 +128,8 @@ stall_timeout_ms = 2000
         report = await audit_log(standby_url, new_server.url, load.acks, session, seen)
     assert report.receipts_checked == len(load.acks)
     assert report.tree_size >= len({a.item.number for a in load.acks})
+    print(f"failover: {len(load.acks)} acknowledged ({acked_before} before the kill), {load.retries} retries, "
+          f"tree size {report.tree_size}, {report.checkpoints_checked} checkpoints checked ({len(seen)} polled)")
     assert await new_server.stop() == 0, new_server.output()
     fsck = await asyncio.to_thread(run_fsck, cfg, standby_url)
     assert fsck.returncode == 0 and "no problems" in fsck.stdout, fsck.stdout + fsck.stderr
