@@ -16,7 +16,8 @@ receipts), then the current code is started on the same database and data direct
   verifier); every old checkpoint row likewise; fsck is clean;
 * the old fleets go on: the next sequence of an old fleet is accepted, an old one is
   a rollback (the fleet heads were carried over), and the first new batch starts
-  the HEADS leaves (the old entries have none);
+  the HEADS leaves (the old entries have none), its HEADS leaf committing to the heads
+  table folded from every leaf, old ones included (fault_load.audit_log);
 * there is no way back: the old release refuses the upgraded database.
 """
 from __future__ import annotations
@@ -129,7 +130,7 @@ async def test_the_current_code_takes_over_a_log_made_by_the_previous_release(da
         assert "applying migration 0006_fleet_heads.sql" in new.output(), new.output()
 
         # Every old receipt, checkpoint row and seen checkpoint verifies against the new server.
-        report = await audit_log(database_url, new.url, acks, session, seen)
+        report = await audit_log(database_url, new.url, acks, session, seen, heads_from=old_size)
         assert report.tree_size == old_size and report.receipts_checked == 12
 
         # The old fleets go on where they were.
@@ -146,7 +147,7 @@ async def test_the_current_code_takes_over_a_log_made_by_the_previous_release(da
             assert resp.status == 200 and receipt["duplicate"] is True and receipt["index"] == 10, receipt
         acks.append(Ack(logged, 200, receipt, new.url))
 
-        report = await audit_log(database_url, new.url, acks, session, seen)
+        report = await audit_log(database_url, new.url, acks, session, seen, heads_from=old_size)
         assert report.receipts_checked == 14
         assert await new.stop() == 0, new.output()
 
