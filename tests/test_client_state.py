@@ -140,16 +140,19 @@ async def tree_size(server) -> int:
 
 
 async def _fork(log_a, log_b, size: int) -> tuple[tuple, tuple]:
-    """Grow both logs to exactly `size` entries with different histories; return
-    (envelope, receipt) of each one's last entry."""
+    """Grow both logs to exactly `size` leaves with different histories; return
+    (envelope, receipt) of each one's last bundle. Each bundle is submitted alone, so
+    each adds two leaves: it and its batch's HEADS leaf (docs/fleet-heads.md)."""
     out = []
     for server, fleet in ((log_a, "fork-a"), (log_b, "fork-b")):
         factory = BundleFactory(fleet_id=fleet + str(size))
         receipt = env = None
-        for _ in range(size - await tree_size(server)):
+        missing = size - await tree_size(server)
+        assert missing > 0 and missing % 2 == 0, (size, missing)
+        for _ in range(missing // 2):
             env = factory.envelope()
             receipt = await submit(server.session, env)
-        assert receipt is not None and receipt["tree_size"] == size
+        assert receipt is not None and (receipt["index"], receipt["tree_size"]) == (size - 2, size), receipt
         out.append((env, receipt))
     return out[0], out[1]
 
@@ -175,7 +178,7 @@ async def test_split_view_same_size_raises_with_conclusive_evidence(log_a, log_b
 
 
 async def test_split_view_with_different_sizes_is_caught_online(log_a, log_b, policy, tmp_path):
-    size = max(await tree_size(log_a), await tree_size(log_b)) + 1
+    size = max(await tree_size(log_a), await tree_size(log_b)) + 2
     (env_a, rec_a), _ = await _fork(log_a, log_b, size)
     state = ClientState(tmp_path / "s.json")
     verify_receipt(env_a, rec_a, policy, now=NOW, state=state)

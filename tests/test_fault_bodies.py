@@ -101,14 +101,16 @@ async def test_body_exactly_at_the_limit_is_processed_one_byte_over_is_413(serve
     request = head(LIMIT) + at_limit if framing == "content-length" else head(None) + chunked(at_limit)
     status, _, body = await send_raw(server, request)
     assert status == 201, body
-    assert json.loads(body)["index"] == before
+    assert (json.loads(body)["index"], json.loads(body)["tree_size"]) == (before, before + 2), body
 
     over = padded(factory.envelope_json(), LIMIT + 1)
     request = head(LIMIT + 1) + over if framing == "content-length" else head(None) + chunked(over)
     status, headers, body = await send_raw(server, request)
     assert (status, error_code(body)) == (413, "too_large"), body
     assert headers["cache-control"] == "no-store"
-    assert await tree_size(server) == before + 1  # only the envelope at the limit was appended
+    # Only the envelope at the limit was appended, with its batch's HEADS leaf
+    # (docs/fleet-heads.md); the refused one appended nothing.
+    assert await tree_size(server) == before + 2
 
 
 async def test_declared_length_over_the_limit_is_refused_before_the_body_is_sent(server):

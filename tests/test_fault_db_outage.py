@@ -187,13 +187,17 @@ async def test_database_outage_then_recovery(server, private_pg):
             assert time.monotonic() < recovered_by, "submissions still fail after PostgreSQL came back"
             await asyncio.sleep(0.2)
         after = json.loads(body)
-        assert after["index"] == size, "nothing was appended during the outage"
+        # Nothing was appended during the outage: the bundle, then its batch's HEADS leaf
+        # (docs/fleet-heads.md), right after the entries acknowledged before.
+        assert (after["index"], after["tree_size"]) == (size, size + 2), after
 
         # Every entry acknowledged before the outage is still there, provably.
         new_size = after["tree_size"]
         async with s.get(url + f"/v1/entries?start=0&end={size}") as r:
             entries = (await r.json())["entries"]
-        assert [e["leaf_hash"] for e in entries] == [a["leaf_hash"] for a in acknowledged]
+        # Each submission was alone in its batch: every bundle is followed by a HEADS leaf.
+        assert [e["leaf_hash"] for e in entries[0::2]] == [a["leaf_hash"] for a in acknowledged]
+        assert len(entries) == size == 2 * len(acknowledged) and all("heads" in e for e in entries[1::2])
         for a in acknowledged:
             async with s.get(url + f"/v1/proof/inclusion?tree_size={new_size}&index={a['index']}") as r:
                 proof = await r.json()

@@ -7,8 +7,9 @@ only if an independent check here says it is still a valid envelope: strict JSON
 exactly the DSSE fields, the same payload type and payload bytes as the original, and
 signatures that verify over the DSSE PAE (written here from the DSSE spec, not with
 the server's code) from a pinned signer and a pinned countersigner. Every example adds
-exactly one entry (the valid mutant or the original, whichever came first), so the tree
-size afterwards is the number of examples, and the entry logged is the one accepted.
+exactly one bundle (the valid mutant or the original, whichever came first) and the
+HEADS leaf ending its batch (docs/fleet-heads.md), so the tree grows by two leaves per
+example, and the entry logged is the one accepted.
 """
 from __future__ import annotations
 
@@ -217,9 +218,11 @@ async def test_mutated_envelopes_are_refused_unless_still_valid(server):
     await asyncio.to_thread(run)
     print(f"\nmutations: {outcomes}")
     size = (await (await server.session.get("/v1/log")).json())["tree_size"]
-    # Hypothesis may replay a few examples; each one, replay or not, added exactly one entry.
-    assert size - start == len(accepted) >= EXAMPLES, (size, start, len(accepted))
+    # Hypothesis may replay a few examples; each one, replay or not, added exactly one
+    # bundle and its batch's HEADS leaf.
+    assert size - start == 2 * len(accepted) and len(accepted) >= EXAMPLES, (size, start, len(accepted))
     assert outcomes.get("accepted", 0) > 0 and sum(v for k, v in outcomes.items() if k.startswith("refused")) > 0
     for index, lh in accepted[:50] + accepted[-50:]:
-        r = await server.session.get(f"/v1/entries?start={index}&end={index + 1}")
-        assert (await r.json())["entries"][0]["leaf_hash"] == lh
+        r = await server.session.get(f"/v1/entries?start={index}&end={index + 2}")
+        bundle, heads = (await r.json())["entries"]
+        assert bundle["leaf_hash"] == lh and "envelope" in bundle and "heads" in heads

@@ -8,7 +8,8 @@ tiles and a probe samples /metrics and the server's RSS. Afterwards:
 
 * the server was offered at least 5x what it appended (attempts >= 5 x 201s), and
   every refusal was 503 `overloaded` with `Retry-After` (no other status at all);
-* no acknowledged entry was lost: every 201 receipt's leaf is at its index;
+* no acknowledged entry was lost: every 201 receipt's leaf is at its index, and the log
+  holds no bundle without its 201 (each followed by its batch's HEADS leaf);
 * reads succeeded at least 99% of the time;
 * the pending queue never exceeded max_pending, and RSS stayed bounded.
 
@@ -132,13 +133,18 @@ async def test_five_times_capacity_is_shed_with_503(server):
         async with s.get(url + "/v1/log") as r:
             size = (await r.json())["tree_size"]
         logged: dict[int, str] = {}
+        heads: list[int] = []
         start = 0
         while start < size:
             async with s.get(url + f"/v1/entries?start={start}&end={size}") as r:
                 page = await r.json()
-            logged.update({e["index"]: e["leaf_hash"] for e in page["entries"]})
+            logged.update({e["index"]: e["leaf_hash"] for e in page["entries"] if "envelope" in e})
+            heads += [e["index"] for e in page["entries"] if "heads" in e]
             start = page["end"]
-        assert size == 8 + appended, (size, appended)  # nothing appended without its 201
+        # Nothing appended without its 201; one bundle per batch, each batch ended by its
+        # HEADS leaf (docs/fleet-heads.md): bundles and HEADS leaves alternate.
+        assert len(logged) == 8 + appended, (size, len(logged), appended)
+        assert size == 2 * len(logged) and heads == list(range(1, size, 2)), (size, appended)
         for receipt in receipts:
             assert logged[receipt["index"]] == receipt["leaf_hash"], receipt["index"]
         assert len({r["index"] for r in receipts}) == appended

@@ -154,20 +154,27 @@ def _root(note: str) -> tuple[int, bytes]:
 
 
 async def check_one_linear_history(url: str, bodies: list[bytes], receipts: list[dict]) -> None:
-    """The log holds exactly these bundles once each; every receipt proves inclusion in a
-    checkpoint consistent with the final one, whose root the entries reproduce."""
+    """The log holds exactly these bundles once each, each batch of them followed by its
+    HEADS leaf (docs/fleet-heads.md); every receipt proves inclusion in a checkpoint
+    consistent with the final one, whose root the entries reproduce."""
     async with aiohttp.ClientSession() as s:
         async with s.get(url + "/checkpoint") as r:
             size, root = _root(await r.text())
-        assert size == len(bodies)
-        leaves = []
-        while len(leaves) < size:
-            async with s.get(url + f"/v1/entries?start={len(leaves)}&end={size}") as r:
-                leaves += [bytes.fromhex(e["leaf_hash"]) for e in (await r.json())["entries"]]
+        items: list[dict] = []
+        while len(items) < size:
+            async with s.get(url + f"/v1/entries?start={len(items)}&end={size}") as r:
+                items += (await r.json())["entries"]
+        leaves = [bytes.fromhex(e["leaf_hash"]) for e in items]
         cr = CompactRange()
         cr.extend(leaves)
         assert cr.root() == root
-        assert sorted({rc["index"] for rc in receipts}) == list(range(size))  # each entry once
+        bundles = [e["index"] for e in items if "envelope" in e]
+        heads = [e for e in items if "heads" in e]
+        assert len(bundles) == len(bodies) and len(bundles) + len(heads) == size
+        # Every batch ends with its HEADS leaf, so the last leaf is one; with one fleet per
+        # body, its table has a row per body.
+        assert "heads" in items[-1] and items[-1]["heads"]["count"] == len(bodies), items[-1]
+        assert sorted({rc["index"] for rc in receipts}) == bundles  # each bundle once
         for rc in receipts:
             rsize, rroot = _root(rc["checkpoint"])
             lh = bytes.fromhex(rc["leaf_hash"])

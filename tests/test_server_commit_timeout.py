@@ -34,8 +34,9 @@ async def test_commit_timeout_then_the_retry_is_answered(database_url, tmp_path)
             # the retry is its duplicate.
             assert resp.status == 200, receipt
             assert receipt["duplicate"] is True
+        # Appended once: the entry, then the HEADS leaf ending its batch (docs/fleet-heads.md).
         async with server.session.get("/v1/log") as resp:
-            assert (await resp.json())["tree_size"] == receipt["index"] + 1
+            assert (await resp.json())["tree_size"] == receipt["index"] + 2 == receipt["tree_size"]
     finally:
         await holder.close()
         await server.close()

@@ -102,9 +102,12 @@ async def test_twenty_concurrent_identical_submissions_add_one_leaf(server):
     assert sorted(r["duplicate"] for _, r in results) == [False] + [True] * 19
     for _, r in results:
         check_receipt(r)
-    assert await tree_size(server) == before + 1
+    # One bundle leaf, then the HEADS leaf ending its batch (docs/fleet-heads.md); the
+    # duplicates append nothing, not even a HEADS leaf.
+    assert await tree_size(server) == before + 2
     entries = await all_entries(server)
     assert [e["index"] for e in entries if e["leaf_hash"] == results[0][1]["leaf_hash"]] == [before]
+    assert "heads" in entries[before + 1], entries[before + 1]
 
 
 async def test_twenty_concurrent_resignings_of_one_payload_add_one_leaf(server):
@@ -123,6 +126,8 @@ async def test_twenty_concurrent_resignings_of_one_payload_add_one_leaf(server):
         if status == 200:
             assert r["envelope"] == canonical(json.loads(winner_body))
         check_receipt(r)
-    assert await tree_size(server) == before + 1
+    assert await tree_size(server) == before + 2  # the bundle and its batch's HEADS leaf
     entries = await all_entries(server)
-    assert sum(1 for e in entries if e["envelope"]["payload"] == entries[before]["envelope"]["payload"]) == 1
+    assert "heads" in entries[before + 1], entries[before + 1]
+    bundles = [e for e in entries if "envelope" in e]
+    assert sum(1 for e in bundles if e["envelope"]["payload"] == entries[before]["envelope"]["payload"]) == 1

@@ -2,8 +2,8 @@
 
 Both processes are started at once on an empty database (concurrent migrations
 and initialisation), then several clients submit to both concurrently. Afterwards
-the log must be a single history: dense indices, every receipt matching the stored
-entry, no index handed out twice, and every checkpoint anyone saw consistent with
+the log must be a single history: dense indices, one chain of HEADS leaves, every
+receipt matching the stored entry, no index handed out twice, and every checkpoint anyone saw consistent with
 the final one (checked with the independent RFC 6962 verifier).
 """
 from __future__ import annotations
@@ -73,7 +73,6 @@ async def test_two_processes_one_linear_history(servers):
                 infos.append(await resp.json())
         assert infos[0]["verifier_key"] == infos[1]["verifier_key"]
         final_size = max(info["tree_size"] for info in infos)
-        assert final_size == CLIENTS * BUNDLES_PER_CLIENT + SHARED_DUPLICATES
 
         entries: list[dict] = []
         while len(entries) < final_size:
@@ -82,6 +81,17 @@ async def test_two_processes_one_linear_history(servers):
                 assert resp.status == 200, await resp.text()
                 entries += (await resp.json())["entries"]
         assert [e["index"] for e in entries] == list(range(final_size))
+        # Every bundle once, each batch of them followed by its HEADS leaf
+        # (docs/fleet-heads.md): the HEADS leaves of both processes' batches form one
+        # chain, each naming the one before it, and the last leaf is one of them.
+        bundle_indexes = [e["index"] for e in entries if "envelope" in e]
+        heads = [e for e in entries if "heads" in e]
+        assert len(bundle_indexes) == CLIENTS * BUNDLES_PER_CLIENT + SHARED_DUPLICATES
+        assert len(bundle_indexes) + len(heads) == final_size
+        assert heads and heads[-1]["index"] == final_size - 1
+        assert heads[-1]["heads"]["count"] == len(bundle_indexes)  # one fleet per bundle
+        assert [h["heads"]["previous"] for h in heads] == [0] + [h["index"] for h in heads[:-1]]
+        assert all("envelope" in entries[h["index"] - 1] for h in heads), "a batch without bundles"
         leaf_hashes = [bytes.fromhex(e["leaf_hash"]) for e in entries]
         assert len(set(leaf_hashes)) == final_size
 
@@ -93,7 +103,7 @@ async def test_two_processes_one_linear_history(servers):
 
         # Every receipt names the stored entry; only one receipt per index says "appended".
         appended = [r for _, status, r in receipts if status == 201]
-        assert sorted(r["index"] for r in appended) == list(range(final_size))
+        assert sorted(r["index"] for r in appended) == bundle_indexes
         for body, status, r in receipts:
             assert r["duplicate"] is (status == 200)
             assert bytes.fromhex(r["leaf_hash"]) == leaf_hashes[r["index"]]

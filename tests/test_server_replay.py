@@ -43,15 +43,17 @@ async def post(server, body: bytes) -> tuple[int, dict]:
 async def test_replayed_envelopes_sign_and_store_nothing(server):
     factory = BundleFactory(fleet_id="replayed")
     first, second = factory.envelope_json(sequence=0), factory.envelope_json(sequence=5)
-    for body in (first, second):
-        status, _ = await post(server, body)
-        assert status == 201
+    # Each bundle is submitted alone: its batch appends it and a HEADS leaf
+    # (docs/fleet-heads.md), so the tree holds four leaves.
+    for n, body in enumerate((first, second)):
+        status, receipt = await post(server, body)
+        assert status == 201 and (receipt["index"], receipt["tree_size"]) == (2 * n, 2 * n + 2), receipt
     rows = await checkpoint_rows(server)
     for i in range(REPLAYS):
         status, receipt = await post(server, first if i % 2 else second)
         assert status == 200 and receipt["duplicate"] is True, receipt
         cp = parse_checkpoint(parse_note(receipt["checkpoint"]).text)
-        assert cp.size == 2
+        assert cp.size == 4 and receipt["index"] in (0, 2), receipt
         check_inclusion(receipt["index"], cp.size, bytes.fromhex(receipt["leaf_hash"]),
                         [bytes.fromhex(h) for h in receipt["inclusion_proof"]], cp.root)
     # Refusals cost nothing either: an older sequence than the fleet's head, and another
@@ -68,4 +70,6 @@ async def test_a_new_entry_after_replays_is_signed_as_usual(server):
     status, receipt = await post(server, BundleFactory(fleet_id="after-replays").envelope_json())
     assert status == 201
     assert await checkpoint_rows(server) == rows + 1
-    assert parse_checkpoint(parse_note(receipt["checkpoint"]).text).size == 3
+    # The new bundle at index 4, then its batch's HEADS leaf.
+    assert receipt["index"] == 4
+    assert parse_checkpoint(parse_note(receipt["checkpoint"]).text).size == 6

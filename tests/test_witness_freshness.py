@@ -54,10 +54,16 @@ async def served(server) -> str:
 
 async def test_an_idle_witnessed_log_refreshes_its_cosigned_checkpoint(fresh_log):
     server, witness, public = fresh_log
-    await submit(server.session, server.url, envelopes(5, "fresh-fleet"))
+    receipts = await submit(server.session, server.url, envelopes(5, "fresh-fleet"))
     first = await served(server)
     size = int(first.split("\n")[1])
-    assert size == 5
+    # The five bundles, each batch of them followed by its HEADS leaf (docs/fleet-heads.md).
+    assert size == max(r["tree_size"] for r in receipts)
+    async with server.session.get("/v1/entries", params={"start": 0, "end": size}) as resp:
+        items = (await resp.json())["entries"]
+    assert len(items) == size and "heads" in items[-1]
+    assert sorted(i["index"] for i in items if "envelope" in i) == sorted(r["index"] for r in receipts)
+    assert len(receipts) == 5 and size > 5
     pool = server.app[STORE].pool
     published_rows = await pool.fetchval("SELECT count(*) FROM published_checkpoints")
 
@@ -81,7 +87,8 @@ async def test_an_idle_witnessed_log_refreshes_its_cosigned_checkpoint(fresh_log
     # The log grows: a new size is published with its first signature, cosigned.
     await submit(server.session, server.url, envelopes(1, "fresh-fleet-2"))
     grown = await served(server)
-    assert int(grown.split("\n")[1]) == 6 and witness_time(grown, witness) >= witness_time(now, witness)
+    # A bundle submitted alone: it and its batch's HEADS leaf.
+    assert int(grown.split("\n")[1]) == size + 2 and witness_time(grown, witness) >= witness_time(now, witness)
 
 
 async def test_the_refresh_row_only_moves_forward_and_names_a_stored_tree(fresh_log):
