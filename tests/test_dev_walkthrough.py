@@ -46,7 +46,7 @@ async def dev_server(database_url, tmp_path):
 
 async def test_readme_walkthrough(dev_server, tmp_path):
     url, cwd, data = dev_server, tmp_path, tmp_path / "data"
-    for name in ("log.key", "signer.key", "countersigner.key", "pq-countersigner.key", "sample-payload.json",
+    for name in ("log.key", "log.mldsa44.key", "signer.key", "countersigner.key", "pq-countersigner.key", "sample-payload.json",
                  "trust.toml", "log.policy"):
         assert (data / name).exists(), name
     policy = (data / "log.policy").read_text()
@@ -68,6 +68,12 @@ async def test_readme_walkthrough(dev_server, tmp_path):
     assert offline.returncode == 0, offline.stdout + offline.stderr
     for check in ("envelope_signatures", "validity_window", "leaf_hash", "inclusion_proof", "checkpoint_signature"):
         assert f"[  ok] {check}" in offline.stdout, offline.stdout
+    # Both of the log's signatures verified (the dev trust policy requires the ML-DSA-44 one).
+    for line in ("log signature Ed25519 signed-note (0x01): verified",
+                 "log signature Ed25519 cosignature/v1 (0x04): verified",
+                 "log signature ML-DSA-44 subtree/v1 cosignature (0x06): verified",
+                 "post-quantum: required by the trust policy (require_log_mldsa44), met"):
+        assert line in offline.stdout, offline.stdout
 
     online = await asyncio.to_thread(
         run, cwd, "verify", "--receipt", "receipt.json", "--envelope", "bundle.json", "--policy", "data/trust.toml",
@@ -80,7 +86,7 @@ async def test_readme_walkthrough(dev_server, tmp_path):
     assert monitor.returncode == 0, monitor.stdout + monitor.stderr
     assert (cwd / "monitor-state").is_dir()
     assert "root recomputed from the entries themselves" in monitor.stderr and "no alerts" in monitor.stderr, monitor.stderr
-    assert json.loads(monitor.stdout.splitlines()[-1])["entries_verified"] == 1, monitor.stdout
+    assert json.loads(monitor.stdout.splitlines()[-1])["entries_verified"] == 2, monitor.stdout  # the bundle and its batch's HEADS leaf
 
     # Step 8: the published static tree (data/public), served by a plain file server,
     # read by verify (with the API for what it lacks) and by the monitor alone.
@@ -88,11 +94,11 @@ async def test_readme_walkthrough(dev_server, tmp_path):
     public = data / "public"
 
     async def published() -> bool:
-        return (public / "checkpoint").exists() and int((public / "checkpoint").read_text().split("\n")[1]) == 1
+        return (public / "checkpoint").exists() and int((public / "checkpoint").read_text().split("\n")[1]) >= receipt["tree_size"]
 
     deadline = asyncio.get_running_loop().time() + 30
     while not await published():
-        assert asyncio.get_running_loop().time() < deadline, "data/public never got the size-1 checkpoint"
+        assert asyncio.get_running_loop().time() < deadline, "data/public never got the receipt's checkpoint"
         await asyncio.sleep(0.05)
     files_port = free_port()
     files = subprocess.Popen([sys.executable, "-m", "http.server", "--bind", "127.0.0.1", "--directory",
@@ -109,7 +115,7 @@ async def test_readme_walkthrough(dev_server, tmp_path):
             "--once")
         assert tiles_monitor.returncode == 0, tiles_monitor.stdout + tiles_monitor.stderr
         assert "(tiles only, no JSON API)" in tiles_monitor.stderr, tiles_monitor.stderr
-        assert json.loads(tiles_monitor.stdout.splitlines()[-1])["entries_verified"] == 1, tiles_monitor.stdout
+        assert json.loads(tiles_monitor.stdout.splitlines()[-1])["entries_verified"] == 2, tiles_monitor.stdout
     finally:
         files.terminate()
         files.wait(30)
@@ -137,8 +143,14 @@ async def test_readme_walkthrough(dev_server, tmp_path):
     assert json.loads((cwd / "receipt.json").read_text())["duplicate"] is True
 
     # The trust policy really pins something: another log key makes verify fail.
-    (data / "log.policy").write_text(policy.replace(policy.split()[policy.split().index("log") + 1],
-                                                    _other_vkey(cwd)))
+    # Both log lines (the Ed25519 key and the ML-DSA-44 key) name the other keys: either
+    # alone still verifies the log's checkpoints (one log key suffices, tlog-policy).
+    words = policy.split()
+    ours = [words[i + 1] for i, w in enumerate(words) if w == "log"]
+    assert len(ours) == 2, policy
+    for mine, other in zip(ours, _other_vkeys(cwd), strict=True):
+        policy = policy.replace(mine, other)
+    (data / "log.policy").write_text(policy)
     refused = await asyncio.to_thread(
         run, cwd, "verify", "--receipt", "receipt.json", "--envelope", "bundle.json", "--policy", "data/trust.toml")
     assert refused.returncode != 0, refused.stdout
@@ -150,12 +162,13 @@ def _run_all(cwd: Path, steps) -> None:
         assert done.returncode == 0, f"{argv}: {done.stdout}{done.stderr}"
 
 
-def _other_vkey(cwd: Path) -> str:
+def _other_vkeys(cwd: Path) -> list[str]:
+    """The vkeys of a new log key pair of the dev origin: Ed25519 (0x01), then ML-DSA-44 (0x06)."""
     out = run(cwd, "keygen", "log", "--origin", "localhost/logserver-dev", "--out", "other-log.key")
     assert out.returncode == 0, out.stderr
-    vkey = [w for w in (out.stdout + out.stderr).split() if w.startswith("localhost/logserver-dev+")]
-    assert vkey, out.stdout + out.stderr
-    return vkey[0]
+    vkeys = [w for w in (out.stdout + out.stderr).split() if w.startswith("localhost/logserver-dev+")]
+    assert len(vkeys) == 2, out.stdout + out.stderr
+    return vkeys
 
 
 async def _wait_http(url: str) -> None:

@@ -127,7 +127,7 @@ class Monitor:
         # Inline unless the caller brings child processes (`monitor --verify-processes`);
         # the caller owns (and closes) a verifier it passes in.
         self.verifier = verifier or EntryVerifier(policy.authorities, 0)
-        self._without_quorum = TrustPolicy(policy.authorities, dataclasses.replace(policy.tlog, quorum="none"))
+        self._without_quorum = dataclasses.replace(policy, tlog=dataclasses.replace(policy.tlog, quorum="none"))
         self.coverage = Coverage(policy.tlog.witnesses)
         self.alert_counts: Counter[str] = Counter()
         self.entries_verified = 0
