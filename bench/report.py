@@ -71,6 +71,11 @@ def evaluate_targets(results: dict) -> list[dict]:
         if r["operation"] in ("append", "inclusion proof", "consistency proof"):
             target(f"Merkle core {r['operation']} / pymerkle", f"{r['speedup']:.2f}x", ">= 3x", r["speedup"] >= 3)
     static_targets(results.get("static"), target)
+    pq = results.get("pq") or {}
+    if pq.get("log_mldsa44_ratio") is not None:
+        ratio = pq["log_mldsa44_ratio"]
+        target("submissions with the log's ML-DSA-44 checkpoint signature on / off", f"{ratio:.3f}", ">= 0.95",
+               ratio >= 0.95, by=_margin(ratio, 0.95))
     return out
 
 
@@ -346,7 +351,34 @@ def markdown(results: dict) -> str:
         lines += ["", f"## 5. Merkle core vs pymerkle: skipped ({merkle['skipped']})"]
     if results.get("static"):
         lines += static_markdown(results["static"], m["cpus_usable"])
+    if results.get("pq"):
+        lines += pq_markdown(results["pq"])
     return "\n".join(lines) + "\n"
+
+
+def pq_markdown(pq: dict) -> list[str]:
+    """Section 7: what ML-DSA-44 costs (bench/pq.py)."""
+    lines = ["", "## 7. ML-DSA-44: checkpoint signing, submissions, receipts (bench/pq.py)", "",
+             "| checkpoint signed with | median µs | mean µs | note bytes |", "|---|---|---|---|"]
+    for label, r in pq["signing"].items():
+        lines.append(f"| {label} | {r['median_us']:,.0f} | {r['mean_us']:,.0f} | {r['note_bytes']:,} |")
+    lines += ["", "| authorities | log ML-DSA-44 signature | req/s | p50 / p99 ms | server CPU |", "|---|---|---|---|---|"]
+    for r in pq["submissions"]:
+        s = r["server"]
+        lines.append(f"| {r['algorithm']} | {'on' if r['log_mldsa44'] else 'off'} | {s['ok_rps']:.0f} | {_ms(s)} | "
+                     f"{s.get('server_cpu_cores', 0):.2f} |")
+    for algorithm, c in pq["ceiling"].items():
+        lines.append(f"| {algorithm} (verify-only ceiling) | — | {c['ok_rps']:.0f} | {_ms(c)} | "
+                     f"{c.get('server_cpu_cores', 0):.2f} |")
+    lines += ["", f"Submissions with the log's ML-DSA-44 signature on / off (median of the rounds): "
+              f"**{pq['log_mldsa44_ratio']}** (target >= 0.95); ML-DSA-44 / Ed25519 authorities (both with it on): "
+              f"{pq['ml_dsa_44_authorities_ratio']}.", "",
+              "| receipt | receipt bytes | checkpoint bytes | envelope bytes | verify median µs | log signatures verified |",
+              "|---|---|---|---|---|---|"]
+    for r in pq["receipts"]:
+        lines.append(f"| {r['label']} | {r['receipt_bytes']:,} | {r['checkpoint_bytes']:,} | {r['envelope_bytes']:,} | "
+                     f"{r['median_us']:,.0f} | {', '.join(r['log_signatures'])} |")
+    return lines
 
 
 def static_markdown(static: dict, cpus: int) -> list[str]:
