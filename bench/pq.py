@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import statistics
 import time
 import urllib.request
@@ -48,12 +49,9 @@ def run_signing(env: BenchEnv, n: int) -> dict:
     out = {}
     for label, pq in (("ed25519", False), ("ed25519+ml-dsa-44", True)):
         key = _log_key(env, pq)
-        size = [1000]
-
-        def sign() -> None:
-            size[0] += 1
-            key.sign_checkpoint(size[0], b"\x42" * 32, 1_800_000_000_000)
-        out[label] = _per_call_us(sign, n)
+        sizes = iter(range(1000, 1000 + n + 1))
+        out[label] = _per_call_us(lambda k=key, it=sizes: k.sign_checkpoint(next(it), b"\x42" * 32, 1_800_000_000_000),
+                                  n)
         out[label]["note_bytes"] = len(key.sign_checkpoint(1_000_000, b"\x42" * 32, 1_800_000_000_000).encode())
     return out
 
@@ -70,6 +68,8 @@ def _serve_once(env: BenchEnv, mode, loadgen, tag: str, algorithm: str, pq_log: 
     name = f"bench_pq_{tag}"
     url = env.database(name, fresh=True)
     run_dir = env.runs / f"pq-{tag}"
+    if run_dir.exists():  # a fresh database needs a fresh data_dir (its latest-checkpoint file)
+        shutil.rmtree(run_dir)
     cfg = env.write_config(run_dir, url, algorithm, mldsa44_log_key=pq_log)
     c = max(mode.connections)
     log(f"pq: submissions, {algorithm} authorities, log ML-DSA-44 signature {'on' if pq_log else 'off'}, "
