@@ -248,3 +248,29 @@ async def test_a_receipt_carries_both_log_signatures_and_both_witness_kinds(clus
         published = await resp.text()
     assert len(parse_note(published).signatures) == 5
     verify_checkpoint(published, policy)
+
+
+# --- interop: the reference implementation's log-signed checkpoint ---------------------
+
+
+def test_the_client_accepts_torchwood_s_ml_dsa_44_log_checkpoint_as_post_quantum():
+    """filippo.io/torchwood's vector (tests/testdata/pq/SOURCES.md) is a checkpoint signed
+    by its log's ML-DSA-44 key alone: a trust policy pinning that key, with
+    require_log_mldsa44, accepts it; a changed root or a changed key is refused."""
+    from pq_vectors import litewitness_vector
+
+    from logserver.formats import parse_add_checkpoint_request
+
+    vector = litewitness_vector()
+    note = parse_add_checkpoint_request(vector.request).checkpoint
+    policy = _policy(f"log {vector.log_vkey}\nquorum none\n", require=True)
+    verified = verify_checkpoint(note, policy)
+    assert verified.log_signatures == ("ml-dsa-44",) and verified.origin == "example.com/mldsa-log"
+    assert verified.signed_at is None  # no Ed25519 cosignature/v1 line: no signed time
+    root_line = note.split("\n")[2]
+    forged = note.replace(root_line, base64.b64encode(b"\x00" * 32).decode(), 1)
+    with pytest.raises(CheckpointVerificationError):
+        verify_checkpoint(forged, policy)
+    other = _key(origin="example.com/mldsa-log")
+    with pytest.raises(CheckpointVerificationError):
+        verify_checkpoint(note, _policy(f"log {other.mldsa44_vkey}\nquorum none\n", require=True))
