@@ -8,9 +8,11 @@ leaves, tile upserts, fleet heads and a signed checkpoint per batch. Only the HT
 layer and the signature checks are bypassed, and per-entry receipts are skipped.
 
 The leaves are well-formed bundle leaves (the canonical encoding of a DSSE
-envelope with a schema-valid payload, fleet "bulk", sequences 1, 2, 3, ...), but
+envelope with a schema-valid payload, fleet "bulk", increasing sequences), but
 their two signatures are placeholders that do not verify: a monitor would flag
-them. They are for read and scale benchmarks only.
+them. They are for read and scale benchmarks only. Each batch ends with the
+sequencer's HEADS leaf, as every batch of a log does (so a log of N leaves holds
+N minus its number of batches bundles).
 """
 from __future__ import annotations
 
@@ -66,20 +68,27 @@ async def load(database_url: str, log_key: LogKey, size: int, batch: int = 65536
         sha = hashlib.sha256
         started = time.perf_counter()
         done = start
+        if size - start == 1:
+            raise SystemExit(f"cannot grow {start} leaves by one: a batch is a bundle and its HEADS leaf at least")
         while done < size:
-            n = min(batch, size - done)
+            # Each batch is n bundles and the HEADS leaf that ends it (docs/fleet-heads.md):
+            # n + 1 leaves, never leaving a single leaf to go (no batch could add it).
+            n = min(batch, size - done - 1)
+            if size - done - (n + 1) == 1:
+                n -= 1
             pending = []
+            # Sequences follow the leaf index (strictly increasing); the HEADS leaves skip one.
             for i in range(done, done + n):
                 digits = b"%d" % (SEQ_BASE + i)
                 leaf = lp + digits + ls
                 pending.append(Pending(leaf, sha(b"\x00" + leaf).digest(), "bulk", SEQ_BASE + i,
                                        sha(pp + digits + ps).digest(), loop.create_future()))
             cp = await seq.integrate(pending, with_proofs=False)
-            assert cp is not None and cp.tree_size == done + n, (cp, done, n)
+            assert cp is not None and cp.tree_size == done + n + 1, (cp, done, n)
             failed = [p.future.exception() for p in pending if p.future.exception() is not None]
             if failed:
                 raise RuntimeError(f"bulk batch refused: {failed[0]!r}")
-            done += n
+            done += n + 1
             elapsed = time.perf_counter() - started
             progress(done, size, (done - start) / elapsed if elapsed else 0.0)
         elapsed = time.perf_counter() - started

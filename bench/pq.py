@@ -1,4 +1,4 @@
-"""Section 7 ("pq"): what ML-DSA-44 costs (issue 21 §5), side by side in one run.
+"""Section 8 ("pq"): what ML-DSA-44 costs (issue 21 §5), side by side in one run.
 
 1. **Checkpoint signing**: `LogKey.sign_checkpoint` with the Ed25519 key alone (the
    signed-note and cosignature/v1 lines) and with the ML-DSA-44 subtree/v1 line too;

@@ -71,6 +71,7 @@ def evaluate_targets(results: dict) -> list[dict]:
         if r["operation"] in ("append", "inclusion proof", "consistency proof"):
             target(f"Merkle core {r['operation']} / pymerkle", f"{r['speedup']:.2f}x", ">= 3x", r["speedup"] >= 3)
     static_targets(results.get("static"), target)
+    heads_targets(results.get("heads"), target)
     pq = results.get("pq") or {}
     if pq.get("log_mldsa44_ratio") is not None:
         ratio = pq["log_mldsa44_ratio"]
@@ -128,6 +129,77 @@ def static_targets(static: dict | None, target) -> None:
                    f"{share * 100:.3f}% of {r['ok'] + failed:,} ({r['non_2xx']} non-2xx, "
                    f"{sum(r['socket_errors'].values())} socket errors)", "100%", failed == 0,
                    "none failed" if failed == 0 else f"{failed:,} failed")
+
+
+def heads_targets(heads: dict | None, target) -> None:
+    """Issue 20's targets (section 7)."""
+    if not heads:
+        return
+    for row in heads.get("proofs") or []:
+        if row["fleets"] >= 10_000 and row["size"] >= 10_000_000:
+            b = row["binary_bytes"]
+            target(f"heads: fleet-head proof, binary, {row['fleets']:,} fleets x {row['size']:,} leaves",
+                   f"{b['max']:,} bytes max (mean {b['mean']:,.0f}; JSON without the witness line "
+                   f"{row['json_bytes_without_witness']['max']:,})", "<= 3,072 bytes", b["max"] <= 3072,
+                   _margin(b["max"], 3072))
+    for key in ("submissions", "submissions_known_fleets"):
+        subs = heads.get(key)
+        if not subs:
+            continue
+        load = subs.get("load", "new fleets")
+        if subs.get("ratio") is not None:
+            target(f"heads: submissions with HEADS leaves / without, {load} ({subs['algorithm']}, "
+                   f"{subs['connections']} clients)",
+                   f"{subs['ratio']:.3f} ({subs['on_rps']:.0f}/s vs {subs['off_rps']:.0f}/s)", ">= 0.95",
+                   subs["ratio"] >= 0.95, _margin(subs["ratio"], 0.95))
+        if subs.get("cpu_ratio") is not None:
+            cpu = subs["server_cpu_ms_per_bundle"]
+            target(f"heads: server CPU per bundle without HEADS leaves / with, {load} ({subs['algorithm']}, "
+                   f"{subs['connections']} clients)",
+                   f"{subs['cpu_ratio']:.3f} ({cpu['off']:.3f} ms vs {cpu['on']:.3f} ms)", ">= 0.95",
+                   subs["cpu_ratio"] >= 0.95, _margin(subs["cpu_ratio"], 0.95))
+
+
+def heads_markdown(heads: dict) -> list[str]:
+    lines = ["", "## 7. Fleet heads", "",
+             "Proofs (bench/heads.py): build rate and verify time in one process, sizes; the 10M-leaf trees are "
+             "virtual (the proofs' leaves real, the other subtrees stand-in hashes: proof lengths and work are "
+             "those of the real tree).", "",
+             "| leaves | fleets | proofs | built/s | verify ms mean / p50 / p99 | hashes min-max | binary bytes "
+             "mean / max | JSON bytes mean / max | JSON without the witness line, max | envelope JSON |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in heads.get("proofs") or []:
+        v, h, b, j = r["verify_ms"], r["hashes"], r["binary_bytes"], r["json_bytes"]
+        lines.append(f"| {r['size']:,} | {r['fleets']:,} | {r['proofs']} | {r['build_per_s']:,.0f} | "
+                     f"{v['mean']} / {v['p50']} / {v['p99']} | {h['min']}-{h['max']} | {b['mean']:,.0f} / "
+                     f"{b['max']:,} | {j['mean']:,.0f} / {j['max']:,} | {r['json_bytes_without_witness']['max']:,} | "
+                     f"{r['envelope_json_bytes']['mean']:,.0f} |")
+    for key in ("submissions", "submissions_known_fleets"):
+        lines += _heads_ab_markdown(heads.get(key))
+    return lines
+
+
+def _heads_ab_markdown(subs: dict | None) -> list[str]:
+    lines: list[str] = []
+    if subs:
+        load = subs.get("load", "new fleets")
+        what = ("section 1's load, every bundle a new fleet" if load == "new fleets" else
+                "bundles of 2,000 known fleets, each a fleet's next sequence")
+        lines += ["", f"Submissions with HEADS leaves on and off, {load}: {what} ({subs['algorithm']}, "
+                  f"{subs['connections']} clients, closed loop) on a fresh log each time, alternately without the "
+                  "HEADS leaf (bench/heads_off.py) and with it (in the order shown); the ratio is of the means: "
+                  f"{subs['on_rps']:.0f}/s with, {subs['off_rps']:.0f}/s without ({subs['ratio']}). The server's "
+                  f"CPU per appended bundle: {(subs.get('server_cpu_ms_per_bundle') or {}).get('on')} ms with, "
+                  f"{(subs.get('server_cpu_ms_per_bundle') or {}).get('off')} ms without (off / on: "
+                  f"{subs.get('cpu_ratio')}, steadier than req/s on a shared machine).", "",
+                  "| HEADS leaves | req/s | statuses | p50 / p99 ms | server CPU | machine CPU | tree size after | "
+                  "ends with a HEADS leaf |", "|---|---|---|---|---|---|---|---|"]
+        for r in subs["runs"]:
+            statuses = ", ".join(f"{k}: {v:,}" for k, v in sorted(r.get("statuses", {}).items()))
+            lines.append(f"| {r['heads']} | {r['ok_rps']:.0f} | {statuses} | {_ms(r)} | {r.get('server_cpu_cores')} | "
+                         f"{r.get('machine_cpu_busy_cores', '-')} | {r.get('tree_size', 0):,} | "
+                         f"{'yes' if r.get('ends_with_heads_leaf') else 'no'} |")
+    return lines
 
 
 def miss_context(results: dict) -> list[str]:
@@ -351,6 +423,8 @@ def markdown(results: dict) -> str:
         lines += ["", f"## 5. Merkle core vs pymerkle: skipped ({merkle['skipped']})"]
     if results.get("static"):
         lines += static_markdown(results["static"], m["cpus_usable"])
+    if results.get("heads"):
+        lines += heads_markdown(results["heads"])
     if results.get("pq"):
         lines += pq_markdown(results["pq"])
     return "\n".join(lines) + "\n"
@@ -358,7 +432,7 @@ def markdown(results: dict) -> str:
 
 def pq_markdown(pq: dict) -> list[str]:
     """Section 7: what ML-DSA-44 costs (bench/pq.py)."""
-    lines = ["", "## 7. ML-DSA-44: checkpoint signing, submissions, receipts (bench/pq.py)", "",
+    lines = ["", "## 8. ML-DSA-44: checkpoint signing, submissions, receipts (bench/pq.py)", "",
              "| checkpoint signed with | median µs | mean µs | note bytes |", "|---|---|---|---|"]
     for label, r in pq["signing"].items():
         lines.append(f"| {label} | {r['median_us']:,.0f} | {r['mean_us']:,.0f} | {r['note_bytes']:,} |")

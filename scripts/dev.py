@@ -161,9 +161,12 @@ def run_lint(python: str) -> int:
 # nginx serves the published tlog-tiles directory (deploy/nginx/logserver.conf,
 # tests/static_servers.py); wrk drives the benchmark's smoke test; prometheus and promtool
 # check and unit-test the alert rules and scrape a running log (deploy/prometheus/,
-# tests/test_prometheus.py).
+# tests/test_prometheus.py); chromium renders the status page headless (GET /,
+# tests/test_status_page.py); systemd-analyze verifies the systemd units (deploy/systemd/,
+# tests/test_systemd_units.py).
 SYSTEM_PACKAGES = {"wrk": "wrk", "nginx": "nginx", "prometheus": "prometheus",
-                   "promtool": "prometheus"}  # command -> Debian package
+                   "promtool": "prometheus", "chromium": "chromium",
+                   "systemd-analyze": "systemd"}  # command -> Debian package
 
 # Where a command is looked for besides PATH: daemons such as nginx install into
 # /usr/sbin, which a non-root user's PATH (and some CI shells') does not name.

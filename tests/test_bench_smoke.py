@@ -60,7 +60,7 @@ def test_tiny_run_writes_json_markdown_and_plots(tiny_run):
     assert len(machine["load_average"]) == 3 and len(meta["load_before"]) == 3
     md = (out / "results.md").read_text()
     for heading in ("## Targets (issue 6)", "## 1. Submissions", "## 2. serve --workers N", "## 3. Reads",
-                    "## 5. Merkle core vs pymerkle", "## 6. Static publication"):
+                    "## 5. Merkle core vs pymerkle", "## 6. Static publication", "## 7. Fleet heads"):
         assert heading in md, heading
     assert results["plots"], "matplotlib is in the bench extra: plots are expected"
     for name in results["plots"]:
@@ -175,6 +175,38 @@ def test_tiny_run_static_publication(tiny_run):
     assert "static.png" in results["plots"]
 
 
+def test_tiny_run_fleet_heads(tiny_run):
+    """Section 7 ran: proofs built, verified and sized at every (size, fleets) case of
+    the tiny mode, and submissions with HEADS leaves on and off on real servers, the
+    "off" log without a HEADS leaf (its tree size is its bundles alone)."""
+    _, results, _ = tiny_run
+    heads = results["heads"]
+    cases = {(r["size"], r["fleets"]) for r in heads["proofs"]}
+    assert cases == {(s, f) for s in (10_000, 2**23, 10_000_000) for f in (10, 100)}
+    for r in heads["proofs"]:
+        assert r["proofs"] == 10 and r["build_per_s"] > 0 and r["verify_ms"]["mean"] > 0
+        assert r["hashes"]["min"] <= r["hashes"]["max"]
+        assert r["binary_bytes"]["max"] == r["hashes"]["max"] * 32 + 49 + 1 + len("fleet-00000") + 49
+        assert r["json_bytes_without_witness"]["max"] < r["json_bytes"]["max"]
+    subs = heads["submissions"]
+    assert [r["heads"] for r in subs["runs"]] == ["off", "on"]
+    for r in subs["runs"]:
+        _check_load(r)
+        assert r["statuses"].get("201", 0) > 0
+    off, on = subs["runs"]
+    assert not off["ends_with_heads_leaf"] and on["ends_with_heads_leaf"]
+    assert on["tree_size"] > on["statuses"]["201"]  # each batch's HEADS leaf on top of its bundles
+    assert subs["ratio"] == pytest.approx(subs["on_rps"] / subs["off_rps"], rel=1e-2)
+    known = heads["submissions_known_fleets"]
+    assert known["load"] == "known fleets" and [r["heads"] for r in known["runs"]] == ["off", "on"]
+    for r in known["runs"]:
+        _check_load(r)
+        assert r["statuses"].get("201", 0) > 0
+    assert [r["ends_with_heads_leaf"] for r in known["runs"]] == [False, True]
+    names = [t["target"] for t in results["targets"] if t["target"].startswith("heads: submissions")]
+    assert len(names) == 2, names  # the throughput ratio of each load (the CPU ratios are "heads: server CPU")
+
+
 @pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed (the suite installs it when run)")
 def test_wrk_replay_script_reports_statuses(tmp_path):
     """The wrk path the real runs use: the Lua replay script and its JSON report."""
@@ -220,4 +252,4 @@ def test_tiny_run_pq_costs(tiny_run):
     assert pq["receipts"][1]["checkpoint_bytes"] > pq["receipts"][0]["checkpoint_bytes"] + 3000
     [t] = [t for t in results["targets"] if "ML-DSA-44 checkpoint signature" in t["target"]]
     assert t["status"] in ("met", "missed")
-    assert "## 7. ML-DSA-44" in (out / "results.md").read_text()
+    assert "## 8. ML-DSA-44" in (out / "results.md").read_text()

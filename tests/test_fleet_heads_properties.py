@@ -6,6 +6,9 @@
   retired one as a retirement), and fleets without a bundle get a verified absence;
 * the incremental `HeadsTable` root is the from-scratch RFC 6962 MTH of the sorted
   rows after every operation, however updates and reads interleave;
+* the same through the real `Sequencer` on the in-memory store: what it admits, that
+  every checkpoint ends with a HEADS leaf, and that the fold of its stored leaves
+  checks every HEADS leaf and yields a verifying proof for every fleet;
 * any single mutation of a valid proof (a bit of any hash, any integer, a dropped
   field, swapped or substituted rows) fails with a typed `VerificationFailure`:
   never another exception, never a verified outcome.
@@ -13,6 +16,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import copy
 import functools
@@ -25,7 +29,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
 from fleet_head_vectors import NOW, MemoryLog, VectorKeys, bundle, canonical, fleet_head_proof
+from logserver.bundle import Admitted, admit, is_heads_leaf
 from logserver.bundle import Envelope, HeadsRow, HeadsTable, HeadsUpdateError, bundle_row, encode_leaf, fold
 from logserver.client import (
     FleetAbsentError,
@@ -34,8 +41,13 @@ from logserver.client import (
     VerifiedFleetHead,
     verify_fleet_head,
 )
-from logserver.merkle import CompactRange, verify_inclusion
+from logserver.keys.log_key import LogKey
+from logserver.merkle import EMPTY_ROOT, CompactRange, leaf_hash, verify_inclusion
+from logserver.write.outcomes import Appended, Duplicate, SequencerError
+from logserver.write.sequencer import Sequencer
+from memory_store import MemoryStore
 from merkle_reference import mth
+from sequencer_support import running
 
 KEYS = VectorKeys()
 POLICY = KEYS.policy()
@@ -306,3 +318,78 @@ def test_the_mutation_catalogue_covers_every_field() -> None:
                  "retype bundle/envelope/payload", "retype bundle/envelope/signatures/0/keyid", "retype checkpoint",
                  "retype neighbours/0", "drop bundle/envelope/signatures/0/sig"):
         assert want in names, want
+
+
+# --- the real sequencer --------------------------------------------------------------------
+
+# The sequencer's admission time: inside the bundles' default validity window.
+ADMITTED_AT = datetime(2025, 6, 1, tzinfo=UTC)
+SEQUENCER_KEY = LogKey("example.com/heads-properties", Ed25519PrivateKey.from_private_bytes(b"\x5a" * 32))
+
+
+@functools.cache
+def _admitted(fleet: str, sequence: int, retired: bool) -> Admitted:
+    return admit(_envelope(fleet, sequence, retired).to_json(), KEYS.authorities.authority_set, ADMITTED_AT)
+
+
+async def _through_the_sequencer(batches: list[list[tuple[str, int, bool]]]) -> tuple[MemoryStore, list[list]]:
+    """Each batch submitted at once (one batch of the real Sequencer, on the in-memory
+    store); returns the store and each batch's outcomes."""
+    store = MemoryStore()
+    store.initialize(SEQUENCER_KEY.sign_checkpoint(0, EMPTY_ROOT, 1000), 1000)
+    seq = Sequencer(store, SEQUENCER_KEY.sign_checkpoint, max_batch_delay_ms=0, checkpoint_interval_s=3600)
+    outcomes = []
+    async with running(seq):
+        for batch in batches:
+            futures = []
+            for fleet, sequence, retire in batch:  # no await in between: one batch
+                a = _admitted(fleet, sequence, retire)
+                futures.append(seq.submit(a.leaf, leaf_hash(a.leaf), a.fleet_id, a.sequence, a.payload_digest,
+                                          retired=a.retired))
+            outcomes.append(await asyncio.wait_for(asyncio.gather(*futures, return_exceptions=True), 30))
+    return store, outcomes
+
+
+@SETTINGS
+@given(submissions)
+def test_the_real_sequencers_log_folds_to_proofs_of_every_fleets_newest_bundle(
+        batches: list[list[tuple[str, int, bool]]]) -> None:
+    """The same submissions through the real `Sequencer` (write/sequencer.py, its HEADS
+    leaf step included) on tests/memory_store.py: the sequencer admits exactly what the
+    model admits; every checkpoint ends with a HEADS leaf; the fold of the stored leaves
+    checks every HEADS leaf; and a proof built from the stored log for every fleet
+    verifies and names its newest bundle (a retirement as such), or its absence."""
+    store, outcomes = asyncio.run(_through_the_sequencer(batches))
+    assert store.violations == []
+    model: dict[str, tuple[int, bool, int]] = {}
+    for batch, results in zip(batches, outcomes, strict=True):
+        for (fleet, sequence, retire), result in zip(batch, results, strict=True):
+            head = model.get(fleet)
+            if head is None or (sequence > head[0] and not head[1]):
+                assert isinstance(result, Appended), (fleet, sequence, retire, result)
+                model[fleet] = (sequence, retire, result.index)
+            else:  # a duplicate (of a logged bundle), a rollback, an equivocation, a retired fleet
+                assert not isinstance(result, Appended) or result.index == model[fleet][2], result
+                assert isinstance(result, (Duplicate, SequencerError)), result
+    leaves = [row.leaf for row in store.leaves]
+    for cp in store.checkpoint_rows[1:]:
+        assert is_heads_leaf(leaves[cp.tree_size - 1]), f"checkpoint of size {cp.tree_size} ends with a bundle"
+    table = fold(leaves)  # raises HeadsMismatchError for a HEADS leaf that does not commit to it
+    log = MemoryLog()
+    for leaf in leaves:
+        log.append(leaf)
+    assert store.latest is not None and log.root() == store.latest.root
+    log.table = table
+    note = log.checkpoint(KEYS)  # the stored tree, signed with the vectors' (witnessed) keys
+    for fleet, (sequence, retired, index) in model.items():
+        proof = fleet_head_proof(log, fleet, note)
+        if retired:
+            with pytest.raises(FleetRetiredError) as info:
+                verify_fleet_head(proof, POLICY, AT, fleet_id=fleet)
+            head = info.value.head
+        else:
+            head = verify_fleet_head(proof, POLICY, AT, fleet_id=fleet)
+        assert (head.fleet_id, head.sequence, head.leaf_index, head.retired) == (fleet, sequence, index, retired)
+    for fleet in ABSENT + tuple(f for f in FLEETS if f not in model):
+        with pytest.raises(FleetAbsentError):
+            verify_fleet_head(fleet_head_proof(log, fleet, note), POLICY, AT, fleet_id=fleet)

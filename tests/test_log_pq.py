@@ -9,7 +9,9 @@ three-signature checkpoint; their lines are stapled to receipts.
 """
 from __future__ import annotations
 
+import asyncio
 import base64
+import json
 
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -17,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric.mldsa import MLDSA44PrivateKey
 
 import pg
 from bundle_factory import BundleFactory
+from logserver.cli import main
 from logserver.client import (
     CheckpointVerificationError,
     TrustPolicy,
@@ -248,6 +251,46 @@ async def test_a_receipt_carries_both_log_signatures_and_both_witness_kinds(clus
         published = await resp.text()
     assert len(parse_note(published).signatures) == 5
     verify_checkpoint(published, policy)
+
+
+async def test_verify_and_the_monitor_report_both_log_signatures(cluster, capsys):
+    """The CLI: `verify` prints a line per kind of the log's signature, the monitor's
+    summary lists them; both with a trust policy that requires ML-DSA-44."""
+    base, key, w_pq, w_ed, log = cluster
+    body = BundleFactory(fleet_id="log-pq-cli").envelope_json()
+    async with log.session.post("/v1/bundles", data=body, headers=JSON) as resp:
+        receipt = await resp.text()
+        assert resp.status == 201, receipt
+    client = base / "cli"
+    path = write_trust_policy(client, key.vkey, extra_policy=f"log {key.mldsa44_vkey}\nwitness pq {w_pq.vkey}\n",
+                              quorum="pq")
+    path.write_text("require_log_mldsa44 = true\n" + path.read_text())
+    (client / "bundle.json").write_bytes(body)
+    (client / "receipt.json").write_text(receipt)
+    code = await asyncio.to_thread(main, ["verify", "--receipt", str(client / "receipt.json"), "--envelope",
+                                          str(client / "bundle.json"), "--policy", str(path)])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    for line in ("log signature Ed25519 signed-note (0x01): verified",
+                 "log signature Ed25519 cosignature/v1 (0x04): verified",
+                 "log signature ML-DSA-44 subtree/v1 cosignature (0x06): verified",
+                 "post-quantum: required by the trust policy (require_log_mldsa44), met"):
+        assert line in out, out
+    code = await asyncio.to_thread(main, ["monitor", "--log", log.url, "--policy",
+                                          str(path), "--state", str(client / "monitor"), "--once"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    summary = json.loads(captured.out.splitlines()[-1])
+    assert summary["log_signatures"] == ["ed25519", "ed25519-cosignature", "ml-dsa-44"], summary
+    assert "log signatures verified: ed25519, ed25519-cosignature, ml-dsa-44 (ML-DSA-44 required" in captured.err
+    # Pinning only the Ed25519 key, verify says the ML-DSA-44 line was not checked.
+    ed_only = write_trust_policy(base / "cli-ed", key.vkey)
+    code = await asyncio.to_thread(main, ["verify", "--receipt", str(client / "receipt.json"), "--envelope",
+                                          str(client / "bundle.json"), "--policy", str(ed_only)])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert ("log signature ML-DSA-44 subtree/v1 cosignature (0x06): not checked: the trust policy lists no "
+            "ML-DSA-44 key for this log") in out, out
 
 
 # --- interop: the reference implementation's log-signed checkpoint ---------------------

@@ -51,6 +51,9 @@ async def test_once_catches_up_and_explains(server, policy_path, tmp_path, capsy
     assert summary["verified_root"] == summary["checkpoint_root"]
     assert summary["entries_verified"] == summary["verified_size"] == summary["checkpoint_size"] >= 40
     assert "root recomputed from the entries themselves" in err and "no alerts" in err
+    # Every HEADS leaf the sequencer wrote was compared with the table folded from the bundles.
+    assert summary["heads"]["heads_leaves_checked"] >= 1 and summary["heads"]["last_heads_leaf"] is not None
+    assert "HEADS leaves compared with it this run" in err
     # A second run resumes: nothing new to verify.
     code, lines, _ = await cli(capsys, *args)
     assert code == 0 and lines[-1]["entries_verified"] == 0

@@ -78,7 +78,7 @@ def test_tracker_works_on_a_copy_of_the_heads():
 def test_verify_entries_hashes_every_leaf_and_reports_failures():
     factory = BundleFactory(fleet_id="ve")
     leaves = [encode_leaf(e) for e in factory.many(3)]
-    leaves.append(b"\x02garbage")
+    leaves.append(b"\x03garbage")
     result = verify_entries(leaves, 10, default_authorities().authority_set)
     assert result.leaf_hashes == [leaf_hash(leaf) for leaf in leaves]
     assert [(e.index, e.sequence) for e in result.verified] == [(10, 0), (11, 1), (12, 2)]
@@ -91,7 +91,7 @@ def test_verify_entries_hashes_every_leaf_and_reports_failures():
 async def test_verifying_in_child_processes_gives_what_inline_gives():
     factory = BundleFactory(fleet_id="vp")
     bundles = [[encode_leaf(e) for e in factory.many(20)] for _ in range(3)]
-    bundles[1][5] = b"\x02garbage"
+    bundles[1][5] = b"\x03garbage"
     authorities = default_authorities().authority_set
     inline = [verify_entries(leaves, 100 * i, authorities) for i, leaves in enumerate(bundles)]
     assert sum(len(r.failures) for r in inline) == 1 and sum(len(r.verified) for r in inline) == 59
@@ -142,7 +142,13 @@ def test_state_round_trip_and_refusals(tmp_path):
     assert loaded.dumps() == path.read_bytes()
     assert MonitorState.load(tmp_path / "missing.json").verified.size == 0
     obj = json.loads(path.read_bytes())
-    for mutate in (lambda o: o.update(version=2),
+    for mutate in (lambda o: o.update(version=3),
+                   lambda o: o.pop("heads"),
+                   lambda o: o["heads"].update(previous=-1),
+                   lambda o: o["heads"].update(previous=13),
+                   lambda o: o["heads"]["rows"].append(["f", 1, 0, "zz", "active"]),
+                   lambda o: o["heads"]["rows"].append(["f", 1, 0, "00" * 32, []]),
+                   lambda o: o["heads"]["rows"].extend([["f", 1, 0, "00" * 32, "active"]] * 2),
                    lambda o: o["verified"].update(size=12),
                    lambda o: o["verified"]["frontier"].append("00" * 32),
                    lambda o: o["fleets"]["f"].update(sequence=-1),
@@ -152,3 +158,9 @@ def test_state_round_trip_and_refusals(tmp_path):
         path.write_text(json.dumps(bad))
         with pytest.raises(StateError):
             MonitorState.load(path)
+    # A version 1 file (before the heads fold) loads without one: HEADS leaves unchecked.
+    old = {k: v for k, v in obj.items() if k != "heads"} | {"version": 1}
+    path.write_text(json.dumps(old))
+    assert MonitorState.load(path).heads is None
+    path.write_text(json.dumps(old | {"verified": {"size": 0, "frontier": []}}))
+    assert MonitorState.load(path).heads is not None  # nothing verified yet: the fold starts at 0

@@ -568,6 +568,17 @@ async def test_operations_routes(server):
     assert ready == {"status": "ok", "tree_size": await log_size(server)}
 
 
+async def test_status_page_routes(server):
+    await submit(server, BundleFactory(fleet_id="oa-status").envelope_json(), want=201)
+    status = (await call(server, "GET", "/v1/status", "/v1/status", want=200)).json()
+    assert status["fleets"]["count"] >= 1 and status["witnesses"] is None
+    assert (await call(server, "GET", "/v1/status", "/v1/status?all=1", want=400)).code == "bad_request"
+    for path in ("/", "/status.js", "/status.css"):
+        await call(server, "GET", path, path, want=200)
+        await call(server, "GET", path, path + "?utm_source=x", want=200)  # ignored, as documented
+        assert (await call(server, "HEAD", path, path, want=200)).body == b""
+
+
 async def test_unrouted_requests_get_the_error_shape(server):
     error_schema = "/components/schemas/Error"
     async with server.session.get("/v2/nothing") as resp:

@@ -44,6 +44,9 @@ def _expected_data() -> dict[str, bytes]:
     files = {"openapi.yaml": (ROOT / "openapi.yaml").read_bytes()}
     for path in sorted((ROOT / "migrations").rglob("*.sql")):
         files["migrations/" + path.relative_to(ROOT / "migrations").as_posix()] = path.read_bytes()
+    # The status page's files (GET /, logserver/api/status.py).
+    for path in sorted((ROOT / "logserver/api/status_page").iterdir()):
+        files["api/status_page/" + path.name] = path.read_bytes()
     return files
 
 
@@ -54,7 +57,8 @@ def test_expected_data_is_every_migration():
     # The list the checks below use is complete: the log's and the witness's migrations.
     names = set(EXPECTED)
     assert "migrations/0001_log.sql" in names and "migrations/witness/0001_witness.sql" in names, names
-    assert len(names) == 1 + len(list((ROOT / "migrations").rglob("*.sql")))
+    assert "api/status_page/index.html" in names and "api/status_page/status.js" in names, names
+    assert len(names) == 1 + len(list((ROOT / "migrations").rglob("*.sql"))) + 3
 
 
 def _data_names(names) -> list[str]:
@@ -185,7 +189,8 @@ def test_installed_wheel_runs_and_finds_its_data(installed):
 
 async def test_installed_wheel_serves_dev(installed, database_url):
     """`logserver serve --dev` from the wheel, in an empty directory: it migrates a fresh
-    database from the packaged SQL, becomes ready and serves the packaged openapi.yaml."""
+    database from the packaged SQL, becomes ready and serves the packaged openapi.yaml and
+    status page."""
     bindir, _, empty, env = installed
     port = free_port()
     log_path = empty / "serve.log"
@@ -197,9 +202,13 @@ async def test_installed_wheel_serves_dev(installed, database_url):
         try:
             url = f"http://127.0.0.1:{port}"
             await wait_ready(proc, url, log_path.read_text)
-            async with aiohttp.ClientSession() as session, session.get(url + "/openapi.yaml") as resp:
-                assert resp.status == 200
-                served = await resp.read()
+            async with aiohttp.ClientSession() as session:
+                async with session.get(url + "/openapi.yaml") as resp:
+                    assert resp.status == 200
+                    served = await resp.read()
+                async with session.get(url + "/") as resp:  # the status page, from package data
+                    assert resp.status == 200
+                    page = await resp.read()
         finally:
             proc.terminate()
             try:
@@ -209,6 +218,7 @@ async def test_installed_wheel_serves_dev(installed, database_url):
                 proc.wait()
                 raise
     assert served == EXPECTED["openapi.yaml"]
+    assert page == EXPECTED["api/status_page/index.html"]
     conn = await asyncpg.connect(database_url)
     try:
         applied = [r["name"] for r in await conn.fetch("SELECT name FROM schema_migrations ORDER BY version")]

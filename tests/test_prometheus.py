@@ -174,7 +174,7 @@ async def stack(pg_admin_url, database_url, tmp_path_factory):
     witness_db = await pg.create_database(pg_admin_url, "t_prometheus_witness")
     witness_config = write_witness_config(base / "witness", "witness.test/w1", witness_db, [log_vkey])
     loaded = load_witness_config(witness_config, environ={})
-    witness_vkey = Cosigner.load(loaded.key, loaded.name, time.time).vkey
+    witness_vkey = Cosigner.load(loaded.keys, loaded.name, time.time).vkey
     witness = WitnessProcess(witness_config, free_port())
     log = monitor = prometheus = None
     try:

@@ -165,8 +165,6 @@ REFUSALS: dict[str, tuple[Callable[[], object], dict[str, str], int, str]] = {
     "inverted_validity_window": (lambda: with_payload(not_before="2095-01-01T00:00:00Z",
                                                       not_after="2090-01-01T00:00:00Z"),
                                  JSON, 422, "invalid_validity_window"),
-    # Issue 20: a retirement is refused until the log refuses a retired fleet's later bundles.
-    "retirement_not_supported": (lambda: with_payload(status="retired"), JSON, 422, "retirement_not_supported"),
     "rollback": (lambda: rollback_envelope(3).to_json(), JSON, 409, "rollback"),
     "equivocation": (lambda: rollback_envelope(5, key_index=1).to_json(), JSON, 409, "equivocation"),
 }
@@ -310,3 +308,24 @@ async def test_an_explicitly_active_status_is_accepted(server):
     body = make_envelope(BundleFactory(fleet_id="active-status-fleet").payload(status="active")).to_json()
     async with server.session.post("/v1/bundles", data=body, headers=JSON) as resp:
         assert resp.status == 201, await resp.text()
+
+
+async def test_a_retired_fleet_refuses_its_later_bundles_and_appends_nothing(server):
+    """Issue 20 §2: a dual-signed retirement is logged; every later new bundle of the
+    fleet gets 409 `fleet_retired` and nothing is appended; a replay of the retirement
+    is still a duplicate."""
+    fleet = BundleFactory(fleet_id="retiring-fleet")
+    retirement = make_envelope(fleet.payload(sequence=4, status="retired"))
+    async with server.session.post("/v1/bundles", data=retirement.to_json(), headers=JSON) as resp:
+        assert resp.status == 201, await resp.text()
+        index = (await resp.json())["index"]
+    async with server.session.get("/v1/fleets/retiring-fleet") as resp:
+        assert resp.status == 200 and (await resp.json())["index"] == index
+    before = await log_state(server)
+    for later in (fleet.payload(sequence=5), fleet.payload(sequence=9, status="active"), fleet.payload(sequence=2)):
+        async with server.session.post("/v1/bundles", data=make_envelope(later).to_json(), headers=JSON) as resp:
+            error = await assert_error(resp, 409, "fleet_retired")
+        assert "retired by its bundle of sequence 4" in error["message"]
+    assert await log_state(server) == before
+    async with server.session.post("/v1/bundles", data=retirement.to_json(), headers=JSON) as resp:
+        assert resp.status == 200 and (await resp.json())["index"] == index

@@ -144,6 +144,17 @@ def _coverage_lines(coverage: dict[str, Any]) -> list[str]:
     return [f"  cosignature coverage this run: {n} checkpoint(s) seen, {coverage['quorum_met']} with the quorum; {per}"]
 
 
+def _heads_line(heads: dict[str, Any] | None) -> str:
+    if heads is None:
+        return ("  fleet heads: NOT checked: the state file predates the monitor's fold of the heads table "
+                "(start with a fresh --state directory to check HEADS leaves)")
+    last = heads["last_heads_leaf"]
+    return (f"  fleet heads: table folded from the bundles, {heads['fleets']} fleets; "
+            f"{heads['heads_leaves_checked']} HEADS leaves compared with it this run"
+            + ("; the log has written no HEADS leaf yet" if last is None else
+               f"; the last at index {last}, and a checkpoint that ends without one is alerted"))
+
+
 def explain(summary: dict[str, Any], url: str, monitor: Monitor) -> str:
     """A human account of what this run checked."""
     lines = [f"Monitored {url} (origin {summary['origin']!r}):"]
@@ -167,6 +178,7 @@ def explain(summary: dict[str, Any], url: str, monitor: Monitor) -> str:
             f"{summary['verified_size']} entries" + (" = the checkpoint root" if summary["caught_up"] else
                                                      " (not caught up to the checkpoint)"),
             f"  fleets seen: {summary['fleets']}",
+            _heads_line(summary["heads"]),
         ]
     if summary.get("error"):
         lines.append(f"  ERROR: {summary['error']}")

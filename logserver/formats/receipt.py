@@ -69,7 +69,7 @@ def receipt_json(index: int, leaf_hash: bytes, tree_size: int, checkpoint_note: 
 def _escaped_note(note: str) -> bytes:
     """The JSON string body (no quotes) of a checkpoint note. Every receipt of a commit
     carries the same note twice, and with the log's ML-DSA-44 line it is ~3.6 KB: it is
-    escaped once per note, not twice per receipt (bench/results, section 7)."""
+    escaped once per note, not twice per receipt (bench/results, section 8)."""
     return encode_basestring_ascii(note).encode()[1:-1]
 
 

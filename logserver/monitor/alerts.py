@@ -39,11 +39,17 @@ CORRUPT_TILE = "corrupt_tile"
 """A served level-0 tile differs from the verified entries, or is malformed."""
 MALFORMED_DATA = "malformed_data"
 """An entry bundle or other served resource does not decode."""
+HEADS_MISMATCH = "heads_mismatch"
+"""A HEADS leaf does not commit to the heads table folded from the bundles before it."""
+HEADS_MISSING = "heads_missing"
+"""A checkpoint's last leaf is not a HEADS leaf, after the log's first HEADS leaf."""
+RETIRED_FLEET_BUNDLE = "retired_fleet_bundle"
+"""A bundle was logged for a fleet after its retirement."""
 
 ALL_KINDS = (
     WATCHED_FLEET_BUNDLE, POLICY_FAILURE, SEQUENCE_GAP, SEQUENCE_ROLLBACK, DUPLICATE_BUNDLE, EQUIVOCATION,
     FROZEN_LOG, TIME_REGRESSION, CHECKPOINT_INVALID, QUORUM_FAILURE, SPLIT_VIEW, ROOT_MISMATCH,
-    CORRUPT_ENTRY, CORRUPT_TILE, MALFORMED_DATA,
+    CORRUPT_ENTRY, CORRUPT_TILE, MALFORMED_DATA, HEADS_MISMATCH, HEADS_MISSING, RETIRED_FLEET_BUNDLE,
 )
 
 

@@ -5,25 +5,32 @@ dual-signature policy (both authority signatures over the PAE, the payload schem
 a well-formed validity window) and hash it. Expiry is not judged: an entry that was
 valid when logged may have expired since. Work is per bundle (256 entries) so the
 caller's per-entry overhead is one function call.
+
+Each entry also yields what the monitor's fold of the heads table needs
+(monitor/heads.py, docs/fleet-heads.md): a bundle leaf its `HeadsRow` (also when its
+signatures fail the policy: the log folded it when it appended it, and a third party's
+`bundle.heads.fold` does too), a HEADS leaf its bytes.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import multiprocessing
 from collections.abc import Sequence
 from concurrent.futures import BrokenExecutor, ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from hashlib import sha256
 
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from ..bundle import AuthoritySet, BundleError, Role, decode_leaf, load_authority_key_pem, verify_envelope
-from ..bundle.heads import is_heads_leaf
+from ..bundle.heads import HeadsError, HeadsRow, bundle_row, is_heads_leaf
 from .alerts import POLICY_FAILURE, Alert
 from .fleets import LoggedBundle
+from .heads import FoldItem
 
 log = logging.getLogger(__name__)
 
@@ -34,11 +41,14 @@ _BEGINNING = datetime(1, 1, 1, tzinfo=UTC)
 
 @dataclass
 class BundleResult:
-    """Leaf hashes of the verified range, the entries that passed, and policy alerts."""
+    """Leaf hashes of the verified range, the entries that passed, policy alerts, the
+    fold's input in log order, and the range's last leaf (for a checkpoint's end)."""
 
     leaf_hashes: list[bytes]
     verified: list[LoggedBundle]
     failures: list[Alert]
+    fold_items: list[FoldItem] = field(default_factory=list)
+    last_leaf: bytes | None = None
 
 
 def verify_entries(leaves: Sequence[bytes], first_index: int, authorities: AuthoritySet) -> BundleResult:
@@ -46,12 +56,16 @@ def verify_entries(leaves: Sequence[bytes], first_index: int, authorities: Autho
     hashes: list[bytes] = []
     verified: list[LoggedBundle] = []
     failures: list[Alert] = []
+    items: list[FoldItem] = []
     for offset, leaf in enumerate(leaves):
         index = first_index + offset
         h = sha256(b"\x00" + leaf).digest()  # RFC 6962 §2.1 leaf hash
         hashes.append(h)
         if is_heads_leaf(leaf):
-            continue  # a HEADS leaf (docs/fleet-heads.md): no bundle, no signatures
+            # A HEADS leaf (docs/fleet-heads.md): no bundle, no signatures; the fold
+            # decodes and checks it.
+            items.append(FoldItem(index, heads=leaf))
+            continue
         try:
             result = verify_envelope(decode_leaf(leaf), authorities, _BEGINNING)
         except BundleError as exc:
@@ -61,10 +75,14 @@ def verify_entries(leaves: Sequence[bytes], first_index: int, authorities: Autho
                 {"index": index, "leaf_hash": h.hex(), "code": exc.code},
                 key=f"policy:{index}",
             ))
+            # Not a bundle with a valid payload: no row in anyone's fold.
+            with contextlib.suppress(BundleError, HeadsError):
+                items.append(FoldItem(index, row=bundle_row(index, leaf)))
             continue
         bundle = result.bundle
         verified.append(LoggedBundle(index, bundle.fleet_id, bundle.sequence, result.payload_digest, h))
-    return BundleResult(hashes, verified, failures)
+        items.append(FoldItem(index, row=HeadsRow(bundle.fleet_id, bundle.sequence, index, h, bundle.status)))
+    return BundleResult(hashes, verified, failures, items, leaves[-1] if leaves else None)
 
 
 class EntryVerifier:

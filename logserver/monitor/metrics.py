@@ -40,6 +40,21 @@ class MonitorMetrics:
             "logserver_monitor_witness_coverage", "Fraction of the checkpoints seen that each witness cosigned",
             ["witness"], registry=r)
 
+        # Fleet heads (monitor/heads.py): alert rules on these, or on
+        # logserver_monitor_alerts_total{kind=~"heads_mismatch|heads_missing"}.
+        self.heads_checked = Counter(
+            "logserver_monitor_heads_leaves_checked",
+            "HEADS leaves compared with the heads table folded from the bundles, by result (match, mismatch)",
+            ["result"], registry=r)
+        for result in ("match", "mismatch"):
+            self.heads_checked.labels(result)
+        self.heads_fleets = Gauge(
+            "logserver_monitor_heads_fleets", "Rows (fleets) of the heads table folded from the bundles", registry=r)
+        self.heads_check = Gauge(
+            "logserver_monitor_heads_check_enabled",
+            "1 if the monitor folds the heads table and checks HEADS leaves; 0 with a state from before the fold",
+            registry=r)
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
 

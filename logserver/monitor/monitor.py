@@ -20,7 +20,11 @@ One poll (`poll_once`):
    signatures, hash it, compare with the tile, track fleet sequences, and extend the
    monitor's own compact range. A chunk is committed (state saved, alerts emitted) only
    once the root recomputed from the entries matches the signed tree: equal to the
-   checkpoint root at its size, or proved a prefix of it by a consistency proof.
+   checkpoint root at its size, or proved a prefix of it by a consistency proof;
+4. fold the heads table from the bundles as they are verified and compare every HEADS
+   leaf with it; once caught up to the checkpoint, check that its last leaf is a HEADS
+   leaf (monitor/heads.py, docs/fleet-heads.md). A finding is an alert whose evidence
+   holds the checkpoint and the leaves with their inclusion proofs in its tree.
 
 Corrupted data never crashes the monitor: it raises an alert and stops advancing
 until the log serves data that matches its signed checkpoint.
@@ -41,12 +45,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from ..bundle.heads import is_heads_leaf
 from ..client.checkpoints import VerifiedCheckpoint, log_timestamp, verify_checkpoint
-from ..client.consistency import ConsistencyProof, check_consistent
+from ..client.consistency import ConsistencyProof, check_consistent, common_log_vkey
 from ..client.errors import CheckpointVerificationError, ConsistencyError, SplitViewError, WitnessQuorumError
 from ..client.log_client import LogClient, LogClientError, MalformedResponseError
 from ..client.policy import TrustPolicy
-from ..client.tile_proofs import TileMismatchError, locate_tile_faults, verified_consistency_proof
+from ..client.tile_proofs import (
+    TileMismatchError,
+    locate_tile_faults,
+    verified_consistency_proof,
+    verified_inclusion_proof,
+)
 from ..formats import parse_checkpoint, parse_note
 from ..merkle import (
     HASH_SIZE,
@@ -56,14 +66,17 @@ from ..merkle import (
     MerkleError,
     TileID,
     decode_entry_bundle,
+    leaf_hash,
     tile_path,
     verify_consistency,
+    verify_inclusion,
 )
 from . import alerts as kinds
 from .alerts import Alert
 from .coverage import Coverage
 from .entries import BundleResult, EntryVerifier
 from .fleets import FleetTracker
+from .heads import HeadsFolder, HeadsMismatch, RetiredFleetBundle, mismatch_evidence, missing_evidence
 from .metrics import MonitorMetrics
 from .state import MonitorState
 
@@ -92,6 +105,10 @@ class _Chunk:
     alerts: list[Alert]
     mismatches: list[dict[str, Any]]
     stop: Alert | None
+    heads: HeadsFolder | None = None
+    heads_findings: list[HeadsMismatch] = dataclasses.field(default_factory=list)
+    heads_mismatches: int = 0
+    last_leaf: bytes | None = None
 
 
 class Monitor:
@@ -137,6 +154,13 @@ class Monitor:
         if self.state.checkpoint is not None:
             self.metrics.tree_size.set(self._stored().size)
         self.metrics.verified_size.set(self.state.verified.size)
+        self.heads_checked = 0
+        self.metrics.heads_check.set(self.state.heads is not None)
+        if self.state.heads is None:
+            log.warning("%s was written before the monitor folded the heads table: HEADS leaves are not "
+                        "checked (start with a fresh state directory to check them)", self.state_path)
+        else:
+            self.metrics.heads_fleets.set(self.state.heads.table.count)
 
     # --- alerts -------------------------------------------------------------------------
 
@@ -341,6 +365,7 @@ class Monitor:
         if end > start:
             proved = await self._proves_prefix(chunk.entries, target)
             if proved:
+                await self._heads_alerts(chunk, target)
                 self._commit(chunk, end - start)
             else:
                 await self._diagnose(chunk, target, start, bundles)
@@ -355,7 +380,8 @@ class Monitor:
     ) -> _Chunk:
         state = self.state
         chunk = _Chunk(
-            state.verified.copy(), state.verified.copy(), FleetTracker(state.fleets, self.watch), [], [], None
+            state.verified.copy(), state.verified.copy(), FleetTracker(state.fleets, self.watch), [], [], None,
+            None if state.heads is None else state.heads.copy(),
         )
         # Each bundle is decoded and verified as soon as it arrives (with verify
         # processes, several at once); the results are then taken in log order.
@@ -405,6 +431,9 @@ class Monitor:
             chunk.alerts.extend(result.failures)
             for entry in result.verified:
                 chunk.alerts.extend(chunk.tracker.observe(entry))
+            self._fold(chunk, result.fold_items)
+            if result.last_leaf is not None:
+                chunk.last_leaf = result.last_leaf
             chunk.entries.extend(result.leaf_hashes)
             if tile_hashes is None:
                 chunk.tiles.extend(result.leaf_hashes)
@@ -458,12 +487,112 @@ class Monitor:
             return False
         return True
 
+    # --- fleet heads (monitor/heads.py) -----------------------------------------------
+
+    def _fold(self, chunk: _Chunk, items: Iterable[Any]) -> None:
+        """Fold verified entries into the chunk's heads table; findings wait for the
+        chunk to be proved part of the signed tree (`_heads_alerts`)."""
+        folder = chunk.heads
+        if folder is None:
+            return
+        for item in items:
+            finding = folder.observe(item)
+            if isinstance(finding, HeadsMismatch):
+                chunk.heads_mismatches += 1
+                if len(chunk.heads_findings) < MAX_MISMATCH_ALERTS:
+                    chunk.heads_findings.append(finding)
+            elif isinstance(finding, RetiredFleetBundle):
+                row, old = finding.row, finding.retirement
+                chunk.alerts.append(Alert(
+                    kinds.RETIRED_FLEET_BUNDLE,
+                    f"fleet {row.fleet_id!r} logged sequence {row.sequence} at index {finding.index} after its "
+                    f"retirement (sequence {old.sequence}, index {old.leaf_index})",
+                    {"fleet_id": row.fleet_id, "sequence": row.sequence, "index": finding.index,
+                     "leaf_hash": row.leaf_hash.hex(), "retired_sequence": old.sequence,
+                     "retired_index": old.leaf_index},
+                    key=f"retired:{finding.index}"))
+
+    async def _proved_leaf(self, index: int, leaf: bytes, target: VerifiedCheckpoint) -> tuple[int, bytes, list[bytes]]:
+        """(index, leaf, its inclusion proof in the signed tree of `target`): from the
+        tiles, each checked against the signed root, else from the JSON API. Raises
+        `LogClientError` when no proof that verifies is to be had (a failed poll)."""
+        errors = []
+        try:
+            proof = await verified_inclusion_proof(self.client, index, target.size, size=target.size,
+                                                   root=target.root)
+        except TileMismatchError as exc:
+            self._alert(self._tile_alert(exc))
+            errors.append(str(exc))
+        except LogClientError as exc:
+            errors.append(str(exc))
+        else:
+            return index, leaf, proof
+        if self.client.has_api:
+            try:
+                proof = await self.client.inclusion_proof(index, target.size)
+                verify_inclusion(index, target.size, leaf_hash(leaf), proof, target.root)
+                return index, leaf, proof
+            except (LogClientError, MerkleError) as exc:
+                errors.append(str(exc))
+        raise LogClientError(f"no inclusion proof of leaf {index} at size {target.size}: {'; '.join(errors)}")
+
+    async def _leaf(self, index: int, size: int) -> bytes:
+        """Leaf `index` of the tree of `size`, from its entry bundle (the caller proves it)."""
+        base = index - index % TILE_WIDTH
+        leaves = await self.client.entry_bundle(EntriesTileID(index // TILE_WIDTH, min(TILE_WIDTH, size - base)))
+        if len(leaves) <= index - base:
+            raise MalformedResponseError(f"entry bundle of leaf {index}: got {len(leaves)} entries")
+        return leaves[index - base]
+
+    async def _heads_alerts(self, chunk: _Chunk, target: VerifiedCheckpoint) -> None:
+        """The chunk's heads findings as alerts with evidence; and, when the chunk ends
+        at the checkpoint, whether its last leaf is a HEADS leaf."""
+        folder = chunk.heads
+        if folder is None:
+            return
+        origin = target.origin
+        vkey = common_log_vkey(self.policy, origin, [target.note])
+        for m in chunk.heads_findings:
+            evidence = mismatch_evidence(origin, vkey, target.note, m, (await self._proved_leaf(m.index, m.leaf,
+                                                                                                target))[2])
+            got = None if m.got is None else {"previous": m.got.previous, "count": m.got.count,
+                                              "root": m.got.root.hex()}
+            chunk.alerts.append(Alert(
+                kinds.HEADS_MISMATCH, f"{m.reason} (checkpoint of size {target.size})",
+                {"index": m.index, "size": target.size, "got": got,
+                 "want": {"previous": m.want.previous, "count": m.want.count, "root": m.want.root.hex()},
+                 "mismatches_in_chunk": chunk.heads_mismatches},
+                evidence, key=f"heads:{m.index}"))
+        end = chunk.entries.size
+        if (end == target.size and folder.first is not None and chunk.last_leaf is not None
+                and not is_heads_leaf(chunk.last_leaf)):
+            index = folder.previous
+            heads = folder.last_heads if folder.last_heads is not None else await self._leaf(index, target.size)
+            first = await self._proved_leaf(index, heads, target)
+            last = await self._proved_leaf(end - 1, chunk.last_leaf, target)
+            chunk.alerts.append(Alert(
+                kinds.HEADS_MISSING,
+                f"the checkpoint of size {end} ends with leaf {end - 1}, which is not a HEADS leaf; the log wrote "
+                f"HEADS leaves from index {folder.first} on (the last one at {index})",
+                {"size": end, "index": end - 1, "leaf_hash": leaf_hash(chunk.last_leaf).hex(),
+                 "heads_index": index, "first_heads_index": folder.first},
+                missing_evidence(origin, vkey, target.note, first, last), key=f"heads_missing:{end}"))
+
     def _commit(self, chunk: _Chunk, count: int) -> None:
         self.state.verified = chunk.entries
         self.state.fleets = chunk.tracker.heads
+        if chunk.heads is not None:
+            self.state.heads = chunk.heads
         self._save()
         self.entries_verified += count
         self.metrics.entries_verified.inc(count)
+        if chunk.heads is not None:
+            checked = chunk.heads.checked
+            self.heads_checked += checked
+            self.metrics.heads_checked.labels("mismatch").inc(chunk.heads_mismatches)
+            self.metrics.heads_checked.labels("match").inc(checked - chunk.heads_mismatches)
+            self.metrics.heads_fleets.set(chunk.heads.table.count)
+            chunk.heads.checked = 0
         for alert in chunk.alerts:
             self._alert(alert)
         for m in chunk.mismatches:
@@ -544,6 +673,11 @@ class Monitor:
             "caught_up": stored is not None and self.state.verified.size == stored.size,
             "entries_verified": self.entries_verified,
             "fleets": len(self.state.fleets),
+            "heads": None if self.state.heads is None else {
+                "fleets": self.state.heads.table.count,
+                "last_heads_leaf": self.state.heads.previous if self.state.heads.first is not None else None,
+                "heads_leaves_checked": self.heads_checked,
+            },
             "alerts": dict(sorted(self.alert_counts.items())),
         }
 

@@ -1,11 +1,19 @@
 """The monitor's state file: where it is in the log, in O(log n + fleets) space.
 
-    {"version": 1,
+    {"version": 2,
      "origin": "<log origin>" | null,
      "checkpoint": "<latest verified signed checkpoint note>" | null,
      "verified": {"size": N, "frontier": ["<hex>", ...]},
      "fleets": {"<fleet id>": {"sequence": N, "payload_digest": "<hex>", "index": N,
-                               "recent": [[sequence, "<hex digest>", index], ...]}}}
+                               "recent": [[sequence, "<hex digest>", index], ...]}},
+     "heads": {"previous": N, "first": N | null,
+               "rows": [[fleet_id, sequence, leaf_index, "<leaf hash hex>", status], ...]} | null}
+
+`heads` is the monitor's fold of the heads table (monitor/heads.py) over the verified
+entries: its rows, the index of the last HEADS leaf (`previous`, 0 if none) and of the
+first (`first`). A version 1 file (written before the fold existed) loads with `heads`
+null: its fold is unknown without reading the log again from 0, so that monitor does not
+check HEADS leaves (docs/client.md, "Fleet heads"); a fresh state directory does.
 
 `verified` is the compact range (RFC 6962 right frontier) of the entries the monitor
 has verified itself: with it the monitor resumes at entry N without replaying, and
@@ -20,14 +28,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..bundle.heads import HeadsError, HeadsRow, HeadsTable, HeadsUpdateError
 from ..client.errors import StateError
 from ..client.files import atomic_write
 from ..formats import Checkpoint, FormatError, parse_checkpoint, parse_note
 from ..formats.strict import hex_hash, json_uint, strict_json
 from ..merkle import CompactRange, MerkleError
 from .fleets import FleetHead
+from .heads import HeadsFolder
 
-STATE_VERSION = 1
+STATE_VERSION = 2
 STATE_FILE = "monitor-state.json"
 
 
@@ -37,6 +47,7 @@ class MonitorState:
     checkpoint: str | None = None
     verified: CompactRange = field(default_factory=CompactRange)
     fleets: dict[str, FleetHead] = field(default_factory=dict)
+    heads: HeadsFolder | None = field(default_factory=HeadsFolder)
 
     def parsed_checkpoint(self) -> Checkpoint | None:
         if self.checkpoint is None:
@@ -57,6 +68,12 @@ class MonitorState:
                     "recent": [[s, d.hex(), i] for s, (d, i) in sorted(h.recent.items())],
                 }
                 for fid, h in sorted(self.fleets.items())
+            },
+            "heads": None if self.heads is None else {
+                "previous": self.heads.previous,
+                "first": self.heads.first,
+                "rows": [[r.fleet_id, r.sequence, r.leaf_index, r.leaf_hash.hex(), r.status]
+                         for r in self.heads.table.rows],
             },
         }
         return (json.dumps(obj, indent=1) + "\n").encode()
@@ -82,8 +99,11 @@ class MonitorState:
     def loads(cls, data: bytes) -> MonitorState:
         obj = strict_json(data, "not strict JSON", StateError)
         want = {"version", "origin", "checkpoint", "verified", "fleets"}
-        if not isinstance(obj, dict) or set(obj) != want or obj["version"] != STATE_VERSION:
-            raise StateError(f"want an object with version {STATE_VERSION} and fields {sorted(want)}")
+        version = obj.get("version") if isinstance(obj, dict) else None
+        if version == STATE_VERSION:
+            want.add("heads")
+        if not isinstance(obj, dict) or set(obj) != want or version not in (1, STATE_VERSION):
+            raise StateError(f"want an object with version {STATE_VERSION} (or 1) and fields {sorted(want)}")
         state = cls(origin=obj["origin"], checkpoint=obj["checkpoint"])
         if state.origin is not None and not isinstance(state.origin, str):
             raise StateError("origin: want a string or null")
@@ -104,6 +124,12 @@ class MonitorState:
         if not isinstance(obj["fleets"], dict):
             raise StateError("fleets: want an object")
         state.fleets = {fid: _fleet(fid, v) for fid, v in obj["fleets"].items()}
+        # Version 1: no fold kept. Unknown, unless nothing was verified yet.
+        heads = obj.get("heads") if version == STATE_VERSION else None
+        state.heads = _heads(heads) if heads is not None else (HeadsFolder() if state.verified.size == 0 else None)
+        if state.heads is not None and state.verified.size and state.heads.previous >= state.verified.size:
+            raise StateError(f"heads.previous {state.heads.previous} is beyond the verified size "
+                             f"{state.verified.size}")
         return state
 
 
@@ -139,3 +165,24 @@ def _fleet(fleet_id: str, obj: Any) -> FleetHead:
     return FleetHead(
         _uint(obj["sequence"], where), _hex(obj["payload_digest"], where), _uint(obj["index"], where), recent
     )
+
+
+def _heads(obj: Any) -> HeadsFolder:
+    if not isinstance(obj, dict) or set(obj) != {"previous", "first", "rows"} or not isinstance(obj["rows"], list):
+        raise StateError("heads: want null or {previous, first, rows}")
+    previous = _uint(obj["previous"], "heads.previous")
+    first = None if obj["first"] is None else _uint(obj["first"], "heads.first")
+    rows = []
+    for i, item in enumerate(obj["rows"]):
+        if not isinstance(item, list) or len(item) != 5 or not isinstance(item[0], str) or not isinstance(item[4], str):
+            raise StateError(f"heads.rows[{i}]: want [fleet_id, sequence, leaf_index, leaf_hash, status]")
+        try:
+            rows.append(HeadsRow(item[0], _uint(item[1], f"heads.rows[{i}]"), _uint(item[2], f"heads.rows[{i}]"),
+                                 _hex(item[3], f"heads.rows[{i}]"), item[4]))
+        except HeadsError as exc:
+            raise StateError(f"heads.rows[{i}]: {exc}") from None
+    try:
+        table = HeadsTable.from_rows(rows)
+    except HeadsUpdateError as exc:
+        raise StateError(f"heads.rows: {exc}") from None
+    return HeadsFolder(table, previous, first)

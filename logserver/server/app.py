@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Callable
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
-from ..api import entries, ops, submit, tiles
+from ..api import entries, ops, status, submit, tiles
 from ..api.compression import Gzipper
 from ..api.keys import (
     ADMISSION,
@@ -110,6 +110,7 @@ def create_app(
     app[COMMIT_DEADLINES] = submit.commit_deadlines(config.sequencer.commit_timeout_s)
     app[GZIPPER] = Gzipper()
     app[RESPONSE_BUDGET] = ByteBudget(DEFAULT_RESPONSE_BUDGET, "responses")
+    app[status.STATUS_CACHE] = status.StatusCache()
     app.on_cleanup.append(_close_deadlines)
     if worker is not None:
         app[METRICS].worker.labels(str(worker.index), worker.role).set(1)
@@ -133,6 +134,11 @@ def create_app(
     r.add_get("/healthz", ops.get_healthz)
     r.add_get("/readyz", ops.get_readyz)
     r.add_get("/openapi.yaml", ops.get_openapi)
+    # The status page for people (docs/operations.md, "Status page").
+    r.add_get("/", status.get_index)
+    r.add_get("/status.js", status.get_script)
+    r.add_get("/status.css", status.get_style)
+    r.add_get("/v1/status", status.get_status)
     route_names.update(_route_names(r))
     return app
 

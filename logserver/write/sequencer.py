@@ -136,6 +136,13 @@ class SequencerStats:
 
 
 class Sequencer:
+    # Benchmark-only (bench/heads.py, the A/B of submissions with HEADS leaves on and
+    # off): False skips step 5's HEADS leaf, the log of releases before it. Private on
+    # purpose, never a configuration key: a log without HEADS leaves gives clients no
+    # fleet-head proofs, and a log that stops writing them trips every monitor
+    # (heads_missing). Only bench/heads_off.py sets it, in a process of its own.
+    _heads_leaves = True
+
     def __init__(
         self,
         store: LogStore,
@@ -321,11 +328,13 @@ class Sequencer:
                 self._answer(classified.outcomes, old, {}, with_proofs)
                 return None
 
-            # [5] HASH: the bundles, then the HEADS leaf that ends the batch (none for an
-            # idle re-sign: the size, hence the last leaf, stays).
-            heads = await self._heads_leaf(tx, accepted) if accepted else None
+            # [5] HASH: the bundles, then the HEADS leaf that ends the batch.
+            hashes = [p.leaf_hash for p in accepted]
             heads_index = old.tree_size + len(accepted)
-            grown = grow(frontier, [p.leaf_hash for p in accepted] + ([leaf_hash(heads)] if heads else []))
+            # An idle re-sign (nothing accepted) changes no head and needs no HEADS leaf
+            # (docs/fleet-heads.md, "Invariant"): the size and the last leaf stay.
+            heads = await self._heads_leaf(tx, accepted) if self._heads_leaves and accepted else None
+            grown = grow(frontier, hashes if heads is None else [*hashes, leaf_hash(heads)])
 
             # [6] SIGN. Times only move forward, even when the clock steps back.
             signed_at_ms = max(now_ms, old.signed_at_ms + 1)
@@ -338,7 +347,7 @@ class Sequencer:
                 NewLeaf(old.tree_size + i, p.leaf_hash, p.leaf, p.fleet_id, p.sequence, p.payload_digest)
                 for i, p in enumerate(accepted)
             ]
-            if heads:
+            if heads is not None:
                 leaves.append(NewLeaf(heads_index, leaf_hash(heads), heads))
             checkpoint = await tx.append(
                 leaves, grown.tiles, classified.fleets, grown.size, grown.root, note, signed_at_ms,
@@ -354,7 +363,7 @@ class Sequencer:
             # duplicate. So nothing below may raise out of this block: the batch would
             # be answered "not stored" (and a committed transaction is not rolled back).
             self._known_size = grown.size
-            if heads:
+            if heads is not None:
                 self._heads_size, self._heads_previous = grown.size, heads_index
 
             # [9] PUBLISH TO STATIC TARGETS: only a wake-up; the publisher's own task runs 9.1-9.5.

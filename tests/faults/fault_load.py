@@ -25,6 +25,7 @@ import asyncpg
 from bundle_factory import BundleFactory, default_authorities
 from independent_merkle import check_consistency, check_inclusion, leaf_hash, mth
 from logserver.bundle import encode_leaf, parse_envelope
+from logserver.bundle.heads import fold
 from logserver.formats.checkpoint import open_checkpoint
 from logserver.formats.note import Ed25519NoteVerifier
 
@@ -147,6 +148,7 @@ class Load:
 @dataclass
 class AuditReport:
     tree_size: int
+    bundles: int  # the leaves that are bundles (the others are HEADS leaves)
     checkpoints_checked: int  # distinct (size, root) pairs, from the table and from receipts
     checkpoint_rows: int
     receipts_checked: int
@@ -182,7 +184,11 @@ async def audit_log(database_url: str, api_url: str, acks: list[Ack], session: a
     for r, h in zip(leaves, hashes):
         assert leaf_hash(bytes(r["leaf"])) == h, f"leaf {r['idx']}: stored hash is not the hash of its bytes"
     assert len(set(hashes)) == size, "a leaf hash appears twice"
-    assert len({(r["fleet_id"], r["sequence"]) for r in leaves}) == size, "a (fleet, sequence) appears twice"
+    bundles = [r for r in leaves if r["fleet_id"] is not None]
+    assert len({(r["fleet_id"], r["sequence"]) for r in bundles}) == len(bundles), "a (fleet, sequence) appears twice"
+    # Every HEADS leaf commits to the heads table folded from the bundles before it
+    # (fold raises HeadsMismatchError otherwise; docs/fleet-heads.md).
+    fold([bytes(r["leaf"]) for r in leaves], check_heads=True)
     assert state["tree_size"] == size, f"log_state size {state['tree_size']}, leaves {size}"
     root = mth(hashes)
     assert bytes(state["root"]) == root, "log_state root is not the Merkle tree hash of the leaves"
@@ -246,6 +252,9 @@ async def audit_log(database_url: str, api_url: str, acks: list[Ack], session: a
     # these imply every pair is consistent: checkpoints consistent with a common later
     # tree are prefixes of it, hence of each other.
     assert checkpoints.get(0, mth([])) == mth([]), "the size-0 checkpoint is not the empty tree"
+    for cp_size in checkpoints:  # the invariant of docs/fleet-heads.md
+        assert cp_size == 0 or leaves[cp_size - 1]["fleet_id"] is None, \
+            f"the checkpoint of size {cp_size} ends with a bundle, want a HEADS leaf"
     sizes = sorted(s for s in checkpoints if s > 0)
     pairs = {(s, size) for s in sizes if s < size} | set(zip(sizes, sizes[1:]))
     sem = asyncio.Semaphore(16)
@@ -258,7 +267,7 @@ async def audit_log(database_url: str, api_url: str, acks: list[Ack], session: a
         check_consistency(first, second, checkpoints[first], checkpoints[second], proof)
 
     await asyncio.gather(*(consistent(a, b) for a, b in sorted(pairs)))
-    return AuditReport(size, len(checkpoints), len(rows), len(acks))
+    return AuditReport(size, len(bundles), len(checkpoints), len(rows), len(acks))
 
 
 def with_application_name(url: str, name: str) -> str:
