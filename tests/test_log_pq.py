@@ -317,3 +317,44 @@ def test_the_client_accepts_torchwood_s_ml_dsa_44_log_checkpoint_as_post_quantum
     other = _key(origin="example.com/mldsa-log")
     with pytest.raises(CheckpointVerificationError):
         verify_checkpoint(note, _policy(f"log {other.mldsa44_vkey}\nquorum none\n", require=True))
+
+
+# --- fleet-head verification ------------------------------------------------------------
+
+
+def test_fleet_head_verification_reports_and_requires_the_log_s_ml_dsa_44_signature():
+    """`verify_fleet_head` verifies the proof's checkpoint like a receipt's: with both log
+    keys pinned it reports the three log signatures, and with `require_log_mldsa44` a
+    checkpoint signed by the Ed25519 key alone is refused."""
+    from datetime import UTC, datetime
+
+    from fleet_head_vectors import MAX_AGE_S, NOW, WITNESS, WITNESSED_AT, MemoryLog, VectorKeys, bundle, fleet_head_proof
+    from fleet_head_vectors import ORIGIN as HEADS_ORIGIN
+
+    from logserver.client import verify_fleet_head
+    from logserver.formats import Checkpoint as Cp
+    from logserver.formats import CosignatureSigner
+    from logserver.formats.note import NoteSignature
+
+    keys = VectorKeys()
+    log = MemoryLog()
+    log.batch([bundle("fleet-a", 1), bundle("fleet-c", 1)])
+    ed_note = log.checkpoint(keys)  # the vectors' log key: Ed25519 lines and the witness's
+    cp = parse_checkpoint(parse_note(ed_note).text)
+    both = LogKey(HEADS_ORIGIN, keys.log, serialization.load_pem_private_key(PQ_PEM, None))  # type: ignore[arg-type]
+    witness = CosignatureSigner(WITNESS, keys.witness)
+    body = Cp(HEADS_ORIGIN, cp.size, cp.root).body()
+    witness_line = NoteSignature(WITNESS, witness.key_id, witness.sign_at(body.encode(), WITNESSED_AT)).line()
+    pq_note = both.sign_checkpoint(cp.size, cp.root, (WITNESSED_AT - 5) * 1000) + witness_line
+    auth = [a.authority_key() for a in keys.authorities.all]
+    tlog = f"log {both.vkey}\nlog {both.mldsa44_vkey}\nwitness w1 {keys.witness_vkey}\nquorum w1\n"
+    now = datetime.fromtimestamp(NOW, UTC)
+    required = TrustPolicy.from_parts(auth, tlog, max_age_s=MAX_AGE_S, require_log_mldsa44=True)
+    head = verify_fleet_head(fleet_head_proof(log, "fleet-a", pq_note), required, now)
+    assert head.checkpoint.log_signatures == ("ed25519", "ed25519-cosignature", "ml-dsa-44")
+    assert head.to_dict()["checkpoint"]["log_signatures"] == ["ed25519", "ed25519-cosignature", "ml-dsa-44"]
+    with pytest.raises(CheckpointVerificationError, match="got no verified ML-DSA-44 signature by the log"):
+        verify_fleet_head(fleet_head_proof(log, "fleet-a", ed_note), required, now)
+    lenient = TrustPolicy.from_parts(auth, tlog, max_age_s=MAX_AGE_S)
+    assert verify_fleet_head(fleet_head_proof(log, "fleet-a", ed_note), lenient, now).checkpoint.log_signatures == (
+        "ed25519", "ed25519-cosignature")
