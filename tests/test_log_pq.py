@@ -13,12 +13,15 @@ import asyncio
 import base64
 import json
 
+import pg
 import pytest
+from bundle_factory import BundleFactory, default_authorities
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.mldsa import MLDSA44PrivateKey
+from server_harness import ORIGIN, run_server_to_exit, start_server, write_config
+from test_client_support import JSON, write_trust_policy
+from witness_harness import start_witness, write_witness_config
 
-import pg
-from bundle_factory import BundleFactory
 from logserver.cli import main
 from logserver.client import (
     CheckpointVerificationError,
@@ -38,10 +41,6 @@ from logserver.formats import (
 from logserver.keys.log_key import LogKey, generate_log_key_pem, generate_mldsa44_key_pem
 from logserver.merkle import EMPTY_ROOT
 from logserver.storage import IdentityMismatchError
-from server_harness import ORIGIN, run_server_to_exit, start_server, write_config
-from bundle_factory import default_authorities
-from test_client_support import JSON, write_trust_policy
-from witness_harness import start_witness, write_witness_config
 
 ED_PEM = generate_log_key_pem()
 PQ_PEM = generate_mldsa44_key_pem()
@@ -172,7 +171,7 @@ async def test_an_existing_log_adds_an_ml_dsa_44_key_and_cannot_drop_it(fresh_db
         assert set(await store.published_keys()) == set(both.vkeys)
     finally:
         await store.pool.close()
-    with pytest.raises(IdentityMismatchError, match="ML-DSA-44 subtree/v1 cosignature key .* set log_key_mldsa44"):
+    with pytest.raises(IdentityMismatchError, match=r"ML-DSA-44 subtree/v1 cosignature key .* set log_key_mldsa44"):
         await pg.open_test_log(fresh_db, ed_only)
     other_pq = _key(pq_pem=generate_mldsa44_key_pem())
     with pytest.raises(IdentityMismatchError, match="refusing to start"):
@@ -256,7 +255,7 @@ async def test_a_receipt_carries_both_log_signatures_and_both_witness_kinds(clus
 async def test_verify_and_the_monitor_report_both_log_signatures(cluster, capsys):
     """The CLI: `verify` prints a line per kind of the log's signature, the monitor's
     summary lists them; both with a trust policy that requires ML-DSA-44."""
-    base, key, w_pq, w_ed, log = cluster
+    base, key, w_pq, _, log = cluster
     body = BundleFactory(fleet_id="log-pq-cli").envelope_json()
     async with log.session.post("/v1/bundles", data=body, headers=JSON) as resp:
         receipt = await resp.text()
@@ -328,7 +327,16 @@ def test_fleet_head_verification_reports_and_requires_the_log_s_ml_dsa_44_signat
     checkpoint signed by the Ed25519 key alone is refused."""
     from datetime import UTC, datetime
 
-    from fleet_head_vectors import MAX_AGE_S, NOW, WITNESS, WITNESSED_AT, MemoryLog, VectorKeys, bundle, fleet_head_proof
+    from fleet_head_vectors import (
+        MAX_AGE_S,
+        NOW,
+        WITNESS,
+        WITNESSED_AT,
+        MemoryLog,
+        VectorKeys,
+        bundle,
+        fleet_head_proof,
+    )
     from fleet_head_vectors import ORIGIN as HEADS_ORIGIN
 
     from logserver.client import verify_fleet_head
