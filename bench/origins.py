@@ -368,6 +368,11 @@ class PrivatePostgres:
         self._pg_ctl("-w", "-o", '-h ""', "-o", f"-k {self.socket_dir}", "-l", str(self.server.log), "start")
 
     def remove(self) -> None:
+        """Stop it (if it runs) and delete its files. Called from `finally` blocks, so a
+        failed stop is reported, not raised: it must not hide the error that got us here."""
         if (self.server.pgdata / "postmaster.pid").exists():
-            self.stop()
+            try:
+                self.stop()
+            except Exception as e:
+                print(f"bench: stopping the private PostgreSQL failed: {e!r}", file=sys.stderr, flush=True)
         shutil.rmtree(self.data_dir, ignore_errors=True)

@@ -108,6 +108,10 @@ class PublicationConfig:
     targets: tuple[TargetConfig, ...] = ()
     max_lag_s: float = 60.0  # /readyz answers 503 publication_behind past this
     min_interval_ms: float = 50.0  # a target's publication passes start at most this often
+    # Every fleet's fleet-head proof is rewritten at most this often (when the published
+    # checkpoint moved); a fleet whose head changed is written at the next pass. 0: no
+    # fleet-head proofs on the targets (docs/fleet-heads.md, "Static publication").
+    fleet_heads_interval_s: float = 60.0
 
 
 @dataclass(frozen=True)
@@ -354,7 +358,8 @@ def _publication(r: TableReader) -> PublicationConfig:
         raise ConfigError(f"publication.targets: names must be unique, got {names}")
     d = PublicationConfig()
     config = PublicationConfig(tuple(targets), r.number("max_lag_s", d.max_lag_s, 1, 86_400),
-                               r.number("min_interval_ms", d.min_interval_ms, 0, 10_000))
+                               r.number("min_interval_ms", d.min_interval_ms, 0, 10_000),
+                               r.number("fleet_heads_interval_s", d.fleet_heads_interval_s, 0, 86_400))
     r.done()
     return config
 

@@ -49,7 +49,7 @@ from logserver.formats.note import parse_note
 from logserver.publish import ObjectConflictError, StaticObject
 from independent_merkle import tile_url_path, tiles_implied
 
-OPS = ("read_checkpoint", "create", "sync", "replace_checkpoint")
+OPS = ("read_checkpoint", "create", "put_many", "sync", "replace_checkpoint")
 WHEN = ("before", "after")
 
 
@@ -198,6 +198,16 @@ class MemoryTarget:
         self._unsynced.add(obj.path)
         self._fault("create", "after", n)
         return existing is None
+
+    async def put_many(self, objs: list[StaticObject]) -> None:
+        """Mutable objects (fleet-head proofs): each replaced whole; durable after `sync`."""
+        n = await self._enter("put_many")
+        for obj in objs:
+            self.bucket.objects[obj.path] = obj.data
+            self.bucket.headers[obj.path] = (obj.content_type, obj.cache_control)
+            self.bucket.durable.discard(obj.path)  # the new bytes are not durable until synced
+            self._unsynced.add(obj.path)
+        self._fault("put_many", "after", n)
 
     async def sync(self) -> None:
         n = await self._enter("sync")

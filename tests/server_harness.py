@@ -134,8 +134,9 @@ class ServerProcess:
     """One `logserver serve` child process; its output goes to `log_path`."""
 
     def __init__(self, config_path: Path, database_url: str, *, port: int | None = None,
-                 log_path: Path | None = None, nofile: int | None = None):
+                 log_path: Path | None = None, nofile: int | None = None, extra_env: dict[str, str] | None = None):
         self.config_path = config_path
+        self.extra_env = extra_env or {}  # e.g. PYTHONPATH of an older release (tests/test_upgrade.py)
         self.nofile = nofile  # RLIMIT_NOFILE (soft and hard) for the process, if set
         self.database_url = database_url
         self.port = port or free_port()
@@ -154,7 +155,7 @@ class ServerProcess:
         assert self.proc is None or self.proc.poll() is not None, "already running"
         with open(self.log_path, "ab") as out:
             self.proc = subprocess.Popen(
-                server_command(self.config_path), env=server_env(self.database_url, self.port),
+                server_command(self.config_path), env={**server_env(self.database_url, self.port), **self.extra_env},
                 stdout=out, stderr=subprocess.STDOUT, cwd=self.config_path.parent,
                 preexec_fn=None if self.nofile is None else _limit_files(self.nofile),
             )

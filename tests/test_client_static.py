@@ -96,7 +96,7 @@ async def test_a_copy_serving_another_tree_of_the_receipts_size_is_a_split_view(
     url = await pg.create_database(pg_admin_url, "t_static_fork")
     fork = await start_server(write_config(tmp_path / "fork", url, key_pem=KEY_PEM))
     try:
-        await fill(fork, size, fleets=4, prefix="static-fork")
+        await fill_exactly(fork, size)
         assert await copy.publish(fork.url) == size
     finally:
         await fork.close()
@@ -109,6 +109,25 @@ async def test_a_copy_serving_another_tree_of_the_receipts_size_is_a_split_view(
     code, out, _ = await verify_cli(capsys, "verify", "--evidence", str(evidence), "--policy", policy_files[1],
                                     "--json")
     assert code == 0 and json.loads(out)["conclusive"] is True
+
+
+async def fill_exactly(server, size: int) -> None:
+    """Grow an empty in-process log to exactly `size` leaves: `size - 1` bundles queued in
+    the same tick reach the sequencer as one batch, which its HEADS leaf ends."""
+    from datetime import UTC, datetime
+
+    from bundle_factory import BundleFactory, default_authorities
+    from logserver.api.keys import SEQUENCER
+    from logserver.bundle.admit import admit
+
+    sequencer, authorities = server.app[SEQUENCER], default_authorities().authority_set
+    assert 2 <= size <= sequencer.max_batch_size
+    admitted = [admit(BundleFactory(fleet_id=f"static-fork-{i}").envelope_json(), authorities, datetime.now(UTC))
+                for i in range(size - 1)]
+    await asyncio.gather(*(sequencer.submit(a.leaf, leaf_hash(a.leaf), a.fleet_id, a.sequence, a.payload_digest)
+                           for a in admitted))
+    async with server.session.get("/v1/log") as resp:
+        assert (await resp.json())["tree_size"] == size
 
 
 @pytest.mark.parametrize("url, message", [

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from aiohttp import ClientSession
 
 from server_harness import free_port, wait_ready
 
@@ -142,6 +143,50 @@ async def test_readme_walkthrough(dev_server, tmp_path):
                                     "--receipt", "receipt.json")
     assert again.returncode == 0, again.stdout + again.stderr
     assert json.loads((cwd / "receipt.json").read_text())["duplicate"] is True
+
+    # Step 10: the fleet-head proof, from the route and on the static tree, verified; a
+    # receipt carrying it verifies offline as the fleet's current head.
+    async with ClientSession() as session:
+        async with session.get(url + "/v1/fleets/demo-fleet/head") as resp:
+            assert resp.status == 200, await resp.text()
+            pq_index = json.loads((cwd / "receipt-pq.json").read_text())["index"]
+            assert json.loads(await resp.read())["row"]["leaf_index"] == pq_index
+    head = await asyncio.to_thread(run, cwd, "verify", "--head", "demo-fleet", "--policy", "data/trust.toml",
+                                   "--log", url, "--max-age", "600")
+    assert head.returncode == 0, head.stdout + head.stderr
+    assert "[  ok] heads_row" in head.stdout and "CURRENT: fleet 'demo-fleet': sequence 2" in head.stdout, head.stdout
+    deadline = asyncio.get_running_loop().time() + 30
+    while not (public / "fleet-head" / "demo-fleet").exists():
+        assert asyncio.get_running_loop().time() < deadline, "data/public never got fleet-head/demo-fleet"
+        await asyncio.sleep(0.05)
+    steps = [("submit", "--log", url, "--envelope", "bundle-pq.json", "--receipt", "receipt-head.json", "--with-head")]
+    await asyncio.to_thread(_run_all, cwd, steps)
+    carried = await asyncio.to_thread(
+        run, cwd, "verify", "--receipt", "receipt-head.json", "--envelope", "bundle-pq.json", "--policy",
+        "data/trust.toml", "--max-age", "600")
+    assert carried.returncode == 0, carried.stdout + carried.stderr
+    assert "[  ok] fleet_head_current" in carried.stdout, carried.stdout
+
+    # Step 11: retire the fleet; a later bundle is refused, and verify --head says retired.
+    sample = json.loads((data / "sample-payload.json").read_text())
+    assert sample["fleet_id"] == "demo-fleet" and sample["sequence"] == 1, sample
+    (cwd / "retire.json").write_text(json.dumps({**sample, "sequence": 3, "status": "retired"}))
+    (cwd / "later.json").write_text(json.dumps({**sample, "sequence": 4}))
+    steps = [
+        ("sign", "--key", "data/signer.key", "--payload", "retire.json", "--out", "retired-bundle.json"),
+        ("sign", "--key", "data/countersigner.key", "--envelope", "retired-bundle.json", "--out",
+         "retired-bundle.json"),
+        ("submit", "--log", url, "--envelope", "retired-bundle.json", "--receipt", "retired-receipt.json"),
+        ("sign", "--key", "data/signer.key", "--payload", "later.json", "--out", "later-bundle.json"),
+        ("sign", "--key", "data/countersigner.key", "--envelope", "later-bundle.json", "--out", "later-bundle.json"),
+    ]
+    await asyncio.to_thread(_run_all, cwd, steps)
+    later = await asyncio.to_thread(run, cwd, "submit", "--log", url, "--envelope", "later-bundle.json")
+    assert later.returncode == 1 and "409 fleet_retired" in later.stderr, later.stdout + later.stderr
+    retired = await asyncio.to_thread(run, cwd, "verify", "--head", "demo-fleet", "--policy", "data/trust.toml",
+                                      "--log", url, "--max-age", "600")
+    assert retired.returncode == 7, retired.stdout + retired.stderr
+    assert "RETIRED: fleet 'demo-fleet': sequence 3" in retired.stdout, retired.stdout
 
     # The trust policy really pins something: another log key makes verify fail.
     # Both log lines (the Ed25519 key and the ML-DSA-44 key) name the other keys: either

@@ -519,6 +519,15 @@ async def test_bundles_and_fleets(server):
         assert (await call(server, "GET", f, url, want=400)).code == "bad_request", url
     assert (await call(server, "GET", f, "/v1/fleets/no-such-fleet", want=404)).code == "not_found"
 
+    h = "/v1/fleets/{fleet_id}/head"
+    present = (await call(server, "GET", h, "/v1/fleets/oa-fleet/head", want=200)).json()
+    assert present["row"]["leaf_index"] == receipt["index"]
+    absent = (await call(server, "GET", h, "/v1/fleets/no-such-fleet/head", want=200)).json()
+    assert "neighbours" in absent and "row" not in absent
+    for url in ("/v1/fleets/bad%20id/head", "/v1/fleets/" + "a" * 129 + "/head"):
+        assert (await call(server, "GET", h, url, want=400)).code == "bad_fleet_id", url
+    assert (await call(server, "GET", h, "/v1/fleets/oa-fleet/head?x=1", want=400)).code == "bad_request"
+
 
 # --- C2SP routes ------------------------------------------------------------------------------
 

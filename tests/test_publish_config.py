@@ -130,3 +130,12 @@ def test_an_unreachable_bucket_is_one_line(tmp_path):
     env = {"AWS_ACCESS_KEY_ID": "any", "AWS_SECRET_ACCESS_KEY": "any"}
     line = one_line(run("serve", config, env=env), "serve", 1)
     assert "publication target 'bucket' (s3://log/ at http://127.0.0.1:1): unreachable" in line, line
+
+
+def test_fleet_heads_interval(tmp_path):
+    assert parse("", tmp_path).publication.fleet_heads_interval_s == 60
+    assert parse("[publication]\nfleet_heads_interval_s = 0\n", tmp_path).publication.fleet_heads_interval_s == 0
+    assert parse("[publication]\nfleet_heads_interval_s = 600\n", tmp_path).publication.fleet_heads_interval_s == 600
+    for bad in ("-1", "86401", '"60"', "true"):
+        with pytest.raises(ConfigError, match=r"publication\.fleet_heads_interval_s: want a number from 0"):
+            parse(f"[publication]\nfleet_heads_interval_s = {bad}\n", tmp_path)

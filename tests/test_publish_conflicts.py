@@ -363,8 +363,10 @@ async def test_a_running_server_halts_a_conflicting_target_and_says_so_in_readyz
     (roots["foreign"] / "checkpoint").write_bytes(foreign)
     pem = PRIVATE.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                 serialization.NoEncryption())
+    # No fleet-head objects: this log's made-up leaves (publish_support) are no bundles to prove.
     config = write_config(tmp_path / "server", database_url, key_pem=pem,
-                          extra="".join(directory_target(n, p) for n, p in roots.items()))
+                          extra="[publication]\nfleet_heads_interval_s = 0\n"
+                          + "".join(directory_target(n, p) for n, p in roots.items()))
     server = await start_server(config)
     try:
         async def all_halted() -> bool:

@@ -242,8 +242,8 @@ async def test_the_memory_target_implements_the_target_contract():
 
     target = MemoryTarget("contract")
     methods = {n for n, v in vars(Target).items() if callable(v) and not n.startswith("_")}
-    assert methods == {"describe", "check", "create", "sync", "read", "read_checkpoint", "replace_checkpoint",
-                       "close"}
+    assert methods == {"describe", "check", "create", "put_many", "sync", "read", "read_checkpoint",
+                       "replace_checkpoint", "close"}
     for n in methods:  # the same parameters, and coroutines where the contract has them
         ours, theirs = getattr(MemoryTarget, n), getattr(Target, n)
         assert list(inspect.signature(ours).parameters) == list(inspect.signature(theirs).parameters), n

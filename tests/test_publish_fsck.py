@@ -49,7 +49,7 @@ async def pristine(log, tmp_path_factory) -> tuple[Path, int]:
     from logserver.publish.directory import DirectoryTarget
 
     await log.append(300)  # (a checkpoint of an older size, for a target "restored from a backup")
-    await log.append(SIZE - log.latest.tree_size)
+    await log.append(SIZE - log.latest.tree_size - 1)  # one batch: its bundles and its HEADS leaf
     root = tmp_path_factory.mktemp("pristine") / "public"
     publisher = log.publisher(DirectoryTarget("public", root))
     await publisher.publish(log.latest)
@@ -99,7 +99,8 @@ async def test_a_clean_target_passes(log, database_url, pristine, tmp_path):
     assert out.splitlines()[-1] == (f"fsck: target 'public' (directory {tmp_path / 'target'}): checkpoint size {size}; "
                                     f"{objects} objects checked; no problems")
     assert f"fsck: PostgreSQL records size {size} as published to this target, as it holds" in out
-    assert f"fsck: the log's latest checkpoint has size {log.latest.tree_size}: the target is 5 entries behind" in out
+    assert log.latest.tree_size == size + 6  # five bundles and their batch's HEADS leaf
+    assert f"fsck: the log's latest checkpoint has size {log.latest.tree_size}: the target is 6 entries behind" in out
 
 
 @pytest.mark.parametrize("kind", ["hash tile", "upper-level tile", "entry bundle", "partial entry bundle"])

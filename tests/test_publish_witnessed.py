@@ -60,7 +60,8 @@ async def test_the_published_checkpoint_is_the_cosigned_one(witnessed):
     finally:
         watching = False
         await watcher
-    assert seen and int(seen[-1].split(b"\n")[1]) == 60
+    # 60 bundles, and one HEADS leaf per batch they came in (docs/fleet-heads.md).
+    assert seen and 60 < int(seen[-1].split(b"\n")[1]) <= 120
     for note in seen:
         names = {s.name for s in parse_note(note).signatures}
         assert names == {ORIGIN, witness.cosigner.name}, f"a checkpoint without the witness's line: {note!r}"

@@ -21,10 +21,15 @@ import pg
 import psutil
 import pytest
 
+from datetime import UTC, datetime
+
 from bundle_factory import BundleFactory
+from logserver.client import TrustPolicy
+from logserver.client.fleet_head import verify_fleet_head
 from logserver.merkle import CompactRange
 from logserver.merkle.verify import verify_consistency, verify_inclusion
 from server_harness import free_port, server_env, write_config
+from test_client_support import write_trust_policy
 
 pytestmark = pytest.mark.fault
 
@@ -190,16 +195,46 @@ async def worker_submission_counts(url: str) -> dict[str, float]:
     raise AssertionError(f"/metrics only ever reached workers {sorted(seen)}")
 
 
-async def test_two_workers_one_linear_history(workers):
+async def test_two_workers_one_linear_history(workers, tmp_path):
     bodies = unique_bundles("workers-a", 60)
     receipts, _ = await submit_all(workers.url, bodies)
     assert all(not r["duplicate"] for r in receipts)
+    await check_fleet_heads_from_both_workers(workers.url, receipts, tmp_path)
     await check_one_linear_history(workers.url, bodies, receipts)
     counts = await worker_submission_counts(workers.url)
     # Both processes took submissions (60 connections over two sockets), one sequencer
     # appended them all: the forwarder's count is what it forwarded and got appended.
     assert counts["0"] > 0 and counts["1"] > 0, counts
     assert counts["0"] + counts["1"] == 60, counts
+
+
+async def check_fleet_heads_from_both_workers(url: str, receipts: list[dict], tmp_path: Path) -> None:
+    """Each worker builds its own heads table (read/heads_reader.py): fleet-head proofs
+    fetched on new connections verify, whichever worker answered, and both did."""
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as s:
+        async with s.get(url + "/v1/log") as r:
+            vkey = (await r.json())["verifier_key"]
+        trust = write_trust_policy(tmp_path / "client", vkey)
+        policy = TrustPolicy.load(trust)
+        for i in range(40):
+            fleet = f"workers-a-{i % 60}"
+            async with s.get(url + f"/v1/fleets/{fleet}/head") as r:
+                assert r.status == 200, await r.text()
+                data = await r.read()
+            head = verify_fleet_head(data, policy, datetime.now(UTC), fleet_id=fleet, max_age=600)
+            assert head.leaf_index == receipts[i % 60]["index"]
+        served: dict[str, float] = {}
+        for _ in range(200):
+            async with s.get(url + "/metrics") as r:
+                text = await r.text()
+            index = next(line.split('index="')[1].split('"')[0] for line in text.splitlines()
+                         if line.startswith("logserver_worker_info{"))
+            served[index] = sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                                if line.startswith("logserver_http_request_seconds_count{")
+                                and 'route="/v1/fleets/{fleet_id}/head"' in line and 'status="200"' in line)
+            if len(served) == 2:
+                break
+        assert sorted(served) == ["0", "1"] and all(served.values()), served
 
 
 @pytest.mark.parametrize("victim", [1, 0], ids=["forwarder", "sequencer"])

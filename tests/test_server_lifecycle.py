@@ -89,23 +89,24 @@ async def test_restart_keeps_the_tree_and_continues_at_the_next_index(fresh_db, 
     bodies = [factory.envelope_json() for _ in range(8)]
     async with ClientSession() as session:
         await server.start()
+        # Each bundle is submitted alone: it and its batch's HEADS leaf (docs/fleet-heads.md).
         for i in range(5):
             status, receipt = await submit(session, server.url, bodies[i])
-            assert (status, receipt["index"]) == (201, i), receipt
+            assert (status, receipt["index"]) == (201, 2 * i), receipt
         before, _ = await log_info(session, server.url)
-        assert before.size == 5
+        assert before.size == 10
         assert await server.stop() == 0, server.output()  # graceful (SIGTERM)
 
-        for expected_index, stop in ((5, signal.SIGTERM), (6, signal.SIGKILL)):
+        for n, stop in ((5, signal.SIGTERM), (6, signal.SIGKILL)):
             await server.start()
             cp, _ = await log_info(session, server.url)
-            assert cp.size == expected_index
-            if expected_index == 5:
+            assert cp.size == 2 * n
+            if n == 5:
                 assert cp.root == before.root
             status, dup = await submit(session, server.url, bodies[0])
             assert (status, dup["index"], dup["duplicate"]) == (200, 0, True)
-            status, receipt = await submit(session, server.url, bodies[expected_index])
-            assert (status, receipt["index"]) == (201, expected_index), receipt
+            status, receipt = await submit(session, server.url, bodies[n])
+            assert (status, receipt["index"]) == (201, 2 * n), receipt
             after, _ = await log_info(session, server.url)
             async with session.get(server.url + "/v1/proof/consistency",
                                    params={"first": before.size, "second": after.size}) as resp:
@@ -120,12 +121,12 @@ async def test_restart_keeps_the_tree_and_continues_at_the_next_index(fresh_db, 
         # After the crash (SIGKILL) too, the tree is intact and grows from its end.
         await server.start()
         cp, _ = await log_info(session, server.url)
-        assert (cp.size, cp.root) == (7, before.root)
+        assert (cp.size, cp.root) == (14, before.root)
         status, receipt = await submit(session, server.url, bodies[7])
-        assert (status, receipt["index"]) == (201, 7), receipt
+        assert (status, receipt["index"]) == (201, 14), receipt
         assert await server.stop() == 0  # a graceful stop flushes the checkpoint file
     saved = json.loads((tmp_path / "data" / "latest-checkpoint").read_text())
-    assert saved["tree_size"] == 8
+    assert saved["tree_size"] == 16
 
 
 async def test_serve_applies_its_http_settings(fresh_db, processes, tmp_path):
@@ -173,7 +174,8 @@ def database_name(url: str) -> str:
 
 
 async def grow(config_path, count: int, fleet: str, first_sequence: int) -> None:
-    """Start an in-process server, log `count` bundles of `fleet`, stop it."""
+    """Start an in-process server, log `count` bundles of `fleet`, stop it. Each is
+    submitted alone, so the tree grows by 2 * count (a bundle and its HEADS leaf each)."""
     server = await start_server(config_path)
     try:
         factory = BundleFactory(fleet_id=fleet)
@@ -190,7 +192,7 @@ async def test_database_behind_the_saved_checkpoint_is_refused(fresh_db, pg_admi
     cfg = write_config(tmp_path / "log", fresh_db)
     checkpoint_file = tmp_path / "log" / "data" / "latest-checkpoint"
     await grow(cfg, 2, "stale-fleet", 0)
-    # A "backup" taken at size 2 (no server is connected to the database now).
+    # A "backup" taken at size 4 (no server is connected to the database now).
     backup = pg.with_database(pg_admin_url, database_name(fresh_db) + "_bak")
     conn = await asyncpg.connect(pg_admin_url)
     try:
@@ -200,11 +202,11 @@ async def test_database_behind_the_saved_checkpoint_is_refused(fresh_db, pg_admi
     try:
         await grow(cfg, 3, "stale-fleet", 2)
         saved = checkpoint_file.read_bytes()
-        assert json.loads(saved)["tree_size"] == 5
+        assert json.loads(saved)["tree_size"] == 10
 
         status, out = await run_server_to_exit(cfg, backup)  # restored from the old backup
         assert status == 1, out
-        assert "behind" in out and re.search(r"database size 2, signed size 5", out), out
+        assert "behind" in out and re.search(r"database size 4, signed size 10", out), out
         assert checkpoint_file.read_bytes() == saved
     finally:
         await pg.drop_database(pg_admin_url, backup)
@@ -212,7 +214,7 @@ async def test_database_behind_the_saved_checkpoint_is_refused(fresh_db, pg_admi
 
 @pytest.mark.fault
 async def test_database_restored_from_an_older_pg_dump_is_refused(fresh_db, pg_admin_url, tmp_path):
-    """A real backup and restore: pg_dump at size 2, the log grows to 5, pg_restore into a new database."""
+    """A real backup and restore: pg_dump at size 4, the log grows to 10, pg_restore into a new database."""
     conn = await asyncpg.connect(fresh_db)
     try:
         major = await server_major(conn)
@@ -228,15 +230,15 @@ async def test_database_restored_from_an_older_pg_dump_is_refused(fresh_db, pg_a
     run_tool([str(pg_dump), "--format=custom", "--file", str(dump), "--dbname", fresh_db])
     await grow(cfg, 3, "dump-fleet", 2)
     saved = checkpoint_file.read_bytes()
-    assert json.loads(saved)["tree_size"] == 5
+    assert json.loads(saved)["tree_size"] == 10
 
     restored = await pg.create_database(pg_admin_url, "t_lifecycle_restored")
     try:
         run_tool([str(pg_restore), "--exit-on-error", "--no-owner", "--dbname", restored, str(dump)])
         conn = await asyncpg.connect(restored)
         try:  # the restore is real: the old tree, with its append-only triggers
-            assert await conn.fetchval("SELECT tree_size FROM log_state") == 2
-            assert await conn.fetchval("SELECT count(*) FROM leaves") == 2
+            assert await conn.fetchval("SELECT tree_size FROM log_state") == 4
+            assert await conn.fetchval("SELECT count(*) FROM leaves") == 4
             assert await conn.fetchval(
                 "SELECT count(*) FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid "
                 "WHERE c.relname = 'leaves' AND NOT t.tgisinternal") > 0
@@ -245,7 +247,7 @@ async def test_database_restored_from_an_older_pg_dump_is_refused(fresh_db, pg_a
 
         status, out = await run_server_to_exit(cfg, restored)
         assert status == 1, out
-        assert "behind" in out and "database size 2, signed size 5" in out, out
+        assert "behind" in out and "database size 4, signed size 10" in out, out
         assert "old backup" in out, out
         assert checkpoint_file.read_bytes() == saved  # the refusal did not lower the record
     finally:
@@ -269,7 +271,7 @@ async def test_database_with_another_history_is_refused(fresh_db, pg_admin_url, 
         await grow(other_cfg, 4, "history-b", 0)
         status, out = await run_server_to_exit(cfg, other)
         assert status == 1, out
-        assert "not consistent" in out and "size 3" in out, out
+        assert "not consistent" in out and "size 6" in out, out
         assert checkpoint_file.read_bytes() == saved
     finally:
         await pg.drop_database(pg_admin_url, other)
@@ -290,4 +292,4 @@ async def test_corrupted_right_edge_tile_is_refused_at_start_up(fresh_db, tmp_pa
         await conn.close()
     status, out = await run_server_to_exit(cfg, fresh_db)
     assert status == 1, out
-    assert "stored tiles do not reproduce the latest checkpoint (size 3)" in out and "logserver fsck" in out, out
+    assert "stored tiles do not reproduce the latest checkpoint (size 6)" in out and "logserver fsck" in out, out

@@ -21,6 +21,8 @@ TILE_TYPE = "application/octet-stream"
 IMMUTABLE = "public, max-age=31536000, immutable"
 PARTIAL = "public, max-age=60"
 CHECKPOINT_CACHE = "public, max-age=1"
+FLEET_HEAD_TYPE = "application/json"
+FLEET_HEAD_CACHE = "public, max-age=5"
 
 CHECKPOINT = (b"test.logserver.example/log\n1234067\nBdIZEYfGx9c4kcyHQ5D34Fd4S9kvyLqhbEV4P2ReyJk=\n\n"
               b"\xe2\x80\x94 test.logserver.example/log "
@@ -42,6 +44,10 @@ OBJECTS = {
     "tile/1/000": b"\x11" * 8192,
     "tile/entries/x001/x234/067": entry_bundle(256),
     "tile/entries/x001/x234/068.p/37": entry_bundle(37),
+    # Fleet-head proofs (docs/fleet-heads.md, "Static publication"): any fleet id, one
+    # starting with a dot included.
+    "fleet-head/fleet-a": b'{"version":1,"fleet_id":"fleet-a"}',
+    "fleet-head/.dot:fleet_9-x": b'{"version":1,"fleet_id":".dot:fleet_9-x"}',
 }
 # path -> (Content-Type, Cache-Control) of each object kind.
 EXPECTED = {
@@ -51,6 +57,8 @@ EXPECTED = {
     "/tile/1/000": (TILE_TYPE, IMMUTABLE),
     "/tile/entries/x001/x234/067": (TILE_TYPE, IMMUTABLE),
     "/tile/entries/x001/x234/068.p/37": (TILE_TYPE, PARTIAL),
+    "/fleet-head/fleet-a": (FLEET_HEAD_TYPE, FLEET_HEAD_CACHE),
+    "/fleet-head/.dot:fleet_9-x": (FLEET_HEAD_TYPE, FLEET_HEAD_CACHE),
 }
 BUNDLES = ["/tile/entries/x001/x234/067", "/tile/entries/x001/x234/068.p/37"]
 SECRET = b"half-written: must never be served"
@@ -70,6 +78,9 @@ NOT_SERVED = {
     "tile/0/001/002": SECRET,  # an element before the last without its `x`
     "tile/entries/000.gz": SECRET,
     "index.html": SECRET,
+    ".staging/.tmp-0123456789abcdef": SECRET,  # a fleet-head proof being written
+    "fleet-head/sub/fleet-a": SECRET,  # not a fleet id: no subdirectories
+    "fleet-head/" + "a" * 129: SECRET,  # longer than a fleet id
     "logserver.toml": SECRET,
 }
 
@@ -155,6 +166,9 @@ async def test_nginx_refuses_dotfiles_and_names_outside_the_layout(nginx_for, pu
         "/tile/0/x001/x234/%2etmp-069-3c4d",
         "/tile/0/../.tmp-checkpoint-1a2b",
         "/checkpoint/",
+        "/fleet-head/",
+        "/fleet-head/../.staging/.tmp-0123456789abcdef",
+        "/fleet-head/%2E%2E/.staging/.tmp-0123456789abcdef",
         "/tile/0/x001/x234/999",  # the right shape, not published
     ]
     for path in paths:

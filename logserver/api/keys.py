@@ -15,6 +15,7 @@ from ..formats import Policy
 from ..http.budget import ByteBudget
 from ..keys.log_key import LogKey
 from ..publish import StaticPublisher
+from ..read.heads_reader import HeadsReader
 from ..read.tree_reader import TreeReader
 from ..storage import Store
 from ..workers.forwarding import RemoteSequencer, WorkerRole
@@ -40,3 +41,4 @@ COMMIT_DEADLINES = web.AppKey("commit_deadlines", Deadlines)  # commit_timeout_s
 GZIPPER = web.AppKey("gzipper", Gzipper)  # entry bundles gzipped off the loop, full ones once
 RESPONSE_BUDGET = web.AppKey("response_budget", ByteBudget)  # bytes pinned by large responses in flight
 STATIC = web.AppKey[StaticPublisher | None]("static")  # static publication targets (None: none configured)
+HEADS = web.AppKey("heads", HeadsReader)  # the heads table for fleet-head proofs, per process

@@ -394,6 +394,8 @@ class HeadsTable:
     def _flush(self) -> None:
         """Bring the stored subtree hashes up to date (see the class docstring)."""
         n = len(self._rows)
+        if self._dirty_from == n and not self._dirty:
+            return  # up to date: every proof of an unchanged table reads only
         levels = self._levels
         start = self._dirty_from
         dirty = self._dirty

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import aiohttp
 
+from ..bundle import BundleError, parse_envelope, parse_payload
+from ..client import LogClient, LogClientError
 from ._args import int_range, log_url
 from .errors import CliError
 
@@ -24,6 +26,7 @@ HELP = "POST an envelope to a log and save the receipt"
 EXAMPLES = """\
   logserver submit --log http://127.0.0.1:8080 --envelope bundle.json --receipt receipt.json
   logserver submit --log https://log.example --envelope bundle.json > receipt.json
+  logserver submit --log http://127.0.0.1:8080 --envelope bundle.json --receipt receipt.json --with-head
 """
 
 
@@ -33,6 +36,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--receipt", type=Path, help="where to save the receipt (default: print it)")
     p.add_argument("--retries", type=int_range(0, 100), default=5, help="retries on 503 (default 5)")
     p.add_argument("--timeout", type=float, default=60.0, help="seconds per attempt (default 60)")
+    p.add_argument("--with-head", action="store_true",
+                   help="also fetch the fleet's fleet-head proof after the submission and store it in the receipt "
+                        "(field fleet_head): `verify` then checks offline that the bundle is its fleet's current, "
+                        "fresh and witnessed head (docs/fleet-heads.md)")
 
 
 async def submit(log_url: str, body: bytes, retries: int, timeout: float) -> tuple[int, dict]:
@@ -54,6 +61,31 @@ async def submit(log_url: str, body: bytes, retries: int, timeout: float) -> tup
     raise AssertionError("unreachable")
 
 
+async def _fleet_head(args: argparse.Namespace, body: bytes, receipt: dict) -> dict:
+    """The fleet's head proof at the log's published checkpoint (not verified here:
+    `verify` does that), as a JSON object for the receipt's `fleet_head` field."""
+    try:
+        fleet_id = parse_payload(parse_envelope(body).payload).fleet_id
+    except BundleError as e:  # the log accepted it, so this does not happen
+        raise CliError(f"the envelope's payload: {e}") from None
+    try:
+        async with LogClient(args.log) as client:
+            data = await client.fleet_head(fleet_id)
+    except LogClientError as e:
+        raise CliError(f"the bundle was logged, but its fleet-head proof could not be fetched: {e}; no receipt was "
+                       "saved: submit again (answered as a duplicate, with its receipt)") from None
+    assert data is not None
+    proof = json.loads(data)
+    row = proof.get("row") or {}
+    if row.get("leaf_index") != receipt.get("index"):
+        print(f"warning: the fleet's head is entry {row.get('leaf_index')}, not this bundle's {receipt.get('index')}: "
+              "a newer bundle of the fleet was logged (`verify` will refuse this receipt as not current)",
+              file=sys.stderr)
+    size = proof["heads_leaf"]["index"] + 1
+    print(f"with the fleet-head proof of fleet {fleet_id!r} at tree size {size}", file=sys.stderr)
+    return proof
+
+
 def run(args: argparse.Namespace) -> int:
     try:
         body = args.envelope.read_bytes()
@@ -71,6 +103,8 @@ def run(args: argparse.Namespace) -> int:
                 f"checkpoint that covers it ({err.get('message')}); submit again later to get the receipt "
                 "(it is answered as a duplicate)")
         raise CliError(f"the log refused the bundle: HTTP {status} {err.get('code')}: {err.get('message')}")
+    if args.with_head:
+        payload["fleet_head"] = asyncio.run(_fleet_head(args, body, payload))
     text = json.dumps(payload, indent=2) + "\n"
     kind = "already logged (duplicate)" if payload.get("duplicate") else "logged"
     print(f"{kind} at index {payload['index']}, tree size {payload['tree_size']}", file=sys.stderr)

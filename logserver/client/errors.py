@@ -181,6 +181,13 @@ class FleetAbsentError(VerificationFailure):
         self.absence = absence
 
 
+class NotCurrentHeadError(VerificationFailure):
+    """A receipt's fleet-head proof verifies but names another bundle as the fleet's
+    head than the receipt's: the bundle was logged, and has since been superseded."""
+
+    default_check = "fleet_head_current"
+
+
 class StateError(ValueError):
     """A client or monitor state file is unreadable or inconsistent (a local problem,
     not a verification failure: fix or remove the file)."""

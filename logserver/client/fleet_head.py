@@ -77,6 +77,7 @@ from .errors import (
     FleetRetiredError,
     HeadsLeafError,
     MalformedFleetHeadError,
+    NotCurrentHeadError,
     SignatureError,
     StaleFleetHeadError,
 )
@@ -303,6 +304,45 @@ def open_fleet_head(
     return head
 
 
+def check_receipt_head(
+    proof: FleetHeadProof,
+    receipt_index: int,
+    receipt_leaf_hash: bytes,
+    fleet_id: str,
+    policy: TrustPolicy,
+    now: datetime,
+    *,
+    max_age: timedelta | int | None,
+    state: ClientState | None,
+    checks: CheckLog,
+) -> VerifiedFleetHead:
+    """The fleet-head proof a receipt carries (docs/formats.md, "Receipts"): every check
+    of `verify_fleet_head` for the receipt's fleet, then `fleet_head_current`: the head
+    is this very bundle (its leaf index and leaf hash). A retired head or an absence
+    raises as in `verify_fleet_head`; another bundle raises `NotCurrentHeadError`."""
+    outcome = open_fleet_head(proof, policy, now, fleet_id=fleet_id, max_age=max_age, state=state, checks=checks)
+    if isinstance(outcome, VerifiedFleetAbsence):
+        checks.add("fleet_head_current", False, "the proof shows the fleet absent")
+        raise FleetAbsentError(f"fleet {fleet_id!r}: the receipt's fleet-head proof shows the fleet absent at size "
+                               f"{outcome.checkpoint.size}", outcome, check="fleet_head_current")
+
+    def current() -> tuple[None, str]:
+        if (outcome.leaf_index, outcome.leaf_hash) != (receipt_index, receipt_leaf_hash):
+            raise NotCurrentHeadError(
+                f"fleet head: got entry {outcome.leaf_index} (sequence {outcome.sequence}, leaf hash "
+                f"{outcome.leaf_hash.hex()}) at tree size {outcome.checkpoint.size}, want the receipt's entry "
+                f"{receipt_index} (leaf hash {receipt_leaf_hash.hex()}): a newer bundle superseded it")
+        if outcome.retired:
+            raise FleetRetiredError(
+                f"fleet {fleet_id!r} is retired by this very bundle (sequence {outcome.sequence}): refuse every "
+                "bundle of this fleet", outcome)
+        return None, (f"the fleet's head at tree size {outcome.checkpoint.size} is this bundle (entry "
+                      f"{receipt_index}, sequence {outcome.sequence})")
+
+    checks.run("fleet_head_current", current)
+    return outcome
+
+
 def _max_age_seconds(max_age: timedelta | int | None, policy: TrustPolicy) -> int:
     if max_age is None:
         if policy.max_age_s is None:
@@ -521,6 +561,7 @@ __all__ = [
     "Freshness",
     "VerifiedFleetAbsence",
     "VerifiedFleetHead",
+    "check_receipt_head",
     "open_fleet_head",
     "verify_fleet_head",
 ]

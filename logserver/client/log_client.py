@@ -31,6 +31,7 @@ from urllib.parse import quote, urlsplit
 
 import aiohttp
 
+from ..formats.fleet_head import MAX_FLEET_HEAD_PROOF_BYTES
 from ..formats.strict import hex_hash, strict_json
 from ..merkle import (
     HASH_SIZE,
@@ -420,6 +421,21 @@ class LogClient:
         if obj is not None and not isinstance(obj, dict):
             raise MalformedResponseError(f"/v1/fleets/{fleet_id}: want an object")
         return obj
+
+    async def fleet_head(self, fleet_id: str, *, static: bool | None = None) -> bytes | None:
+        """The fleet's fleet-head proof (docs/fleet-heads.md), as served, not verified:
+        from the static tree (`<tiles URL>/fleet-head/<id>`) when `static` (default: when
+        the client has no API), else `GET /v1/fleets/<id>/head`. None when the static tree
+        has no object for the fleet (it publishes proofs of logged fleets only; the API
+        proves an absence). Refuses "." and ".." as `fleet` does."""
+        if fleet_id in (".", "..") or not fleet_id or "/" in fleet_id:
+            raise LogClientError(f"fleet id {fleet_id!r} cannot name a fleet: it is not a single path segment "
+                                 "other than a dot segment")
+        name = quote(fleet_id, safe="")
+        if static if static is not None else not self.has_api:
+            return await self.get_static(f"fleet-head/{name}", max_bytes=MAX_FLEET_HEAD_PROOF_BYTES,
+                                         not_found_ok=True)
+        return await self.get(f"v1/fleets/{name}/head", max_bytes=MAX_FLEET_HEAD_PROOF_BYTES)
 
     # --- cross-checked proofs -----------------------------------------------------------
 

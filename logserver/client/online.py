@@ -26,7 +26,7 @@ import asyncio
 import json
 import time
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, NoReturn
 
 from ..bundle import format_timestamp
@@ -115,6 +115,7 @@ async def verify_receipt_online(
     check_fleet: bool | None = None,
     wait_s: float = DEFAULT_WAIT_S,
     poll_s: float = POLL_S,
+    max_age: timedelta | int | None = None,
 ) -> VerifiedReceipt:
     """`verify_receipt` plus the online checks against the log behind `client`.
 
@@ -170,7 +171,8 @@ async def verify_receipt_online(
             await prove(stored, receipt_cp)
             await prove(stored, latest)
 
-    result = _verify(envelope, receipt, policy, now=now, state=state, proofs=proofs.values(), checks=log)
+    result = _verify(envelope, receipt, policy, now=now, state=state, proofs=proofs.values(), checks=log,
+                     max_age=max_age)
 
     if latest.origin != result.checkpoint.origin:
         err = LogMisbehaviourError(

@@ -29,8 +29,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import Any, TypeVar
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..bundle import (
     BundleError,
@@ -61,6 +61,9 @@ from .errors import (
 )
 from .policy import TrustPolicy
 from .state import ClientState
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .fleet_head import VerifiedFleetHead
 
 # verify_envelope's own expiry check is disabled with the earliest time there is; the
 # window is checked here instead, against both of its ends.
@@ -93,6 +96,8 @@ class VerifiedReceipt:
     leaf_hash: bytes
     index: int
     checkpoint: VerifiedCheckpoint
+    # The receipt's fleet-head proof, verified to name this bundle (None: it carries none).
+    fleet_head: VerifiedFleetHead | None = None
 
     @property
     def fleet_id(self) -> str:
@@ -127,6 +132,7 @@ class VerifiedReceipt:
                 "witnesses": sorted(cp.witnesses),
                 "log_signatures": list(cp.log_signatures),
             },
+            **({} if self.fleet_head is None else {"fleet_head": self.fleet_head.to_dict()}),
         }
 
 
@@ -313,6 +319,7 @@ def verify_receipt(
     state: ClientState | None = None,
     consistency_proofs: Iterable[ConsistencyProof] = (),
     checks: CheckLog | None = None,
+    max_age: timedelta | int | None = None,
 ) -> VerifiedReceipt:
     """Verify a receipt for an envelope fully offline (see the module docstring).
 
@@ -320,9 +327,13 @@ def verify_receipt(
     window. `state`, when given, adds the rollback and consistency checks and is updated
     in memory on success. `consistency_proofs` are proofs between the stored checkpoint
     and the receipt's. `checks` collects an account of every check.
+    A receipt that carries a fleet-head proof (`fleet_head`) is also checked to be its
+    fleet's current head, fresh within `max_age` (default: the policy's `max_age_s`;
+    ValueError when neither is set): `check_receipt_head`.
     Returns the `VerifiedReceipt`; raises a `VerificationFailure` subclass.
     """
-    return _verify(envelope, receipt, policy, now=now, state=state, proofs=consistency_proofs, checks=checks)
+    return _verify(envelope, receipt, policy, now=now, state=state, proofs=consistency_proofs, checks=checks,
+                   max_age=max_age)
 
 
 def _verify(
@@ -335,6 +346,7 @@ def _verify(
     proofs: Iterable[ConsistencyProof],
     checks: CheckLog | None,
     check_window: bool = True,
+    max_age: timedelta | int | None = None,
 ) -> VerifiedReceipt:
     log = checks if checks is not None else CheckLog()
     if now is None:
@@ -359,6 +371,13 @@ def _verify(
         log.run("checkpoint_consistency", lambda: (None, state.advance(cp, policy, by_sizes)))
         state.record_fleet(b.fleet_id, b.sequence, verified.payload_digest, cp.origin, parsed.index)
 
+    head = None
+    if parsed.fleet_head is not None:
+        from .fleet_head import check_receipt_head  # fleet_head.py imports this module
+
+        head = check_receipt_head(parsed.fleet_head, parsed.index, leaf_hash, verified.bundle.fleet_id, policy, now,
+                                  max_age=max_age, state=state, checks=log)
+
     return VerifiedReceipt(
         envelope=env,
         bundle=verified.bundle,
@@ -368,4 +387,5 @@ def _verify(
         leaf_hash=leaf_hash,
         index=parsed.index,
         checkpoint=cp,
+        fleet_head=head,
     )

@@ -3,11 +3,14 @@ tlog-proof"): everything needed to verify inclusion offline. The log builds it
 (`build_receipt`, `receipt_json`), a client parses it (`parse_receipt`).
 
     {"index", "leaf_hash", "tree_size", "checkpoint", "inclusion_proof", "proof",
-     "duplicate"[, "envelope"]}
+     "duplicate"[, "envelope"][, "fleet_head"]}
 
 `checkpoint` is the signed note text, `inclusion_proof` the RFC 6962 audit path
 as lowercase hex, and `proof` the same inclusion as C2SP tlog-proof@v1 text.
 `envelope`, the logged envelope, is in a duplicate's answer and GET /v1/fleets.
+`fleet_head`, a fleet-head proof (formats/fleet_head.py, as a JSON object), is added
+by a client (`logserver submit --with-head`), never by the log: with it, a verifier
+checks offline that the bundle is also its fleet's current head (docs/fleet-heads.md).
 
 Parsing also checks that the tlog-proof text says exactly what the JSON fields say:
 the same index, the same inclusion proof hashes, the same checkpoint note byte for
@@ -25,14 +28,15 @@ from json.encoder import encode_basestring_ascii  # what json.dumps uses for str
 from typing import Any
 
 from .checkpoint import Checkpoint, parse_checkpoint
-from .errors import FormatError, ReceiptError
+from .errors import FleetHeadFormatError, FormatError, ReceiptError
+from .fleet_head import FleetHeadProof, parse_fleet_head_object
 from .note import parse_note
 from .strict import hex_hash, json_type, json_uint, strict_json
 from .tlog_proof import MAX_INCLUSION_PROOF_HASHES, TlogProof, format_tlog_proof, parse_tlog_proof
 
 MAX_RECEIPT_BYTES = 4 << 20
 _REQUIRED = frozenset({"index", "leaf_hash", "tree_size", "checkpoint", "inclusion_proof", "proof", "duplicate"})
-_OPTIONAL = frozenset({"envelope"})
+_OPTIONAL = frozenset({"envelope", "fleet_head"})
 
 
 def build_receipt(
@@ -86,6 +90,7 @@ class Receipt:
     tlog_proof: TlogProof
     duplicate: bool
     logged_envelope: Mapping[str, Any] | None
+    fleet_head: FleetHeadProof | None = None
 
 
 def parse_receipt(data: bytes | str | Mapping[str, Any]) -> Receipt:
@@ -112,7 +117,7 @@ def parse_receipt(data: bytes | str | Mapping[str, Any]) -> Receipt:
     if missing or unknown:
         raise ReceiptError(
             f"receipt fields: got missing {missing} and unknown {unknown}, want exactly "
-            f"{sorted(_REQUIRED)} (plus optional 'envelope')"
+            f"{sorted(_REQUIRED)} (plus optional 'envelope' and 'fleet_head')"
         )
     index = json_uint(obj["index"], "receipt index", ReceiptError)
     tree_size = json_uint(obj["tree_size"], "receipt tree_size", ReceiptError)
@@ -129,6 +134,12 @@ def parse_receipt(data: bytes | str | Mapping[str, Any]) -> Receipt:
     logged = obj.get("envelope")
     if logged is not None and not isinstance(logged, Mapping):
         raise ReceiptError("receipt envelope: want a JSON object")
+    head = None
+    if "fleet_head" in obj:
+        try:
+            head = parse_fleet_head_object(obj["fleet_head"])
+        except FleetHeadFormatError as exc:
+            raise ReceiptError(f"receipt fleet_head: {exc}") from None
     try:
         checkpoint = parse_checkpoint(parse_note(note).text)
     except FormatError as exc:
@@ -174,4 +185,5 @@ def parse_receipt(data: bytes | str | Mapping[str, Any]) -> Receipt:
         tlog_proof=tlog_proof,
         duplicate=obj["duplicate"],
         logged_envelope=logged,
+        fleet_head=head,
     )

@@ -11,6 +11,10 @@ from ..merkle import HASH_SIZE
 IMMUTABLE = "public, max-age=31536000, immutable"
 SHORT = "public, max-age=1"
 NO_STORE = "no-store"
+# A fleet-head proof (docs/fleet-heads.md): valid forever at the checkpoint it names, but
+# only *current* until the fleet's next bundle, and only *fresh* for the client's max_age,
+# so caches keep it briefly (the route and every static target send the same).
+FLEET_HEAD_CACHE = "public, max-age=5"
 
 
 def json_response(obj: object, *, status: int = 200, cache: str = NO_STORE,

@@ -49,8 +49,11 @@ async def check_not_stale(reader: TreeReader, checkpoint_file: Path, verifiers: 
         raise StartupError(
             f"the database is behind the newest checkpoint this server signed: database size "
             f"{latest.tree_size}, signed size {cp.size} (recorded in {checkpoint_file}). "
-            "It looks restored from an old backup; signing from it would fork the log. Restore a newer "
-            "database; do not delete the checkpoint file to get past this."
+            "It looks restored from an old backup; signing from it would fork the log, and the entries "
+            f"from size {latest.tree_size} on were acknowledged. Restore a database that holds at least "
+            f"{cp.size} entries (a newer backup, the synchronous standby, or the WAL archive replayed "
+            "to its end), then start again; do not delete or edit the checkpoint file to get past this "
+            "(docs/operations.md, \"Backup and restore\")."
         )
     try:
         proof = await reader.consistency_proof(cp.size, latest.tree_size)

@@ -18,6 +18,13 @@ with `.tmp-` (deploy/nginx/logserver.conf never serves dotfiles):
   and each re-reads the checkpoint under the lock: it is replaced only if it is still
   what the publisher read (`replace_checkpoint`).
 
+* a mutable object (a fleet-head proof, `put_many`) is written to a temporary file in
+  `<root>/.staging/` and renamed over its name (atomic: readers see the old or the new
+  one); `sync` fsyncs its directory. The file itself is not fsynced: a pass may rewrite
+  ten thousand of them, and each is rewritten in full by the next pass that writes it,
+  so one lost to a crash (empty, or the previous proof) costs a reader one failed fetch
+  until then, which the reader detects (it verifies the proof).
+
 All file work runs in a thread, off the event loop.
 """
 from __future__ import annotations
@@ -33,6 +40,7 @@ from ..config import user_name
 from .targets import CHECKPOINT_PATH, ObjectConflictError, StaticObject, TargetError
 
 LOCK_NAME = ".checkpoint.lock"
+PUT_TMP = ".staging"  # temporary files (.tmp-*) of `put_many`, kept out of the directories nginx serves
 
 
 class DirectoryTarget:
@@ -106,6 +114,34 @@ class DirectoryTarget:
         for d in reversed(missing):
             with contextlib.suppress(FileExistsError):  # another publisher made it meanwhile
                 d.mkdir()
+
+    async def put_many(self, objs: list[StaticObject]) -> None:
+        await asyncio.to_thread(self._put_many, objs)
+
+    def _put_many(self, objs: list[StaticObject]) -> None:
+        # One thread hop for the lot: per object it is an open, a write and a rename.
+        tmp_dir = self.root / PUT_TMP
+        made: set[Path] = set()
+        for obj in objs:
+            final = self.root / obj.path
+            for d in (final.parent, tmp_dir):
+                if d not in made:
+                    self._make_dirs(d)
+                    made.add(d)
+            tmp = tmp_dir / f".tmp-{secrets.token_hex(8)}"
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            try:
+                view = memoryview(obj.data)
+                while view:
+                    view = view[os.write(fd, view):]
+            finally:
+                os.close(fd)
+            try:
+                os.replace(tmp, final)
+            except BaseException:
+                os.unlink(tmp)
+                raise
+            self._dirty.update(d for d in (final.parent, *final.parent.parents) if d.is_relative_to(self.root))
 
     async def sync(self) -> None:
         dirty, self._dirty = self._dirty, set()

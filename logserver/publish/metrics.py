@@ -20,6 +20,10 @@ class PublicationMetrics:
             "logserver_publication_objects_total",
             "Tiles and entry bundles written to the target (outcome: created, or existed with the same bytes)",
             ["target", "outcome"], registry=registry)
+        self.fleet_heads = Counter(
+            "logserver_publication_fleet_heads_total",
+            "Fleet-head proofs written to the target (docs/fleet-heads.md, \"Static publication\")",
+            ["target"], registry=registry)
         self.checkpoints = Counter(
             "logserver_publication_checkpoints_total",
             "Checkpoint publications (outcome: published, current: the target had it or a newer one, "

@@ -26,11 +26,12 @@ from ..formats.checkpoint import open_checkpoint
 from ..formats.cosignature import timestamp_of
 from ..formats.note import NoteVerifier
 from ..merkle import EntriesTileID, TileID, tiles_between
+from ..read.heads_reader import HeadsAheadError, HeadsReader, HeadsUnavailableError, NoHeadsLeafError
 from ..read.tree_reader import TreeReader
 from ..storage import CheckpointRow
 from ..storage.publication import PublicationStore, TargetProgress
 from .metrics import PublicationMetrics
-from .targets import ObjectConflictError, Target, tile_object
+from .targets import ObjectConflictError, Target, fleet_head_object, tile_object
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +77,8 @@ class TargetPublisher:
     def __init__(self, target: Target, *, reader: TreeReader, progress: PublicationStore,
                  source: Callable[[], CheckpointRow | None], verifiers: LogKeyVerifiers,
                  metrics: PublicationMetrics, concurrency: int = 16, clock: Callable[[], float] = time.time,
-                 min_interval_s: float = 0.0):
+                 min_interval_s: float = 0.0, heads: HeadsReader | None = None,
+                 heads_interval_s: float = 60.0):
         self.target = target
         self.reader = reader
         self.progress = progress
@@ -93,6 +95,15 @@ class TargetPublisher:
         # coalesced into one pass, whose cost (a checkpoint read, a few objects, the
         # checkpoint, a progress row) then no longer grows with the commit rate.
         self.min_interval_s = min_interval_s
+        # Fleet-head proofs (docs/fleet-heads.md, "Static publication"): every fleet's is
+        # rewritten at most once per heads_interval_s, when the checkpoint moved; a fleet
+        # whose row changed is written at the next pass. None: not published.
+        self.heads = heads
+        self.heads_interval_s = heads_interval_s
+        self._heads_rows: dict[str, tuple[int, int]] = {}  # fleet -> (sequence, leaf index) on the target
+        self._heads_full: tuple[int, int] | None = None  # (size, signed_at_ms) of the last full rewrite
+        self._heads_full_at = -float("inf")  # time.monotonic() of it
+        self._heads_scanned: tuple[int, int] | None = None  # the checkpoint whose changed rows were handled
         self._written: tuple[bytes, TargetCheckpoint] | None = None  # the checkpoint this process last wrote
         self.published: TargetProgress | None = None  # what this process knows is on the target
         self.halted: str | None = None
@@ -105,6 +116,7 @@ class TargetPublisher:
         name = target.name
         self._objects_created = metrics.objects.labels(name, "created")
         self._objects_existed = metrics.objects.labels(name, "existed")
+        self._heads_written = metrics.fleet_heads.labels(name)
 
     # --- state and metrics ---------------------------------------------------------------
 
@@ -156,7 +168,7 @@ class TargetPublisher:
             self.update_metrics()
             cp = self.source()
             recheck = time.monotonic() - self._checked_at >= RECHECK_S
-            if self.halted or cp is None or (self._is_on_target(cp) and not recheck):
+            if self.halted or cp is None or (self._is_on_target(cp) and not recheck and not self._heads_due(cp)):
                 continue
             started = time.perf_counter()
             try:
@@ -221,14 +233,20 @@ class TargetPublisher:
                     # The target is as new (another publisher, or an earlier pass): nothing to write.
                     self.metrics.checkpoints.labels(self.target.name, "current").inc()
                     if current.size == cp.tree_size:
+                        if await self._publish_heads(cp):
+                            await self.target.sync()
                         await self._record(cp, max(cp.signed_at_ms, current.timestamp * 1000))
                     else:
                         self.published = TargetProgress(self.target.name, current.size, current.root,
                                                         current.timestamp * 1000)
                     return
                 base = current.size
-            # [9.2] OBJECTS: every tile and entry bundle the new size has that the target's lacks.
+            else:
+                self._forget_heads()  # a new or wiped target: every fleet's proof is missing
+            # [9.2] OBJECTS: every tile and entry bundle the new size has that the target's lacks,
+            # and the fleet-head proofs due (docs/fleet-heads.md, "Static publication").
             await self._publish_objects(base, cp.tree_size)
+            await self._publish_heads(cp)
             # [9.3] SYNC: all of them durable before the checkpoint names them.
             await self.target.sync()
             # [9.4] CHECKPOINT, only over what [9.1] read.
@@ -293,6 +311,73 @@ class TargetPublisher:
                     t.cancel()
                 await asyncio.gather(*tasks, return_exceptions=True)
                 raise
+
+    # --- fleet-head proofs -----------------------------------------------------------------
+
+    def _heads_due(self, cp: CheckpointRow) -> bool:
+        """Whether every fleet's proof is to be rewritten at `cp`: the checkpoint moved
+        since the last full rewrite, at least heads_interval_s ago."""
+        return self.heads is not None and self._heads_full != (cp.tree_size, cp.signed_at_ms) \
+            and time.monotonic() - self._heads_full_at >= self.heads_interval_s
+
+    def _forget_heads(self) -> None:
+        self._heads_rows = {}
+        self._heads_full = self._heads_scanned = None
+        self._heads_full_at = -float("inf")
+
+    async def _publish_heads(self, cp: CheckpointRow) -> bool:
+        """Write the fleet-head proofs due at `cp`: every fleet's when `_heads_due`, else
+        those of the fleets whose row changed since their object was written. Returns
+        whether anything was written. Written before the checkpoint (step 9.4), so a
+        reader never finds a checkpoint newer than the head of a fleet that it changed.
+
+        A table that cannot make proofs at `cp` (already past it, inconsistent with the
+        database: logged there, CRITICAL) skips them for this pass; the tiles and the
+        checkpoint are still published, and the proofs on the target keep naming an older
+        checkpoint, which a client sees as stale."""
+        heads = self.heads
+        if heads is None:
+            return False
+        stamp = (cp.tree_size, cp.signed_at_ms)
+        full = self._heads_due(cp)
+        if not full and self._heads_scanned is not None and self._heads_scanned[0] == cp.tree_size:
+            return False  # the same size (a re-sign): the same rows, already written
+        try:
+            at = await heads.at(cp.tree_size)
+        except HeadsAheadError as e:
+            log.debug("target %r: fleet-head proofs skipped at size %d: %s", self.target.name, cp.tree_size, e)
+            return self._heads_skipped(stamp, full)
+        except HeadsUnavailableError as e:
+            log.warning("target %r: fleet-head proofs skipped at size %d: %s", self.target.name, cp.tree_size, e)
+            return self._heads_skipped(stamp, full)
+        rows = {r.fleet_id: (r.sequence, r.leaf_index) for r in at.table}
+        fleets = list(rows) if full else [f for f, v in rows.items() if self._heads_rows.get(f) != v]
+        step = self.concurrency * 16
+        try:
+            for i in range(0, len(fleets), step):
+                proofs = await heads.proofs(cp, fleets[i:i + step])
+                await self.target.put_many([fleet_head_object(f, d) for f, d in proofs])
+                for f, _ in proofs:
+                    self._heads_rows[f] = rows[f]
+                self._heads_written.inc(len(proofs))
+        except NoHeadsLeafError:
+            # An empty log, or one that predates HEADS leaves: no proof to write at `cp`.
+            return self._heads_skipped(stamp, full)
+        except HeadsUnavailableError as e:
+            log.warning("target %r: fleet-head proofs skipped at size %d: %s", self.target.name, cp.tree_size, e)
+            return self._heads_skipped(stamp, full)
+        self._heads_skipped(stamp, full)
+        return bool(fleets)
+
+    def _heads_skipped(self, stamp: tuple[int, int], full: bool) -> bool:
+        """Record that the proofs due at `stamp` were handled, written or not: a checkpoint
+        at which none can be made is not tried again every poll, only at the next
+        checkpoint or interval. (A failure of the target raises instead, and the pass,
+        retried, tries again.)"""
+        self._heads_scanned = stamp
+        if full:
+            self._heads_full, self._heads_full_at = stamp, time.monotonic()
+        return False
 
     async def _record(self, cp: CheckpointRow, signed_at_ms: int) -> None:
         stored = await self.progress.record(TargetProgress(self.target.name, cp.tree_size, cp.root, signed_at_ms))

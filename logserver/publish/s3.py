@@ -10,6 +10,7 @@ it was chosen). Objects are keys under `prefix` in `bucket`, with the tlog-tiles
 * the checkpoint is a PUT with `If-Match: <ETag read>` (or `If-None-Match: *` when
   there was none), so it is replaced only if no other publisher changed it since it
   was read;
+* a fleet-head proof is a plain PUT, replacing the previous one (S3 PUTs are atomic);
 * each object carries its Content-Type and Cache-Control (publish/targets.py), which
   the bucket's public URL and a CDN in front of it serve.
 
@@ -19,6 +20,7 @@ AWS_SECRET_ACCESS_KEY, a shared credentials file, an instance role.
 """
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from typing import Any
@@ -116,6 +118,24 @@ class S3Target:
                 self.name, obj.path, f"exists with other bytes ({len(existing)} bytes, want {len(obj.data)}); "
                 "it is never overwritten: find out who changed it (logserver fsck --target)")
         return False
+
+    async def put_many(self, objs: list[StaticObject]) -> None:
+        s3 = await self._client()
+        sem = asyncio.Semaphore(self.max_connections)
+
+        async def one(obj: StaticObject) -> None:
+            async with sem:
+                await s3.put_object(Bucket=self.bucket, Key=self._key(obj.path), Body=obj.data,
+                                    ContentType=obj.content_type, CacheControl=obj.cache_control)
+
+        tasks = [asyncio.create_task(one(o)) for o in objs]
+        try:
+            await asyncio.gather(*tasks)
+        except BaseException:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
 
     async def sync(self) -> None:
         pass

@@ -9,8 +9,11 @@ routes serve. Two kinds of object:
   is created once, with a conditional create. The same bytes already there are a
   retry, and success; other bytes are a conflict, and the target is never written
   over (`ObjectConflictError`);
-* the `checkpoint` is the one mutable object, replaced only if it did not change since
-  it was read (`replace_checkpoint`).
+* the `checkpoint` is mutable, replaced only if it did not change since it was read
+  (`replace_checkpoint`);
+* fleet-head proofs (`fleet-head/<fleet_id>`, docs/fleet-heads.md) are mutable too:
+  each names the checkpoint it was made at, and is overwritten with the proof at a
+  newer one (`put_many`). They are not part of the tree: no checkpoint needs them.
 
 Contracts every implementation keeps (logserver/write/sequencer.py, step 9):
 
@@ -29,6 +32,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from ..config import ConfigError
+from ..http.responses import FLEET_HEAD_CACHE
 from ..merkle import TILE_WIDTH, EntriesTileID, TileID, tile_path
 
 # Cache-Control of each kind of object (tlog-tiles: tiles and entry bundles are
@@ -45,6 +49,10 @@ CHECKPOINT_CACHE = "public, max-age=1"
 CHECKPOINT_TYPE = "text/plain; charset=utf-8"
 TILE_TYPE = "application/octet-stream"
 CHECKPOINT_PATH = "checkpoint"
+# Fleet-head proofs (docs/fleet-heads.md, "Static publication"): one flat directory, so
+# that a pass rewriting every fleet syncs one directory, not one per fleet.
+FLEET_HEAD_DIR = "fleet-head"
+FLEET_HEAD_TYPE = "application/json"
 
 
 @dataclass(frozen=True)
@@ -55,6 +63,13 @@ class StaticObject:
     data: bytes
     cache_control: str
     content_type: str = TILE_TYPE
+
+
+def fleet_head_object(fleet_id: str, proof: bytes) -> StaticObject:
+    """The static object of a fleet's proof. A fleet id is [A-Za-z0-9._:-]{1,128} and
+    never "." or "..", so it is one path element (it may start with a dot: the nginx
+    configuration serves this directory before its dotfile rule)."""
+    return StaticObject(f"{FLEET_HEAD_DIR}/{fleet_id}", proof, FLEET_HEAD_CACHE, FLEET_HEAD_TYPE)
 
 
 def tile_object(tile: TileID | EntriesTileID, data: bytes) -> StaticObject:
@@ -95,6 +110,12 @@ class Target(Protocol):
         """Create an immutable object unless it exists. Returns True if this call created
         it, False if it existed with the same bytes (a retry). Raises
         ObjectConflictError if it exists with other bytes."""
+        ...
+
+    async def put_many(self, objs: list[StaticObject]) -> None:
+        """Write mutable objects (fleet-head proofs), each replacing what is there:
+        readers see an object's old or new bytes, never a mix. Durable once `sync`
+        returns. Many at once: a pass may rewrite ten thousand."""
         ...
 
     async def sync(self) -> None:

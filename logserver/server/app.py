@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Callable
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
-from ..api import entries, ops, status, submit, tiles
+from ..api import entries, heads, ops, status, submit, tiles
 from ..api.compression import Gzipper
 from ..api.keys import (
     ADMISSION,
@@ -24,6 +24,7 @@ from ..api.keys import (
     COMMIT_DEADLINES,
     CONFIG,
     GZIPPER,
+    HEADS,
     LOG_KEY,
     METRICS,
     PUBLISHER,
@@ -48,6 +49,7 @@ from ..keys.log_key import LogKey
 from ..publish import LogKeyVerifiers, StaticPublisher, TargetPublisher
 from ..publish.build import make_target
 from ..publish.metrics import PublicationMetrics
+from ..read.heads_reader import HeadsReader
 from ..read.tile_file import FILE_NAME as TILE_FILE_NAME
 from ..read.tile_file import TileFile, log_binding
 from ..read.tree_reader import TreeReader
@@ -126,6 +128,7 @@ def create_app(
     r.add_get("/v1/entries", entries.get_entries)
     r.add_get("/v1/bundles/{leaf_hash}", entries.get_bundle)
     r.add_get("/v1/fleets/{fleet_id}", entries.get_fleet)
+    r.add_get("/v1/fleets/{fleet_id}/head", heads.get_fleet_head)
     r.add_get("/checkpoint", tiles.get_checkpoint)
     # [\s\S], not ".": a percent-encoded newline in a tile path must reach the tile
     # parser (400 bad_tile_path), not fall through to the unrouted 404.
@@ -219,6 +222,7 @@ async def _storage_ctx(app: web.Application) -> AsyncIterator[None]:
             reader.tile_file = await _open_tile_file(config, store, key)
         app[STORE] = store
         app[READER] = reader
+        app[HEADS] = HeadsReader(store, reader)  # built on first use (a fleet-head proof)
         yield
     finally:
         if reader is not None and reader.tile_file is not None:
@@ -331,7 +335,9 @@ async def _start_static(app: web.Application) -> StaticPublisher | None:
     targets = [make_target(t) for t in config.publication.targets]
     static = StaticPublisher([
         TargetPublisher(t, reader=reader, progress=progress, source=source, verifiers=verifiers, metrics=metrics,
-                        clock=app[CLOCK], min_interval_s=config.publication.min_interval_ms / 1000)
+                        clock=app[CLOCK], min_interval_s=config.publication.min_interval_ms / 1000,
+                        heads=app[HEADS] if config.publication.fleet_heads_interval_s > 0 else None,
+                        heads_interval_s=config.publication.fleet_heads_interval_s)
         for t in targets])
     try:
         for t in targets:

@@ -86,6 +86,27 @@ class HeadsSnapshot:
 
 
 @dataclass(frozen=True)
+class HeadsChange:
+    """A leaf of [start, end) as the reader's heads table needs it (read/heads_reader.py):
+    a bundle's row fields, or a HEADS leaf (fleet_id None)."""
+
+    idx: int
+    fleet_id: str | None  # None: a HEADS leaf
+    sequence: int | None
+    leaf_hash: bytes
+    retired: bool  # this bundle retired its fleet (the fleet's row is retired and names it)
+
+
+@dataclass(frozen=True)
+class SizedHeadsSnapshot:
+    """The heads table's rows as one committed state of the log has them, with that
+    state's tree size (read in one statement: log_state and fleets change together)."""
+
+    tree_size: int
+    heads: HeadsSnapshot
+
+
+@dataclass(frozen=True)
 class Prefetch:
     """What a batch will read, fetched in the same round trip as the latest checkpoint.
 

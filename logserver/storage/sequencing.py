@@ -201,12 +201,47 @@ class SequencingTransaction:
         was stored, unambiguously. Any other error is ambiguous: the batch may or
         may not be stored (module docstring).
         """
-        status = await self.conn.execute("COMMIT", timeout=self.timeout_s)
+        # With a synchronous standby (docs/operations.md, "Failover") the COMMIT waits
+        # until the standby has flushed the commit record, and while it waits the
+        # transaction is still invisible to other sessions and holds the role. If that
+        # wait is *cancelled* (statement_timeout, or a cancel request, which is what an
+        # asyncpg timeout sends), PostgreSQL only warns ("canceling wait for synchronous
+        # replication ... already committed locally") and answers COMMIT: the batch
+        # would be acknowledged, and become visible, on the primary's disk alone, and a
+        # failover would lose it and sign another root for its size. So the COMMIT runs
+        # without statement_timeout, and past the client-side bound the connection is
+        # closed without a cancel request: the backend keeps waiting (holding the role,
+        # so nothing else commits) until the standby confirms, and this batch is
+        # ambiguous (503; a retry is answered as a duplicate once it is visible).
+        pending = asyncio.ensure_future(self.conn.execute(
+            "SET LOCAL statement_timeout = 0; COMMIT", timeout=self.timeout_s + _NEVER_CANCEL_S))
+        pending.add_done_callback(_retrieve)
+        try:
+            status = await asyncio.wait_for(asyncio.shield(pending), self.timeout_s)
+        except asyncpg.InFailedSQLTransactionError:
+            # The SET was refused: the transaction had been aborted by an earlier failed
+            # statement, and the COMMIT after it was not run. Nothing was stored.
+            status = "ROLLBACK"
+        except BaseException:  # the bound passed, or this task was cancelled (a shutdown)
+            if not pending.done():
+                self.conn.terminate()
+            raise
         if status != "COMMIT":
             raise CommitRolledBackError(
                 f"COMMIT answered {status!r}: the transaction had been aborted and nothing was stored"
             )
         self.committed = True
+
+
+# asyncpg's own timeout on the COMMIT sends a cancel request when it fires; it is set this
+# much beyond the bound at which commit() closes the connection instead, so it never fires.
+_NEVER_CANCEL_S = 3600.0
+
+
+def _retrieve(fut: asyncio.Future) -> None:
+    """Mark the outcome of a COMMIT abandoned at its bound as seen (no "never retrieved" noise)."""
+    if not fut.cancelled():
+        fut.exception()
 
 
 @contextlib.asynccontextmanager
@@ -229,7 +264,8 @@ async def sequencing(
     transaction, releasing the lock to the next waiter, when the holder leaves
     it idle for `stall_timeout_ms` (idle_in_transaction_session_timeout: a
     frozen or stopped process, a lost host; the session is terminated) or when
-    one of its statements runs that long (statement_timeout). The stalled
+    one of its statements before the COMMIT runs that long (statement_timeout;
+    the COMMIT is exempt: see SequencingTransaction.commit). The stalled
     process's next statement or COMMIT then fails, so it can commit nothing;
     what it already signed stays in its memory, never stored or served.
     Client-side asyncpg timeouts (slightly longer) bound the wait for an

@@ -26,7 +26,16 @@ from . import _queries
 from ._queries import LATEST_COLUMNS, LEAF_COLUMNS, checkpoint_row, leaf_row
 from .errors import IdentityMismatchError
 from .identity import Identity, IdentityTable, ensure_identity
-from .rows import CheckpointRow, ExistingEntry, LeafRow, Prefetch, TileKey
+from .rows import (
+    CheckpointRow,
+    ExistingEntry,
+    HeadsChange,
+    HeadsSnapshot,
+    LeafRow,
+    Prefetch,
+    SizedHeadsSnapshot,
+    TileKey,
+)
 from .sequencing import SequencingTransaction, sequencing
 
 # Also taken by initialize_state: processes starting together create one log.
@@ -50,6 +59,23 @@ def _dropped_key_message(vkey: str, sig_type: int) -> str:
             f"have; refusing to start (clients that pin it would reject the log's checkpoints): set "
             f"{setting} to that key's file (docs/operations.md, \"Adding an ML-DSA-44 key to a log\")")
 
+
+# The heads table's rows and the tree size they belong to (Store.heads_snapshot).
+_HEADS_SNAPSHOT = (
+    "SELECT s.tree_size, "
+    "       ARRAY(SELECT ROW(f.fleet_id, f.sequence, f.idx, l.leaf_hash, f.retired) "
+    "             FROM fleets f JOIN leaves l ON l.idx = f.idx) AS rows, "
+    "       (SELECT max(idx) FROM leaves WHERE kind = 2) AS last_heads "
+    "FROM log_state s"
+)
+# A bundle retired its fleet iff the fleet's row is retired and names this leaf: the
+# row of a retired fleet never moves again (migration 0006).
+_HEADS_CHANGES = (
+    "SELECT l.idx, l.fleet_id, l.sequence, l.leaf_hash, "
+    "       coalesce(f.retired AND f.idx = l.idx, false) AS retired "
+    "FROM leaves l LEFT JOIN fleets f ON f.fleet_id = l.fleet_id "
+    "WHERE l.idx >= $1 AND l.idx < $2 ORDER BY l.idx"
+)
 
 LOG_IDENTITY = IdentityTable("log_identity", "origin", _IDENTITY_LOCK, _identity_mismatch)
 
@@ -184,6 +210,31 @@ class Store:
             fleet_id,
         )
         return leaf_row(row) if row else None
+
+    async def heads_snapshot(self) -> SizedHeadsSnapshot:
+        """Every fleet's head (fleet, sequence, index, leaf hash, retired), the newest
+        HEADS leaf's index (0: none) and the tree size they belong to, in one statement:
+        one committed state (the sequencer writes fleets and log_state together)."""
+        row = await self.pool.fetchrow(_HEADS_SNAPSHOT)
+        if row is None:
+            raise RuntimeError("log_state is missing: the log was never initialised")
+        rows = [(f, s, i, bytes(h), r) for f, s, i, h, r in row["rows"]]
+        return SizedHeadsSnapshot(row["tree_size"], HeadsSnapshot(rows, row["last_heads"] or 0))
+
+    async def heads_changes(self, start: int, end: int) -> list[HeadsChange]:
+        """The leaves of [start, end) as the heads table needs them, in order: a bundle's
+        fleet, sequence, leaf hash and whether it retired its fleet (a retired fleet's row
+        never changes again, so it names its retirement), or a HEADS leaf. No leaf bytes."""
+        rows = await self.pool.fetch(_HEADS_CHANGES, start, end)
+        return [HeadsChange(r["idx"], r["fleet_id"], r["sequence"], bytes(r["leaf_hash"]), r["retired"])
+                for r in rows]
+
+    async def leaves_at(self, indices: Sequence[int]) -> dict[int, LeafRow]:
+        """The leaves at these indices (those that exist), by index."""
+        rows = await self.pool.fetch(
+            f"SELECT {LEAF_COLUMNS} FROM leaves WHERE idx = ANY($1::bigint[])", list(set(indices))
+        )
+        return {r["idx"]: leaf_row(r) for r in rows}
 
     async def find_entries(self, keys: Sequence[tuple[str, int]]) -> dict[tuple[str, int], ExistingEntry]:
         """Entries already logged at these (fleet_id, sequence) pairs (a read-only pre-check)."""

@@ -65,7 +65,11 @@ failure) are told in storage/sequencing.py.
     9.2 OBJECTS. Every hash tile and entry bundle of the new size that the
         target's size lacks (merkle.tiles_between), each created once with a
         conditional create: the same bytes already there are a retry (success),
-        other bytes HALT naming the object, which is never overwritten.
+        other bytes HALT naming the object, which is never overwritten. Then
+        the fleet-head proofs due (`fleet-head/<fleet_id>`, docs/fleet-heads.md,
+        "Static publication"): mutable objects, replaced whole, not part of the
+        tree; before the checkpoint, so none is older than a checkpoint that
+        changed its fleet.
     9.3 SYNC. Every object is durable (a directory's entries fsynced; an S3 PUT
         that returned). At this point every object the new checkpoint needs is
         on the target: a crash after this leaves only a pass to redo.

@@ -1,0 +1,160 @@
+"""Upgrading from the previous release (docs/operations.md, "Releases and upgrades").
+
+The previous release is built from this repository's own history: its commit is the
+tag `v<version>` or, where tags did not travel (a merge, a fresh clone of a branch),
+the newest line of the tracked file RELEASES. `git archive` of that commit is
+unpacked into a temporary directory and run with PYTHONPATH pointing at it and this
+venv's installed dependencies (the old release's pins are a subset of ours): no
+network. The old release creates a log (entries of several fleets, checkpoints,
+receipts), then the current code is started on the same database and data directory:
+
+* the migrations the old release did not have apply, and it starts (its start-up
+  checks: the identity, the data directory's latest-checkpoint, the stored tiles);
+* every receipt the old release handed out still verifies: its entry at its index,
+  its inclusion proof against its checkpoint, that checkpoint consistent with the
+  current code's latest (proofs from the new server, checked by the independent
+  verifier); every old checkpoint row likewise; fsck is clean;
+* the old fleets go on: the next sequence of an old fleet is accepted, an old one is
+  a rollback (the fleet heads were carried over), and the first new batch starts
+  the HEADS leaves (the old entries have none), its HEADS leaf committing to the heads
+  table folded from every leaf, old ones included (fault_load.audit_log);
+* there is no way back: the old release refuses the upgraded database.
+"""
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import tarfile
+from io import BytesIO
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent / "faults"))  # fault_load's audit, shared with the fault tests
+
+from bundle_factory import BundleFactory, make_key
+from fault_load import Ack, Item, audit_log, run_fsck
+from server_harness import ServerProcess, write_config
+
+REPO = Path(__file__).resolve().parents[1]
+JSON = {"Content-Type": "application/json"}
+
+
+def git(*args: str) -> bytes:
+    out = subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, timeout=120)
+    assert out.returncode == 0, f"git {' '.join(args)}: {out.stderr.decode(errors='replace')}"
+    return out.stdout
+
+
+def previous_release() -> tuple[str, str]:
+    """(version, commit) of the newest release in RELEASES; its tag, when present, must agree."""
+    lines = [line.split() for line in (REPO / "RELEASES").read_text().splitlines()
+             if line.strip() and not line.startswith("#")]
+    assert lines, "RELEASES lists no release"
+    version, commit, _date = lines[-1]
+    tagged = subprocess.run(["git", "-C", str(REPO), "rev-parse", "-q", "--verify", f"v{version}^{{commit}}"],
+                            capture_output=True, text=True, timeout=60)
+    if tagged.returncode == 0:
+        assert tagged.stdout.strip() == commit, f"tag v{version} is {tagged.stdout.strip()}, RELEASES says {commit}"
+    return version, commit
+
+
+def build_release(commit: str, target: Path) -> Path:
+    """The release's source tree (what it needs to run: the package, migrations, openapi.yaml)."""
+    git("cat-file", "-e", f"{commit}^{{commit}}")  # the history must hold it: a shallow clone fails here
+    archive = git("archive", "--format=tar", commit, "logserver", "migrations", "openapi.yaml")
+    with tarfile.open(fileobj=BytesIO(archive)) as tar:
+        if hasattr(tarfile, "tar_filter"):  # Python 3.11.4+: refuse members outside `target`
+            tar.extractall(target, filter="tar")
+        else:  # pragma: no cover - our own repository's archive
+            tar.extractall(target)
+    return target
+
+
+@pytest.fixture
+async def processes():
+    started: list[ServerProcess] = []
+    yield started
+    for p in started:
+        p.kill_now()
+
+
+async def test_the_current_code_takes_over_a_log_made_by_the_previous_release(database_url, processes, tmp_path):
+    version, commit = previous_release()
+    old_tree = build_release(commit, tmp_path / f"logserver-{version}")
+    old_env = {"PYTHONPATH": str(old_tree)}
+    probe = "import logserver; print(logserver.__version__, logserver.__file__)"
+    reported = subprocess.run([sys.executable, "-c", probe],
+                              env={"PYTHONPATH": str(old_tree), "PATH": "/usr/bin:/bin"},
+                              capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert reported.stdout.split() == [version, str(old_tree / "logserver" / "__init__.py")], reported
+
+    cfg = write_config(tmp_path / "log", database_url, extra="[sequencer]\ncheckpoint_interval_s = 0.5\n")
+    old = ServerProcess(cfg, database_url, extra_env=old_env, log_path=tmp_path / "old.log")
+    processes.append(old)
+    await old.start()
+    factories = [BundleFactory(fleet_id=f"upgrade-{f}") for f in range(3)]
+    acks: list[Ack] = []
+    seen: list[str] = []
+    number = 0
+
+    async def submit(session: aiohttp.ClientSession, url: str, f: int, sequence: int,
+                     **overrides: object) -> tuple[int, dict]:
+        nonlocal number
+        body = factories[f].envelope_json(sequence=sequence, **overrides)
+        async with session.post(url + "/v1/bundles", data=body, headers=JSON) as resp:
+            receipt = await resp.json()
+            if resp.status in (200, 201):
+                acks.append(Ack(Item(number, factories[f].fleet_id, sequence, body), resp.status, receipt, url))
+                number += 1
+            return resp.status, receipt
+
+    async with aiohttp.ClientSession() as session:
+        for sequence in range(4):
+            for f in range(3):
+                # Fleet 2 skips sequences 3 and 4: only its head, carried over, refuses 4 later.
+                status, receipt = await submit(session, old.url, f, 5 if (f, sequence) == (2, 3) else sequence)
+                assert status == 201, receipt
+            async with session.get(old.url + "/checkpoint") as resp:
+                seen.append(await resp.text())
+        old_size = acks[-1].receipt["tree_size"]
+        assert [a.receipt["index"] for a in acks] == list(range(12)), "the old release has no HEADS leaves"
+        assert await old.stop() == 0, old.output()
+        assert "0006_fleet_heads" not in old.output()
+
+        new = ServerProcess(cfg, database_url, log_path=tmp_path / "new.log")
+        processes.append(new)
+        await new.start()
+        assert "applying migration 0006_fleet_heads.sql" in new.output(), new.output()
+
+        # Every old receipt, checkpoint row and seen checkpoint verifies against the new server.
+        report = await audit_log(database_url, new.url, acks, session, seen, heads_from=old_size)
+        assert report.tree_size == old_size and report.receipts_checked == 12
+
+        # The old fleets go on where they were.
+        status, body = await submit(session, new.url, 2, 4)
+        assert (status, body["error"]["code"]) == (409, "rollback"), body
+        status, body = await submit(session, new.url, 0, 2, keys=[make_key("hsm-9", "ed25519")])
+        assert (status, body["error"]["code"]) == (409, "equivocation"), body
+        status, receipt = await submit(session, new.url, 0, 4)
+        assert status == 201 and receipt["index"] == old_size, receipt
+        assert receipt["tree_size"] == old_size + 2, "the first new batch ends with a HEADS leaf"
+        logged = acks[10].item  # an old fleet's latest, submitted again
+        async with session.post(new.url + "/v1/bundles", data=logged.body, headers=JSON) as resp:
+            receipt = await resp.json()
+            assert resp.status == 200 and receipt["duplicate"] is True and receipt["index"] == 10, receipt
+        acks.append(Ack(logged, 200, receipt, new.url))
+
+        report = await audit_log(database_url, new.url, acks, session, seen, heads_from=old_size)
+        assert report.receipts_checked == 14
+        assert await new.stop() == 0, new.output()
+
+    # No downgrade: the old release refuses a database with migrations it does not know.
+    again = ServerProcess(cfg, database_url, extra_env=old_env, log_path=tmp_path / "old-again.log")
+    processes.append(again)
+    with pytest.raises(RuntimeError, match="migrations this logserver does not know"):
+        await again.start()
+    fsck = await asyncio.to_thread(run_fsck, cfg, database_url)
+    assert fsck.returncode == 0 and "no problems" in fsck.stdout, fsck.stdout + fsck.stderr
