@@ -20,11 +20,12 @@ from .heads import run_heads
 from .loadgen import LoadGenerator, ensure_wrk
 from .merkle_core import run_merkle
 from .modes import MODES, with_10m
+from .pq import run_pq
 from .reads import run_reads
 from .static import run_static
 from .submissions import run_latency_at_half, run_submissions, run_workers, run_workers_one_process_each
 
-SECTIONS = ("submissions", "workers", "reads", "merkle", "static", "heads")
+SECTIONS = ("submissions", "workers", "reads", "merkle", "static", "heads", "pq")
 # Above this 1-minute load average (per usable CPU) before the run, results are marked provisional.
 QUIET_LOAD_PER_CPU = 0.25
 
@@ -92,6 +93,8 @@ def main(argv=None) -> int:
         results["static"] = run_static(env, mode, loadgen, log)
     if "heads" in sections:
         results["heads"] = run_heads(env, mode, loadgen, log)
+    if "pq" in sections:
+        results["pq"] = run_pq(env, mode, loadgen, log)
     load_after = [round(x, 2) for x in os.getloadavg()]
     cpus = len(os.sched_getaffinity(0))
     meta = results["meta"]

@@ -21,7 +21,7 @@ import psutil
 
 from logserver.cli.keygen import make_authority_key
 from logserver.client.policy import authorities_toml
-from logserver.keys.log_key import generate_log_key_pem
+from logserver.keys.log_key import generate_log_key_pem, generate_mldsa44_key_pem
 
 ROOT = Path(__file__).resolve().parent.parent
 ORIGIN = "bench.logserver.example/log"
@@ -102,6 +102,14 @@ class BenchEnv:
             path.chmod(0o600)
         return path
 
+    def mldsa44_log_key(self) -> Path:
+        """The bench log's ML-DSA-44 key (`log_key_mldsa44`), made once."""
+        path = self.keys / "log.mldsa44.key"
+        if not path.exists():
+            path.write_bytes(generate_mldsa44_key_pem())
+            path.chmod(0o600)
+        return path
+
     def authority(self, algorithm: str, role: str) -> tuple[Path, Path]:
         """(private key, public PEM) of the bench authority for `role`, made once."""
         key = self.keys / f"{role}-{algorithm}.key"
@@ -111,7 +119,8 @@ class BenchEnv:
 
     # --- configs and servers ----------------------------------------------------------
 
-    def write_config(self, run_dir: Path, database_url: str, algorithm: str, *, extra: str = "") -> Path:
+    def write_config(self, run_dir: Path, database_url: str, algorithm: str, *, extra: str = "",
+                     mldsa44_log_key: bool = False) -> Path:
         run_dir.mkdir(parents=True, exist_ok=True)
         _, signer_pem = self.authority(algorithm, "signer")
         _, counter_pem = self.authority(algorithm, "countersigner")
@@ -119,6 +128,7 @@ class BenchEnv:
         cfg.write_text(f"""# written by the benchmark suite
 origin = "{ORIGIN}"
 log_key = "{self.log_key()}"
+{f'log_key_mldsa44 = "{self.mldsa44_log_key()}"' if mldsa44_log_key else ""}
 data_dir = "{run_dir / 'data'}"
 database_url = "{database_url}"
 listen = "127.0.0.1:0"

@@ -72,6 +72,11 @@ def evaluate_targets(results: dict) -> list[dict]:
             target(f"Merkle core {r['operation']} / pymerkle", f"{r['speedup']:.2f}x", ">= 3x", r["speedup"] >= 3)
     static_targets(results.get("static"), target)
     heads_targets(results.get("heads"), target)
+    pq = results.get("pq") or {}
+    if pq.get("log_mldsa44_ratio") is not None:
+        ratio = pq["log_mldsa44_ratio"]
+        target("submissions with the log's ML-DSA-44 checkpoint signature on / off", f"{ratio:.3f}", ">= 0.95",
+               ratio >= 0.95, by=_margin(ratio, 0.95))
     return out
 
 
@@ -420,7 +425,45 @@ def markdown(results: dict) -> str:
         lines += static_markdown(results["static"], m["cpus_usable"])
     if results.get("heads"):
         lines += heads_markdown(results["heads"])
+    if results.get("pq"):
+        lines += pq_markdown(results["pq"])
     return "\n".join(lines) + "\n"
+
+
+def _pq_means(pq: dict):
+    if pq.get("log_mldsa44_ratio_of_means") is not None:
+        return pq["log_mldsa44_ratio_of_means"]
+    rates = {flag: [r["server"]["ok_rps"] for r in pq["submissions"]
+                    if r["algorithm"] == "ed25519" and r["log_mldsa44"] == flag] for flag in (False, True)}
+    if not rates[False] or not rates[True]:
+        return None
+    return round((sum(rates[True]) / len(rates[True])) / (sum(rates[False]) / len(rates[False])), 3)
+
+
+def pq_markdown(pq: dict) -> list[str]:
+    """Section 7: what ML-DSA-44 costs (bench/pq.py)."""
+    lines = ["", "## 8. ML-DSA-44: checkpoint signing, submissions, receipts (bench/pq.py)", "",
+             "| checkpoint signed with | median µs | mean µs | note bytes |", "|---|---|---|---|"]
+    for label, r in pq["signing"].items():
+        lines.append(f"| {label} | {r['median_us']:,.0f} | {r['mean_us']:,.0f} | {r['note_bytes']:,} |")
+    lines += ["", "| authorities | log ML-DSA-44 signature | req/s | p50 / p99 ms | server CPU |", "|---|---|---|---|---|"]
+    for r in pq["submissions"]:
+        s = r["server"]
+        lines.append(f"| {r['algorithm']} | {'on' if r['log_mldsa44'] else 'off'} | {s['ok_rps']:.0f} | {_ms(s)} | "
+                     f"{s.get('server_cpu_cores', 0):.2f} |")
+    for algorithm, c in pq["ceiling"].items():
+        lines.append(f"| {algorithm} (verify-only ceiling) | — | {c['ok_rps']:.0f} | {_ms(c)} | "
+                     f"{c.get('server_cpu_cores', 0):.2f} |")
+    lines += ["", f"Submissions with the log's ML-DSA-44 signature on / off (median of the rounds): "
+              f"**{pq['log_mldsa44_ratio']}** (target >= 0.95); ratio of the means: {_pq_means(pq)}; per second "
+              f"of server CPU: {pq.get('log_mldsa44_ratio_per_cpu')}; ML-DSA-44 / Ed25519 authorities (both with it on): "
+              f"{pq['ml_dsa_44_authorities_ratio']}.", "",
+              "| receipt | receipt bytes | checkpoint bytes | envelope bytes | verify median µs | log signatures verified |",
+              "|---|---|---|---|---|---|"]
+    for r in pq["receipts"]:
+        lines.append(f"| {r['label']} | {r['receipt_bytes']:,} | {r['checkpoint_bytes']:,} | {r['envelope_bytes']:,} | "
+                     f"{r['median_us']:,.0f} | {', '.join(r['log_signatures'])} |")
+    return lines
 
 
 def static_markdown(static: dict, cpus: int) -> list[str]:

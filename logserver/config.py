@@ -119,6 +119,9 @@ class Config:
     origin: str
     log_key: Path
     data_dir: Path
+    # The log's ML-DSA-44 key (PKCS#8 PEM, seed form): with it every checkpoint also
+    # carries an ML-DSA-44 subtree/v1 cosignature by the log (keys/log_key.py).
+    log_key_mldsa44: Path | None = None
     listen: str = "127.0.0.1:8080"
     database_url: str | None = None
     authorities: tuple[AuthorityConfig, ...] = ()
@@ -208,6 +211,7 @@ def config_from_dict(raw: dict[str, Any], *, base: Path, environ: Mapping[str, s
             f"origin: want 1-255 printable ASCII characters without spaces (e.g. example.com/log), got {origin!r}"
         )
     log_key = r.path("log_key", required=True)
+    log_key_mldsa44 = r.path("log_key_mldsa44")
     in_file = f" in {path}" if path is not None else ""
     sources = {"log_key": f"log_key{in_file}"}
     data_dir = r.path("data_dir")
@@ -305,7 +309,8 @@ def config_from_dict(raw: dict[str, Any], *, base: Path, environ: Mapping[str, s
         raise ConfigError(f"witness_policy: file {witness_policy} does not exist")
     r.done()
     return Config(
-        origin=origin, log_key=log_key, data_dir=data_dir, listen=listen, database_url=database_url,
+        origin=origin, log_key=log_key, log_key_mldsa44=log_key_mldsa44, data_dir=data_dir, listen=listen,
+        database_url=database_url,
         authorities=tuple(authorities), sequencer=sequencer, limits=limits, witness_policy=witness_policy,
         witnessing=witnessing, publication=publication, verify_processes=verify_processes, tile_file=tile_file,
         sources=sources,

@@ -230,3 +230,26 @@ def test_wrk_replay_script_reports_statuses(tmp_path):
     assert 48 <= result["statuses"]["200"] <= 50 and 8 <= result["statuses"]["404"] <= 10
     assert result["requests"] >= 60 - 2
     assert result["ran_out_of_requests"]
+
+
+def test_tiny_run_pq_costs(tiny_run):
+    """Section 7 (bench/pq.py): signing both ways, submissions with the log's ML-DSA-44
+    signature off and on and with ML-DSA-44 authorities, the ceilings, receipts."""
+    out, results, _ = tiny_run
+    pq = results["pq"]
+    assert set(pq["signing"]) == {"ed25519", "ed25519+ml-dsa-44"}
+    assert pq["signing"]["ed25519+ml-dsa-44"]["note_bytes"] > pq["signing"]["ed25519"]["note_bytes"] + 3000
+    assert {(r["algorithm"], r["log_mldsa44"]) for r in pq["submissions"]} == {
+        ("ed25519", False), ("ed25519", True), ("ml-dsa-44", True)}
+    for r in pq["submissions"]:
+        _check_load(r["server"])
+    for algorithm in ("ed25519", "ml-dsa-44"):
+        _check_load(pq["ceiling"][algorithm])
+        assert pq["ceiling"][algorithm]["ok"] > 0, algorithm  # the ceiling verifies ML-DSA-44 bundles too
+    assert pq["log_mldsa44_ratio"] is not None
+    sigs = [r["log_signatures"] for r in pq["receipts"]]
+    assert sigs == [["ed25519", "ed25519-cosignature"]] + [["ed25519", "ed25519-cosignature", "ml-dsa-44"]] * 2
+    assert pq["receipts"][1]["checkpoint_bytes"] > pq["receipts"][0]["checkpoint_bytes"] + 3000
+    [t] = [t for t in results["targets"] if "ML-DSA-44 checkpoint signature" in t["target"]]
+    assert t["status"] in ("met", "missed")
+    assert "## 8. ML-DSA-44" in (out / "results.md").read_text()

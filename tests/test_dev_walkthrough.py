@@ -47,7 +47,7 @@ async def dev_server(database_url, tmp_path):
 
 async def test_readme_walkthrough(dev_server, tmp_path):
     url, cwd, data = dev_server, tmp_path, tmp_path / "data"
-    for name in ("log.key", "signer.key", "countersigner.key", "pq-countersigner.key", "sample-payload.json",
+    for name in ("log.key", "log.mldsa44.key", "signer.key", "countersigner.key", "pq-countersigner.key", "sample-payload.json",
                  "trust.toml", "log.policy"):
         assert (data / name).exists(), name
     policy = (data / "log.policy").read_text()
@@ -69,6 +69,12 @@ async def test_readme_walkthrough(dev_server, tmp_path):
     assert offline.returncode == 0, offline.stdout + offline.stderr
     for check in ("envelope_signatures", "validity_window", "leaf_hash", "inclusion_proof", "checkpoint_signature"):
         assert f"[  ok] {check}" in offline.stdout, offline.stdout
+    # Both of the log's signatures verified (the dev trust policy requires the ML-DSA-44 one).
+    for line in ("log signature Ed25519 signed-note (0x01): verified",
+                 "log signature Ed25519 cosignature/v1 (0x04): verified",
+                 "log signature ML-DSA-44 subtree/v1 cosignature (0x06): verified",
+                 "post-quantum: required by the trust policy (require_log_mldsa44), met"):
+        assert line in offline.stdout, offline.stdout
 
     online = await asyncio.to_thread(
         run, cwd, "verify", "--receipt", "receipt.json", "--envelope", "bundle.json", "--policy", "data/trust.toml",
@@ -183,8 +189,14 @@ async def test_readme_walkthrough(dev_server, tmp_path):
     assert "RETIRED: fleet 'demo-fleet': sequence 3" in retired.stdout, retired.stdout
 
     # The trust policy really pins something: another log key makes verify fail.
-    (data / "log.policy").write_text(policy.replace(policy.split()[policy.split().index("log") + 1],
-                                                    _other_vkey(cwd)))
+    # Both log lines (the Ed25519 key and the ML-DSA-44 key) name the other keys: either
+    # alone still verifies the log's checkpoints (one log key suffices, tlog-policy).
+    words = policy.split()
+    ours = [words[i + 1] for i, w in enumerate(words) if w == "log"]
+    assert len(ours) == 2, policy
+    for mine, other in zip(ours, _other_vkeys(cwd), strict=True):
+        policy = policy.replace(mine, other)
+    (data / "log.policy").write_text(policy)
     refused = await asyncio.to_thread(
         run, cwd, "verify", "--receipt", "receipt.json", "--envelope", "bundle.json", "--policy", "data/trust.toml")
     assert refused.returncode != 0, refused.stdout
@@ -196,12 +208,13 @@ def _run_all(cwd: Path, steps) -> None:
         assert done.returncode == 0, f"{argv}: {done.stdout}{done.stderr}"
 
 
-def _other_vkey(cwd: Path) -> str:
+def _other_vkeys(cwd: Path) -> list[str]:
+    """The vkeys of a new log key pair of the dev origin: Ed25519 (0x01), then ML-DSA-44 (0x06)."""
     out = run(cwd, "keygen", "log", "--origin", "localhost/logserver-dev", "--out", "other-log.key")
     assert out.returncode == 0, out.stderr
-    vkey = [w for w in (out.stdout + out.stderr).split() if w.startswith("localhost/logserver-dev+")]
-    assert vkey, out.stdout + out.stderr
-    return vkey[0]
+    vkeys = [w for w in (out.stdout + out.stderr).split() if w.startswith("localhost/logserver-dev+")]
+    assert len(vkeys) == 2, out.stdout + out.stderr
+    return vkeys
 
 
 async def _wait_http(url: str) -> None:

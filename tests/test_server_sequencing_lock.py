@@ -27,6 +27,7 @@ class FakeKey:
     origin: str = "example.com/lock-test"
     public_key_bytes: bytes = b"k" * 32
     vkey: str = "vkey"
+    vkeys: tuple[str, ...] = ()  # no checkpoint keys to record
 
     def sign_checkpoint(self, size: int, root: bytes, signed_at_ms: int) -> str:
         return "cp0\n"

@@ -27,6 +27,9 @@ async def get_log(request: web.Request) -> web.Response:
     return json_response({
         "origin": key.origin,
         "verifier_key": key.vkey,
+        # Every key the log signs checkpoints with: 0x01, 0x04 and, if it has one, the
+        # ML-DSA-44 0x06 key (docs/formats.md, "Checkpoints").
+        "verifier_keys": list(key.vkeys),
         "public_key": key.public_pem,
         "tree_size": cp.tree_size,
         "checkpoint": cp.note,

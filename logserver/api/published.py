@@ -23,7 +23,8 @@ def load_policy(config: Config, log_key: LogKey) -> Policy | None:
     """The parsed witness policy, or None (ConfigError when it is unusable)."""
     if config.witness_policy is None:
         return None
-    return load_witness_policy(config.witness_policy, config.origin, log_key.public_key_bytes)
+    keys = [log_key.public_key_bytes] + ([log_key.mldsa44_public_key_bytes] if log_key.mldsa44_public_key_bytes else [])
+    return load_witness_policy(config.witness_policy, config.origin, keys)
 
 
 async def start_publisher(app: web.Application) -> Publisher:

@@ -58,7 +58,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     target = _target_config(config, args) if args.target is not None else None
-    key = LogKey.load(config.log_key, config.origin)
+    key = LogKey.from_config(config)
     url = resolve_database(config)
     last = [0.0]
 

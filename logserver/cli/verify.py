@@ -40,6 +40,7 @@ from ..client import (
 )
 from ..client.files import atomic_write
 from ..client.online import DEFAULT_WAIT_S
+from ..client.verify import log_signature_lines
 from ..formats import FormatError, parse_checkpoint, parse_note
 from ._args import log_url, seconds, timestamp
 from .errors import CliError, UsageError
@@ -173,7 +174,7 @@ def _verify_and_print(args: argparse.Namespace, envelope: bytes, receipt: bytes,
     if args.json:
         print(json.dumps(_json_account(checks, result, failure, evidence_path), indent=2))
     else:
-        print(_text_account(args, checks, result, failure, evidence_path, state is not None))
+        print(_text_account(args, checks, result, failure, evidence_path, state is not None, policy))
     return 0 if failure is None else 1
 
 
@@ -215,12 +216,16 @@ def _json_account(checks: CheckLog, result: VerifiedReceipt | None, failure: Ver
 
 
 def _text_account(args: argparse.Namespace, checks: CheckLog, result: VerifiedReceipt | None,
-                  failure: VerificationFailure | None, evidence_path: Path | None, with_state: bool) -> str:
+                  failure: VerificationFailure | None, evidence_path: Path | None, with_state: bool,
+                  policy: TrustPolicy) -> str:
     mode = f"online against {_where(args)}" if args.log or args.tiles else "offline"
     lines = [f"Verifying receipt {args.receipt} for envelope {args.envelope} ({mode}):"]
     width = max((len(c.name) for c in checks.results), default=0)
     for c in checks.results:
         lines.append(f"  [{'ok' if c.ok else 'FAIL':>4}] {c.name:<{width}}  {c.detail}")
+    if result is not None:
+        # A line per kind of the log's own signature: which verified (docs/client.md).
+        lines.extend(f"  {line}" for line in log_signature_lines(result.checkpoint, policy))
     if not with_state:
         lines.append("  (no --state: rollback and split-view checks need the state of earlier runs)")
     if not args.log and args.tiles:
@@ -336,6 +341,9 @@ def _verify_head(args: argparse.Namespace, data: bytes, source: str, policy: Tru
     width = max((len(c.name) for c in checks.results), default=0)
     for c in checks.results:
         lines.append(f"  [{'ok' if c.ok else 'FAIL':>4}] {c.name:<{width}}  {c.detail}")
+    if outcome is not None:
+        # A line per kind of the log's own signature on the proof's checkpoint (docs/client.md).
+        lines.extend(f"  {line}" for line in log_signature_lines(outcome.checkpoint, policy))
     if state is None:
         lines.append("  (no --state: the rollback check needs the heads seen by earlier runs)")
     if failure is not None:

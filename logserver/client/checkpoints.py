@@ -17,6 +17,7 @@ from ..formats import (
 )
 from ..formats.errors import UnverifiedNoteError
 from ..formats.strict import utf8_text
+from ..formats.vkey import SIG_TYPE_COSIGNATURE_MLDSA44, SIG_TYPE_COSIGNATURE_V1, SIG_TYPE_ED25519
 from .errors import CheckpointVerificationError, WitnessQuorumError
 from .policy import TrustPolicy
 
@@ -37,6 +38,11 @@ class VerifiedCheckpoint:
     witnesses: frozenset[str]
     signed_at: int | None
     witness_times: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
+    # Which of the log's own signatures verified, in LOG_SIGNATURE_KINDS order: "ed25519"
+    # (signed-note, 0x01), "ed25519-cosignature" (its cosignature/v1 time line, 0x04),
+    # "ml-dsa-44" (its ML-DSA-44 subtree/v1 cosignature, 0x06). Only keys the policy lists
+    # (or, for the time line, derives) are checked: an unknown line is ignored, never listed.
+    log_signatures: tuple[str, ...] = ()
 
     @property
     def origin(self) -> str:
@@ -51,10 +57,16 @@ class VerifiedCheckpoint:
         return self.checkpoint.root
 
 
+LOG_SIGNATURE_KINDS = ("ed25519", "ed25519-cosignature", "ml-dsa-44")
+_KIND_OF_TYPE = {SIG_TYPE_ED25519: "ed25519", SIG_TYPE_COSIGNATURE_V1: "ed25519-cosignature",
+                 SIG_TYPE_COSIGNATURE_MLDSA44: "ml-dsa-44"}
+
+
 def verify_checkpoint(note: str | bytes, policy: TrustPolicy) -> VerifiedCheckpoint:
     """Verify `note`: a well-formed checkpoint, signed by a log the policy lists for its
     origin, cosigned by witnesses meeting the quorum (C2SP tlog-policy). Any signature by
-    a known key that fails rejects the note (signed-note "Signatures").
+    a known key that fails rejects the note (signed-note "Signatures"). With the policy's
+    `require_log_mldsa44`, the log's ML-DSA-44 signature must be among those that verified.
 
     Raises `CheckpointVerificationError` or `WitnessQuorumError`.
     """
@@ -65,6 +77,19 @@ def verify_checkpoint(note: str | bytes, policy: TrustPolicy) -> VerifiedCheckpo
         raise WitnessQuorumError(str(exc)) from None
     except (FormatError, VerificationError) as exc:
         raise CheckpointVerificationError(f"checkpoint: {exc}") from None
+    kinds = {_KIND_OF_TYPE[t] for log in policy.log_for(checkpoint.origin)
+             if (t := getattr(log.verifier, "sig_type", None)) in _KIND_OF_TYPE
+             and opened.signature_by(log.verifier) is not None}
+    if policy.require_log_mldsa44 and "ml-dsa-44" not in kinds:
+        # The check that makes the policy post-quantum: without it an Ed25519 signature
+        # alone (forgeable by a quantum computer) would still be enough.
+        raise CheckpointVerificationError(
+            f"checkpoint for {checkpoint.origin!r}: got no verified ML-DSA-44 signature by the log "
+            f"(verified: {', '.join(sorted(kinds)) or 'none'}), want one: the trust policy sets require_log_mldsa44"
+        )
+    signed_at = log_timestamp(note, checkpoint.origin, policy)
+    if signed_at is not None:
+        kinds.add("ed25519-cosignature")
     times = {}
     for name in witnesses:
         signature = opened.signature_by(policy.tlog.witnesses[name].verifier)
@@ -73,7 +98,8 @@ def verify_checkpoint(note: str | bytes, policy: TrustPolicy) -> VerifiedCheckpo
         assert signature is not None
         times[name] = timestamp_of(signature.signature)
     return VerifiedCheckpoint(
-        checkpoint, note, witnesses, log_timestamp(note, checkpoint.origin, policy), MappingProxyType(times)
+        checkpoint, note, witnesses, signed_at, MappingProxyType(times),
+        tuple(k for k in LOG_SIGNATURE_KINDS if k in kinds),
     )
 
 

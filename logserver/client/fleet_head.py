@@ -194,7 +194,7 @@ def _heads_dict(heads: HeadsLeaf, index: int) -> dict[str, Any]:
 
 def _checkpoint_dict(cp: VerifiedCheckpoint) -> dict[str, Any]:
     return {"origin": cp.origin, "size": cp.size, "root": cp.root.hex(), "signed_at": cp.signed_at,
-            "witnesses": sorted(cp.witnesses)}
+            "witnesses": sorted(cp.witnesses), "log_signatures": list(cp.log_signatures)}
 
 
 def verify_fleet_head(

@@ -12,6 +12,7 @@ On disk it is a small TOML file (docs/client.md, "Trust policy"):
 
     tlog_policy = "log.policy"      # path of the tlog-policy file, relative to this file
     max_age_s = 3600                # optional: the oldest fleet-head proof to accept (docs/fleet-heads.md)
+    require_log_mldsa44 = true      # optional: every checkpoint needs the log's ML-DSA-44 signature
 
     [[authorities]]
     name = "signer-inc"
@@ -35,12 +36,19 @@ from typing import Any
 
 from ..bundle import AuthorityKey, AuthoritySet, Role, load_authority_key_pem
 from ..bundle.errors import AuthorityConfigError
-from ..formats import CosignatureVerifier, Ed25519NoteVerifier, FormatError, Policy, parse_policy
+from ..formats import (
+    CosignatureVerifier,
+    Ed25519NoteVerifier,
+    FormatError,
+    MLDSA44CosignatureVerifier,
+    Policy,
+    parse_policy,
+)
 from ..formats.tlog_policy import PolicyLog
 
 _ROLES = ("signer", "countersigner")
 _AUTHORITY_NAME = re.compile(r"[A-Za-z0-9._:-]{1,128}")
-_TOP_KEYS = frozenset({"tlog_policy", "authorities", "max_age_s"})
+_TOP_KEYS = frozenset({"tlog_policy", "authorities", "max_age_s", "require_log_mldsa44"})
 # A year, far above any useful freshness bound (docs/fleet-heads.md, "Freshness,
 # re-signing and witness rate limits"): a larger value is a mistake, such as
 # milliseconds written for seconds.
@@ -62,6 +70,10 @@ class TrustPolicy:
     authorities: AuthoritySet
     tlog: Policy
     max_age_s: int | None = None
+    # "Post-quantum required": a checkpoint is accepted only with a verified ML-DSA-44
+    # (type 0x06) signature by a key the tlog-policy lists for its origin. tlog-policy has
+    # no such line, so it lives here, beside it (docs/client.md, "Post-quantum").
+    require_log_mldsa44: bool = False
 
     def __post_init__(self) -> None:
         if self.max_age_s is not None and (
@@ -71,6 +83,15 @@ class TrustPolicy:
                                    f"[1, {MAX_MAX_AGE_S}]")
         if not self.tlog.logs:
             raise TrustPolicyError("tlog-policy: got no log line, want at least one trusted log")
+        if type(self.require_log_mldsa44) is not bool:
+            raise TrustPolicyError(f"require_log_mldsa44: got {self.require_log_mldsa44!r}, want true or false")
+        if self.require_log_mldsa44:
+            for log_origin in self.tlog.logs:
+                if not self.mldsa44_log_verifiers(log_origin):
+                    raise TrustPolicyError(
+                        f"require_log_mldsa44: the tlog-policy lists no ML-DSA-44 key (a type 0x06 vkey) for "
+                        f"log {log_origin!r}, want a second `log` line with the key from its /v1/log verifier_keys"
+                    )
         log_keys = {
             _public_key(log.verifier): origin for origin, logs in self.tlog.logs.items() for log in logs
         }
@@ -97,12 +118,17 @@ class TrustPolicy:
                 out.append(CosignatureVerifier(log.origin, log.verifier.public_key))
         return out
 
+    def mldsa44_log_verifiers(self, origin: str) -> list[MLDSA44CosignatureVerifier]:
+        """The ML-DSA-44 (type 0x06) keys the policy lists for the log `origin`."""
+        return [log.verifier for log in self.log_for(origin) if isinstance(log.verifier, MLDSA44CosignatureVerifier)]
+
     @classmethod
     def from_parts(
         cls, authorities: Sequence[AuthorityKey] | AuthoritySet, tlog_policy: bytes | str, *,
-        max_age_s: int | None = None,
+        max_age_s: int | None = None, require_log_mldsa44: bool = False,
     ) -> TrustPolicy:
-        """Build from authority keys and the tlog-policy text (and the fleet-head max age)."""
+        """Build from authority keys and the tlog-policy text (and the fleet-head max age,
+        and whether the log's ML-DSA-44 signature is required)."""
         try:
             authority_set = authorities if isinstance(authorities, AuthoritySet) else AuthoritySet(authorities)
         except AuthorityConfigError as exc:
@@ -111,7 +137,7 @@ class TrustPolicy:
             tlog = parse_policy(tlog_policy)
         except FormatError as exc:
             raise TrustPolicyError(f"tlog-policy: {exc}") from None
-        return cls(authority_set, tlog, max_age_s)
+        return cls(authority_set, tlog, max_age_s, require_log_mldsa44)
 
     @classmethod
     def load(cls, path: Path | str) -> TrustPolicy:
@@ -130,7 +156,8 @@ class TrustPolicy:
         """Build from the parsed TOML document; file names are relative to `base`."""
         unknown = sorted(set(raw) - _TOP_KEYS)
         if unknown:
-            raise TrustPolicyError(f"{unknown[0]}: unknown key, want tlog_policy, [[authorities]] and max_age_s")
+            raise TrustPolicyError(
+                f"{unknown[0]}: unknown key, want tlog_policy, [[authorities]], max_age_s and require_log_mldsa44")
         policy_file = raw.get("tlog_policy")
         if not isinstance(policy_file, str) or not policy_file:
             raise TrustPolicyError(f"tlog_policy: got {policy_file!r}, want the path of a tlog-policy file")
@@ -145,7 +172,8 @@ class TrustPolicy:
         for i, table in enumerate(tables):
             keys.extend(_authority_keys(i, table, base))
         # Checked with the rest in __post_init__ (a TOML boolean is not an integer there).
-        return cls.from_parts(keys, tlog_text, max_age_s=raw.get("max_age_s"))
+        return cls.from_parts(keys, tlog_text, max_age_s=raw.get("max_age_s"),
+                              require_log_mldsa44=raw.get("require_log_mldsa44", False))
 
 
 def authorities_toml(authorities: Iterable[tuple[str, Role, Sequence[str | Path]]]) -> str:

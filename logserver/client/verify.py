@@ -130,6 +130,7 @@ class VerifiedReceipt:
                 "root": cp.root.hex(),
                 "signed_at": cp.signed_at,
                 "witnesses": sorted(cp.witnesses),
+                "log_signatures": list(cp.log_signatures),
             },
             **({} if self.fleet_head is None else {"fleet_head": self.fleet_head.to_dict()}),
         }
@@ -271,7 +272,35 @@ def check_checkpoint_note(note: str, origin: str, policy: TrustPolicy, log: Chec
 def _describe_checkpoint(v: VerifiedCheckpoint) -> str:
     stamp = "no signed time" if v.signed_at is None else (
         "signed at " + datetime.fromtimestamp(v.signed_at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
-    return f"signed by log {v.origin!r}: size {v.size}, root {v.root.hex()}, {stamp}"
+    kinds = ", ".join(LOG_SIGNATURE_NAMES[k] for k in v.log_signatures)
+    return f"signed by log {v.origin!r}: size {v.size}, root {v.root.hex()}, {stamp}; verified: {kinds}"
+
+
+LOG_SIGNATURE_NAMES = {
+    "ed25519": "Ed25519 signed-note (0x01)",
+    "ed25519-cosignature": "Ed25519 cosignature/v1 (0x04)",
+    "ml-dsa-44": "ML-DSA-44 subtree/v1 cosignature (0x06)",
+}
+"""How `verify` names each kind of the log's own checkpoint signatures (checkpoints.LOG_SIGNATURE_KINDS)."""
+
+
+def log_signature_lines(v: VerifiedCheckpoint, policy: TrustPolicy) -> list[str]:
+    """One line per kind of the log's own signature: verified, or why not (no key pinned)."""
+    lines = []
+    pinned = {getattr(log.verifier, "sig_type", None) for log in policy.log_for(v.origin)}
+    for kind, name in LOG_SIGNATURE_NAMES.items():
+        if kind in v.log_signatures:
+            state = "verified"
+        elif kind == "ml-dsa-44" and 0x06 not in pinned:
+            state = "not checked: the trust policy lists no ML-DSA-44 key for this log"
+        elif kind == "ed25519" and 0x01 not in pinned:
+            state = "not checked: the trust policy lists no Ed25519 key for this log"
+        else:
+            state = "absent"
+        lines.append(f"log signature {name}: {state}")
+    if policy.require_log_mldsa44:
+        lines.append("post-quantum: required by the trust policy (require_log_mldsa44), met")
+    return lines
 
 
 def _describe_quorum(v: VerifiedCheckpoint, policy: TrustPolicy) -> str:

@@ -3,6 +3,7 @@ witnesses' submission prefixes (URLs) and whose `quorum` line says how many
 cosignatures a checkpoint needs before the log publishes it."""
 from __future__ import annotations
 
+from collections.abc import Collection
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -10,8 +11,11 @@ from ..config import ConfigError
 from ..formats import FormatError, Policy, parse_policy
 
 
-def load_witness_policy(path: Path, origin: str, log_public_key: bytes) -> Policy:
-    """Parse the policy; every witness needs an http(s) URL and its own key."""
+def load_witness_policy(path: Path, origin: str, log_public_key: bytes | Collection[bytes]) -> Policy:
+    """Parse the policy; every witness needs an http(s) URL and its own key. The log's
+    public keys (`log_public_key`: its Ed25519 key, or that and its ML-DSA-44 key) are
+    the only ones its own `log` lines may name."""
+    log_keys = {log_public_key} if isinstance(log_public_key, bytes) else set(log_public_key)
     try:
         policy = parse_policy(path.read_bytes())
     except OSError as e:
@@ -27,9 +31,9 @@ def load_witness_policy(path: Path, origin: str, log_public_key: bytes) -> Polic
                 f"witness_policy: witness {name!r}: got URL {witness.url!r}, want its http(s) submission "
                 "prefix (add-checkpoint is POSTed to <url>/add-checkpoint)"
             )
-        if witness.verifier.public_key_bytes == log_public_key:
+        if witness.verifier.public_key_bytes in log_keys:
             raise ConfigError(f"witness_policy: witness {name!r} uses the log's own key, want an independent key")
     for log in policy.logs.get(origin, ()):
-        if getattr(log.verifier, "public_key_bytes", log_public_key) != log_public_key:
+        if getattr(log.verifier, "public_key_bytes", None) not in log_keys:
             raise ConfigError(f"witness_policy: its log line for {origin!r} names another key than the log's")
     return policy

@@ -144,7 +144,7 @@ class Monitor:
         # Inline unless the caller brings child processes (`monitor --verify-processes`);
         # the caller owns (and closes) a verifier it passes in.
         self.verifier = verifier or EntryVerifier(policy.authorities, 0)
-        self._without_quorum = TrustPolicy(policy.authorities, dataclasses.replace(policy.tlog, quorum="none"))
+        self._without_quorum = dataclasses.replace(policy, tlog=dataclasses.replace(policy.tlog, quorum="none"))
         self.coverage = Coverage(policy.tlog.witnesses)
         self.alert_counts: Counter[str] = Counter()
         self.entries_verified = 0
@@ -664,6 +664,8 @@ class Monitor:
             "checkpoint_root": None if stored is None else stored.root.hex(),
             "checkpoint_signed_at": None if stored is None or stored.signed_at is None else _now_text(stored.signed_at),
             "witnesses": [] if self.latest is None else sorted(self.latest.witnesses),
+            # Which of the log's own signatures verified on the latest checkpoint (docs/client.md).
+            "log_signatures": [] if self.latest is None else list(self.latest.log_signatures),
             "cosignature_coverage": self.coverage.to_dict(),
             "checkpoint_check": self.checkpoint_account,
             "verified_size": self.state.verified.size,

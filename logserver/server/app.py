@@ -91,7 +91,7 @@ def create_app(
     `worker` is this process's place under `serve --workers N`: worker 0 runs the
     sequencer and accepts the others' verified entries (logserver/workers/forwarding.py).
     """
-    log_key = log_key or LogKey.load(config.log_key, config.origin)
+    log_key = log_key or LogKey.from_config(config)
     if log_key.origin != config.origin:
         raise ConfigError(f"log_key: key is for origin {log_key.origin!r}, config says {config.origin!r}")
     metrics = Metrics()

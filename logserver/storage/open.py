@@ -24,6 +24,8 @@ class LogSigner(Protocol):
     def public_key_bytes(self) -> bytes: ...
     @property
     def vkey(self) -> str: ...
+    @property
+    def vkeys(self) -> tuple[str, ...]: ...
     def sign_checkpoint(self, size: int, root: bytes, signed_at_ms: int) -> str: ...
 
 
@@ -32,6 +34,8 @@ async def open_log(pool: asyncpg.Pool, key: LogSigner, *, clock: Callable[[], fl
 
     In order: apply the migrations; record the log's identity (origin and public
     key) on first use, or refuse another log's database (IdentityMismatchError);
+    record its checkpoint keys (vkeys), or refuse a key set that drops one it has
+    published (IdentityMismatchError);
     on a new log, create the size-0 state with its first checkpoint, signed now
     (`clock`, POSIX seconds). Each step is atomic, durable on return and safe to
     repeat, so processes opening one database together, or one retrying after a
@@ -41,6 +45,10 @@ async def open_log(pool: asyncpg.Pool, key: LogSigner, *, clock: Callable[[], fl
         await migrate(conn)
     store = Store(pool)
     await store.ensure_identity(key.origin, key.public_key_bytes, key.vkey)
+    # Before anything is signed: a key is recorded before its first signature, and a
+    # configuration dropping a recorded key signs nothing (IdentityMismatchError).
+    for vkey in await store.ensure_published_keys(key.vkeys):
+        log.info("log %s: recorded its checkpoint key %s", key.origin, vkey[:80])
     now_ms = int(clock() * 1000)
     if await store.initialize_state(key.sign_checkpoint(0, EMPTY_ROOT, now_ms), EMPTY_ROOT, now_ms):
         log.info("new log %s initialised at size 0", key.origin)

@@ -21,8 +21,10 @@ from contextlib import AbstractAsyncContextManager
 
 import asyncpg
 
+from ..formats.vkey import parse_vkey
 from . import _queries
 from ._queries import LATEST_COLUMNS, LEAF_COLUMNS, checkpoint_row, leaf_row
+from .errors import IdentityMismatchError
 from .identity import Identity, IdentityTable, ensure_identity
 from .rows import (
     CheckpointRow,
@@ -45,6 +47,17 @@ def _identity_mismatch(stored: Identity, want: Identity) -> str:
         return f"the database belongs to origin {stored.name!r}, not {want.name!r}; refusing to start"
     return (f"the database was created with log key {stored.vkey}, but this server has {want.vkey}; "
             "refusing to start (a different key would sign a different history)")
+
+
+_KEY_KINDS = {1: "Ed25519 signed-note", 4: "Ed25519 cosignature/v1", 6: "ML-DSA-44 subtree/v1 cosignature"}
+
+
+def _dropped_key_message(vkey: str, sig_type: int) -> str:
+    what = _KEY_KINDS.get(sig_type, f"type 0x{sig_type:02x}")
+    setting = "log_key_mldsa44" if sig_type == 6 else "log_key"
+    return (f"the log has published its {what} key {vkey[:64]}..., which this configuration does not "
+            f"have; refusing to start (clients that pin it would reject the log's checkpoints): set "
+            f"{setting} to that key's file (docs/operations.md, \"Adding an ML-DSA-44 key to a log\")")
 
 
 # The heads table's rows and the tree size they belong to (Store.heads_snapshot).
@@ -90,6 +103,34 @@ class Store:
         repeat after an ambiguous failure (storage/identity.py).
         """
         return await ensure_identity(self.pool, LOG_IDENTITY, Identity(origin, public_key, vkey))
+
+    async def ensure_published_keys(self, vkeys: Sequence[str]) -> list[str]:
+        """Record the log's checkpoint keys `vkeys` (the configured ones, docs/operations.md,
+        "Adding an ML-DSA-44 key to a log"), refusing a configuration that lacks a key the
+        log already signed with.
+
+        Returns the vkeys recorded now. Raises IdentityMismatchError naming the first
+        dropped key: its holders' clients pin it (and may demand its signature), so a log
+        that stopped signing with it would look broken to them, or be taken for another.
+        Atomic under the identity lock, durable on return, safe to repeat.
+        """
+        wanted = {v: parse_vkey(v).sig_type for v in vkeys}
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute("SET LOCAL synchronous_commit = on")
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", _IDENTITY_LOCK)
+            rows = await conn.fetch("SELECT vkey, sig_type FROM log_keys ORDER BY created_at, vkey")
+            for row in rows:
+                if row["vkey"] not in wanted:
+                    raise IdentityMismatchError(_dropped_key_message(row["vkey"], row["sig_type"]))
+            recorded = {row["vkey"] for row in rows}
+            added = [v for v in vkeys if v not in recorded]
+            for vkey in added:
+                await conn.execute("INSERT INTO log_keys (vkey, sig_type) VALUES ($1, $2)", vkey, wanted[vkey])
+        return added
+
+    async def published_keys(self) -> list[str]:
+        """The vkeys the log has recorded as published, oldest first."""
+        return [r["vkey"] for r in await self.pool.fetch("SELECT vkey FROM log_keys ORDER BY created_at, vkey")]
 
     async def initialize_state(self, signed_empty_checkpoint: str, root: bytes, signed_at_ms: int) -> bool:
         """Create the size-0 log state with its first signed checkpoint, once.
