@@ -2,7 +2,7 @@
 
 The previous release is built from this repository's own history: its commit is the
 tag `v<version>` or, where tags did not travel (a merge, a fresh clone of a branch),
-the newest line of the tracked file RELEASES. `git archive` of that commit is
+the newest line of the tracked file RELEASES that is not this code's own version. `git archive` of that commit is
 unpacked into a temporary directory and run with PYTHONPATH pointing at it and this
 venv's installed dependencies (the old release's pins are a subset of ours): no
 network. The old release creates a log (entries of several fleets, checkpoints,
@@ -49,10 +49,15 @@ def git(*args: str) -> bytes:
 
 
 def previous_release() -> tuple[str, str]:
-    """(version, commit) of the newest release in RELEASES; its tag, when present, must agree."""
+    """(version, commit) of the newest release in RELEASES other than this code's own
+    version (the release this code was cut as is listed once it is tagged); its tag,
+    when present, must agree."""
+    import logserver
+
     lines = [line.split() for line in (REPO / "RELEASES").read_text().splitlines()
              if line.strip() and not line.startswith("#")]
-    assert lines, "RELEASES lists no release"
+    lines = [line for line in lines if line[0] != logserver.__version__]
+    assert lines, f"RELEASES lists no release before {logserver.__version__}"
     version, commit, _date = lines[-1]
     tagged = subprocess.run(["git", "-C", str(REPO), "rev-parse", "-q", "--verify", f"v{version}^{{commit}}"],
                             capture_output=True, text=True, timeout=60)
