@@ -1,3 +1,3 @@
 """logserver: an append-only transparency log for dual-signed fleet validation bundles."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
