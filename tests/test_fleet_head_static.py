@@ -5,7 +5,6 @@ same checkpoint, carries the documented headers, verifies, and follows a rotatio
 from __future__ import annotations
 
 import asyncio
-import os
 import subprocess
 import sys
 from datetime import UTC, datetime
@@ -17,6 +16,7 @@ from publish_support import wait_for
 from server_harness import ORIGIN, start_server, write_config
 from static_servers import start_nginx, start_seaweedfs
 from test_client_support import submit, write_trust_policy
+from test_publish_s3 import s3_credentials  # noqa: F401  (a fixture: SeaweedFS takes any key)
 
 from bundle_factory import BundleFactory
 from logserver.client import TrustPolicy
@@ -46,18 +46,6 @@ name = "dir"
 type = "directory"
 path = "public"
 """
-
-
-@pytest.fixture(scope="module")
-def s3_credentials():
-    saved = {k: os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
-    os.environ.update(AWS_ACCESS_KEY_ID="any", AWS_SECRET_ACCESS_KEY="any")
-    yield
-    for k, v in saved.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
 
 
 @pytest.fixture(scope="module")
