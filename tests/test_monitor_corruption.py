@@ -55,14 +55,19 @@ async def run_monitor(proxy, policy, state_path, alerts, **kwargs) -> tuple[bool
         return await monitor.poll_once(), monitor
 
 
-async def test_corrupted_entry_is_an_alert_and_blocks_progress(proxy, policy, tmp_path):
-    # Entry 256 is the first of bundle 1; flip a byte inside its leaf (after the 2-byte length).
+async def test_corrupted_entry_is_an_alert_and_blocks_progress(server, proxy, policy, tmp_path):
+    # Entry 256 is the first of bundle 1; flip a byte 120 bytes into it (after its 2-byte
+    # length). Where a batch ended there, entry 256 is a 49-byte HEADS leaf and the byte
+    # falls in entry 257, the bundle after it (docs/fleet-heads.md).
+    async with server.session.get("/v1/entries", params={"start": 256, "end": 257}) as resp:
+        first = (await resp.json())["entries"][0]
+    corrupted = 257 if "heads" in first else 256
     proxy.rules.append((lambda p: p.startswith("/tile/entries/001"), flip(2 + 120)))
     alerts = Collected()
     ok, monitor = await run_monitor(proxy, policy, tmp_path / "s.json", alerts)
     assert not ok
     assert alerts.kinds() == ["corrupt_entry"]
-    assert alerts[0]["details"]["index"] == 256
+    assert alerts[0]["details"]["index"] == corrupted
     assert monitor.state.verified.size == 0  # both bundles are one chunk: nothing committed
     # Served correctly again, the monitor catches up without further alerts.
     proxy.rules.clear()

@@ -60,6 +60,9 @@ async def test_the_published_checkpoint_is_the_cosigned_one(witnessed):
     finally:
         watching = False
         await watcher
+    final = read_file(root, "checkpoint")
+    if final is not None and (not seen or seen[-1] != final):
+        seen.append(final)  # the watcher's last look may have come just before the last write
     # 60 bundles, and one HEADS leaf per batch they came in (docs/fleet-heads.md).
     assert seen and 60 < int(seen[-1].split(b"\n")[1]) <= 120
     for note in seen:
