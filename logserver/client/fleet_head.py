@@ -17,18 +17,19 @@ ids of docs/client.md):
 5. `heads_leaf`            the HEADS leaf is leaf N - 1 of the checkpoint's tree of size
                            N: it decodes, and its RFC 6962 §2.1.1 inclusion proof leads
                            to the checkpoint's root;
-6. present: `heads_row`    the row's inclusion proof at `position` in a tree of `count`
-                           rows leads to the HEADS leaf's root (and the row names the
+6. present: `heads_row`    the row's entry (the row and its next fleet id) has an
+                           inclusion proof at `position` in a tree of `count` entries
+                           that leads to the HEADS leaf's root (and the row names the
                            fleet: `fleet_head_fleet`);
             `head_bundle`  the envelope's leaf hash is the row's, its inclusion proof at
                            `row.leaf_index < N - 1` leads to the checkpoint's root, and
                            its payload names the row's fleet, sequence and status;
             `envelope_signatures` it carries a pinned signer's and a pinned
                            countersigner's valid signatures;
-   absent:  `heads_row`    each neighbour's inclusion proof verifies;
-            `fleet_absence` the neighbours are adjacent (or the first row, or the last,
-                           or none in an empty table) and the fleet id falls strictly
-                           between them;
+   absent:  `heads_row`    the covering row's entry proof verifies (none for an empty
+                           table);
+            `fleet_absence` its chain link (its fleet id to its next fleet id, in byte
+                           order, circular) passes over the fleet id asked for;
 7. `fleet_head_rollback`   (with a `ClientState`) no newer head of the fleet was seen
                            (through a head or a receipt), no other bundle with this
                            sequence, and no head of it in this log for an absence;
@@ -61,7 +62,7 @@ from ..bundle import (
     verify_envelope,
 )
 from ..bundle.errors import SignaturePolicyError
-from ..bundle.heads import HeadsError, HeadsLeaf, HeadsRow, decode_heads_leaf
+from ..bundle.heads import HEADS_LEAF_TYPE, HeadsError, HeadsLeaf, HeadsRow, covers, decode_heads_leaf
 from ..bundle.payload import is_fleet_id
 from ..formats.errors import FleetHeadFormatError, QuorumNotMetError
 from ..formats.fleet_head import FleetHeadProof, ProvedRow, parse_fleet_head_proof
@@ -165,12 +166,14 @@ class VerifiedFleetHead:
 @dataclass(frozen=True)
 class VerifiedFleetAbsence:
     """The fleet has no bundle among the first `checkpoint.size` leaves: the heads
-    table the HEADS leaf commits to has no row for it. `neighbours` are the rows
-    around where it would be, at `positions` (none for an empty table)."""
+    table the HEADS leaf commits to has no row for it. `covering` is the row at
+    `position` whose chain link (to `next_fleet_id`) passes over it; all three are None
+    for an empty table."""
 
     fleet_id: str
-    neighbours: tuple[HeadsRow, ...]
-    positions: tuple[int, ...]
+    covering: HeadsRow | None
+    next_fleet_id: str | None
+    position: int | None
     heads: HeadsLeaf
     heads_index: int
     checkpoint: VerifiedCheckpoint
@@ -180,8 +183,8 @@ class VerifiedFleetAbsence:
         return {
             "fleet_id": self.fleet_id,
             "outcome": "absent",
-            "neighbours": [{"position": p, "fleet_id": r.fleet_id} for p, r in zip(self.positions, self.neighbours,
-                                                                                  strict=True)],
+            "covering": None if self.covering is None else {
+                "position": self.position, "fleet_id": self.covering.fleet_id, "next_fleet_id": self.next_fleet_id},
             "heads": _heads_dict(self.heads, self.heads_index),
             "checkpoint": _checkpoint_dict(self.checkpoint),
             "freshness": self.freshness.to_dict(),
@@ -267,10 +270,11 @@ def open_fleet_head(
     index = parsed.heads_leaf.index
 
     if parsed.row is None or parsed.bundle is None:
-        rows = log.run("heads_row", lambda: _check_neighbour_proofs(parsed.neighbours or (), heads))
-        positions = tuple(n.position for n in parsed.neighbours or ())
-        log.run("fleet_absence", lambda: _check_absence(asked, rows, positions, heads))
-        absence = VerifiedFleetAbsence(asked, rows, positions, heads, index, cp, freshness)
+        covering = parsed.covering
+        row = log.run("heads_row", lambda: _check_covering_proof(covering, heads))
+        log.run("fleet_absence", lambda: _check_absence(asked, covering, heads))
+        absence = VerifiedFleetAbsence(asked, row, None if covering is None else covering.next_fleet_id,
+                                       None if covering is None else covering.position, heads, index, cp, freshness)
         if state is not None:
             log.run("fleet_head_rollback", lambda: (None, state.check_absent(asked, cp.origin)))
         return absence
@@ -424,6 +428,11 @@ def _check_heads_leaf(parsed: FleetHeadProof, cp: VerifiedCheckpoint) -> tuple[H
         heads = decode_heads_leaf(claimed.leaf)
     except HeadsError as exc:
         raise HeadsLeafError(f"heads_leaf.leaf: {exc}") from None
+    if heads.legacy:
+        raise HeadsLeafError(
+            f"heads_leaf.leaf: got type {heads.layout} (release 0.2.0's sorted layout), want {HEADS_LEAF_TYPE}: "
+            "no fleet-head proof is made at such a leaf; ask again after the log's next batch"
+        )
     # `previous` names an earlier HEADS leaf, or is 0 for none (index 0 holds a bundle).
     if heads.previous >= max(claimed.index, 1):
         raise HeadsLeafError(
@@ -448,7 +457,8 @@ def _row_of(proved: ProvedRow, what: str) -> HeadsRow:
 def _verify_row(proved: ProvedRow, heads: HeadsLeaf, what: str) -> HeadsRow:
     row = _row_of(proved, what)
     try:
-        verify_inclusion(proved.position, heads.count, row.tree_hash(), list(proved.proof), heads.root)
+        verify_inclusion(proved.position, heads.count, row.entry_hash(proved.next_fleet_id), list(proved.proof),
+                         heads.root)
     except MerkleError as exc:
         raise FleetHeadRootError(
             f"{what} {row.fleet_id!r} at position {proved.position} of {heads.count} rows: {exc}"
@@ -521,40 +531,38 @@ def _check_signatures(envelope: Envelope, policy: TrustPolicy, row: HeadsRow) ->
                       f"payload names fleet {b.fleet_id!r}, sequence {b.sequence}, status {b.status!r}")
 
 
-def _check_neighbour_proofs(neighbours: tuple[ProvedRow, ...], heads: HeadsLeaf) -> tuple[tuple[HeadsRow, ...], str]:
-    rows = tuple(_verify_row(n, heads, f"neighbours[{i}]") for i, n in enumerate(neighbours))
-    return rows, f"{len(rows)} neighbour row(s) in the heads table of {heads.count} rows"
+def _check_covering_proof(covering: ProvedRow | None, heads: HeadsLeaf) -> tuple[HeadsRow | None, str]:
+    if covering is None:
+        return None, "no covering row (an empty table claimed)"
+    row = _verify_row(covering, heads, "covering")
+    return row, f"covering row {covering.position} of {heads.count} ({row.fleet_id!r}) is in the heads table"
 
 
-def _check_absence(
-    asked: str, rows: tuple[HeadsRow, ...], positions: tuple[int, ...], heads: HeadsLeaf
-) -> tuple[None, str]:
-    key = asked.encode("ascii")
+def _check_absence(asked: str, covering: ProvedRow | None, heads: HeadsLeaf) -> tuple[None, str]:
     count = heads.count
-    if not rows:
+    if covering is None:
         if count != 0:
-            raise AbsenceProofError(f"neighbours: got none, want the rows around {asked!r} in a table of {count} rows")
+            raise AbsenceProofError(f"covering: got none, want the row whose link passes over {asked!r} in a table "
+                                    f"of {count} rows")
         return None, "the heads table is empty"
-    if count == 0:  # unreachable: a row's proof cannot verify in an empty tree
-        raise AbsenceProofError("neighbours: got rows, want none for an empty table")
-    if len(rows) == 2:
-        (p, q), (a, b) = positions, rows
-        if q != p + 1:
-            raise AbsenceProofError(f"neighbour positions: got {p} and {q}, want adjacent ({p} and {p + 1})")
-        if not a.key < key < b.key:
-            raise AbsenceProofError(
-                f"fleet id {asked!r}: want strictly between the neighbours {a.fleet_id!r} and {b.fleet_id!r}"
-            )
-        return None, f"{asked!r} falls between rows {p} ({a.fleet_id!r}) and {q} ({b.fleet_id!r})"
-    (p,), (a,) = positions, rows
-    if p == 0 and key < a.key:
-        return None, f"{asked!r} sorts before the first row ({a.fleet_id!r})"
-    if p == count - 1 and key > a.key:
-        return None, f"{asked!r} sorts after the last row {p} ({a.fleet_id!r})"
-    raise AbsenceProofError(
-        f"neighbour: got the row {a.fleet_id!r} alone at position {p} of {count}, want the first row (position 0) "
-        f"with {asked!r} before it or the last (position {count - 1}) with {asked!r} after it"
-    )
+    a, b = covering.fleet_id, covering.next_fleet_id
+    # A lone row links to itself; in a larger table no row does (docs/fleet-heads.md,
+    # "The heads tree"): a cheap check of the one link the client sees.
+    if (count == 1) != (a == b):
+        raise AbsenceProofError(
+            f"covering row {a!r}: got next fleet id {b!r} in a table of {count} rows, want "
+            + ("itself (a lone row)" if count == 1 else "another fleet")
+        )
+    if not covers(a, b, asked):
+        raise AbsenceProofError(
+            f"fleet id {asked!r}: got the link {a!r} -> {b!r}, want one that passes over {asked!r} "
+            "(strictly between them in byte order, or beyond either end of the wrapping link)"
+        )
+    if count == 1:
+        return None, f"the only row is {a!r}, not {asked!r}"
+    if a < b:
+        return None, f"{asked!r} falls between {a!r} and the next fleet id {b!r} (row {covering.position})"
+    return None, f"{asked!r} sorts outside the table's range, last {a!r} .. first {b!r} (row {covering.position})"
 
 
 __all__ = [

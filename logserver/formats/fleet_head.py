@@ -1,14 +1,19 @@
-"""The fleet-head proof, version 1 (docs/fleet-heads.md, "The fleet-head proof"): the
+"""The fleet-head proof, version 2 (docs/fleet-heads.md, "The fleet-head proof"): the
 log builds it (`build_fleet_head_proof`), a client parses it (`parse_fleet_head_proof`)
 and verifies it (`logserver.client.fleet_head`).
 
-    {"version": 1, "fleet_id", "checkpoint",
+    {"version": 2, "fleet_id", "checkpoint",
      "heads_leaf": {"index", "leaf", "inclusion_proof"},
      and either (present)
-     "row": {"position", "fleet_id", "sequence", "leaf_index", "leaf_hash", "status", "proof"},
+     "row": {"position", "fleet_id", "sequence", "leaf_index", "leaf_hash", "status",
+             "next_fleet_id", "proof"},
      "bundle": {"envelope", "inclusion_proof"}
      or (absent)
-     "neighbours": [row, ...]   (0, 1 or 2 rows, each shaped as "row")}
+     "covering": row, shaped as "row" (its chain link passes over the fleet id),
+                 or null (an empty table)}
+
+Version 1 (release 0.2.0: the sorted layout, "neighbours" for an absent fleet) is
+refused by its version number, before its fields are read.
 
 A proof (`inclusion_proof`, `proof`) is the standard padded base64 (RFC 4648 §4) of its
 hashes concatenated, 32 bytes each, in RFC 6962 §2.1.1 order; `leaf` is the base64 of
@@ -29,7 +34,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,7 +43,7 @@ from .errors import FleetHeadFormatError, FormatError
 from .note import parse_note
 from .strict import clip, decode_base64, encode_base64, exact_object, hex_hash, json_type, json_uint, strict_json
 
-FLEET_HEAD_PROOF_VERSION = 1
+FLEET_HEAD_PROOF_VERSION = 2
 
 MAX_FLEET_HEAD_PROOF_BYTES = 512 * 1024
 """A bound on the whole document: an envelope is at most 64 KiB (docs/formats.md), a
@@ -59,9 +64,10 @@ STATUSES: tuple[str, ...] = ("active", "retired")
 
 _TOP_COMMON = frozenset({"version", "fleet_id", "checkpoint", "heads_leaf"})
 _TOP_PRESENT = _TOP_COMMON | {"row", "bundle"}
-_TOP_ABSENT = _TOP_COMMON | {"neighbours"}
+_TOP_ABSENT = _TOP_COMMON | {"covering"}
 _HEADS_LEAF_FIELDS = frozenset({"index", "leaf", "inclusion_proof"})
-_ROW_FIELDS = frozenset({"position", "fleet_id", "sequence", "leaf_index", "leaf_hash", "status", "proof"})
+_ROW_FIELDS = frozenset({"position", "fleet_id", "sequence", "leaf_index", "leaf_hash", "status", "next_fleet_id",
+                         "proof"})
 _BUNDLE_FIELDS = frozenset({"envelope", "inclusion_proof"})
 # Longest base64 text of MAX_PROOF_HASHES hashes; checked before decoding.
 _MAX_PROOF_TEXT = 4 * -(-MAX_PROOF_HASHES * HASH_BYTES // 3)
@@ -69,7 +75,8 @@ _MAX_PROOF_TEXT = 4 * -(-MAX_PROOF_HASHES * HASH_BYTES // 3)
 
 @dataclass(frozen=True)
 class ProvedRow:
-    """A heads row with its position and RFC 6962 inclusion proof in the heads tree."""
+    """A heads row with its position, the next fleet id in byte order (its entry's
+    chain link), and the entry's RFC 6962 inclusion proof in the heads tree."""
 
     position: int
     fleet_id: str
@@ -78,10 +85,12 @@ class ProvedRow:
     leaf_hash: bytes
     status: str
     proof: tuple[bytes, ...]
+    next_fleet_id: str
 
     def to_dict(self) -> dict[str, object]:
         return {
             "position": self.position,
+            "next_fleet_id": self.next_fleet_id,
             "fleet_id": self.fleet_id,
             "sequence": self.sequence,
             "leaf_index": self.leaf_index,
@@ -118,7 +127,8 @@ class BundleProof:
 @dataclass(frozen=True)
 class FleetHeadProof:
     """A parsed fleet-head proof: `row` and `bundle` when the fleet is present,
-    `neighbours` (0 to 2 rows) when it is absent. Nothing in it is verified."""
+    `covering` (a row, or None for an empty table) when it is absent. Nothing in it is
+    verified."""
 
     fleet_id: str
     checkpoint_note: str
@@ -126,7 +136,7 @@ class FleetHeadProof:
     heads_leaf: HeadsLeafProof
     row: ProvedRow | None = None
     bundle: BundleProof | None = None
-    neighbours: tuple[ProvedRow, ...] | None = None
+    covering: ProvedRow | None = None
     version: int = FLEET_HEAD_PROOF_VERSION
 
     @property
@@ -145,7 +155,7 @@ class FleetHeadProof:
             obj["row"] = self.row.to_dict()
             obj["bundle"] = self.bundle.to_dict()
         else:
-            obj["neighbours"] = [r.to_dict() for r in self.neighbours or ()]
+            obj["covering"] = None if self.covering is None else self.covering.to_dict()
         return obj
 
     def to_json(self) -> bytes:
@@ -160,29 +170,31 @@ def build_fleet_head_proof(
     *,
     row: ProvedRow | None = None,
     bundle: BundleProof | None = None,
-    neighbours: Sequence[ProvedRow] | None = None,
+    absent: bool = False,
+    covering: ProvedRow | None = None,
     checkpoint: Checkpoint | None = None,
     check: bool = True,
 ) -> bytes:
     """The canonical JSON of a fleet-head proof: `row` and `bundle` for a present fleet,
-    or `neighbours` for an absent one. The result is parsed back before it is returned,
-    so it always parses; an argument that would not (a bad hash size, both kinds at
-    once) raises `ValueError`, a broken invariant of the caller.
+    or `absent=True` and `covering` (None for an empty table) for an absent one. The
+    result is parsed back before it is returned, so it always parses; an argument that
+    would not (a bad hash size, both kinds at once) raises `ValueError`, a broken
+    invariant of the caller.
 
     For many proofs at one checkpoint (a static publication pass rewrites every fleet's),
     pass `checkpoint` parsed once from `checkpoint_note`, and `check=False` to skip the
     parse-back for proofs made the same way as one that was checked: parsing the note
     and the proof back is most of the cost of a proof."""
-    if (row is None) != (bundle is None) or (row is None) == (neighbours is None):
-        raise ValueError("build_fleet_head_proof: want row and bundle (present) or neighbours (absent)")
+    if (row is None) != (bundle is None) or (row is None) != absent or (covering is not None and not absent):
+        raise ValueError("build_fleet_head_proof: want row and bundle (present) or absent=True and covering "
+                         "(absent)")
     if checkpoint is None:
         try:
             checkpoint = parse_checkpoint(parse_note(checkpoint_note).text)
         except FormatError as exc:
             raise ValueError(f"build_fleet_head_proof: checkpoint: {exc}") from None
     proof = FleetHeadProof(
-        fleet_id, checkpoint_note, checkpoint, heads_leaf, row, bundle,
-        None if neighbours is None else tuple(neighbours),
+        fleet_id, checkpoint_note, checkpoint, heads_leaf, row, bundle, covering,
     )
     data = proof.to_json()
     if check:
@@ -216,7 +228,7 @@ def parse_fleet_head_object(obj: object) -> FleetHeadProof:
             raise FleetHeadFormatError(f"fleet-head proof version: got {version}, want {FLEET_HEAD_PROOF_VERSION}")
     present = "row" in obj or "bundle" in obj
     fields = exact_object(
-        "fleet-head proof (" + ("present: row and bundle" if present else "absent: neighbours") + ")",
+        "fleet-head proof (" + ("present: row and bundle" if present else "absent: covering") + ")",
         obj, _TOP_PRESENT if present else _TOP_ABSENT, FleetHeadFormatError,
     )
     fleet_id = _fleet_id(fields["fleet_id"], "fleet_id")
@@ -236,12 +248,9 @@ def parse_fleet_head_object(obj: object) -> FleetHeadProof:
             raise FleetHeadFormatError(f"bundle.envelope: got {json_type(envelope)}, want object (a DSSE envelope)")
         bundle = BundleProof(envelope, _hashes(raw_bundle["inclusion_proof"], "bundle.inclusion_proof"))
         return FleetHeadProof(fleet_id, note, checkpoint, heads_leaf, row=row, bundle=bundle)
-    raw_neighbours = fields["neighbours"]
-    if not isinstance(raw_neighbours, list) or len(raw_neighbours) > 2:
-        shown = f"{len(raw_neighbours)} rows" if isinstance(raw_neighbours, list) else json_type(raw_neighbours)
-        raise FleetHeadFormatError(f"neighbours: got {shown}, want an array of 0 to 2 rows")
-    neighbours = tuple(_row(r, f"neighbours[{i}]") for i, r in enumerate(raw_neighbours))
-    return FleetHeadProof(fleet_id, note, checkpoint, heads_leaf, neighbours=neighbours)
+    raw_covering = fields["covering"]
+    covering = None if raw_covering is None else _row(raw_covering, "covering")
+    return FleetHeadProof(fleet_id, note, checkpoint, heads_leaf, covering=covering)
 
 
 def _fleet_id(value: object, what: str) -> str:
@@ -293,4 +302,5 @@ def _row(value: object, what: str) -> ProvedRow:
         leaf_hash=hex_hash(fields["leaf_hash"], f"{what}.leaf_hash", FleetHeadFormatError),
         status=status,
         proof=_hashes(fields["proof"], f"{what}.proof"),
+        next_fleet_id=_fleet_id(fields["next_fleet_id"], f"{what}.next_fleet_id"),
     )

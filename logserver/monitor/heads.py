@@ -47,6 +47,8 @@ from typing import Any
 
 from ..bundle.errors import BundleError
 from ..bundle.heads import (
+    HEADS_LEAF_TYPE,
+    LEGACY_HEADS_LEAF_TYPE,
     HeadsError,
     HeadsLeaf,
     HeadsRow,
@@ -55,6 +57,7 @@ from ..bundle.heads import (
     bundle_row,
     decode_heads_leaf,
     is_heads_leaf,
+    legacy_sorted_root,
 )
 from ..client.policy import TrustPolicy
 from ..formats import FormatError, VerificationError, open_checkpoint
@@ -98,7 +101,7 @@ class RetiredFleetBundle:
 
 
 def _leaf_text(heads: HeadsLeaf) -> str:
-    return f"previous {heads.previous}, count {heads.count}, root {heads.root.hex()}"
+    return f"type {heads.layout}, previous {heads.previous}, count {heads.count}, root {heads.root.hex()}"
 
 
 class HeadsFolder:
@@ -130,7 +133,7 @@ class HeadsFolder:
             return None
         assert item.heads is not None
         leaf = item.heads
-        want = self.table.heads_leaf(self.previous)
+        want = _want(self.table, self.previous, leaf)
         self.previous = item.index
         self.last_heads = leaf
         if self.first is None:
@@ -151,6 +154,19 @@ class HeadsFolder:
                 f"HEADS leaf {item.index} says {_leaf_text(got)}; the table folded from the bundles of leaves "
                 f"0..{item.index - 1} gives {_leaf_text(want)}")
         return None
+
+
+def _layout(leaf: bytes) -> int:
+    """The layout a HEADS leaf claims by its type byte (the current one if it claims none)."""
+    return LEGACY_HEADS_LEAF_TYPE if leaf[:1] == bytes((LEGACY_HEADS_LEAF_TYPE,)) else HEADS_LEAF_TYPE
+
+
+def _want(table: HeadsTable, previous: int, leaf: bytes) -> HeadsLeaf:
+    """The HEADS leaf the fold gives, in the layout `leaf` claims: a log that ran release
+    0.2.0 holds type-2 leaves over the sorted layout (bundle/heads.py)."""
+    if _layout(leaf) == LEGACY_HEADS_LEAF_TYPE:
+        return HeadsLeaf(previous, table.count, legacy_sorted_root(table), LEGACY_HEADS_LEAF_TYPE)
+    return table.heads_leaf(previous)
 
 
 def fold_leaves(leaves: Sequence[bytes]) -> HeadsTable:
@@ -325,17 +341,17 @@ def verify_heads_evidence(evidence: Mapping[str, Any] | bytes | str, policy: Tru
         raise HeadsEvidenceError("evidence want: want {previous, count, root}")
     rows = _rows(evidence["rows"])
     try:
+        # The rows in the order their fleets first appeared: the heads tree's order.
         table = HeadsTable.from_rows(rows)
         want = HeadsLeaf(_uint(want_obj["previous"], "want.previous"), _uint(want_obj["count"], "want.count"),
-                         hex_hash(want_obj["root"], "evidence want.root", HeadsEvidenceError))
+                         hex_hash(want_obj["root"], "evidence want.root", HeadsEvidenceError),
+                         _layout(data))
     except HeadsError as exc:
         raise HeadsEvidenceError(f"evidence rows/want: {exc}") from None
-    if [r.key for r in rows] != [r.key for r in table.rows]:
-        raise HeadsEvidenceError("evidence rows: want them sorted by fleet id")
     late = [r.leaf_index for r in rows if r.leaf_index >= index]
     if late:
         raise HeadsEvidenceError(f"evidence rows: leaf index {late[0]} is not before the HEADS leaf {index}")
-    if table.heads_leaf(want.previous) != want:
+    if _want(table, want.previous, data) != want:
         raise HeadsEvidenceError(f"evidence want: the rows give count {table.count}, root {table.root().hex()}, "
                                  f"not the evidence's {want.count}, {want.root.hex()}")
     if leaves is not None:

@@ -1,6 +1,6 @@
 """The monitor's state file: where it is in the log, in O(log n + fleets) space.
 
-    {"version": 2,
+    {"version": 3,
      "origin": "<log origin>" | null,
      "checkpoint": "<latest verified signed checkpoint note>" | null,
      "verified": {"size": N, "frontier": ["<hex>", ...]},
@@ -11,9 +11,13 @@
 
 `heads` is the monitor's fold of the heads table (monitor/heads.py) over the verified
 entries: its rows, the index of the last HEADS leaf (`previous`, 0 if none) and of the
-first (`first`). A version 1 file (written before the fold existed) loads with `heads`
-null: its fold is unknown without reading the log again from 0, so that monitor does not
-check HEADS leaves (docs/client.md, "Fleet heads"); a fresh state directory does.
+first (`first`), the rows in the heads tree's order (the order their fleets first
+appeared). A version 1 file (written before the fold existed) loads with `heads` null:
+its fold is unknown without reading the log again from 0, so that monitor does not
+check HEADS leaves (docs/client.md, "Fleet heads"); a fresh state directory does. So
+does a version 2 file (release 0.2.0): its rows are sorted by fleet id, and the order
+they first appeared in, which the chained layout needs, is not in it; its `heads` is
+read for form and dropped.
 
 `verified` is the compact range (RFC 6962 right frontier) of the entries the monitor
 has verified itself: with it the monitor resumes at entry N without replaying, and
@@ -37,7 +41,7 @@ from ..merkle import CompactRange, MerkleError
 from .fleets import FleetHead
 from .heads import HeadsFolder
 
-STATE_VERSION = 2
+STATE_VERSION = 3
 STATE_FILE = "monitor-state.json"
 
 
@@ -100,10 +104,10 @@ class MonitorState:
         obj = strict_json(data, "not strict JSON", StateError)
         want = {"version", "origin", "checkpoint", "verified", "fleets"}
         version = obj.get("version") if isinstance(obj, dict) else None
-        if version == STATE_VERSION:
+        if version in (2, STATE_VERSION):
             want.add("heads")
-        if not isinstance(obj, dict) or set(obj) != want or version not in (1, STATE_VERSION):
-            raise StateError(f"want an object with version {STATE_VERSION} (or 1) and fields {sorted(want)}")
+        if not isinstance(obj, dict) or set(obj) != want or version not in (1, 2, STATE_VERSION):
+            raise StateError(f"want an object with version {STATE_VERSION} (or 1 or 2) and fields {sorted(want)}")
         state = cls(origin=obj["origin"], checkpoint=obj["checkpoint"])
         if state.origin is not None and not isinstance(state.origin, str):
             raise StateError("origin: want a string or null")
@@ -124,7 +128,10 @@ class MonitorState:
         if not isinstance(obj["fleets"], dict):
             raise StateError("fleets: want an object")
         state.fleets = {fid: _fleet(fid, v) for fid, v in obj["fleets"].items()}
-        # Version 1: no fold kept. Unknown, unless nothing was verified yet.
+        # Versions 1 and 2: no fold kept in the heads tree's order. Unknown, unless
+        # nothing was verified yet.
+        if version == 2 and obj["heads"] is not None:
+            _heads(obj["heads"])
         heads = obj.get("heads") if version == STATE_VERSION else None
         state.heads = _heads(heads) if heads is not None else (HeadsFolder() if state.verified.size == 0 else None)
         if state.heads is not None and state.verified.size and state.heads.previous >= state.verified.size:

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from typing import NoReturn
 
 from ..bundle import decode_leaf
-from ..bundle.heads import HeadsError, HeadsRow, HeadsTable, decode_heads_leaf, is_heads_leaf
+from ..bundle.heads import HeadsError, HeadsRow, HeadsTable, decode_heads_leaf, is_heads_leaf, legacy_sorted_root
 from ..bundle.payload import ACTIVE, RETIRED
 from ..formats.checkpoint import parse_checkpoint
 from ..formats.fleet_head import BundleProof, HeadsLeafProof, build_fleet_head_proof
@@ -150,12 +150,15 @@ class HeadsReader:
                 raise RuntimeError(f"storage has no leaf {size - 1} below its tree size {size}")
             if is_heads_leaf(leaf.leaf):
                 stored = decode_heads_leaf(leaf.leaf)
-                if (stored.count, stored.root) != (table.count, table.root()):
+                # A release 0.2.0 leaf commits to the sorted layout: checked as such, but
+                # no proof is made at it (the format's verifiers refuse its type).
+                want = legacy_sorted_root(table) if stored.legacy else table.root()
+                if (stored.count, stored.root) != (table.count, want):
                     self._inconsistent(
-                        f"the HEADS leaf stored at {size - 1} says count {stored.count}, root {stored.root.hex()}; "
-                        f"the heads table folded from the database has count {table.count}, root "
-                        f"{table.root().hex()}")
-                heads_leaf = leaf.leaf
+                        f"the HEADS leaf stored at {size - 1} (type {stored.layout}) says count {stored.count}, "
+                        f"root {stored.root.hex()}; the heads table folded from the database has count "
+                        f"{table.count}, root {want.hex()}")
+                heads_leaf = None if stored.legacy else leaf.leaf
         table.root()  # brings every stored subtree hash up to date: proofs then only read
         self._sizes[size] = HeadsAt(size, table, last_heads, heads_leaf)
         while len(self._sizes) > self.keep:
@@ -191,9 +194,10 @@ class HeadsReader:
     async def _heads_leaf_proof(self, heads: HeadsAt) -> HeadsLeafProof:
         if heads.heads_leaf is None:
             raise NoHeadsLeafError(
-                f"the checkpoint of size {heads.size} does not end with a HEADS leaf"
+                f"the checkpoint of size {heads.size} does not end with a HEADS leaf of this release"
                 + (" (the log is empty)" if heads.size == 0 else
-                   " (the log predates HEADS leaves: its next batch appends one)"))
+                   " (the log predates HEADS leaves, or ends with one of release 0.2.0's: its next batch "
+                   "appends one)"))
         index = heads.size - 1
         path = await self.tree.inclusion_proof(index, heads.size)
         return HeadsLeafProof(index, heads.heads_leaf, tuple(path))
@@ -211,8 +215,9 @@ class HeadsReader:
         for fleet_id, position in positions.items():
             check = not out
             if position is None:
-                neighbours = [table.proved_row(p) for p in table.neighbours(fleet_id)]
-                data = build_fleet_head_proof(fleet_id, cp.note, leaf_proof, neighbours=neighbours,
+                covering = table.covering(fleet_id)
+                data = build_fleet_head_proof(fleet_id, cp.note, leaf_proof, absent=True,
+                                              covering=None if covering is None else table.proved_row(covering),
                                               checkpoint=checkpoint, check=check)
             else:
                 row = table.proved_row(position)

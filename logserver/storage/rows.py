@@ -81,7 +81,8 @@ class HeadsSnapshot:
     """What the sequencer needs to rebuild the heads table (docs/fleet-heads.md): each
     fleet's head with its leaf hash, and the index of the newest HEADS leaf (0: none)."""
 
-    rows: list[tuple[str, int, int, bytes, bool]]  # (fleet_id, sequence, idx, leaf_hash, retired)
+    # (fleet_id, sequence, idx, leaf_hash, retired), in the order the fleets first appeared
+    rows: list[tuple[str, int, int, bytes, bool]]
     last_heads_index: int
 
 

@@ -53,8 +53,8 @@ _APPEND = (
     "  SELECT * FROM unnest($8::smallint[], $9::bigint[], $10::bytea[]) "
     "  ON CONFLICT (level, idx) DO UPDATE SET hashes = EXCLUDED.hashes), "
     "new_heads AS ("
-    "  INSERT INTO fleets (fleet_id, sequence, idx, retired) "
-    "  SELECT * FROM unnest($11::text[], $12::bigint[], $13::bigint[], $21::boolean[]) "
+    "  INSERT INTO fleets (fleet_id, sequence, idx, retired, first_idx) "
+    "  SELECT f, s, i, r, i FROM unnest($11::text[], $12::bigint[], $13::bigint[], $21::boolean[]) AS u(f, s, i, r) "
     "  ON CONFLICT (fleet_id) DO UPDATE SET sequence = EXCLUDED.sequence, idx = EXCLUDED.idx, "
     "                                       retired = EXCLUDED.retired), "
     "new_checkpoint AS ("
@@ -65,10 +65,11 @@ _APPEND = (
     "RETURNING checkpoint_id"
 )
 
-# The heads table's rows (each fleet's newest bundle) and the newest HEADS leaf.
+# The heads table's rows (each fleet's newest bundle) in the heads tree's order, the order their
+# fleets first appeared (migration 0008), and the newest HEADS leaf.
 _HEADS = (
     "SELECT ARRAY(SELECT ROW(f.fleet_id, f.sequence, f.idx, l.leaf_hash, f.retired) "
-    "             FROM fleets f JOIN leaves l ON l.idx = f.idx) AS rows, "
+    "             FROM fleets f JOIN leaves l ON l.idx = f.idx ORDER BY f.first_idx) AS rows, "
     "       (SELECT max(idx) FROM leaves WHERE kind = 2) AS last_heads"
 )
 

@@ -64,7 +64,7 @@ def _dropped_key_message(vkey: str, sig_type: int) -> str:
 _HEADS_SNAPSHOT = (
     "SELECT s.tree_size, "
     "       ARRAY(SELECT ROW(f.fleet_id, f.sequence, f.idx, l.leaf_hash, f.retired) "
-    "             FROM fleets f JOIN leaves l ON l.idx = f.idx) AS rows, "
+    "             FROM fleets f JOIN leaves l ON l.idx = f.idx ORDER BY f.first_idx) AS rows, "
     "       (SELECT max(idx) FROM leaves WHERE kind = 2) AS last_heads "
     "FROM log_state s"
 )
