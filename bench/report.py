@@ -186,8 +186,8 @@ def _heads_ab_markdown(subs: dict | None) -> list[str]:
         what = ("section 1's load, every bundle a new fleet" if load == "new fleets" else
                 "bundles of 2,000 known fleets, each a fleet's next sequence")
         lines += ["", f"Submissions with HEADS leaves on and off, {load}: {what} ({subs['algorithm']}, "
-                  f"{subs['connections']} clients, closed loop) on a fresh log each time, alternately without the "
-                  "HEADS leaf (bench/heads_off.py) and with it (in the order shown); the ratio is of the means: "
+                  f"{subs['connections']} clients, closed loop) on a fresh log each time, without the HEADS leaf "
+                  "(bench/heads_off.py) and with it in ABBA order (as shown); the ratio is of the means: "
                   f"{subs['on_rps']:.0f}/s with, {subs['off_rps']:.0f}/s without ({subs['ratio']}). The server's "
                   f"CPU per appended bundle: {(subs.get('server_cpu_ms_per_bundle') or {}).get('on')} ms with, "
                   f"{(subs.get('server_cpu_ms_per_bundle') or {}).get('off')} ms without (off / on: "
