@@ -131,8 +131,9 @@ class HeadsLeafError(VerificationFailure):
 
 
 class FleetHeadRootError(VerificationFailure):
-    """A row's (or a neighbour's) inclusion proof does not lead to the HEADS leaf's
-    heads-tree root at its position in a tree of `count` rows."""
+    """A row's (or the covering row's) entry, with its next fleet id, has an inclusion
+    proof that does not lead to the HEADS leaf's heads-tree root at its position in a
+    tree of `count` entries."""
 
     default_check = "heads_row"
 
@@ -146,8 +147,9 @@ class FleetHeadBundleError(VerificationFailure):
 
 
 class AbsenceProofError(VerificationFailure):
-    """The neighbours do not prove absence: not adjacent, not the first or last row,
-    rows for an empty table, or a fleet id that does not fall strictly between them."""
+    """The covering row does not prove absence: its link (fleet id to next fleet id)
+    does not pass over the fleet asked for, a lone row does not link to itself (or a
+    row of a larger table does), or no row is given for a table that has rows."""
 
     default_check = "fleet_absence"
 
