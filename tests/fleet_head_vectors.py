@@ -20,7 +20,7 @@ builds its logs and proofs with.
 from __future__ import annotations
 
 import base64
-import copy
+import dataclasses
 import hashlib
 import json
 import sys
@@ -356,7 +356,7 @@ def _release_0_2_0_absence(keys: VectorKeys, fleet_id: str) -> bytes:
 def build_vectors(keys: VectorKeys | None = None) -> list[Vector]:
     keys = keys or VectorKeys()
     main = _Main(keys)
-    log, note = main.log, main.note
+    log = main.log
     table = log.table
     assert [r.fleet_id for r in table] == ["fleet-e", "fleet-a", "fleet-r", "fleet-g", "fleet-c"]
     vectors: list[Vector] = []
@@ -563,8 +563,12 @@ def build_vectors(keys: VectorKeys | None = None) -> list[Vector]:
     add("covering-next-changed", main.mutated("fleet-b", lambda o: o["covering"].update(next_fleet_id="fleet-bb")),
         root_error, "the covering row's next_fleet_id fleet-c -> fleet-bb (the link would still pass over "
         "fleet-b): the entry proof fails")
-    add("covering-next-hides-fleet", main.mutated("fleet-b", lambda o: (
-        o.update(fleet_id="fleet-c"), o["covering"].update(next_fleet_id="fleet-e"))), root_error,
+
+    def hide_fleet_c(o: dict[str, Any]) -> None:
+        o["fleet_id"] = "fleet-c"
+        o["covering"]["next_fleet_id"] = "fleet-e"
+
+    add("covering-next-hides-fleet", main.mutated("fleet-b", hide_fleet_c), root_error,
         "absence of fleet-c (which has a row) from fleet-a's row with its next_fleet_id fleet-c -> fleet-e: the "
         "forged link would pass over fleet-c; only the entry proof stops it")
     add("covering-in-empty-table", fleet_head_proof(empty, "fleet-b", empty_note).replace(
@@ -591,16 +595,15 @@ def build_vectors(keys: VectorKeys | None = None) -> list[Vector]:
         lying = _Main(keys)
         row = lying.log.table.get("fleet-a")
         assert row is not None
-        fields = {"fleet_id": row.fleet_id, "sequence": row.sequence, "leaf_index": row.leaf_index,
-                  "leaf_hash": row.leaf_hash, "status": row.status, field_name: value}
+        changes: dict[str, Any] = {field_name: value}
+        lie = dataclasses.replace(row, **changes)
         # The lie replaces fleet-a's row in place (position 1); the entries' links are
         # the table's own, so the HEADS leaf commits to a well-formed chained table.
-        lying.log.table = HeadsTable.from_rows([HeadsRow(**fields) if r is row else r for r in lying.log.table])
+        lying.log.table = HeadsTable.from_rows([lie if r is row else r for r in lying.log.table])
         lying.log.pop()
         lying.log.previous = 7
         lying.log.add_heads()
-        fleet = str(fields["fleet_id"])
-        add(name, fleet_head_proof(lying.log, fleet, lying.log.checkpoint(keys)), bundle_error,
+        add(name, fleet_head_proof(lying.log, lie.fleet_id, lying.log.checkpoint(keys)), bundle_error,
             f"a log whose heads row says {what} (the proofs verify; the payload disagrees)")
     unpinned = make_authority("rogue-countersigner", "countersigner", "ed25519")
     rogue = MemoryLog()
@@ -762,7 +765,8 @@ def proof_sizes(size: int = 10_000_000, fleets: int = 10_000) -> list[str]:
     recent = size - 1000
     for what, heads_length, bundle_length in (
         ("worst case", 24, 24),
-        ("exact size, a recent bundle", inclusion_plan(size - 1, size).proof_size, inclusion_plan(recent, size).proof_size),
+        ("exact size, a recent bundle", inclusion_plan(size - 1, size).proof_size,
+         inclusion_plan(recent, size).proof_size),
     ):
         row = ProvedRow(fleets // 2, "fleet-04242", 17, recent, leaf_hash(leaf), "active", hashes(row_length),
                         "fleet-04243")

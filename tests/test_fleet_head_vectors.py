@@ -14,6 +14,8 @@ from typing import Any
 import pytest
 
 import fleet_head_vectors
+from logserver.bundle import HeadsRow, encode_leaf, parse_envelope
+from logserver.bundle.heads import LEGACY_HEADS_LEAF_TYPE, decode_heads_leaf
 from logserver.client import (
     ClientState,
     FleetAbsentError,
@@ -22,8 +24,6 @@ from logserver.client import (
     VerificationFailure,
     verify_fleet_head,
 )
-from logserver.bundle import HeadsRow, encode_leaf, parse_envelope
-from logserver.bundle.heads import LEGACY_HEADS_LEAF_TYPE, decode_heads_leaf
 from logserver.formats import parse_checkpoint, parse_note
 from logserver.formats.fleet_head import parse_fleet_head_proof
 from logserver.merkle import leaf_hash, verify_inclusion
