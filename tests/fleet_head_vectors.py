@@ -9,6 +9,10 @@ are randomised), fixed signing times and the canonical JSON of
 formats/fleet_head.py, so the files are byte-stable; tests/test_fleet_head_vectors.py
 regenerates them and compares. The format of the directory is in its README.md.
 
+The proofs are format version 2 over the chained layout (docs/fleet-heads.md, "The
+heads tree"): tree positions in the order fleets first appeared, each entry naming the
+next fleet id in byte order, an absent fleet proved by the one covering row.
+
 `MemoryLog` and `fleet_head_proof` are also what tests/test_fleet_heads_properties.py
 builds its logs and proofs with.
 """
@@ -16,7 +20,7 @@ builds its logs and proofs with.
 from __future__ import annotations
 
 import base64
-import copy
+import dataclasses
 import hashlib
 import json
 import sys
@@ -33,10 +37,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from bundle_factory import Authorities, make_authorities, make_authority, make_envelope, make_payload
 from logserver.bundle import Envelope, HeadsLeaf, HeadsRow, HeadsTable, bundle_row, decode_leaf, encode_leaf
 from logserver.bundle import is_heads_leaf
+from logserver.bundle.heads import LEGACY_HEADS_LEAF_TYPE, decode_heads_leaf, legacy_sorted_root
 from logserver.client import TrustPolicy
 from logserver.formats import Checkpoint, CosignatureSigner, Ed25519NoteSigner, parse_checkpoint, parse_note
 from logserver.formats.checkpoint import sign_checkpoint
-from logserver.formats.fleet_head import BundleProof, HeadsLeafProof, build_fleet_head_proof
+from logserver.formats.fleet_head import BundleProof, HeadsLeafProof, ProvedRow, build_fleet_head_proof
 from logserver.merkle import EMPTY_ROOT, CompactRange, inclusion_proof, leaf_hash, node_hash
 
 DEFAULT_DIRECTORY = Path(__file__).resolve().parent / "testdata" / "fleet-heads"
@@ -171,8 +176,11 @@ def fleet_head_proof(log: MemoryLog, fleet_id: str, note: str, *, table: HeadsTa
     heads = HeadsLeafProof(size - 1, log.leaves[size - 1], log.inclusion(size - 1, size))
     position = table.position(fleet_id)
     if position is None:
-        neighbours = [table.proved_row(p) for p in table.neighbours(fleet_id)]
-        return build_fleet_head_proof(fleet_id, note, heads, neighbours=neighbours)
+        # The absence proof's one row: the row whose chain link passes over fleet_id
+        # (docs/fleet-heads.md, "Absence"); none in an empty table.
+        covering = table.covering(fleet_id)
+        return build_fleet_head_proof(fleet_id, note, heads, absent=True,
+                                      covering=None if covering is None else table.proved_row(covering))
     row = table.proved_row(position)
     envelope = decode_leaf(log.leaves[row.leaf_index])
     bundle = BundleProof(envelope.to_dict(), log.inclusion(row.leaf_index, size))
@@ -231,23 +239,36 @@ class Vector:
         return (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode("ascii")
 
 
+MAIN_BATCHES: tuple[tuple[tuple[str, int, str | None], ...], ...] = (
+    (("fleet-e", 1, None), ("fleet-a", 1, None), ("fleet-r", 1, None)),
+    (("fleet-a", 2, None), ("fleet-g", 1, None), ("fleet-c", 1, None)),
+    (("fleet-c", 5, None), ("fleet-r", 2, "retired"), ("fleet-a", 3, None)),
+)
+"""The main log's three batches of (fleet, sequence, status). The fleets first appear
+in the order e, a, r, g, c, which is not their byte order (a, c, e, g, r): a verifier
+that placed rows by sorted rank, or a log that kept them sorted, fails the vectors."""
+
+
 class _Main:
     """The main log: five fleets over three batches, one retired.
 
-    batch 1: fleet-a 1, fleet-c 1, fleet-e 1            HEADS at 3  (previous 0)
-    batch 2: fleet-a 2, fleet-g 1, fleet-r 1            HEADS at 7  (previous 3)
+    batch 1: fleet-e 1, fleet-a 1, fleet-r 1            HEADS at 3  (previous 0)
+    batch 2: fleet-a 2, fleet-g 1, fleet-c 1            HEADS at 7  (previous 3)
     batch 3: fleet-c 5, fleet-r 2 (retired), fleet-a 3  HEADS at 11 (previous 7)
 
-    Table at 12: fleet-a 3 (leaf 10), fleet-c 5 (8), fleet-e 1 (2), fleet-g 1 (5),
-    fleet-r 2 retired (9).
+    Table at 12, by position (first appearance), with each entry's next fleet id:
+    0 fleet-e 1 (leaf 0) -> fleet-g, 1 fleet-a 3 (10) -> fleet-c, 2 fleet-r 2 retired
+    (9) -> fleet-a (the greatest id names the smallest), 3 fleet-g 1 (5) -> fleet-r,
+    4 fleet-c 5 (8) -> fleet-e. Batch 2 rewrote two links besides its new entries:
+    fleet-g's arrival changed fleet-e's (fleet-r -> fleet-g), fleet-c's fleet-a's
+    (fleet-e -> fleet-c).
     """
 
     def __init__(self, keys: VectorKeys) -> None:
         self.keys = keys
         self.log = MemoryLog()
-        self.log.batch([bundle("fleet-a", 1), bundle("fleet-c", 1), bundle("fleet-e", 1)])
-        self.log.batch([bundle("fleet-a", 2), bundle("fleet-g", 1), bundle("fleet-r", 1)])
-        self.log.batch([bundle("fleet-c", 5), bundle("fleet-r", 2, status="retired"), bundle("fleet-a", 3)])
+        for batch in MAIN_BATCHES:
+            self.log.batch([bundle(fleet, sequence, status=status) for fleet, sequence, status in batch])
         self.note = self.log.checkpoint(keys)
 
     def proof(self, fleet_id: str, note: str | None = None) -> bytes:
@@ -266,14 +287,78 @@ def _present(sequence: int, leaf_index: int, position: int) -> dict[str, Any]:
     return {"result": "present", "sequence": sequence, "leaf_index": leaf_index, "position": position}
 
 
+def _absent(position: int | None = None, fleet_id: str = "", next_fleet_id: str = "") -> dict[str, Any]:
+    """An absence's outcome: the covering row (None for an empty table), as
+    `VerifiedFleetAbsence.to_dict` writes it."""
+    if position is None:
+        return {"result": "absent", "covering": None}
+    return {"result": "absent",
+            "covering": {"position": position, "fleet_id": fleet_id, "next_fleet_id": next_fleet_id}}
+
+
 def _digest_of(log: MemoryLog, leaf_index: int) -> str:
     return hashlib.sha256(decode_leaf(log.leaves[leaf_index]).payload).hexdigest()
+
+
+def chained_tree(entries: Sequence[tuple[HeadsRow, str]]) -> tuple[bytes, list[ProvedRow]]:
+    """A heads tree over `entries` (row, next fleet id) in the order given, whatever they
+    link to: a lying log's. Its root and every entry as a proved row."""
+    tree = MemoryLog()  # only as an RFC 6962 tree over the entry bytes
+    for row, next_id in entries:
+        tree.append(row.entry(next_id))
+    proved = [ProvedRow(p, row.fleet_id, row.sequence, row.leaf_index, row.leaf_hash, row.status,
+                        tree.inclusion(p), next_id) for p, (row, next_id) in enumerate(entries)]
+    return tree.root(), proved
+
+
+def _lying_absence(keys: VectorKeys, fleets: Sequence[str], links: Sequence[str], asked: str,
+                   covering: int) -> bytes:
+    """A log of one bundle per fleet and a HEADS leaf over entries linking to `links`
+    (a lie the fold would catch: HeadsMismatchError), validly signed, and its proof that
+    `asked` is absent, covered by the entry at position `covering`."""
+    liar = MemoryLog()
+    liar.add_bundles([bundle(fleet, 1) for fleet in fleets])
+    root, proved = chained_tree(list(zip(liar.table, links, strict=True)))
+    index = liar.add_heads(HeadsLeaf(0, len(fleets), root))
+    note = liar.checkpoint(keys)
+    heads = HeadsLeafProof(index, liar.leaves[index], liar.inclusion(index))
+    return build_fleet_head_proof(asked, note, heads, absent=True, covering=proved[covering])
+
+
+def _release_0_2_0_absence(keys: VectorKeys, fleet_id: str) -> bytes:
+    """The proof of `fleet_id`'s absence as release 0.2.0 served it (format version 1):
+    the main log's bundles with type-2 HEADS leaves over the sorted layout (the rows'
+    own bytes, sorted by fleet id), and the two neighbours in sorted order."""
+    old = MemoryLog()
+    for batch in MAIN_BATCHES:
+        old.add_bundles([bundle(fleet, sequence, status=status) for fleet, sequence, status in batch])
+        old.add_heads(HeadsLeaf(old.previous, old.table.count, legacy_sorted_root(old.table), LEGACY_HEADS_LEAF_TYPE))
+    ranked = sorted(old.table, key=lambda r: r.key)
+    tree = MemoryLog()  # the sorted layout's tree: leaves are HeadsRow bytes
+    for row in ranked:
+        tree.append(row.encode())
+    assert tree.root() == legacy_sorted_root(old.table)
+    key = fleet_id.encode("ascii")
+    after = next(i for i, r in enumerate(ranked) if r.key > key)
+    neighbours = [{"position": p, "fleet_id": r.fleet_id, "sequence": r.sequence, "leaf_index": r.leaf_index,
+                   "leaf_hash": r.leaf_hash.hex(), "status": r.status,
+                   "proof": base64.b64encode(b"".join(tree.inclusion(p))).decode("ascii")}
+                  for p, r in ((p, ranked[p]) for p in (after - 1, after))]
+    index = old.size - 1
+    return canonical({
+        "version": 1, "fleet_id": fleet_id, "checkpoint": old.checkpoint(keys),
+        "heads_leaf": {"index": index, "leaf": base64.b64encode(old.leaves[index]).decode("ascii"),
+                       "inclusion_proof": base64.b64encode(b"".join(old.inclusion(index))).decode("ascii")},
+        "neighbours": neighbours,
+    })
 
 
 def build_vectors(keys: VectorKeys | None = None) -> list[Vector]:
     keys = keys or VectorKeys()
     main = _Main(keys)
-    log, note = main.log, main.note
+    log = main.log
+    table = log.table
+    assert [r.fleet_id for r in table] == ["fleet-e", "fleet-a", "fleet-r", "fleet-g", "fleet-c"]
     vectors: list[Vector] = []
 
     def add(*args: Any, **kwargs: Any) -> None:
@@ -281,42 +366,50 @@ def build_vectors(keys: VectorKeys | None = None) -> list[Vector]:
 
     # --- valid ---------------------------------------------------------------------------
     add("present", main.proof("fleet-a"), "valid",
-        "fleet-a's newest of three bundles (sequence 3, leaf 10), row 0 of 5; witnessed",
-        outcome=_present(3, 10, 0))
+        "fleet-a's newest of three bundles (sequence 3, leaf 10), row 1 of 5 (the second fleet to appear, "
+        "the first in byte order), linking to fleet-c; witnessed",
+        outcome=_present(3, 10, 1))
     add("present-log-only", main.proof("fleet-c"), "valid",
-        "fleet-c's head under a policy without witnesses: freshness rests on the log's own signed time",
-        policy="log-only", outcome={**_present(5, 8, 1), "freshness": "log"})
-    add("present-middle-row", main.proof("fleet-e"), "valid", "fleet-e, row 2 of 5, its only bundle",
-        outcome=_present(1, 2, 2))
+        "fleet-c's head (row 4, the last to appear) under a policy without witnesses: freshness rests on the "
+        "log's own signed time",
+        policy="log-only", outcome={**_present(5, 8, 4), "freshness": "log"})
+    add("present-first-row", main.proof("fleet-e"), "valid",
+        "fleet-e, row 0 of 5 (the first fleet to appear, the third in byte order), its only bundle at leaf 0",
+        outcome=_present(1, 0, 0))
     add("absent-between", main.proof("fleet-b"), "valid",
-        "fleet-b has no bundle: rows 0 (fleet-a) and 1 (fleet-c) are adjacent and fleet-b falls between",
-        outcome={"result": "absent", "positions": [0, 1]})
-    add("absent-before-first", main.proof("aaa"), "valid", "'aaa' sorts before the first row (fleet-a)",
-        outcome={"result": "absent", "positions": [0]})
-    add("absent-after-last", main.proof("zeta"), "valid", "'zeta' sorts after the last row (fleet-r, row 4)",
-        outcome={"result": "absent", "positions": [4]})
+        "fleet-b has no bundle: the covering row is fleet-a's (row 1), whose link fleet-a -> fleet-c passes "
+        "over it", outcome=_absent(1, "fleet-a", "fleet-c"))
+    add("absent-covering-last-row", main.proof("fleet-d"), "valid",
+        "fleet-d has no bundle: the covering row is the tree's last, fleet-c's (row 4), link fleet-c -> fleet-e",
+        outcome=_absent(4, "fleet-c", "fleet-e"))
+    add("absent-before-first", main.proof("aaa"), "valid",
+        "'aaa' sorts before every fleet: the covering row is the greatest, fleet-r (row 2), whose wrapping link "
+        "fleet-r -> fleet-a passes below fleet-a", outcome=_absent(2, "fleet-r", "fleet-a"))
+    add("absent-after-last", main.proof("zeta"), "valid",
+        "'zeta' sorts after every fleet: the covering row is fleet-r (row 2, retired), whose wrapping link "
+        "fleet-r -> fleet-a passes above fleet-r", outcome=_absent(2, "fleet-r", "fleet-a"))
     add("retired", main.proof("fleet-r"), "valid",
         "fleet-r's newest bundle (sequence 2, leaf 9) says status retired: FleetRetiredError carries it",
-        outcome={"result": "retired", "sequence": 2, "leaf_index": 9, "position": 4})
+        outcome={"result": "retired", "sequence": 2, "leaf_index": 9, "position": 2})
 
     empty = MemoryLog()
     empty.add_heads(HeadsLeaf(0, 0, EMPTY_ROOT))
-    add("absent-empty-table", fleet_head_proof(empty, "fleet-a", empty.checkpoint(keys)), "valid",
-        "a one-leaf log whose leaf is the HEADS leaf of an empty table: no neighbours",
-        outcome={"result": "absent", "positions": []})
+    empty_note = empty.checkpoint(keys)
+    add("absent-empty-table", fleet_head_proof(empty, "fleet-a", empty_note), "valid",
+        "a one-leaf log whose leaf is the HEADS leaf of an empty table: covering null", outcome=_absent())
 
     single = MemoryLog()
     single.batch([bundle("fleet-m", 0)])
     single_note = single.checkpoint(keys)
     add("absent-single-row-before", fleet_head_proof(single, "fleet-b", single_note), "valid",
-        "one row (fleet-m), both first and last: fleet-b sorts before it", outcome={"result": "absent",
-                                                                                  "positions": [0]})
+        "one row (fleet-m), linking to itself: its link covers every other id; fleet-b sorts before it",
+        outcome=_absent(0, "fleet-m", "fleet-m"))
     add("absent-single-row-after", fleet_head_proof(single, "fleet-z", single_note), "valid",
-        "one row (fleet-m), both first and last: fleet-z sorts after it", outcome={"result": "absent",
-                                                                                 "positions": [0]})
+        "one row (fleet-m), linking to itself: its link covers every other id; fleet-z sorts after it",
+        outcome=_absent(0, "fleet-m", "fleet-m"))
     add("present-older-head-seen", main.proof("fleet-a"), "valid",
         "the client saw fleet-a's sequence 2 before: sequence 3 is newer",
-        outcome=_present(3, 10, 0),
+        outcome=_present(3, 10, 1),
         state={"fleet-a": {"sequence": 2, "payload_digest": _digest_of(log, 4), "status": "active",
                            "origin": ORIGIN, "index": 4}})
 
@@ -328,18 +421,29 @@ def build_vectors(keys: VectorKeys | None = None) -> list[Vector]:
         add(name, proof, malformed, description, **kwargs)
 
     bad("format-trailing-data", present + b"{}", "a second JSON value after the proof")
-    bad("format-duplicate-key", present.replace(b'"version":1', b'"version":1,"version":1'),
+    assert present.count(b'"version":2') == 1
+    bad("format-duplicate-key", present.replace(b'"version":2', b'"version":2,"version":2'),
         "the key 'version' twice")
     bad("format-unknown-field", main.mutated("fleet-a", lambda o: o.update(extra=1)), "an unknown top-level field")
     bad("format-missing-field", main.mutated("fleet-a", lambda o: o["row"].pop("status")), "row without status")
-    bad("format-row-and-neighbours", main.mutated("fleet-a", lambda o: o.update(neighbours=[])),
-        "both row/bundle (present) and neighbours (absent)")
-    bad("format-version-2", main.mutated("fleet-a", lambda o: o.update(version=2)), "version 2")
+    bad("format-missing-next-fleet-id", main.mutated("fleet-a", lambda o: o["row"].pop("next_fleet_id")),
+        "row without next_fleet_id (a version 1 row)")
+    bad("format-bad-next-fleet-id", main.mutated("fleet-b", lambda o: o["covering"].update(next_fleet_id="fleet/c")),
+        "covering.next_fleet_id with a '/'")
+    bad("format-row-and-covering", main.mutated("fleet-a", lambda o: o.update(covering=None)),
+        "both row/bundle (present) and covering (absent)")
+    bad("format-absent-without-covering", main.mutated("fleet-b", lambda o: o.pop("covering")),
+        "an absence without the covering field (an empty table says covering null)")
+    bad("format-covering-array", main.mutated("fleet-b", lambda o: o.update(
+        covering=[o["covering"], _row_json(table, 4)])), "covering as an array of two rows")
+    bad("format-version-1", _release_0_2_0_absence(keys, "fleet-b"),
+        "fleet-b's absence as release 0.2.0 served it: version 1, the sorted layout's neighbours fleet-a and "
+        "fleet-c, a type-2 HEADS leaf, validly signed: refused by its version number")
+    bad("format-version-3", main.mutated("fleet-a", lambda o: o.update(version=3)), "version 3")
     bad("format-base64-pad-bits", main.mutated("fleet-a", lambda o: o["heads_leaf"].update(
         leaf=_set_pad_bits(o["heads_leaf"]["leaf"]))), "heads_leaf.leaf: base64 with non-zero pad bits")
     bad("format-base64-urlsafe", main.mutated("fleet-a", lambda o: o["row"].update(
-        proof=o["row"]["proof"].replace("+", "-").replace("/", "_"))),
-        "row.proof in the URL-safe alphabet")
+        proof=_urlsafe(o["row"]["proof"]))), "row.proof in the URL-safe alphabet")
     bad("format-leaf-hash-short", main.mutated("fleet-a", lambda o: o["row"].update(
         leaf_hash=o["row"]["leaf_hash"][:62])), "row.leaf_hash of 31 bytes")
     bad("format-leaf-hash-uppercase", main.mutated("fleet-a", lambda o: o["row"].update(
@@ -351,13 +455,11 @@ def build_vectors(keys: VectorKeys | None = None) -> list[Vector]:
         "row.sequence = 2^63")
     bad("format-integer-negative", main.mutated("fleet-a", lambda o: o["heads_leaf"].update(index=-1)),
         "heads_leaf.index = -1")
-    bad("format-integer-fraction", main.mutated("fleet-a", lambda o: o["row"].update(position=0.0)),
-        "row.position written 0.0")
+    bad("format-integer-fraction", main.mutated("fleet-a", lambda o: o["row"].update(position=1.0)),
+        "row.position written 1.0")
     bad("format-heads-leaf-48-bytes", main.mutated("fleet-a", lambda o: o["heads_leaf"].update(
         leaf=base64.b64encode(base64.b64decode(o["heads_leaf"]["leaf"])[:48]).decode())),
         "heads_leaf.leaf of 48 bytes")
-    bad("format-three-neighbours", main.mutated("fleet-b", lambda o: o["neighbours"].append(o["neighbours"][0])),
-        "three neighbours")
     bad("format-bad-fleet-id", main.mutated("fleet-b", lambda o: o.update(fleet_id="fleet/b")),
         "fleet_id with a '/'")
     bad("format-not-an-object", b"[" + present + b"]", "a JSON array")
@@ -408,7 +510,15 @@ def build_vectors(keys: VectorKeys | None = None) -> list[Vector]:
     add("heads-leaf-count-changed", main.mutated("fleet-a", lambda o: o["heads_leaf"].update(
         leaf=flip_b64(o["heads_leaf"]["leaf"], 16))), heads_error, "the HEADS leaf's count 5 -> 4")
     add("heads-leaf-type-1", main.mutated("fleet-a", lambda o: o["heads_leaf"].update(
-        leaf=flip_b64(o["heads_leaf"]["leaf"], 0, 1))), heads_error, "the HEADS leaf's type byte 2 -> 0")
+        leaf=flip_b64(o["heads_leaf"]["leaf"], 0, 1))), heads_error,
+        "the HEADS leaf's type byte 3 -> 1 (a bundle leaf's version byte)")
+    legacy = _Main(keys)
+    last = decode_heads_leaf(legacy.log.pop())
+    legacy.log.add_heads(HeadsLeaf(last.previous, last.count, last.root, LEGACY_HEADS_LEAF_TYPE))
+    legacy.note = legacy.log.checkpoint(keys)
+    add("heads-leaf-type-2", legacy.proof("fleet-a"), heads_error,
+        "a log whose last HEADS leaf has type 2 (release 0.2.0's sorted layout) but the chained table's count "
+        "and root, under a validly signed checkpoint: everything but the type would verify")
     add("heads-leaf-proof-flipped", main.mutated("fleet-a", lambda o: o["heads_leaf"].update(
         inclusion_proof=flip_b64(o["heads_leaf"]["inclusion_proof"], 40))), heads_error,
         "a bit of the HEADS leaf's inclusion proof flipped")
@@ -424,7 +534,7 @@ def build_vectors(keys: VectorKeys | None = None) -> list[Vector]:
                                                        table=HeadsTable()), heads_error,
         "a log whose HEADS leaf says 0 rows with a root other than SHA-256()")
 
-    # --- the row: FleetHeadRootError -------------------------------------------------------------------
+    # --- the row's or covering row's entry: FleetHeadRootError ---------------------------------------
     root_error = "FleetHeadRootError"
     add("row-proof-flipped", main.mutated("fleet-a", lambda o: o["row"].update(proof=flip_b64(o["row"]["proof"], 5))),
         root_error, "a bit of the row's inclusion proof flipped")
@@ -439,15 +549,32 @@ def build_vectors(keys: VectorKeys | None = None) -> list[Vector]:
         leaf_hash=_flip_hex(o["row"]["leaf_hash"]))), root_error, "a bit of row.leaf_hash flipped")
     add("row-status-changed", main.mutated("fleet-a", lambda o: o["row"].update(status="retired")), root_error,
         "row.status active -> retired")
-    add("row-position-changed", main.mutated("fleet-a", lambda o: o["row"].update(position=1)), root_error,
-        "row.position 0 -> 1")
+    add("row-position-changed", main.mutated("fleet-a", lambda o: o["row"].update(position=0)), root_error,
+        "row.position 1 -> 0: fleet-a's rank in byte order, not its place in the tree (first appearance)")
     add("row-position-beyond", main.mutated("fleet-a", lambda o: o["row"].update(position=5)), root_error,
         "row.position 5 in a table of 5 rows")
-    add("neighbour-proof-flipped", main.mutated("fleet-b", lambda o: o["neighbours"][1].update(
-        proof=flip_b64(o["neighbours"][1]["proof"], 0))), root_error,
-        "a bit of the second neighbour's inclusion proof flipped")
-    add("neighbour-sequence-changed", main.mutated("fleet-b", lambda o: o["neighbours"][0].update(sequence=2)),
-        root_error, "the first neighbour's sequence 3 -> 2")
+    add("row-next-changed", main.mutated("fleet-a", lambda o: o["row"].update(next_fleet_id="fleet-e")),
+        root_error, "row.next_fleet_id fleet-c -> fleet-e: the entry hashed is not the one the tree holds")
+    add("covering-proof-flipped", main.mutated("fleet-b", lambda o: o["covering"].update(
+        proof=flip_b64(o["covering"]["proof"], 0))), root_error,
+        "a bit of the covering row's inclusion proof flipped")
+    add("covering-sequence-changed", main.mutated("fleet-b", lambda o: o["covering"].update(sequence=2)),
+        root_error, "the covering row's sequence 3 -> 2")
+    add("covering-next-changed", main.mutated("fleet-b", lambda o: o["covering"].update(next_fleet_id="fleet-bb")),
+        root_error, "the covering row's next_fleet_id fleet-c -> fleet-bb (the link would still pass over "
+        "fleet-b): the entry proof fails")
+
+    def hide_fleet_c(o: dict[str, Any]) -> None:
+        o["fleet_id"] = "fleet-c"
+        o["covering"]["next_fleet_id"] = "fleet-e"
+
+    add("covering-next-hides-fleet", main.mutated("fleet-b", hide_fleet_c), root_error,
+        "absence of fleet-c (which has a row) from fleet-a's row with its next_fleet_id fleet-c -> fleet-e: the "
+        "forged link would pass over fleet-c; only the entry proof stops it")
+    add("covering-in-empty-table", fleet_head_proof(empty, "fleet-b", empty_note).replace(
+        b'"covering":null', b'"covering":' + canonical(_row_json(table, 1)), 1), root_error,
+        "the empty table's HEADS leaf (0 rows) with a covering row (fleet-a's, from the main log): no entry is "
+        "in a tree of 0 entries")
 
     # --- the bundle: FleetHeadBundleError, SignatureError ----------------------------------------------
     bundle_error = "FleetHeadBundleError"
@@ -468,15 +595,15 @@ def build_vectors(keys: VectorKeys | None = None) -> list[Vector]:
         lying = _Main(keys)
         row = lying.log.table.get("fleet-a")
         assert row is not None
-        rows = [r for r in lying.log.table if r.fleet_id != "fleet-a"]
-        fields = {"fleet_id": row.fleet_id, "sequence": row.sequence, "leaf_index": row.leaf_index,
-                  "leaf_hash": row.leaf_hash, "status": row.status, field_name: value}
-        lying.log.table = HeadsTable.from_rows([*rows, HeadsRow(**fields)])
+        changes: dict[str, Any] = {field_name: value}
+        lie = dataclasses.replace(row, **changes)
+        # The lie replaces fleet-a's row in place (position 1); the entries' links are
+        # the table's own, so the HEADS leaf commits to a well-formed chained table.
+        lying.log.table = HeadsTable.from_rows([lie if r is row else r for r in lying.log.table])
         lying.log.pop()
         lying.log.previous = 7
         lying.log.add_heads()
-        fleet = str(fields["fleet_id"])
-        add(name, fleet_head_proof(lying.log, fleet, lying.log.checkpoint(keys)), bundle_error,
+        add(name, fleet_head_proof(lying.log, lie.fleet_id, lying.log.checkpoint(keys)), bundle_error,
             f"a log whose heads row says {what} (the proofs verify; the payload disagrees)")
     unpinned = make_authority("rogue-countersigner", "countersigner", "ed25519")
     rogue = MemoryLog()
@@ -485,29 +612,34 @@ def build_vectors(keys: VectorKeys | None = None) -> list[Vector]:
         "SignatureError", "a log that logged a bundle countersigned by a key the policy does not pin")
 
     # --- absence: AbsenceProofError --------------------------------------------------------------------
+    # Each covering row here is a real entry of the table its HEADS leaf commits to (its
+    # proof verifies): only the link check (docs/fleet-heads.md, "Absence") fails.
     absence_error = "AbsenceProofError"
-    table = log.table
 
-    def neighbours_of(*positions: int) -> Callable[[dict[str, Any]], None]:
-        return lambda o: o.update(neighbours=[_row_json(table, p) for p in positions])
+    def covering_row(position: int) -> Callable[[dict[str, Any]], None]:
+        return lambda o: o.update(covering=_row_json(table, position))
 
-    add("absent-neighbours-swapped", main.mutated("fleet-b", neighbours_of(1, 0)), absence_error,
-        "the two neighbours in the wrong order (positions 1, 0)")
-    add("absent-neighbours-not-adjacent", main.mutated("fleet-b", neighbours_of(0, 2)), absence_error,
-        "neighbours at positions 0 and 2 (fleet-a, fleet-e): fleet-c lies between them")
-    add("absent-not-between", main.mutated("fleet-b", neighbours_of(1, 2)), absence_error,
-        "adjacent neighbours fleet-c and fleet-e, but fleet-b sorts before both")
-    add("absent-claim-for-present-fleet", main.mutated("fleet-b", lambda o: (neighbours_of(0, 1)(o),
-                                                                            o.update(fleet_id="fleet-c"))),
-        absence_error, "absence of fleet-c from neighbours fleet-a and fleet-c: not strictly between")
-    add("absent-first-alone-but-after", main.mutated("fleet-b", neighbours_of(0)), absence_error,
-        "the first row alone (fleet-a), but fleet-b sorts after it")
-    add("absent-last-alone-not-last", main.mutated("zeta", neighbours_of(3)), absence_error,
-        "row 3 (fleet-g) alone as the last, of 5 rows")
-    add("absent-no-neighbours", main.mutated("fleet-b", neighbours_of()), absence_error,
-        "no neighbours, in a table of 5 rows")
-    add("absent-before-but-not-first", main.mutated("aaa", neighbours_of(1)), absence_error,
-        "row 1 (fleet-c) alone as the first")
+    add("absent-link-not-over", main.mutated("fleet-b", covering_row(4)), absence_error,
+        "fleet-b's absence from fleet-c's row (row 4, link fleet-c -> fleet-e): fleet-b sorts below the link")
+    add("absent-wrap-not-over", main.mutated("fleet-b", covering_row(2)), absence_error,
+        "fleet-b's absence from the wrapping link fleet-r -> fleet-a (row 2): fleet-b lies inside the table's "
+        "range, not beyond either end")
+    add("absent-before-first-not-wrapping", main.mutated("aaa", covering_row(3)), absence_error,
+        "'aaa' (before every fleet) from fleet-g's row (row 3, link fleet-g -> fleet-r), not the wrapping one")
+    add("absent-claim-for-present-fleet", main.mutated("fleet-b", lambda o: o.update(fleet_id="fleet-c")),
+        absence_error, "absence of fleet-c from fleet-a's row, link fleet-a -> fleet-c: a link passes strictly "
+        "between its ends, and fleet-c is its end")
+    add("absent-covering-is-the-fleet", main.mutated("zeta", lambda o: o.update(fleet_id="fleet-r")),
+        absence_error, "absence of fleet-r from its own row (row 2, link fleet-r -> fleet-a): a link's start is "
+        "not passed over")
+    add("absent-covering-null", main.mutated("fleet-b", lambda o: o.update(covering=None)), absence_error,
+        "covering null (an empty table's claim) in a table of 5 rows")
+    add("absent-lone-row-claim", _lying_absence(keys, ["fleet-a", "fleet-m"], ["fleet-m", "fleet-m"], "fleet-a", 1),
+        absence_error, "a log of 2 rows whose HEADS leaf commits to fleet-m's entry linking to itself (the "
+        "entry proof verifies): a lone row's link, which would pass over fleet-a, in a table of 2")
+    add("absent-lone-row-links-elsewhere", _lying_absence(keys, ["fleet-m"], ["fleet-z"], "fleet-n", 0),
+        absence_error, "a log of 1 row whose entry links fleet-m -> fleet-z (the entry proof verifies): a lone "
+        "row must link to itself")
 
     # --- the client's state: FleetHeadRollbackError ------------------------------------------------------
     rollback = "FleetHeadRollbackError"
@@ -527,6 +659,12 @@ def build_vectors(keys: VectorKeys | None = None) -> list[Vector]:
 
 def _row_json(table: HeadsTable, position: int) -> dict[str, Any]:
     return table.proved_row(position).to_dict()
+
+
+def _urlsafe(text: str) -> str:
+    out = text.replace("+", "-").replace("/", "_")
+    assert out != text, "the proof has no '+' or '/': pick another"
+    return out
 
 
 def _set_pad_bits(text: str) -> str:
@@ -575,14 +713,28 @@ def files(keys: VectorKeys | None = None) -> dict[str, bytes]:
     return out
 
 
-def write(directory: Path) -> list[Path]:
+GENERATED_SUBDIRECTORIES = ("trust", "vectors")
+"""Everything in these is generated: `write` removes what it no longer generates (a
+renamed or dropped vector)."""
+
+
+def write(directory: Path) -> tuple[list[Path], list[Path]]:
+    """Write every generated file under `directory`; returns the paths written and the
+    stale ones removed."""
+    generated = files()
     written = []
-    for relative, data in sorted(files().items()):
+    for relative, data in sorted(generated.items()):
         path = directory / relative
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
         written.append(path)
-    return written
+    removed = []
+    for sub in GENERATED_SUBDIRECTORIES:
+        for path in sorted((directory / sub).rglob("*")):
+            if path.is_file() and path.relative_to(directory).as_posix() not in generated:
+                path.unlink()
+                removed.append(path)
+    return written, removed
 
 
 def proof_sizes(size: int = 10_000_000, fleets: int = 10_000) -> list[str]:
@@ -592,7 +744,6 @@ def proof_sizes(size: int = 10_000_000, fleets: int = 10_000) -> list[str]:
     the log; the envelope is real (Ed25519 signer, P-256 countersigner, two fleet keys)
     and so is the checkpoint (the log's two lines and one witness cosignature)."""
     from bundle_factory import make_envelope as real_envelope  # the default authorities: P-256 countersigner
-    from logserver.formats.fleet_head import ProvedRow
     from logserver.merkle import inclusion_plan
 
     keys = VectorKeys()
@@ -605,7 +756,8 @@ def proof_sizes(size: int = 10_000_000, fleets: int = 10_000) -> list[str]:
     envelope_json = len(canonical(envelope.to_dict()))
     leaf = encode_leaf(envelope)
     row_length = inclusion_plan(fleets // 2, fleets).proof_size
-    row_bytes = len(HeadsRow("fleet-04242", 17, 0, leaf_hash(leaf)).encode())
+    # The heads tree's leaf is the entry: the row's bytes and the next fleet id.
+    entry_bytes = len(HeadsRow("fleet-04242", 17, 0, leaf_hash(leaf)).entry("fleet-04243"))
     note = keys.sign(size, stand_in[0])
     lines = [f"{size:,} leaves, {fleets:,} rows; row proof {row_length} hashes; envelope JSON {envelope_json} "
              f"bytes (leaf {len(leaf)}); checkpoint note {len(note)} bytes "
@@ -613,21 +765,26 @@ def proof_sizes(size: int = 10_000_000, fleets: int = 10_000) -> list[str]:
     recent = size - 1000
     for what, heads_length, bundle_length in (
         ("worst case", 24, 24),
-        ("exact size, a recent bundle", inclusion_plan(size - 1, size).proof_size, inclusion_plan(recent, size).proof_size),
+        ("exact size, a recent bundle", inclusion_plan(size - 1, size).proof_size,
+         inclusion_plan(recent, size).proof_size),
     ):
-        row = ProvedRow(fleets // 2, "fleet-04242", 17, recent, leaf_hash(leaf), "active", hashes(row_length))
+        row = ProvedRow(fleets // 2, "fleet-04242", 17, recent, leaf_hash(leaf), "active", hashes(row_length),
+                        "fleet-04243")
         heads = HeadsLeafProof(size - 1, HeadsLeaf(size - 2000, fleets, stand_in[1]).encode(), hashes(heads_length))
         data = build_fleet_head_proof("fleet-04242", note, heads, row=row,
                                       bundle=BundleProof(envelope.to_dict(), hashes(bundle_length)))
         total = heads_length + bundle_length + row_length
         lines.append(f"present, {what}: {heads_length} + {bundle_length} + {row_length} = {total} hashes, "
-                     f"{total * 32} bytes; binary with the HEADS leaf and the row {total * 32 + 49 + row_bytes}; "
+                     f"{total * 32} bytes; binary with the HEADS leaf and the entry {total * 32 + 49 + entry_bytes}; "
                      f"JSON {len(data)} bytes ({len(data) - envelope_json} without the envelope)")
-    neighbour = ProvedRow(fleets // 2, "fleet-04242", 17, recent, leaf_hash(leaf), "active", hashes(row_length))
-    other = ProvedRow(fleets // 2 + 1, "fleet-04243", 3, 5, stand_in[2], "active", hashes(row_length))
+    # An absence: one covering row, whose link fleet-04242 -> fleet-04243 passes over
+    # fleet-042425, and no envelope.
+    covering = ProvedRow(fleets // 2, "fleet-04242", 17, recent, leaf_hash(leaf), "active", hashes(row_length),
+                         "fleet-04243")
     heads = HeadsLeafProof(size - 1, HeadsLeaf(size - 2000, fleets, stand_in[1]).encode(), hashes(24))
-    absent = build_fleet_head_proof("fleet-042425", note, heads, neighbours=[neighbour, other])
-    lines.append(f"absent, worst case: 24 + 2 x {row_length} hashes; JSON {len(absent)} bytes")
+    absent = build_fleet_head_proof("fleet-042425", note, heads, absent=True, covering=covering)
+    lines.append(f"absent, worst case: 24 + {row_length} = {24 + row_length} hashes; binary with the HEADS leaf "
+                 f"and the entry {(24 + row_length) * 32 + 49 + entry_bytes}; JSON {len(absent)} bytes")
     return lines
 
 
@@ -636,4 +793,5 @@ if __name__ == "__main__":
         print("\n".join(proof_sizes()))
     else:
         target = Path(sys.argv[1]) if len(sys.argv) > 1 else DEFAULT_DIRECTORY
-        print(f"wrote {len(write(target))} files under {target}")
+        written, removed = write(target)
+        print(f"wrote {len(written)} files under {target}" + (f", removed {len(removed)} stale" if removed else ""))
