@@ -124,7 +124,8 @@ def _content(row: LeafRow) -> dict:
     """What a leaf holds: a bundle's envelope, or a HEADS leaf's fields (docs/fleet-heads.md)."""
     if row.kind == HEADS_LEAF:
         heads = decode_heads_leaf(row.leaf)
-        return {"heads": {"previous": heads.previous, "count": heads.count, "root": heads.root.hex()}}
+        return {"heads": {"type": heads.layout, "previous": heads.previous, "count": heads.count,
+                          "root": heads.root.hex()}}
     return {"envelope": decode_leaf(row.leaf).to_dict()}
 
 

@@ -292,8 +292,8 @@ def verify_heads_evidence(evidence: Mapping[str, Any] | bytes | str, policy: Tru
 
     Checked from the evidence alone: the checkpoint is signed by a key `policy` lists
     for its origin; each leaf is proved at its index in the checkpoint's tree. Mismatch:
-    the rows (sorted, one per fleet, each naming a leaf before the HEADS leaf) give the
-    HEADS leaf `want`, and the logged HEADS leaf is not `want`. Missing: the earlier
+    the rows (in first-appearance order, one per fleet, each naming a leaf before the
+    HEADS leaf) give the HEADS leaf `want`, and the logged HEADS leaf is not `want`. Missing: the earlier
     leaf is a HEADS leaf, the last one (index N - 1) is not. With `leaves` (the log's
     leaves from 0 to at least the HEADS leaf, e.g. fetched from its entry bundles and
     checked against the checkpoint), a mismatch's rows are refolded from them too: then

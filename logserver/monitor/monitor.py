@@ -157,8 +157,9 @@ class Monitor:
         self.heads_checked = 0
         self.metrics.heads_check.set(self.state.heads is not None)
         if self.state.heads is None:
-            log.warning("%s was written before the monitor folded the heads table: HEADS leaves are not "
-                        "checked (start with a fresh state directory to check them)", self.state_path)
+            log.warning("%s holds no fold of the heads table in the chained layout (a state file of "
+                        "release 0.1.0 or 0.2.0): HEADS leaves are not checked (start with a fresh state "
+                        "directory to check them)", self.state_path)
         else:
             self.metrics.heads_fleets.set(self.state.heads.table.count)
 
