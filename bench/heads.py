@@ -217,7 +217,8 @@ def _proof_row(keys: _Keys, policy: TrustPolicy, leaves: list[bytes], size: int,
         obj = json.loads(proof)
         hashes = sum(len(base64.b64decode(p)) // HASH for p in (
             obj["heads_leaf"]["inclusion_proof"], obj["row"]["proof"], obj["bundle"]["inclusion_proof"]))
-        row_bytes = 1 + len(obj["row"]["fleet_id"]) + 8 + 8 + HASH + 1
+        # The HeadsEntry: the row, then its next fleet id (docs/fleet-heads.md, "The heads tree").
+        row_bytes = 1 + len(obj["row"]["fleet_id"]) + 8 + 8 + HASH + 1 + 1 + len(obj["row"]["next_fleet_id"])
         sizes.append({"hashes": hashes, "binary": hashes * HASH + len(heads) + row_bytes, "json": len(proof),
                       "json_without_witness": len(proof) - witness_line,
                       "envelope_json": len(json.dumps(obj["bundle"]["envelope"], separators=(",", ":")))})
