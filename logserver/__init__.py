@@ -1,3 +1,3 @@
 """logserver: an append-only transparency log for dual-signed fleet validation bundles."""
 
-__version__ = "0.2.0"
+__version__ = "0.3.0.dev0"

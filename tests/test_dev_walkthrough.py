@@ -150,11 +150,20 @@ async def test_readme_walkthrough(dev_server, tmp_path):
         async with session.get(url + "/v1/fleets/demo-fleet/head") as resp:
             assert resp.status == 200, await resp.text()
             pq_index = json.loads((cwd / "receipt-pq.json").read_text())["index"]
-            assert json.loads(await resp.read())["row"]["leaf_index"] == pq_index
+            proof = json.loads(await resp.read())
+            assert proof["row"]["leaf_index"] == pq_index
+            # Proof format 2, the chained layout: the lone row links to itself.
+            assert proof["version"] == 2 and proof["row"]["next_fleet_id"] == "demo-fleet", proof
     head = await asyncio.to_thread(run, cwd, "verify", "--head", "demo-fleet", "--policy", "data/trust.toml",
                                    "--log", url, "--max-age", "600")
     assert head.returncode == 0, head.stdout + head.stderr
     assert "[  ok] heads_row" in head.stdout and "CURRENT: fleet 'demo-fleet': sequence 2" in head.stdout, head.stdout
+    # A fleet never logged: the lone row's link to itself passes over every other id.
+    absent = await asyncio.to_thread(run, cwd, "verify", "--head", "other-fleet", "--policy", "data/trust.toml",
+                                     "--log", url, "--max-age", "600")
+    assert absent.returncode == 8, absent.stdout + absent.stderr
+    assert "[  ok] fleet_absence" in absent.stdout, absent.stdout
+    assert "row 0's link 'demo-fleet' -> 'demo-fleet' passes over it" in absent.stdout, absent.stdout
     deadline = asyncio.get_running_loop().time() + 30
     while not (public / "fleet-head" / "demo-fleet").exists():
         assert asyncio.get_running_loop().time() < deadline, "data/public never got fleet-head/demo-fleet"

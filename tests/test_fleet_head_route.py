@@ -57,10 +57,12 @@ async def test_an_empty_log_has_no_heads_leaf_yet(server):
 
 
 async def test_present_absent_retired_and_malformed(server, policy):
-    factories = {f: BundleFactory(fleet_id=f) for f in ("fleet-b", "fleet-d", "fleet-f")}
+    # Submitted out of byte order: the heads tree's positions are the order the fleets
+    # first appeared (fleet-d 0, fleet-f 1, fleet-b 2), not their sorted order.
+    factories = {f: BundleFactory(fleet_id=f) for f in ("fleet-d", "fleet-f", "fleet-b")}
     envelopes = {}
-    for f, factory in factories.items():
-        for _ in range(2):
+    for _ in range(2):
+        for f, factory in factories.items():
             envelopes[f] = factory.envelope()
             await submit(server.session, envelopes[f])
 
@@ -76,14 +78,27 @@ async def test_present_absent_retired_and_malformed(server, policy):
     assert parsed.checkpoint.size == parsed.heads_leaf.index + 1
     assert body == parsed.to_json()  # the canonical bytes of formats/fleet_head.py
 
-    # Absent: before the first row, between two rows, after the last.
-    for fleet, want in (("fleet-a", (0,)), ("fleet-c", (0, 1)), ("fleet-e", (1, 2)), ("fleet-z", (2,))):
+    assert head.position == 0
+    first_seen = [r["fleet_id"] for r in await server.app[STORE].pool.fetch(
+        "SELECT fleet_id FROM fleets ORDER BY first_idx")]
+    assert first_seen == ["fleet-d", "fleet-f", "fleet-b"]
+
+    # Absent: one covering row each, whose chain link (fleet id -> next fleet id in byte
+    # order, circular) passes over the id: before the first id and after the last, the
+    # wrapping link fleet-f -> fleet-b; between two ids, the lower one's link.
+    for fleet, want in (("fleet-a", (1, "fleet-f", "fleet-b")), ("fleet-c", (2, "fleet-b", "fleet-d")),
+                        ("fleet-e", (0, "fleet-d", "fleet-f")), ("fleet-z", (1, "fleet-f", "fleet-b"))):
         status, body, _ = await get_head(server, fleet)
         assert status == 200, body
         with pytest.raises(FleetAbsentError) as caught:
             verify_fleet_head(body, policy, now(), fleet_id=fleet)
-        assert caught.value.absence.positions == want
-        assert caught.value.absence.heads.count == 3
+        absence = caught.value.absence
+        assert (absence.position, absence.covering.fleet_id, absence.next_fleet_id) == want
+        assert absence.covering.sequence == 1  # the covering fleet's newest row
+        assert absence.heads.count == 3
+        parsed = parse_fleet_head_proof(body)
+        assert parsed.row is None and parsed.covering is not None and parsed.covering.position == want[0]
+        assert body == parsed.to_json()
 
     # Retired: its retirement, then a later bundle is refused (409) and the head stays.
     retirement = factories["fleet-f"].envelope(status="retired")
@@ -166,6 +181,9 @@ async def test_verify_head_prints_every_check_and_exits_by_outcome(server, tmp_p
     done = await run_cli("--head", "cli-never", "--policy", str(policy), "--log", server.url, "--max-age", "600")
     assert done.returncode == 8, done.stdout + done.stderr
     assert "ABSENT: fleet 'cli-never' has no bundle" in done.stdout
+    # Its covering row is cli-fleet's, the greatest id below it, whatever fleet follows.
+    assert "link 'cli-fleet' -> " in done.stdout and "passes over it" in done.stdout, done.stdout
+    assert "[  ok] fleet_absence" in done.stdout, done.stdout
     await submit(server.session, factory.envelope(status="retired"))
     done = await run_cli("--head", "cli-fleet", "--policy", str(policy), "--log", server.url, "--max-age", "600",
                          "--json")

@@ -26,7 +26,7 @@ from logserver.keys.log_key import LogKey
 
 BUCKET = "fleet-heads"
 PREFIX = "log"
-FLEETS = (".dot-first", "fleet-a", "fleet:b", "fleet_c")
+FLEETS = (".dot-first", "fleet-a", "fleet:b", "fleet_c")  # in byte order ('.' < 'f', '-' < ':' < '_')
 
 
 def targets(endpoint: str) -> str:
@@ -99,6 +99,11 @@ async def test_each_fleets_object_is_the_routes_proof_and_follows_a_rotation(pub
                 assert headers.get("Cache-Control") == "public, max-age=5", (base, headers)
                 head = verify_fleet_head(data, policy, datetime.now(UTC), fleet_id=fleet)
                 assert head.sequence == 0
+                # The chained layout: the row sits where its fleet first appeared and links
+                # to the next fleet id in byte order, the last to the first (FLEETS is both).
+                i = FLEETS.index(fleet)
+                row = parse_fleet_head_proof(data).row
+                assert (row.position, row.next_fleet_id) == (i, FLEETS[(i + 1) % len(FLEETS)])
             # A fleet never logged has no object: absence proofs come from the route.
             for base in bases:
                 assert (await fetch(session, f"{base}/fleet-head/never-logged"))[0] == 404
@@ -128,6 +133,8 @@ async def test_each_fleets_object_is_the_routes_proof_and_follows_a_rotation(pub
         assert done.returncode == 1 and "no fleet-head/never-logged object" in done.stderr, done.stderr
         done = await verify_head("never-logged", "--tiles", base, "--log", server.url, "--policy", str(trust))
         assert done.returncode == 8, done.stdout + done.stderr
+        # 'never-logged' sorts after every fleet: the wrapping link, last id to first, covers it.
+        assert "link 'fleet_c' -> '.dot-first' passes over it" in done.stdout, done.stdout
 
 
 async def verify_head(fleet: str, *args: str) -> subprocess.CompletedProcess:

@@ -523,7 +523,11 @@ async def test_bundles_and_fleets(server):
     present = (await call(server, "GET", h, "/v1/fleets/oa-fleet/head", want=200)).json()
     assert present["row"]["leaf_index"] == receipt["index"]
     absent = (await call(server, "GET", h, "/v1/fleets/no-such-fleet/head", want=200)).json()
-    assert "neighbours" in absent and "row" not in absent
+    assert absent["version"] == 2 and "row" not in absent, absent
+    # 'no-such-fleet' sorts below every oa-* fleet: the wrapping link (the greatest fleet id
+    # to the smallest) covers it.
+    link = (absent["covering"]["fleet_id"], absent["covering"]["next_fleet_id"])
+    assert "no-such-fleet" < link[1] < link[0] and all(f.startswith("oa-") for f in link), absent
     for url in ("/v1/fleets/bad%20id/head", "/v1/fleets/" + "a" * 129 + "/head"):
         assert (await call(server, "GET", h, url, want=400)).code == "bad_fleet_id", url
     assert (await call(server, "GET", h, "/v1/fleets/oa-fleet/head?x=1", want=400)).code == "bad_request"

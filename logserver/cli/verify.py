@@ -350,8 +350,12 @@ def _verify_head(args: argparse.Namespace, data: bytes, source: str, policy: Tru
         lines.append(f"FAILED: {type(failure).__name__} in check {failure.check!r}: {failure}")
     elif isinstance(outcome, VerifiedFleetAbsence):
         cp = outcome.checkpoint
+        # The one covering row's chain link is the proof (docs/fleet-heads.md, "Absence").
+        how = ("the table is empty" if outcome.covering is None else
+               f"row {outcome.position}'s link {outcome.covering.fleet_id!r} -> {outcome.next_fleet_id!r} passes "
+               "over it")
         lines.append(f"ABSENT: fleet {outcome.fleet_id!r} has no bundle in log {cp.origin!r} at tree size {cp.size} "
-                     f"(verified absent from the heads table of {outcome.heads.count} rows)")
+                     f"(verified absent from the heads table of {outcome.heads.count} rows: {how})")
     elif outcome is not None:
         cp = outcome.checkpoint
         what = (f"fleet {outcome.fleet_id!r}: sequence {outcome.sequence}, entry {outcome.leaf_index} of log "

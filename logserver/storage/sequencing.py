@@ -54,7 +54,7 @@ _APPEND = (
     "  ON CONFLICT (level, idx) DO UPDATE SET hashes = EXCLUDED.hashes), "
     "new_heads AS ("
     "  INSERT INTO fleets (fleet_id, sequence, idx, retired, first_idx) "
-    "  SELECT f, s, i, r, i FROM unnest($11::text[], $12::bigint[], $13::bigint[], $21::boolean[]) AS u(f, s, i, r) "
+    "  SELECT * FROM unnest($11::text[], $12::bigint[], $13::bigint[], $21::boolean[], $22::bigint[]) "
     "  ON CONFLICT (fleet_id) DO UPDATE SET sequence = EXCLUDED.sequence, idx = EXCLUDED.idx, "
     "                                       retired = EXCLUDED.retired), "
     "new_checkpoint AS ("
@@ -177,6 +177,17 @@ class SequencingTransaction:
             return CheckpointRow(cp_id, new_size, new_root, signed_at_ms, note)
         tile_keys = list(tiles)
         fleet_ids = list(fleets)
+        # first_idx (migration 0008) is the index of the fleet's first bundle, which is
+        # the heads tree's order: for a fleet new in this batch, its first leaf here,
+        # not its head (a batch may hold several of its bundles, and another new fleet's
+        # between them). A known fleet's row keeps its stored first_idx (ON CONFLICT
+        # leaves the column alone; the fleets_forward trigger refuses changing it).
+        first: dict[str, int] = {}
+        for x in leaves:
+            if x.fleet_id is not None:
+                first.setdefault(x.fleet_id, x.idx)
+        if missing := [f for f in fleet_ids if f not in first]:
+            raise AssertionError(f"fleet heads of {missing[:5]}: got no bundle of theirs in the batch, want one each")
         cp_id = await self.conn.fetchval(
             _APPEND,
             [x.idx for x in leaves], [x.leaf_hash for x in leaves], [x.leaf for x in leaves],
@@ -185,7 +196,7 @@ class SequencingTransaction:
             [k[0] for k in tile_keys], [k[1] for k in tile_keys], [tiles[k] for k in tile_keys],
             fleet_ids, [fleets[f].sequence for f in fleet_ids], [fleets[f].idx for f in fleet_ids],
             new_size, new_root, signed_at_ms, note, old.tree_size, old.id,
-            [x.kind for x in leaves], [fleets[f].retired for f in fleet_ids],
+            [x.kind for x in leaves], [fleets[f].retired for f in fleet_ids], [first[f] for f in fleet_ids],
             timeout=self.timeout_s,
         )
         if cp_id is None:
