@@ -218,8 +218,8 @@ class MemoryStore:
         if self._roots.get(cp.tree_size, cp.root) != cp.root:
             self._refuse(f"fork refused: a checkpoint of size {cp.tree_size} with another root exists")
         for leaf in leaves:
-            if (leaf.fleet_id is None) != (leaf.leaf[:1] == b"\x02"):
-                self._refuse(f"leaf {leaf.idx}: a HEADS leaf has no fleet, and only a HEADS leaf starts with 2")
+            if (leaf.fleet_id is None) != (leaf.leaf[:1] in (b"\x02", b"\x03")):
+                self._refuse(f"leaf {leaf.idx}: a HEADS leaf has no fleet, and only a HEADS leaf starts with 2 or 3")
             if (leaf.fleet_id, leaf.sequence) in self._by_key or leaf.leaf_hash in self._by_hash:
                 self._refuse(f"leaf {leaf.idx}: ({leaf.fleet_id}, {leaf.sequence}) or its hash is already logged")
         for key, data in staged.tiles.items():

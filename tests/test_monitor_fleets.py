@@ -78,7 +78,7 @@ def test_tracker_works_on_a_copy_of_the_heads():
 def test_verify_entries_hashes_every_leaf_and_reports_failures():
     factory = BundleFactory(fleet_id="ve")
     leaves = [encode_leaf(e) for e in factory.many(3)]
-    leaves.append(b"\x03garbage")
+    leaves.append(b"\x04garbage")
     result = verify_entries(leaves, 10, default_authorities().authority_set)
     assert result.leaf_hashes == [leaf_hash(leaf) for leaf in leaves]
     assert [(e.index, e.sequence) for e in result.verified] == [(10, 0), (11, 1), (12, 2)]
@@ -91,7 +91,7 @@ def test_verify_entries_hashes_every_leaf_and_reports_failures():
 async def test_verifying_in_child_processes_gives_what_inline_gives():
     factory = BundleFactory(fleet_id="vp")
     bundles = [[encode_leaf(e) for e in factory.many(20)] for _ in range(3)]
-    bundles[1][5] = b"\x03garbage"
+    bundles[1][5] = b"\x04garbage"
     authorities = default_authorities().authority_set
     inline = [verify_entries(leaves, 100 * i, authorities) for i, leaves in enumerate(bundles)]
     assert sum(len(r.failures) for r in inline) == 1 and sum(len(r.verified) for r in inline) == 59
@@ -142,7 +142,7 @@ def test_state_round_trip_and_refusals(tmp_path):
     assert loaded.dumps() == path.read_bytes()
     assert MonitorState.load(tmp_path / "missing.json").verified.size == 0
     obj = json.loads(path.read_bytes())
-    for mutate in (lambda o: o.update(version=3),
+    for mutate in (lambda o: o.update(version=4),
                    lambda o: o.pop("heads"),
                    lambda o: o["heads"].update(previous=-1),
                    lambda o: o["heads"].update(previous=13),
