@@ -218,8 +218,12 @@ class MemoryStore:
         if self._roots.get(cp.tree_size, cp.root) != cp.root:
             self._refuse(f"fork refused: a checkpoint of size {cp.tree_size} with another root exists")
         for leaf in leaves:
-            if (leaf.fleet_id is None) != (leaf.leaf[:1] in (b"\x02", b"\x03")):
-                self._refuse(f"leaf {leaf.idx}: a HEADS leaf has no fleet, and only a HEADS leaf starts with 2 or 3")
+            # leaves_kind (migrations/0008_heads_chain.sql): a HEADS leaf is 49 bytes starting
+            # with 3 (or release 0.2.0's 2) and has no fleet; no bundle starts with 2 or 3.
+            heads = leaf.leaf[:1] in (b"\x02", b"\x03")
+            if (leaf.fleet_id is None) != heads or (heads and len(leaf.leaf) != 49):
+                self._refuse(f"leaf {leaf.idx}: a HEADS leaf (49 bytes, starting with 2 or 3) has no fleet, "
+                             "and only a HEADS leaf starts with 2 or 3")
             if (leaf.fleet_id, leaf.sequence) in self._by_key or leaf.leaf_hash in self._by_hash:
                 self._refuse(f"leaf {leaf.idx}: ({leaf.fleet_id}, {leaf.sequence}) or its hash is already logged")
         for key, data in staged.tiles.items():
@@ -254,6 +258,10 @@ class MemorySequencing:
     async def read_heads(self) -> HeadsSnapshot:
         self.store._fault("read_heads", "before")
         await asyncio.sleep(0)
+        # In the order the fleets first appeared, as the PostgreSQL store's ORDER BY
+        # first_idx (migration 0008): `fleets` is a dict, and _apply's update() keeps a
+        # known fleet where it was and appends a new one (a batch's `fleets` is in the
+        # order of its fleets' first bundles, write/classify.py).
         rows = [(f, h.sequence, h.idx, self.store.leaves[h.idx].leaf_hash, h.retired)
                 for f, h in self.store.fleets.items()]
         last = max((row.idx for row in self.store.leaves if row.fleet_id is None), default=0)
