@@ -891,7 +891,7 @@ def test_a_type_2_heads_leaf_is_refused_by_the_client() -> None:
     note = log.checkpoint(KEYS)
     for asked in ("fleet-a", "fleet-b"):
         checks = CheckLog()
-        with pytest.raises(HeadsLeafError, match="got type 2 \\(release 0.2.0's sorted layout\\), want 3"):
+        with pytest.raises(HeadsLeafError, match=r"got type 2 \(release 0\.2\.0's sorted layout\), want 3"):
             verify_fleet_head(fleet_head_proof(log, asked, note), KEYS.policy(), datetime.fromtimestamp(NOW, UTC),
                               checks=checks)
         assert [(c.name, c.ok) for c in checks.results][-1] == ("heads_leaf", False)

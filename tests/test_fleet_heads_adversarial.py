@@ -9,10 +9,15 @@ tiny aiohttp app (served_log.py). The client is `verify_fleet_head` (with and wi
   that saw the newer head; a HEADS leaf that commits to the older row is a
   `heads_mismatch` alert (a client without memory is fooled: the monitor is what
   catches it);
-* a log that omits a fleet: its absence proof verifies at a fresh client; the monitor
-  alerts, and its evidence holds the omitted fleet's row;
-* a HEADS leaf that disagrees with the bundles (previous, a row, undecodable, an empty
-  table), and a bundle logged after its fleet's retirement;
+* a log that omits a fleet (the chained layout, docs/fleet-heads.md "Absence"): a
+  covering row whose link skips a fleet that exists, with that fleet's row dropped
+  or even kept in the table. Its absence proof verifies at a fresh client (it sees
+  one link, and the link is in the committed tree); a client that saw the fleet
+  refuses it; the monitor's fold alerts, and its evidence holds the skipped row;
+* a HEADS leaf that disagrees with the bundles (previous, a row, a link, undecodable,
+  an empty table, release 0.2.0's type 2 with a wrong root or the other layout's),
+  and a bundle logged after its fleet's retirement; a log that ran release 0.2.0
+  (type-2 leaves, then type-3 ones) is no finding;
 * a checkpoint whose last leaf is not a HEADS leaf: `heads_missing` (not for a log's
   checkpoints from before its first HEADS leaf), and a client handed the older HEADS
   leaf with the newer checkpoint refuses it;
@@ -32,20 +37,28 @@ from pathlib import Path
 import pytest
 
 from fleet_head_vectors import NOW, MemoryLog, VectorKeys, bundle, fleet_head_proof
-from logserver.bundle import HeadsLeaf, HeadsRow, HeadsTable, bundle_row
+from logserver.bundle import LEGACY_HEADS_LEAF_TYPE, HeadsLeaf, HeadsRow, HeadsTable, bundle_row, legacy_sorted_root
 from logserver.client import (
     ClientState,
     FleetAbsentError,
     FleetHeadRollbackError,
+    FleetHeadRootError,
     HeadsLeafError,
     LogClient,
     StaleFleetHeadError,
     WitnessQuorumError,
     verify_fleet_head,
 )
-from logserver.formats.fleet_head import BundleProof, HeadsLeafProof, build_fleet_head_proof, parse_fleet_head_proof
+from logserver.formats.fleet_head import (
+    BundleProof,
+    HeadsLeafProof,
+    ProvedRow,
+    build_fleet_head_proof,
+    parse_fleet_head_proof,
+)
 from logserver.monitor import Monitor
 from logserver.monitor.heads import HeadsEvidenceError, verify_heads_evidence
+from merkle_reference import mth, path
 from served_log import ServedLog
 
 KEYS = VectorKeys()
@@ -79,11 +92,39 @@ async def poll(served: ServedLog, state: Path, **kwargs) -> tuple[bool, Monitor,
 
 
 def lying_table(log: MemoryLog, *, drop: str | None = None, replace: HeadsRow | None = None) -> HeadsTable:
-    """The honest table of `log` with one fleet's row dropped or replaced."""
+    """The honest table of `log` with one fleet's row dropped or replaced (the others
+    keep their first-appearance order, and their links are remade around the gap)."""
     rows = [r for r in log.table.rows if r.fleet_id != drop]
     if replace is not None:
         rows = [replace if r.fleet_id == replace.fleet_id else r for r in rows]
     return HeadsTable.from_rows(rows)
+
+
+class ForgedLinks:
+    """The log's rows, all of them in their honest positions, with some chain links
+    forged (`links`: fleet -> the next fleet id it claims): a tree HeadsTable cannot
+    build. RFC 6962 §2.1 root and §2.1.1 paths from merkle_reference."""
+
+    def __init__(self, log: MemoryLog, links: dict[str, str]) -> None:
+        self.rows = list(log.table.rows)
+        self.links = {r.fleet_id: links.get(r.fleet_id, log.table.next_fleet_id(p)) for p, r in enumerate(self.rows)}
+        self.entries = [r.entry(self.links[r.fleet_id]) for r in self.rows]
+
+    def heads_leaf(self, previous: int) -> HeadsLeaf:
+        return HeadsLeaf(previous, len(self.rows), mth(self.entries))
+
+    def proved_row(self, fleet: str) -> ProvedRow:
+        p = [r.fleet_id for r in self.rows].index(fleet)
+        r = self.rows[p]
+        return ProvedRow(p, r.fleet_id, r.sequence, r.leaf_index, r.leaf_hash, r.status, tuple(path(p, self.entries)),
+                         self.links[fleet])
+
+
+def absence_proof(log: MemoryLog, note: str, fleet: str, covering: ProvedRow) -> bytes:
+    """An absence proof of `fleet` at the log's last HEADS leaf, with `covering`."""
+    size = log.size
+    heads = HeadsLeafProof(size - 1, log.leaves[size - 1], log.inclusion(size - 1, size))
+    return build_fleet_head_proof(fleet, note, heads, absent=True, covering=covering)
 
 
 def recheck(alert: dict, log: MemoryLog) -> str:
@@ -136,7 +177,7 @@ async def test_a_log_that_serves_an_older_head(served: ServedLog, tmp_path: Path
 
 async def test_a_log_that_omits_a_fleet(served: ServedLog, tmp_path: Path) -> None:
     log = served.log
-    log.batch([bundle("fleet-a", 0), bundle("fleet-c", 0), bundle("fleet-e", 0)])
+    log.batch([bundle("fleet-e", 0), bundle("fleet-a", 0), bundle("fleet-c", 0)])  # positions e 0, a 1, c 2
     note = served.publish()
     state = ClientState()
     verify_fleet_head(fleet_head_proof(log, "fleet-c", note), POLICY, AT, state=state)
@@ -145,18 +186,60 @@ async def test_a_log_that_omits_a_fleet(served: ServedLog, tmp_path: Path) -> No
     lie = log.add_heads(omitting.heads_leaf(log.previous))
     note = served.publish()
     proof = fleet_head_proof(log, "fleet-c", note, table=omitting)
-    # The absence proof verifies: fleet-a and fleet-e are adjacent in the committed table.
+    # The absence proof verifies: in the committed table fleet-a links to fleet-e,
+    # passing over fleet-c; the client sees that one link and cannot know it skips a row.
     with pytest.raises(FleetAbsentError) as absent:
         verify_fleet_head(proof, POLICY, AT)
-    assert [r.fleet_id for r in absent.value.absence.neighbours] == ["fleet-a", "fleet-e"]
+    absence = absent.value.absence
+    assert absence.covering is not None
+    assert (absence.covering.fleet_id, absence.next_fleet_id, absence.position, absence.heads.count) == \
+        ("fleet-a", "fleet-e", 1, 2)
     with pytest.raises(FleetHeadRollbackError, match="fleet-c"):
         verify_fleet_head(proof, POLICY, AT, state=state)  # a client that saw fleet-c
     ok, _, alerts = await poll(served, tmp_path / "m.json")
     assert ok and alerts.kinds() == ["heads_mismatch"]
     assert alerts[0]["details"]["index"] == lie
     assert alerts[0]["details"]["got"]["count"] == 2 and alerts[0]["details"]["want"]["count"] == 3
-    assert [r[0] for r in alerts[0]["evidence"]["rows"]] == ["fleet-a", "fleet-c", "fleet-e"]
+    # The fold's rows, in the order the fleets first appeared (the heads tree's).
+    assert [r[0] for r in alerts[0]["evidence"]["rows"]] == ["fleet-e", "fleet-a", "fleet-c"]
     recheck(alerts[0], log)
+
+
+async def test_a_log_whose_covering_link_skips_a_fleet_it_still_holds(served: ServedLog, tmp_path: Path) -> None:
+    # The lie the chained layout leaves a log: every row in the table, the count right,
+    # one link forged to pass over a fleet that has a row. The client checks that the
+    # link is in the committed tree and covers the fleet id; only the fold of the log,
+    # which knows every fleet id, can see that fleet-c sorts between fleet-a and fleet-e.
+    log = served.log
+    log.batch([bundle("fleet-e", 0), bundle("fleet-a", 0), bundle("fleet-c", 0)])
+    note = served.publish()
+    state = ClientState()
+    verify_fleet_head(fleet_head_proof(log, "fleet-c", note), POLICY, AT, state=state)
+    log.add_bundles([bundle("fleet-e", 1)])
+    forged = ForgedLinks(log, {"fleet-a": "fleet-e"})
+    assert [r.fleet_id for r in forged.rows] == ["fleet-e", "fleet-a", "fleet-c"]
+    lie = log.add_heads(forged.heads_leaf(log.previous))
+    note = served.publish()
+    proof = absence_proof(log, note, "fleet-c", forged.proved_row("fleet-a"))
+    with pytest.raises(FleetAbsentError) as absent:
+        verify_fleet_head(proof, POLICY, AT)
+    assert absent.value.absence.heads.count == 3 == log.table.count  # the count does not give it away
+    assert (absent.value.absence.covering.fleet_id, absent.value.absence.next_fleet_id) == ("fleet-a", "fleet-e")
+    with pytest.raises(FleetHeadRollbackError, match="fleet-c"):
+        verify_fleet_head(proof, POLICY, AT, state=state)
+    # The honest link (fleet-a -> fleet-c) is not in the committed tree: no proof of it verifies.
+    honest = ForgedLinks(log, {}).proved_row("fleet-a")
+    with pytest.raises(FleetHeadRootError):
+        verify_fleet_head(absence_proof(log, note, "fleet-b", honest), POLICY, AT)
+    ok, _, alerts = await poll(served, tmp_path / "m.json")
+    assert ok and alerts.kinds() == ["heads_mismatch"]
+    details = alerts[0]["details"]
+    assert details["index"] == lie and details["got"]["count"] == details["want"]["count"] == 3
+    assert details["got"]["root"] == forged.heads_leaf(0).root.hex() != details["want"]["root"]
+    assert details["want"]["root"] == log.table.root().hex()
+    rows = alerts[0]["evidence"]["rows"]
+    assert [r[0] for r in rows] == ["fleet-e", "fleet-a", "fleet-c"] and rows[2][1:3] == [0, 2]
+    assert "HEADS leaf" in recheck(alerts[0], log)
 
 
 def _wrong_previous(log: MemoryLog) -> bytes:
@@ -170,6 +253,20 @@ def _wrong_row(log: MemoryLog) -> bytes:
     return lying_table(log, replace=moved).heads_leaf(log.previous).encode()
 
 
+def _wrong_link(log: MemoryLog) -> bytes:
+    # fleet-b (the greatest) links to itself instead of wrapping to fleet-a.
+    return ForgedLinks(log, {"fleet-b": "fleet-b"}).heads_leaf(log.previous).encode()
+
+
+def _legacy_with_the_chained_root(log: MemoryLog) -> bytes:
+    return HeadsLeaf(log.previous, log.table.count, log.table.root(), LEGACY_HEADS_LEAF_TYPE).encode()
+
+
+def _legacy_of_other_rows(log: MemoryLog) -> bytes:
+    older = [r for r in log.table.rows if r.fleet_id != "fleet-a"] + [HeadsRow("fleet-a", 0, 0, bytes(32))]
+    return HeadsLeaf(log.previous, log.table.count, legacy_sorted_root(older), LEGACY_HEADS_LEAF_TYPE).encode()
+
+
 def _undecodable(log: MemoryLog) -> bytes:
     return log.table.heads_leaf(log.previous).encode()[:-1]
 
@@ -178,8 +275,10 @@ def _empty(log: MemoryLog) -> bytes:
     return HeadsTable().heads_leaf(log.previous).encode()
 
 
-@pytest.mark.parametrize("lie", [_wrong_previous, _wrong_row, _undecodable, _empty],
-                         ids=["previous", "row", "undecodable", "empty-table"])
+@pytest.mark.parametrize("lie", [_wrong_previous, _wrong_row, _wrong_link, _undecodable, _empty,
+                                 _legacy_with_the_chained_root, _legacy_of_other_rows],
+                         ids=["previous", "row", "link", "undecodable", "empty-table", "type-2-chained-root",
+                              "type-2-other-rows"])
 async def test_a_heads_leaf_that_disagrees_with_the_bundles(served: ServedLog, tmp_path: Path, lie) -> None:
     log = served.log
     log.batch([bundle("fleet-a", 0), bundle("fleet-b", 0)])
@@ -198,6 +297,37 @@ async def test_a_heads_leaf_that_disagrees_with_the_bundles(served: ServedLog, t
     ok, monitor, alerts = await poll(served, tmp_path / "m.json")
     assert ok and alerts == []
     assert monitor.metrics.heads_checked.labels("match")._value.get() == 1
+
+
+def _legacy(log: MemoryLog) -> HeadsLeaf:
+    """Release 0.2.0's HEADS leaf for the log's table (type 2, the sorted root)."""
+    return HeadsLeaf(log.previous, log.table.count, legacy_sorted_root(log.table.rows), LEGACY_HEADS_LEAF_TYPE)
+
+
+async def test_a_log_that_ran_release_0_2_0_is_no_finding(served: ServedLog, tmp_path: Path) -> None:
+    log = served.log
+    log.add_bundles([bundle("fleet-m", 0), bundle("fleet-c", 0)])
+    log.add_heads(_legacy(log))  # 2
+    served.publish()
+    ok, monitor, alerts = await poll(served, tmp_path / "m.json")
+    assert ok and alerts == [] and monitor.metrics.heads_checked.labels("match")._value.get() == 1
+    log.add_bundles([bundle("fleet-a", 0), bundle("fleet-m", 1)])
+    log.add_heads(_legacy(log))  # 5
+    log.batch([bundle("fleet-x", 0), bundle("fleet-c", 1)])  # the upgraded log: type 3, previous 5
+    log.batch([bundle("fleet-b", 0)])
+    assert [log.leaves[i][0] for i in (2, 5, 8, 10)] == [2, 2, 3, 3]
+    served.publish()
+    ok, monitor, alerts = await poll(served, tmp_path / "m.json")
+    assert ok and alerts == [] and monitor.metrics.heads_checked.labels("match")._value.get() == 3
+    assert monitor.state.heads is not None and monitor.state.heads.table.rows == log.table.rows
+    # A client takes a proof at the type-3 leaf, not at a type-2 one.
+    note = log.checkpoint(KEYS)
+    assert verify_fleet_head(fleet_head_proof(log, "fleet-m", note), POLICY, AT).sequence == 1
+    old = MemoryLog()
+    old.add_bundles([bundle("fleet-m", 0)])
+    old.add_heads(_legacy(old))
+    with pytest.raises(HeadsLeafError, match="type 2"):
+        verify_fleet_head(fleet_head_proof(old, "fleet-m", old.checkpoint(KEYS)), POLICY, AT)
 
 
 async def test_evidence_of_a_heads_leaf_that_agrees_is_refused(served: ServedLog, tmp_path: Path) -> None:
@@ -302,6 +432,8 @@ def test_the_monitors_fold_is_the_logs_fold() -> None:
     log.batch([bundle("fleet-b", 0), bundle("fleet-a", 3)])
     log.batch([bundle("fleet-b", 1, status="retired")])
     assert fold_leaves(log.leaves).rows == fold(log.leaves).rows == log.table.rows
+    assert [r.fleet_id for r in log.table.rows] == ["fleet-b", "fleet-a"]  # first appearance
+    assert fold_leaves(log.leaves).root() == log.table.root()
     assert bundle_row(0, log.leaves[0]).fleet_id == "fleet-b"
 
 
@@ -317,13 +449,15 @@ def test_the_monitors_fold_is_the_logs_fold() -> None:
     (lambda e: e["heads_leaf"].update(inclusion_proof=["zz"]), "inclusion_proof"),
     (lambda e: e["heads_leaf"].update(index=-1), "index"),
     (lambda e: e.update(rows=[["fleet-a", 0, 0, "00" * 32, []]]), "rows"),
-    (lambda e: e.update(rows=list(reversed(e["rows"]))), "sorted"),
+    # The rows are the tree's leaves in the order the fleets first appeared (b, a):
+    # sorted by fleet id, they give another root.
+    (lambda e: e.update(rows=sorted(e["rows"])), "the rows give count 2, root"),
     (lambda e: e["rows"].append(["fleet-z", 0, 99, "00" * 32, "active"]), "not before the HEADS leaf"),
     (lambda e: e.update(want={"previous": 0}), "want"),
 ])
 async def test_malformed_heads_evidence_is_refused(served: ServedLog, tmp_path: Path, mutate, match) -> None:
     log = served.log
-    log.batch([bundle("fleet-a", 0), bundle("fleet-b", 0)])
+    log.batch([bundle("fleet-b", 0), bundle("fleet-a", 0)])
     log.add_bundles([bundle("fleet-a", 1)])
     log.add_heads(HeadsLeaf(0, 2, log.table.root()))  # previous should be 2
     served.publish()
