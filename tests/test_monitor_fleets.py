@@ -78,12 +78,17 @@ def test_tracker_works_on_a_copy_of_the_heads():
 def test_verify_entries_hashes_every_leaf_and_reports_failures():
     factory = BundleFactory(fleet_id="ve")
     leaves = [encode_leaf(e) for e in factory.many(3)]
-    leaves.append(b"\x04garbage")
+    leaves.append(b"\x04garbage")  # neither a bundle (version 1) nor a HEADS leaf (type 3, or 0.2.0's 2)
     result = verify_entries(leaves, 10, default_authorities().authority_set)
     assert result.leaf_hashes == [leaf_hash(leaf) for leaf in leaves]
     assert [(e.index, e.sequence) for e in result.verified] == [(10, 0), (11, 1), (12, 2)]
     assert [(a.kind, a.details["index"], a.details["code"]) for a in result.failures] == [
         ("policy_failure", 13, "malformed_leaf")]
+    # A leaf starting with 2 or 3 goes to the heads fold, which decodes and checks it.
+    for first in (b"\x02", b"\x03"):
+        heads = verify_entries([first + b"garbage"], 7, default_authorities().authority_set)
+        assert heads.failures == [] and heads.verified == []
+        assert [(i.index, i.heads) for i in heads.fold_items] == [(7, first + b"garbage")]
     other = verify_entries(leaves[:1], 0, make_authorities("ecdsa-p256", "ed25519").authority_set)
     assert other.verified == [] and other.failures[0].details["code"] == "signer_signature_missing"
 
@@ -142,7 +147,9 @@ def test_state_round_trip_and_refusals(tmp_path):
     assert loaded.dumps() == path.read_bytes()
     assert MonitorState.load(tmp_path / "missing.json").verified.size == 0
     obj = json.loads(path.read_bytes())
+    assert obj["version"] == 3
     for mutate in (lambda o: o.update(version=4),
+                   lambda o: o.update(version=0),
                    lambda o: o.pop("heads"),
                    lambda o: o["heads"].update(previous=-1),
                    lambda o: o["heads"].update(previous=13),
@@ -164,3 +171,10 @@ def test_state_round_trip_and_refusals(tmp_path):
     assert MonitorState.load(path).heads is None
     path.write_text(json.dumps(old | {"verified": {"size": 0, "frontier": []}}))
     assert MonitorState.load(path).heads is not None  # nothing verified yet: the fold starts at 0
+    # A version 2 file (release 0.2.0: rows sorted by fleet id, not in the heads tree's
+    # order) loads without its fold too; its heads are still read for form.
+    path.write_text(json.dumps(obj | {"version": 2}))
+    assert MonitorState.load(path).heads is None
+    path.write_text(json.dumps(obj | {"version": 2, "heads": dict(obj["heads"], rows=[["f", 1, 0, "zz", "active"]])}))
+    with pytest.raises(StateError, match="heads.rows"):
+        MonitorState.load(path)
