@@ -1,7 +1,9 @@
 """The sequencer's HEADS leaves (write/sequencer.py step 5; docs/fleet-heads.md) on the
-real PostgreSQL store: every checkpoint ends with a HEADS leaf that commits to the
-table folded from the bundles before it, whichever process appended them, and a
-retired fleet accepts no later bundle."""
+real PostgreSQL store: every checkpoint ends with a type-3 HEADS leaf that commits to
+the table folded from the bundles before it (rows in the order the fleets first
+appeared), whichever process appended them, and however the process rebuilt the table
+from the store's snapshot (ordered by `fleets.first_idx`, migration 0008); a retired
+fleet accepts no later bundle."""
 from __future__ import annotations
 
 import asyncio
@@ -14,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 import pg
 from bundle_factory import default_authorities, make_envelope, make_payload
 from logserver.bundle.admit import admit
-from logserver.bundle.heads import HEADS_LEAF_SIZE, decode_heads_leaf, fold, is_heads_leaf
+from logserver.bundle.heads import HEADS_LEAF_SIZE, HEADS_LEAF_TYPE, decode_heads_leaf, fold, is_heads_leaf
 from logserver.keys.log_key import LogKey
 from logserver.merkle import leaf_hash
 from logserver.write.outcomes import Appended, Duplicate, RetiredFleetError
@@ -70,10 +72,16 @@ async def test_each_batch_ends_with_a_heads_leaf_that_commits_to_the_folded_tabl
     leaves = await stored_leaves(store)
     assert len(leaves) == 6 and [is_heads_leaf(x) for x in leaves] == [False, False, True] * 2
     table = heads_fold(leaves)
-    assert [(r.fleet_id, r.sequence, r.leaf_index) for r in table] == [("a", 2, 3), ("b", 1, 0), ("c", 5, 4)]
+    # Positions are first appearance: b (leaf 0), a (leaf 1), c (leaf 4); a's newer
+    # row (leaf 3) replaced its entry in place.
+    assert [(r.fleet_id, r.sequence, r.leaf_index) for r in table] == [("b", 1, 0), ("a", 2, 3), ("c", 5, 4)]
+    assert [table.next_fleet_id(p) for p in range(3)] == ["c", "b", "a"]
     last = decode_heads_leaf(leaves[5])
-    assert (last.previous, last.count, last.root) == (2, 3, table.root())
-    assert decode_heads_leaf(leaves[2]).previous == 0
+    assert (last.layout, last.previous, last.count, last.root) == (HEADS_LEAF_TYPE, 2, 3, table.root())
+    assert leaves[2][0] == leaves[5][0] == 3 and decode_heads_leaf(leaves[2]).previous == 0
+    # The order is kept in the schema: each fleet's first bundle (migration 0008).
+    firsts = await store.pool.fetch("SELECT fleet_id, first_idx, idx FROM fleets ORDER BY first_idx")
+    assert [tuple(r) for r in firsts] == [("b", 0, 0), ("a", 1, 3), ("c", 4, 4)]
     assert await every_checkpoint_ends_with_heads(store) == [3, 6]
     # The HEADS leaf is stored as its own kind, with no fleet (migration 0006).
     rows = await store.pool.fetch("SELECT idx, kind, fleet_id, octet_length(leaf) AS n FROM leaves WHERE kind = 2")
@@ -83,8 +91,11 @@ async def test_each_batch_ends_with_a_heads_leaf_that_commits_to_the_folded_tabl
 async def test_a_new_process_and_another_process_continue_the_same_table(store):
     one = Sequencer(store, KEY.sign_checkpoint, max_batch_delay_ms=0)
     two = Sequencer(store, KEY.sign_checkpoint, max_batch_delay_ms=0)
-    for n in range(1, 4):  # the two take turns: each finds the log moved under it
-        for seq, fleet in ((one, "x"), (two, "y")):
+    # The two take turns: each finds the log moved under it and rebuilds the table from
+    # the store's snapshot. "y" appears first: the tree's order is not the ids' order,
+    # so a snapshot in any other order gives another root, and the fold below refuses it.
+    for n in range(1, 4):
+        for seq, fleet in ((one, "y"), (two, "x"), (one, "w")):
             async with running(seq):
                 assert isinstance(await asyncio.wait_for(submit(seq, fleet, n), 30), Appended)
     restarted = Sequencer(store, KEY.sign_checkpoint, max_batch_delay_ms=0)
@@ -92,8 +103,24 @@ async def test_a_new_process_and_another_process_continue_the_same_table(store):
         assert isinstance(await asyncio.wait_for(submit(restarted, "x", 9), 30), Appended)
     leaves = await stored_leaves(store)
     table = heads_fold(leaves)  # every HEADS leaf, `previous` included, matches the fold
-    assert {r.fleet_id: r.sequence for r in table} == {"x": 9, "y": 3}
+    assert [(r.fleet_id, r.sequence) for r in table] == [("y", 3), ("x", 9), ("w", 3)]
     assert await every_checkpoint_ends_with_heads(store) == list(range(2, len(leaves) + 1, 2))
+
+
+async def test_the_snapshot_is_in_first_appearance_order(store):
+    # Neither the fleet ids' order nor their newest bundles' (idx): the order of their
+    # first bundles, which the sequencer (read_heads) and the reader (heads_snapshot)
+    # rebuild the heads tree in.
+    seq = Sequencer(store, KEY.sign_checkpoint, max_batch_delay_ms=0)
+    async with running(seq):
+        for fleet, n in (("m", 1), ("z", 1), ("a", 1), ("m", 2), ("b", 1), ("z", 2)):
+            assert isinstance(await asyncio.wait_for(submit(seq, fleet, n), 30), Appended)
+    want = [r.fleet_id for r in heads_fold(await stored_leaves(store))]
+    assert want == ["m", "z", "a", "b"]
+    async with store.sequencing(5_000) as tx:
+        snapshot = await tx.read_heads()
+    assert [row[0] for row in snapshot.rows] == want
+    assert [row[0] for row in (await store.heads_snapshot()).heads.rows] == want
 
 
 async def test_a_batch_that_fails_after_updating_the_table_does_not_leak_into_the_next(store, monkeypatch):
@@ -140,15 +167,20 @@ async def test_a_retired_fleet_refuses_later_bundles_and_the_schema_holds_it(sto
 
 
 @pytest.mark.parametrize("sql", [
-    # A HEADS leaf must be 49 bytes starting with 2 and have no fleet; a bundle must not start with 2.
-    "INSERT INTO leaves (idx, leaf_hash, leaf, kind, integrated_at) VALUES (100, '\\x{h}', '\\x02', 2, now())",
+    # A HEADS leaf must be 49 bytes starting with 3 (or 0.2.0's 2) and have no fleet; a
+    # bundle must start with neither (migration 0008).
+    "INSERT INTO leaves (idx, leaf_hash, leaf, kind, integrated_at) VALUES (100, '\\x{h}', '\\x03', 2, now())",
+    "INSERT INTO leaves (idx, leaf_hash, leaf, kind, integrated_at) VALUES (100, '\\x{h}', '\\x{other}', 2, now())",
     "INSERT INTO leaves (idx, leaf_hash, leaf, fleet_id, sequence, payload_digest, kind, integrated_at) "
     "VALUES (100, '\\x{h}', '\\x{heads}', 'f', 1, '\\x{h}', 2, now())",
     "INSERT INTO leaves (idx, leaf_hash, leaf, fleet_id, sequence, payload_digest, kind, integrated_at) "
     "VALUES (100, '\\x{h}', '\\x02ff', 'f', 1, '\\x{h}', 1, now())",
+    "INSERT INTO leaves (idx, leaf_hash, leaf, fleet_id, sequence, payload_digest, kind, integrated_at) "
+    "VALUES (100, '\\x{h}', '\\x03ff', 'f', 1, '\\x{h}', 1, now())",
     "INSERT INTO leaves (idx, leaf_hash, leaf, kind, integrated_at) VALUES (100, '\\x{h}', '\\x01ff', 1, now())",
-])
+], ids=["heads-short", "heads-type-4", "heads-with-fleet", "bundle-starting-2", "bundle-starting-3",
+        "bundle-without-fleet"])
 async def test_the_schema_ties_a_leaf_kind_to_its_first_byte(store, sql):
-    h, heads = "ab" * 32, "02" + "00" * 48
+    h, heads, other = "ab" * 32, "03" + "00" * 48, "04" + "00" * 48
     with pytest.raises(asyncpg.CheckViolationError):
-        await store.pool.execute(sql.format(h=h, heads=heads))
+        await store.pool.execute(sql.format(h=h, heads=heads, other=other))

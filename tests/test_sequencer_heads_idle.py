@@ -37,7 +37,8 @@ async def test_an_idle_re_sign_appends_no_heads_leaf(store):
         first = await asyncio.wait_for(submit(seq, "idle", 1), 30)
     assert isinstance(first, Appended)
     before = await store.latest_checkpoint()
-    assert before.tree_size == 2 and is_heads_leaf((await stored_leaves(store))[-1])
+    last = (await stored_leaves(store))[-1]
+    assert before.tree_size == 2 and is_heads_leaf(last) and last[0] == 3  # the chained layout's type
     now[0] += 60  # the checkpoint is old: the next integrate re-signs
     resigned = await seq.integrate([])
     assert resigned is not None and resigned.signed_at_ms > before.signed_at_ms
@@ -48,4 +49,4 @@ async def test_an_idle_re_sign_appends_no_heads_leaf(store):
     assert isinstance(again, Duplicate)
     latest = await store.latest_checkpoint()
     assert (latest.tree_size, latest.root) == (before.tree_size, before.root)
-    assert len(await stored_leaves(store)) == 2
+    assert await stored_leaves(store) == [(await stored_leaves(store))[0], last]
