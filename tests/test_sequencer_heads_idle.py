@@ -49,4 +49,5 @@ async def test_an_idle_re_sign_appends_no_heads_leaf(store):
     assert isinstance(again, Duplicate)
     latest = await store.latest_checkpoint()
     assert (latest.tree_size, latest.root) == (before.tree_size, before.root)
-    assert await stored_leaves(store) == [(await stored_leaves(store))[0], last]
+    leaves = await stored_leaves(store)
+    assert len(leaves) == 2 and leaves[-1] == last  # the same HEADS leaf ends the tree
