@@ -113,14 +113,26 @@ async def test_the_snapshot_is_in_first_appearance_order(store):
     # rebuild the heads tree in.
     seq = Sequencer(store, KEY.sign_checkpoint, max_batch_delay_ms=0)
     async with running(seq):
-        for fleet, n in (("m", 1), ("z", 1), ("a", 1), ("m", 2), ("b", 1), ("z", 2)):
+        # One batch: m's first bundle (leaf 0), z's (1), then m's newer one (2), so m's
+        # head is after z's first bundle while m appeared first.
+        batch = await asyncio.wait_for(asyncio.gather(submit(seq, "m", 1), submit(seq, "z", 1),
+                                                      submit(seq, "m", 2)), 30)
+        assert [r.index for r in batch] == [0, 1, 2]
+        for fleet, n in (("a", 1), ("z", 2), ("b", 1)):
             assert isinstance(await asyncio.wait_for(submit(seq, fleet, n), 30), Appended)
     want = [r.fleet_id for r in heads_fold(await stored_leaves(store))]
     assert want == ["m", "z", "a", "b"]
+    firsts = await store.pool.fetch("SELECT fleet_id, first_idx FROM fleets ORDER BY first_idx")
+    assert [tuple(r) for r in firsts] == [("m", 0), ("z", 1), ("a", 4), ("b", 8)]
     async with store.sequencing(5_000) as tx:
         snapshot = await tx.read_heads()
     assert [row[0] for row in snapshot.rows] == want
     assert [row[0] for row in (await store.heads_snapshot()).heads.rows] == want
+    # A new process rebuilds the table from that snapshot: its HEADS leaf must agree.
+    restarted = Sequencer(store, KEY.sign_checkpoint, max_batch_delay_ms=0)
+    async with running(restarted):
+        assert isinstance(await asyncio.wait_for(submit(restarted, "c", 1), 30), Appended)
+    assert [r.fleet_id for r in heads_fold(await stored_leaves(store))] == [*want, "c"]
 
 
 async def test_a_batch_that_fails_after_updating_the_table_does_not_leak_into_the_next(store, monkeypatch):
