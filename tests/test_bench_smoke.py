@@ -186,7 +186,10 @@ def test_tiny_run_fleet_heads(tiny_run):
     for r in heads["proofs"]:
         assert r["proofs"] == 10 and r["build_per_s"] > 0 and r["verify_ms"]["mean"] > 0
         assert r["hashes"]["min"] <= r["hashes"]["max"]
-        assert r["binary_bytes"]["max"] == r["hashes"]["max"] * 32 + 49 + 1 + len("fleet-00000") + 49
+        # hashes, the HEADS leaf, then the entry: the row (its id and 49 bytes) and its
+        # next fleet id (every id of the run is as long as fleet-00000).
+        assert r["binary_bytes"]["max"] == (r["hashes"]["max"] * 32 + 49 + 1 + len("fleet-00000") + 49
+                                            + 1 + len("fleet-00000"))
         assert r["json_bytes_without_witness"]["max"] < r["json_bytes"]["max"]
     subs = heads["submissions"]
     assert [r["heads"] for r in subs["runs"]] == ["off", "on"]

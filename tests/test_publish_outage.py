@@ -17,6 +17,7 @@ import re
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -197,7 +198,17 @@ class ReadOnlyMount:
         subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m,mode=0755", "tmpfs", str(self.path)], check=True)
 
     def read_only(self) -> None:
-        subprocess.run(["mount", "-o", "remount,ro", str(self.path)], check=True)
+        # The kernel refuses the remount (EBUSY, "mount point is busy") while a file on
+        # it is open for writing: the publisher may be between creating a temp file and
+        # closing it. Its writes take milliseconds, so try again for a few seconds.
+        for _ in range(100):
+            done = subprocess.run(["mount", "-o", "remount,ro", str(self.path)], capture_output=True, text=True)
+            if done.returncode == 0:
+                return
+            if "busy" not in done.stderr:
+                break
+            time.sleep(0.05)
+        raise AssertionError(f"remounting {self.path} read-only failed: {done.stderr.strip()}")
 
     def writable(self) -> None:
         subprocess.run(["mount", "-o", "remount,rw", str(self.path)], check=True)
