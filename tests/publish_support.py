@@ -133,7 +133,7 @@ class PublishLog:
 
     def __init__(self, pool: asyncpg.Pool, store: Store, key: LogKey):
         self.pool, self.store, self.key = pool, store, key
-        self.verifiers = LogKeyVerifiers(key.origin, *key.verifiers())
+        self.verifiers = LogKeyVerifiers.of(key)
         self.progress = PublicationStore(pool)
         self.reader = TreeReader(store)  # the sequencer's process: what it serves (a publisher's source)
         self.wakers: list[Callable[[], None]] = []  # the sequencer's step 9 wakes these

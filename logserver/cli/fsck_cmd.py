@@ -129,7 +129,7 @@ def _run_target(config: Config, target_config: TargetConfig, key: LogKey, url: s
         target = make_target(target_config)
         try:
             return await audit_target(target, store=Store(pool), progress=PublicationStore(pool),
-                                      verifiers=LogKeyVerifiers(config.origin, *key.verifiers()),
+                                      verifiers=LogKeyVerifiers.of(key),
                                       on_progress=progress)
         finally:
             await target.close()

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from ..formats.checkpoint import open_checkpoint
 from ..formats.cosignature import timestamp_of
 from ..formats.note import NoteVerifier
+from ..keys.log_key import LogKey
 from ..merkle import EntriesTileID, TileID, tiles_between
 from ..read.heads_reader import HeadsAheadError, HeadsReader, HeadsUnavailableError, NoHeadsLeafError
 from ..read.tree_reader import TreeReader
@@ -53,14 +54,26 @@ class TargetCheckpoint:
 
 
 class LogKeyVerifiers:
-    """The log's two verifiers: its signed-note key and its timestamped cosignature key."""
+    """The log's verifiers: its signed-note key and its timestamped cosignature key
+    (both Ed25519, both required), and its ML-DSA-44 subtree/v1 key when it has one."""
 
-    def __init__(self, origin: str, note: NoteVerifier, stamp: NoteVerifier):
-        self.origin, self.note, self.stamp = origin, note, stamp
+    def __init__(self, origin: str, note: NoteVerifier, stamp: NoteVerifier, mldsa44: NoteVerifier | None = None):
+        self.origin, self.note, self.stamp, self.mldsa44 = origin, note, stamp, mldsa44
+
+    @classmethod
+    def of(cls, key: LogKey) -> LogKeyVerifiers:
+        note, stamp = key.verifiers()
+        return cls(key.origin, note, stamp, key.mldsa44_verifier())
 
     def open(self, data: bytes) -> TargetCheckpoint:
-        """Verify a checkpoint note; raises ValueError-like errors from formats."""
-        cp, opened = open_checkpoint(data, [self.note, self.stamp])
+        """Verify a checkpoint note; raises ValueError-like errors from formats.
+
+        The ML-DSA-44 line is verified when the note has one (C2SP signed-note: every
+        signature by a known key must verify, so a corrupted one refuses the note); a
+        note without one is accepted, as a checkpoint signed before the log had the
+        key is (docs/operations.md, "Adding an ML-DSA-44 key to a log")."""
+        known = [self.note, self.stamp] + ([self.mldsa44] if self.mldsa44 is not None else [])
+        cp, opened = open_checkpoint(data, known)
         if cp.origin != self.origin:
             raise ValueError(f"origin: got {cp.origin!r}, want {self.origin!r}")
         if opened.signature_by(self.note) is None:

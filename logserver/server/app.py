@@ -330,7 +330,7 @@ async def _start_static(app: web.Application) -> StaticPublisher | None:
             return reader.latest
     metrics = PublicationMetrics(app[METRICS].registry)
     metrics.max_lag_seconds.set(config.publication.max_lag_s)
-    verifiers = LogKeyVerifiers(config.origin, *key.verifiers())
+    verifiers = LogKeyVerifiers.of(key)
     progress = PublicationStore(app[STORE].pool)
     targets = [make_target(t) for t in config.publication.targets]
     static = StaticPublisher([
