@@ -26,9 +26,9 @@ from pathlib import Path
 
 from logserver.bundle import PAYLOAD_TYPE, Envelope, Signature, encode_leaf
 from logserver.keys.log_key import LogKey
+from logserver.storage import create_pool, open_log
 from logserver.write.outcomes import Pending
 from logserver.write.sequencer import Sequencer
-from logserver.storage import create_pool, open_log
 
 SEQ_DIGITS = 13  # every sequence is written with this many digits, so all leaves have one length
 SEQ_BASE = 10 ** (SEQ_DIGITS - 1)

@@ -21,7 +21,6 @@ import warnings
 from logserver.merkle import CompactRange, consistency_proof, inclusion_proof, leaf_hash
 from logserver.merkle.verify import verify_consistency, verify_inclusion
 
-
 ROUNDS = 3
 
 

@@ -35,8 +35,16 @@ if __name__ == "__main__":  # run as a script: tests/ is not a package
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from bundle_factory import Authorities, make_authorities, make_authority, make_envelope, make_payload
-from logserver.bundle import Envelope, HeadsLeaf, HeadsRow, HeadsTable, bundle_row, decode_leaf, encode_leaf
-from logserver.bundle import is_heads_leaf
+from logserver.bundle import (
+    Envelope,
+    HeadsLeaf,
+    HeadsRow,
+    HeadsTable,
+    bundle_row,
+    decode_leaf,
+    encode_leaf,
+    is_heads_leaf,
+)
 from logserver.bundle.heads import LEGACY_HEADS_LEAF_TYPE, decode_heads_leaf, legacy_sorted_root
 from logserver.client import TrustPolicy
 from logserver.formats import Checkpoint, CosignatureSigner, Ed25519NoteSigner, parse_checkpoint, parse_note

@@ -44,10 +44,10 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+from independent_merkle import tile_url_path, tiles_implied
 from logserver.formats.checkpoint import parse_checkpoint
 from logserver.formats.note import parse_note
 from logserver.publish import ObjectConflictError, StaticObject
-from independent_merkle import tile_url_path, tiles_implied
 
 OPS = ("read_checkpoint", "create", "put_many", "sync", "replace_checkpoint")
 WHEN = ("before", "after")

@@ -16,6 +16,8 @@ import pytest
 from aiohttp import ClientSession
 from prometheus_client import CollectorRegistry
 
+import independent_merkle as im
+from bundle_factory import BundleFactory
 from logserver.keys.log_key import LogKey
 from logserver.merkle import entries_tiles_for_size, leaf_hash, tile_path, tiles_for_size
 from logserver.publish import LogKeyVerifiers, Target, TargetPublisher
@@ -25,8 +27,6 @@ from logserver.storage import CheckpointRow, Store, create_pool, open_log
 from logserver.storage.publication import PublicationStore
 from logserver.write.outcomes import Appended
 from logserver.write.sequencer import Sequencer
-import independent_merkle as im
-from bundle_factory import BundleFactory
 from sequencer_support import running
 
 JSON = {"Content-Type": "application/json"}

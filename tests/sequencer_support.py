@@ -7,7 +7,6 @@ import contextlib
 import hashlib
 
 import pytest
-from pg import open_test_log
 
 from logserver.keys.log_key import LogKey
 from logserver.merkle import leaf_hash

@@ -17,10 +17,10 @@ from aiohttp import ClientSession
 from aiohttp.test_utils import TestServer
 
 from bundle_factory import Authorities, default_authorities
-from logserver.server import create_app
 from logserver.client.policy import authorities_toml
 from logserver.config import Config, load_config
 from logserver.keys.log_key import LogKey, generate_log_key_pem
+from logserver.server import create_app
 
 ORIGIN = "test.logserver.example/log"
 

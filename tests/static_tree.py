@@ -24,7 +24,6 @@ from independent_merkle import (
     tile_url_path,
     tiles_implied,
 )
-
 from logserver.formats.checkpoint import open_checkpoint
 from logserver.formats.note import NoteVerifier
 

@@ -11,14 +11,13 @@ import sys
 
 import pytest
 
-from logserver.write.admission import RESPAWN_INTERVAL_S, AdmissionPool, AdmissionStartError, AdmissionUnavailableError
+from bundle_factory import BundleFactory, default_authorities
 from logserver.api.keys import ADMISSION
-from logserver.write.admission_wire import decode_answer, decode_request, encode_answer, encode_request
-from logserver.write.admission_child import answers
 from logserver.bundle import Admitted, BundleError, admit
 from logserver.integrity.checks import StartupError
-
-from bundle_factory import BundleFactory, default_authorities
+from logserver.write.admission import RESPAWN_INTERVAL_S, AdmissionPool, AdmissionStartError, AdmissionUnavailableError
+from logserver.write.admission_child import answers
+from logserver.write.admission_wire import decode_answer, decode_request, encode_answer, encode_request
 from server_harness import start_server, write_config
 
 NOW_S = 1_800_000_000.0  # inside the factory's default validity window

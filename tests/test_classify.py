@@ -6,7 +6,7 @@ import hashlib
 
 from logserver.storage import ExistingEntry, FleetHead
 from logserver.write.classify import Equivocation, classify
-from logserver.write.outcomes import Duplicate, EquivocationError, RetiredFleetError, Pending, SequenceRollbackError
+from logserver.write.outcomes import Duplicate, EquivocationError, Pending, RetiredFleetError, SequenceRollbackError
 
 H = lambda s: hashlib.sha256(s).digest()  # noqa: E731
 

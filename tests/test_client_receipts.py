@@ -17,10 +17,10 @@ from logserver.client import (
     ExpiredError,
     InclusionError,
     MalformedError,
-    WitnessQuorumError,
     SignatureError,
     TrustPolicy,
     VerificationFailure,
+    WitnessQuorumError,
     verify_receipt,
 )
 from logserver.formats import CosignatureSigner
@@ -215,8 +215,9 @@ async def test_checkpoint_signature_tampering_is_a_checkpoint_error(logged, poli
 
 async def test_checkpoint_of_an_unknown_log_is_a_checkpoint_error(logged, tmp_path):
     envelope, receipt = logged
-    from logserver.formats import Ed25519NoteSigner
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from logserver.formats import Ed25519NoteSigner
 
     other = Ed25519NoteSigner(parse_note(receipt["checkpoint"]).text.split("\n")[0], Ed25519PrivateKey.generate())
     stranger = TrustPolicy.load(write_trust_policy(tmp_path, other.vkey))

@@ -6,9 +6,9 @@ import asyncio
 import pytest
 
 from bundle_factory import BundleFactory
+from logserver.api.keys import LOG_KEY, SEQUENCER, STORE
 from logserver.formats.checkpoint import open_checkpoint
 from logserver.formats.cosignature import CosignatureVerifier, timestamp_of
-from logserver.api.keys import LOG_KEY, SEQUENCER, STORE
 from server_harness import start_server, write_config
 
 JSON = {"Content-Type": "application/json"}

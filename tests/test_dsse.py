@@ -6,12 +6,11 @@ import base64
 import json
 
 import pytest
-from bundle_factory import envelope_json, make_envelope
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
-from logserver.bundle.dsse import MAX_SIG_LEN
+from bundle_factory import envelope_json, make_envelope
 from logserver.bundle import (
     MAX_ENVELOPE_BYTES,
     Envelope,
@@ -21,6 +20,7 @@ from logserver.bundle import (
     pae,
     parse_envelope,
 )
+from logserver.bundle.dsse import MAX_SIG_LEN
 
 # ---- PAE ----
 

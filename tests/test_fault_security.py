@@ -102,8 +102,9 @@ async def test_no_route_accepts_put_delete_or_patch(server):
             assert (await r.json())["entries"] == entries
         assert after["tree_size"] == before["tree_size"]
         # The routes the server has are exactly the documented read routes and one POST.
-    import yaml
     from pathlib import Path
+
+    import yaml
 
     spec = yaml.safe_load((Path(__file__).resolve().parents[1] / "openapi.yaml").read_text())
     methods = {m for item in spec["paths"].values() for m in item if m in ("get", "put", "post", "delete", "patch")}

@@ -22,7 +22,7 @@ from logserver.client.fleet_head import open_fleet_head, verify_fleet_head
 from logserver.formats.fleet_head import parse_fleet_head_proof
 from logserver.read.heads_reader import HeadsAheadError, HeadsReader
 from server_harness import start_server, write_config
-from test_client_support import submit, write_trust_policy, log_vkey
+from test_client_support import log_vkey, submit, write_trust_policy
 
 MAX_AGE_S = 600
 

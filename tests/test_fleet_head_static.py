@@ -10,19 +10,19 @@ import sys
 from datetime import UTC, datetime
 
 import aiohttp
-import pg
 import pytest
-from publish_support import wait_for
-from server_harness import ORIGIN, start_server, write_config
-from static_servers import start_nginx, start_seaweedfs
-from test_client_support import submit, write_trust_policy
-from test_publish_s3 import s3_credentials  # noqa: F401  (a fixture: SeaweedFS takes any key)
 
+import pg
 from bundle_factory import BundleFactory
 from logserver.client import TrustPolicy
 from logserver.client.fleet_head import verify_fleet_head
 from logserver.formats.fleet_head import parse_fleet_head_proof
 from logserver.keys.log_key import LogKey
+from publish_support import wait_for
+from server_harness import ORIGIN, start_server, write_config
+from static_servers import start_nginx, start_seaweedfs
+from test_client_support import submit, write_trust_policy
+from test_publish_s3 import s3_credentials  # noqa: F401  (a fixture: SeaweedFS takes any key)
 
 BUCKET = "fleet-heads"
 PREFIX = "log"

@@ -6,20 +6,20 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-import pg
 import pytest
 from cryptography.hazmat.primitives import serialization
-from publish_support import read_file, wait_for
-from server_harness import ORIGIN, start_server, write_config
-from test_client_support import submit, write_trust_policy
-from witness_harness import start_witness, write_witness_config
 
+import pg
 from bundle_factory import BundleFactory
 from logserver.client import StaleFleetHeadError, TrustPolicy
 from logserver.client.fleet_head import verify_fleet_head
 from logserver.formats import parse_note
 from logserver.formats.fleet_head import parse_fleet_head_proof
 from logserver.keys.log_key import LogKey, generate_log_key_pem
+from publish_support import read_file, wait_for
+from server_harness import ORIGIN, start_server, write_config
+from test_client_support import submit, write_trust_policy
+from witness_harness import start_witness, write_witness_config
 
 
 @pytest.fixture(scope="module")

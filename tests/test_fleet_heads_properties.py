@@ -33,14 +33,25 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
 from fleet_head_vectors import NOW, MemoryLog, VectorKeys, bundle, canonical, fleet_head_proof
-from logserver.bundle import Admitted, admit, covers, is_fleet_id, is_heads_leaf
-from logserver.bundle import Envelope, HeadsRow, HeadsTable, HeadsUpdateError, bundle_row, encode_leaf, fold
+from logserver.bundle import (
+    Admitted,
+    Envelope,
+    HeadsRow,
+    HeadsTable,
+    HeadsUpdateError,
+    admit,
+    bundle_row,
+    covers,
+    encode_leaf,
+    fold,
+    is_fleet_id,
+    is_heads_leaf,
+)
 from logserver.client import (
     FleetAbsentError,
     FleetRetiredError,

@@ -10,12 +10,12 @@ import asyncio
 import time
 
 import pytest
-from bundle_factory import BundleFactory
-from server_harness import start_server, write_config
 
+from bundle_factory import BundleFactory
 from logserver.api.keys import LOG_KEY, STORE
 from logserver.formats.checkpoint import open_checkpoint
 from logserver.formats.cosignature import CosignatureVerifier, timestamp_of
+from server_harness import start_server, write_config
 
 JSON = {"Content-Type": "application/json"}
 RESIGNS = 20

@@ -10,13 +10,12 @@ import struct
 from pathlib import Path
 
 import pytest
-from bundle_factory import make_authorities, make_envelope
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from logserver.bundle.dsse import MAX_SIG_LEN
+from bundle_factory import make_authorities, make_envelope
 from logserver.bundle import (
     MAX_LEAF_BYTES,
     PAYLOAD_TYPE,
@@ -31,6 +30,7 @@ from logserver.bundle import (
     sign_envelope,
     verify_envelope,
 )
+from logserver.bundle.dsse import MAX_SIG_LEN
 from logserver.merkle.hashing import leaf_hash
 
 

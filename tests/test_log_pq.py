@@ -13,15 +13,12 @@ import asyncio
 import base64
 import json
 
-import pg
 import pytest
-from bundle_factory import BundleFactory, default_authorities
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.mldsa import MLDSA44PrivateKey
-from server_harness import ORIGIN, run_server_to_exit, start_server, write_config
-from test_client_support import JSON, write_trust_policy
-from witness_harness import start_witness, write_witness_config
 
+import pg
+from bundle_factory import BundleFactory, default_authorities
 from logserver.cli import main
 from logserver.client import (
     CheckpointVerificationError,
@@ -41,6 +38,9 @@ from logserver.formats import (
 from logserver.keys.log_key import LogKey, generate_log_key_pem, generate_mldsa44_key_pem
 from logserver.merkle import EMPTY_ROOT
 from logserver.storage import IdentityMismatchError
+from server_harness import ORIGIN, run_server_to_exit, start_server, write_config
+from test_client_support import JSON, write_trust_policy
+from witness_harness import start_witness, write_witness_config
 
 ED_PEM = generate_log_key_pem()
 PQ_PEM = generate_mldsa44_key_pem()
@@ -299,9 +299,8 @@ def test_the_client_accepts_torchwood_s_ml_dsa_44_log_checkpoint_as_post_quantum
     """filippo.io/torchwood's vector (tests/testdata/pq/SOURCES.md) is a checkpoint signed
     by its log's ML-DSA-44 key alone: a trust policy pinning that key, with
     require_log_mldsa44, accepts it; a changed root or a changed key is refused."""
-    from pq_vectors import litewitness_vector
-
     from logserver.formats import parse_add_checkpoint_request
+    from pq_vectors import litewitness_vector
 
     vector = litewitness_vector()
     note = parse_add_checkpoint_request(vector.request).checkpoint
@@ -338,7 +337,6 @@ def test_fleet_head_verification_reports_and_requires_the_log_s_ml_dsa_44_signat
         fleet_head_proof,
     )
     from fleet_head_vectors import ORIGIN as HEADS_ORIGIN
-
     from logserver.client import verify_fleet_head
     from logserver.formats import Checkpoint as Cp
     from logserver.formats import CosignatureSigner

@@ -6,7 +6,6 @@ import hashlib
 import random
 
 import pytest
-from merkle_reference import complete_nodes, leaf_data, mth
 
 from logserver.merkle import (
     EMPTY_ROOT,
@@ -17,6 +16,7 @@ from logserver.merkle import (
     leaf_hash,
     node_hash,
 )
+from merkle_reference import complete_nodes, leaf_data, mth
 
 N = 300
 DATA = [leaf_data(i) for i in range(N)]

@@ -17,7 +17,6 @@ import re
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from merkle_reference import leaf_data, path
 
 from logserver.merkle import CompactRange, expand_tile, leaf_hash, tiles_for_nodes, tiles_for_size
 from logserver.merkle.geometry import (
@@ -34,6 +33,7 @@ from logserver.merkle.geometry import (
     tile_node,
     tile_width,
 )
+from merkle_reference import leaf_data, path
 
 U64 = 2**64 - 1
 SETTINGS = settings(max_examples=300, deadline=None)

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import pytest
-from merkle_reference import complete_nodes, leaf_data, mth, path, proof
 
 from logserver.merkle import (
     EMPTY_ROOT,
@@ -25,6 +24,7 @@ from logserver.merkle import (
     verify_consistency,
     verify_inclusion,
 )
+from merkle_reference import complete_nodes, leaf_data, mth, path, proof
 
 N = 130
 DATA = [leaf_data(i) for i in range(N)]

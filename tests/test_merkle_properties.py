@@ -12,7 +12,6 @@ from collections.abc import Callable, Sequence
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from merkle_reference import leaf_data, path_sides, proof_shape
 
 from logserver.merkle import (
     CompactRange,
@@ -24,6 +23,7 @@ from logserver.merkle import (
     verify_consistency,
     verify_inclusion,
 )
+from merkle_reference import leaf_data, path_sides, proof_shape
 
 N = 3000
 LEAVES = [leaf_hash(leaf_data(i)) for i in range(N)]

@@ -20,12 +20,11 @@ import shutil
 from pathlib import Path
 
 import asyncpg
-import pg
 import pytest
-from bundle_factory import default_authorities, make_envelope, make_payload
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from sequencer_support import running
 
+import pg
+from bundle_factory import default_authorities, make_envelope, make_payload
 from logserver.bundle.admit import admit
 from logserver.bundle.heads import HEADS_LEAF_TYPE, LEGACY_HEADS_LEAF_TYPE, decode_heads_leaf, fold, is_heads_leaf
 from logserver.keys.log_key import LogKey
@@ -34,6 +33,7 @@ from logserver.storage import FleetHead, NewLeaf, Store, create_pool, migrate
 from logserver.storage.migrate import load_migrations, migrations_dir
 from logserver.write.outcomes import Appended
 from logserver.write.sequencer import Sequencer
+from sequencer_support import running
 
 NOW = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 H = lambda s: hashlib.sha256(s).digest()  # noqa: E731

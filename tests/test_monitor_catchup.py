@@ -15,6 +15,7 @@ from logserver.monitor import Monitor, MonitorState
 from server_harness import start_server, write_config
 from test_client_support import submit, trust_policy_for
 
+
 @pytest.fixture(scope="module")
 async def server(database_url, tmp_path_factory):
     s = await start_server(write_config(tmp_path_factory.mktemp("mon"), database_url))

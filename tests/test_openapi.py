@@ -25,9 +25,9 @@ from referencing import Registry
 from referencing.jsonschema import DRAFT202012
 
 from bundle_factory import BundleFactory, default_authorities, make_envelope, make_key
-from logserver.http import errors as api_errors
 from logserver.api.keys import SEQUENCER
 from logserver.bundle import ALL_CODES, decode_leaf, encode_leaf
+from logserver.http import errors as api_errors
 from logserver.merkle import leaf_hash
 from logserver.write.outcomes import SequencerError
 from server_harness import start_server, write_config

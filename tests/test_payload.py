@@ -8,7 +8,6 @@ import json
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from bundle_factory import fleet_public_key, make_key, make_payload, payload_bytes
 from cryptography.hazmat.primitives.asymmetric import ed448, rsa
 from cryptography.hazmat.primitives.serialization import (
     Encoding,
@@ -16,6 +15,7 @@ from cryptography.hazmat.primitives.serialization import (
     load_der_public_key,
 )
 
+from bundle_factory import fleet_public_key, make_key, make_payload, payload_bytes
 from logserver.bundle import (
     ALGORITHMS,
     FleetBundle,

@@ -10,7 +10,6 @@ import hashlib
 import pytest
 from cryptography.hazmat.primitives.asymmetric.mldsa import MLDSA44PrivateKey
 
-from pq_vectors import litewitness_vector
 from logserver.formats import (
     FormatError,
     InvalidSignatureError,
@@ -27,6 +26,7 @@ from logserver.formats import (
     verifier_from_vkey,
 )
 from logserver.formats.note import Note, NoteSignature
+from pq_vectors import litewitness_vector
 
 V = litewitness_vector()
 ORIGIN = "example.com/mldsa-log"

@@ -27,8 +27,8 @@ import logserver.publish.publisher as publisher_module
 from logserver.formats.checkpoint import parse_checkpoint
 from logserver.formats.note import parse_note
 from logserver.keys.log_key import LogKey
-from logserver.publish.directory import DirectoryTarget
 from logserver.merkle import tiles_between
+from logserver.publish.directory import DirectoryTarget
 from logserver.publish.targets import tile_object
 from logserver.read.tree_reader import TreeReader
 from logserver.write.sequencer import Sequencer

@@ -7,10 +7,10 @@ import pwd
 from pathlib import Path
 
 import pytest
-from server_harness import write_config
-from test_cli_operator_errors import AS_ROOT, one_line, run, shared_dir  # noqa: F401 (a fixture)
 
 from logserver.config import ConfigError, config_from_dict
+from server_harness import write_config
+from test_cli_operator_errors import AS_ROOT, one_line, run, shared_dir  # noqa: F401 (a fixture)
 
 
 def parse(targets: str, tmp_path: Path):

@@ -3,12 +3,12 @@ to what the server's own tlog-tiles routes serve, written once, checkpoint last.
 from __future__ import annotations
 
 import pytest
-from publish_support import envelopes, read_file, submit, tree_paths, wait_for
-from server_harness import start_server, write_config
 
 from logserver.api.keys import STORE
 from logserver.formats.checkpoint import parse_checkpoint
 from logserver.formats.note import parse_note
+from publish_support import envelopes, read_file, submit, tree_paths, wait_for
+from server_harness import start_server, write_config
 
 
 def publication(path: str, name: str = "dir") -> str:

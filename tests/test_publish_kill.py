@@ -12,14 +12,14 @@ import signal
 
 import aiohttp
 import pytest
-from publish_support import Load, read_file, wait_for
-from server_harness import ORIGIN, ServerProcess, write_config
-from static_servers import start_seaweedfs
-from static_tree import check_checkpoint
 
 from logserver.formats.checkpoint import parse_checkpoint
 from logserver.formats.note import parse_note
 from logserver.keys.log_key import LogKey
+from publish_support import Load, read_file, wait_for
+from server_harness import ORIGIN, ServerProcess, write_config
+from static_servers import start_seaweedfs
+from static_tree import check_checkpoint
 
 KILLS = 4
 

@@ -22,16 +22,16 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
-import pg
 import pytest
+
+import pg
+from logserver.keys.log_key import LogKey
 from publish_support import Load, envelopes, submit, tree_paths, wait_for
 from server_harness import ORIGIN, ServerProcess, write_config
 from static_servers import start_nginx, start_seaweedfs
 from static_tree import check_checkpoint
 from test_client_support import write_trust_policy
 from test_fault_db_outage import PrivatePostgres
-
-from logserver.keys.log_key import LogKey
 
 pytestmark = pytest.mark.fault
 

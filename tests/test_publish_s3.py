@@ -12,10 +12,6 @@ import sys
 
 import aiohttp
 import pytest
-from publish_support import envelopes, submit, tree_paths, wait_for
-from server_harness import ORIGIN, start_server, write_config
-from static_servers import start_nginx, start_seaweedfs
-from test_client_support import write_trust_policy
 
 from logserver.config import load_config
 from logserver.formats.checkpoint import parse_checkpoint
@@ -23,6 +19,10 @@ from logserver.formats.note import parse_note
 from logserver.keys.log_key import LogKey
 from logserver.publish.build import check_targets
 from logserver.publish.targets import TargetError
+from publish_support import envelopes, submit, tree_paths, wait_for
+from server_harness import ORIGIN, start_server, write_config
+from static_servers import start_nginx, start_seaweedfs
+from test_client_support import write_trust_policy
 
 BUCKET = "published-log"
 PREFIX = "logs/one"

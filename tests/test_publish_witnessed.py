@@ -5,15 +5,15 @@ from __future__ import annotations
 
 import asyncio
 
-import pg
 import pytest
 from cryptography.hazmat.primitives import serialization
+
+import pg
+from logserver.formats import parse_note
+from logserver.keys.log_key import LogKey, generate_log_key_pem
 from publish_support import envelopes, read_file, submit, wait_for
 from server_harness import ORIGIN, start_server, write_config
 from witness_harness import start_witness, write_witness_config
-
-from logserver.formats import parse_note
-from logserver.keys.log_key import LogKey, generate_log_key_pem
 
 
 @pytest.fixture(scope="module")

@@ -14,15 +14,14 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import aiohttp
-import pg
 import psutil
 import pytest
 
-from datetime import UTC, datetime
-
+import pg
 from bundle_factory import BundleFactory
 from logserver.client import TrustPolicy
 from logserver.client.fleet_head import verify_fleet_head

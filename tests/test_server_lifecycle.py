@@ -18,11 +18,11 @@ from aiohttp import ClientSession
 
 import pg
 from bundle_factory import BundleFactory
-from pg_tools import find_pg_program, server_major
 from independent_merkle import check_consistency, check_inclusion
 from logserver.config import load_config
 from logserver.formats.checkpoint import open_checkpoint
 from logserver.formats.note import Ed25519NoteVerifier
+from pg_tools import find_pg_program, server_major
 from server_harness import ServerProcess, run_server_to_exit, start_server, write_config
 
 JSON = {"Content-Type": "application/json"}

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-import static_servers
 from aiobotocore.session import get_session
 from botocore.exceptions import ClientError
+
+import static_servers
 
 # C2SP tlog-tiles: the types of the three kinds of object, and this project's caching
 # headers for them (docs/deployment.md, "Serving the published directory with nginx").

@@ -20,18 +20,18 @@ import socket
 import struct
 from pathlib import Path
 
-import pg
 import pytest
-from bundle_factory import BundleFactory
-from chromium import Chromium, Page
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from server_harness import ORIGIN, start_server, write_config
-from witness_harness import start_witness, write_witness_config
 
+import pg
+from bundle_factory import BundleFactory
+from chromium import Chromium, Page
 from logserver.api.status import CONTENT_SECURITY_POLICY
 from logserver.formats.cosignature import CosignatureSigner
 from logserver.keys.log_key import LogKey, generate_log_key_pem
+from server_harness import ORIGIN, start_server, write_config
+from witness_harness import start_witness, write_witness_config
 
 JSON = {"Content-Type": "application/json"}
 

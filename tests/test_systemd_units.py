@@ -28,15 +28,15 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pg
 import pytest
 from aiohttp import ClientSession
+
+import pg
 from bundle_factory import BundleFactory
+from logserver.keys.log_key import LogKey
 from server_harness import ORIGIN, free_port, wait_ready, write_config
 from test_client_support import write_trust_policy
 from witness_harness import write_witness_config
-
-from logserver.keys.log_key import LogKey
 
 ROOT = Path(__file__).resolve().parents[1]
 UNITS_DIR = ROOT / "deploy" / "systemd"

@@ -11,9 +11,6 @@ from concurrent.futures import ThreadPoolExecutor
 import asyncpg
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from pg import open_test_log
-from sequencer_support import grow
-from logserver.server.app import _warm_tile_file
 from logserver.api.metrics import Metrics
 from logserver.integrity.fsck import fsck
 from logserver.keys.log_key import LogKey
@@ -23,6 +20,9 @@ from logserver.merkle.tiles import EntriesTileID, TileID, decode_entry_bundle, e
 from logserver.read.tile_cache import _FILE_TILE_COST
 from logserver.read.tile_file import EXPANDED, HEADER, SLOT, TileFile
 from logserver.read.tree_reader import TreeReader
+from logserver.server.app import _warm_tile_file
+from pg import open_test_log
+from sequencer_support import grow
 
 TILES = 5
 SIZE = TILES * 256 + 37  # five full level-0 tiles and a partial one

@@ -7,7 +7,6 @@ import re
 from collections.abc import Sequence
 
 import pytest
-from merkle_reference import complete_nodes, leaf_data, mth, path, proof
 
 from logserver.merkle import (
     TILE_HEIGHT,
@@ -38,6 +37,7 @@ from logserver.merkle import (
     verify_consistency,
     verify_inclusion,
 )
+from merkle_reference import complete_nodes, leaf_data, mth, path, proof
 
 # --- paths ----------------------------------------------------------------------------------
 

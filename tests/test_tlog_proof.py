@@ -167,8 +167,8 @@ def test_receipt_json_is_byte_identical_to_the_dict_encoding():
 
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-    from logserver.keys.log_key import LogKey
     from logserver.formats.receipt import build_receipt, receipt_json
+    from logserver.keys.log_key import LogKey
 
     key = LogKey("example.com/log", Ed25519PrivateKey.from_private_bytes(b"\3" * 32))
     note = key.sign_checkpoint(30, bytes(range(32)), 1_700_000_000_000)

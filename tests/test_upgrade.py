@@ -49,14 +49,13 @@ sys.path.insert(0, str(Path(__file__).parent / "faults"))  # fault_load's audit,
 
 from bundle_factory import BundleFactory, make_key
 from fault_load import Ack, Item, audit_log, run_fsck
-from server_harness import ServerProcess, write_config
-from test_client_support import write_trust_policy
-
 from logserver.bundle.heads import HEADS_LEAF_TYPE, LEGACY_HEADS_LEAF_TYPE, decode_heads_leaf, fold, is_heads_leaf
 from logserver.client import TrustPolicy
 from logserver.client.errors import FleetAbsentError
 from logserver.client.fleet_head import verify_fleet_head
 from logserver.formats.fleet_head import parse_fleet_head_proof
+from server_harness import ServerProcess, write_config
+from test_client_support import write_trust_policy
 
 REPO = Path(__file__).resolve().parents[1]
 JSON = {"Content-Type": "application/json"}

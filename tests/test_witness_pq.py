@@ -13,8 +13,6 @@ import pytest
 
 import merkle_reference as ref
 import pg
-from pq_vectors import litewitness_vector
-from witness_harness import ScriptedLog, start_witness, write_witness_config
 from logserver.formats import (
     AddCheckpointRequest,
     Checkpoint,
@@ -34,6 +32,8 @@ from logserver.formats import (
 )
 from logserver.merkle import EMPTY_ROOT
 from logserver.storage import IdentityMismatchError
+from pq_vectors import litewitness_vector
+from witness_harness import ScriptedLog, start_witness, write_witness_config
 
 ORIGIN = "test.example/pq-log"
 IDLE = "test.example/pq-idle"  # followed, never cosigned

@@ -9,11 +9,11 @@ import asyncpg
 import pytest
 
 import pg
-from witness_harness import ScriptedLog, start_witness, write_witness_config
 from logserver.formats import AddCheckpointRequest, parse_signature_lines, timestamp_of
 from logserver.formats.checkpoint import parse_checkpoint
 from logserver.formats.note import parse_note
 from logserver.witness.app import WITNESS_STORE
+from witness_harness import ScriptedLog, start_witness, write_witness_config
 
 ORIGIN = "test.example/witnessed-log"
 

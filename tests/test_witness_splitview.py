@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 import pg
-from logserver.client import CheckpointVerificationError, WitnessQuorumError, TrustPolicy
+from logserver.client import CheckpointVerificationError, TrustPolicy, WitnessQuorumError
 from logserver.client.checkpoints import verify_checkpoint
 from test_client_support import write_trust_policy
 from witness_harness import ScriptedLog, start_witness, write_witness_config

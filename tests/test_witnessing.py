@@ -14,11 +14,11 @@ import pg
 from bundle_factory import BundleFactory
 from logserver.api.keys import STORE
 from logserver.cli.monitor import explain
-from logserver.client import WitnessQuorumError, TrustPolicy, verify_receipt
+from logserver.client import TrustPolicy, WitnessQuorumError, verify_receipt
 from logserver.client.log_client import LogClient
-from logserver.monitor.monitor import Monitor
 from logserver.formats import parse_note
 from logserver.keys.log_key import LogKey, generate_log_key_pem
+from logserver.monitor.monitor import Monitor
 from server_harness import ORIGIN, start_server, write_config
 from test_client_support import JSON, write_trust_policy
 from test_witness_interop import note_body_of, spec_verify_cosignatures

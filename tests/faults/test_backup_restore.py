@@ -24,6 +24,7 @@ import shutil
 import aiohttp
 import asyncpg
 import pytest
+
 import replication
 from bundle_factory import BundleFactory
 from fault_load import Ack, Item, audit_log, run_fsck

@@ -27,6 +27,7 @@ import re
 import aiohttp
 import asyncpg
 import pytest
+
 import replication
 from bundle_factory import BundleFactory
 from fault_load import Ack, Item, Load, Workload, audit_log, run_fsck
