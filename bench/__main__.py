@@ -70,7 +70,7 @@ def main(argv=None) -> int:
     log(f"mode {mode.name}, sections {sections}, load generator {tool}, load average {load_before}")
     env = BenchEnv(args.data_dir)
     results: dict = {"meta": {
-        "mode": mode.name, "started_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "mode": mode.name, "started_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "command": "python -m bench " + " ".join(shlex.quote(a) for a in argv), "loadgen": tool,
         "load_before": load_before, "settings": {k: v for k, v in vars(mode).items()},
     }}

@@ -28,7 +28,7 @@ def _spki_b64(public) -> str:
 
 def payload_template() -> dict:
     """A realistic fleet payload: two HSM keys (X25519 and P-256), a year of validity."""
-    now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
     return {
         "fleet_id": "",
         "sequence": 1,

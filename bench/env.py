@@ -158,7 +158,7 @@ class Process:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, ready_path: str = "/readyz", timeout_s: float = 120.0, streak: int = 1) -> "Process":
+    def start(self, ready_path: str = "/readyz", timeout_s: float = 120.0, streak: int = 1) -> Process:
         """Spawn, then wait for `streak` consecutive 200s from `ready_path` (each on a new
         connection: with several workers on one port, each lands on any of them).
 
@@ -179,7 +179,7 @@ class Process:
         if "LOGSERVER_LISTEN" in self.env:
             self.env["LOGSERVER_LISTEN"] = f"127.0.0.1:{port}"
 
-    def _start_once(self, ready_path: str, timeout_s: float, streak: int) -> "Process":
+    def _start_once(self, ready_path: str, timeout_s: float, streak: int) -> Process:
         env = dict(os.environ, **self.env)
         started = time.perf_counter()
         log_start = self.log_path.stat().st_size if self.log_path.exists() else 0
@@ -252,7 +252,7 @@ class Process:
             self.proc.kill()
             self.proc.wait()
 
-    def __enter__(self) -> "Process":
+    def __enter__(self) -> Process:
         return self
 
     def __exit__(self, *exc) -> None:

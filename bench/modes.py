@@ -9,7 +9,7 @@ class Mode:
     name: str
     duration_s: float            # each load-generator run
     warmup_s: float              # untimed run before each measured read run (fills caches) and latency run
-    connections: tuple[int, ...] # submission concurrency levels
+    connections: tuple[int, ...]  # submission concurrency levels
     read_connections: int
     bundles: int                 # unique signed bundles per algorithm (>= best rate x duration)
     read_sizes: tuple[int, ...]  # tree sizes for the read benchmarks (bulk loaded)

@@ -23,7 +23,7 @@ import itertools
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, mldsa, mlkem, x25519
@@ -46,7 +46,7 @@ from logserver.bundle import (
 )
 
 # A fixed "now" inside the default validity window.
-NOW = datetime(2026, 1, 1, tzinfo=timezone.utc)
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
 DEFAULT_NOT_BEFORE = "2025-01-01T00:00:00Z"
 DEFAULT_NOT_AFTER = "2100-01-01T00:00:00Z"  # far enough that real-clock tests pass too
 

@@ -8,8 +8,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))  # tests/ helpers importable as plain modules
 
-import pg  # noqa: E402
-import static_servers  # noqa: E402
+import pg
+import static_servers
 
 
 def pytest_addoption(parser):

@@ -144,8 +144,8 @@ class MemoryStore:
         self._fault("lock", "before")
         try:
             await asyncio.wait_for(self._role.acquire(), lock_timeout_ms / 1000)
-        except asyncio.TimeoutError:  # PostgreSQL: LockNotAvailableError
-            raise asyncio.TimeoutError(f"the sequencer role was not free within {lock_timeout_ms} ms") from None
+        except TimeoutError:  # PostgreSQL: LockNotAvailableError
+            raise TimeoutError(f"the sequencer role was not free within {lock_timeout_ms} ms") from None
         tx: MemorySequencing | None = None
         try:
             await asyncio.sleep(0)  # every storage step lets the event loop run, as a round trip does

@@ -259,4 +259,3 @@ async def publishing(*publishers: TargetPublisher) -> AsyncIterator[None]:
         outcomes = await asyncio.gather(*tasks, return_exceptions=True)
         for outcome in outcomes:  # a loop only ever ends by being cancelled
             assert isinstance(outcome, asyncio.CancelledError), outcome
-

@@ -19,7 +19,7 @@ from aiohttp.test_utils import TestServer
 from bundle_factory import Authorities, default_authorities
 from logserver.client.policy import authorities_toml
 from logserver.config import Config, load_config
-from logserver.keys.log_key import LogKey, generate_log_key_pem
+from logserver.keys.log_key import generate_log_key_pem
 from logserver.server import create_app
 
 ORIGIN = "test.logserver.example/log"
@@ -150,7 +150,7 @@ class ServerProcess:
     def output(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
-    async def start(self, timeout_s: float = READY_TIMEOUT_S) -> "ServerProcess":
+    async def start(self, timeout_s: float = READY_TIMEOUT_S) -> ServerProcess:
         """Start the process and wait until /readyz answers 200 (or fail with its output)."""
         assert self.proc is None or self.proc.poll() is not None, "already running"
         with open(self.log_path, "ab") as out:
@@ -193,7 +193,7 @@ async def run_server_to_exit(config_path: Path, database_url: str, timeout_s: fl
     )
     try:
         out, _ = await asyncio.wait_for(proc.communicate(), timeout_s)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         proc.kill()
         await proc.wait()
         raise AssertionError(f"server did not exit within {timeout_s}s (it should have refused to start)")

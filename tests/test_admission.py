@@ -47,7 +47,7 @@ def _bodies(tag: str) -> list[bytes]:
 
 def _inline(body: bytes) -> Admitted | BundleError:
     try:
-        return admit(body, default_authorities().authority_set, dt.datetime.fromtimestamp(NOW_S, dt.timezone.utc))
+        return admit(body, default_authorities().authority_set, dt.datetime.fromtimestamp(NOW_S, dt.UTC))
     except BundleError as e:
         return e
 

@@ -6,7 +6,7 @@ import dataclasses
 import hashlib
 import json
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -436,5 +436,5 @@ def test_unknown_error_code_is_a_bug() -> None:
 def test_error_time_is_reported_in_utc() -> None:
     envelope = make_envelope(make_payload(not_after="2025-06-01T00:00:00Z"))
     with pytest.raises(ValidityError, match="now \\(2026-01-01T00:00:00Z\\)"):
-        now = datetime(2026, 1, 1, tzinfo=timezone.utc)
+        now = datetime(2026, 1, 1, tzinfo=UTC)
         verify_envelope(envelope, make_authorities().authority_set, now)

@@ -139,10 +139,9 @@ async def test_a_fleet_id_that_is_no_single_path_segment_is_refused_before_any_r
 
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", anything)
-    async with TestServer(app, host="127.0.0.1") as stub:
-        async with LogClient(str(stub.make_url("/"))) as c:
-            with pytest.raises(LogClientError, match="cannot name a fleet"):
-                await c.fleet(fleet_id)
+    async with TestServer(app, host="127.0.0.1") as stub, LogClient(str(stub.make_url("/"))) as c:
+        with pytest.raises(LogClientError, match="cannot name a fleet"):
+            await c.fleet(fleet_id)
     assert requests == []
 
 

@@ -146,14 +146,13 @@ async def test_readme_walkthrough(dev_server, tmp_path):
 
     # Step 10: the fleet-head proof, from the route and on the static tree, verified; a
     # receipt carrying it verifies offline as the fleet's current head.
-    async with ClientSession() as session:
-        async with session.get(url + "/v1/fleets/demo-fleet/head") as resp:
-            assert resp.status == 200, await resp.text()
-            pq_index = json.loads((cwd / "receipt-pq.json").read_text())["index"]
-            proof = json.loads(await resp.read())
-            assert proof["row"]["leaf_index"] == pq_index
-            # Proof format 2, the chained layout: the lone row links to itself.
-            assert proof["version"] == 2 and proof["row"]["next_fleet_id"] == "demo-fleet", proof
+    async with ClientSession() as session, session.get(url + "/v1/fleets/demo-fleet/head") as resp:
+        assert resp.status == 200, await resp.text()
+        pq_index = json.loads((cwd / "receipt-pq.json").read_text())["index"]
+        proof = json.loads(await resp.read())
+        assert proof["row"]["leaf_index"] == pq_index
+        # Proof format 2, the chained layout: the lone row links to itself.
+        assert proof["version"] == 2 and proof["row"]["next_fleet_id"] == "demo-fleet", proof
     head = await asyncio.to_thread(run, cwd, "verify", "--head", "demo-fleet", "--policy", "data/trust.toml",
                                    "--log", url, "--max-age", "600")
     assert head.returncode == 0, head.stdout + head.stderr

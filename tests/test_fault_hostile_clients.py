@@ -110,7 +110,7 @@ async def test_a_request_head_trickled_forever_is_cut(log_server):
             writes += 1
             try:
                 await asyncio.wait_for(reader.read(100), 0.2)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
     except ConnectionError:
         pass
@@ -125,7 +125,7 @@ async def idle_flood(port: int, n: int) -> list[asyncio.StreamWriter]:
     for _ in range(n):
         try:
             _, w = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 10)
-        except (OSError, asyncio.TimeoutError):
+        except (TimeoutError, OSError):
             continue  # the backlog is full: the flood is as big as it can get
         writers.append(w)
     return writers
@@ -260,10 +260,9 @@ async def test_expect_on_the_witness_is_checked_before_the_body(witness_server):
     "/v1/fleets/abc%0A",
 ])
 async def test_a_parameter_with_a_trailing_newline_is_refused(log_server, path):
-    async with ClientSession() as s:
-        async with s.get(log_server.url + path) as r:
-            assert r.status == 400, (path, r.status, await r.text())
-            assert "immutable" not in r.headers.get("Cache-Control", "")
+    async with ClientSession() as s, s.get(log_server.url + path) as r:
+        assert r.status == 400, (path, r.status, await r.text())
+        assert "immutable" not in r.headers.get("Cache-Control", "")
 
 
 # --- gzip --------------------------------------------------------------------------------------------

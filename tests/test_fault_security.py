@@ -211,7 +211,6 @@ async def test_a_request_head_trickled_forever_is_cut_at_the_header_timeout(serv
     assert time.monotonic() - started < HEADER_TIMEOUT_S + 30
 
 
-
 def test_made_up_methods_do_not_grow_the_metric_label_set():
     """Any token is a valid HTTP method (aiohttp's C parser refuses most, its pure-Python
     one does not); the latency histogram's label set must stay bounded either way."""

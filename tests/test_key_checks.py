@@ -318,4 +318,3 @@ def test_other_dotted_fleet_ids_stay_accepted(fleet_id):
 
 def test_the_new_codes_are_listed():
     assert {"weak_fleet_key", "duplicate_fleet_key", "reserved_fleet_id"} <= ALL_CODES
-

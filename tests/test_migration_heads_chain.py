@@ -297,4 +297,3 @@ async def test_a_batch_with_new_fleets_interleaved_orders_the_tree_as_the_fold_d
     assert (last.count, last.root) == (5, table.root())
     assert list(await fleet_rows(store.pool)) == ["y", "x", "w", "v0", "v1"]
     assert {f: r[2] for f, r in (await fleet_rows(store.pool)).items()} == await first_bundles(store.pool)
-

@@ -19,6 +19,7 @@ from test_monitor_catchup import Collected, fill
 KEY_PEM = generate_log_key_pem()
 ENTRIES = 300  # one full entry bundle and a partial one
 
+
 def flip(position: int) -> Callable[[bytes], bytes]:
     def mutate(body: bytes) -> bytes:
         out = bytearray(body)

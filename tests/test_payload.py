@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ed448, rsa
@@ -28,8 +28,6 @@ from logserver.bundle import (
     parse_timestamp,
     payload_digest,
 )
-
-UTC = timezone.utc
 
 
 def _parse(**overrides: object) -> FleetBundle:
@@ -74,7 +72,7 @@ def test_default_payload_parses() -> None:
 
 
 def test_algorithm_set_is_documented_set() -> None:
-    assert ALGORITHMS == {"ed25519", "x25519", "ecdsa-p256", "ecdsa-p384", "ml-dsa-44", "ml-kem-768"}
+    assert {"ed25519", "x25519", "ecdsa-p256", "ecdsa-p384", "ml-dsa-44", "ml-kem-768"} == ALGORITHMS
 
 
 @pytest.mark.parametrize("algorithm", sorted(ALGORITHMS))

@@ -407,4 +407,3 @@ async def test_a_running_server_halts_a_conflicting_target_and_says_so_in_readyz
         assert cp.tree_size + 3 <= log.verifiers.open(served).size
     finally:
         await server.close()
-

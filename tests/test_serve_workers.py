@@ -44,7 +44,7 @@ class Workers:
         self.database_url = database_url
         self.proc: subprocess.Popen | None = None
 
-    async def start(self) -> "Workers":
+    async def start(self) -> Workers:
         with open(self.log_path, "ab") as out:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "logserver.cli", "serve", "--config", str(self.config), "--workers", "2"],
@@ -137,7 +137,7 @@ async def submit_all(url: str, bodies: list[bytes], *, clients: int = 8, deadlin
                             break
                         assert r.status == 503, (r.status, await r.text())
                         assert r.headers.get("Retry-After")
-                except (aiohttp.ClientConnectionError, asyncio.TimeoutError):
+                except (TimeoutError, aiohttp.ClientConnectionError):
                     pass
                 retries += 1
                 await asyncio.sleep(0.05)

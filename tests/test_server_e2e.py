@@ -1,8 +1,6 @@
 """End to end: submit a dual-signed bundle and verify the receipt offline."""
 from __future__ import annotations
 
-import base64
-
 import pytest
 
 from bundle_factory import BundleFactory

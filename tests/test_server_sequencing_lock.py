@@ -17,7 +17,7 @@ import pytest
 from logserver.storage import Store, create_pool, open_log
 
 EMPTY = hashlib.sha256(b"").digest()
-NOW = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+NOW = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 
 
 @dataclass(frozen=True)

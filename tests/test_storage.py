@@ -24,7 +24,7 @@ from logserver.storage.migrate import load_migrations
 
 EMPTY = hashlib.sha256(b"").digest()
 H = lambda s: hashlib.sha256(s).digest()  # noqa: E731
-NOW = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+NOW = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 
 
 @pytest.fixture(scope="module")

@@ -247,7 +247,7 @@ ED_VKEY_OF_X1 = format_vkey("x1.witness.example", 0x01, WITNESSES["X1"].verifier
             id="duplicate witness key under another name",
         ),
         pytest.param(f"witness Z {ED_VKEY_OF_X1}\nquorum none\n", id="witness with Ed25519 0x01 key"),
-        pytest.param(f"witness Z\nquorum none\n", id="witness without key"),
+        pytest.param("witness Z\nquorum none\n", id="witness without key"),
         pytest.param(f"witness Z {WITNESSES['X1'].vkey} url extra\nquorum none\n", id="witness extra field"),
         pytest.param(f"witness Z {WITNESSES['X1'].vkey[:-2]}\nquorum none\n", id="witness bad vkey"),
         pytest.param(f"log {LOG.vkey}\nlog {LOG.vkey}\nquorum none\n", id="duplicate log"),

@@ -109,7 +109,7 @@ class Load:
             self._progress.clear()
             try:
                 await asyncio.wait_for(self._progress.wait(), min(remaining, 1.0))
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
 
     def acks_from(self, urls: set[str], after: int = 0) -> list[Ack]:
@@ -135,7 +135,7 @@ class Load:
                         if resp.status != 503 or "Retry-After" not in resp.headers:
                             self.unexpected.append((item, resp.status, text))
                             return
-                except (aiohttp.ClientError, asyncio.TimeoutError, OSError):
+                except (TimeoutError, aiohttp.ClientError, OSError):
                     pass  # killed, restarting, frozen: not acknowledged, so retry
                 attempt += 1
                 self.retries += 1
