@@ -20,6 +20,7 @@ import base64
 import json
 import os
 import signal
+from pathlib import Path
 
 from aiohttp import web
 from cryptography.exceptions import InvalidSignature
@@ -88,7 +89,7 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=1, help="processes sharing the port (SO_REUSEPORT)")
     p.add_argument("pems", nargs=2)
     args = p.parse_args()
-    pems = [open(path, "rb").read() for path in args.pems]
+    pems = [Path(path).read_bytes() for path in args.pems]
     children = []
     for _ in range(args.workers - 1):
         pid = os.fork()

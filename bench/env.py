@@ -165,7 +165,7 @@ class Process:
         The port was free when it was picked, but another process may take it before
         the child binds: then (the child exits with "address already in use", having
         perhaps let a stranger answer the readiness check) it retries on a new port."""
-        for attempt in range(5):
+        for _attempt in range(5):
             try:
                 return self._start_once(ready_path, timeout_s, max(streak, self.streak))
             except _PortTaken:

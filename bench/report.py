@@ -256,15 +256,15 @@ def static_miss_context(static: dict, status: dict, cpus: int) -> list[str]:
     for row in static.get("reads") or []:
         size = row["size"]
 
-        def rates(server, what):
+        def rates(server, what, row=row):
             return ", ".join(f"{r['ok_rps']:.0f}" for r in row["runs"] if (r["server"], r["what"]) == (server, what))
 
-        def per_cpu(server):
+        def per_cpu(server, row=row):
             runs = [r for r in row["runs"]
                     if (r["server"], r["what"]) == (server, "tile") and r.get("server_cpu_cores")]
             return sum(r["ok_rps"] / r["server_cpu_cores"] for r in runs) / len(runs) if runs else float("nan")
 
-        def cpu(server, what, key):
+        def cpu(server, what, key, row=row):
             return ", ".join(str(r.get(key)) for r in row["runs"] if (r["server"], r["what"]) == (server, what))
         if status.get(f"static: nginx full tiles / nginx same-size file, {size:,} leaves") == "missed":
             out.append(f"static reads at {size:,}: nginx's same-size file ran at {rates('nginx', 'same')}/s and its "
@@ -373,7 +373,7 @@ def markdown(results: dict) -> str:
                           f"p99 {w['latency_ms']['p99']:.1f} ms, max {w['latency_ms']['max']:.1f} ms.")
     workers = results.get("workers") or []
     if workers:
-        lines += ["", "## 2. serve --workers N", ""] + _workers_table(workers, m["cpus_usable"], ceiling=True)
+        lines += ["", "## 2. serve --workers N", "", *_workers_table(workers, m["cpus_usable"], ceiling=True)]
         inline = results.get("workers_one_process_each") or []
         if inline:
             lines += ["", "Each worker one process (`verify_processes = 0`: it checks submissions on its own event "

@@ -64,7 +64,7 @@ def run_latency_at_half(env: BenchEnv, mode, loadgen, algorithm: str, best_rps: 
     requests = bundle_file(env, algorithm, mode.bundles)
     warm_requests = tail_of(requests, mode.bundles // 4) if mode.warmup_s else None
     runs = []
-    for attempt in range(3):
+    for _attempt in range(3):
         log(f"submissions {algorithm}: latency at ~{target:.0f}/s ({connections} connections, {delay_ms} ms apart)")
         proc, db = _serve(env, f"latency_{algorithm.replace('-', '_')}", algorithm)
         with proc.start() as server:

@@ -36,8 +36,8 @@ def path(m: int, d: Sequence[bytes]) -> list[bytes]:
         return []
     k = _largest_power_of_two_below(n)
     if m < k:
-        return path(m, d[0:k]) + [mth(d[k:n])]
-    return path(m - k, d[k:n]) + [mth(d[0:k])]
+        return [*path(m, d[0:k]), mth(d[k:n])]
+    return [*path(m - k, d[k:n]), mth(d[0:k])]
 
 
 def proof(m: int, d: Sequence[bytes]) -> list[bytes]:
@@ -59,8 +59,8 @@ def subproof(m: int, d: Sequence[bytes], b: bool) -> list[bytes]:
         return [] if b else [mth(d)]
     k = _largest_power_of_two_below(n)
     if m <= k:
-        return subproof(m, d[0:k], b) + [mth(d[k:n])]
-    return subproof(m - k, d[k:n], False) + [mth(d[0:k])]
+        return [*subproof(m, d[0:k], b), mth(d[k:n])]
+    return [*subproof(m - k, d[k:n], False), mth(d[0:k])]
 
 
 def complete_nodes(d: Sequence[bytes]) -> dict[tuple[int, int], bytes]:
@@ -86,8 +86,8 @@ def path_sides(m: int, n: int) -> list[str]:
         return []
     k = _largest_power_of_two_below(n)
     if m < k:
-        return path_sides(m, k) + ["R"]
-    return path_sides(m - k, n - k) + ["L"]
+        return [*path_sides(m, k), "R"]
+    return [*path_sides(m - k, n - k), "L"]
 
 
 def proof_shape(m: int, n: int) -> list[str]:
@@ -102,8 +102,8 @@ def _subproof_shape(m: int, n: int, b: bool) -> list[str]:
         return ["root1"] if b else ["S"]
     k = _largest_power_of_two_below(n)
     if m <= k:
-        return _subproof_shape(m, k, b) + ["R"]
-    return _subproof_shape(m - k, n - k, False) + ["L"]
+        return [*_subproof_shape(m, k, b), "R"]
+    return [*_subproof_shape(m - k, n - k, False), "L"]
 
 
 def leaf_data(i: int) -> bytes:
@@ -125,8 +125,8 @@ def _subtree_subproof(start: int, end: int, d: Sequence[bytes], b: bool) -> list
         return [] if b else [mth(d)]
     k = _largest_power_of_two_below(n)
     if end <= k:
-        return _subtree_subproof(start, end, d[0:k], b) + [mth(d[k:n])]
+        return [*_subtree_subproof(start, end, d[0:k], b), mth(d[k:n])]
     if k <= start:
-        return _subtree_subproof(start - k, end - k, d[k:n], b) + [mth(d[0:k])]
+        return [*_subtree_subproof(start - k, end - k, d[k:n], b), mth(d[0:k])]
     assert start == 0, "start < k < end implies start == 0 for a valid subtree"
-    return _subtree_subproof(0, end - k, d[k:n], False) + [mth(d[0:k])]
+    return [*_subtree_subproof(0, end - k, d[k:n], False), mth(d[0:k])]

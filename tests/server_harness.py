@@ -196,7 +196,7 @@ async def run_server_to_exit(config_path: Path, database_url: str, timeout_s: fl
     except TimeoutError:
         proc.kill()
         await proc.wait()
-        raise AssertionError(f"server did not exit within {timeout_s}s (it should have refused to start)")
+        raise AssertionError(f"server did not exit within {timeout_s}s (it should have refused to start)") from None
     return proc.returncode, out.decode(errors="replace")
 
 

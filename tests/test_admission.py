@@ -75,7 +75,7 @@ async def test_every_outcome_is_the_same_as_inline(pool):
         "Admitted", "Admitted", "SignaturePolicyError", "SignaturePolicyError", "MalformedEnvelopeError",
         "MalformedEnvelopeError", "ValidityError"], want
     got = await asyncio.gather(*(pool.admit(b, NOW_S) for b in bodies), return_exceptions=True)
-    for g, w in zip(got, want):
+    for g, w in zip(got, want, strict=True):
         _same(g, w)
     assert pool.pending == 0
 

@@ -177,7 +177,7 @@ def test_tampered_payload(auth: Authorities) -> None:
 def test_changed_payload_type(auth: Authorities) -> None:
     envelope = make_envelope()
     changed = dataclasses.replace(envelope, payload_type="application/vnd.in-toto+json")
-    with pytest.raises(SignaturePolicyError, match="want 'application/vnd.logserver.fleet-bundle\\+json'"):
+    with pytest.raises(SignaturePolicyError, match=r"want 'application/vnd\.logserver\.fleet-bundle\+json'"):
         verify_envelope(changed, auth.authority_set, NOW)
     assert _code(changed, auth.authority_set) == "unsupported_payload_type"
 

@@ -106,7 +106,7 @@ def test_an_invalid_listen_is_reported_as_the_flag_it_came_from(tmp_path, capsys
         with pytest.raises(ConfigError, match=f"^{named}: want HOST:PORT such as 127.0.0.1:8080, got '8080'$"):
             load_config(config, **{"environ": {}, **kwargs})
     config.write_text(config.read_text().replace('listen = "127.0.0.1:0"', 'listen = "8080"'))
-    with pytest.raises(ConfigError, match="^listen: want HOST:PORT"):
+    with pytest.raises(ConfigError, match=r"^listen: want HOST:PORT"):
         load_config(config, environ={})
     # --listen overrides the environment and the file.
     assert load_config(config, environ={"LOGSERVER_LISTEN": "8080"}, listen="127.0.0.1:9").host_port == ("127.0.0.1", 9)

@@ -79,7 +79,7 @@ async def test_entry_bundles_hash_to_the_level0_tiles_and_prove_inclusion(client
     assert await client.entry_bundle(EntriesTileID(0, 10)) == full[:10]
     # JSON entries carry the same envelopes as the bundle's leaves.
     page = await client.entries(0, 3)
-    for item, leaf in zip(page, full):
+    for item, leaf in zip(page, full, strict=False):  # the page is a prefix of the bundle's 256
         assert encode_leaf(decode_leaf(leaf)) == leaf
         assert item["leaf_hash"] == leaf_hash(leaf).hex()
 

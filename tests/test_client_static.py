@@ -79,7 +79,7 @@ async def test_log_client_reads_a_copy_under_a_path_prefix_and_has_no_api(server
         assert await static.entry_bundle(last) == await direct.entry_bundle(last)
         assert await verified_consistency_proof(static, 7, size, size=size, root=cp.root) == \
             await direct.consistency_proof(7, size)
-        with pytest.raises(NoApiError, match="reads only the tiles at .*/bucket/prefix"):
+        with pytest.raises(NoApiError, match=r"reads only the tiles at .*/bucket/prefix"):
             await static.log_info()
         with pytest.raises(NoApiError):
             await static.fleet("static-1")

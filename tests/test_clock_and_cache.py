@@ -82,7 +82,7 @@ async def test_cache_headers(server):
         return r.headers.get("Cache-Control", "")
 
     # Mutable resources: never immutable.
-    for path in ("/checkpoint", "/v1/log", "/v1/fleets/cache", "/tile/0/000.p/%d" % size):
+    for path in ("/checkpoint", "/v1/log", "/v1/fleets/cache", f"/tile/0/000.p/{size}"):
         assert "immutable" not in await cc(path), path
     # Addressed by tree size: immutable.
     for path in (f"/v1/proof/inclusion?tree_size={size}&index=0", f"/v1/proof/consistency?first=1&second={size}",

@@ -137,7 +137,7 @@ def test_timestamp_of_both_types():
     ed = CosignatureSigner("witness.example/ed", Ed25519PrivateKey.generate())
     assert timestamp_of(ed.sign_at(BODY, 3)) == 3
     assert timestamp_of(signer().sign_at(BODY, 4)) == 4
-    with pytest.raises(CosignatureError, match="72 .* or 2428"):
+    with pytest.raises(CosignatureError, match=r"72 .* or 2428"):
         timestamp_of(bytes(100))
     with pytest.raises(CosignatureError, match="2\\^63-1"):
         timestamp_of(b"\xff" * 8 + bytes(2420))

@@ -114,7 +114,7 @@ def structural(d: dict, which: int, data) -> dict | list | str:
     edits = [
         lambda: {**d, "signatures": list(reversed(sigs))},  # still valid
         lambda: {**d, "signatures": sigs[:1]},
-        lambda: {**d, "signatures": sigs + [{"keyid": "unknown", "sig": sigs[0]["sig"]}]},  # still valid
+        lambda: {**d, "signatures": [*sigs, {"keyid": "unknown", "sig": sigs[0]["sig"]}]},  # still valid
         lambda: {**d, "signatures": [{**sigs[0], "sig": sigs[1]["sig"]}, sigs[1]]},
         lambda: {**d, "signatures": [{**sigs[0], "keyid": sigs[1]["keyid"]}, sigs[1]]},
         lambda: {**d, "payloadType": d["payloadType"] + " "},

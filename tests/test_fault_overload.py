@@ -92,7 +92,7 @@ async def test_five_times_capacity_is_shed_with_503(server):
                     assert r.headers.get("Retry-After") == str(RETRY_AFTER_S), (r.status, body)
 
         async def reader(i: int) -> None:
-            paths = ["/checkpoint", "/v1/log", "/v1/proof/inclusion?tree_size=8&index=%d" % (i % 8),
+            paths = ["/checkpoint", "/v1/log", f"/v1/proof/inclusion?tree_size=8&index={i % 8}",
                      "/v1/proof/consistency?first=3&second=8", "/tile/0/000.p/8", "/v1/fleets/overload-seed"]
             n = 0
             while not stop.is_set():

@@ -49,7 +49,7 @@ path = "public"
 
 
 @pytest.fixture(scope="module")
-async def published(database_url, tmp_path_factory, s3_credentials):
+async def published(database_url, tmp_path_factory, s3_credentials):  # noqa: F811 (the fixture imported above)
     weed = start_seaweedfs(tmp_path_factory.mktemp("weed"))
     try:
         weed.create_bucket(BUCKET)

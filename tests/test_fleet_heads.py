@@ -683,7 +683,7 @@ def test_parse_bounds_the_proof_length_before_decoding() -> None:
     log, note = _log_and_note()
     obj = json.loads(fleet_head_proof(log, "fleet-a", note))
     obj["row"]["proof"] = "A" * 4000
-    with pytest.raises(FleetHeadFormatError, match="row.proof: got 4000 base64 characters"):
+    with pytest.raises(FleetHeadFormatError, match=r"row\.proof: got 4000 base64 characters"):
         parse_fleet_head_proof(canonical(obj))
 
 
@@ -694,7 +694,7 @@ def test_a_number_in_the_envelope_is_a_format_error(value: str) -> None:
     obj = json.loads(fleet_head_proof(log, "fleet-a", note))
     text = canonical(obj).decode().replace(obj["bundle"]["envelope"]["signatures"][0]["keyid"], "@", 1)
     data = text.replace('"@"', value).encode()
-    with pytest.raises(MalformedFleetHeadError, match="bundle.envelope"):
+    with pytest.raises(MalformedFleetHeadError, match=r"bundle\.envelope"):
         verify_fleet_head(data, KEYS.policy(), datetime.fromtimestamp(NOW, UTC))
 
 

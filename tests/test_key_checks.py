@@ -69,12 +69,12 @@ def _small_order_edwards_points() -> set[tuple[int, int]]:
     points = {(0, 1), (0, P - 1), (SQRT_M1, 0), (P - SQRT_M1, 0)}
     root = _sqrt(1 + D)
     for y2 in ((-1 + root) * pow(D, -1, P) % P, (-1 - root) * pow(D, -1, P) % P):
-        y = _sqrt(y2)
-        if y is None:
+        y0 = _sqrt(y2)
+        if y0 is None:
             continue
-        for y in (y, P - y):
-            x = _sqrt((y * y - 1) * pow(D * y * y + 1, -1, P))
-            for x in (x, P - x):
+        for y in (y0, P - y0):
+            x0 = _sqrt((y * y - 1) * pow(D * y * y + 1, -1, P))
+            for x in (x0, P - x0):
                 points.add((x, y))
     assert all(_on_edwards(x, y) for x, y in points)
     return points
@@ -160,7 +160,7 @@ def test_small_order_and_non_canonical_ed25519_fleet_keys_are_refused(raw):
 def test_small_order_and_non_canonical_ed25519_authority_keys_are_refused(raw):
     pem = (b"-----BEGIN PUBLIC KEY-----\n" + base64.encodebytes(ED25519_SPKI_PREFIX + raw)
            + b"-----END PUBLIC KEY-----\n")
-    with pytest.raises(AuthorityConfigError, match="^authority key: Ed25519 key refused: (a point of small order|non-canonical)"):
+    with pytest.raises(AuthorityConfigError, match=r"^authority key: Ed25519 key refused: (a point of small order|non-canonical)"):
         load_authority_key_pem(pem, "signer-a", "signer")
 
 
@@ -207,7 +207,7 @@ def test_the_published_low_order_u_are_the_derived_ones_and_give_a_zero_secret()
 
 
 X25519_BAD = dict(zip(["u = 0", "u = 1", "u of order 8 (a)", "u of order 8 (b)", "u = p - 1", "u = p", "u = p + 1"],
-                      PUBLISHED_LOW_ORDER_U))
+                      PUBLISHED_LOW_ORDER_U, strict=True))
 X25519_BAD.update({f"{name}, high bit set": u + 2**255 for name, u in list(X25519_BAD.items())})
 X25519_BAD["u = p + 2 (non-canonical, not low order)"] = P + 2
 
@@ -269,7 +269,7 @@ def test_ec_points_off_the_curve_or_at_infinity_are_refused(algorithm, curve, si
                         (b"\x04" + bytes(2 * size), "(0, 0)")):
         der = _spki_with_point(curve, point)
         key = {"key_id": "hsm-bad", "algorithm": algorithm, "public_key": base64.b64encode(der).decode()}
-        with pytest.raises(MalformedPayloadError, match="hsm-bad.*not a DER SubjectPublicKeyInfo") as info:
+        with pytest.raises(MalformedPayloadError, match=r"hsm-bad.*not a DER SubjectPublicKeyInfo") as info:
             parse_payload(payload_bytes(make_payload(keys=[key])))
         assert info.value.code == "malformed_payload", what
         if algorithm == "ecdsa-p256":

@@ -60,7 +60,7 @@ def test_visit_sees_every_completed_node_once_bottom_up() -> None:
     seen: dict[tuple[int, int], bytes] = {}
     for n in range(1, N + 1):
         visited: list[tuple[int, int, bytes]] = []
-        cr.append(LEAVES[n - 1], lambda lvl, idx, h: visited.append((lvl, idx, h)))
+        cr.append(LEAVES[n - 1], lambda lvl, idx, h: visited.append((lvl, idx, h)))  # noqa: B023 (append calls it, now)
         # Exactly the nodes that end at leaf n, bottom-up from the leaf itself.
         ends_here = [(lvl, idx) for (lvl, idx) in want if (idx + 1) << lvl == n]
         assert [(lvl, idx) for lvl, idx, _ in visited] == sorted(ends_here)

@@ -211,7 +211,7 @@ def test_plan_tile_reads_reads_each_node_from_its_tile(nodes: list[tuple[int, in
     needed, where = plan_tile_reads(ids, size)
     assert needed == {(t.level, t.index): t.width for t in tiles_for_nodes(ids, size)}
     assert len(where) == len(ids)
-    for (level, index), (key, k, pos) in zip(ids, where):
+    for (level, index), (key, k, pos) in zip(ids, where, strict=True):
         assert (*key, k, pos) == node_in_tile(level, index)
         levels = expand_tile(tile_data(*key, size))
         assert levels[k][32 * pos : 32 * pos + 32] == NODES[(level, index)]

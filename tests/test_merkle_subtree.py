@@ -41,10 +41,10 @@ def subtree_proof(start: int, end: int, n: int) -> list[bytes]:
         while k * 2 < size:
             k *= 2
         if e <= k:
-            return sub(s, e, lo, lo + k, b) + [mth(lo + k, hi)]
+            return [*sub(s, e, lo, lo + k, b), mth(lo + k, hi)]
         if k <= s:
-            return sub(s - k, e - k, lo + k, hi, b) + [mth(lo, lo + k)]
-        return sub(0, e - k, lo + k, hi, False) + [mth(lo, lo + k)]
+            return [*sub(s - k, e - k, lo + k, hi, b), mth(lo, lo + k)]
+        return [*sub(0, e - k, lo + k, hi, False), mth(lo, lo + k)]
     return [] if start == end else sub(start, end, 0, n, True)
 
 
@@ -97,12 +97,12 @@ def test_accumulated_vectors_and_every_proof_verifies():
                     with pytest.raises(ProofError):
                         verify_subtree_consistency(start, end, n, sh, flip(root), proof)
                 with pytest.raises(ProofError):
-                    verify_subtree_consistency(start, end, n, sh, root, proof + [bytes(32)])
+                    verify_subtree_consistency(start, end, n, sh, root, [*proof, bytes(32)])
                 if proof:
                     with pytest.raises(ProofError):
                         verify_subtree_consistency(start, end, n, sh, root, proof[:-1])
                     with pytest.raises(ProofError):
-                        verify_subtree_consistency(start, end, n, sh, root, [flip(proof[0])] + proof[1:])
+                        verify_subtree_consistency(start, end, n, sh, root, [flip(proof[0]), *proof[1:]])
     assert proofs.hexdigest() == ACCUMULATED_SUBTREE_PROOF
     assert hashes.hexdigest() == ACCUMULATED_SUBTREE_HASH
 

@@ -156,7 +156,7 @@ def check_response(method: str, template: str, url: str, r: Checked) -> None:
 def check_accepted_request(op_pointer: str, op: dict, template: str, url: str) -> None:
     """A request the server accepted uses only documented parameters, with valid values."""
     params = {}
-    for i, p in enumerate(op.get("parameters", [])):
+    for i in range(len(op.get("parameters", []))):
         p_pointer, p_obj = deref(f"{op_pointer}/parameters/{i}")
         params[(p_obj["in"], p_obj["name"])] = p_pointer
     parts = urlsplit(url)
@@ -218,7 +218,7 @@ def test_router_routes_and_documented_operations_are_the_same(server):
 
 def test_document_structure():
     assert SPEC["openapi"].startswith("3.1.")
-    for name, schema in SPEC["components"]["schemas"].items():
+    for schema in SPEC["components"]["schemas"].values():
         Draft202012Validator.check_schema(schema)
     for pointer, node in walk(SPEC):
         if "$ref" in node:
@@ -254,12 +254,12 @@ def _codes_in_api_source() -> set[str]:
                     if kw.arg == "code" and isinstance(kw.value, ast.Constant):
                         codes.add(kw.value.value)
             elif isinstance(node, ast.Dict):
-                for k, v in zip(node.keys, node.values):
+                for k, v in zip(node.keys, node.values, strict=True):
                     if isinstance(k, ast.Constant) and k.value == "code" and isinstance(v, ast.Constant):
                         codes.add(v.value)
             elif isinstance(node, ast.arguments):
                 positional = node.posonlyargs + node.args
-                for arg, default in zip(positional[len(positional) - len(node.defaults):], node.defaults):
+                for arg, default in zip(positional[len(positional) - len(node.defaults):], node.defaults, strict=True):
                     if arg.arg == "code" and isinstance(default, ast.Constant):
                         codes.add(default.value)
     return codes

@@ -91,7 +91,7 @@ def sha(data: bytes) -> str:
 
 
 async def test_a_clean_target_passes(log, database_url, pristine, tmp_path):
-    root, size = pristine
+    _root, size = pristine
     status, out, err = await fsck(database_url, tmp_path, copy_of(pristine, tmp_path))
     objects = len(needed_paths(size))
     assert status == 0, out + err

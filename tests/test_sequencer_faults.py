@@ -116,7 +116,7 @@ class Signer:
 
 def entry(n: int) -> tuple[bytes, bytes, str, int, bytes]:
     leaf = b"fault-table leaf %d" % n
-    return leaf, leaf_hash(leaf), "fleet-%d" % (n % 2), n, hashlib.sha256(leaf).digest()
+    return leaf, leaf_hash(leaf), f"fleet-{n % 2}", n, hashlib.sha256(leaf).digest()
 
 
 async def receipt_verifies(store: MemoryStore, index: int, lh: bytes) -> None:
@@ -190,7 +190,7 @@ async def run_case(step: int, point: str, where: str, when: str, monkeypatch) ->
         # Three bundles and the batch's HEADS leaf (docs/fleet-heads.md).
         assert store.size == before + (4 if stored else 0), f"{label}: stored size {store.size}, before {before}"
 
-        for n, r in zip([4, 5, 6], first):
+        for n, r in zip([4, 5, 6], first, strict=True):
             if point == "on_commit":
                 assert isinstance(r, Appended), f"{label}: {r!r}"  # the hook's failure fails nothing
             elif point == "answer" and n == 4:  # the first receipt built is the one that fails
@@ -206,7 +206,7 @@ async def run_case(step: int, point: str, where: str, when: str, monkeypatch) ->
 
         # The client retries what it did not get a receipt for (and, here, the rest too).
         retry = await batch(seq, [4, 5, 6])
-        for i, (n, r) in enumerate(zip([4, 5, 6], retry)):
+        for i, (n, r) in enumerate(zip([4, 5, 6], retry, strict=True)):
             if stored:
                 assert r == Duplicate(before + i, entry(n)[1]), f"{label}: retry of entry {n}: {r!r}"
                 await receipt_verifies(store, r.index, r.leaf_hash)

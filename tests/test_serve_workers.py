@@ -253,7 +253,7 @@ async def test_a_killed_worker_is_restarted_and_nothing_is_lost(workers, victim)
         os.kill(old_pid, signal.SIGKILL)
 
     killer = asyncio.create_task(kill_soon())
-    receipts, retries = await submit_all(workers.url, bodies)
+    receipts, _retries = await submit_all(workers.url, bodies)
     await killer
     await workers.wait_ready()
     new_pid = workers.worker_pid(victim)

@@ -118,7 +118,7 @@ async def test_twenty_concurrent_resignings_of_one_payload_add_one_leaf(server):
     results = await asyncio.gather(*(submit(server, b) for b in bodies))
 
     assert sorted(status for status, _ in results) == [200] * 19 + [201], results
-    (winner_body,) = [b for b, (status, _) in zip(bodies, results) if status == 201]
+    (winner_body,) = [b for b, (status, _) in zip(bodies, results, strict=True) if status == 201]
     winner = next(r for status, r in results if status == 201)
     assert winner["index"] == before
     for status, r in results:

@@ -104,7 +104,7 @@ async def test_two_processes_one_linear_history(servers):
         # Every receipt names the stored entry; only one receipt per index says "appended".
         appended = [r for _, status, r in receipts if status == 201]
         assert sorted(r["index"] for r in appended) == bundle_indexes
-        for body, status, r in receipts:
+        for _, status, r in receipts:
             assert r["duplicate"] is (status == 200)
             assert bytes.fromhex(r["leaf_hash"]) == leaf_hashes[r["index"]]
         for body in shared:

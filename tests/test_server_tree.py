@@ -123,8 +123,8 @@ def rfc_path(m: int, hashes: list[bytes]) -> list[bytes]:
         return []
     k = split(len(hashes))
     if m < k:
-        return rfc_path(m, hashes[:k]) + [mth(hashes[k:])]
-    return rfc_path(m - k, hashes[k:]) + [mth(hashes[:k])]
+        return [*rfc_path(m, hashes[:k]), mth(hashes[k:])]
+    return [*rfc_path(m - k, hashes[k:]), mth(hashes[:k])]
 
 
 def rfc_subproof(m: int, hashes: list[bytes], b: bool) -> list[bytes]:
@@ -134,8 +134,8 @@ def rfc_subproof(m: int, hashes: list[bytes], b: bool) -> list[bytes]:
         return [] if b else [mth(hashes)]
     k = split(n)
     if m <= k:
-        return rfc_subproof(m, hashes[:k], b) + [mth(hashes[k:])]
-    return rfc_subproof(m - k, hashes[k:], False) + [mth(hashes[:k])]
+        return [*rfc_subproof(m, hashes[:k], b), mth(hashes[k:])]
+    return [*rfc_subproof(m - k, hashes[k:], False), mth(hashes[:k])]
 
 
 def test_independent_checker_accepts_rfc_proofs_and_rejects_changed_ones():
@@ -151,9 +151,9 @@ def test_independent_checker_accepts_rfc_proofs_and_rejects_changed_ones():
                 with pytest.raises(CheckError):
                     check_inclusion(m, n, hashes[m], path[:-1], root)
                 with pytest.raises(CheckError):
-                    check_inclusion(m, n, hashes[m], [bytes(32)] + path[1:], root)
+                    check_inclusion(m, n, hashes[m], [bytes(32), *path[1:]], root)
             with pytest.raises(CheckError):
-                check_inclusion(m, n, hashes[m], path + [bytes(32)], root)
+                check_inclusion(m, n, hashes[m], [*path, bytes(32)], root)
         for m in range(1, n):
             proof = rfc_subproof(m, hashes[:n], True)
             check_consistency(m, n, mth(hashes[:m]), root, proof)
@@ -162,7 +162,7 @@ def test_independent_checker_accepts_rfc_proofs_and_rejects_changed_ones():
             with pytest.raises(CheckError):
                 check_consistency(m, n, hashes[0] if m > 1 else bytes(32), root, proof)
             with pytest.raises(CheckError):
-                check_consistency(m, n, mth(hashes[:m]), root, proof + [bytes(32)])
+                check_consistency(m, n, mth(hashes[:m]), root, [*proof, bytes(32)])
             if proof:
                 with pytest.raises(CheckError):
                     check_consistency(m, n, mth(hashes[:m]), root, proof[1:])
@@ -363,16 +363,16 @@ def memoized_rfc(leaves: list[bytes]):
             return []
         k = split(b - a)
         if m < k:
-            return path(m, a, a + k) + [mth_of(a + k, b)]
-        return path(m - k, a + k, b) + [mth_of(a, a + k)]
+            return [*path(m, a, a + k), mth_of(a + k, b)]
+        return [*path(m - k, a + k, b), mth_of(a, a + k)]
 
     def subproof(m: int, a: int, b: int, complete: bool) -> list[bytes]:
         if m == b - a:
             return [] if complete else [mth_of(a, b)]
         k = split(b - a)
         if m <= k:
-            return subproof(m, a, a + k, complete) + [mth_of(a + k, b)]
-        return subproof(m - k, a + k, b, False) + [mth_of(a, a + k)]
+            return [*subproof(m, a, a + k, complete), mth_of(a + k, b)]
+        return [*subproof(m - k, a + k, b, False), mth_of(a, a + k)]
 
     return path, subproof
 

@@ -70,15 +70,15 @@ async def test_append_and_read_back(store):
     leaves = [NewLeaf(i, H(b"%d" % i), b"leaf%d" % i, "fleet-a", i, H(b"p%d" % i)) for i in range(3)]
     async with store.sequencing(1000) as tx:
         assert tx.latest.tree_size == 0
-        cp = await tx.append(leaves, {(0, 0): b"".join(l.leaf_hash for l in leaves)},
+        cp = await tx.append(leaves, {(0, 0): b"".join(leaf.leaf_hash for leaf in leaves)},
                              {"fleet-a": FleetHead(2, 2)}, 3, H(b"root3"), "cp3\n", 2000, NOW)
         await tx.commit()
     assert cp.tree_size == 3
     latest = await store.latest_checkpoint()
     assert (latest.tree_size, latest.root, latest.note) == (3, H(b"root3"), "cp3\n")
-    assert [l.leaf for l in await store.read_leaves(0, 10)] == [b"leaf0", b"leaf1", b"leaf2"]
+    assert [leaf.leaf for leaf in await store.read_leaves(0, 10)] == [b"leaf0", b"leaf1", b"leaf2"]
     assert (await store.fleet_latest("fleet-a")).sequence == 2
-    assert (await store.read_tiles([(0, 0), (1, 0)])) == {(0, 0): b"".join(l.leaf_hash for l in leaves)}
+    assert (await store.read_tiles([(0, 0), (1, 0)])) == {(0, 0): b"".join(leaf.leaf_hash for leaf in leaves)}
     found = await store.find_entries([("fleet-a", 1), ("fleet-a", 9)])
     assert list(found) == [("fleet-a", 1)] and found[("fleet-a", 1)].idx == 1
 
@@ -103,7 +103,7 @@ async def test_schema_refuses_history_rewrites(store, pool, sql):
     if (await store.latest_checkpoint()).tree_size == 0:
         leaves = [NewLeaf(i, H(b"%d" % i), b"leaf%d" % i, "fleet-a", i, H(b"p%d" % i)) for i in range(3)]
         async with store.sequencing(1000) as tx:
-            await tx.append(leaves, {(0, 0): b"".join(l.leaf_hash for l in leaves)},
+            await tx.append(leaves, {(0, 0): b"".join(leaf.leaf_hash for leaf in leaves)},
                             {"fleet-a": FleetHead(2, 2)}, 3, H(b"root3"), "cp3\n", 2000, NOW)
             await tx.commit()
     for table in ("leaves", "checkpoints", "tiles", "fleets", "log_identity", "log_state"):
@@ -153,10 +153,9 @@ async def test_commit_of_an_aborted_transaction_raises_and_stores_nothing(store,
         with pytest.raises(CommitRolledBackError, match="ROLLBACK") if explicit else contextlib.nullcontext():
             async with store.sequencing(1000) as tx:
                 await append_one(tx, b"aborted", "fleet-b")
-                try:  # a failed statement whose error is caught: the transaction is aborted
+                # A failed statement whose error is caught: the transaction is aborted.
+                with contextlib.suppress(asyncpg.DivisionByZeroError):
                     await tx.conn.execute("SELECT 1 / 0")
-                except asyncpg.DivisionByZeroError:
-                    pass
                 if explicit:
                     await tx.commit()
         assert not tx.committed

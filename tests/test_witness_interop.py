@@ -95,7 +95,7 @@ async def test_the_spec_verifier_rejects_a_cosignature_over_another_checkpoint(s
 
 
 async def test_status_publishes_the_vkey_the_spec_verifier_accepts(setup):
-    log, w = setup
+    _log, w = setup
     status = await w.get_json("/status")
     assert status["vkey"] == w.vkey
     name, public_key = spec_parse_vkey(status["vkey"])

@@ -254,7 +254,7 @@ async def test_sign_subtree_404_403_409_422(witness, log, logs):
     # 422: a proof that does not verify.
     proof = ref.subtree_proof(8, 12, log.leaves[:size])
     status, _, body = await witness.sign_subtree(
-        subtree_request(log, 8, 12, cosigned, proof=[bytes(32)] + proof[1:]))
+        subtree_request(log, 8, 12, cosigned, proof=[bytes(32), *proof[1:]]))
     assert status == 422 and "inconsistent_proof" in body, body
     status, _, body = await witness.sign_subtree(subtree_request(log, 8, 12, cosigned, proof=proof[:-1]))
     assert status == 422, body
@@ -322,7 +322,7 @@ async def test_keys_may_be_added_never_swapped(tmp_path, pg_admin_url):
                                 algorithms=("ed25519", "ml-dsa-44"))
     w = await start_witness(both)
     try:
-        status, ctype, body = await w.add_checkpoint(log.request(0, 6))
+        status, _ctype, body = await w.add_checkpoint(log.request(0, 6))
         assert (status, body) == (409, "6\n")  # the state is the same witness's
         assert len(await cosign(w, log, 6, 6)) == 2
     finally:

@@ -52,7 +52,7 @@ async def stored_size(witness, origin=ORIGIN) -> int:
 async def test_first_checkpoint_then_extension(witness, log):
     log.append(5)
     note = log.checkpoint(5)
-    status, ctype, body = await witness.add_checkpoint(AddCheckpointRequest(0, (), note).format())
+    status, _ctype, body = await witness.add_checkpoint(AddCheckpointRequest(0, (), note).format())
     assert status == 200, body
     cosigner_verifies(witness, note, body)
     assert await stored_size(witness) == 5
@@ -188,7 +188,7 @@ async def test_state_is_durable_and_only_moves_forward(witness, log, database_ur
     # A restarted witness on the same database continues from the committed state.
     again = await start_witness(witness.config_path)
     try:
-        status, ctype, body = await again.add_checkpoint(log.request(0, size))
+        status, _ctype, body = await again.add_checkpoint(log.request(0, size))
         assert (status, body) == (409, f"{size}\n")
     finally:
         await again.close()

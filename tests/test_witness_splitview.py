@@ -23,7 +23,7 @@ async def setup(pg_admin_url, tmp_path_factory):
         dbs.append(db)
         witnesses.append(await start_witness(write_witness_config(base / name, f"split.test/{name}", db,
                                                                   [log.vkey])))
-    lines = "".join(f"witness {n} {w.vkey} {w.url}\n" for n, w in zip("ab", witnesses))
+    lines = "".join(f"witness {n} {w.vkey} {w.url}\n" for n, w in zip("ab", witnesses, strict=True))
     both = TrustPolicy.load(write_trust_policy(base / "client", log.vkey, extra_policy=lines + "group both all a b\n",
                                                quorum="both", name="both.toml"))
     yield log, witnesses, both
@@ -71,5 +71,5 @@ async def test_each_witness_cosigns_at_most_one_history(setup):
     # ... and the log cannot merge them: b's cosignature is over the other root, so it
     # does not verify on the honest checkpoint, which the client then rejects outright.
     merged = staple(honest_view, cosig_b)
-    with pytest.raises(CheckpointVerificationError, match="cosignature by split.test/b"):
+    with pytest.raises(CheckpointVerificationError, match=r"cosignature by split\.test/b"):
         verify_checkpoint(merged, both)

@@ -113,7 +113,7 @@ async def test_receipts_carry_the_witnesses_cosignatures(cluster):
     assert status == 201, receipt
     note = receipt["checkpoint"]
     assert witness_lines(c, note) == {"w1", "w2", "w3"}
-    for name, w in c.witnesses.items():  # each stapled line verifies from the spec text
+    for w in c.witnesses.values():  # each stapled line verifies from the spec text
         own = "".join(s.line() for s in parse_note(note).signatures if s.name == w.cosigner.name)
         spec_verify_cosignatures(w.vkey, note_body_of(note), own)
     two = client_policy(c, "group two 2 w1 w2 w3\n", "two", "two.toml")

@@ -11,6 +11,8 @@ against each other with the independent RFC 6962 verifier.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import itertools
 import os
 import random
 import subprocess
@@ -107,10 +109,8 @@ class Load:
                 raise AssertionError(f"no progress to {count} acknowledged bundles within {timeout_s}s "
                                      f"(have {len(self.acks)}) {what}")
             self._progress.clear()
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._progress.wait(), min(remaining, 1.0))
-            except TimeoutError:
-                pass
 
     def acks_from(self, urls: set[str], after: int = 0) -> list[Ack]:
         return [a for a in self.acks[after:] if a.url in urls]
@@ -181,7 +181,7 @@ async def audit_log(database_url: str, api_url: str, acks: list[Ack], session: a
     # Leaves: one linear, dense history.
     assert [r["idx"] for r in leaves] == list(range(size)), "leaf indices are not 0..n-1"
     hashes = [bytes(r["leaf_hash"]) for r in leaves]
-    for r, h in zip(leaves, hashes):
+    for r, h in zip(leaves, hashes, strict=True):
         assert leaf_hash(bytes(r["leaf"])) == h, f"leaf {r['idx']}: stored hash is not the hash of its bytes"
     assert len(set(hashes)) == size, "a leaf hash appears twice"
     bundles = [r for r in leaves if r["fleet_id"] is not None]
@@ -258,7 +258,7 @@ async def audit_log(database_url: str, api_url: str, acks: list[Ack], session: a
         assert cp_size <= heads_from or leaves[cp_size - 1]["fleet_id"] is None, \
             f"the checkpoint of size {cp_size} ends with a bundle, want a HEADS leaf"
     sizes = sorted(s for s in checkpoints if s > 0)
-    pairs = {(s, size) for s in sizes if s < size} | set(zip(sizes, sizes[1:]))
+    pairs = {(s, size) for s in sizes if s < size} | set(itertools.pairwise(sizes))
     sem = asyncio.Semaphore(16)
 
     async def consistent(first: int, second: int) -> None:

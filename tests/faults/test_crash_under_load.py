@@ -112,4 +112,4 @@ async def test_kill_9_and_postgres_restart_under_load_lose_nothing_and_never_for
     assert fsck.returncode == 0 and "no problems" in fsck.stdout, fsck.stdout + fsck.stderr
     if controlled_db.restart is None:
         warnings.warn(f"crash under load: the PostgreSQL restart was skipped, DATABASE_URL names a server this "
-                      f"test does not control; {kills} kills and the audit passed")
+                      f"test does not control; {kills} kills and the audit passed", stacklevel=1)

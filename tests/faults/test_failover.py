@@ -140,7 +140,7 @@ async def test_the_role_holder_killed_or_frozen_mid_load_the_others_take_over_wi
         await victim.start()  # back to three
 
         # 2. freeze (SIGSTOP) the next holder: PostgreSQL must cut it off while it is frozen.
-        frozen, backend, xact_start = await role_holder(admin, procs)
+        frozen, backend, _xact_start = await role_holder(admin, procs)
         survivors = {p.url for p in procs if p is not frozen}
         mark_acks, mark_cp = len(load.acks), await max_checkpoint_id()
         await eventually(f"PostgreSQL terminates the frozen holder's session (stall_timeout_ms={STALL_TIMEOUT_MS})",
