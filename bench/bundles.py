@@ -35,7 +35,8 @@ def payload_template() -> dict:
         "not_before": (now - dt.timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "not_after": (now + dt.timedelta(days=365)).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "keys": [
-            {"key_id": "hsm-1", "algorithm": "x25519", "public_key": _spki_b64(x25519.X25519PrivateKey.generate().public_key())},
+            {"key_id": "hsm-1", "algorithm": "x25519",
+             "public_key": _spki_b64(x25519.X25519PrivateKey.generate().public_key())},
             {"key_id": "hsm-2", "algorithm": "ecdsa-p256",
              "public_key": _spki_b64(ec.generate_private_key(ec.SECP256R1()).public_key())},
         ],

@@ -215,10 +215,10 @@ def miss_context(results: dict) -> list[str]:
     workers = {w["workers"]: w for w in results.get("workers") or [] if "server" in w}
     if status.get("two workers / one worker") == "missed" and 1 in workers:
         one = workers[1]["server"]
-        out.append(f"two workers: with one worker the machine was already busy {one.get('machine_cpu_busy_cores', '-')} "
-                   f"of {cpus} cores (the server {one.get('server_cpu_cores')}, the load generator "
-                   f"{one.get('loadgen_cpu_cores')}, other processes such as PostgreSQL the rest); a second worker has no core "
-                   "of its own to run on.")
+        out.append(f"two workers: with one worker the machine was already busy "
+                   f"{one.get('machine_cpu_busy_cores', '-')} of {cpus} cores (the server "
+                   f"{one.get('server_cpu_cores')}, the load generator {one.get('loadgen_cpu_cores')}, other "
+                   "processes such as PostgreSQL the rest); a second worker has no core of its own to run on.")
         inline = {w["workers"]: w["server"] for w in results.get("workers_one_process_each") or [] if "server" in w}
         if 1 in inline and 2 in inline and inline[1]["ok_rps"]:
             out.append(f"two workers of one process each (verify_processes = 0): {inline[2]['ok_rps']:.0f}/s vs "
@@ -239,7 +239,8 @@ def miss_context(results: dict) -> list[str]:
         if status.get(f"inclusion proofs at {size:,} leaves / hello-world GET") == "missed":
             c = inc["connections"]
             spread = hello["latency_ms"]["p99"] / hello["latency_ms"]["p50"] if hello["latency_ms"]["p50"] else 0
-            out.append(f"inclusion proofs at {size:,}: {row['vs_same_size'].get('inclusion', '-') if same else '-'} of the "
+            vs_same = row["vs_same_size"].get("inclusion", "-") if same else "-"
+            out.append(f"inclusion proofs at {size:,}: {vs_same} of the "
                        f"minimal handler answering a body of the same length; the p99 is measured at {c} connections "
                        f"in a closed loop, where the p50 is about {c} / rate ({1000 * c / inc['ok_rps']:.1f} ms at "
                        f"{inc['ok_rps']:.0f}/s) and even the hello-world's p99 is {spread:.1f}x its p50.")
@@ -383,8 +384,8 @@ def markdown(results: dict) -> str:
     if reads:
         lines += ["", "## 3. Reads (uniformly random over the whole tree) and 4. scale", "",
                   "`vs same-size body`: the route's rate over the ceiling app's answering a fixed body "
-                  "of the same length (`/bytes/{n}`; in brackets its rate and n), which is what the answer's size alone "
-                  "costs aiohttp and the kernel.", "",
+                  "of the same length (`/bytes/{n}`; in brackets its rate and n), which is what the answer's "
+                  "size alone costs aiohttp and the kernel.", "",
                   "`vs hello`: over the mean of the two hello-world runs, one before the server's runs "
                   "and one after the same-size bodies.", "",
                   "| leaves | kind | req/s | vs hello | vs same-size body | p50 / p99 ms |",
@@ -412,9 +413,9 @@ def markdown(results: dict) -> str:
                          f"{row['rss_after_reads']['rss_mb']} | {row['rss_after_reads']['peak_rss_mb']} | {load} |")
     merkle = results.get("merkle") or {}
     if merkle.get("rows"):
+        rounds = f", best of {merkle['rounds']} rounds, ours and pymerkle's alternating" if merkle.get("rounds") else ""
         lines += ["", f"## 5. Merkle core vs pymerkle {merkle['pymerkle_version']} ({merkle['leaves']:,} leaves"
-                  + (f", best of {merkle['rounds']} rounds, ours and pymerkle's alternating" if merkle.get("rounds") else "")
-                  + ")", "",
+                  + rounds + ")", "",
                   "| operation | logserver ops/s | pymerkle ops/s | speed-up |", "|---|---|---|---|"]
         for r in merkle["rows"]:
             lines.append(f"| {r['operation']} | {r['logserver_per_s']:,.0f} | {r['pymerkle_per_s']:,.0f} | "
@@ -446,7 +447,8 @@ def pq_markdown(pq: dict) -> list[str]:
              "| checkpoint signed with | median µs | mean µs | note bytes |", "|---|---|---|---|"]
     for label, r in pq["signing"].items():
         lines.append(f"| {label} | {r['median_us']:,.0f} | {r['mean_us']:,.0f} | {r['note_bytes']:,} |")
-    lines += ["", "| authorities | log ML-DSA-44 signature | req/s | p50 / p99 ms | server CPU |", "|---|---|---|---|---|"]
+    lines += ["", "| authorities | log ML-DSA-44 signature | req/s | p50 / p99 ms | server CPU |",
+              "|---|---|---|---|---|"]
     for r in pq["submissions"]:
         s = r["server"]
         lines.append(f"| {r['algorithm']} | {'on' if r['log_mldsa44'] else 'off'} | {s['ok_rps']:.0f} | {_ms(s)} | "
@@ -456,9 +458,10 @@ def pq_markdown(pq: dict) -> list[str]:
                      f"{c.get('server_cpu_cores', 0):.2f} |")
     lines += ["", f"Submissions with the log's ML-DSA-44 signature on / off (median of the rounds): "
               f"**{pq['log_mldsa44_ratio']}** (target >= 0.95); ratio of the means: {_pq_means(pq)}; per second "
-              f"of server CPU: {pq.get('log_mldsa44_ratio_per_cpu')}; ML-DSA-44 / Ed25519 authorities (both with it on): "
-              f"{pq['ml_dsa_44_authorities_ratio']}.", "",
-              "| receipt | receipt bytes | checkpoint bytes | envelope bytes | verify median µs | log signatures verified |",
+              f"of server CPU: {pq.get('log_mldsa44_ratio_per_cpu')}; ML-DSA-44 / Ed25519 authorities (both with "
+              f"it on): {pq['ml_dsa_44_authorities_ratio']}.", "",
+              "| receipt | receipt bytes | checkpoint bytes | envelope bytes | verify median µs "
+              "| log signatures verified |",
               "|---|---|---|---|---|---|"]
     for r in pq["receipts"]:
         lines.append(f"| {r['label']} | {r['receipt_bytes']:,} | {r['checkpoint_bytes']:,} | {r['envelope_bytes']:,} | "
@@ -477,8 +480,9 @@ def static_markdown(static: dict, cpus: int) -> list[str]:
                   "nginx (deploy/nginx/logserver.conf, `worker_processes auto`, no access log) serving the "
                   "directory. `same-size file`: nginx answering one fixed full tile of the same directory (8,192 "
                   "bytes, same location block and headers; each request with a query string of its own, so "
-                  "that the load generator's work per request is the same as for the random tiles). Runs in the order shown, alternating so that the "
-                  "machine's drift lands on both sides of each ratio, which is of the means; logserver stays up "
+                  "that the load generator's work per request is the same as for the random tiles). Runs in the "
+                  "order shown, alternating so that the machine's drift lands on both sides of each ratio, "
+                  "which is of the means; logserver stays up "
                   "(idle) while nginx runs. CPU in cores; the machine has " + str(cpus) + ".", "",
                   "| leaves | published in | server | what | req/s | p50 / p99 ms | server CPU | loadgen CPU | "
                   "machine CPU |", "|---|---|---|---|---|---|---|---|---|"]

@@ -60,7 +60,8 @@ class StaticCopy:
             return web.Response(status=self.missing_status, text="NoSuchKey")
         body = file.read_bytes()
         headers = {"Content-Type": "text/plain; charset=utf-8" if rel == "checkpoint" else "application/octet-stream"}
-        if self.gzip_bundles and rel.startswith("tile/entries/") and "gzip" in request.headers.get("Accept-Encoding", ""):
+        accepts_gzip = "gzip" in request.headers.get("Accept-Encoding", "")
+        if self.gzip_bundles and rel.startswith("tile/entries/") and accepts_gzip:
             body = gzip.compress(body)
             headers["Content-Encoding"] = "gzip"
         return web.Response(body=body, headers=headers)

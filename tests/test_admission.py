@@ -206,7 +206,8 @@ def _fake_worker(tmp_path, name: str, reply: str) -> list[str]:
 async def test_the_first_body_of_a_frame_is_answered_before_the_rest_are_checked(tmp_path):
     # This process answers only the first body of each frame and then nothing more:
     # the first request still gets its answer, the second keeps waiting.
-    command = _fake_worker(tmp_path, "first_only", "out.write(next(answers(frame, authorities))); out.flush(); inp.read()")
+    command = _fake_worker(tmp_path, "first_only",
+                           "out.write(next(answers(frame, authorities))); out.flush(); inp.read()")
     pool = AdmissionPool(default_authorities().authority_set, processes=1, command=command)
     await pool.start()
     try:

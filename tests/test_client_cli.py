@@ -87,9 +87,11 @@ async def test_state_refuses_rollback_and_online_checks_the_log(server, policy_p
     old_env, old_rec = await write_bundle(server, tmp_path / "old", "cli-state", factory)
     new_env, new_rec = await write_bundle(server, tmp_path / "new", "cli-state", factory)
     state = tmp_path / "state"
-    code, out, _ = await cli(capsys, *verify_args(new_env, new_rec, policy_path, "--state", str(state), "--log", server.url))
+    code, out, _ = await cli(capsys, *verify_args(new_env, new_rec, policy_path, "--state", str(state),
+                                                  "--log", server.url))
     assert code == 0, out
-    for check in ("latest_checkpoint", "fleet_rollback", "checkpoint_consistency", "consistency_with_latest", "fleet_latest"):
+    for check in ("latest_checkpoint", "fleet_rollback", "checkpoint_consistency", "consistency_with_latest",
+                  "fleet_latest"):
         assert f"[  ok] {check}" in out
     assert (state / "client-state.json").exists()
     code, out, _ = await cli(capsys, *verify_args(old_env, old_rec, policy_path, "--state", str(state)))

@@ -209,8 +209,9 @@ async def test_checkpoint_signature_tampering_is_a_checkpoint_error(logged, poli
     sigs = list(note.signatures)
     stamp = sigs[1]
     sigs[1] = type(stamp)(stamp.name, stamp.key_id, flip_bit(stamp.signature, 70))
+    stamp_tampered = type(note)(note.text, tuple(sigs)).format()
     with pytest.raises(CheckpointVerificationError):
-        verify_receipt(envelope, _replace_checkpoint(receipt, type(note)(note.text, tuple(sigs)).format()), policy, now=NOW)
+        verify_receipt(envelope, _replace_checkpoint(receipt, stamp_tampered), policy, now=NOW)
 
 
 async def test_checkpoint_of_an_unknown_log_is_a_checkpoint_error(logged, tmp_path):

@@ -211,7 +211,8 @@ async def test_evidence_that_does_not_show_a_split_is_refused(log_a, policy):
         proof = await client.consistency_proof(first["tree_size"], second["tree_size"])
         vkey = (await client.log_info())["verifier_key"]
     origin = vkey.split("+")[0]
-    honest = SplitViewEvidence(origin, vkey, first["checkpoint"], second["checkpoint"], tuple(proof), "test", "x", "now")
+    honest = SplitViewEvidence(origin, vkey, first["checkpoint"], second["checkpoint"], tuple(proof),
+                               "test", "x", "now")
     with pytest.raises(EvidenceError):
         verify_evidence(honest, policy)
     bad_proof = SplitViewEvidence(origin, vkey, first["checkpoint"], second["checkpoint"], (b"\0" * 32,), "t", "x", "n")

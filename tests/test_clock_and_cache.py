@@ -124,8 +124,8 @@ async def test_every_read_route_is_cached_only_as_long_as_it_cannot_change(serve
     immutable = [
         f"/v1/proof/inclusion?tree_size={size}&index=5", f"/v1/proof/inclusion?tree_size={size}&leaf_hash={lh}",
         "/v1/proof/inclusion?tree_size=7&index=5", f"/v1/proof/consistency?first=3&second={size}",
-        f"/v1/proof/consistency?first=0&second={size}", "/v1/entries?start=0&end=3", f"/v1/entries?start=250&end={size}",
-        "/tile/0/000", "/tile/entries/000",
+        f"/v1/proof/consistency?first=0&second={size}", "/v1/entries?start=0&end=3",
+        f"/v1/entries?start=250&end={size}", "/tile/0/000", "/tile/entries/000",
     ]
     short_lived = [f"/tile/0/001.p/{w}", f"/tile/entries/001.p/{w}", "/tile/1/000.p/1"]  # partial tiles
     mutable = ["/checkpoint", "/v1/log", f"/v1/bundles/{lh}", "/v1/fleets/cache-all-0"]

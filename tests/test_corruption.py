@@ -73,7 +73,8 @@ async def test_flipped_leaf_bit_is_located(server, database_url):
 
 
 async def test_flipped_tile_bit_is_located(server, database_url):
-    flip = "UPDATE tiles SET hashes = set_byte(hashes, 77 * 32 + 5, get_byte(hashes, 77 * 32 + 5) # 4) WHERE level = 0 AND idx = 0"
+    flip = ("UPDATE tiles SET hashes = set_byte(hashes, 77 * 32 + 5, get_byte(hashes, 77 * 32 + 5) # 4) "
+            "WHERE level = 0 AND idx = 0")
     await _flip(database_url, flip)
     try:
         report = await _fsck(server)

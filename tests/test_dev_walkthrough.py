@@ -47,8 +47,8 @@ async def dev_server(database_url, tmp_path):
 
 async def test_readme_walkthrough(dev_server, tmp_path):
     url, cwd, data = dev_server, tmp_path, tmp_path / "data"
-    for name in ("log.key", "log.mldsa44.key", "signer.key", "countersigner.key", "pq-countersigner.key", "sample-payload.json",
-                 "trust.toml", "log.policy"):
+    for name in ("log.key", "log.mldsa44.key", "signer.key", "countersigner.key", "pq-countersigner.key",
+                 "sample-payload.json", "trust.toml", "log.policy"):
         assert (data / name).exists(), name
     policy = (data / "log.policy").read_text()
     assert f" {url}\n" in policy and "quorum none" in policy, policy
@@ -86,7 +86,8 @@ async def test_readme_walkthrough(dev_server, tmp_path):
         run, cwd, "monitor", "--log", url, "--policy", "data/trust.toml", "--state", "monitor-state", "--once")
     assert monitor.returncode == 0, monitor.stdout + monitor.stderr
     assert (cwd / "monitor-state").is_dir()
-    assert "root recomputed from the entries themselves" in monitor.stderr and "no alerts" in monitor.stderr, monitor.stderr
+    assert "root recomputed from the entries themselves" in monitor.stderr, monitor.stderr
+    assert "no alerts" in monitor.stderr, monitor.stderr
     # The bundle and the HEADS leaf that ends its batch (docs/fleet-heads.md).
     assert json.loads(monitor.stdout.splitlines()[-1])["entries_verified"] == 2, monitor.stdout
 
@@ -134,7 +135,8 @@ async def test_readme_walkthrough(dev_server, tmp_path):
     ])
     assert json.loads((cwd / "receipt-pq.json").read_text())["index"] > receipt["index"]
     pq = await asyncio.to_thread(
-        run, cwd, "verify", "--receipt", "receipt-pq.json", "--envelope", "bundle-pq.json", "--policy", "data/trust.toml")
+        run, cwd, "verify", "--receipt", "receipt-pq.json", "--envelope", "bundle-pq.json",
+        "--policy", "data/trust.toml")
     assert pq.returncode == 0, pq.stdout + pq.stderr
     assert "signed by signer 'demo-signer' (ed25519, keyid" in pq.stdout, pq.stdout
     assert "countersigner 'demo-pq-countersigner' (ml-dsa-44, keyid" in pq.stdout, pq.stdout

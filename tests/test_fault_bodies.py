@@ -200,6 +200,7 @@ async def test_200_parallel_oversized_uploads_leave_memory_flat(server):
     assert growth < RSS_GROWTH_LIMIT, f"RSS grew {growth / 2**20:.1f} MiB for {offered / 2**20:.0f} MiB offered"
     # And the server still serves: a bundle is appended, with its batch's HEADS leaf.
     before = await tree_size(server)
-    status, _, _ = await send_raw(server, head(LIMIT) + padded(BundleFactory(fleet_id="after-flood").envelope_json(), LIMIT))
+    body = padded(BundleFactory(fleet_id="after-flood").envelope_json(), LIMIT)
+    status, _, _ = await send_raw(server, head(LIMIT) + body)
     assert status == 201
     assert await tree_size(server) == before + 2

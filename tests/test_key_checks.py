@@ -160,7 +160,8 @@ def test_small_order_and_non_canonical_ed25519_fleet_keys_are_refused(raw):
 def test_small_order_and_non_canonical_ed25519_authority_keys_are_refused(raw):
     pem = (b"-----BEGIN PUBLIC KEY-----\n" + base64.encodebytes(ED25519_SPKI_PREFIX + raw)
            + b"-----END PUBLIC KEY-----\n")
-    with pytest.raises(AuthorityConfigError, match=r"^authority key: Ed25519 key refused: (a point of small order|non-canonical)"):
+    with pytest.raises(AuthorityConfigError,
+                       match=r"^authority key: Ed25519 key refused: (a point of small order|non-canonical)"):
         load_authority_key_pem(pem, "signer-a", "signer")
 
 
@@ -261,7 +262,8 @@ def _p256_point_with_small_x() -> tuple[int, int]:
     raise AssertionError("no point")
 
 
-@pytest.mark.parametrize("algorithm, curve, size", [("ecdsa-p256", ec.SECP256R1(), 32), ("ecdsa-p384", ec.SECP384R1(), 48)])
+@pytest.mark.parametrize("algorithm, curve, size",
+                         [("ecdsa-p256", ec.SECP256R1(), 32), ("ecdsa-p384", ec.SECP384R1(), 48)])
 def test_ec_points_off_the_curve_or_at_infinity_are_refused(algorithm, curve, size):
     good = ec.generate_private_key(curve).public_key().public_bytes(Encoding.X962, PublicFormat.UncompressedPoint)
     off = good[:-1] + bytes([good[-1] ^ 1])
@@ -308,7 +310,8 @@ def test_the_same_key_under_two_key_ids_is_refused(algorithm):
 
 @pytest.mark.parametrize("fleet_id", [".", ".."])
 def test_dot_segment_fleet_ids_are_refused(fleet_id):
-    _refused(payload_bytes(make_payload(fleet_id=fleet_id)), "reserved_fleet_id", "fleet_id: got '\\.+', a URL dot segment")
+    _refused(payload_bytes(make_payload(fleet_id=fleet_id)), "reserved_fleet_id",
+             "fleet_id: got '\\.+', a URL dot segment")
 
 
 @pytest.mark.parametrize("fleet_id", ["...", ".a", "a..", "._", "-"])

@@ -20,7 +20,8 @@ def _write(path, data, mode=0o600):
 
 
 def _pem(key):
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption())
 
 
 def test_log_and_witness_keys_load_the_same_key(tmp_path):
@@ -56,7 +57,8 @@ def test_authority_keys_may_be_ed25519_or_p256_only(tmp_path):
     p256 = _write(tmp_path / "p256.pem", _pem(ec.generate_private_key(ec.SECP256R1())))
     assert isinstance(load_authority_private_key(p256), ec.EllipticCurvePrivateKey)
     p384 = _write(tmp_path / "p384.pem", _pem(ec.generate_private_key(ec.SECP384R1())))
-    with pytest.raises(CliError, match=r"^--key: .* got an EC key on secp384r1, want Ed25519, ECDSA P-256 or ML-DSA-44"):
+    with pytest.raises(CliError,
+                       match=r"^--key: .* got an EC key on secp384r1, want Ed25519, ECDSA P-256 or ML-DSA-44"):
         load_authority_private_key(p384)
     readable = _write(tmp_path / "readable.pem", _pem(Ed25519PrivateKey.generate()), 0o644)
     with pytest.raises(CliError, match=r"^--key: private key file .* \(mode 0644\)"):

@@ -97,7 +97,8 @@ def test_serve_dev_refuses_a_directory_with_keys_but_no_config(tmp_path):
     assert done.returncode == 1, done.stdout + done.stderr
     lines = done.stderr.splitlines()
     assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
-    assert lines[0].startswith(f"logserver serve: error: --data-dir {data} has log.key, log.mldsa44.key, signer.key"), lines
+    assert lines[0].startswith(
+        f"logserver serve: error: --data-dir {data} has log.key, log.mldsa44.key, signer.key"), lines
     assert "but no logserver.toml: refusing to make new keys" in lines[0]
     assert {p.name: p.read_bytes() for p in data.iterdir()} == before
     assert _mode(data) == 0o700

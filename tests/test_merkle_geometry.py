@@ -220,7 +220,8 @@ def test_plan_tile_reads_reads_each_node_from_its_tile(nodes: list[tuple[int, in
 def test_plan_tile_reads_refuses_a_node_that_is_not_complete() -> None:
     assert plan_tile_reads([], 5) == ({}, [])
     for level, index, size in [(0, 5, 5), (3, 1, 15), (8, 0, 255), (9, 1, 1023), (16, 0, 65535)]:
-        with pytest.raises(RuntimeError, match=re.escape(f"node ({level}, {index}) is not complete at tree size {size}")):
+        want = f"node ({level}, {index}) is not complete at tree size {size}"
+        with pytest.raises(RuntimeError, match=re.escape(want)):
             plan_tile_reads([(0, 0), (level, index)], size)
 
 

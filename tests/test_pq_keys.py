@@ -53,8 +53,9 @@ from logserver.write.admission_wire import decode_keys, encode_keys
 
 # RFC 9881 (ML-DSA) and RFC 9935 (ML-KEM) SubjectPublicKeyInfo: SEQUENCE { SEQUENCE { OID },
 # BIT STRING (0 unused bits) of the raw FIPS public key }, parameters absent.
-MLDSA44_SPKI_PREFIX = bytes.fromhex("30820532" "300b" "0609608648016503040311" "03820521" "00")  # 2.16.840.1.101.3.4.3.17
-MLKEM768_SPKI_PREFIX = bytes.fromhex("308204b2" "300b" "0609608648016503040402" "038204a1" "00")  # 2.16.840.1.101.3.4.4.2
+# The OIDs: ML-DSA-44 2.16.840.1.101.3.4.3.17, ML-KEM-768 2.16.840.1.101.3.4.4.2.
+MLDSA44_SPKI_PREFIX = bytes.fromhex("30820532" "300b" "0609608648016503040311" "03820521" "00")
+MLKEM768_SPKI_PREFIX = bytes.fromhex("308204b2" "300b" "0609608648016503040402" "038204a1" "00")
 Q_KEM = 3329
 
 

@@ -159,7 +159,8 @@ def ml_dsa_signature_with_a_context() -> bytes:
 
 def ed25519_signature_under_the_ml_dsa_keyid() -> bytes:
     env = envelope("refused-pq")
-    return _replace_sig(env, PQ_COUNTER.keyid, next(s.sig for s in env.signatures if s.keyid == ED_SIGNER.keyid)).to_json()
+    ed_sig = next(s.sig for s in env.signatures if s.keyid == ED_SIGNER.keyid)
+    return _replace_sig(env, PQ_COUNTER.keyid, ed_sig).to_json()
 
 
 def signature_longer_than_ml_dsa_44() -> bytes:
@@ -252,9 +253,11 @@ def test_the_refusals_break_only_what_they_claim():
 @pytest.mark.parametrize(
     "pem, match",
     [(lambda: spki_pem(MLDSA44_SPKI_PREFIX + _rho() + bytes(1280)), r"ML-DSA-44 key refused: t1 = 0"),
-     (lambda: mldsa.MLDSA65PrivateKey.generate().public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo),
+     (lambda: mldsa.MLDSA65PrivateKey.generate().public_key().public_bytes(Encoding.PEM,
+                                                                            PublicFormat.SubjectPublicKeyInfo),
       r"got an ML-DSA key of another parameter set \(ML-DSA-65 or -87\), want Ed25519, ECDSA P-256 or ML-DSA-44"),
-     (lambda: mlkem.MLKEM768PrivateKey.generate().public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo),
+     (lambda: mlkem.MLKEM768PrivateKey.generate().public_key().public_bytes(Encoding.PEM,
+                                                                             PublicFormat.SubjectPublicKeyInfo),
       r"got MLKEM768PublicKey, want Ed25519, ECDSA P-256 or ML-DSA-44")],
     ids=["ml-dsa-44-t1-zero", "ml-dsa-65", "ml-kem-768"],
 )

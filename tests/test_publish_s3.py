@@ -157,8 +157,8 @@ async def test_a_replaced_object_in_the_bucket_is_named_by_fsck_and_the_monitor(
         await s3.put_object(Bucket=BUCKET, Key=key, Body=original[:-1] + bytes([original[-1] ^ 1]))
     env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
     fsck = await asyncio.to_thread(subprocess.run, [
-        sys.executable, "-m", "logserver.cli", "fsck", "--config", str(server.config.log_key.parent / "logserver.toml"), "--target", "bucket",
-        "--quiet"], capture_output=True, text=True, timeout=120, env=env)
+        sys.executable, "-m", "logserver.cli", "fsck", "--config", str(server.config.log_key.parent / "logserver.toml"),
+        "--target", "bucket", "--quiet"], capture_output=True, text=True, timeout=120, env=env)
     assert fsck.returncode == 1, fsck.stdout + fsck.stderr
     assert "tile/entries/000" in fsck.stdout + fsck.stderr, fsck.stdout + fsck.stderr
     policy = write_trust_policy(tmp_path / "client", LogKey.load(server.config.log_key, ORIGIN).vkey)

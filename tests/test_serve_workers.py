@@ -117,7 +117,8 @@ def unique_bundles(prefix: str, n: int) -> list[bytes]:
     return [BundleFactory(fleet_id=f"{prefix}-{i}").envelope_json() for i in range(n)]
 
 
-async def submit_all(url: str, bodies: list[bytes], *, clients: int = 8, deadline_s: float = 90) -> tuple[list[dict], int]:
+async def submit_all(url: str, bodies: list[bytes], *, clients: int = 8,
+                     deadline_s: float = 90) -> tuple[list[dict], int]:
     """POST every body (one new connection each), retrying 503s and connection errors until
     it is acknowledged (201, or 200 duplicate). Returns (receipts in body order, retries)."""
     receipts: list[dict | None] = [None] * len(bodies)

@@ -297,7 +297,8 @@ async def test_good_reads_still_answer(server):
     """Sanity for the table above: the same routes with good parameters are 200."""
     size, entries = await log_state(server)
     lh = entries[1]["leaf_hash"]
-    for path in [f"/v1/proof/inclusion?tree_size={size}&index=1", f"/v1/proof/inclusion?tree_size={size}&leaf_hash={lh}",
+    for path in [f"/v1/proof/inclusion?tree_size={size}&index=1",
+                 f"/v1/proof/inclusion?tree_size={size}&leaf_hash={lh}",
                  f"/v1/proof/consistency?first=1&second={size}", "/v1/entries?start=0&end=1",
                  f"/v1/bundles/{lh}", f"/v1/fleets/{ROLLBACK_FLEET}", "/checkpoint", "/v1/log"]:
         async with server.session.get(path) as resp:

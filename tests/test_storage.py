@@ -95,7 +95,8 @@ async def test_append_and_read_back(store):
     "UPDATE log_state SET tree_size = 1",
     "UPDATE fleets SET sequence = 1",
     "INSERT INTO leaves VALUES (-1, '\\x00', 'x', 'f', 0, '\\x00', now())",
-    "INSERT INTO leaves VALUES (5, decode(repeat('ab', 32), 'hex'), 'x', 'bad fleet id', 0, decode(repeat('ab', 32), 'hex'), now())",
+    "INSERT INTO leaves VALUES (5, decode(repeat('ab', 32), 'hex'), 'x', 'bad fleet id', 0, "
+    "decode(repeat('ab', 32), 'hex'), now())",
 ])
 async def test_schema_refuses_history_rewrites(store, pool, sql):
     # The rewrites must hit rows: a statement that matches none would "pass" vacuously
