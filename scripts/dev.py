@@ -14,9 +14,9 @@ change, so a fresh clone needs nothing but Python 3.11+ and access to PyPI. Extr
 arguments are passed on: `python3 scripts/dev.py test -k merkle`,
 `... serve --listen 127.0.0.1:9000`, `... bench --full --with-10m` (see bench/README.md).
 
-`test` with no arguments runs the whole suite: first the lint step (ruff check,
-ruff format --check, mypy on logserver/; see LINT_ENFORCED below), then pytest with
-the Merkle core's coverage floor.
+`test` with no arguments runs the whole suite: first the lint step (ruff's lint and
+layout checks on logserver/, tests/, bench/ and scripts/, mypy on logserver/; see
+LINT_ENFORCED below), then pytest with the Merkle core's coverage floor.
 """
 from __future__ import annotations
 
@@ -130,15 +130,18 @@ def main(argv: list[str]) -> int:
 # The whole suite (no arguments) also enforces line coverage of the pure Merkle core.
 MERKLE_MIN_COVERAGE = 95
 
-# The lint step of the whole suite: ruff's lint rules, ruff's layout rules (pycodestyle's
+# The lint step of the whole suite: ruff's lint rules and ruff's layout rules (pycodestyle's
 # E1/E2/E3/W: indentation, whitespace, blank lines; the format check of this code base,
-# which is formatted by hand rather than by `ruff format`) and mypy on logserver/,
-# configured in pyproject.toml. Any finding fails the run; the tests run either way, so
-# one run reports both (CONTRIBUTING.md, "Lint and types").
+# which is formatted by hand rather than by `ruff format`) on the package, its tests, the
+# benchmark and these scripts; mypy on logserver/ only (the package ships py.typed; the
+# tests, bench/ and scripts/ are not typed to its standard). Configured in pyproject.toml.
+# Any finding fails the run; the tests run either way, so one run reports both
+# (CONTRIBUTING.md, "Lint and types").
 LINT_ENFORCED = True
+LINT_PATHS = ["logserver", "tests", "bench", "scripts"]
 LINT_COMMANDS = (
-    ("ruff check", ["-m", "ruff", "check", "logserver"]),
-    ("ruff layout check", ["-m", "ruff", "check", "--preview", "--select", "E1,E2,E3,W", "logserver"]),
+    ("ruff check", ["-m", "ruff", "check", *LINT_PATHS]),
+    ("ruff layout check", ["-m", "ruff", "check", "--preview", "--select", "E1,E2,E3,W", *LINT_PATHS]),
     ("mypy", ["-m", "mypy", "logserver"]),
 )
 
