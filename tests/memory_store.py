@@ -264,9 +264,9 @@ class MemorySequencing:
         # order of its fleets' first bundles, write/classify.py).
         rows = [(f, h.sequence, h.idx, self.store.leaves[h.idx].leaf_hash, h.retired)
                 for f, h in self.store.fleets.items()]
-        last = max((row.idx for row in self.store.leaves if row.fleet_id is None), default=0)
+        last = max((row.idx for row in self.store.leaves if row.fleet_id is None), default=None)
         self.store._fault("read_heads", "after")
-        return HeadsSnapshot(rows, last)
+        return HeadsSnapshot(rows, last or 0, None if last is None else self.store.leaves[last].leaf)
 
     async def append(self, leaves: Sequence[NewLeaf], tiles: dict[TileKey, bytes],
                      fleets: dict[str, FleetHead], new_size: int, new_root: bytes, note: str,

@@ -79,11 +79,13 @@ class FleetHead:
 @dataclass(frozen=True)
 class HeadsSnapshot:
     """What the sequencer needs to rebuild the heads table (docs/fleet-heads.md): each
-    fleet's head with its leaf hash, and the index of the newest HEADS leaf (0: none)."""
+    fleet's head with its leaf hash, the index of the newest HEADS leaf (0: none), and
+    that leaf's bytes (None: none; the sequencer checks the rebuilt table against it)."""
 
     # (fleet_id, sequence, idx, leaf_hash, retired), in the order the fleets first appeared
     rows: list[tuple[str, int, int, bytes, bool]]
     last_heads_index: int
+    last_heads_leaf: bytes | None = None
 
 
 @dataclass(frozen=True)

@@ -66,11 +66,13 @@ _APPEND = (
 )
 
 # The heads table's rows (each fleet's newest bundle) in the heads tree's order, the order their
-# fleets first appeared (migration 0008), and the newest HEADS leaf.
+# fleets first appeared (migration 0008), and the newest HEADS leaf: its index and bytes.
 _HEADS = (
     "SELECT ARRAY(SELECT ROW(f.fleet_id, f.sequence, f.idx, l.leaf_hash, f.retired) "
     "             FROM fleets f JOIN leaves l ON l.idx = f.idx ORDER BY f.first_idx) AS rows, "
-    "       (SELECT max(idx) FROM leaves WHERE kind = 2) AS last_heads"
+    "       h.idx AS last_heads, h.leaf AS last_heads_leaf "
+    "FROM (SELECT 1) AS one LEFT JOIN "
+    "     (SELECT idx, leaf FROM leaves WHERE kind = 2 ORDER BY idx DESC LIMIT 1) AS h ON true"
 )
 
 # An idle re-sign (the size did not change): only the log_state slot moves; no
@@ -127,10 +129,11 @@ class SequencingTransaction:
 
     async def read_heads(self) -> HeadsSnapshot:
         """Every fleet's head with its leaf hash, and the newest HEADS leaf's index (0 if
-        none), as this transaction sees them. Writes nothing."""
+        none) and bytes (None if none), as this transaction sees them. Writes nothing."""
         row = await self.conn.fetchrow(_HEADS, timeout=self.timeout_s)
         rows = [(f, s, i, bytes(h), r) for f, s, i, h, r in row["rows"]]
-        return HeadsSnapshot(rows, row["last_heads"] or 0)
+        leaf = row["last_heads_leaf"]
+        return HeadsSnapshot(rows, row["last_heads"] or 0, None if leaf is None else bytes(leaf))
 
     async def append(
         self,

@@ -109,12 +109,21 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from ..bundle.heads import HeadsError, HeadsRow, HeadsTable
+from ..bundle.heads import HeadsError, HeadsRow, HeadsTable, decode_heads_leaf, legacy_sorted_root
 from ..bundle.payload import ACTIVE, RETIRED
 from ..integrity.frontier import Frontier, FrontierError, check_frontier, frontier_tile_keys
 from ..merkle import frontier_ids, inclusion_proof, leaf_hash
 from ..merkle.tiles import TILE_HEIGHT, append_to_tiles
-from ..storage import DATABASE_UNAVAILABLE, CheckpointRow, LogStore, NewLeaf, Prefetch, Sequencing, TileKey
+from ..storage import (
+    DATABASE_UNAVAILABLE,
+    CheckpointRow,
+    HeadsSnapshot,
+    LogStore,
+    NewLeaf,
+    Prefetch,
+    Sequencing,
+    TileKey,
+)
 from .classify import classify
 from .outcomes import (
     Appended,
@@ -409,9 +418,12 @@ class Sequencer:
         size = tx.latest.tree_size
         if self._heads is None or self._heads_size != size:
             snapshot = await tx.read_heads()
-            self._heads = HeadsTable.from_rows(
+            self._heads = None
+            rebuilt = HeadsTable.from_rows(
                 HeadsRow(f, s, i, h, RETIRED if retired else ACTIVE) for f, s, i, h, retired in snapshot.rows
             )
+            _check_rebuilt(rebuilt, snapshot, size)
+            self._heads = rebuilt
             self._heads_previous = snapshot.last_heads_index
         table, self._heads_size = self._heads, None
         try:
@@ -488,3 +500,27 @@ def _fail(batch: list[Pending], error: Exception) -> None:
     for p in batch:
         if not p.future.done():
             p.future.set_exception(error)
+
+
+def _check_rebuilt(table: HeadsTable, snapshot: HeadsSnapshot, size: int) -> None:
+    """Before a HEADS leaf is signed over a table rebuilt from the store's rows (step 5),
+    check it against the HEADS leaf the log stored at `size - 1`, when that is the last
+    leaf: the same count and root (the chained root, or for release 0.2.0's type-2 leaf
+    the sorted one, docs/fleet-heads.md). Rows in another order than the fleets' first
+    appearance (a `fleets.first_idx` changed by hand or by a bug), a missing or stale
+    row, would otherwise be signed into the log, a HEADS leaf every monitor reports
+    (docs/fleet-heads.md, "Soundness"). The reader makes the same check before it serves
+    a proof (read/heads_reader.py). Raises IntegrityError: the sequencer halts."""
+    if snapshot.last_heads_leaf is None or snapshot.last_heads_index != size - 1:
+        return  # the log ends with a bundle (it predates HEADS leaves): nothing to compare
+    try:
+        stored = decode_heads_leaf(snapshot.last_heads_leaf)
+    except HeadsError as e:
+        raise IntegrityError(f"the HEADS leaf stored at {size - 1} does not decode ({e}); storage is corrupted or "
+                             "was changed") from None
+    want = legacy_sorted_root(table) if stored.legacy else table.root()
+    if (stored.count, stored.root) != (table.count, want):
+        raise IntegrityError(
+            f"the heads table rebuilt from the stored fleets: got count {table.count}, root {want.hex()}; want the "
+            f"HEADS leaf stored at {size - 1} (type {stored.layout}): count {stored.count}, root {stored.root.hex()}; "
+            "storage is corrupted or was changed (fleets.first_idx, migration 0008)")
