@@ -320,13 +320,18 @@ def chained_tree(entries: Sequence[tuple[HeadsRow, str]]) -> tuple[bytes, list[P
 
 
 def _lying_absence(keys: VectorKeys, fleets: Sequence[str], links: Sequence[str], asked: str,
-                   covering: int) -> bytes:
+                   covering: int, *, leaf_index: int | None = None) -> bytes:
     """A log of one bundle per fleet and a HEADS leaf over entries linking to `links`
     (a lie the fold would catch: HeadsMismatchError), validly signed, and its proof that
-    `asked` is absent, covered by the entry at position `covering`."""
+    `asked` is absent, covered by the entry at position `covering` (naming `leaf_index`
+    instead of its bundle's index, when given: another lie)."""
     liar = MemoryLog()
     liar.add_bundles([bundle(fleet, 1) for fleet in fleets])
-    root, proved = chained_tree(list(zip(liar.table, links, strict=True)))
+    rows = list(liar.table)
+    if leaf_index is not None:
+        r = rows[covering]
+        rows[covering] = HeadsRow(r.fleet_id, r.sequence, leaf_index, r.leaf_hash, r.status)
+    root, proved = chained_tree(list(zip(rows, links, strict=True)))
     index = liar.add_heads(HeadsLeaf(0, len(fleets), root))
     note = liar.checkpoint(keys)
     heads = HeadsLeafProof(index, liar.leaves[index], liar.inclusion(index))
@@ -648,6 +653,10 @@ def build_vectors(keys: VectorKeys | None = None) -> list[Vector]:
     add("absent-lone-row-links-elsewhere", _lying_absence(keys, ["fleet-m"], ["fleet-z"], "fleet-n", 0),
         absence_error, "a log of 1 row whose entry links fleet-m -> fleet-z (the entry proof verifies): a lone "
         "row must link to itself")
+    add("covering-leaf-index-after-heads",
+        _lying_absence(keys, ["fleet-a", "fleet-c"], ["fleet-c", "fleet-a"], "fleet-b", 0, leaf_index=5),
+        "FleetHeadRootError", "a log of 2 rows whose HEADS leaf (leaf 2) commits to fleet-a's entry naming leaf 5 "
+        "(the entry proof verifies): a row names a bundle before the HEADS leaf that commits to it")
 
     # --- the client's state: FleetHeadRollbackError ------------------------------------------------------
     rollback = "FleetHeadRollbackError"

@@ -22,19 +22,24 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime
 
-import pg
 import pytest
-from bundle_factory import default_authorities, make_envelope, make_payload
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from memory_store import MemoryStore
-from sequencer_support import running
 
+import pg
+from bundle_factory import default_authorities, make_envelope, make_payload
+from fleet_head_vectors import NOW as VECTORS_NOW
+from fleet_head_vectors import MemoryLog, VectorKeys, bundle, chained_tree
 from logserver.bundle.admit import admit
-from logserver.bundle.heads import fold
+from logserver.bundle.heads import HeadsLeaf, HeadsRow, fold
+from logserver.client.errors import FleetAbsentError, FleetHeadRootError
+from logserver.client.fleet_head import verify_fleet_head
+from logserver.formats.fleet_head import HeadsLeafProof, build_fleet_head_proof
 from logserver.keys.log_key import LogKey
 from logserver.merkle import EMPTY_ROOT, leaf_hash
 from logserver.write.outcomes import Appended, IntegrityError
 from logserver.write.sequencer import Sequencer
+from memory_store import MemoryStore
+from sequencer_support import running
 
 KEY = LogKey("example.com/heads-review", Ed25519PrivateKey.from_private_bytes(b"\x5a" * 32))
 AUTHORITIES = default_authorities()
@@ -168,3 +173,28 @@ def test_tables_built_either_way_and_copies_advanced_independently_agree_with_fr
             assert (t.count, t.root()) == (want.count, want.root()), trial
             assert [t.row_proof(p) for p in range(t.count)] == [want.row_proof(p) for p in range(want.count)]
             assert [t.next_fleet_id(p) for p in range(t.count)] == [want.next_fleet_id(p) for p in range(t.count)]
+
+
+def test_a_covering_row_naming_a_leaf_at_or_after_its_heads_leaf_is_refused():
+    """The covering row's bundle is only named, not proved: its leaf index must still be
+    before the HEADS leaf that commits to it (a lying log's table, validly signed)."""
+    keys = VectorKeys()
+    at = datetime.fromtimestamp(VECTORS_NOW, UTC)
+
+    def absence(leaf_index_of_a: int | None) -> bytes:
+        liar = MemoryLog()
+        liar.add_bundles([bundle("fleet-a", 1), bundle("fleet-c", 1)])
+        a, c = liar.table.rows
+        if leaf_index_of_a is not None:
+            a = HeadsRow(a.fleet_id, a.sequence, leaf_index_of_a, a.leaf_hash, a.status)
+        root, proved = chained_tree([(a, "fleet-c"), (c, "fleet-a")])
+        index = liar.add_heads(HeadsLeaf(0, 2, root))
+        heads = HeadsLeafProof(index, liar.leaves[index], liar.inclusion(index))
+        return build_fleet_head_proof("fleet-b", liar.checkpoint(keys), heads, absent=True, covering=proved[0])
+
+    # The honest table: fleet-b is absent, covered by fleet-a's link.
+    with pytest.raises(FleetAbsentError, match="no bundle"):
+        verify_fleet_head(absence(None), keys.policy(), at)
+    for bad in (2, 3, 1_000):  # the HEADS leaf is leaf 2
+        with pytest.raises(FleetHeadRootError, match=rf"got leaf_index {bad}, want a leaf before the HEADS leaf 2"):
+            verify_fleet_head(absence(bad), keys.policy(), at)

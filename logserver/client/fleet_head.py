@@ -271,7 +271,7 @@ def open_fleet_head(
 
     if parsed.row is None or parsed.bundle is None:
         covering = parsed.covering
-        row = log.run("heads_row", lambda: _check_covering_proof(covering, heads))
+        row = log.run("heads_row", lambda: _check_covering_proof(covering, heads, index))
         log.run("fleet_absence", lambda: _check_absence(asked, covering, heads))
         absence = VerifiedFleetAbsence(asked, row, None if covering is None else covering.next_fleet_id,
                                        None if covering is None else covering.position, heads, index, cp, freshness)
@@ -531,10 +531,18 @@ def _check_signatures(envelope: Envelope, policy: TrustPolicy, row: HeadsRow) ->
                       f"payload names fleet {b.fleet_id!r}, sequence {b.sequence}, status {b.status!r}")
 
 
-def _check_covering_proof(covering: ProvedRow | None, heads: HeadsLeaf) -> tuple[HeadsRow | None, str]:
+def _check_covering_proof(covering: ProvedRow | None, heads: HeadsLeaf,
+                          heads_index: int) -> tuple[HeadsRow | None, str]:
     if covering is None:
         return None, "no covering row (an empty table claimed)"
     row = _verify_row(covering, heads, "covering")
+    # Every row names a bundle logged before the HEADS leaf that commits to it (a
+    # present row's bundle is proved in the tree; the covering row's is only named).
+    if row.leaf_index >= heads_index:
+        raise FleetHeadRootError(
+            f"covering row {row.fleet_id!r}: got leaf_index {row.leaf_index}, want a leaf before the HEADS leaf "
+            f"{heads_index}"
+        )
     return row, f"covering row {covering.position} of {heads.count} ({row.fleet_id!r}) is in the heads table"
 
 
