@@ -159,8 +159,8 @@ _ROW = HeadsRow("fleet-a", 3, 5, H).encode()
 
 
 @pytest.mark.parametrize("data, why", [
-    (b"", "want bytes"),
-    (bytearray(_ROW + b"\x01b"), "want bytes"),
+    (b"", "entry: got 0 bytes, want the bytes of a row and a next fleet id"),
+    (bytearray(_ROW + b"\x01b"), "entry: got bytearray, want the bytes"),
     (_ROW, "want a 57-byte row and a next fleet id"),
     (_ROW[:-1], "want a 57-byte row"),
     (_ROW + b"\x01b\x00", "got 60 bytes, want 59 for a 1-byte next fleet id"),

@@ -153,6 +153,12 @@ def test_state_round_trip_and_refusals(tmp_path):
                    lambda o: o.pop("heads"),
                    lambda o: o["heads"].update(previous=-1),
                    lambda o: o["heads"].update(previous=13),
+                   # The fold's first HEADS leaf: known iff one was folded, and not after the last.
+                   lambda o: o["heads"].update(first=5),
+                   lambda o: o["heads"].update(previous=5),
+                   lambda o: o["heads"].update(first=7, previous=5),
+                   # A row naming a leaf the monitor has not verified (13 are).
+                   lambda o: o["heads"]["rows"].append(["f", 1, 13, "00" * 32, "active"]),
                    lambda o: o["heads"]["rows"].append(["f", 1, 0, "zz", "active"]),
                    lambda o: o["heads"]["rows"].append(["f", 1, 0, "00" * 32, []]),
                    lambda o: o["heads"]["rows"].extend([["f", 1, 0, "00" * 32, "active"]] * 2),

@@ -190,7 +190,8 @@ def decode_entry(data: bytes) -> tuple[HeadsRow, str]:
     """Decode HeadsEntry bytes strictly into the row and the next fleet id; raises
     `MalformedHeadsError`."""
     if not isinstance(data, bytes) or not data:
-        raise MalformedHeadsError("entry: want bytes")
+        got = "0 bytes" if isinstance(data, bytes) else type(data).__name__
+        raise MalformedHeadsError(f"entry: got {got}, want the bytes of a row and a next fleet id")
     row_size = 1 + data[0] + _ROW_TAIL.size
     if len(data) < row_size + 1:
         raise MalformedHeadsError(f"entry: got {len(data)} bytes, want a {row_size}-byte row and a next fleet id")

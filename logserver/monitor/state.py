@@ -134,10 +134,25 @@ class MonitorState:
             _heads(obj["heads"])
         heads = obj.get("heads") if version == STATE_VERSION else None
         state.heads = _heads(heads) if heads is not None else (HeadsFolder() if state.verified.size == 0 else None)
-        if state.heads is not None and state.verified.size and state.heads.previous >= state.verified.size:
-            raise StateError(f"heads.previous {state.heads.previous} is beyond the verified size "
-                             f"{state.verified.size}")
+        if state.heads is not None:
+            _check_fold(state.heads, state.verified.size)
         return state
+
+
+def _check_fold(heads: HeadsFolder, size: int) -> None:
+    """The fold covers the verified entries and nothing beyond them: its HEADS leaves
+    (the first, the last) and every row's bundle are among the first `size` leaves, and
+    a fold that saw a HEADS leaf knows its first one (index 0 holds a bundle: a
+    `previous` of 0 means none)."""
+    if size and heads.previous >= size:
+        raise StateError(f"heads.previous {heads.previous} is beyond the verified size {size}")
+    if (heads.first is None) != (heads.previous == 0) or (heads.first is not None and heads.first > heads.previous):
+        raise StateError(f"heads.first {heads.first} and heads.previous {heads.previous}: want null and 0 (no HEADS "
+                         "leaf folded yet) or first <= previous")
+    late = next((r for r in heads.table if r.leaf_index >= size), None)
+    if late is not None:
+        raise StateError(f"heads.rows: fleet {late.fleet_id!r} names leaf {late.leaf_index}, want a leaf below the "
+                         f"verified size {size}")
 
 
 def _uint(value: Any, what: str) -> int:
