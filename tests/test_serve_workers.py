@@ -59,6 +59,20 @@ class Workers:
         deadline = time.monotonic() + timeout_s
         streak = 0
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as s:
+            # First both workers listening: the kernel spreads new connections over the
+            # sockets bound so far, so before worker 1 binds, every readyz lands on
+            # worker 0 and a streak proves nothing about worker 1 (seen once: all 60
+            # submissions then went to worker 0).
+            seen: set[str] = set()
+            while len(seen) < 2:
+                assert self.proc.poll() is None, self.output()
+                assert time.monotonic() < deadline, f"only workers {sorted(seen)} answered:\n" + self.output()
+                try:
+                    async with s.get(self.url + "/metrics") as r:
+                        seen |= {line.split('index="')[1].split('"')[0] for line in (await r.text()).splitlines()
+                                 if line.startswith("logserver_worker_info{")}
+                except aiohttp.ClientError:
+                    await asyncio.sleep(0.05)
             while streak < 40:
                 assert self.proc.poll() is None, self.output()
                 assert time.monotonic() < deadline, "workers not ready:\n" + self.output()
