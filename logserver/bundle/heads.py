@@ -427,9 +427,13 @@ class HeadsTable:
             self._root = root
         return self._root
 
-    def heads_leaf(self, previous: int) -> HeadsLeaf:
-        """The HEADS leaf committing to the table as it stands."""
-        return HeadsLeaf(previous, len(self._rows), self.root())
+    def heads_leaf(self, previous: int, layout: int = HEADS_LEAF_TYPE) -> HeadsLeaf:
+        """The HEADS leaf committing to the table as it stands: in the chained layout
+        (the one written), or, to check a release 0.2.0 leaf (`layout` 2), in the
+        sorted one (`legacy_sorted_root`, O(n log n))."""
+        if layout == LEGACY_HEADS_LEAF_TYPE:
+            return HeadsLeaf(previous, len(self._rows), legacy_sorted_root(self._rows), LEGACY_HEADS_LEAF_TYPE)
+        return HeadsLeaf(previous, len(self._rows), self.root(), layout)
 
     def row_proof(self, position: int) -> list[bytes]:
         """The RFC 6962 §2.1.1 inclusion proof of entry `position` in the heads tree of
@@ -570,8 +574,7 @@ def fold(leaves: Iterable[bytes], *, check_heads: bool = True) -> HeadsTable:
         if is_heads_leaf(leaf):
             heads = decode_heads_leaf(leaf)
             if check_heads:
-                want = table.heads_leaf(previous) if not heads.legacy else \
-                    HeadsLeaf(previous, table.count, legacy_sorted_root(table), LEGACY_HEADS_LEAF_TYPE)
+                want = table.heads_leaf(previous, heads.layout)
                 if heads != want:
                     raise HeadsMismatchError(
                         f"HEADS leaf {index} (type {heads.layout}): got previous {heads.previous}, count "

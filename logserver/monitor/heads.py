@@ -57,7 +57,6 @@ from ..bundle.heads import (
     bundle_row,
     decode_heads_leaf,
     is_heads_leaf,
-    legacy_sorted_root,
 )
 from ..client.policy import TrustPolicy
 from ..formats import FormatError, VerificationError, open_checkpoint
@@ -164,9 +163,7 @@ def _layout(leaf: bytes) -> int:
 def _want(table: HeadsTable, previous: int, leaf: bytes) -> HeadsLeaf:
     """The HEADS leaf the fold gives, in the layout `leaf` claims: a log that ran release
     0.2.0 holds type-2 leaves over the sorted layout (bundle/heads.py)."""
-    if _layout(leaf) == LEGACY_HEADS_LEAF_TYPE:
-        return HeadsLeaf(previous, table.count, legacy_sorted_root(table), LEGACY_HEADS_LEAF_TYPE)
-    return table.heads_leaf(previous)
+    return table.heads_leaf(previous, _layout(leaf))
 
 
 def fold_leaves(leaves: Sequence[bytes]) -> HeadsTable:

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from typing import NoReturn
 
 from ..bundle import decode_leaf
-from ..bundle.heads import HeadsError, HeadsRow, HeadsTable, decode_heads_leaf, is_heads_leaf, legacy_sorted_root
+from ..bundle.heads import HeadsError, HeadsRow, HeadsTable, decode_heads_leaf, is_heads_leaf
 from ..bundle.payload import ACTIVE, RETIRED
 from ..formats.checkpoint import parse_checkpoint
 from ..formats.fleet_head import BundleProof, HeadsLeafProof, build_fleet_head_proof
@@ -152,7 +152,7 @@ class HeadsReader:
                 stored = decode_heads_leaf(leaf.leaf)
                 # A release 0.2.0 leaf commits to the sorted layout: checked as such, but
                 # no proof is made at it (the format's verifiers refuse its type).
-                want = legacy_sorted_root(table) if stored.legacy else table.root()
+                want = table.heads_leaf(stored.previous, stored.layout).root
                 if (stored.count, stored.root) != (table.count, want):
                     self._inconsistent(
                         f"the HEADS leaf stored at {size - 1} (type {stored.layout}) says count {stored.count}, "

@@ -109,7 +109,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from ..bundle.heads import HeadsError, HeadsRow, HeadsTable, decode_heads_leaf, legacy_sorted_root
+from ..bundle.heads import HeadsError, HeadsRow, HeadsTable, decode_heads_leaf
 from ..bundle.payload import ACTIVE, RETIRED
 from ..integrity.frontier import Frontier, FrontierError, check_frontier, frontier_tile_keys
 from ..merkle import frontier_ids, inclusion_proof, leaf_hash
@@ -518,7 +518,7 @@ def _check_rebuilt(table: HeadsTable, snapshot: HeadsSnapshot, size: int) -> Non
     except HeadsError as e:
         raise IntegrityError(f"the HEADS leaf stored at {size - 1} does not decode ({e}); storage is corrupted or "
                              "was changed") from None
-    want = legacy_sorted_root(table) if stored.legacy else table.root()
+    want = table.heads_leaf(stored.previous, stored.layout).root
     if (stored.count, stored.root) != (table.count, want):
         raise IntegrityError(
             f"the heads table rebuilt from the stored fleets: got count {table.count}, root {want.hex()}; want the "
