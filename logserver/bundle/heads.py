@@ -66,6 +66,7 @@ LEGACY_HEADS_LEAF_TYPE = 2
 and checked by a fold, never written."""
 
 HEADS_LEAF_TYPES = (LEGACY_HEADS_LEAF_TYPE, HEADS_LEAF_TYPE)
+_HEADS_LEAF_FIRST_BYTES = tuple(bytes((t,)) for t in HEADS_LEAF_TYPES)
 
 HEADS_LEAF_SIZE = 1 + 8 + 8 + HASH_SIZE  # 49
 
@@ -259,7 +260,7 @@ class HeadsLeaf:
 def is_heads_leaf(leaf: bytes) -> bool:
     """Whether a log leaf is a HEADS leaf, of either layout (by its first byte; decode it
     to check it)."""
-    return leaf[:1] in (b"\x02", b"\x03")
+    return leaf[:1] in _HEADS_LEAF_FIRST_BYTES
 
 
 def decode_heads_leaf(data: bytes) -> HeadsLeaf:
@@ -485,7 +486,9 @@ class HeadsTable:
             p = len(self._rows)
             self._positions[key] = p
             self._rows.append(row)
-            self._levels[0].append(leaf_hash(row.entry_from_key(self._following(key))))
+            # Its next key is the one after it in byte order, circular (itself when alone).
+            following = keys[i + 1] if i + 1 < len(keys) else keys[0]
+            self._levels[0].append(leaf_hash(row.entry_from_key(following)))
             self._dirty_from = min(self._dirty_from, p)
             if p:
                 # The predecessor in byte order (the last key when this one sorts first)

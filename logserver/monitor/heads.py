@@ -132,7 +132,7 @@ class HeadsFolder:
             return None
         assert item.heads is not None
         leaf = item.heads
-        want = _want(self.table, self.previous, leaf)
+        want = self.table.heads_leaf(self.previous, _layout(leaf))
         self.previous = item.index
         self.last_heads = leaf
         if self.first is None:
@@ -156,14 +156,9 @@ class HeadsFolder:
 
 
 def _layout(leaf: bytes) -> int:
-    """The layout a HEADS leaf claims by its type byte (the current one if it claims none)."""
+    """The layout a HEADS leaf claims by its type byte (the current one if it claims none):
+    a log that ran release 0.2.0 holds type-2 leaves over the sorted layout."""
     return LEGACY_HEADS_LEAF_TYPE if leaf[:1] == bytes((LEGACY_HEADS_LEAF_TYPE,)) else HEADS_LEAF_TYPE
-
-
-def _want(table: HeadsTable, previous: int, leaf: bytes) -> HeadsLeaf:
-    """The HEADS leaf the fold gives, in the layout `leaf` claims: a log that ran release
-    0.2.0 holds type-2 leaves over the sorted layout (bundle/heads.py)."""
-    return table.heads_leaf(previous, _layout(leaf))
 
 
 def fold_leaves(leaves: Sequence[bytes]) -> HeadsTable:
@@ -348,7 +343,7 @@ def verify_heads_evidence(evidence: Mapping[str, Any] | bytes | str, policy: Tru
     late = [r.leaf_index for r in rows if r.leaf_index >= index]
     if late:
         raise HeadsEvidenceError(f"evidence rows: leaf index {late[0]} is not before the HEADS leaf {index}")
-    if _want(table, want.previous, data) != want:
+    if table.heads_leaf(want.previous, _layout(data)) != want:
         raise HeadsEvidenceError(f"evidence want: the rows give count {table.count}, root {table.root().hex()}, "
                                  f"not the evidence's {want.count}, {want.root.hex()}")
     if leaves is not None:
